@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// fakeAgent runs the guest side of the handshake on conn after feeding it garbage, then
+// answers health requests over yamux.
+func fakeAgent(t *testing.T, conn net.Conn, garbage string) {
+	t.Helper()
+	if garbage != "" {
+		// Stale bytes from an earlier session, as a serial port may deliver them.
+		if _, err := io.WriteString(conn, garbage); err != nil {
+			t.Errorf("write garbage: %v", err)
+			return
+		}
+	}
+	r, err := ServerHandshake(conn, "9.9.9")
+	if err != nil {
+		t.Errorf("ServerHandshake: %v", err)
+		return
+	}
+	sess, err := yamux.Server(struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{r, conn, conn}, YamuxConfig())
+	if err != nil {
+		t.Errorf("yamux.Server: %v", err)
+		return
+	}
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer st.Close()
+			req, err := DecodeRequest(wire.NewReader(st))
+			if err != nil {
+				return
+			}
+			rep := Reply{Error: "unknown op " + req.Op}
+			if req.Op == OpHealth {
+				rep = Reply{Health: &Health{AgentVersion: "9.9.9", BootID: "boot-1", Init: "systemd"}}
+			}
+			_ = EncodeReply(wire.NewWriter(st), rep)
+		}()
+	}
+}
+
+func TestHandshakeThroughGarbageThenRequests(t *testing.T) {
+	host, guest := net.Pipe()
+	defer host.Close()
+	go fakeAgent(t, guest, "\x00\x01stale yamux bytes\nBANGER-ACK wrongnonce 1.0\n"+strings.Repeat("z", 1000)+"\n")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Connect(ctx, host)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer c.Close()
+	if c.Version() != "9.9.9" {
+		t.Errorf("Version() = %q, want the version from the ACK line", c.Version())
+	}
+	h, err := c.Health(ctx)
+	if err != nil || h.BootID != "boot-1" {
+		t.Fatalf("Health = %+v, %v; want boot-1", h, err)
+	}
+	if _, err := c.call(ctx, Request{Op: "nonsense"}); err == nil || !strings.Contains(err.Error(), "unknown op nonsense") {
+		t.Errorf("unknown op: err = %v, want the agent's error passed through", err)
+	}
+}
+
+// TestSyncIsRepeatedUntilAgentListens models a guest that starts reading late: the first
+// SYNC lines are lost, and the host must keep sending them.
+func TestSyncIsRepeatedUntilAgentListens(t *testing.T) {
+	old := syncInterval
+	syncInterval = 10 * time.Millisecond
+	defer func() { syncInterval = old }()
+
+	host, guest := net.Pipe()
+	defer host.Close()
+	go func() {
+		// Swallow what the host sends for a while (the agent is not up yet).
+		br := bufio.NewReader(guest)
+		deadline := time.Now().Add(50 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			_, _ = br.ReadString('\n')
+		}
+		fakeAgent(t, guest, "")
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Connect(ctx, host)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Health(ctx); err != nil {
+		t.Fatalf("Health: %v", err)
+	}
+}
+
+func TestHandshakeGivesUpWithContext(t *testing.T) {
+	host, guest := net.Pipe()
+	defer guest.Close()
+	go func() { _, _ = io.Copy(io.Discard, guest) }() // a guest that never answers
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := Connect(ctx, host)
+	if err == nil {
+		t.Fatal("Connect succeeded against a silent guest")
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("Connect took %s to give up, want about the context's 100ms", time.Since(start))
+	}
+}
+
+func TestServerHandshakeAnswersANewNonce(t *testing.T) {
+	host, guest := net.Pipe()
+	defer host.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ServerHandshake(guest, "1")
+		done <- err
+	}()
+	br := bufio.NewReader(host)
+	_, _ = io.WriteString(host, "BANGER-SYNC aaa\n")
+	if line, _ := br.ReadString('\n'); line != "BANGER-ACK aaa 1\n" {
+		t.Fatalf("first ack = %q", line)
+	}
+	// The host restarted its handshake with a new nonce.
+	_, _ = io.WriteString(host, "BANGER-SYNC bbb\n")
+	if line, _ := br.ReadString('\n'); line != "BANGER-ACK bbb 1\n" {
+		t.Fatalf("second ack = %q", line)
+	}
+	// A GO for the old nonce is ignored; the current one completes the handshake.
+	_, _ = io.WriteString(host, "BANGER-GO aaa\nBANGER-GO bbb\n")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ServerHandshake: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("ServerHandshake did not finish on the current nonce's GO")
+	}
+}

@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// YamuxConfig is the multiplexer configuration both sides use.
+func YamuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.LogOutput = io.Discard
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = 15 * time.Second
+	c.ConnectionWriteTimeout = 30 * time.Second
+	// A guest under software emulation can be slow to open streams while it boots.
+	c.StreamOpenTimeout = 60 * time.Second
+	c.MaxStreamWindowSize = 1 << 20
+	return c
+}
+
+// Client talks to one guest's agent over an established, handshaken connection.
+type Client struct {
+	session *yamux.Session
+	version string
+}
+
+// Connect runs the handshake on conn and starts the multiplexer. On error conn is closed.
+func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
+	c, version, err := ClientHandshake(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	s, err := yamux.Client(c, YamuxConfig())
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent: start multiplexer: %w", err)
+	}
+	return &Client{session: s, version: version}, nil
+}
+
+// Version is the agent's version as it announced it in the handshake.
+func (c *Client) Version() string { return c.version }
+
+// Close ends the session and its connection.
+func (c *Client) Close() error { return c.session.Close() }
+
+// Done is closed when the session ends (the guest went away, or Close was called).
+func (c *Client) Done() <-chan struct{} { return c.session.CloseChan() }
+
+// Open starts a stream carrying req and returns it for the caller to continue with frames
+// of package wire. The daemon uses it to splice an exec session through to the CLI.
+func (c *Client) Open(ctx context.Context, req Request) (net.Conn, error) {
+	type result struct {
+		s   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		s, err := c.session.OpenStream()
+		ch <- result{s, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.s != nil {
+				r.s.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("agent: open stream: %w", r.err)
+	}
+	if err := wire.NewWriter(r.s).WriteJSON(wire.Request, req); err != nil {
+		r.s.Close()
+		return nil, fmt.Errorf("agent: send %s request: %w", req.Op, err)
+	}
+	return r.s, nil
+}
+
+// call sends a unary request and decodes its reply.
+func (c *Client) call(ctx context.Context, req Request) (Reply, error) {
+	s, err := c.Open(ctx, req)
+	if err != nil {
+		return Reply{}, err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var rep Reply
+	if err := wire.NewReader(s).NextJSON(wire.Reply, &rep); err != nil {
+		if ctx.Err() != nil {
+			return Reply{}, fmt.Errorf("agent: %s: %w", req.Op, ctx.Err())
+		}
+		return Reply{}, fmt.Errorf("agent: %s: %w", req.Op, err)
+	}
+	if rep.Error != "" {
+		return rep, fmt.Errorf("agent: %s: %s", req.Op, rep.Error)
+	}
+	return rep, nil
+}
+
+// Health asks the agent how the guest is.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	rep, err := c.call(ctx, Request{Op: OpHealth})
+	if err != nil {
+		return Health{}, err
+	}
+	if rep.Health == nil {
+		return Health{}, fmt.Errorf("agent: health: empty reply")
+	}
+	return *rep.Health, nil
+}
+
+// Poweroff asks the guest to shut down cleanly. The reply comes before the shutdown starts.
+func (c *Client) Poweroff(ctx context.Context) error {
+	_, err := c.call(ctx, Request{Op: OpPoweroff})
+	return err
+}
+
+// Exec runs a command and connects it to cio; it returns the command's exit status.
+func (c *Client) Exec(ctx context.Context, req ExecRequest, cio wire.CallerIO) (wire.ExitMsg, error) {
+	s, err := c.Open(ctx, Request{Op: OpExec, Exec: &req})
+	if err != nil {
+		return wire.ExitMsg{}, err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	return wire.Call(s, cio)
+}
+
+// DecodeRequest reads the Request frame that opens a stream.
+func DecodeRequest(r *wire.Reader) (Request, error) {
+	var req Request
+	if err := r.NextJSON(wire.Request, &req); err != nil {
+		return Request{}, err
+	}
+	return req, nil
+}
+
+// EncodeReply is a helper for the agent side: it writes rep as the stream's Reply frame.
+func EncodeReply(w *wire.Writer, rep Reply) error {
+	return w.WriteJSON(wire.Reply, rep)
+}

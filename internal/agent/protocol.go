@@ -1,0 +1,68 @@
+// Package agent is the protocol between the host and banger-agent in the guest, and the host's
+// client for it.
+//
+// The transport is one byte stream per VM: a virtio-serial port under QEMU, a vsock connection
+// under Firecracker. A connection starts with a line-based handshake that makes the stream
+// clean (a serial port can hold stale bytes from an earlier connection):
+//
+//	host:  BANGER-SYNC <nonce>\n   (repeated until acknowledged; the guest may not listen yet)
+//	guest: BANGER-ACK <nonce> <agent version>\n
+//	host:  BANGER-GO <nonce>\n
+//
+// Each side discards everything before the line it waits for. Then yamux runs on the stream,
+// the host as client. Every request is one yamux stream that starts with a wire.Request frame
+// holding a JSON Request; unary requests are answered with one wire.Reply frame, exec streams
+// carry the frames of package wire until wire.Exit.
+package agent
+
+import "time"
+
+// PortName is the virtio-serial port name the agent listens on (QEMU).
+const PortName = "org.banger.agent.0"
+
+// VsockPort is the vsock port the agent listens on (Firecracker).
+const VsockPort = 1024
+
+// Operations.
+const (
+	OpHealth   = "health"
+	OpExec     = "exec"
+	OpPoweroff = "poweroff"
+)
+
+// Request opens a stream.
+type Request struct {
+	Op   string       `json:"op"`
+	Exec *ExecRequest `json:"exec,omitempty"`
+}
+
+// ExecRequest starts a command in the guest.
+type ExecRequest struct {
+	// Argv is the command and its arguments, passed to execve unchanged (never re-tokenised).
+	Argv []string `json:"argv"`
+	// Env holds extra KEY=VALUE entries added to the agent's login-like default environment.
+	Env []string `json:"env,omitempty"`
+	// Dir is the working directory; empty means the user's home.
+	Dir string `json:"dir,omitempty"`
+	// TTY runs the command on a pseudo-terminal of Rows×Cols; stdout then carries the
+	// terminal's output and there is no separate stderr.
+	TTY  bool   `json:"tty,omitempty"`
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
+}
+
+// Reply answers a unary request. Error is set when the request failed.
+type Reply struct {
+	Error  string  `json:"error,omitempty"`
+	Health *Health `json:"health,omitempty"`
+}
+
+// Health describes the guest as the agent sees it.
+type Health struct {
+	AgentVersion string        `json:"agent_version"`
+	BootID       string        `json:"boot_id"`
+	Hostname     string        `json:"hostname"`
+	Uptime       time.Duration `json:"uptime"`
+	// Init is what runs as PID 1: "systemd", or "agent" where the agent is PID 1 itself.
+	Init string `json:"init"`
+}

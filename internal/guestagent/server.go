@@ -1,0 +1,130 @@
+// Package guestagent is banger-agent's serving half: inside a running guest it accepts the
+// host's connection (virtio-serial port or vsock), runs the handshake of package agent, and
+// answers requests — health, exec with streamed stdio and signals, poweroff.
+package guestagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// Server answers host requests.
+type Server struct {
+	Version string
+	Log     *log.Logger
+	// Poweroff shuts the guest down; it is called after the reply has been sent.
+	Poweroff func() error
+}
+
+// ServeConn serves one host connection: handshake, then requests until the host goes away.
+// rwc is closed when ServeConn returns. io.EOF from the handshake means no host is connected.
+func (s *Server) ServeConn(ctx context.Context, rwc io.ReadWriteCloser) error {
+	defer rwc.Close()
+	r, err := agent.ServerHandshake(rwc, s.Version)
+	if err != nil {
+		return err
+	}
+	conn := struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{r, rwc, rwc}
+	sess, err := yamux.Server(conn, agent.YamuxConfig())
+	if err != nil {
+		return fmt.Errorf("start multiplexer: %w", err)
+	}
+	defer sess.Close()
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	s.Log.Printf("host connected")
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			if sess.IsClosed() {
+				s.Log.Printf("host disconnected")
+				return nil
+			}
+			return fmt.Errorf("accept stream: %w", err)
+		}
+		go s.serveStream(st)
+	}
+}
+
+func (s *Server) serveStream(st net.Conn) {
+	defer st.Close()
+	r := wire.NewReader(st)
+	w := wire.NewWriter(st)
+	req, err := agent.DecodeRequest(r)
+	if err != nil {
+		s.Log.Printf("bad request: %v", err)
+		return
+	}
+	switch req.Op {
+	case agent.OpHealth:
+		h, err := s.health()
+		rep := agent.Reply{Health: &h}
+		if err != nil {
+			rep = agent.Reply{Error: err.Error()}
+		}
+		_ = agent.EncodeReply(w, rep)
+	case agent.OpExec:
+		if req.Exec == nil || len(req.Exec.Argv) == 0 {
+			_ = w.WriteJSON(wire.Exit, wire.ExitMsg{Code: 127, Error: "exec request without a command"})
+			return
+		}
+		runExec(s.Log, r, w, *req.Exec)
+	case agent.OpPoweroff:
+		if s.Poweroff == nil {
+			_ = agent.EncodeReply(w, agent.Reply{Error: "poweroff is not available"})
+			return
+		}
+		_ = agent.EncodeReply(w, agent.Reply{})
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			if err := s.Poweroff(); err != nil {
+				s.Log.Printf("poweroff: %v", err)
+			}
+		}()
+	default:
+		_ = agent.EncodeReply(w, agent.Reply{Error: fmt.Sprintf("unknown operation %q (agent %s)", req.Op, s.Version)})
+	}
+}
+
+func (s *Server) health() (agent.Health, error) {
+	h := agent.Health{AgentVersion: s.Version, Init: "systemd"}
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return h, fmt.Errorf("read boot id: %w", err)
+	}
+	h.BootID = strings.TrimSpace(string(b))
+	h.Hostname, _ = os.Hostname()
+	if b, err := os.ReadFile("/proc/uptime"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if sec, err := strconv.ParseFloat(f[0], 64); err == nil {
+				h.Uptime = time.Duration(sec * float64(time.Second))
+			}
+		}
+	}
+	if os.Getpid() == 1 {
+		h.Init = "agent"
+	} else if b, err := os.ReadFile("/proc/1/comm"); err == nil {
+		h.Init = strings.TrimSpace(string(b))
+	}
+	return h, nil
+}
+
+// ErrNoPort is returned when the guest has no agent port (yet).
+var ErrNoPort = errors.New("no virtio-serial port named " + agent.PortName)

@@ -1,0 +1,195 @@
+package guestagent
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// connect serves a Server over an in-memory pipe and returns the host's client. The exec
+// tests run real commands on the test machine: the agent's exec code is plain Linux.
+func connect(t *testing.T) *agent.Client {
+	t.Helper()
+	host, guest := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Version: "test", Log: log.New(io.Discard, "", 0)}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.ServeConn(ctx, guest) }()
+	c, err := agent.Connect(ctx, host)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	t.Cleanup(func() { c.Close(); cancel(); <-done })
+	return c
+}
+
+type execResult struct {
+	exit           wire.ExitMsg
+	stdout, stderr string
+}
+
+func run(t *testing.T, c *agent.Client, req agent.ExecRequest, stdin io.Reader, signals <-chan int) execResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	m, err := c.Exec(ctx, req, wire.CallerIO{Stdin: stdin, Stdout: &out, Stderr: &errb, Signals: signals})
+	if err != nil {
+		t.Fatalf("Exec %q: %v", req.Argv, err)
+	}
+	return execResult{m, out.String(), errb.String()}
+}
+
+func TestExecExitStatusAndSeparateStreams(t *testing.T) {
+	c := connect(t)
+	r := run(t, c, agent.ExecRequest{Argv: []string{"sh", "-c", "echo out; echo err >&2; exit 42"}}, nil, nil)
+	if r.exit.Code != 42 || r.stdout != "out\n" || r.stderr != "err\n" {
+		t.Errorf("got exit %d stdout %q stderr %q; want 42, \"out\\n\", \"err\\n\"", r.exit.Code, r.stdout, r.stderr)
+	}
+}
+
+func TestExecArgumentsAreNotRetokenised(t *testing.T) {
+	c := connect(t)
+	r := run(t, c, agent.ExecRequest{Argv: []string{"printf", "[%s]", "a b", "$HOME", "'q'"}}, nil, nil)
+	if want := "[a b][$HOME]['q']"; r.stdout != want {
+		t.Errorf("stdout = %q, want %q", r.stdout, want)
+	}
+}
+
+func TestExecStdinIsPiped(t *testing.T) {
+	c := connect(t)
+	r := run(t, c, agent.ExecRequest{Argv: []string{"cat"}}, strings.NewReader("piped input\n"), nil)
+	if r.exit.Code != 0 || r.stdout != "piped input\n" {
+		t.Errorf("got exit %d stdout %q, want cat to echo its stdin", r.exit.Code, r.stdout)
+	}
+}
+
+func TestExecNoStdinMeansEOF(t *testing.T) {
+	c := connect(t)
+	r := run(t, c, agent.ExecRequest{Argv: []string{"cat"}}, nil, nil)
+	if r.exit.Code != 0 || r.stdout != "" {
+		t.Errorf("got exit %d stdout %q, want cat to see EOF at once", r.exit.Code, r.stdout)
+	}
+}
+
+func TestExecNotFoundIs127(t *testing.T) {
+	c := connect(t)
+	r := run(t, c, agent.ExecRequest{Argv: []string{"no-such-command-banger"}}, nil, nil)
+	if r.exit.Code != 127 || !strings.Contains(r.exit.Error, "command not found") {
+		t.Errorf("got %+v, want 127 with \"command not found\"", r.exit)
+	}
+}
+
+func TestExecNotExecutableIs126(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "script")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := connect(t)
+	r := run(t, c, agent.ExecRequest{Argv: []string{p}}, nil, nil)
+	if r.exit.Code != 126 {
+		t.Errorf("got %+v, want 126 for a file without execute permission", r.exit)
+	}
+}
+
+func TestExecWorkingDirectoryAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	c := connect(t)
+	r := run(t, c, agent.ExecRequest{Argv: []string{"sh", "-c", "pwd; echo $FOO; echo $HOME"}, Dir: dir, Env: []string{"FOO=bar", "HOME=/elsewhere"}}, nil, nil)
+	if want := dir + "\nbar\n/elsewhere\n"; r.stdout != want {
+		t.Errorf("stdout = %q, want %q (dir honoured, request env overrides defaults)", r.stdout, want)
+	}
+	r = run(t, c, agent.ExecRequest{Argv: []string{"true"}, Dir: filepath.Join(dir, "missing")}, nil, nil)
+	if r.exit.Code == 0 || !strings.Contains(r.exit.Error, "does not exist") {
+		t.Errorf("missing dir: got %+v, want a failure naming the directory", r.exit)
+	}
+}
+
+func TestExecSignalIsDelivered(t *testing.T) {
+	c := connect(t)
+	signals := make(chan int, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		signals <- int(syscall.SIGTERM)
+	}()
+	r := run(t, c, agent.ExecRequest{Argv: []string{"sleep", "30"}}, nil, signals)
+	if r.exit.Code != 128+int(syscall.SIGTERM) || r.exit.Signal != int(syscall.SIGTERM) {
+		t.Errorf("got %+v, want killed by SIGTERM (143)", r.exit)
+	}
+}
+
+func TestExecBackgroundChildDoesNotHoldTheSession(t *testing.T) {
+	c := connect(t)
+	start := time.Now()
+	r := run(t, c, agent.ExecRequest{Argv: []string{"sh", "-c", "sleep 30 & echo started"}}, nil, nil)
+	if r.exit.Code != 0 || r.stdout != "started\n" {
+		t.Errorf("got exit %d stdout %q", r.exit.Code, r.stdout)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("session lasted %s: a background child holding stdout must not keep it open", d)
+	}
+}
+
+func TestExecTTY(t *testing.T) {
+	c := connect(t)
+	r := run(t, c, agent.ExecRequest{Argv: []string{"sh", "-c", "test -t 0 && test -t 1 && stty size; exit 7"}, TTY: true, Rows: 33, Cols: 101}, nil, nil)
+	if r.exit.Code != 7 || !strings.Contains(r.stdout, "33 101") {
+		t.Errorf("got exit %d stdout %q, want a terminal of 33x101 and exit 7", r.exit.Code, r.stdout)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	c := connect(t)
+	h, err := c.Health(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.AgentVersion != "test" || h.BootID == "" {
+		t.Errorf("Health = %+v, want version and boot id", h)
+	}
+}
+
+func TestFindPort(t *testing.T) {
+	sys := t.TempDir()
+	for name, port := range map[string]string{"vport0p1": "other.port", "vport0p2": agent.PortName} {
+		d := filepath.Join(sys, "class/virtio-ports", name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "name"), []byte(port+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := FindPort(sys, agent.PortName)
+	if err != nil || got != "/dev/vport0p2" {
+		t.Errorf("FindPort = %q, %v; want /dev/vport0p2", got, err)
+	}
+	if _, err := FindPort(sys, "missing"); err == nil {
+		t.Error("FindPort found a port that does not exist")
+	}
+}
+
+func TestCommandEnv(t *testing.T) {
+	env := commandEnv(agent.ExecRequest{Env: []string{"TERM=xterm", "PATH=/x", "bad", "=nokey"}})
+	joined := strings.Join(env, "\n")
+	for _, want := range []string{"PATH=/x", "HOME=/root", "TERM=xterm", "LANG=C.UTF-8"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("env lacks %q:\n%s", want, joined)
+		}
+	}
+	if strings.Contains(joined, "bad") || strings.Contains(joined, "=nokey") {
+		t.Errorf("malformed entries must be dropped:\n%s", joined)
+	}
+}
