@@ -1,0 +1,79 @@
+// Package names owns VM names: the rule that they are DNS labels (so that <name>.vm resolves)
+// and the generation of friendly ones when the user gives none.
+package names
+
+import (
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"strings"
+)
+
+// MaxLen is the longest name: one DNS label.
+const MaxLen = 63
+
+// Validate checks that name is a DNS label: 1–63 characters of a-z, 0-9 and '-', neither
+// starting nor ending with '-'. The error says what is wrong and what is allowed.
+func Validate(name string) error {
+	const rule = "names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+	switch {
+	case name == "":
+		return fmt.Errorf("VM name is empty; %s", rule)
+	case len(name) > MaxLen:
+		return fmt.Errorf("VM name %q is %d characters long; %s", name, len(name), rule)
+	case name[0] == '-' || name[len(name)-1] == '-':
+		return fmt.Errorf("VM name %q starts or ends with '-'; %s", name, rule)
+	}
+	for i, r := range name {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+			continue
+		}
+		hint := ""
+		if r >= 'A' && r <= 'Z' {
+			hint = fmt.Sprintf(" (try %q)", strings.ToLower(name))
+		}
+		return fmt.Errorf("VM name %q has %q at position %d%s; %s", name, r, i+1, hint, rule)
+	}
+	return nil
+}
+
+var adjectives = []string{
+	"amber", "bold", "brave", "brisk", "calm", "clever", "crisp", "curious", "daring", "eager",
+	"fancy", "fast", "fierce", "gentle", "glad", "golden", "happy", "hardy", "jolly", "keen",
+	"kind", "lively", "lucky", "mellow", "merry", "nimble", "noble", "plucky", "proud", "quick",
+	"quiet", "rapid", "rosy", "shiny", "snappy", "spry", "steady", "sunny", "swift", "tidy",
+	"witty", "zesty",
+}
+
+var nouns = []string{
+	"badger", "bear", "beaver", "bison", "crane", "eagle", "falcon", "ferret", "finch", "fox",
+	"gecko", "heron", "ibex", "jaguar", "koala", "lemur", "lynx", "marten", "mole", "moose",
+	"newt", "ocelot", "otter", "owl", "panda", "puffin", "quail", "raven", "robin", "seal",
+	"shrew", "sparrow", "stoat", "swan", "tapir", "tern", "toad", "vole", "walrus", "wombat",
+	"wren", "yak",
+}
+
+func pick(list []string) string {
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(len(list))))
+	if err != nil {
+		return list[0]
+	}
+	return list[n.Int64()]
+}
+
+// Generate returns a friendly name such as "brave-otter" that taken does not report as used.
+// After a few collisions it appends a number.
+func Generate(taken func(string) bool) string {
+	for i := 0; i < 20; i++ {
+		n := pick(adjectives) + "-" + pick(nouns)
+		if i >= 10 {
+			n = fmt.Sprintf("%s-%d", n, i)
+		}
+		if taken == nil || !taken(n) {
+			return n
+		}
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("vm-%x", b)
+}

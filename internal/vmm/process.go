@@ -1,0 +1,138 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Process is a VMM process identified by pid and start time, so that a recycled pid is never
+// mistaken for it. It is safe for concurrent use.
+type Process struct {
+	PID       int
+	StartTime uint64
+
+	once sync.Once
+	done chan struct{}
+}
+
+// StartTime returns field 22 of /proc/<pid>/stat (start time in clock ticks since boot).
+func StartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may contain spaces and parentheses; fields after it start
+	// after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); field 22 is f[19].
+	if len(f) < 20 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// Spawn starts cmd detached from the caller: in its own session, with no controlling
+// terminal and no parent-death signal, so it survives the daemon. The caller's process reaps
+// it while the caller lives; after a daemon restart Watch takes over.
+func Spawn(cmd *exec.Cmd) (*Process, error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Process{PID: cmd.Process.Pid, done: make(chan struct{})}
+	st, err := StartTime(p.PID)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("read start time of pid %d: %w", p.PID, err)
+	}
+	p.StartTime = st
+	go func() {
+		_ = cmd.Wait()
+		p.markDone()
+	}()
+	return p, nil
+}
+
+// Watch returns the Process for pid if it still runs with the given start time, and watches
+// it through a pidfd (it need not be our child). It returns ErrGone otherwise.
+func Watch(pid int, startTime uint64) (*Process, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrGone)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrGone)
+	}
+	st, err := StartTime(pid)
+	if err != nil || st != startTime {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pid %d now belongs to another process: %w", pid, ErrGone)
+	}
+	p := &Process{PID: pid, StartTime: startTime, done: make(chan struct{})}
+	go func() {
+		defer unix.Close(fd)
+		for {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			_, err := unix.Poll(fds, -1)
+			if err == unix.EINTR {
+				continue
+			}
+			break
+		}
+		// Reap it if it happens to be our child (after a re-exec); ignore errors otherwise.
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		p.markDone()
+	}()
+	return p, nil
+}
+
+func (p *Process) markDone() { p.once.Do(func() { close(p.done) }) }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Signal sends sig to the process unless it has already exited.
+func (p *Process) Signal(sig syscall.Signal) error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	err := syscall.Kill(p.PID, sig)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// Kill sends SIGKILL and waits up to timeout for the process to be gone.
+func (p *Process) Kill(timeout time.Duration) error {
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill pid %d: %w", p.PID, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("pid %d still running %s after SIGKILL", p.PID, timeout)
+	}
+}

@@ -1,0 +1,63 @@
+package vmm
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func TestSpawnDetachesAndKill(t *testing.T) {
+	p, err := Spawn(exec.Command("sleep", "30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := getsid(p.PID)
+	if err != nil || sid != p.PID {
+		t.Errorf("session of spawned process = %d, %v; want its own session (%d)", sid, err, p.PID)
+	}
+	if err := p.Kill(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Error("Done not closed after Kill")
+	}
+}
+
+func TestWatchFindsAProcessAgainAndSeesItExit(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Watch(cmd.Process.Pid, st)
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch did not notice the exit")
+	}
+}
+
+func TestWatchRefusesAnotherProcessOnTheSamePID(t *testing.T) {
+	st, err := StartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Watch(os.Getpid(), st+1); !errors.Is(err, ErrGone) {
+		t.Errorf("Watch with a wrong start time: err = %v, want ErrGone", err)
+	}
+	if _, err := Watch(0, 0); !errors.Is(err, ErrGone) {
+		t.Errorf("Watch(0): err = %v, want ErrGone", err)
+	}
+}

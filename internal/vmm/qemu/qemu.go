@@ -1,0 +1,297 @@
+// Package qemu is the QEMU driver of package vmm: qemu-system-x86_64 with the microvm
+// machine type and virtio-mmio devices, under KVM where the host has hardware
+// virtualization and under TCG (software emulation) elsewhere. The guest agent is reached
+// over a virtio-serial port whose host end is a unix socket; QMP serves shutdown and pause.
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// DefaultBinary is looked up in PATH when no binary is configured.
+const DefaultBinary = "qemu-system-x86_64"
+
+// Driver starts QEMU microVMs.
+type Driver struct {
+	// Binary is the qemu-system-x86_64 to run (a path, or a name looked up in PATH).
+	Binary string
+	// TSCkHz is passed to TCG guests as tsc_early_khz (0: not passed).
+	TSCkHz int
+}
+
+// Name implements vmm.Driver.
+func (d *Driver) Name() string { return "qemu" }
+
+func (d *Driver) binary() string {
+	if d.Binary != "" {
+		return d.Binary
+	}
+	return DefaultBinary
+}
+
+// Socket names in the runtime dir.
+const (
+	agentSocket = "agent.sock"
+	qmpSocket   = "qmp.sock"
+)
+
+// socketWait bounds how long Start waits for QEMU to create its sockets.
+const socketWait = 15 * time.Second
+
+// Args returns QEMU's command line for cfg (without the binary). It is exported for the
+// benchmark harness, which boots the same machine without banger.
+func (d *Driver) Args(cfg vmm.Config) []string {
+	accel := []string{"-accel", "kvm", "-cpu", "host"}
+	cmdline := cfg.Cmdline + " console=ttyS0"
+	if cfg.Accel != host.KVM {
+		accel = []string{"-accel", "tcg,thread=multi,tb-size=64", "-cpu", "max"}
+		if d.TSCkHz > 0 {
+			cmdline += " tsc_early_khz=" + strconv.Itoa(d.TSCkHz)
+		}
+	}
+	args := []string{
+		"-name", "banger-" + cfg.Name + ",process=banger-" + cfg.Name,
+		"-M", "microvm,x-option-roms=off",
+	}
+	args = append(args, accel...)
+	args = append(args,
+		"-m", strconv.Itoa(cfg.MemoryMiB),
+		"-smp", strconv.Itoa(cfg.VCPU),
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-kernel", cfg.Kernel,
+		"-append", strings.TrimSpace(cmdline),
+		"-chardev", "file,id=console,path="+filepath.Join(cfg.Dir, "console.log")+",append=on",
+		"-serial", "chardev:console",
+	)
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	for i, disk := range cfg.Disks {
+		id := "disk" + strconv.Itoa(i)
+		opts := "id=" + id + ",file=" + disk.Path + ",format=raw,if=none"
+		if disk.ReadOnly {
+			opts += ",readonly=on"
+		} else {
+			opts += ",discard=unmap,detect-zeroes=unmap"
+		}
+		args = append(args, "-drive", opts, "-device", "virtio-blk-device,drive="+id)
+	}
+	args = append(args,
+		"-device", "virtio-rng-device",
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,path="+filepath.Join(cfg.RuntimeDir, agentSocket)+",server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name="+agent.PortName,
+		"-qmp", "unix:"+filepath.Join(cfg.RuntimeDir, qmpSocket)+",server=on,wait=off",
+	)
+	return args
+}
+
+// Start implements vmm.Driver.
+func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
+	bin, err := exec.LookPath(d.binary())
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %s not found; install it (Debian: apt-get install qemu-system-x86) or set qemu_bin in config.toml", d.binary())
+	}
+	for _, dir := range []string{cfg.Dir, cfg.RuntimeDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
+	}
+	sockets := map[string]string{
+		"agent": filepath.Join(cfg.RuntimeDir, agentSocket),
+		"qmp":   filepath.Join(cfg.RuntimeDir, qmpSocket),
+	}
+	for _, s := range sockets {
+		if len(s) >= 108 {
+			return nil, fmt.Errorf("qemu: socket path %s is %d bytes, over the 107-byte unix socket limit; use a shorter BANGER_SOCKET directory", s, len(s))
+		}
+		_ = os.Remove(s)
+	}
+	logPath := filepath.Join(cfg.Dir, "qemu.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: open log: %w", err)
+	}
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "--- %s starting %s\n", time.Now().UTC().Format(time.RFC3339), bin)
+
+	cmd := exec.Command(bin, d.Args(cfg)...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Dir = cfg.Dir
+	proc, err := vmm.Spawn(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: start %s: %w", bin, err)
+	}
+	m := &machine{
+		proc: proc,
+		rec: vmm.Record{
+			Driver:    "qemu",
+			PID:       proc.PID,
+			StartTime: proc.StartTime,
+			Sockets:   sockets,
+			Console:   filepath.Join(cfg.Dir, "console.log"),
+			Log:       logPath,
+		},
+	}
+	if err := m.waitSockets(ctx); err != nil {
+		_ = m.Kill()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Attach implements vmm.Driver.
+func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
+	if rec.Driver != "qemu" {
+		return nil, fmt.Errorf("qemu: cannot attach a %q machine", rec.Driver)
+	}
+	proc, err := vmm.Watch(rec.PID, rec.StartTime)
+	if err != nil {
+		return nil, err
+	}
+	return &machine{proc: proc, rec: rec}, nil
+}
+
+type machine struct {
+	proc *vmm.Process
+	rec  vmm.Record
+}
+
+func (m *machine) Record() vmm.Record    { return m.rec }
+func (m *machine) Done() <-chan struct{} { return m.proc.Done() }
+
+func (m *machine) Kill() error { return m.proc.Kill(10 * time.Second) }
+
+func (m *machine) waitSockets(ctx context.Context) error {
+	deadline := time.Now().Add(socketWait)
+	for {
+		ready := true
+		for _, s := range m.rec.Sockets {
+			if _, err := os.Stat(s); err != nil {
+				ready = false
+			}
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-m.proc.Done():
+			return fmt.Errorf("qemu exited during start: %s", LogTail(m.rec.Log, 5))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("qemu did not create its sockets within %s; see %s", socketWait, m.rec.Log)
+		}
+	}
+}
+
+// DialAgent implements vmm.Machine.
+func (m *machine) DialAgent(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", m.rec.Sockets["agent"])
+}
+
+// Shutdown presses the ACPI power button.
+func (m *machine) Shutdown(ctx context.Context) error {
+	return qmpExecute(ctx, m.rec.Sockets["qmp"], "system_powerdown")
+}
+
+// Pause stops the vCPUs.
+func (m *machine) Pause(ctx context.Context) error {
+	return qmpExecute(ctx, m.rec.Sockets["qmp"], "stop")
+}
+
+// Resume continues the vCPUs.
+func (m *machine) Resume(ctx context.Context) error {
+	return qmpExecute(ctx, m.rec.Sockets["qmp"], "cont")
+}
+
+var (
+	_ vmm.Shutdowner = (*machine)(nil)
+	_ vmm.Pauser     = (*machine)(nil)
+)
+
+// LogTail returns the last n non-empty lines of a log file, joined by " | ", for error
+// messages; it says so when the file cannot be read.
+func LogTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no log at %s)", path)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "--- ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	if len(lines) == 0 {
+		return fmt.Sprintf("(nothing in %s)", path)
+	}
+	return strings.Join(lines, " | ")
+}
+
+// qmpExecute runs one QMP command on a fresh connection.
+func qmpExecute(ctx context.Context, socket, command string) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", command, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	} else {
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	}
+	dec := json.NewDecoder(conn)
+	enc := json.NewEncoder(conn)
+	var greeting map[string]json.RawMessage
+	if err := dec.Decode(&greeting); err != nil {
+		return fmt.Errorf("qmp %s: read greeting: %w", command, err)
+	}
+	for _, c := range []string{"qmp_capabilities", command} {
+		if err := enc.Encode(map[string]string{"execute": c}); err != nil {
+			return fmt.Errorf("qmp %s: %w", c, err)
+		}
+		for {
+			var resp struct {
+				Return json.RawMessage `json:"return"`
+				Error  *struct {
+					Class string `json:"class"`
+					Desc  string `json:"desc"`
+				} `json:"error"`
+				Event string `json:"event"`
+			}
+			if err := dec.Decode(&resp); err != nil {
+				return fmt.Errorf("qmp %s: %w", c, err)
+			}
+			if resp.Event != "" {
+				continue
+			}
+			if resp.Error != nil {
+				return fmt.Errorf("qmp %s: %s: %s", c, resp.Error.Class, resp.Error.Desc)
+			}
+			break
+		}
+	}
+	return nil
+}
