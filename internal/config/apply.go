@@ -1,0 +1,211 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/banger-dev/banger/internal/bytesize"
+)
+
+// apply validates the decoded file f and overlays it on c. Errors are *keyError.
+func apply(c *Config, f *file, home string) error {
+	var err error
+	if f.DefaultImageName != nil {
+		if c.DefaultImageName, err = nonEmpty(keyDefaultImageName, *f.DefaultImageName, DefaultImageName); err != nil {
+			return err
+		}
+	}
+	if f.DefaultKernel != nil {
+		if c.DefaultKernel, err = nonEmpty(keyDefaultKernel, *f.DefaultKernel, DefaultKernel); err != nil {
+			return err
+		}
+	}
+	if f.SSHKeyPath != nil {
+		if c.SSHKeyPath, err = keyPath(*f.SSHKeyPath, home); err != nil {
+			return err
+		}
+	}
+	if f.FirecrackerBin != nil {
+		if c.FirecrackerBin, err = binPath(keyFirecrackerBin, *f.FirecrackerBin, home); err != nil {
+			return err
+		}
+	}
+	if f.QEMUBin != nil {
+		if c.QEMUBin, err = binPath(keyQEMUBin, *f.QEMUBin, home); err != nil {
+			return err
+		}
+	}
+	if f.VMM != nil {
+		switch v := VMM(*f.VMM); v {
+		case VMMAuto, VMMFirecracker, VMMQEMU:
+			c.VMM = v
+		default:
+			return badKey(keyVMM, `%q is not a VMM; use "auto", "firecracker" or "qemu"`, *f.VMM)
+		}
+	}
+	if f.DebianMirror != nil {
+		if c.DebianMirror, err = mirrorURL(*f.DebianMirror); err != nil {
+			return err
+		}
+	}
+	if f.BootTimeout != nil {
+		d, perr := time.ParseDuration(*f.BootTimeout)
+		if perr != nil || d <= 0 {
+			return badKey(keyBootTimeout, `%q is not a positive duration; use a number with a unit, such as "3m", "90s" or "1m30s"`, *f.BootTimeout)
+		}
+		c.BootTimeout = d
+	}
+	if f.VMDefaults != nil {
+		return applyVMDefaults(&c.VMDefaults, f.VMDefaults)
+	}
+	return nil
+}
+
+func nonEmpty(key, v, def string) (string, error) {
+	if strings.TrimSpace(v) == "" {
+		return "", badKey(key, "must not be empty; remove the key to use the default %q", def)
+	}
+	return v, nil
+}
+
+// expandHome expands a leading "~/" against home. Other "~" forms are errors.
+func expandHome(key, p, home string) (string, error) {
+	if !strings.HasPrefix(p, "~") {
+		return p, nil
+	}
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		return "", badKey(key, `%q: only "~/" (your home directory) is expanded, not "~user/"; use an absolute path`, p)
+	}
+	if !filepath.IsAbs(home) {
+		return "", badKey(key, `%q: cannot expand "~": home directory unknown; use an absolute path`, p)
+	}
+	return filepath.Join(home, strings.TrimPrefix(p, "~")), nil
+}
+
+func keyPath(p, home string) (string, error) {
+	if p == "" {
+		return "", badKey(keySSHKeyPath, "must not be empty; remove the key to use the default under the state directory")
+	}
+	exp, err := expandHome(keySSHKeyPath, p, home)
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsAbs(exp) {
+		return "", badKey(keySSHKeyPath, `%q is a relative path; use an absolute path or one starting with "~/"`, p)
+	}
+	return filepath.Clean(exp), nil
+}
+
+// binPath accepts an absolute path (after "~/" expansion) or a bare command name; "" means unset.
+func binPath(key, p, home string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	exp, err := expandHome(key, p, home)
+	if err != nil {
+		return "", err
+	}
+	if filepath.IsAbs(exp) {
+		return filepath.Clean(exp), nil
+	}
+	if strings.ContainsRune(exp, '/') {
+		return "", badKey(key, `%q is a relative path; use an absolute path, one starting with "~/", or a bare command name found in $PATH`, p)
+	}
+	return exp, nil
+}
+
+// mirrorURL accepts an http or https URL with a host; "" means unset.
+func mirrorURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", badKey(keyDebianMirror, `%q is not an http:// or https:// URL; use e.g. "https://deb.debian.org/debian"`, s)
+	}
+	return strings.TrimRight(s, "/"), nil
+}
+
+func applyVMDefaults(d *VMDefaults, f *fileVMDefs) error {
+	if f.VCPU != nil {
+		n := *f.VCPU
+		if n < MinVCPU {
+			return badKey(keyVCPU, "%d vCPUs is invalid; use at least %d, or remove the key to size by the host", n, MinVCPU)
+		}
+		if n > math.MaxInt32 {
+			return badKey(keyVCPU, "%d vCPUs is more than any host has", n)
+		}
+		d.VCPU = int(n)
+	}
+	if f.MemoryMiB != nil {
+		n := *f.MemoryMiB
+		if n < MinMemoryMiB {
+			return badKey(keyMemoryMiB, "%d MiB is below the minimum of %d MiB", n, MinMemoryMiB)
+		}
+		if n > math.MaxInt64/bytesize.MiB {
+			return badKey(keyMemoryMiB, "%d MiB is more than any host has", n)
+		}
+		d.MemoryMiB = int(n)
+	}
+	if f.DiskSize != nil {
+		b, err := diskSize(f.DiskSize)
+		if err != nil {
+			return err
+		}
+		if b < MinDiskBytes {
+			return badKey(keyDiskSize, "%s is below the minimum of %s", bytesize.Format(b), bytesize.Format(MinDiskBytes))
+		}
+		d.DiskBytes = b
+	}
+	return nil
+}
+
+// diskSize converts a decoded disk_size: a size string, or an integer number of MiB.
+func diskSize(v any) (int64, error) {
+	switch v := v.(type) {
+	case string:
+		b, err := bytesize.Parse(v)
+		if err != nil {
+			return 0, badKey(keyDiskSize, "%v", err)
+		}
+		return b, nil
+	case int64:
+		if v < 0 {
+			return 0, badKey(keyDiskSize, "%d MiB is negative", v)
+		}
+		if v > math.MaxInt64/bytesize.MiB {
+			return 0, badKey(keyDiskSize, "%d MiB is too large", v)
+		}
+		return v * bytesize.MiB, nil
+	default:
+		return 0, badKey(keyDiskSize, "want %s, got %s", wantType(keyDiskSize), tomlTypeOf(v))
+	}
+}
+
+// tomlTypeOf names the TOML type go-toml decoded into v.
+func tomlTypeOf(v any) string {
+	switch v.(type) {
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	case time.Time, toml.LocalDateTime:
+		return "a date-time"
+	case toml.LocalDate:
+		return "a date"
+	case toml.LocalTime:
+		return "a time"
+	default:
+		return fmt.Sprintf("a %T", v)
+	}
+}

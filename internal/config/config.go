@@ -1,0 +1,113 @@
+// Package config owns banger's user configuration: the file <config dir>/config.toml, its
+// defaults and validation, and the resolution of a VM's size (vCPUs, memory, disk) from
+// command-line flags, the configuration and host heuristics, with the provenance of each value.
+package config
+
+import (
+	"path/filepath"
+	"time"
+
+	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/paths"
+)
+
+// VMM selects the virtual machine monitor.
+type VMM string
+
+// Accepted VMM values.
+const (
+	VMMAuto        VMM = "auto"        // pick the best one available on the host
+	VMMFirecracker VMM = "firecracker" // always use Firecracker
+	VMMQEMU        VMM = "qemu"        // always use QEMU
+)
+
+// Built-in defaults.
+const (
+	DefaultImageName   = "debian-bookworm"
+	DefaultKernel      = "debian-6.1"
+	DefaultBootTimeout = 3 * time.Minute
+	DefaultSSHKeyName  = "id_ed25519" // inside paths.Layout.SSHDir()
+)
+
+// Config is the effective configuration: built-in defaults overlaid with config.toml.
+// The field comments name each TOML key, its type and its default.
+type Config struct {
+	// Path is the file the configuration was read from, or would have been read from had it
+	// existed. Errors about configured values name it.
+	Path string
+
+	// DefaultImageName is the image a new VM boots when none is given.
+	// Key default_image_name, string. Default "debian-bookworm".
+	DefaultImageName string
+
+	// DefaultKernel is the kernel a new VM boots when none is given.
+	// Key default_kernel, string. Default "debian-6.1".
+	DefaultKernel string
+
+	// SSHKeyPath is the private key banger uses to reach its VMs; the public key is the same
+	// path plus ".pub". Key ssh_key_path, string path; a leading "~/" means $HOME and the
+	// result must be absolute ("~user/" is not supported).
+	// Default <state dir>/ssh/id_ed25519.
+	SSHKeyPath string
+
+	// FirecrackerBin is the Firecracker binary. Key firecracker_bin, string: an absolute path
+	// (a leading "~/" is expanded) or a bare command name looked up in $PATH.
+	// Default "" (look up "firecracker" in $PATH).
+	FirecrackerBin string
+
+	// VMM selects the virtual machine monitor. Key vmm, one of "auto", "firecracker", "qemu".
+	// Default "auto".
+	VMM VMM
+
+	// QEMUBin is the QEMU system emulator binary. Key qemu_bin, string: an absolute path
+	// (a leading "~/" is expanded) or a bare command name looked up in $PATH.
+	// Default "" (the VMM driver picks the binary for the host architecture).
+	QEMUBin string
+
+	// DebianMirror is the Debian archive used to build images, without a trailing slash.
+	// Key debian_mirror, string http:// or https:// URL. Default "" (the image builder's own).
+	DebianMirror string
+
+	// BootTimeout is how long to wait for a VM's agent to answer after starting it.
+	// Key boot_timeout, Go duration string such as "3m" or "90s", > 0. Default 3m.
+	BootTimeout time.Duration
+
+	// VMDefaults size new VMs when no flag says otherwise. Table [vm_defaults].
+	VMDefaults VMDefaults
+}
+
+// VMDefaults are the [vm_defaults] table. A zero field is unset: ResolveVMSpec then falls back
+// to a host heuristic. Load rejects explicit zero or invalid values.
+type VMDefaults struct {
+	// VCPU is the number of virtual CPUs. Key vcpu, integer ≥ 1.
+	// Default: host CPUs / 4, between 1 and 4.
+	VCPU int
+
+	// MemoryMiB is the guest RAM in MiB. Key memory_mib, integer ≥ 512.
+	// Default: host RAM / 8, between 512 MiB and 8 GiB.
+	MemoryMiB int
+
+	// DiskBytes is the size of the VM's own writable disk. Key disk_size, a size string such
+	// as "8G" or "512M" (binary units, see package bytesize) or an integer number of MiB;
+	// at least 1 GiB. Default 8 GiB.
+	DiskBytes int64
+}
+
+// Floors: the smallest VM banger will create.
+const (
+	MinVCPU      = 1
+	MinMemoryMiB = 512
+	MinDiskBytes = 1 * bytesize.GiB
+)
+
+// Default returns the built-in configuration for layout l, as if config.toml were empty.
+func Default(l paths.Layout) Config {
+	return Config{
+		Path:             l.ConfigFile(),
+		DefaultImageName: DefaultImageName,
+		DefaultKernel:    DefaultKernel,
+		SSHKeyPath:       filepath.Join(l.SSHDir(), DefaultSSHKeyName),
+		VMM:              VMMAuto,
+		BootTimeout:      DefaultBootTimeout,
+	}
+}

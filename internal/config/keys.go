@@ -1,0 +1,115 @@
+package config
+
+import "strings"
+
+// file mirrors config.toml for decoding. Pointers tell an absent key from an empty value;
+// disk_size is any because it may be a string or an integer.
+type file struct {
+	DefaultImageName *string     `toml:"default_image_name"`
+	DefaultKernel    *string     `toml:"default_kernel"`
+	SSHKeyPath       *string     `toml:"ssh_key_path"`
+	FirecrackerBin   *string     `toml:"firecracker_bin"`
+	VMM              *string     `toml:"vmm"`
+	QEMUBin          *string     `toml:"qemu_bin"`
+	DebianMirror     *string     `toml:"debian_mirror"`
+	BootTimeout      *string     `toml:"boot_timeout"`
+	VMDefaults       *fileVMDefs `toml:"vm_defaults"`
+}
+
+type fileVMDefs struct {
+	VCPU      *int64 `toml:"vcpu"`
+	MemoryMiB *int64 `toml:"memory_mib"`
+	DiskSize  any    `toml:"disk_size"`
+}
+
+// Keys as written in config.toml, with the TOML type each expects, in documentation order.
+const (
+	keyDefaultImageName = "default_image_name"
+	keyDefaultKernel    = "default_kernel"
+	keySSHKeyPath       = "ssh_key_path"
+	keyFirecrackerBin   = "firecracker_bin"
+	keyVMM              = "vmm"
+	keyQEMUBin          = "qemu_bin"
+	keyDebianMirror     = "debian_mirror"
+	keyBootTimeout      = "boot_timeout"
+	keyVMDefaults       = "vm_defaults"
+	keyVCPU             = "vm_defaults.vcpu"
+	keyMemoryMiB        = "vm_defaults.memory_mib"
+	keyDiskSize         = "vm_defaults.disk_size"
+)
+
+var keyTypes = []struct{ key, want string }{
+	{keyDefaultImageName, "a string"},
+	{keyDefaultKernel, "a string"},
+	{keySSHKeyPath, "a string path"},
+	{keyFirecrackerBin, "a string path"},
+	{keyVMM, `a string ("auto", "firecracker" or "qemu")`},
+	{keyQEMUBin, "a string path"},
+	{keyDebianMirror, "a string URL"},
+	{keyBootTimeout, `a duration string such as "3m" or "90s"`},
+	{keyVMDefaults, "a table"},
+	{keyVCPU, "an integer"},
+	{keyMemoryMiB, "an integer number of MiB"},
+	{keyDiskSize, `a size string such as "8G" or an integer number of MiB`},
+}
+
+// wantType returns what key expects, or "" for an unknown key.
+func wantType(key string) string {
+	for _, k := range keyTypes {
+		if k.key == key {
+			return k.want
+		}
+	}
+	return ""
+}
+
+// knownKeys lists every leaf key, for error messages.
+func knownKeys() string {
+	var ks []string
+	for _, k := range keyTypes {
+		if k.key != keyVMDefaults {
+			ks = append(ks, k.key)
+		}
+	}
+	return strings.Join(ks, ", ")
+}
+
+// suggest returns the known key (or table) closest to an unknown one, or "" if none is close.
+func suggest(unknown string) string {
+	best, bestDist := "", 3 // suggest only within two edits
+	for _, k := range keyTypes {
+		for _, have := range []string{unknown, lastPart(unknown)} {
+			for _, cand := range []string{k.key, lastPart(k.key)} {
+				if d := editDistance(have, cand); d < bestDist {
+					best, bestDist = k.key, d
+				}
+			}
+		}
+	}
+	return best
+}
+
+func lastPart(key string) string {
+	return key[strings.LastIndexByte(key, '.')+1:]
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
