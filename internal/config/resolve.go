@@ -21,7 +21,7 @@ const (
 const (
 	FlagVCPU   = "--vcpu"
 	FlagMemory = "--memory"
-	FlagDisk   = "--disk"
+	FlagDisk   = "--disk-size"
 )
 
 // Heuristic parameters.

@@ -102,7 +102,7 @@ func TestResolveVMSpec(t *testing.T) {
 			want: VMSpec{
 				VCPU:      Resolved[int]{2, SourceFlag, "--vcpu"},
 				MemoryMiB: Resolved[int]{3072, SourceFlag, "--memory"},
-				DiskBytes: Resolved[int64]{50 * bytesize.GiB, SourceFlag, "--disk"},
+				DiskBytes: Resolved[int64]{50 * bytesize.GiB, SourceFlag, "--disk-size"},
 			},
 		},
 		{
@@ -123,7 +123,7 @@ func TestResolveVMSpec(t *testing.T) {
 			want: VMSpec{
 				VCPU:      Resolved[int]{16, SourceFlag, "--vcpu"},
 				MemoryMiB: Resolved[int]{32768, SourceFlag, "--memory"},
-				DiskBytes: Resolved[int64]{bytesize.GiB, SourceFlag, "--disk"},
+				DiskBytes: Resolved[int64]{bytesize.GiB, SourceFlag, "--disk-size"},
 			},
 		},
 		{
@@ -169,8 +169,8 @@ func TestResolveVMSpecErrors(t *testing.T) {
 		{"memory flag above host", Overrides{MemoryBytes: i64p(17 * bytesize.GiB)}, Config{}, "--memory flag: 17GiB of memory is more than the host's 16GiB; use less"},
 		{"memory config below floor", Overrides{}, cfg(VMDefaults{MemoryMiB: 100}), "vm_defaults.memory_mib in /c/config.toml: 100MiB of memory is below the minimum of 512MiB"},
 		{"memory config above host", Overrides{}, cfg(VMDefaults{MemoryMiB: 20480}), "vm_defaults.memory_mib in /c/config.toml: 20GiB of memory is more than the host's 16GiB; use less"},
-		{"disk flag below floor", Overrides{DiskBytes: i64p(512 * bytesize.MiB)}, Config{}, "--disk flag: a 512MiB disk is below the minimum of 1GiB"},
-		{"zero disk flag", Overrides{DiskBytes: i64p(0)}, Config{}, "--disk flag: a 0B disk is below the minimum of 1GiB"},
+		{"disk flag below floor", Overrides{DiskBytes: i64p(512 * bytesize.MiB)}, Config{}, "--disk-size flag: a 512MiB disk is below the minimum of 1GiB"},
+		{"zero disk flag", Overrides{DiskBytes: i64p(0)}, Config{}, "--disk-size flag: a 0B disk is below the minimum of 1GiB"},
 		{"disk config below floor", Overrides{}, cfg(VMDefaults{DiskBytes: 100 * bytesize.MiB}), "vm_defaults.disk_size in /c/config.toml: a 100MiB disk is below the minimum of 1GiB"},
 		{"flag error wins over a valid config", Overrides{VCPU: intp(0)}, cfg(VMDefaults{VCPU: 2}), "--vcpu flag: 0 vCPUs is invalid; use at least 1"},
 		{"valid flag hides a bad config", Overrides{VCPU: intp(2), MemoryBytes: i64p(bytesize.GiB)}, cfg(VMDefaults{VCPU: 99, DiskBytes: 1}), "vm_defaults.disk_size in /c/config.toml: a 1B disk is below the minimum of 1GiB"},
