@@ -1,0 +1,254 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Progress stages reported by Build, in order.
+const (
+	StageBootstrap = "image.bootstrap"
+	StageCustomize = "image.customize"
+	StageMkfs      = "image.mkfs"
+	StageChecksum  = "image.checksum"
+)
+
+// rootfsLabel is the ext4 label of every image.
+const rootfsLabel = "banger-root"
+
+// Build bootstraps the recipe's Debian tree, customizes it, turns it into a read-only ext4
+// image and publishes the image directory at opts.Dest with an atomic rename. It needs root.
+//
+// On failure or cancellation nothing is left behind except the build log in opts.WorkDir,
+// whose path the error names: the tree and the staging directory are removed and every
+// process the bootstrap started is killed.
+func Build(ctx context.Context, opts BuildOptions) (Manifest, error) {
+	b := &build{opts: opts, started: time.Now(), stages: map[string]float64{}}
+	if b.opts.Name == "" {
+		b.opts.Name = opts.Recipe.Name
+	}
+	m, err := b.run(ctx)
+	if err != nil {
+		return Manifest{}, b.fail(err)
+	}
+	return m, nil
+}
+
+// build is the state of one Build call.
+type build struct {
+	opts    BuildOptions
+	started time.Time
+	stages  map[string]float64
+	logPath string
+	tool    *tool
+}
+
+func (b *build) run(ctx context.Context) (_ Manifest, err error) {
+	o := &b.opts
+	if err := o.check(); err != nil {
+		return Manifest{}, err
+	}
+	if os.Geteuid() != 0 {
+		return Manifest{}, errors.New("building an image needs root (package maintainer scripts run in a chroot); run bangerd as root")
+	}
+	boot, err := findBootstrapper(ctx, o.Bootstrapper)
+	if err != nil {
+		return Manifest{}, err
+	}
+	mkfs, err := lookTool("mkfs.ext4")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w; install e2fsprogs (apt-get install e2fsprogs)", err)
+	}
+	arch := debianArch()
+
+	logFile, err := os.CreateTemp(o.WorkDir, "image-"+o.Name+"-*.log")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("create build log in %s: %w", o.WorkDir, err)
+	}
+	defer logFile.Close()
+	b.logPath = logFile.Name()
+	b.tool = &tool{log: logFile, env: toolEnv(o.WorkDir)}
+	b.tool.logf("banger image build %s: recipe %s (%s), %s %s, mirror %s, %s\n",
+		o.Name, o.Recipe.Name, o.Recipe.Hash()[:12], boot.Name, boot.Version, o.Mirror, arch)
+
+	tree, err := os.MkdirTemp(o.WorkDir, "image-"+o.Name+"-tree-*")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("create build tree in %s: %w", o.WorkDir, err)
+	}
+	treeRemoved := false
+	defer func() {
+		if !treeRemoved {
+			if cerr := removeTree(tree); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
+			}
+		}
+	}()
+	if err := os.Chmod(tree, 0o755); err != nil { // becomes the image's / (MkdirTemp made it 0700)
+		return Manifest{}, err
+	}
+
+	out, err := os.MkdirTemp(filepath.Dir(o.Dest), "."+filepath.Base(o.Dest)+".staging-*")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("create staging directory next to %s: %w", o.Dest, err)
+	}
+	published := false
+	defer func() {
+		if !published {
+			if cerr := os.RemoveAll(out); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
+			}
+		}
+	}()
+
+	// Bootstrap.
+	end := b.stage(StageBootstrap, fmt.Sprintf("%s: %s/%s (%s) with %d packages from %s",
+		boot.Name, o.Recipe.Suite, o.Recipe.Variant, arch, len(o.Recipe.Packages), o.Mirror))
+	args, err := boot.args(o.Recipe, arch, o.Mirror, tree)
+	if err != nil {
+		return Manifest{}, err
+	}
+	b.tool.onLine = func(line string) {
+		if msg, ok := strings.CutPrefix(line, "I: "); ok {
+			o.Progress.Stage(StageBootstrap, boot.Name+": "+msg)
+		}
+	}
+	if err := b.tool.run(ctx, boot.Path, args...); err != nil {
+		return Manifest{}, err
+	}
+	b.tool.onLine = nil
+	end()
+
+	// Customize.
+	end = b.stage(StageCustomize, fmt.Sprintf("applying %d steps", len(o.Recipe.Steps)))
+	for i, s := range o.Recipe.Steps {
+		b.tool.logf("customize: step %d: %s\n", i, s)
+	}
+	if err := applySteps(tree, o.Recipe.Steps); err != nil {
+		return Manifest{}, fmt.Errorf("customize: %w", err)
+	}
+	pkgs, err := installedPackages(tree)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := checkInstalled(o.Recipe.Packages, pkgs); err != nil {
+		return Manifest{}, err
+	}
+	end()
+
+	// Make the file system.
+	end = b.stage(StageMkfs, "measuring the tree")
+	usage, err := measureTree(tree)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("measure %s: %w", tree, err)
+	}
+	size, inodes := imageGeometry(usage)
+	o.Progress.Stage(StageMkfs, fmt.Sprintf("mkfs.ext4: %d MiB, %d inodes for %d MiB in %d files",
+		size/mib, inodes, usage.Bytes/mib, usage.Inodes))
+	rootfs := filepath.Join(out, RootfsFile)
+	if err := makeRootfs(ctx, b.tool, mkfs, tree, rootfs, size, inodes); err != nil {
+		return Manifest{}, err
+	}
+	treeRemoved = true
+	if err := removeTree(tree); err != nil {
+		return Manifest{}, err
+	}
+	end()
+
+	// Checksum.
+	end = b.stage(StageChecksum, "sha256 "+RootfsFile)
+	sum, err := fileSHA256(ctx, rootfs, o.Progress)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("checksum %s: %w", rootfs, err)
+	}
+	end()
+
+	m := Manifest{
+		Format:       manifestFormat,
+		Name:         o.Name,
+		Recipe:       o.Recipe.Name,
+		RecipeSHA256: o.Recipe.Hash(),
+		Suite:        o.Recipe.Suite,
+		Variant:      o.Recipe.Variant,
+		Architecture: arch,
+		Mirror:       o.Mirror,
+		Packages:     pkgs,
+		RootfsSize:   size,
+		RootfsSHA256: sum,
+		BuiltAt:      b.started.UTC().Truncate(time.Second),
+		Tool:         boot.Name,
+		ToolVersion:  boot.Version,
+		MkfsVersion:  toolVersion(ctx, mkfs, "-V"),
+		BuildSeconds: round3(time.Since(b.started).Seconds()),
+		StageSeconds: b.stages,
+		TreeBytes:    usage.Bytes,
+		TreeInodes:   usage.Inodes,
+		RootfsInodes: inodes,
+	}
+	if err := b.publish(ctx, out, m); err != nil {
+		return Manifest{}, err
+	}
+	published = true
+	logFile.Close()
+	os.Remove(b.logPath) // its copy is in the image directory
+	return m, nil
+}
+
+// publish completes the staging directory (manifest, build log), syncs it and renames it to
+// Dest.
+func (b *build) publish(ctx context.Context, out string, m Manifest) error {
+	if err := writeManifest(out, m); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	b.tool.logf("built %s in %.1fs\n", m.Name, m.BuildSeconds)
+	logData, err := os.ReadFile(b.logPath)
+	if err != nil {
+		return fmt.Errorf("read build log: %w", err)
+	}
+	if err := writeSynced(filepath.Join(out, BuildLogFile), logData, 0o644); err != nil {
+		return fmt.Errorf("copy build log: %w", err)
+	}
+	if err := syncDir(out); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(b.opts.Dest); err == nil {
+		return fmt.Errorf("%s appeared while building; remove it or choose another name", b.opts.Dest)
+	}
+	if err := os.Rename(out, b.opts.Dest); err != nil {
+		return fmt.Errorf("publish %s: %w", b.opts.Dest, err)
+	}
+	return syncDir(filepath.Dir(b.opts.Dest))
+}
+
+// stage reports the start of a stage and returns a func that records its duration.
+func (b *build) stage(name, msg string) func() {
+	b.opts.Progress.Stage(name, msg)
+	b.tool.logf("== %s: %s\n", name, msg)
+	t0 := time.Now()
+	return func() { b.stages[name] = round3(time.Since(t0).Seconds()) }
+}
+
+// fail decorates a build error with the image name and, once there is one, the build log.
+func (b *build) fail(err error) error {
+	name := b.opts.Name
+	if name == "" {
+		name = "(unnamed)"
+	}
+	if b.logPath == "" {
+		return fmt.Errorf("image %s: %w", name, err)
+	}
+	b.tool.logf("FAILED: %v\n", err)
+	return fmt.Errorf("image %s: %w; full log: %s", name, err, b.logPath)
+}
+
+func round3(f float64) float64 {
+	return math.Round(f*1000) / 1000
+}
