@@ -1,0 +1,222 @@
+package kernel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/progress"
+)
+
+// Progress stages reported by Pull.
+const (
+	StageResolve  = "kernel.resolve"
+	StageDownload = "kernel.download" // Done/Total count bytes
+	StageExtract  = "kernel.extract"
+)
+
+// ManifestName is the file in a kernel directory that describes it.
+const ManifestName = "manifest.json"
+
+// Manifest describes a pulled kernel. Paths are relative to the kernel directory.
+type Manifest struct {
+	Name        string    `json:"name"`    // catalog name, e.g. "debian-6.1"
+	Release     string    `json:"release"` // uname -r, e.g. "6.1.0-50-cloud-amd64"
+	Package     string    `json:"package"` // the concrete Debian package pulled
+	Version     string    `json:"version"`
+	DebSHA256   string    `json:"deb_sha256"`
+	DebSize     int64     `json:"deb_size"`
+	Mirror      string    `json:"mirror"`
+	Suite       string    `json:"suite"`
+	Vmlinuz     string    `json:"vmlinuz"` // the bzImage as shipped
+	VmlinuzSize int64     `json:"vmlinuz_size"`
+	Vmlinux     string    `json:"vmlinux"` // the ELF extracted from it
+	VmlinuxSize int64     `json:"vmlinux_size"`
+	Config      string    `json:"config"`
+	ModulesDir  string    `json:"modules_dir"` // lib/modules/<release>
+	PulledAt    time.Time `json:"pulled_at"`
+
+	Dir string `json:"-"` // the kernel directory; set by Pull and Load
+}
+
+// VmlinuxPath is the absolute path of the ELF kernel.
+func (m Manifest) VmlinuxPath() string { return filepath.Join(m.Dir, filepath.FromSlash(m.Vmlinux)) }
+
+// VmlinuzPath is the absolute path of the bzImage.
+func (m Manifest) VmlinuzPath() string { return filepath.Join(m.Dir, filepath.FromSlash(m.Vmlinuz)) }
+
+// ModulesPath is the absolute path of the kernel's lib/modules/<release> directory.
+func (m Manifest) ModulesPath() string {
+	return filepath.Join(m.Dir, filepath.FromSlash(m.ModulesDir))
+}
+
+// Pull fetches the catalog entry's kernel package from archive (whose Suite must be the
+// entry's), verifies it, and publishes into dstDir: the bzImage and config from boot/, the
+// module tree, the ELF vmlinux extracted from the bzImage and manifest.json. Work is staged in
+// a directory next to dstDir and renamed into place at the end; on failure nothing is left at
+// dstDir and the staging directory is removed. dstDir must not exist yet.
+func Pull(ctx context.Context, entry Entry, archive *debian.Archive, dstDir string, report progress.Func) (Manifest, error) {
+	if archive.Suite != entry.Suite {
+		return Manifest{}, fmt.Errorf("kernel %s comes from Debian %s, but the archive is set up for %q", entry.Name, entry.Suite, archive.Suite)
+	}
+	if _, err := os.Lstat(dstDir); err == nil {
+		return Manifest{}, fmt.Errorf("kernel %s: %s already exists; remove it to pull again", entry.Name, dstDir)
+	}
+
+	report.Stage(StageResolve, fmt.Sprintf("resolving %s in Debian %s", entry.Package, entry.Suite))
+	pkg, err := archive.ResolveMetapackage(ctx, entry.Package)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("kernel %s: %w", entry.Name, err)
+	}
+
+	report.Report(progress.Update{Stage: StageDownload, Message: fmt.Sprintf("downloading %s %s", pkg.Name, pkg.Version), Total: pkg.Size})
+	debPath, err := archive.Download(ctx, pkg, func(u progress.Update) {
+		u.Stage = StageDownload
+		report.Report(u)
+	})
+	if err != nil {
+		return Manifest{}, fmt.Errorf("kernel %s: %w", entry.Name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Manifest{}, err
+	}
+
+	parent := filepath.Dir(dstDir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return Manifest{}, fmt.Errorf("kernel %s: %w", entry.Name, err)
+	}
+	staging, err := os.MkdirTemp(parent, "."+filepath.Base(dstDir)+".pull-*")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("kernel %s: create staging directory: %w", entry.Name, err)
+	}
+	published := false
+	defer func() {
+		if !published {
+			os.RemoveAll(staging)
+		}
+	}()
+
+	report.Stage(StageExtract, fmt.Sprintf("extracting %s", filepath.Base(pkg.Filename)))
+	m, err := stageKernel(ctx, debPath, staging)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("kernel %s: %w", entry.Name, err)
+	}
+	m.Name, m.Package, m.Version = entry.Name, pkg.Name, pkg.Version
+	m.DebSHA256, m.DebSize = pkg.SHA256, pkg.Size
+	m.Mirror, m.Suite = archive.Mirror, archive.Suite
+	m.PulledAt = time.Now().UTC().Truncate(time.Second)
+	if err := writeManifest(staging, m); err != nil {
+		return Manifest{}, fmt.Errorf("kernel %s: %w", entry.Name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Manifest{}, err
+	}
+	if err := os.Rename(staging, dstDir); err != nil {
+		return Manifest{}, fmt.Errorf("kernel %s: publish %s: %w", entry.Name, dstDir, err)
+	}
+	published = true
+	m.Dir = dstDir
+	return m, nil
+}
+
+// keepKernelFile selects what Pull extracts from the package.
+func keepKernelFile(p string) bool {
+	switch {
+	case strings.HasPrefix(p, "boot/vmlinuz-"), strings.HasPrefix(p, "boot/config-"):
+		return !strings.Contains(strings.TrimPrefix(p, "boot/"), "/")
+	case strings.HasPrefix(p, "lib/modules/"), strings.HasPrefix(p, "usr/lib/modules/"):
+		return true
+	}
+	return false
+}
+
+// stageKernel extracts the package into dir, finds the release and writes the ELF vmlinux.
+func stageKernel(ctx context.Context, debPath, dir string) (Manifest, error) {
+	if err := debian.ExtractDeb(debPath, dir, keepKernelFile); err != nil {
+		return Manifest{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Manifest{}, err
+	}
+	images, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
+	if len(images) != 1 {
+		return Manifest{}, fmt.Errorf("package holds %d boot/vmlinuz-* files, want exactly 1; is it a kernel image package?", len(images))
+	}
+	release := strings.TrimPrefix(filepath.Base(images[0]), "vmlinuz-")
+	m := Manifest{
+		Release: release,
+		Vmlinuz: "boot/vmlinuz-" + release,
+		Config:  "boot/config-" + release,
+		Vmlinux: "vmlinux",
+	}
+	if _, err := os.Stat(filepath.Join(dir, m.Config)); err != nil {
+		return Manifest{}, fmt.Errorf("package lacks %s: %w", m.Config, err)
+	}
+	modulesDir, err := findModulesDir(dir, release)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("package lacks the modules of %s: %w", release, err)
+	}
+	m.ModulesDir = filepath.ToSlash(strings.TrimPrefix(modulesDir, dir+string(filepath.Separator)))
+
+	bzImage, err := os.ReadFile(filepath.Join(dir, m.Vmlinuz))
+	if err != nil {
+		return Manifest{}, err
+	}
+	vmlinux, err := ExtractVmlinux(bzImage)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%s: %w", m.Vmlinuz, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, m.Vmlinux), vmlinux, 0o644); err != nil {
+		return Manifest{}, fmt.Errorf("write vmlinux: %w", err)
+	}
+	m.VmlinuzSize, m.VmlinuxSize = int64(len(bzImage)), int64(len(vmlinux))
+	return m, nil
+}
+
+func writeManifest(dir string, m Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ManifestName), append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", ManifestName, err)
+	}
+	return nil
+}
+
+// Load reads the manifest of the kernel in dir and checks that its vmlinux and modules are
+// there.
+func Load(dir string) (Manifest, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Manifest{}, fmt.Errorf("%s is not a pulled kernel (no %s); pull the kernel again", dir, ManifestName)
+	}
+	if err != nil {
+		return Manifest{}, fmt.Errorf("read kernel manifest: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Manifest{}, fmt.Errorf("kernel manifest %s is corrupt (%v); pull the kernel again", filepath.Join(dir, ManifestName), err)
+	}
+	m.Dir = dir
+	for _, f := range [][2]string{{"name", m.Name}, {"release", m.Release}, {"vmlinuz", m.Vmlinuz}, {"vmlinux", m.Vmlinux}, {"modules_dir", m.ModulesDir}} {
+		if v := f[1]; v == "" || filepath.IsAbs(v) || strings.Contains(v, "..") {
+			return Manifest{}, fmt.Errorf("kernel manifest in %s has an invalid %s %q; pull the kernel again", dir, f[0], v)
+		}
+	}
+	fi, err := os.Stat(m.VmlinuxPath())
+	if err != nil || fi.Size() != m.VmlinuxSize {
+		return Manifest{}, fmt.Errorf("kernel %s in %s: vmlinux is missing or not %d bytes; pull the kernel again", m.Name, dir, m.VmlinuxSize)
+	}
+	if fi, err := os.Stat(m.ModulesPath()); err != nil || !fi.IsDir() {
+		return Manifest{}, fmt.Errorf("kernel %s in %s: modules directory %s is missing; pull the kernel again", m.Name, dir, m.ModulesDir)
+	}
+	return m, nil
+}
