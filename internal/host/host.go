@@ -92,13 +92,13 @@ func (r Root) DetectAccel() AccelChoice {
 	case has("kvm_amd"):
 		return AccelChoice{KVM, "/dev/kvm is usable and backed by kvm_amd (hardware virtualization)"}
 	case has("kvm_pvm"):
-		return AccelChoice{TCG, "/dev/kvm is provided by PVM (nested paravirtual KVM), which cannot run stock guest kernels; using software emulation"}
+		return AccelChoice{TCG, "/dev/kvm is provided by PVM (nested paravirtual KVM), which cannot run stock guest kernels"}
 	}
 	flags := r.cpuFlags()
 	if flags["vmx"] || flags["svm"] {
 		return AccelChoice{KVM, "/dev/kvm is usable and the CPU has hardware virtualization (vmx/svm)"}
 	}
-	return AccelChoice{TCG, "/dev/kvm exists but the CPU shows no hardware virtualization (vmx/svm); using software emulation"}
+	return AccelChoice{TCG, "/dev/kvm exists but the CPU shows no hardware virtualization (vmx/svm)"}
 }
 
 func (r Root) cpuFlags() map[string]bool {

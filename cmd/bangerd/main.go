@@ -1,0 +1,83 @@
+// Command bangerd is banger's daemon. The banger CLI starts it on demand; it can also run as
+// a service. It serves the API on the socket named by BANGER_SOCKET or the XDG default.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/banger-dev/banger/internal/daemon"
+	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/version"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "--version", "version":
+			fmt.Println("bangerd " + version.Get().String())
+			return
+		default:
+			fmt.Fprintf(os.Stderr, "usage: bangerd [--version]\n\nbangerd is started by the banger CLI; it takes its settings from the environment (BANGER_SOCKET, XDG_*) and config.toml.\n")
+			os.Exit(2)
+		}
+	}
+	level := slog.LevelInfo
+	if os.Getenv("BANGER_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	layout, err := paths.FromEnv()
+	if err != nil {
+		lg.Error("bangerd: " + err.Error())
+		os.Exit(1)
+	}
+	agentPath, err := findAgent()
+	if err != nil {
+		lg.Error("bangerd: " + err.Error())
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err = daemon.Run(ctx, daemon.Options{
+		Layout:    layout,
+		AgentPath: agentPath,
+		TestHooks: os.Getenv("BANGER_TEST_HOOKS") == "1",
+		Log:       lg,
+	})
+	if err != nil {
+		lg.Error("bangerd: " + err.Error())
+		os.Exit(1)
+	}
+}
+
+// findAgent locates banger-agent relative to this binary, so installs under any PREFIX work
+// side by side: $PREFIX/bin/bangerd uses $PREFIX/lib/banger/banger-agent; a build tree's
+// bin/bangerd uses bin/banger-agent. BANGER_AGENT overrides both.
+func findAgent() (string, error) {
+	if p := os.Getenv("BANGER_AGENT"); p != "" {
+		return p, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own executable: %w", err)
+	}
+	self, _ = filepath.EvalSymlinks(self)
+	dir := filepath.Dir(self)
+	candidates := []string{
+		filepath.Join(dir, "..", "lib", "banger", "banger-agent"),
+		filepath.Join(dir, "banger-agent"),
+	}
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && !st.IsDir() {
+			return filepath.Clean(c), nil
+		}
+	}
+	return "", errors.New("banger-agent not found at " + candidates[0] + " or " + candidates[1] + "; reinstall banger (make install)")
+}

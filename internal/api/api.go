@@ -1,0 +1,170 @@
+// Package api is the daemon's HTTP/JSON API: routes, request and response types, progress
+// events and errors. It is shared by the daemon and its client and imports nothing of
+// either.
+//
+// Every route starts with the API version (/v1/…). Long operations answer with a stream of
+// newline-delimited JSON Events (Content-Type application/x-ndjson) that ends with one event
+// of type "result" or "error". Exec upgrades the connection (Upgrade: banger-exec) and then
+// carries the frames of package wire.
+package api
+
+import (
+	"time"
+)
+
+// Routes.
+const (
+	PathVersion   = "/v1/version"
+	PathShutdown  = "/v1/shutdown"
+	PathVMs       = "/v1/vms"  // GET list, POST create
+	PathVM        = "/v1/vms/" // + {ref}: GET show, DELETE delete; + {ref}/exec: POST exec
+	PathImages    = "/v1/images"
+	PathKernels   = "/v1/kernels"
+	PathKernel    = "/v1/kernels/" // + {name}/pull: POST pull
+	ExecUpgrade   = "banger-exec"
+	ContentNDJSON = "application/x-ndjson"
+
+	// HeaderInjectFault names a start step to fail on purpose; honoured only by a daemon
+	// started with BANGER_TEST_HOOKS=1 (end-to-end tests of failure cleanup).
+	HeaderInjectFault = "X-Banger-Inject-Fault"
+)
+
+// Version is the daemon's identity, returned by GET /v1/version.
+type Version struct {
+	Version  string `json:"version"`
+	Commit   string `json:"commit"`
+	Date     string `json:"date"`
+	API      string `json:"api"`
+	PID      int    `json:"pid"`
+	StateDir string `json:"state_dir"`
+}
+
+// Error is the body of every non-2xx answer and of "error" events.
+type Error struct {
+	// Code is a stable machine-readable class: "invalid", "not_found", "conflict",
+	// "failed", "internal".
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Hint says what to do about it, when there is something to do.
+	Hint string `json:"hint,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// ErrorBody wraps Error in answers: {"error": {...}}.
+type ErrorBody struct {
+	Error *Error `json:"error"`
+}
+
+// Field is one resolved setting with where its value came from: "flag", "config", "auto"
+// (a host heuristic) or "builtin" (a floor).
+type Field struct {
+	Value  int64  `json:"value"`
+	Source string `json:"source"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Spec is a VM's resolved resources.
+type Spec struct {
+	VCPU      Field  `json:"vcpu"`
+	MemoryMiB Field  `json:"memory_mib"`
+	DiskBytes Field  `json:"disk_bytes"`
+	Summary   string `json:"summary"` // the one-line form printed after "spec:"
+}
+
+// VM is a VM as the API shows it.
+type VM struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	State      string    `json:"state"`
+	Image      string    `json:"image"`
+	Kernel     string    `json:"kernel"`
+	VMM        string    `json:"vmm"`
+	Accel      string    `json:"accel"`
+	VCPU       int       `json:"vcpu"`
+	MemoryMiB  int       `json:"memory_mib"`
+	DiskBytes  int64     `json:"disk_bytes"`
+	AutoRemove bool      `json:"auto_remove,omitempty"`
+	PID        int       `json:"pid,omitempty"`
+	Dir        string    `json:"dir"`
+	LastError  string    `json:"last_error,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	Spec       *Spec     `json:"spec,omitempty"`
+}
+
+// CreateVMRequest is the body of POST /v1/vms. Unset resources are resolved by the daemon
+// (config, then host heuristics, then floors).
+type CreateVMRequest struct {
+	Name      string `json:"name,omitempty"`
+	Image     string `json:"image,omitempty"`
+	Kernel    string `json:"kernel,omitempty"`
+	VCPU      *int   `json:"vcpu,omitempty"`
+	MemoryMiB *int   `json:"memory_mib,omitempty"`
+	DiskBytes *int64 `json:"disk_bytes,omitempty"`
+	// AutoRemove marks the VM as ephemeral (vm run --rm): the daemon deletes it if it finds
+	// it stopped, e.g. after a crash.
+	AutoRemove bool `json:"auto_remove,omitempty"`
+	// CancelOnDisconnect ties the create to the request: if the client goes away before the
+	// VM is ready, the create is undone.
+	CancelOnDisconnect bool `json:"cancel_on_disconnect,omitempty"`
+}
+
+// ExecRequest is the body of POST /v1/vms/{ref}/exec.
+type ExecRequest struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`
+	Dir  string   `json:"dir,omitempty"`
+	TTY  bool     `json:"tty,omitempty"`
+	Rows uint16   `json:"rows,omitempty"`
+	Cols uint16   `json:"cols,omitempty"`
+}
+
+// Kernel is a pulled kernel.
+type Kernel struct {
+	Name      string    `json:"name"`
+	Release   string    `json:"release"`
+	Package   string    `json:"package,omitempty"`
+	Version   string    `json:"version,omitempty"`
+	Dir       string    `json:"dir"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Image is an installed image.
+type Image struct {
+	Name      string    `json:"name"`
+	Dir       string    `json:"dir"`
+	SizeBytes int64     `json:"size_bytes"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Event types.
+const (
+	EventProgress = "progress" // a stage started or advanced
+	EventSpec     = "spec"     // the resolved spec of a VM being created
+	EventNotice   = "notice"   // something the user should read
+	EventResult   = "result"   // the operation succeeded; last event
+	EventError    = "error"    // the operation failed; last event
+)
+
+// Event is one line of an operation's stream.
+type Event struct {
+	Type    string    `json:"type"`
+	Time    time.Time `json:"time"`
+	Stage   string    `json:"stage,omitempty"`
+	Message string    `json:"message,omitempty"`
+	Done    int64     `json:"done,omitempty"`
+	Total   int64     `json:"total,omitempty"`
+
+	Spec    *Spec        `json:"spec,omitempty"`
+	VM      *VM          `json:"vm,omitempty"`
+	Kernel  *Kernel      `json:"kernel,omitempty"`
+	Image   *Image       `json:"image,omitempty"`
+	Timings []StepTiming `json:"timings,omitempty"`
+	Error   *Error       `json:"error,omitempty"`
+}
+
+// StepTiming is how long one start step took.
+type StepTiming struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration"`
+}

@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/paths"
+)
+
+func (a *app) daemonCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "daemon",
+		Short: "Inspect or stop the banger daemon",
+		Long: `bangerd is started automatically by the first command that needs it and restarted when it is
+a different build than the CLI. Stopping it leaves VMs running; the next command starts it
+again and it finds them.`,
+		Example: `  banger daemon status
+  banger daemon stop`,
+	}
+	status := &cobra.Command{
+		Use:     "status",
+		Short:   "Show whether the daemon runs, its version and socket",
+		Long:    "Show whether the daemon runs, its version, pid, socket and state directory. It never starts the daemon.",
+		Example: "  banger daemon status",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			l, err := paths.FromEnv()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
+			defer cancel()
+			v, err := client.New(l.Socket).Version(ctx)
+			if errors.Is(err, client.ErrNoDaemon) {
+				fmt.Fprintf(a.stdout, "daemon: not running (socket %s)\n", l.Socket)
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "daemon: running, pid %d\nversion: %s (commit %s, built %s)\nsocket: %s\nstate: %s\n", v.PID, v.Version, v.Commit, v.Date, l.Socket, v.StateDir)
+			return nil
+		},
+	}
+	stop := &cobra.Command{
+		Use:     "stop",
+		Short:   "Stop the daemon (VMs keep running)",
+		Long:    "Ask the daemon to exit. VMs keep running; the next banger command starts the daemon again, which adopts them.",
+		Example: "  banger daemon stop",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			l, err := paths.FromEnv()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context(), 15*time.Second)
+			defer cancel()
+			cl := client.New(l.Socket)
+			v, err := cl.Version(ctx)
+			if errors.Is(err, client.ErrNoDaemon) {
+				fmt.Fprintln(a.stdout, "daemon: not running")
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := cl.Shutdown(ctx); err != nil {
+				return err
+			}
+			if err := cl.WaitGone(ctx, v.PID); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "daemon: stopped (pid %d)\n", v.PID)
+			return nil
+		},
+	}
+	c.AddCommand(status, stop)
+	return c
+}

@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// exec runs argv in a VM with this process's stdio and returns the command's exit status.
+//
+// When both stdin and stdout are terminals the command gets a pseudo-terminal and the local
+// terminal goes raw, so Ctrl-C reaches the command as a keystroke. Otherwise stdin, stdout and
+// stderr are plain pipes (`… -- cat < file`, `… -- cmd > out` keep their bytes exact) and
+// SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command.
+func (a *app) exec(cl *client.Client, ref string, argv []string) (int, error) {
+	req := api.ExecRequest{Argv: argv}
+	cio := wire.CallerIO{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr}
+
+	stdinTTY, stdoutTTY := isTerminal(a.stdin), isTerminal(a.stdout)
+	sigs := make(chan os.Signal, 4)
+	forward := make(chan int, 4)
+	if stdinTTY && stdoutTTY {
+		in := a.stdin.(*os.File)
+		req.TTY = true
+		if w, h, err := term.GetSize(int(in.Fd())); err == nil {
+			req.Cols, req.Rows = uint16(w), uint16(h)
+		}
+		if t := os.Getenv("TERM"); t != "" {
+			req.Env = append(req.Env, "TERM="+t)
+		}
+		old, err := term.MakeRaw(int(in.Fd()))
+		if err == nil {
+			defer term.Restore(int(in.Fd()), old)
+		}
+		resizes := make(chan wire.ResizeMsg, 1)
+		cio.Resizes = resizes
+		signal.Notify(sigs, syscall.SIGWINCH)
+		go func() {
+			for range sigs {
+				if w, h, err := term.GetSize(int(in.Fd())); err == nil {
+					select {
+					case resizes <- wire.ResizeMsg{Rows: uint16(h), Cols: uint16(w)}:
+					default:
+					}
+				}
+			}
+		}()
+	} else {
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+		cio.Signals = forward
+		go func() {
+			for s := range sigs {
+				forward <- int(s.(syscall.Signal))
+			}
+		}()
+	}
+	if lang := os.Getenv("LANG"); lang != "" {
+		req.Env = append(req.Env, "LANG="+lang)
+	}
+	defer signal.Stop(sigs)
+
+	exit, err := cl.Exec(context.Background(), ref, req, cio)
+	if err != nil {
+		return ExitError, err
+	}
+	if exit.Error != "" {
+		fmt.Fprintf(a.stderr, "banger: %s\n", exit.Error)
+	}
+	return exit.Code, nil
+}

@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/bytesize"
+)
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f any) bool {
+	if file, ok := f.(*os.File); ok {
+		return term.IsTerminal(int(file.Fd()))
+	}
+	return false
+}
+
+// renderer shows an operation's events on stderr: one live, redrawn line on a terminal;
+// plain lines, one per stage, otherwise (logs, CI).
+type renderer struct {
+	w     io.Writer
+	live  bool
+	color bool
+	start time.Time
+
+	mu         sync.Mutex
+	stage      string
+	message    string
+	stageStart time.Time
+	done, tot  int64
+	drawn      bool
+	stop       chan struct{}
+	stopped    bool
+}
+
+func newRenderer(w io.Writer) *renderer {
+	live := isTerminal(w)
+	r := &renderer{
+		w:     w,
+		live:  live,
+		color: live && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb",
+		start: time.Now(),
+		stop:  make(chan struct{}),
+	}
+	if live {
+		go r.tick()
+	}
+	return r
+}
+
+func (r *renderer) tick() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			r.mu.Lock()
+			if r.stage != "" {
+				r.draw()
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+
+// draw repaints the live line; the caller holds mu.
+func (r *renderer) draw() {
+	el := time.Since(r.stageStart)
+	frame := spinner[int(time.Since(r.start)/(100*time.Millisecond))%len(spinner)]
+	line := fmt.Sprintf("%s %s (%.1fs)", frame, r.message, el.Seconds())
+	if r.tot > 0 {
+		line = fmt.Sprintf("%s %s %s/%s (%.1fs)", frame, r.message, bytesize.Format(r.done), bytesize.Format(r.tot), el.Seconds())
+	}
+	if r.color {
+		line = "\x1b[36m" + frame + "\x1b[0m" + strings.TrimPrefix(line, frame)
+	}
+	fmt.Fprintf(r.w, "\r\x1b[K%s", line)
+	r.drawn = true
+}
+
+// clear removes the live line; the caller holds mu.
+func (r *renderer) clear() {
+	if r.drawn {
+		fmt.Fprint(r.w, "\r\x1b[K")
+		r.drawn = false
+	}
+}
+
+// println prints a permanent line above the live one.
+func (r *renderer) println(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.clear()
+	fmt.Fprintf(r.w, format+"\n", args...)
+	if r.live && r.stage != "" {
+		r.draw()
+	}
+}
+
+// Event handles one event of an operation stream.
+func (r *renderer) Event(ev api.Event) {
+	switch ev.Type {
+	case api.EventSpec:
+		if ev.Spec != nil {
+			r.println("spec: %s", ev.Spec.Summary)
+		}
+	case api.EventNotice:
+		r.println("note: %s", ev.Message)
+	case api.EventProgress:
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		newStage := ev.Stage != r.stage || (ev.Message != "" && ev.Message != r.message && ev.Total == 0)
+		if newStage {
+			r.stage, r.stageStart = ev.Stage, time.Now()
+			if ev.Message != "" {
+				r.message = ev.Message
+			}
+			r.done, r.tot = 0, 0
+			if !r.live {
+				fmt.Fprintf(r.w, "banger: %s\n", r.message)
+			}
+		}
+		if ev.Total > 0 {
+			r.done, r.tot = ev.Done, ev.Total
+		}
+		if r.live {
+			r.draw()
+		}
+	}
+}
+
+// Finish ends the display. With a message it prints a final line, e.g. "ready in 3.2s".
+func (r *renderer) Finish(msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stopped {
+		close(r.stop)
+		r.stopped = true
+	}
+	r.clear()
+	r.stage = ""
+	if msg != "" {
+		fmt.Fprintf(r.w, "banger: %s\n", msg)
+	}
+}

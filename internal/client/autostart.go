@@ -1,0 +1,181 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/version"
+)
+
+// StartOptions say how to find and start the daemon.
+type StartOptions struct {
+	// Daemon is the bangerd binary; empty means the one next to this executable, then PATH.
+	Daemon string
+	// StateDir is the state dir this CLI expects the daemon to serve; a daemon serving
+	// another one is refused with a clear error rather than silently shared.
+	StateDir string
+	// LogPath receives the daemon's stdout and stderr when the client starts it.
+	LogPath string
+	// Notice is told when the client starts or restarts the daemon.
+	Notice func(string)
+	// Env is extra environment for a started daemon (tests).
+	Env []string
+}
+
+// startWait bounds how long a started daemon may take to answer.
+const startWait = 15 * time.Second
+
+// Ensure makes sure a daemon of this very build answers on the socket: it starts one when
+// nothing answers and replaces one of another build (after asking it to exit; VMs keep
+// running). It returns the daemon's version.
+func (c *Client) Ensure(ctx context.Context, o StartOptions) (api.Version, error) {
+	v, err := c.Version(ctx)
+	switch {
+	case err == nil:
+		if err := sameState(v, o); err != nil {
+			return v, err
+		}
+		mine := version.Get()
+		if (version.Info{Version: v.Version, Commit: v.Commit, Date: v.Date}).Same(mine) {
+			return v, nil
+		}
+		notice(o, fmt.Sprintf("restarting daemon: it is build %s@%s (%s), this CLI is build %s@%s (%s)",
+			v.Version, short(v.Commit), v.Date, mine.Version, short(mine.Commit), mine.Date))
+		if err := c.Shutdown(ctx); err != nil {
+			return v, fmt.Errorf("ask the old daemon (pid %d) to exit: %w", v.PID, err)
+		}
+		if err := c.WaitGone(ctx, v.PID); err != nil {
+			return v, err
+		}
+	case errors.Is(err, ErrNoDaemon):
+	default:
+		return v, err
+	}
+	if err := c.start(o); err != nil {
+		return api.Version{}, err
+	}
+	deadline := time.Now().Add(startWait)
+	for {
+		v, err := c.Version(ctx)
+		if err == nil {
+			return v, sameState(v, o)
+		}
+		if !errors.Is(err, ErrNoDaemon) || time.Now().After(deadline) {
+			return v, fmt.Errorf("started the daemon but it does not answer on %s: %w; see %s", c.socket, err, o.LogPath)
+		}
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func notice(o StartOptions, msg string) {
+	if o.Notice != nil {
+		o.Notice(msg)
+	}
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	if commit == "" {
+		return "unknown"
+	}
+	return commit
+}
+
+func sameState(v api.Version, o StartOptions) error {
+	if o.StateDir == "" || v.StateDir == "" || filepath.Clean(v.StateDir) == filepath.Clean(o.StateDir) {
+		return nil
+	}
+	return &api.Error{
+		Code:    "conflict",
+		Message: fmt.Sprintf("the daemon on %s serves state dir %s, but this CLI's is %s", "its socket", v.StateDir, o.StateDir),
+		Hint:    "set BANGER_SOCKET to a socket of your own (e.g. $HOME/.banger.sock) so each state dir has its own daemon",
+	}
+}
+
+// WaitGone waits until the daemon process pid has exited.
+func (c *Client) WaitGone(ctx context.Context, pid int) error {
+	deadline := time.Now().Add(startWait)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		if _, err := c.Version(ctx); errors.Is(err, ErrNoDaemon) {
+			// Socket closed; give the process a moment to exit completely.
+			if syscall.Kill(pid, 0) != nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the old daemon (pid %d) did not exit within %s", pid, startWait)
+}
+
+// DaemonBinary finds bangerd: next to this executable first (so side-by-side installs under
+// different prefixes each use their own daemon), then in PATH.
+func DaemonBinary() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "bangerd")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("bangerd")
+	if err != nil {
+		return "", fmt.Errorf("bangerd not found next to banger or in PATH; reinstall banger (make install)")
+	}
+	return p, nil
+}
+
+func (c *Client) start(o StartOptions) error {
+	bin := o.Daemon
+	if bin == "" {
+		var err error
+		if bin, err = DaemonBinary(); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(o.LogPath), 0o700); err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	logf, err := os.OpenFile(o.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("start daemon: open log: %w", err)
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+c.socket)
+	cmd.Env = append(cmd.Env, o.Env...)
+	cmd.Stdin = devnull
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start daemon %s: %w", bin, err)
+	}
+	notice(o, fmt.Sprintf("started daemon %s (pid %d)", bin, cmd.Process.Pid))
+	// The daemon is not our child to wait for: release it.
+	return cmd.Process.Release()
+}

@@ -1,0 +1,229 @@
+// Package client is the Go client of the daemon's API (package api): it connects to the
+// daemon's unix socket, starts the daemon when nothing answers, restarts it when it is a
+// different build, and wraps every route in a typed method. Operation streams are decoded
+// into api.Events for the caller to render.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/api"
+)
+
+// Client talks to one daemon.
+type Client struct {
+	socket string
+	http   *http.Client
+	// Header is added to every request (tests set api.HeaderInjectFault here).
+	Header http.Header
+}
+
+// New returns a client for the daemon listening on socket. It does not connect.
+func New(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableCompression: true,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr}, Header: http.Header{}}
+}
+
+// Socket is the daemon socket this client uses.
+func (c *Client) Socket() string { return c.socket }
+
+func (c *Client) newRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://bangerd"+path, r)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range c.Header {
+		req.Header[k] = v
+	}
+	return req, nil
+}
+
+// do sends a request and decodes a JSON answer into out (which may be nil).
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	req, err := c.newRequest(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.connError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("daemon sent an unreadable answer to %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// ErrNoDaemon means nothing answers on the socket.
+var ErrNoDaemon = errors.New("daemon is not running")
+
+func (c *Client) connError(err error) error {
+	var ne *net.OpError
+	if errors.As(err, &ne) && ne.Op == "dial" {
+		return fmt.Errorf("%w (socket %s): %v", ErrNoDaemon, c.socket, ne.Err)
+	}
+	return fmt.Errorf("talk to daemon at %s: %w", c.socket, err)
+}
+
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var body api.ErrorBody
+	if json.Unmarshal(b, &body) == nil && body.Error != nil {
+		return body.Error
+	}
+	msg := strings.TrimSpace(string(b))
+	if msg == "" {
+		msg = resp.Status
+	}
+	return &api.Error{Code: "internal", Message: fmt.Sprintf("daemon answered %s: %s", resp.Status, msg)}
+}
+
+// Version asks the daemon who it is.
+func (c *Client) Version(ctx context.Context) (api.Version, error) {
+	var v api.Version
+	err := c.do(ctx, http.MethodGet, api.PathVersion, nil, &v)
+	return v, err
+}
+
+// Shutdown asks the daemon to exit (VMs keep running).
+func (c *Client) Shutdown(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, api.PathShutdown, nil, nil)
+}
+
+// ListVMs lists every VM.
+func (c *Client) ListVMs(ctx context.Context) ([]api.VM, error) {
+	var vms []api.VM
+	err := c.do(ctx, http.MethodGet, api.PathVMs, nil, &vms)
+	return vms, err
+}
+
+// GetVM returns one VM by reference.
+func (c *Client) GetVM(ctx context.Context, ref string) (api.VM, error) {
+	var vm api.VM
+	err := c.do(ctx, http.MethodGet, api.PathVM+url.PathEscape(ref), nil, &vm)
+	return vm, err
+}
+
+// DeleteVM stops (if needed) and deletes a VM with its disk.
+func (c *Client) DeleteVM(ctx context.Context, ref string) error {
+	return c.do(ctx, http.MethodDelete, api.PathVM+url.PathEscape(ref), nil, nil)
+}
+
+// ListImages lists installed images.
+func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
+	var out []api.Image
+	err := c.do(ctx, http.MethodGet, api.PathImages, nil, &out)
+	return out, err
+}
+
+// ListKernels lists pulled kernels.
+func (c *Client) ListKernels(ctx context.Context) ([]api.Kernel, error) {
+	var out []api.Kernel
+	err := c.do(ctx, http.MethodGet, api.PathKernels, nil, &out)
+	return out, err
+}
+
+// CreateVM creates and starts a VM, passing every event to onEvent, and returns the ready VM.
+func (c *Client) CreateVM(ctx context.Context, req api.CreateVMRequest, onEvent func(api.Event)) (api.VM, error) {
+	res, err := c.stream(ctx, http.MethodPost, api.PathVMs, req, onEvent)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if res.VM == nil {
+		return api.VM{}, fmt.Errorf("daemon finished creating the VM but sent no VM")
+	}
+	return *res.VM, nil
+}
+
+// PullKernel pulls a kernel by catalog name.
+func (c *Client) PullKernel(ctx context.Context, name string, onEvent func(api.Event)) (api.Kernel, error) {
+	res, err := c.stream(ctx, http.MethodPost, api.PathKernel+url.PathEscape(name)+"/pull", nil, onEvent)
+	if err != nil {
+		return api.Kernel{}, err
+	}
+	if res.Kernel == nil {
+		return api.Kernel{}, fmt.Errorf("daemon finished pulling the kernel but sent no kernel")
+	}
+	return *res.Kernel, nil
+}
+
+// stream runs an operation and decodes its event stream up to the final event.
+func (c *Client) stream(ctx context.Context, method, path string, body any, onEvent func(api.Event)) (api.Event, error) {
+	req, err := c.newRequest(ctx, method, path, body)
+	if err != nil {
+		return api.Event{}, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return api.Event{}, ctx.Err()
+		}
+		return api.Event{}, c.connError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return api.Event{}, decodeError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var ev api.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return api.Event{}, fmt.Errorf("daemon sent an unreadable event: %w", err)
+		}
+		switch ev.Type {
+		case api.EventResult:
+			return ev, nil
+		case api.EventError:
+			if ev.Error == nil {
+				ev.Error = &api.Error{Code: "internal", Message: "operation failed without a reason"}
+			}
+			return ev, ev.Error
+		}
+		if onEvent != nil {
+			onEvent(ev)
+		}
+	}
+	if ctx.Err() != nil {
+		return api.Event{}, ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return api.Event{}, fmt.Errorf("lost the daemon's event stream: %w", err)
+	}
+	return api.Event{}, fmt.Errorf("daemon ended the operation without a result; see its log")
+}

@@ -1,0 +1,51 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// OpenExec starts a command in a running VM and returns the upgraded connection that carries
+// the session's frames (package wire). The caller drives it, e.g. with wire.Call, and
+// closes it.
+func (c *Client) OpenExec(ctx context.Context, ref string, req api.ExecRequest) (io.ReadWriteCloser, error) {
+	hreq, err := c.newRequest(ctx, http.MethodPost, api.PathVM+url.PathEscape(ref)+"/exec", req)
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Connection", "Upgrade")
+	hreq.Header.Set("Upgrade", api.ExecUpgrade)
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return nil, c.connError(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return nil, fmt.Errorf("daemon switched protocols but the connection is not writable")
+	}
+	return rwc, nil
+}
+
+// Exec runs a command in a running VM with its stdio connected to cio and returns its exit
+// status.
+func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest, cio wire.CallerIO) (wire.ExitMsg, error) {
+	rwc, err := c.OpenExec(ctx, ref, req)
+	if err != nil {
+		return wire.ExitMsg{}, err
+	}
+	defer rwc.Close()
+	stop := context.AfterFunc(ctx, func() { rwc.Close() })
+	defer stop()
+	return wire.Call(rwc, cio)
+}

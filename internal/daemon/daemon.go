@@ -1,0 +1,149 @@
+// Package daemon is bangerd: it owns the state (store, kernels, images, VMs), serves the
+// versioned HTTP/JSON API of package api on a unix socket, streams progress of long
+// operations, and splices exec sessions through to guest agents.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/qemu"
+	"github.com/banger-dev/banger/internal/vmservice"
+)
+
+// Options configure a daemon.
+type Options struct {
+	Layout paths.Layout
+	// AgentPath is the banger-agent binary put into initramfs images.
+	AgentPath string
+	// TestHooks enables request headers that inject faults (end-to-end tests only).
+	TestHooks bool
+	Log       *slog.Logger
+}
+
+// Daemon is a running bangerd.
+type Daemon struct {
+	opts     Options
+	log      *slog.Logger
+	store    *store.Store
+	vms      *vmservice.Service
+	catalog  *catalog.Service
+	shutdown chan struct{}
+}
+
+// Run serves until ctx ends or a client asks for shutdown. VMs keep running either way.
+func Run(ctx context.Context, o Options) error {
+	l := o.Layout
+	if err := l.Create(); err != nil {
+		return err
+	}
+	if err := paths.CheckSocketPath(l.Socket); err != nil {
+		return err
+	}
+	lg := o.Log
+	if lg == nil {
+		lg = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+
+	// One daemon per socket: the lock is held for the daemon's life.
+	lock, err := os.OpenFile(filepath.Join(l.RuntimeDir(), "bangerd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("open daemon lock: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("another bangerd already serves %s", l.Socket)
+	}
+
+	st, err := store.Open(l.DBFile())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	loadConfig := func() (config.Config, error) { return config.Load(l) }
+	cfg, err := loadConfig()
+	if err != nil {
+		// A broken config must not stop the daemon: each operation re-reads it and reports.
+		lg.Warn("config", "err", err)
+		cfg = config.Default(l)
+	}
+	hostRoot := host.Root("/")
+	qd := &qemu.Driver{Binary: cfg.QEMUBin, TSCkHz: hostRoot.TSCkHz()}
+	cat := catalog.New(catalog.Options{
+		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg,
+	})
+	d := &Daemon{
+		opts:  o,
+		log:   lg,
+		store: st,
+		vms: vmservice.New(vmservice.Options{
+			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
+			Artifacts: cat, Drivers: []vmm.Driver{qd}, Log: lg,
+		}),
+		catalog:  cat,
+		shutdown: make(chan struct{}),
+	}
+	if err := d.vms.Reconcile(ctx); err != nil {
+		lg.Error("reconcile", "err", err)
+	}
+
+	_ = os.Remove(l.Socket)
+	ln, err := net.Listen("unix", l.Socket)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", l.Socket, err)
+	}
+	if err := os.Chmod(l.Socket, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("restrict %s to its owner: %w", l.Socket, err)
+	}
+	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
+	lg.Info("bangerd started", "version", version.Get().String(), "socket", l.Socket, "state", l.StateDir, "pid", os.Getpid())
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case <-d.shutdown:
+	case err := <-errc:
+		return err
+	}
+	lg.Info("bangerd stopping; VMs keep running")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	_ = os.Remove(l.Socket)
+	return nil
+}
+
+// requestShutdown ends Run after the current answer has been sent.
+func (d *Daemon) requestShutdown() {
+	select {
+	case <-d.shutdown:
+	default:
+		close(d.shutdown)
+	}
+}
+
+// isClosed reports errors that only mean the peer went away.
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}

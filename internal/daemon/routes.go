@@ -1,0 +1,343 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vmservice"
+)
+
+func (d *Daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathVersion, d.handleVersion)
+	mux.HandleFunc("POST "+api.PathShutdown, d.handleShutdown)
+	mux.HandleFunc("GET "+api.PathVMs, d.handleListVMs)
+	mux.HandleFunc("POST "+api.PathVMs, d.handleCreateVM)
+	mux.HandleFunc("GET "+api.PathVM+"{ref}", d.handleGetVM)
+	mux.HandleFunc("DELETE "+api.PathVM+"{ref}", d.handleDeleteVM)
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/exec", d.handleExec)
+	mux.HandleFunc("GET "+api.PathImages, d.handleListImages)
+	mux.HandleFunc("GET "+api.PathKernels, d.handleListKernels)
+	mux.HandleFunc("POST "+api.PathKernel+"{name}/pull", d.handlePullKernel)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &api.Error{Code: "not_found", Message: fmt.Sprintf("no route %s %s in API %s", r.Method, r.URL.Path, version.API),
+			Hint: "the CLI and daemon disagree; run the banger that matches this daemon"})
+	})
+	return mux
+}
+
+// writeJSON answers with v.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// apiError classifies an error for the API.
+func apiError(err error) *api.Error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	code := "failed"
+	switch {
+	case errors.Is(err, vmservice.ErrInvalid), errors.Is(err, catalog.ErrInvalid):
+		code = "invalid"
+	case errors.Is(err, vmservice.ErrNotFound), errors.Is(err, store.ErrNotFound), errors.Is(err, catalog.ErrNotFound):
+		code = "not_found"
+	case errors.Is(err, vmservice.ErrConflict):
+		code = "conflict"
+	}
+	return &api.Error{Code: code, Message: err.Error()}
+}
+
+func statusOf(e *api.Error) int {
+	switch e.Code {
+	case "invalid":
+		return http.StatusBadRequest
+	case "not_found":
+		return http.StatusNotFound
+	case "conflict":
+		return http.StatusConflict
+	case "internal":
+		return http.StatusInternalServerError
+	}
+	return http.StatusUnprocessableEntity
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	e := apiError(err)
+	writeJSON(w, statusOf(e), api.ErrorBody{Error: e})
+}
+
+// decodeBody reads a JSON request body strictly.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &api.Error{Code: "invalid", Message: fmt.Sprintf("bad request body for %s %s: %v", r.Method, r.URL.Path, err)}
+	}
+	return nil
+}
+
+func (d *Daemon) handleVersion(w http.ResponseWriter, r *http.Request) {
+	v := version.Get()
+	writeJSON(w, http.StatusOK, api.Version{Version: v.Version, Commit: v.Commit, Date: v.Date, API: version.API, PID: os.Getpid(), StateDir: d.opts.Layout.StateDir})
+}
+
+func (d *Daemon) handleShutdown(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct{}{})
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	go d.requestShutdown()
+}
+
+func toAPIVM(vm store.VM) api.VM {
+	out := api.VM{
+		ID: vm.ID, Name: vm.Name, State: vm.State, Image: vm.Image, Kernel: vm.Kernel, VMM: vm.VMM,
+		Accel: vm.Accel, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
+		AutoRemove: vm.AutoRemove, Dir: vm.Dir, LastError: vm.LastError, CreatedAt: vm.CreatedAt,
+	}
+	if rec, ok := vmservice.Record(vm); ok && (vm.State == vmservice.StateRunning || vm.State == vmservice.StateStarting) {
+		out.PID = rec.PID
+	}
+	var spec config.VMSpec
+	if len(vm.Spec) > 0 && json.Unmarshal(vm.Spec, &spec) == nil {
+		out.Spec = toAPISpec(spec)
+	}
+	return out
+}
+
+func toAPISpec(s config.VMSpec) *api.Spec {
+	return &api.Spec{
+		VCPU:      api.Field{Value: int64(s.VCPU.Value), Source: string(s.VCPU.Source), Reason: s.VCPU.Reason},
+		MemoryMiB: api.Field{Value: int64(s.MemoryMiB.Value), Source: string(s.MemoryMiB.Source), Reason: s.MemoryMiB.Reason},
+		DiskBytes: api.Field{Value: s.DiskBytes.Value, Source: string(s.DiskBytes.Source), Reason: s.DiskBytes.Reason},
+		Summary:   s.String(),
+	}
+}
+
+func (d *Daemon) handleListVMs(w http.ResponseWriter, r *http.Request) {
+	vms, err := d.vms.List(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]api.VM, 0, len(vms))
+	for _, vm := range vms {
+		out = append(out, toAPIVM(vm))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (d *Daemon) handleGetVM(w http.ResponseWriter, r *http.Request) {
+	vm, err := d.vms.Resolve(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIVM(vm))
+}
+
+func (d *Daemon) handleDeleteVM(w http.ResponseWriter, r *http.Request) {
+	// A delete must finish even if the client goes away half way.
+	ctx := context.WithoutCancel(r.Context())
+	vm, err := d.vms.Delete(ctx, r.PathValue("ref"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	d.log.Info("deleted VM", "vm", vm.Name, "id", vm.ID)
+	writeJSON(w, http.StatusOK, toAPIVM(vm))
+}
+
+// eventStream writes an operation's events as NDJSON, flushing each one.
+type eventStream struct {
+	mu  sync.Mutex
+	w   http.ResponseWriter
+	enc *json.Encoder
+}
+
+func newEventStream(w http.ResponseWriter) *eventStream {
+	w.Header().Set("Content-Type", api.ContentNDJSON)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	return &eventStream{w: w, enc: json.NewEncoder(w)}
+}
+
+func (s *eventStream) send(ev api.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	_ = s.enc.Encode(ev)
+	if f, ok := s.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *eventStream) progress() progress.Func {
+	return func(u progress.Update) {
+		s.send(api.Event{Type: api.EventProgress, Stage: u.Stage, Message: u.Message, Done: u.Done, Total: u.Total})
+	}
+}
+
+func (s *eventStream) fail(err error) {
+	s.send(api.Event{Type: api.EventError, Error: apiError(err)})
+}
+
+func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateVMRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx := r.Context()
+	if !req.CancelOnDisconnect {
+		ctx = context.WithoutCancel(ctx)
+	}
+	creq := vmservice.CreateRequest{
+		Name: req.Name, Image: req.Image, Kernel: req.Kernel, VCPU: req.VCPU, DiskBytes: req.DiskBytes,
+		AutoRemove: req.AutoRemove,
+	}
+	if req.MemoryMiB != nil {
+		b := int64(*req.MemoryMiB) << 20
+		creq.MemoryBytes = &b
+	}
+	if d.opts.TestHooks {
+		creq.FailStep = r.Header.Get(api.HeaderInjectFault)
+	}
+	es := newEventStream(w)
+	obs := vmservice.Observer{
+		Progress: es.progress(),
+		Spec:     func(s config.VMSpec) { es.send(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
+		Notice:   func(msg string) { es.send(api.Event{Type: api.EventNotice, Message: msg}) },
+	}
+	start := time.Now()
+	vm, timings, err := d.vms.Create(ctx, creq, obs)
+	if err != nil {
+		d.log.Warn("create failed", "name", req.Name, "err", err)
+		es.fail(err)
+		return
+	}
+	d.log.Info("created VM", "vm", vm.Name, "id", vm.ID, "took", time.Since(start))
+	out := toAPIVM(vm)
+	ev := api.Event{Type: api.EventResult, VM: &out}
+	for _, t := range timings {
+		ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
+	}
+	es.send(ev)
+}
+
+func (d *Daemon) handleListImages(w http.ResponseWriter, r *http.Request) {
+	imgs, err := d.store.ListImages(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]api.Image, 0, len(imgs))
+	for _, img := range imgs {
+		out = append(out, api.Image{Name: img.Name, Dir: img.Dir, SizeBytes: img.SizeBytes, CreatedAt: img.CreatedAt})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (d *Daemon) handleListKernels(w http.ResponseWriter, r *http.Request) {
+	ks, err := d.catalog.Kernels(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]api.Kernel, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, toAPIKernel(k))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func toAPIKernel(k catalog.KernelInfo) api.Kernel {
+	return api.Kernel{Name: k.Name, Release: k.Release, Package: k.Package, Version: k.Version, Dir: k.Dir, CreatedAt: k.CreatedAt}
+}
+
+func (d *Daemon) handlePullKernel(w http.ResponseWriter, r *http.Request) {
+	es := newEventStream(w)
+	k, err := d.catalog.PullKernel(r.Context(), r.PathValue("name"), es.progress())
+	if err != nil {
+		es.fail(err)
+		return
+	}
+	out := toAPIKernel(k)
+	es.send(api.Event{Type: api.EventResult, Kernel: &out})
+}
+
+func (d *Daemon) handleExec(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != api.ExecUpgrade {
+		writeError(w, &api.Error{Code: "invalid", Message: "exec needs `Upgrade: " + api.ExecUpgrade + "`"})
+		return
+	}
+	var req api.ExecRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	stream, vm, err := d.vms.OpenExec(r.Context(), r.PathValue("ref"), agent.ExecRequest{
+		Argv: req.Argv, Env: req.Env, Dir: req.Dir, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols,
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer stream.Close()
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeError(w, fmt.Errorf("connection cannot be upgraded"))
+		return
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		d.log.Warn("exec: hijack", "err", err)
+		return
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+api.ExecUpgrade+"\r\n\r\n")
+	d.log.Debug("exec", "vm", vm.Name, "argv", req.Argv)
+
+	// Splice both ways. The session ends when the agent closes the stream (after the Exit
+	// frame); a client that goes away closes its side, which the agent sees as a hangup.
+	done := make(chan struct{}, 2)
+	go func() {
+		// Bytes the HTTP server already buffered belong to the session.
+		_, err := io.Copy(stream, buf.Reader)
+		if err != nil && !isClosed(err) {
+			d.log.Debug("exec: client to agent", "err", err)
+		}
+		stream.Close()
+		done <- struct{}{}
+	}()
+	go func() {
+		_, err := io.Copy(conn, stream)
+		if err != nil && !isClosed(err) {
+			d.log.Debug("exec: agent to client", "err", err)
+		}
+		conn.Close()
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+}

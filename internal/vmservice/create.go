@@ -1,0 +1,381 @@
+package vmservice
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/steps"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// CreateRequest asks for a new VM. Zero values mean "resolve it": the config's defaults, host
+// heuristics, a generated name.
+type CreateRequest struct {
+	Name        string
+	Image       string
+	Kernel      string
+	VCPU        *int
+	MemoryBytes *int64
+	DiskBytes   *int64
+	AutoRemove  bool
+	// FailStep makes the named start step fail (end-to-end tests of cleanup).
+	FailStep string
+}
+
+// Observer receives what a create has to say while it runs. Any field may be nil.
+type Observer struct {
+	Progress progress.Func
+	Spec     func(config.VMSpec)
+	Notice   func(string)
+}
+
+func (o Observer) notice(msg string) {
+	if o.Notice != nil {
+		o.Notice(msg)
+	}
+}
+
+// Start steps, in order. Their names are stable: tests inject faults by name and the
+// benchmark reports their timings.
+const (
+	StepRecord = "record"
+	StepDirs   = "dirs"
+	StepDisk   = "disk"
+	StepVMM    = "vmm"
+	StepAgent  = "agent"
+	StepReady  = "ready"
+)
+
+// StepNames lists the start steps in order.
+var StepNames = []string{StepRecord, StepDirs, StepDisk, StepVMM, StepAgent, StepReady}
+
+// Disk layout inside a VM's directory.
+const diskFile = "disk.ext4"
+
+func newID() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// runtimeDir holds a VM's sockets, next to the daemon's socket (short paths).
+func (s *Service) runtimeDir(id string) string {
+	return filepath.Join(s.layout.RuntimeDir(), "vms", id)
+}
+
+// Create makes a VM and boots it until its agent answers. On any failure everything it made
+// is undone — record, files, disk, process — and the root cause is returned.
+func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (store.VM, []steps.Timing, error) {
+	cfg, err := s.config()
+	if err != nil {
+		return store.VM{}, nil, &kindError{ErrInvalid, err.Error()}
+	}
+
+	name := req.Name
+	if name == "" {
+		name = names.Generate(func(n string) bool {
+			_, err := s.store.GetVM(ctx, n)
+			return err == nil
+		})
+	} else if err := names.Validate(name); err != nil {
+		return store.VM{}, nil, &kindError{ErrInvalid, err.Error()}
+	}
+	if _, err := s.store.GetVM(ctx, name); err == nil {
+		return store.VM{}, nil, conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", name, name)
+	}
+
+	facts, err := s.host.ReadFacts()
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+	spec, err := config.ResolveVMSpec(config.Overrides{VCPU: req.VCPU, MemoryBytes: req.MemoryBytes, DiskBytes: req.DiskBytes}, cfg,
+		config.HostFacts{CPUs: facts.CPUs, MemoryBytes: facts.MemoryBytes})
+	if err != nil {
+		return store.VM{}, nil, &kindError{ErrInvalid, err.Error()}
+	}
+	if obs.Spec != nil {
+		obs.Spec(spec)
+	}
+
+	driver, accel, err := s.chooseDriver(cfg, obs)
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+
+	imageName := req.Image
+	if imageName == "" {
+		imageName = cfg.DefaultImageName
+	}
+	kernelName := req.Kernel
+	if kernelName == "" {
+		kernelName = cfg.DefaultKernel
+	}
+	kern, err := s.artifacts.Kernel(ctx, kernelName, obs.Progress)
+	if err != nil {
+		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
+	}
+	img, err := s.artifacts.Image(ctx, imageName, obs.Progress)
+	if err != nil {
+		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
+	}
+
+	id, err := newID()
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+	vm := store.VM{
+		ID:         id,
+		Name:       name,
+		State:      StateCreating,
+		Image:      img.Name,
+		Kernel:     kern.Name,
+		VMM:        driver.Name(),
+		Accel:      string(accel),
+		VCPU:       spec.VCPU.Value,
+		MemoryMiB:  spec.MemoryMiB.Value,
+		DiskBytes:  spec.DiskBytes.Value,
+		Dir:        filepath.Join(s.layout.VMsDir(), id),
+		AutoRemove: req.AutoRemove,
+		Spec:       specJSON,
+	}
+	unlock := s.lock(id)
+	defer unlock()
+
+	rt := s.runtimeDir(id)
+	diskPath := filepath.Join(vm.Dir, diskFile)
+	var (
+		in  *instance
+		cli *agent.Client
+	)
+	list := []steps.Step{
+		{
+			Name: StepRecord,
+			Do: func(ctx context.Context) error {
+				err := s.store.CreateVM(ctx, &vm)
+				if errors.Is(err, store.ErrNameTaken) {
+					return conflictf("a VM named %q already exists; pick another name", name)
+				}
+				return err
+			},
+			Undo: func(ctx context.Context) error { return s.store.DeleteVM(ctx, vm.ID) },
+		},
+		{
+			Name: StepDirs,
+			Do: func(ctx context.Context) error {
+				for _, d := range []string{vm.Dir, rt} {
+					if err := os.MkdirAll(d, 0o700); err != nil {
+						return fmt.Errorf("create VM directory: %w", err)
+					}
+				}
+				return nil
+			},
+			Undo: func(ctx context.Context) error {
+				return errors.Join(os.RemoveAll(vm.Dir), os.RemoveAll(rt))
+			},
+		},
+		{
+			Name: StepDisk,
+			Do: func(ctx context.Context) error {
+				obs.Progress.Stage("vm.disk", fmt.Sprintf("creating %s disk", bytesize.Format(vm.DiskBytes)))
+				return disk.CreateExt4(ctx, diskPath, vm.DiskBytes, "banger-disk")
+			},
+		},
+		{
+			Name: StepVMM,
+			Do: func(ctx context.Context) error {
+				obs.Progress.Stage("vm.start", fmt.Sprintf("starting %s (%s)", driver.Name(), accel))
+				m, err := driver.Start(ctx, vmm.Config{
+					ID: id, Name: name, Dir: vm.Dir, RuntimeDir: rt,
+					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: accel,
+					Kernel: kern.Vmlinux, Initrd: kern.Initrd,
+					Cmdline: guestCmdline(name),
+					Disks:   []vmm.Disk{{Path: img.Rootfs, ReadOnly: true}, {Path: diskPath}},
+				})
+				if err != nil {
+					return err
+				}
+				in = &instance{machine: m}
+				s.setInstance(id, in)
+				s.watch(id, in)
+				rec, _ := json.Marshal(m.Record())
+				vm.Runtime = rec
+				vm.State = StateStarting
+				return s.store.UpdateVM(ctx, &vm)
+			},
+			Undo: func(ctx context.Context) error {
+				if in == nil {
+					return nil
+				}
+				in.mu.Lock()
+				in.deleting = true
+				in.mu.Unlock()
+				s.setInstance(id, nil)
+				return in.machine.Kill()
+			},
+		},
+		{
+			Name: StepAgent,
+			Do: func(ctx context.Context) error {
+				obs.Progress.Stage("vm.boot", "booting; waiting for the guest agent")
+				c, _, err := s.waitAgent(ctx, in.machine, cfg.BootTimeout)
+				if err != nil {
+					return s.bootFailure(name, id, in.machine, err)
+				}
+				cli = c
+				in.mu.Lock()
+				in.agent = c
+				in.mu.Unlock()
+				return nil
+			},
+			Undo: func(ctx context.Context) error {
+				if cli != nil {
+					cli.Close()
+				}
+				return nil
+			},
+		},
+		{
+			Name: StepReady,
+			Do: func(ctx context.Context) error {
+				vm.State = StateRunning
+				return s.store.UpdateVM(ctx, &vm)
+			},
+		},
+	}
+	hooks := steps.Hooks{
+		Before: func(step string) error {
+			if req.FailStep != "" && req.FailStep == step {
+				return fmt.Errorf("fault injected at step %q (test hook)", step)
+			}
+			return nil
+		},
+		After: func(step string, d time.Duration, err error) {
+			s.log.Debug("start step", "vm", name, "step", step, "duration", d, "err", err)
+		},
+	}
+	timings, err := steps.Run(ctx, list, hooks)
+	if err != nil {
+		var se *steps.Error
+		if errors.As(err, &se) {
+			var ke *kindError
+			if errors.As(se.Err, &ke) {
+				return store.VM{}, timings, err
+			}
+			if errors.Is(err, context.Canceled) {
+				return store.VM{}, timings, fmt.Errorf("vm %q: creation cancelled at step %s; everything it made was removed", name, se.Step)
+			}
+			return store.VM{}, timings, fmt.Errorf("vm %q: start failed at step %s: %w", name, se.Step, err)
+		}
+		return store.VM{}, timings, err
+	}
+	return vm, timings, nil
+}
+
+// guestCmdline is the kernel command line for banger's initramfs agent. vda is the image,
+// vdb the VM's disk (the order the disks are attached in).
+func guestCmdline(name string) string {
+	return "banger.lower=vda banger.upper=vdb systemd.hostname=" + name + " panic=-1 quiet loglevel=4"
+}
+
+// chooseDriver picks the VMM. Only QEMU exists so far; Firecracker comes with its own issue.
+func (s *Service) chooseDriver(cfg config.Config, obs Observer) (vmm.Driver, host.Accel, error) {
+	choice := s.host.DetectAccel()
+	switch cfg.VMM {
+	case config.VMMFirecracker:
+		return nil, "", invalidf("vmm = \"firecracker\" in %s: the Firecracker driver is not part of this build yet; set vmm = \"auto\" or \"qemu\"", cfg.Path)
+	}
+	d, ok := s.drivers["qemu"]
+	if !ok {
+		return nil, "", fmt.Errorf("no VMM driver is available")
+	}
+	if choice.Accel == host.TCG {
+		obs.notice("using QEMU software emulation (TCG), so boots take seconds: " + choice.Reason)
+	}
+	return d, choice.Accel, nil
+}
+
+// bootFailure explains why a guest did not come up: the VMM's exit or the boot timeout, with
+// the end of the guest console. It keeps a copy of the console log in the state dir's logs,
+// since the VM's own directory is removed by the undo.
+func (s *Service) bootFailure(name, id string, m vmm.Machine, cause error) error {
+	rec := m.Record()
+	tail := vmm.LogTail(rec.Console, 8)
+	kept := filepath.Join(s.layout.StateDir, "logs", "failed-"+name+"-"+id+".console.log")
+	if b, err := os.ReadFile(rec.Console); err == nil {
+		if os.MkdirAll(filepath.Dir(kept), 0o700) == nil && os.WriteFile(kept, b, 0o600) == nil {
+			return fmt.Errorf("%w; guest console ends with: %s (full console log kept at %s)", cause, tail, kept)
+		}
+	}
+	return fmt.Errorf("%w; guest console ends with: %s", cause, tail)
+}
+
+// errVMMExited is the cause when the VMM process ends while banger waits for the guest.
+var errVMMExited = errors.New("the VMM process exited before the guest agent answered")
+
+// waitAgent connects to the guest agent, retrying until it answers, the VMM exits or the
+// boot timeout passes.
+func (s *Service) waitAgent(ctx context.Context, m vmm.Machine, timeout time.Duration) (*agent.Client, agent.Health, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("the guest agent did not answer within %s (boot_timeout)", timeout))
+	defer cancel()
+	ctx, cancelExit := context.WithCancelCause(ctx)
+	defer cancelExit(nil)
+	go func() {
+		select {
+		case <-m.Done():
+			cancelExit(errVMMExited)
+		case <-ctx.Done():
+		}
+	}()
+	var lastErr error
+	for {
+		conn, err := m.DialAgent(ctx)
+		if err == nil {
+			c, err := agent.Connect(ctx, conn)
+			if err == nil {
+				h, err := c.Health(ctx)
+				if err == nil {
+					return c, h, nil
+				}
+				c.Close()
+				lastErr = err
+			} else {
+				lastErr = err
+			}
+		} else {
+			lastErr = err
+		}
+		if ctx.Err() != nil {
+			cause := context.Cause(ctx)
+			if errors.Is(cause, context.Canceled) && !errors.Is(cause, errVMMExited) {
+				return nil, agent.Health{}, cause
+			}
+			s.log.Debug("agent wait ended", "last_error", lastErr)
+			return nil, agent.Health{}, cause
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,154 @@
+// Package vmservice owns the life of VMs: creating one (resolving its size, getting its
+// kernel and image, making its disk, starting its VMM and waiting for its agent) as a list of
+// steps that are undone on failure, running commands in it, deleting it, and reconciling
+// records with real processes when the daemon starts.
+package vmservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// VM states.
+const (
+	StateCreating = "creating"
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateStopping = "stopping"
+	StateStopped  = "stopped"
+	StateError    = "error"
+)
+
+// Artifacts provides kernels and images, fetching or building them on first use.
+type Artifacts interface {
+	Kernel(ctx context.Context, name string, p progress.Func) (catalog.Kernel, error)
+	Image(ctx context.Context, name string, p progress.Func) (catalog.Image, error)
+}
+
+// Service manages VMs. Create it with New.
+type Service struct {
+	store     *store.Store
+	layout    paths.Layout
+	config    func() (config.Config, error)
+	host      host.Root
+	artifacts Artifacts
+	drivers   map[string]vmm.Driver
+	log       *slog.Logger
+
+	mu      sync.Mutex
+	locks   map[string]*sync.Mutex // per VM id: operations on one VM serialize
+	running map[string]*instance   // VMs whose VMM this daemon knows to run
+}
+
+// Options configure a Service.
+type Options struct {
+	Store     *store.Store
+	Layout    paths.Layout
+	Config    func() (config.Config, error) // loads the current config (re-read per operation)
+	Host      host.Root
+	Artifacts Artifacts
+	Drivers   []vmm.Driver
+	Log       *slog.Logger
+}
+
+// New returns a Service.
+func New(o Options) *Service {
+	s := &Service{
+		store:     o.Store,
+		layout:    o.Layout,
+		config:    o.Config,
+		host:      o.Host,
+		artifacts: o.Artifacts,
+		drivers:   map[string]vmm.Driver{},
+		log:       o.Log,
+		locks:     map[string]*sync.Mutex{},
+		running:   map[string]*instance{},
+	}
+	for _, d := range o.Drivers {
+		s.drivers[d.Name()] = d
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// instance is a VM whose VMM runs, with its (lazily re-dialled) agent session.
+type instance struct {
+	machine vmm.Machine
+	// deleting is set when banger itself ends the VMM, so the exit watcher does not record it
+	// as a crash.
+	deleting bool
+
+	mu    sync.Mutex
+	agent *agent.Client
+}
+
+// lock takes the per-VM lock for id and returns its unlock.
+func (s *Service) lock(id string) func() {
+	s.mu.Lock()
+	l, ok := s.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		s.locks[id] = l
+	}
+	s.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func (s *Service) instance(id string) *instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running[id]
+}
+
+func (s *Service) setInstance(id string, in *instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in == nil {
+		delete(s.running, id)
+	} else {
+		s.running[id] = in
+	}
+}
+
+// Error kinds the API maps to status codes; test with errors.Is.
+var (
+	ErrInvalid  = errors.New("invalid request")
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// kindError carries a kind for errors.Is and a message that stands on its own.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+func invalidf(format string, args ...any) error {
+	return &kindError{ErrInvalid, fmt.Sprintf(format, args...)}
+}
+
+func notFoundf(format string, args ...any) error {
+	return &kindError{ErrNotFound, fmt.Sprintf(format, args...)}
+}
+
+func conflictf(format string, args ...any) error {
+	return &kindError{ErrConflict, fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,456 @@
+package vmservice
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/guestagent"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// These tests exercise the service's bookkeeping — steps, undo, locks, exec plumbing,
+// reconcile — against a stand-in VMM: a real detached process (sleep) for the pid, and a real
+// guest agent (package guestagent) serving on the unix socket where QEMU's virtio-serial
+// socket would be. Booting real guests is the end-to-end tests' job (package e2e).
+
+type fakeDriver struct {
+	mu        sync.Mutex
+	startErr  error
+	noAgent   bool // the "guest" never answers
+	exitEarly bool // the "VMM" exits right after starting
+	machines  []*fakeMachine
+}
+
+// Name is "qemu" because the service asks for its QEMU driver; records say so too.
+func (d *fakeDriver) Name() string { return "qemu" }
+
+func (d *fakeDriver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.startErr != nil {
+		return nil, d.startErr
+	}
+	args := []string{"3600"}
+	if d.exitEarly {
+		args = []string{"0.2"}
+	}
+	proc, err := vmm.Spawn(exec.Command("sleep", args...))
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(cfg.RuntimeDir, "agent.sock")
+	console := filepath.Join(cfg.Dir, "console.log")
+	_ = os.WriteFile(console, []byte("[    0.1] fake kernel booting\n[    0.2] fake init says hello\n"), 0o600)
+	m := &fakeMachine{proc: proc, rec: vmm.Record{Driver: "qemu", PID: proc.PID, StartTime: proc.StartTime,
+		Sockets: map[string]string{"agent": sock}, Console: console, Log: filepath.Join(cfg.Dir, "vmm.log")}}
+	if !d.noAgent {
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			_ = proc.Kill(time.Second)
+			return nil, err
+		}
+		m.ln = ln
+		go m.serve()
+	}
+	d.machines = append(d.machines, m)
+	return m, nil
+}
+
+func (d *fakeDriver) Attach(rec vmm.Record) (vmm.Machine, error) {
+	proc, err := vmm.Watch(rec.PID, rec.StartTime)
+	if err != nil {
+		return nil, err
+	}
+	m := &fakeMachine{proc: proc, rec: rec}
+	if ln, err := net.Listen("unix", rec.Sockets["agent"]); err == nil {
+		m.ln = ln
+		go m.serve()
+	}
+	return m, nil
+}
+
+type fakeMachine struct {
+	proc *vmm.Process
+	rec  vmm.Record
+	ln   net.Listener
+}
+
+func (m *fakeMachine) serve() {
+	s := &guestagent.Server{Version: "fake", Log: log.New(io.Discard, "", 0)}
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() { _ = s.ServeConn(context.Background(), c) }()
+	}
+}
+
+func (m *fakeMachine) Record() vmm.Record    { return m.rec }
+func (m *fakeMachine) Done() <-chan struct{} { return m.proc.Done() }
+func (m *fakeMachine) Kill() error {
+	if m.ln != nil {
+		m.ln.Close()
+	}
+	return m.proc.Kill(5 * time.Second)
+}
+func (m *fakeMachine) DialAgent(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", m.rec.Sockets["agent"])
+}
+
+type fakeArtifacts struct{}
+
+func (fakeArtifacts) Kernel(ctx context.Context, name string, p progress.Func) (catalog.Kernel, error) {
+	if name != "debian-6.1" {
+		return catalog.Kernel{}, errors.New("unknown kernel " + name)
+	}
+	return catalog.Kernel{Name: name, Release: "6.1.0-test", Vmlinux: "/nonexistent/vmlinux", Initrd: "/nonexistent/initrd"}, nil
+}
+
+func (fakeArtifacts) Image(ctx context.Context, name string, p progress.Func) (catalog.Image, error) {
+	return catalog.Image{Name: name, Rootfs: "/nonexistent/rootfs.ext4"}, nil
+}
+
+type env struct {
+	t      *testing.T
+	layout paths.Layout
+	store  *store.Store
+	driver *fakeDriver
+	cfg    config.Config
+	svc    *Service
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 not installed (apt-get install e2fsprogs)")
+	}
+	dir := t.TempDir()
+	vars := map[string]string{"BANGER_SOCKET": filepath.Join(dir, "run", "bangerd.sock")}
+	l, err := paths.New(func(k string) (string, bool) { v, ok := vars[k]; return v, ok }, os.Getuid(), filepath.Join(dir, "home"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Create(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(l.DBFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{t: t, layout: l, store: st, driver: &fakeDriver{}, cfg: config.Default(l)}
+	e.cfg.BootTimeout = 10 * time.Second
+	one, small := 1, int64(512<<20)
+	e.cfg.VMDefaults = config.VMDefaults{VCPU: one, MemoryMiB: 512, DiskBytes: small * 2}
+	e.svc = e.newService()
+	t.Cleanup(func() {
+		for _, m := range e.driver.machines {
+			_ = m.Kill()
+		}
+	})
+	return e
+}
+
+func (e *env) newService() *Service {
+	return New(Options{
+		Store: e.store, Layout: e.layout, Host: host.Root("/"), Artifacts: fakeArtifacts{},
+		Drivers: []vmm.Driver{e.driver},
+		Config:  func() (config.Config, error) { return e.cfg, nil },
+	})
+}
+
+func (e *env) create(req CreateRequest) (store.VM, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	vm, _, err := e.svc.Create(ctx, req, Observer{})
+	return vm, err
+}
+
+// assertNothingLeft checks that no VM record, VM directory, runtime directory or live
+// process remains.
+func (e *env) assertNothingLeft() {
+	e.t.Helper()
+	vms, err := e.store.ListVMs(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if len(vms) != 0 {
+		e.t.Errorf("records left behind: %+v", vms)
+	}
+	for _, d := range []string{e.layout.VMsDir(), filepath.Join(e.layout.RuntimeDir(), "vms")} {
+		entries, _ := os.ReadDir(d)
+		if len(entries) != 0 {
+			e.t.Errorf("files left behind in %s: %v", d, entries)
+		}
+	}
+	for _, m := range e.driver.machines {
+		select {
+		case <-m.Done():
+		case <-time.After(5 * time.Second):
+			e.t.Errorf("process %d still running", m.rec.PID)
+		}
+	}
+}
+
+func TestCreateExecDelete(t *testing.T) {
+	e := newEnv(t)
+	vm, err := e.create(CreateRequest{Name: "dev"})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if vm.State != StateRunning || vm.VCPU != 1 || vm.MemoryMiB != 512 {
+		t.Errorf("created VM = %+v, want running with the config's 1 vCPU and 512 MiB", vm)
+	}
+	if _, err := os.Stat(filepath.Join(vm.Dir, diskFile)); err != nil {
+		t.Errorf("VM disk missing: %v", err)
+	}
+
+	st, _, err := e.svc.OpenExec(context.Background(), "de", agent.ExecRequest{Argv: []string{"sh", "-c", "echo out; echo err >&2; exit 5"}})
+	if err != nil {
+		t.Fatalf("OpenExec by prefix: %v", err)
+	}
+	var out, errb bytes.Buffer
+	exit, err := wire.Call(st, wire.CallerIO{Stdout: &out, Stderr: &errb})
+	st.Close()
+	if err != nil || exit.Code != 5 || out.String() != "out\n" || errb.String() != "err\n" {
+		t.Errorf("exec = %+v %v, stdout %q stderr %q; want exit 5 with separate streams", exit, err, out.String(), errb.String())
+	}
+
+	if _, err := e.svc.Delete(context.Background(), "dev"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	e.assertNothingLeft()
+}
+
+func TestEveryStepFailureIsUndone(t *testing.T) {
+	for _, step := range StepNames {
+		t.Run(step, func(t *testing.T) {
+			e := newEnv(t)
+			_, err := e.create(CreateRequest{Name: "dev", FailStep: step})
+			if err == nil || !strings.Contains(err.Error(), "fault injected") || !strings.Contains(err.Error(), step) {
+				t.Fatalf("err = %v, want the injected fault at %s as the root cause", err, step)
+			}
+			e.assertNothingLeft()
+		})
+	}
+}
+
+func TestDriverStartFailureIsReportedAndUndone(t *testing.T) {
+	e := newEnv(t)
+	e.driver.startErr = errors.New("qemu-system-x86_64: cannot open kernel")
+	_, err := e.create(CreateRequest{Name: "dev"})
+	if err == nil || !strings.Contains(err.Error(), "cannot open kernel") || !strings.Contains(err.Error(), "step vmm") {
+		t.Fatalf("err = %v, want the driver's error at step vmm", err)
+	}
+	e.assertNothingLeft()
+}
+
+func TestBootTimeoutKeepsConsoleAndCleansUp(t *testing.T) {
+	e := newEnv(t)
+	e.driver.noAgent = true
+	e.cfg.BootTimeout = 500 * time.Millisecond
+	_, err := e.create(CreateRequest{Name: "dev"})
+	if err == nil || !strings.Contains(err.Error(), "did not answer within 500ms") || !strings.Contains(err.Error(), "fake init says hello") {
+		t.Fatalf("err = %v, want a boot timeout with the end of the console", err)
+	}
+	kept, _ := filepath.Glob(filepath.Join(e.layout.StateDir, "logs", "failed-dev-*.console.log"))
+	if len(kept) != 1 {
+		t.Errorf("console log copies = %v, want one kept for diagnosis", kept)
+	}
+	e.assertNothingLeft()
+}
+
+func TestVMMExitDuringBootIsReported(t *testing.T) {
+	e := newEnv(t)
+	e.driver.noAgent = true
+	e.driver.exitEarly = true
+	_, err := e.create(CreateRequest{Name: "dev"})
+	if err == nil || !errors.Is(err, errVMMExited) {
+		t.Fatalf("err = %v, want errVMMExited", err)
+	}
+	e.assertNothingLeft()
+}
+
+func TestCancelDuringBootIsUndone(t *testing.T) {
+	e := newEnv(t)
+	e.driver.noAgent = true
+	ctx, cancel := context.WithCancel(context.Background())
+	obs := Observer{Progress: func(u progress.Update) {
+		if u.Stage == "vm.boot" {
+			go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+		}
+	}}
+	_, _, err := e.svc.Create(ctx, CreateRequest{Name: "dev"}, obs)
+	if err == nil || !strings.Contains(err.Error(), "cancelled") {
+		t.Fatalf("err = %v, want a cancelled create", err)
+	}
+	e.assertNothingLeft()
+}
+
+func TestCreateRejectsBadRequests(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.create(CreateRequest{Name: "Bad_Name"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad name: err = %v, want ErrInvalid", err)
+	}
+	zero := 0
+	if _, err := e.create(CreateRequest{Name: "dev", VCPU: &zero}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--vcpu") {
+		t.Errorf("vcpu 0: err = %v, want ErrInvalid naming --vcpu", err)
+	}
+	e.assertNothingLeft()
+	if _, err := e.create(CreateRequest{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.create(CreateRequest{Name: "dev"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("duplicate name: err = %v, want ErrConflict", err)
+	}
+}
+
+func TestGeneratedNameAndResolve(t *testing.T) {
+	e := newEnv(t)
+	a, err := e.create(CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(a.Name, "-") {
+		t.Errorf("generated name %q, want adjective-noun", a.Name)
+	}
+	if _, err := e.create(CreateRequest{Name: "dev-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.create(CreateRequest{Name: "dev-2"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if vm, err := e.svc.Resolve(ctx, a.ID); err != nil || vm.Name != a.Name {
+		t.Errorf("Resolve(id) = %v, %v", vm.Name, err)
+	}
+	if _, err := e.svc.Resolve(ctx, "dev"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "dev-1, dev-2") {
+		t.Errorf("ambiguous prefix: err = %v, want ErrInvalid listing both", err)
+	}
+	if _, err := e.svc.Resolve(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestReconcileAfterDaemonRestart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alive, err := e.create(CreateRequest{Name: "alive"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := e.create(CreateRequest{Name: "dead"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ephemeral, err := e.create(CreateRequest{Name: "ephemeral", AutoRemove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A create the crashed daemon never finished, and files nobody recorded.
+	half := store.VM{ID: "00000000000000aa", Name: "half", State: StateStarting, Dir: filepath.Join(e.layout.VMsDir(), "00000000000000aa")}
+	if err := os.MkdirAll(half.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.CreateVM(ctx, &half); err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(e.layout.VMsDir(), "ffffffffffffffff")
+	if err := os.MkdirAll(orphan, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	// The old daemon goes away without touching its VMs; two VMMs die meanwhile.
+	for _, vm := range []store.VM{dead, ephemeral} {
+		rec, _ := Record(vm)
+		p, err := vmm.Watch(rec.PID, rec.StartTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Kill(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.svc = e.newService()
+	if err := e.svc.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	got := map[string]string{}
+	vms, _ := e.store.ListVMs(ctx)
+	for _, vm := range vms {
+		got[vm.Name] = vm.State
+	}
+	want := map[string]string{"alive": StateRunning, "dead": StateStopped}
+	if len(got) != len(want) || got["alive"] != want["alive"] || got["dead"] != want["dead"] {
+		t.Errorf("after reconcile: %v, want %v (ephemeral and half-created removed)", got, want)
+	}
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Errorf("orphan VM directory still there: %v", err)
+	}
+	if _, err := os.Stat(half.Dir); !os.IsNotExist(err) {
+		t.Errorf("half-created VM's directory still there: %v", err)
+	}
+	// The adopted VM still answers.
+	st, _, err := e.svc.OpenExec(ctx, alive.Name, agent.ExecRequest{Argv: []string{"true"}})
+	if err != nil {
+		t.Fatalf("exec in adopted VM: %v", err)
+	}
+	exit, err := wire.Call(st, wire.CallerIO{Stdout: io.Discard, Stderr: io.Discard})
+	st.Close()
+	if err != nil || exit.Code != 0 {
+		t.Errorf("exec in adopted VM = %+v, %v", exit, err)
+	}
+	if _, err := e.svc.Delete(ctx, "alive"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Delete(ctx, "dead"); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNothingLeft()
+}
+
+func TestVMMExitAfterBootMarksStopped(t *testing.T) {
+	e := newEnv(t)
+	vm, err := e.create(CreateRequest{Name: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := Record(vm)
+	p, _ := vmm.Watch(rec.PID, rec.StartTime)
+	_ = p.Kill(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		got, _ := e.store.GetVM(context.Background(), "dev")
+		if got.State == StateStopped {
+			if !strings.Contains(got.LastError, "VMM exited") {
+				t.Errorf("last error = %q, want the reason", got.LastError)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Error("VM not marked stopped after its VMM died")
+}
