@@ -1,0 +1,351 @@
+// Package e2e boots real VMs through the installed-style binaries (bin/banger, bin/bangerd,
+// bin/banger-agent) exactly as a user would: a fresh HOME, the daemon auto-started, the
+// kernel pulled from Debian's mirror and the image built on first use. It needs root and
+// qemu-system-x86_64 and runs only with BANGER_E2E=1 (`make e2e`).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// h is the test harness: one HOME and one daemon socket shared by every test, so the kernel
+// is pulled and the image built once.
+var h struct {
+	bin     string // directory with banger, bangerd, banger-agent
+	home    string
+	runtime string
+	env     []string
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("BANGER_E2E") != "1" {
+		fmt.Println("e2e: skipped (set BANGER_E2E=1, or run `make e2e`; needs root and qemu-system-x86_64)")
+		os.Exit(0)
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	h.bin = os.Getenv("BANGER_BIN_DIR")
+	if h.bin == "" {
+		fmt.Fprintln(os.Stderr, "e2e: BANGER_BIN_DIR must name the directory holding the built binaries (make e2e sets it)")
+		return 1
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e: must run as root (image builds run maintainer scripts in a chroot)")
+		return 1
+	}
+	base, err := os.MkdirTemp("", "banger-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	h.home = filepath.Join(base, "home")
+	h.runtime = filepath.Join(base, "run")
+	_ = os.MkdirAll(h.home, 0o700)
+	// A brand-new user: an empty HOME, no XDG variables, nothing configured.
+	h.env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + h.home,
+		"BANGER_SOCKET=" + filepath.Join(h.runtime, "bangerd.sock"),
+		"BANGER_TEST_HOOKS=1",
+		"LANG=C.UTF-8",
+	}
+	code := m.Run()
+	out, err := banger(nil, "daemon", "stop")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: stop daemon: %v\n%s\n", err, out.stderr)
+	}
+	if code != 0 {
+		if b, err := os.ReadFile(filepath.Join(h.home, ".local/state/banger/bangerd.log")); err == nil {
+			fmt.Fprintf(os.Stderr, "--- bangerd.log (last 4 KiB)\n%s\n", tail(b, 4096))
+		}
+	}
+	_ = os.RemoveAll(base)
+	return code
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+	took           time.Duration
+}
+
+// banger runs the CLI with the harness environment plus extra KEY=VALUE entries.
+func banger(extraEnv []string, args ...string) (result, error) {
+	return bangerStdin(nil, extraEnv, args...)
+}
+
+func bangerStdin(stdin io.Reader, extraEnv []string, args ...string) (result, error) {
+	cmd := exec.Command(filepath.Join(h.bin, "banger"), args...)
+	cmd.Env = append(append([]string{}, h.env...), extraEnv...)
+	cmd.Stdin = stdin
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String(), took: time.Since(start)}
+	var ee *exec.ExitError
+	if err != nil && !errorsAs(err, &ee) {
+		return r, err
+	}
+	r.code = cmd.ProcessState.ExitCode()
+	return r, nil
+}
+
+func errorsAs(err error, target **exec.ExitError) bool {
+	e, ok := err.(*exec.ExitError)
+	if ok {
+		*target = e
+	}
+	return ok
+}
+
+func stateDir() string  { return filepath.Join(h.home, ".local/state/banger") }
+func imagePath() string { return filepath.Join(stateDir(), "images/debian-bookworm/rootfs.ext4") }
+func vmsDirs() []string {
+	return []string{filepath.Join(stateDir(), "vms"), filepath.Join(h.runtime, "vms")}
+}
+func kernelsDir() string { return filepath.Join(stateDir(), "kernels") }
+
+func sha(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	defer f.Close()
+	hsh := sha256.New()
+	if _, err := io.Copy(hsh, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(hsh.Sum(nil))
+}
+
+// assertNothingLeft checks that no VM record, VM directory or QEMU process of this harness
+// remains.
+func assertNothingLeft(t *testing.T) {
+	t.Helper()
+	r, err := banger(nil, "vm", "list", "--json")
+	if err != nil || r.code != 0 {
+		t.Fatalf("vm list: %v %+v", err, r)
+	}
+	var vms []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &vms); err != nil {
+		t.Fatalf("vm list --json: %v: %q", err, r.stdout)
+	}
+	if len(vms) != 0 {
+		t.Errorf("VM records left behind: %v", vms)
+	}
+	for _, d := range vmsDirs() {
+		entries, _ := os.ReadDir(d)
+		if len(entries) != 0 {
+			t.Errorf("VM files left behind in %s: %v", d, entries)
+		}
+	}
+	// Any QEMU started by this harness has the harness's state dir on its command line.
+	out, _ := exec.Command("pgrep", "-f", "qemu-system-x86_64.*"+regexp.QuoteMeta(stateDir())).Output()
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("QEMU processes left behind: pids %s", s)
+	}
+}
+
+// TestRunAsBrandNewUser is the walking skeleton's promise: an empty HOME, one command, the
+// kernel fetched, the image built, a real boot, the command's output streamed back with
+// stdout and stderr kept apart, its exit status propagated, and nothing left behind.
+func TestRunAsBrandNewUser(t *testing.T) {
+	r, err := banger(nil, "vm", "run", "--rm", "--", "sh", "-c", "echo hello from $(hostname); uname -r; echo to-stderr >&2; exit 42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first run (kernel pull + image build + boot) took %s; stderr:\n%s", r.took, r.stderr)
+	if r.code != 42 {
+		t.Fatalf("exit status = %d, want 42 (the command's own)\nstderr:\n%s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if len(lines) != 2 || !regexp.MustCompile(`^hello from [a-z0-9-]+$`).MatchString(lines[0]) || !regexp.MustCompile(`^6\.1\.\d+-\d+-cloud-amd64$`).MatchString(lines[1]) {
+		t.Errorf("stdout = %q, want exactly the command's two lines (hello from <vm name>, the Debian 6.1 cloud kernel release)", r.stdout)
+	}
+	name := strings.TrimPrefix(lines[0], "hello from ")
+	for _, want := range []string{"spec: vcpu=", "fetching kernel debian-6.1", "building image debian-bookworm", "to-stderr", "vm " + name + " ready in"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout, "spec:") || strings.Contains(r.stdout, "banger:") {
+		t.Errorf("banger's own messages leaked into stdout: %q", r.stdout)
+	}
+	assertNothingLeft(t)
+}
+
+// TestSecondRunOnlyBoots checks that the kernel and image are reused, that the shared image is
+// never written, and that stdout can be redirected to a file byte for byte.
+func TestSecondRunOnlyBoots(t *testing.T) {
+	ensureWarm(t)
+	before := sha(t, imagePath())
+	kernelsBefore, _ := os.ReadDir(kernelsDir())
+	r, err := banger(nil, "vm", "run", "--rm", "--", "cat", "/etc/os-release")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("second run took %s", r.took)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	if !strings.HasPrefix(r.stdout, `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"`) {
+		t.Errorf("stdout = %q, want /etc/os-release of Debian 12 and nothing else", r.stdout)
+	}
+	for _, unwanted := range []string{"fetching kernel", "building image"} {
+		if strings.Contains(r.stderr, unwanted) {
+			t.Errorf("second run did %q again:\n%s", unwanted, r.stderr)
+		}
+	}
+	// Writes inside the guest go to the VM disk, never to the shared image.
+	r, err = banger(nil, "vm", "run", "--rm", "--", "sh", "-c", "echo scribble > /etc/scribble && rm -rf /usr/share/doc && sync")
+	if err != nil || r.code != 0 {
+		t.Fatalf("writing run: %v %+v", err, r)
+	}
+	if after := sha(t, imagePath()); after != before {
+		t.Errorf("shared image changed: sha256 %s before, %s after", before, after)
+	}
+	kernelsAfter, _ := os.ReadDir(kernelsDir())
+	if len(kernelsAfter) != len(kernelsBefore) {
+		t.Errorf("kernels dir changed: %v → %v", kernelsBefore, kernelsAfter)
+	}
+	assertNothingLeft(t)
+}
+
+// TestOutputIsStreamed checks that output arrives while the command still runs.
+func TestOutputIsStreamed(t *testing.T) {
+	ensureWarm(t)
+	cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "run", "--rm", "--", "sh", "-c", "echo first; sleep 4; echo second")
+	cmd.Env = h.env
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	var times []time.Time
+	var lines []string
+	for sc.Scan() {
+		times = append(times, time.Now())
+		lines = append(lines, sc.Text())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	if len(lines) != 2 || lines[0] != "first" || lines[1] != "second" {
+		t.Fatalf("stdout lines = %q", lines)
+	}
+	if gap := times[1].Sub(times[0]); gap < 3*time.Second {
+		t.Errorf("\"first\" arrived only %s before \"second\": output is buffered, not streamed", gap)
+	}
+}
+
+// TestStdinIsPiped checks that stdin reaches the command when it is not a terminal.
+func TestStdinIsPiped(t *testing.T) {
+	ensureWarm(t)
+	r, err := bangerStdin(strings.NewReader("line one\nline two\n"), nil, "vm", "run", "--rm", "--", "sh", "-c", "cat; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 3 || r.stdout != "line one\nline two\n" {
+		t.Errorf("exit %d stdout %q; want 3 and the piped input echoed", r.code, r.stdout)
+	}
+}
+
+// TestLateStepFailureLeavesNothing injects a failure into the last start steps (after the
+// guest booted) and checks the undo: no process, no disk, no record.
+func TestLateStepFailureLeavesNothing(t *testing.T) {
+	ensureWarm(t)
+	for _, step := range []string{"agent", "ready"} {
+		t.Run(step, func(t *testing.T) {
+			r, err := banger([]string{"BANGER_INJECT_FAULT=" + step}, "vm", "run", "--rm", "--name", "doomed", "--", "true")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.code != 1 || !strings.Contains(r.stderr, "fault injected at step \""+step+"\"") {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit 1 naming the injected fault", r.code, r.stderr)
+			}
+			assertNothingLeft(t)
+		})
+	}
+}
+
+// TestCommandNotFound checks the shell-like 127 for a missing command.
+func TestCommandNotFound(t *testing.T) {
+	ensureWarm(t)
+	r, err := banger(nil, "vm", "run", "--rm", "--", "no-such-command")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 127 || !strings.Contains(r.stderr, "no-such-command: command not found") {
+		t.Errorf("exit %d stderr:\n%s\nwant 127 and a clear message", r.code, r.stderr)
+	}
+	assertNothingLeft(t)
+}
+
+// TestBadInputIsRefusedCleanly checks usage errors: no VM is made, the message says what to do.
+func TestBadInputIsRefusedCleanly(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", []string{"vm", "run", "--rm"}, 2, "needs ssh"},
+		{"invalid name", []string{"vm", "run", "--rm", "--name", "Bad_Name", "--", "true"}, 1, `VM name "Bad_Name"`},
+		{"zero vcpus", []string{"vm", "run", "--rm", "--vcpu", "0", "--", "true"}, 1, "--vcpu"},
+		{"bad memory", []string{"vm", "run", "--rm", "--memory", "lots", "--", "true"}, 2, "--memory"},
+		{"unknown flag", []string{"vm", "run", "--bogus", "--", "true"}, 2, "unknown flag"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := banger(nil, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) || !strings.HasPrefix(r.stderr, "banger: ") && !strings.Contains(r.stderr, "\nbanger: ") {
+				t.Errorf("exit %d stderr:\n%s\nwant exit %d and a \"banger:\" error mentioning %q", r.code, r.stderr, tc.code, tc.want)
+			}
+		})
+	}
+	assertNothingLeft(t)
+}
+
+// ensureWarm makes sure the kernel and image exist (when a single test runs alone).
+func ensureWarm(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(imagePath()); err == nil {
+		return
+	}
+	r, err := banger(nil, "vm", "run", "--rm", "--", "true")
+	if err != nil || r.code != 0 {
+		t.Fatalf("warm-up run failed: %v\n%s", err, r.stderr)
+	}
+}
