@@ -190,7 +190,7 @@ func (m *machine) waitSockets(ctx context.Context) error {
 		}
 		select {
 		case <-m.proc.Done():
-			return fmt.Errorf("qemu exited during start: %s", LogTail(m.rec.Log, 5))
+			return fmt.Errorf("qemu exited during start: %s", vmm.LogTail(m.rec.Log, 5))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
@@ -226,28 +226,6 @@ var (
 	_ vmm.Shutdowner = (*machine)(nil)
 	_ vmm.Pauser     = (*machine)(nil)
 )
-
-// LogTail returns the last n non-empty lines of a log file, joined by " | ", for error
-// messages; it says so when the file cannot be read.
-func LogTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(no log at %s)", path)
-	}
-	var lines []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "--- ") {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	if len(lines) == 0 {
-		return fmt.Sprintf("(nothing in %s)", path)
-	}
-	return strings.Join(lines, " | ")
-}
 
 // qmpExecute runs one QMP command on a fresh connection.
 func qmpExecute(ctx context.Context, socket, command string) error {
