@@ -5,118 +5,28 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
-	"github.com/banger-dev/banger/internal/guestagent"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmtest"
 	"github.com/banger-dev/banger/internal/wire"
 )
 
 // These tests exercise the service's bookkeeping — steps, undo, locks, exec plumbing,
-// reconcile — against a stand-in VMM: a real detached process (sleep) for the pid, and a real
-// guest agent (package guestagent) serving on the unix socket where QEMU's virtio-serial
-// socket would be. Booting real guests is the end-to-end tests' job (package e2e).
-
-type fakeDriver struct {
-	mu        sync.Mutex
-	startErr  error
-	noAgent   bool // the "guest" never answers
-	exitEarly bool // the "VMM" exits right after starting
-	machines  []*fakeMachine
-}
-
-// Name is "qemu" because the service asks for its QEMU driver; records say so too.
-func (d *fakeDriver) Name() string { return "qemu" }
-
-func (d *fakeDriver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.startErr != nil {
-		return nil, d.startErr
-	}
-	args := []string{"3600"}
-	if d.exitEarly {
-		args = []string{"0.2"}
-	}
-	proc, err := vmm.Spawn(exec.Command("sleep", args...))
-	if err != nil {
-		return nil, err
-	}
-	sock := filepath.Join(cfg.RuntimeDir, "agent.sock")
-	console := filepath.Join(cfg.Dir, "console.log")
-	_ = os.WriteFile(console, []byte("[    0.1] fake kernel booting\n[    0.2] fake init says hello\n"), 0o600)
-	m := &fakeMachine{proc: proc, rec: vmm.Record{Driver: "qemu", PID: proc.PID, StartTime: proc.StartTime,
-		Sockets: map[string]string{"agent": sock}, Console: console, Log: filepath.Join(cfg.Dir, "vmm.log")}}
-	if !d.noAgent {
-		ln, err := net.Listen("unix", sock)
-		if err != nil {
-			_ = proc.Kill(time.Second)
-			return nil, err
-		}
-		m.ln = ln
-		go m.serve()
-	}
-	d.machines = append(d.machines, m)
-	return m, nil
-}
-
-func (d *fakeDriver) Attach(rec vmm.Record) (vmm.Machine, error) {
-	proc, err := vmm.Watch(rec.PID, rec.StartTime)
-	if err != nil {
-		return nil, err
-	}
-	m := &fakeMachine{proc: proc, rec: rec}
-	if ln, err := net.Listen("unix", rec.Sockets["agent"]); err == nil {
-		m.ln = ln
-		go m.serve()
-	}
-	return m, nil
-}
-
-type fakeMachine struct {
-	proc *vmm.Process
-	rec  vmm.Record
-	ln   net.Listener
-}
-
-func (m *fakeMachine) serve() {
-	s := &guestagent.Server{Version: "fake", Log: log.New(io.Discard, "", 0)}
-	for {
-		c, err := m.ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() { _ = s.ServeConn(context.Background(), c) }()
-	}
-}
-
-func (m *fakeMachine) Record() vmm.Record    { return m.rec }
-func (m *fakeMachine) Done() <-chan struct{} { return m.proc.Done() }
-func (m *fakeMachine) Kill() error {
-	if m.ln != nil {
-		m.ln.Close()
-	}
-	return m.proc.Kill(5 * time.Second)
-}
-func (m *fakeMachine) DialAgent(ctx context.Context) (net.Conn, error) {
-	var d net.Dialer
-	return d.DialContext(ctx, "unix", m.rec.Sockets["agent"])
-}
+// reconcile — against the stand-in VMM of package vmmtest (real processes, a real agent, no
+// guest). Booting real guests is the end-to-end tests' job (package e2e).
 
 type fakeArtifacts struct{}
 
@@ -135,7 +45,7 @@ type env struct {
 	t      *testing.T
 	layout paths.Layout
 	store  *store.Store
-	driver *fakeDriver
+	driver *vmmtest.Driver
 	cfg    config.Config
 	svc    *Service
 }
@@ -159,16 +69,12 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &env{t: t, layout: l, store: st, driver: &fakeDriver{}, cfg: config.Default(l)}
+	e := &env{t: t, layout: l, store: st, driver: &vmmtest.Driver{}, cfg: config.Default(l)}
 	e.cfg.BootTimeout = 10 * time.Second
 	one, small := 1, int64(512<<20)
 	e.cfg.VMDefaults = config.VMDefaults{VCPU: one, MemoryMiB: 512, DiskBytes: small * 2}
 	e.svc = e.newService()
-	t.Cleanup(func() {
-		for _, m := range e.driver.machines {
-			_ = m.Kill()
-		}
-	})
+	t.Cleanup(e.driver.KillAll)
 	return e
 }
 
@@ -205,11 +111,11 @@ func (e *env) assertNothingLeft() {
 			e.t.Errorf("files left behind in %s: %v", d, entries)
 		}
 	}
-	for _, m := range e.driver.machines {
+	for _, m := range e.driver.Machines() {
 		select {
 		case <-m.Done():
 		case <-time.After(5 * time.Second):
-			e.t.Errorf("process %d still running", m.rec.PID)
+			e.t.Errorf("process %d still running", m.Record().PID)
 		}
 	}
 }
@@ -259,7 +165,7 @@ func TestEveryStepFailureIsUndone(t *testing.T) {
 
 func TestDriverStartFailureIsReportedAndUndone(t *testing.T) {
 	e := newEnv(t)
-	e.driver.startErr = errors.New("qemu-system-x86_64: cannot open kernel")
+	e.driver.StartErr = errors.New("qemu-system-x86_64: cannot open kernel")
 	_, err := e.create(CreateRequest{Name: "dev"})
 	if err == nil || !strings.Contains(err.Error(), "cannot open kernel") || !strings.Contains(err.Error(), "step vmm") {
 		t.Fatalf("err = %v, want the driver's error at step vmm", err)
@@ -269,7 +175,7 @@ func TestDriverStartFailureIsReportedAndUndone(t *testing.T) {
 
 func TestBootTimeoutKeepsConsoleAndCleansUp(t *testing.T) {
 	e := newEnv(t)
-	e.driver.noAgent = true
+	e.driver.NoAgent = true
 	e.cfg.BootTimeout = 500 * time.Millisecond
 	_, err := e.create(CreateRequest{Name: "dev"})
 	if err == nil || !strings.Contains(err.Error(), "did not answer within 500ms") || !strings.Contains(err.Error(), "fake init says hello") {
@@ -284,8 +190,8 @@ func TestBootTimeoutKeepsConsoleAndCleansUp(t *testing.T) {
 
 func TestVMMExitDuringBootIsReported(t *testing.T) {
 	e := newEnv(t)
-	e.driver.noAgent = true
-	e.driver.exitEarly = true
+	e.driver.NoAgent = true
+	e.driver.ExitEarly = true
 	_, err := e.create(CreateRequest{Name: "dev"})
 	if err == nil || !errors.Is(err, errVMMExited) {
 		t.Fatalf("err = %v, want errVMMExited", err)
@@ -295,7 +201,7 @@ func TestVMMExitDuringBootIsReported(t *testing.T) {
 
 func TestCancelDuringBootIsUndone(t *testing.T) {
 	e := newEnv(t)
-	e.driver.noAgent = true
+	e.driver.NoAgent = true
 	ctx, cancel := context.WithCancel(context.Background())
 	obs := Observer{Progress: func(u progress.Update) {
 		if u.Stage == "vm.boot" {

@@ -1,0 +1,338 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmtest"
+	"github.com/banger-dev/banger/internal/vmservice"
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// These tests drive the daemon's HTTP API through the real client, with the real store and
+// VM service on top of the stand-in VMM of package vmmtest.
+
+type artifacts struct{}
+
+func (artifacts) Kernel(ctx context.Context, name string, p progress.Func) (catalog.Kernel, error) {
+	p.Stage("kernel.resolve", "fetching kernel "+name)
+	return catalog.Kernel{Name: name, Release: "6.1.0-test", Vmlinux: "/nonexistent"}, nil
+}
+
+func (artifacts) Image(ctx context.Context, name string, p progress.Func) (catalog.Image, error) {
+	return catalog.Image{Name: name, Rootfs: "/nonexistent"}, nil
+}
+
+type harness struct {
+	d      *Daemon
+	c      *client.Client
+	driver *vmmtest.Driver
+	layout paths.Layout
+}
+
+func newHarness(t *testing.T, testHooks bool) *harness {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bd") // short: unix socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	vars := map[string]string{"BANGER_SOCKET": filepath.Join(dir, "run", "d.sock")}
+	l, err := paths.New(func(k string) (string, bool) { v, ok := vars[k]; return v, ok }, os.Getuid(), filepath.Join(dir, "home"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Create(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(l.DBFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := config.Default(l)
+	cfg.BootTimeout = 5 * time.Second
+	cfg.VMDefaults = config.VMDefaults{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 30}
+	loadConfig := func() (config.Config, error) { return cfg, nil }
+	drv := &vmmtest.Driver{}
+	t.Cleanup(drv.KillAll)
+	lg := slog.New(slog.DiscardHandler)
+	d := &Daemon{
+		opts:  Options{Layout: l, TestHooks: testHooks},
+		log:   lg,
+		store: st,
+		vms: vmservice.New(vmservice.Options{Store: st, Layout: l, Config: loadConfig, Host: host.Root("/"),
+			Artifacts: artifacts{}, Drivers: []vmm.Driver{drv}, Log: lg}),
+		catalog:  catalog.New(catalog.Options{Store: st, Layout: l, Config: loadConfig, Log: lg}),
+		shutdown: make(chan struct{}),
+	}
+	ln, err := net.Listen("unix", l.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: d.routes()}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return &harness{d: d, c: client.New(l.Socket), driver: drv, layout: l}
+}
+
+func (h *harness) create(t *testing.T, req api.CreateVMRequest) (api.VM, []api.Event, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var events []api.Event
+	vm, err := h.c.CreateVM(ctx, req, func(ev api.Event) { events = append(events, ev) })
+	return vm, events, err
+}
+
+func TestVersion(t *testing.T) {
+	h := newHarness(t, false)
+	v, err := h.c.Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := version.Get()
+	if v.Version != mine.Version || v.API != version.API || v.StateDir != h.layout.StateDir || v.PID != os.Getpid() {
+		t.Errorf("version = %+v, want this build, API %s, state dir %s", v, version.API, h.layout.StateDir)
+	}
+}
+
+func TestCreateStreamsEventsThenExecAndDelete(t *testing.T) {
+	h := newHarness(t, false)
+	vm, events, err := h.create(t, api.CreateVMRequest{Name: "dev"})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if vm.Name != "dev" || vm.State != "running" || vm.PID == 0 || vm.Spec == nil || vm.Spec.VCPU.Source != "config" {
+		t.Errorf("created VM = %+v, want running dev with a pid and a spec from config", vm)
+	}
+	var sawSpec, sawKernel, sawBoot bool
+	for _, ev := range events {
+		sawSpec = sawSpec || (ev.Type == api.EventSpec && strings.Contains(ev.Spec.Summary, "vcpu=1 (config"))
+		sawKernel = sawKernel || (ev.Type == api.EventProgress && ev.Stage == "kernel.resolve")
+		sawBoot = sawBoot || (ev.Type == api.EventProgress && ev.Stage == "vm.boot")
+	}
+	if !sawSpec || !sawKernel || !sawBoot {
+		t.Errorf("events %+v: want a spec event, the kernel stage and the boot stage", events)
+	}
+
+	vms, err := h.c.ListVMs(context.Background())
+	if err != nil || len(vms) != 1 || vms[0].Name != "dev" {
+		t.Fatalf("list = %+v, %v", vms, err)
+	}
+	if got, err := h.c.GetVM(context.Background(), "d"); err != nil || got.ID != vm.ID {
+		t.Errorf("get by prefix = %+v, %v", got, err)
+	}
+
+	var out, errb bytes.Buffer
+	exit, err := h.c.Exec(context.Background(), "dev", api.ExecRequest{Argv: []string{"sh", "-c", "cat; echo done >&2; exit 9"}},
+		wire.CallerIO{Stdin: strings.NewReader("through the daemon\n"), Stdout: &out, Stderr: &errb})
+	if err != nil || exit.Code != 9 || out.String() != "through the daemon\n" || errb.String() != "done\n" {
+		t.Errorf("exec = %+v %v stdout %q stderr %q", exit, err, out.String(), errb.String())
+	}
+
+	if err := h.c.DeleteVM(context.Background(), "dev"); err != nil {
+		t.Fatal(err)
+	}
+	if vms, _ := h.c.ListVMs(context.Background()); len(vms) != 0 {
+		t.Errorf("after delete: %+v", vms)
+	}
+}
+
+func apiErr(t *testing.T, err error) *api.Error {
+	t.Helper()
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		t.Fatalf("err = %v (%T), want *api.Error", err, err)
+	}
+	return ae
+}
+
+func TestErrorsAreClassified(t *testing.T) {
+	h := newHarness(t, false)
+	ctx := context.Background()
+
+	_, _, err := h.create(t, api.CreateVMRequest{Name: "Bad_Name"})
+	if e := apiErr(t, err); e.Code != "invalid" || !strings.Contains(e.Message, `"Bad_Name"`) {
+		t.Errorf("bad name: %+v", e)
+	}
+	if _, err := h.c.GetVM(ctx, "missing"); apiErr(t, err).Code != "not_found" {
+		t.Errorf("get missing: %v", err)
+	}
+	if err := h.c.DeleteVM(ctx, "missing"); apiErr(t, err).Code != "not_found" {
+		t.Errorf("delete missing: %v", err)
+	}
+	_, err = h.c.Exec(ctx, "missing", api.ExecRequest{Argv: []string{"true"}}, wire.CallerIO{Stdout: io.Discard, Stderr: io.Discard})
+	if apiErr(t, err).Code != "not_found" {
+		t.Errorf("exec in missing VM: %v", err)
+	}
+	if _, _, err := h.create(t, api.CreateVMRequest{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.create(t, api.CreateVMRequest{Name: "dev"}); apiErr(t, err).Code != "conflict" {
+		t.Errorf("duplicate: %v", err)
+	}
+}
+
+// raw sends a request without the client's help.
+func (h *harness) raw(t *testing.T, method, path, body string, header map[string]string) (int, string) {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("unix", h.layout.Socket)
+	}}
+	req, _ := http.NewRequest(method, "http://bangerd"+path, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestBadRequestsAreRefused(t *testing.T) {
+	h := newHarness(t, false)
+	if code, body := h.raw(t, "GET", "/v2/vms", "", nil); code != 404 || !strings.Contains(body, `"not_found"`) || !strings.Contains(body, "no route") {
+		t.Errorf("unknown route: %d %s", code, body)
+	}
+	if code, body := h.raw(t, "POST", api.PathVMs, `{"nmae":"x"}`, nil); code != 400 || !strings.Contains(body, `unknown field \"nmae\"`) {
+		t.Errorf("unknown field: %d %s", code, body)
+	}
+	if code, body := h.raw(t, "POST", api.PathVMs, `{`, nil); code != 400 || !strings.Contains(body, "bad request body") {
+		t.Errorf("broken JSON: %d %s", code, body)
+	}
+	if code, body := h.raw(t, "POST", api.PathVM+"x/exec", `{"argv":["true"]}`, nil); code != 400 || !strings.Contains(body, "Upgrade") {
+		t.Errorf("exec without upgrade: %d %s", code, body)
+	}
+	if vms, _ := h.c.ListVMs(context.Background()); len(vms) != 0 {
+		t.Errorf("bad requests created VMs: %+v", vms)
+	}
+}
+
+func TestFaultInjectionNeedsTestHooks(t *testing.T) {
+	off := newHarness(t, false)
+	off.c.Header.Set(api.HeaderInjectFault, "ready")
+	if _, _, err := off.create(t, api.CreateVMRequest{Name: "dev"}); err != nil {
+		t.Errorf("without test hooks the header must be ignored: %v", err)
+	}
+
+	on := newHarness(t, true)
+	on.c.Header.Set(api.HeaderInjectFault, "ready")
+	_, _, err := on.create(t, api.CreateVMRequest{Name: "dev"})
+	if err == nil || !strings.Contains(err.Error(), `fault injected at step "ready"`) {
+		t.Errorf("with test hooks: err = %v, want the injected fault", err)
+	}
+	if vms, _ := on.c.ListVMs(context.Background()); len(vms) != 0 {
+		t.Errorf("failed create left %+v", vms)
+	}
+}
+
+func TestClientGoneCancelsCreateWhenAsked(t *testing.T) {
+	h := newHarness(t, false)
+	h.driver.NoAgent = true // the boot never finishes on its own
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := h.c.CreateVM(ctx, api.CreateVMRequest{Name: "dev", CancelOnDisconnect: true}, func(ev api.Event) {
+		if ev.Stage == "vm.boot" {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		vms, _ := h.c.ListVMs(context.Background())
+		if len(vms) == 0 {
+			entries, _ := os.ReadDir(h.layout.VMsDir())
+			if len(entries) != 0 {
+				t.Errorf("VM files left: %v", entries)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Error("the create was not undone after its client went away")
+}
+
+func TestShutdownEndpoint(t *testing.T) {
+	h := newHarness(t, false)
+	if err := h.c.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.d.shutdown:
+	case <-time.After(2 * time.Second):
+		t.Error("shutdown was not requested")
+	}
+}
+
+func TestRunServesOneDaemonPerSocketWithAPrivateSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	vars := map[string]string{"BANGER_SOCKET": filepath.Join(dir, "run", "d.sock")}
+	l, err := paths.New(func(k string) (string, bool) { v, ok := vars[k]; return v, ok }, os.Getuid(), filepath.Join(dir, "home"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Layout: l, AgentPath: "/nonexistent", Log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, opts) }()
+
+	c := client.New(l.Socket)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := c.Version(context.Background()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("daemon did not answer")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st, err := os.Stat(l.Socket)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode = %v, %v; want 0600", st.Mode().Perm(), err)
+	}
+	if err := Run(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "another bangerd") {
+		t.Errorf("second daemon on the same socket: err = %v, want a refusal", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want a clean exit on cancellation", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancellation")
+	}
+	if _, err := os.Stat(l.Socket); !os.IsNotExist(err) {
+		t.Errorf("socket still there after exit: %v", err)
+	}
+}
