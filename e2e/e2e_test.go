@@ -124,7 +124,7 @@ func errorsAs(err error, target **exec.ExitError) bool {
 func stateDir() string  { return filepath.Join(h.home, ".local/state/banger") }
 func imagePath() string { return filepath.Join(stateDir(), "images/debian-bookworm/rootfs.ext4") }
 func vmsDirs() []string {
-	return []string{filepath.Join(stateDir(), "vms"), filepath.Join(h.runtime, "vms")}
+	return []string{filepath.Join(stateDir(), "vms"), filepath.Join(h.runtime, "bangerd.vms")}
 }
 func kernelsDir() string { return filepath.Join(stateDir(), "kernels") }
 

@@ -148,6 +148,10 @@ func (a *app) run(parent context.Context, req api.CreateVMRequest, command []str
 
 	code, execErr := a.exec(cl, vm.Name, command)
 	if rm {
+		// The delete must happen even if the user presses Ctrl-C again now.
+		hold := make(chan os.Signal, 1)
+		signal.Notify(hold, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+		defer signal.Stop(hold)
 		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := cl.DeleteVM(dctx, vm.ID); err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,7 +59,8 @@ func (c *Client) Ensure(ctx context.Context, o StartOptions) (api.Version, error
 	default:
 		return v, err
 	}
-	if err := c.start(o); err != nil {
+	exited, err := c.start(o)
+	if err != nil {
 		return api.Version{}, err
 	}
 	deadline := time.Now().Add(startWait)
@@ -66,6 +68,11 @@ func (c *Client) Ensure(ctx context.Context, o StartOptions) (api.Version, error
 		v, err := c.Version(ctx)
 		if err == nil {
 			return v, sameState(v, o)
+		}
+		select {
+		case <-exited:
+			return v, fmt.Errorf("the daemon exited right after it started: %s (log: %s)", logTail(o.LogPath), o.LogPath)
+		default:
 		}
 		if !errors.Is(err, ErrNoDaemon) || time.Now().After(deadline) {
 			return v, fmt.Errorf("started the daemon but it does not answer on %s: %w; see %s", c.socket, err, o.LogPath)
@@ -76,6 +83,16 @@ func (c *Client) Ensure(ctx context.Context, o StartOptions) (api.Version, error
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// logTail returns the daemon log's last line, which says why it stopped.
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "no log"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
 
 func notice(o StartOptions, msg string) {
@@ -143,25 +160,27 @@ func DaemonBinary() (string, error) {
 	return p, nil
 }
 
-func (c *Client) start(o StartOptions) error {
+// start launches the daemon detached (own session, output to the log) and returns a channel
+// closed if it exits while this CLI still waits for it.
+func (c *Client) start(o StartOptions) (<-chan struct{}, error) {
 	bin := o.Daemon
 	if bin == "" {
 		var err error
 		if bin, err = DaemonBinary(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(o.LogPath), 0o700); err != nil {
-		return fmt.Errorf("start daemon: %w", err)
+		return nil, fmt.Errorf("start daemon: %w", err)
 	}
 	logf, err := os.OpenFile(o.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("start daemon: open log: %w", err)
+		return nil, fmt.Errorf("start daemon: open log: %w", err)
 	}
 	defer logf.Close()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer devnull.Close()
 	cmd := exec.Command(bin)
@@ -173,9 +192,11 @@ func (c *Client) start(o StartOptions) error {
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start daemon %s: %w", bin, err)
+		return nil, fmt.Errorf("start daemon %s: %w", bin, err)
 	}
 	notice(o, fmt.Sprintf("started daemon %s (pid %d)", bin, cmd.Process.Pid))
-	// The daemon is not our child to wait for: release it.
-	return cmd.Process.Release()
+	// Reap it if it exits while we wait; once this CLI exits, init adopts it.
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	return exited, nil
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -64,7 +65,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	// One daemon per socket: the lock is held for the daemon's life.
-	lock, err := os.OpenFile(filepath.Join(l.RuntimeDir(), "bangerd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(l.Socket+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("open daemon lock: %w", err)
 	}
@@ -72,6 +73,13 @@ func Run(ctx context.Context, o Options) error {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fmt.Errorf("another bangerd already serves %s", l.Socket)
 	}
+
+	// One daemon per state dir too: two daemons on different sockets must never share VMs.
+	stateLock, err := lockStateDir(l)
+	if err != nil {
+		return err
+	}
+	defer stateLock.Close()
 
 	st, err := store.Open(l.DBFile())
 	if err != nil {
@@ -146,4 +154,22 @@ func (d *Daemon) requestShutdown() {
 // isClosed reports errors that only mean the peer went away.
 func isClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// lockStateDir takes the state dir's lock and records this daemon's socket in it, so that a
+// second daemon for the same state dir (on another socket) can say which one holds it.
+func lockStateDir(l paths.Layout) (*os.File, error) {
+	path := filepath.Join(l.StateDir, "bangerd.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open state lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		return nil, fmt.Errorf("state dir %s is already served by the daemon on %s; use that socket (BANGER_SOCKET) or another state dir (XDG_STATE_HOME)", l.StateDir, strings.TrimSpace(string(holder)))
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(l.Socket+"\n"), 0)
+	return f, nil
 }

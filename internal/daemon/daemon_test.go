@@ -289,7 +289,7 @@ func TestShutdownEndpoint(t *testing.T) {
 	}
 }
 
-func TestRunServesOneDaemonPerSocketWithAPrivateSocket(t *testing.T) {
+func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
 	dir, err := os.MkdirTemp("", "bd")
 	if err != nil {
 		t.Fatal(err)
@@ -322,6 +322,11 @@ func TestRunServesOneDaemonPerSocketWithAPrivateSocket(t *testing.T) {
 	}
 	if err := Run(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "another bangerd") {
 		t.Errorf("second daemon on the same socket: err = %v, want a refusal", err)
+	}
+	other := l
+	other.Socket = filepath.Join(dir, "run", "other.sock")
+	if err := Run(context.Background(), Options{Layout: other, Log: opts.Log}); err == nil || !strings.Contains(err.Error(), "already served by the daemon on "+l.Socket) {
+		t.Errorf("second daemon for the same state dir on another socket: err = %v, want a refusal naming the first socket", err)
 	}
 	cancel()
 	select {

@@ -1,6 +1,9 @@
 package paths
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"strings"
+)
 
 // ConfigFile is the user's configuration file, <config dir>/config.toml.
 func (l Layout) ConfigFile() string { return filepath.Join(l.ConfigDir, "config.toml") }
@@ -32,3 +35,9 @@ func (l Layout) DownloadsDir() string { return filepath.Join(l.CacheDir, "downlo
 
 // RuntimeDir holds the daemon socket and per-VM sockets: the directory of Socket.
 func (l Layout) RuntimeDir() string { return filepath.Dir(l.Socket) }
+
+// VMRuntimeDir holds the per-VM socket directories of the daemon on Socket. It is named after
+// the socket so that daemons on different sockets in one directory never share it.
+func (l Layout) VMRuntimeDir() string {
+	return filepath.Join(l.RuntimeDir(), strings.TrimSuffix(filepath.Base(l.Socket), ".sock")+".vms")
+}

@@ -366,3 +366,11 @@ func TestCreateRejectsUnsafeRuntimeDir(t *testing.T) {
 		}
 	})
 }
+
+func TestVMRuntimeDirIsPerSocket(t *testing.T) {
+	a := Layout{Socket: "/run/banger/bangerd.sock"}
+	b := Layout{Socket: "/run/banger/other.sock"}
+	if a.VMRuntimeDir() != "/run/banger/bangerd.vms" || b.VMRuntimeDir() != "/run/banger/other.vms" {
+		t.Errorf("VMRuntimeDir = %q, %q; want one directory per socket", a.VMRuntimeDir(), b.VMRuntimeDir())
+	}
+}

@@ -77,7 +77,7 @@ func newID() (string, error) {
 
 // runtimeDir holds a VM's sockets, next to the daemon's socket (short paths).
 func (s *Service) runtimeDir(id string) string {
-	return filepath.Join(s.layout.RuntimeDir(), "vms", id)
+	return filepath.Join(s.layout.VMRuntimeDir(), id)
 }
 
 // Create makes a VM and boots it until its agent answers. On any failure everything it made

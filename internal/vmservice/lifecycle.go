@@ -226,7 +226,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		known[vm.ID] = true
 		s.reconcileOne(ctx, vm)
 	}
-	for _, dir := range []string{s.layout.VMsDir(), filepath.Join(s.layout.RuntimeDir(), "vms")} {
+	for _, dir := range []string{s.layout.VMsDir(), s.layout.VMRuntimeDir()} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue

@@ -105,7 +105,7 @@ func (e *env) assertNothingLeft() {
 	if len(vms) != 0 {
 		e.t.Errorf("records left behind: %+v", vms)
 	}
-	for _, d := range []string{e.layout.VMsDir(), filepath.Join(e.layout.RuntimeDir(), "vms")} {
+	for _, d := range []string{e.layout.VMsDir(), e.layout.VMRuntimeDir()} {
 		entries, _ := os.ReadDir(d)
 		if len(entries) != 0 {
 			e.t.Errorf("files left behind in %s: %v", d, entries)
