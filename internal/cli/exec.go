@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"golang.org/x/term"
@@ -18,13 +19,17 @@ import (
 //
 // When both stdin and stdout are terminals the command gets a pseudo-terminal and the local
 // terminal goes raw, so Ctrl-C reaches the command as a keystroke. Otherwise stdin, stdout and
-// stderr are plain pipes (`… -- cat < file`, `… -- cmd > out` keep their bytes exact) and
-// SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command.
+// stderr are plain pipes (`… -- cat < file`, `… -- cmd > out` keep their bytes exact). Either
+// way SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to banger are forwarded to the command, and the
+// terminal is restored once the command has ended.
 func (a *app) exec(cl *client.Client, ref string, argv []string) (int, error) {
 	req := api.ExecRequest{Argv: argv}
 	cio := wire.CallerIO{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr}
 
 	stdinTTY, stdoutTTY := isTerminal(a.stdin), isTerminal(a.stdout)
+	// restore puts the local terminal back in the mode it had; it must run before banger
+	// prints anything of its own, or a raw terminal (no \n → \r\n) staircases the line.
+	restore := func() {}
 	sigs := make(chan os.Signal, 4)
 	forward := make(chan int, 4)
 	if stdinTTY && stdoutTTY {
@@ -36,15 +41,20 @@ func (a *app) exec(cl *client.Client, ref string, argv []string) (int, error) {
 		if t := os.Getenv("TERM"); t != "" {
 			req.Env = append(req.Env, "TERM="+t)
 		}
-		old, err := term.MakeRaw(int(in.Fd()))
-		if err == nil {
-			defer term.Restore(int(in.Fd()), old)
+		if old, err := term.MakeRaw(int(in.Fd())); err == nil {
+			var once sync.Once
+			restore = func() { once.Do(func() { _ = term.Restore(int(in.Fd()), old) }) }
+			defer restore()
 		}
 		resizes := make(chan wire.ResizeMsg, 1)
 		cio.Resizes = resizes
 		signal.Notify(sigs, syscall.SIGWINCH)
 		go func() {
-			for range sigs {
+			for s := range sigs {
+				if s != syscall.SIGWINCH {
+					forward <- int(s.(syscall.Signal))
+					continue
+				}
 				if w, h, err := term.GetSize(int(in.Fd())); err == nil {
 					select {
 					case resizes <- wire.ResizeMsg{Rows: uint16(h), Cols: uint16(w)}:
@@ -54,22 +64,30 @@ func (a *app) exec(cl *client.Client, ref string, argv []string) (int, error) {
 			}
 		}()
 	} else {
-		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-		cio.Signals = forward
 		go func() {
 			for s := range sigs {
 				forward <- int(s.(syscall.Signal))
 			}
 		}()
 	}
+	// Signals sent to banger (kill, a closing terminal) go to the command; on a terminal,
+	// Ctrl-C is a keystroke that reaches it through the pty instead.
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	cio.Signals = forward
 	if lang := os.Getenv("LANG"); lang != "" {
 		req.Env = append(req.Env, "LANG="+lang)
 	}
 	defer signal.Stop(sigs)
 
 	exit, err := cl.Exec(context.Background(), ref, req, cio)
+	restore()
 	if err != nil {
 		return ExitError, err
+	}
+	if req.TTY && exit.Signal == int(syscall.SIGINT) {
+		// The terminal echoed ^C and the command died of it: end that line, as a shell does,
+		// so that what comes next does not start after the ^C.
+		fmt.Fprintln(a.stdout)
 	}
 	if exit.Error != "" {
 		fmt.Fprintf(a.stderr, "banger: %s\n", exit.Error)

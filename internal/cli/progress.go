@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"golang.org/x/term"
 
@@ -29,6 +30,10 @@ type renderer struct {
 	live  bool
 	color bool
 	start time.Time
+	// width reports the terminal's width in columns, 0 when unknown. The live line is cut to
+	// fit it: a line that wraps cannot be redrawn in place, and every redraw would leave a
+	// copy of its first rows behind.
+	width func() int
 
 	mu         sync.Mutex
 	stage      string
@@ -48,6 +53,16 @@ func newRenderer(w io.Writer) *renderer {
 		color: live && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb",
 		start: time.Now(),
 		stop:  make(chan struct{}),
+		width: func() int { return 0 },
+	}
+	if f, ok := w.(*os.File); live && ok {
+		r.width = func() int {
+			cols, _, err := term.GetSize(int(f.Fd()))
+			if err != nil {
+				return 0
+			}
+			return cols
+		}
 	}
 	if live {
 		go r.tick()
@@ -78,15 +93,52 @@ var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "
 func (r *renderer) draw() {
 	el := time.Since(r.stageStart)
 	frame := spinner[int(time.Since(r.start)/(100*time.Millisecond))%len(spinner)]
-	line := fmt.Sprintf("%s %s (%.1fs)", frame, r.message, el.Seconds())
+	tail := fmt.Sprintf(" (%.1fs)", el.Seconds())
 	if r.tot > 0 {
-		line = fmt.Sprintf("%s %s %s/%s (%.1fs)", frame, r.message, bytesize.Format(r.done), bytesize.Format(r.tot), el.Seconds())
+		tail = fmt.Sprintf(" %s/%s (%.1fs)", bytesize.Format(r.done), bytesize.Format(r.tot), el.Seconds())
 	}
+	cols := r.width()
+	if cols > 0 {
+		cols = max(cols-2, 1) // the frame and its space
+	}
+	msg := fitLine(printable(r.message), tail, cols)
 	if r.color {
-		line = "\x1b[36m" + frame + "\x1b[0m" + strings.TrimPrefix(line, frame)
+		frame = "\x1b[36m" + frame + "\x1b[0m"
 	}
-	fmt.Fprintf(r.w, "\r\x1b[K%s", line)
+	fmt.Fprintf(r.w, "\r\x1b[K%s %s", frame, msg)
 	r.drawn = true
+}
+
+// fitLine returns msg+tail cut to at most cols columns (one column per rune; the messages are
+// ASCII), leaving the last column free so that the cursor never wraps. The message is
+// shortened first, with "…", so that the elapsed time and byte counts stay visible. cols <= 0
+// means unknown: nothing is cut.
+func fitLine(msg, tail string, cols int) string {
+	if cols <= 0 {
+		return msg + tail
+	}
+	room := cols - 1
+	m, t := []rune(msg), []rune(tail)
+	switch {
+	case len(m)+len(t) <= room:
+		return msg + tail
+	case room-len(t)-1 > 0: // at least one rune of the message, "…" and the whole tail
+		return string(m[:room-len(t)-1]) + "…" + tail
+	case room > 0: // a very narrow terminal: what fits
+		return string(append(m, t...)[:room])
+	}
+	return ""
+}
+
+// printable replaces control characters (tabs, carriage returns from a tool's output) with
+// spaces: on the live line they would move the cursor.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // clear removes the live line; the caller holds mu.

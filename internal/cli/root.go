@@ -63,14 +63,12 @@ func (a *app) exitCode(err error) int {
 	}
 	var ue *usageError
 	isUsage := errors.As(err, &ue) || isCobraUsage(err)
-	msg, hint := err.Error(), ""
+	// err.Error() keeps any context wrapped around a daemon error; an *api.Error's own text
+	// is its Message.
+	fmt.Fprintf(a.stderr, "banger: %s\n", oneLine(err.Error()))
 	var ae *api.Error
-	if errors.As(err, &ae) {
-		msg, hint = ae.Message, ae.Hint
-	}
-	fmt.Fprintf(a.stderr, "banger: %s\n", oneLine(msg))
-	if hint != "" {
-		fmt.Fprintf(a.stderr, "hint: %s\n", hint)
+	if errors.As(err, &ae) && ae.Hint != "" {
+		fmt.Fprintf(a.stderr, "hint: %s\n", oneLine(ae.Hint))
 	}
 	if isUsage {
 		fmt.Fprintln(a.stderr, "run `banger --help` (or add --help to the command) for usage")
@@ -79,17 +77,70 @@ func (a *app) exitCode(err error) int {
 	return ExitError
 }
 
-func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
+// oneLine folds a multi-line message into one line: its non-blank lines, trimmed, joined
+// with "; ".
+func oneLine(s string) string {
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
 
-// isCobraUsage recognises cobra's own argument and flag errors.
+// isCobraUsage recognises the command-line errors cobra makes where banger cannot type them
+// (required flags and flag groups, should a command use them). Flag errors (FlagErrorFunc),
+// argument errors (typeUsageErrors) and unknown commands (groupRun) are usageErrors already.
+// Only the start of the message is compared, so that an error that merely mentions such a
+// phrase, e.g. a daemon's "fallocate: invalid argument", is not taken for a usage error.
 func isCobraUsage(err error) bool {
 	s := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "invalid argument", "flag needs an argument", "accepts ", "requires at least", "requires at most"} {
-		if strings.Contains(s, p) {
+	for _, p := range []string{"unknown command ", "unknown flag", "unknown shorthand flag", "flag needs an argument", "required flag(s) ", "if any flags in the group ", "at least one of the flags in the group "} {
+		if strings.HasPrefix(s, p) {
 			return true
 		}
 	}
 	return false
+}
+
+// groupRun is the RunE of the commands that only group others (banger, banger vm, …). Alone
+// they print their help; with an argument that names no subcommand they fail with a usage
+// error. Without it cobra prints the help and exits 0 for `banger vm bogus`.
+func groupRun(c *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return c.Help()
+	}
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+	if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
+	}
+	return &usageError{msg}
+}
+
+// typeUsageErrors makes the argument errors of c and every command below it usageErrors
+// ("accepts 1 arg(s), received 0") and gives every command that only groups others groupRun.
+func typeUsageErrors(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		typeUsageErrors(sub)
+	}
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.RunE = groupRun
+		// Arguments go to groupRun: cobra's own check (legacyArgs) would only catch them on
+		// the root command, and in a message of several lines.
+		c.Args = cobra.ArbitraryArgs
+	}
+	if check := c.Args; check != nil {
+		c.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return &usageError{err.Error()}
+			}
+			return nil
+		}
+	}
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -115,8 +166,15 @@ state directory.`,
 	// `banger ps` is `banger vm list`.
 	ps := a.vmListCmd()
 	ps.Use = "ps"
+	ps.Aliases = nil
 	ps.Short = "List VMs (same as `banger vm list`)"
 	root.AddCommand(ps)
+	typeUsageErrors(root)
+	// groupRun makes the group commands runnable, and cobra's usage would then show
+	// "banger vm [flags]" above "banger vm [command]"; a group is used with a command only.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
+		"{{if .Runnable}}\n  {{.UseLine}}{{end}}",
+		"{{if and .Runnable (not .HasAvailableSubCommands)}}\n  {{.UseLine}}{{end}}", 1))
 	return root
 }
 

@@ -53,7 +53,7 @@ func (f *sizeFlags) apply(c *cobra.Command, req *api.CreateVMRequest) error {
 			return usagef("--memory: %v", err)
 		}
 		if n%bytesize.MiB != 0 {
-			return usagef("--memory %s is not a whole number of MiB; use e.g. %dM", f.memory, n/bytesize.MiB)
+			return usagef("--memory %s is not a whole number of MiB; use e.g. %dM", f.memory, n/bytesize.MiB+1)
 		}
 		mib := int(n / bytesize.MiB)
 		req.MemoryMiB = &mib

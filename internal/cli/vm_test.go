@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/bytesize"
+)
+
+// TestVMRunUsageErrors checks the `vm run` command lines that are refused before the daemon
+// is contacted: each exits 2 and says why.
+func TestVMRunUsageErrors(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantMsgs []string
+	}{
+		{"no command: interactive sessions need ssh", []string{"vm", "run", "--rm"}, []string{"ssh", "banger vm run --rm -- COMMAND"}},
+		{"no command and no flags", []string{"vm", "run"}, []string{"ssh"}},
+		{"nothing after --", []string{"vm", "run", "--rm", "--"}, []string{"ssh"}},
+		{"a path is workspace mode", []string{"vm", "run", "./repo", "--", "make"}, []string{"workspace", "./repo"}},
+		{"a path without a command is workspace mode too", []string{"vm", "run", "./repo"}, []string{"workspace"}},
+		{"memory that is not a size", []string{"vm", "run", "--memory", "lots", "--", "true"}, []string{"--memory", `invalid size "lots"`}},
+		{"memory that is not whole MiB suggests the next whole MiB", []string{"vm", "run", "--memory", "1000K", "--", "true"}, []string{"--memory 1000K is not a whole number of MiB", "use e.g. 1M"}},
+		{"disk size that is not a size", []string{"vm", "run", "--disk-size", "big", "--", "true"}, []string{"--disk-size", `invalid size "big"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCLI(t, tt.args...)
+			cmdline := "banger " + strings.Join(tt.args, " ")
+			if r.code != ExitUsage {
+				t.Errorf("%s: exit %d, want %d; stderr:\n%s", cmdline, r.code, ExitUsage, r.stderr)
+			}
+			if !strings.HasPrefix(r.stderr, "banger: ") || !strings.HasSuffix(r.stderr, helpLine+"\n") {
+				t.Errorf("%s: stderr =\n%s\nwant a \"banger: \" line and the help line", cmdline, r.stderr)
+			}
+			for _, m := range tt.wantMsgs {
+				if !strings.Contains(r.stderr, m) {
+					t.Errorf("%s: stderr =\n%s\nwant it to mention %q", cmdline, r.stderr, m)
+				}
+			}
+			if r.stdout != "" {
+				t.Errorf("%s: stdout = %q, want nothing", cmdline, r.stdout)
+			}
+		})
+	}
+}
+
+// applySizes registers sizeFlags on a command, parses args as its flags and applies them to
+// an empty request.
+func applySizes(t *testing.T, args ...string) (api.CreateVMRequest, error) {
+	t.Helper()
+	var f sizeFlags
+	c := &cobra.Command{Use: "test"}
+	f.register(c)
+	if err := c.ParseFlags(args); err != nil {
+		t.Fatalf("parse %v: %v", args, err)
+	}
+	var req api.CreateVMRequest
+	err := f.apply(c, &req)
+	return req, err
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// show renders a request's sizes for messages ("<nil>" for unset).
+func show(req api.CreateVMRequest) string {
+	vcpu, mem, disk := "<nil>", "<nil>", "<nil>"
+	if req.VCPU != nil {
+		vcpu = fmt.Sprint(*req.VCPU)
+	}
+	if req.MemoryMiB != nil {
+		mem = fmt.Sprint(*req.MemoryMiB)
+	}
+	if req.DiskBytes != nil {
+		disk = fmt.Sprint(*req.DiskBytes)
+	}
+	return fmt.Sprintf("vcpu=%s memory_mib=%s disk_bytes=%s", vcpu, mem, disk)
+}
+
+func TestSizeFlagsApply(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want api.CreateVMRequest
+	}{
+		{"flags left unset stay nil for the daemon to resolve", nil, api.CreateVMRequest{}},
+		{"--vcpu", []string{"--vcpu", "3"}, api.CreateVMRequest{VCPU: ptr(3)}},
+		{"--memory with a fraction of GiB", []string{"--memory", "1.5G"}, api.CreateVMRequest{MemoryMiB: ptr(1536)}},
+		{"--memory without a suffix means MiB", []string{"--memory", "512"}, api.CreateVMRequest{MemoryMiB: ptr(512)}},
+		{"--memory in MiB", []string{"--memory", "768MiB"}, api.CreateVMRequest{MemoryMiB: ptr(768)}},
+		{"--disk-size in GiB is bytes", []string{"--disk-size", "4G"}, api.CreateVMRequest{DiskBytes: ptr(4 * bytesize.GiB)}},
+		{"--disk-size need not be whole MiB", []string{"--disk-size", "1000K"}, api.CreateVMRequest{DiskBytes: ptr(1000 * bytesize.KiB)}},
+		{"all three", []string{"--vcpu", "2", "--memory", "2G", "--disk-size", "8G"},
+			api.CreateVMRequest{VCPU: ptr(2), MemoryMiB: ptr(2048), DiskBytes: ptr(8 * bytesize.GiB)}},
+		{"an explicit zero is passed on, not dropped", []string{"--vcpu", "0"}, api.CreateVMRequest{VCPU: ptr(0)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := applySizes(t, tt.args...)
+			if err != nil {
+				t.Fatalf("apply %v: %v", tt.args, err)
+			}
+			if show(got) != show(tt.want) {
+				t.Errorf("apply %v: %s, want %s", tt.args, show(got), show(tt.want))
+			}
+		})
+	}
+}
+
+func TestSizeFlagsApplyErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantMsg string
+	}{
+		{"memory that is not a size", []string{"--memory", "lots"}, `--memory: invalid size "lots"`},
+		{"memory below one MiB", []string{"--memory", "1000K"}, "--memory 1000K is not a whole number of MiB; use e.g. 1M"},
+		{"memory between two MiB", []string{"--memory", "1.5M"}, "--memory 1.5M is not a whole number of MiB; use e.g. 2M"},
+		{"disk size that is not a size", []string{"--disk-size", "4X"}, `--disk-size: invalid size "4X"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := applySizes(t, tt.args...)
+			if err == nil {
+				t.Fatalf("apply %v = %s, want an error", tt.args, show(got))
+			}
+			var ue *usageError
+			if !errors.As(err, &ue) {
+				t.Errorf("apply %v: error %T %q, want a *usageError (exit 2)", tt.args, err, err)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("apply %v: error %q, want it to contain %q", tt.args, err, tt.wantMsg)
+			}
+		})
+	}
+}
+
+// TestVMRunHasSizeFlags checks that `vm run` registers the flags sizeFlags.apply reads, so
+// that testing apply on a command of its own covers `vm run`.
+func TestVMRunHasSizeFlags(t *testing.T) {
+	run, _, err := (&app{}).rootCmd().Find([]string{"vm", "run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"vcpu", "memory", "disk-size", "rm", "name", "image", "kernel"} {
+		if run.Flags().Lookup(name) == nil {
+			t.Errorf("vm run has no --%s flag", name)
+		}
+	}
+}
