@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,8 +31,9 @@ type StartOptions struct {
 	Env []string
 }
 
-// startWait bounds how long a started daemon may take to answer.
-const startWait = 15 * time.Second
+// startWait bounds how long a started daemon may take to answer, and an old one to exit. It
+// is a variable so that tests can shorten it.
+var startWait = 15 * time.Second
 
 // Ensure makes sure a daemon of this very build answers on the socket: it starts one when
 // nothing answers and replaces one of another build (after asking it to exit; VMs keep
@@ -40,7 +42,7 @@ func (c *Client) Ensure(ctx context.Context, o StartOptions) (api.Version, error
 	v, err := c.Version(ctx)
 	switch {
 	case err == nil:
-		if err := sameState(v, o); err != nil {
+		if err := c.sameState(v, o); err != nil {
 			return v, err
 		}
 		mine := version.Get()
@@ -59,19 +61,26 @@ func (c *Client) Ensure(ctx context.Context, o StartOptions) (api.Version, error
 	default:
 		return v, err
 	}
-	exited, err := c.start(o)
+	exited, logStart, err := c.start(o)
 	if err != nil {
 		return api.Version{}, err
 	}
 	deadline := time.Now().Add(startWait)
 	for {
-		v, err := c.Version(ctx)
+		// Bound each probe too: a daemon that accepts connections but never answers must not
+		// hang the CLI past the deadline.
+		pctx, cancel := context.WithDeadline(ctx, deadline)
+		v, err := c.Version(pctx)
+		cancel()
 		if err == nil {
-			return v, sameState(v, o)
+			return v, c.sameState(v, o)
+		}
+		if ctx.Err() != nil {
+			return v, ctx.Err()
 		}
 		select {
 		case <-exited:
-			return v, fmt.Errorf("the daemon exited right after it started: %s (log: %s)", logTail(o.LogPath), o.LogPath)
+			return v, fmt.Errorf("the daemon exited right after it started: %s (log: %s)", logTail(o.LogPath, logStart), o.LogPath)
 		default:
 		}
 		if !errors.Is(err, ErrNoDaemon) || time.Now().After(deadline) {
@@ -85,13 +94,21 @@ func (c *Client) Ensure(ctx context.Context, o StartOptions) (api.Version, error
 	}
 }
 
-// logTail returns the daemon log's last line, which says why it stopped.
-func logTail(path string) string {
+// logTail returns the last line the daemon wrote to its log from offset on (where this start
+// began; the log is shared with earlier daemons), which says why it stopped.
+func logTail(path string, offset int64) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "no log"
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if offset >= 0 && offset <= int64(len(b)) {
+		b = b[offset:]
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "it wrote nothing to its log"
+	}
+	lines := strings.Split(s, "\n")
 	return lines[len(lines)-1]
 }
 
@@ -111,13 +128,13 @@ func short(commit string) string {
 	return commit
 }
 
-func sameState(v api.Version, o StartOptions) error {
+func (c *Client) sameState(v api.Version, o StartOptions) error {
 	if o.StateDir == "" || v.StateDir == "" || filepath.Clean(v.StateDir) == filepath.Clean(o.StateDir) {
 		return nil
 	}
 	return &api.Error{
 		Code:    "conflict",
-		Message: fmt.Sprintf("the daemon on %s serves state dir %s, but this CLI's is %s", "its socket", v.StateDir, o.StateDir),
+		Message: fmt.Sprintf("the daemon on %s serves state dir %s, but this CLI's is %s", c.socket, v.StateDir, o.StateDir),
 		Hint:    "set BANGER_SOCKET to a socket of your own (e.g. $HOME/.banger.sock) so each state dir has its own daemon",
 	}
 }
@@ -161,26 +178,30 @@ func DaemonBinary() (string, error) {
 }
 
 // start launches the daemon detached (own session, output to the log) and returns a channel
-// closed if it exits while this CLI still waits for it.
-func (c *Client) start(o StartOptions) (<-chan struct{}, error) {
+// closed if it exits while this CLI still waits for it, and the log's size before it started.
+func (c *Client) start(o StartOptions) (<-chan struct{}, int64, error) {
 	bin := o.Daemon
 	if bin == "" {
 		var err error
 		if bin, err = DaemonBinary(); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(o.LogPath), 0o700); err != nil {
-		return nil, fmt.Errorf("start daemon: %w", err)
+		return nil, 0, fmt.Errorf("start daemon: %w", err)
 	}
 	logf, err := os.OpenFile(o.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("start daemon: open log: %w", err)
+		return nil, 0, fmt.Errorf("start daemon: open log: %w", err)
 	}
 	defer logf.Close()
+	logStart, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, 0, fmt.Errorf("start daemon: %w", err)
+	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer devnull.Close()
 	cmd := exec.Command(bin)
@@ -192,11 +213,11 @@ func (c *Client) start(o StartOptions) (<-chan struct{}, error) {
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start daemon %s: %w", bin, err)
+		return nil, 0, fmt.Errorf("start daemon %s: %w", bin, err)
 	}
 	notice(o, fmt.Sprintf("started daemon %s (pid %d)", bin, cmd.Process.Pid))
 	// Reap it if it exits while we wait; once this CLI exits, init adopts it.
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	return exited, nil
+	return exited, logStart, nil
 }

@@ -108,7 +108,7 @@ func decodeError(resp *http.Response) error {
 	}
 	msg := strings.TrimSpace(string(b))
 	if msg == "" {
-		msg = resp.Status
+		return &api.Error{Code: "internal", Message: fmt.Sprintf("daemon answered %s with no explanation", resp.Status)}
 	}
 	return &api.Error{Code: "internal", Message: fmt.Sprintf("daemon answered %s: %s", resp.Status, msg)}
 }

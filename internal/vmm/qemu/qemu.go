@@ -48,8 +48,12 @@ const (
 	qmpSocket   = "qmp.sock"
 )
 
-// socketWait bounds how long Start waits for QEMU to create its sockets.
+// socketWait bounds how long Start waits for QEMU to create its sockets and build the machine.
 const socketWait = 15 * time.Second
+
+// optValue escapes a value (a path) for QEMU's comma-separated options, where a comma in a
+// value is written twice.
+func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // Args returns QEMU's command line for cfg (without the binary). It is exported for the
 // benchmark harness, which boots the same machine without banger.
@@ -73,7 +77,7 @@ func (d *Driver) Args(cfg vmm.Config) []string {
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-kernel", cfg.Kernel,
 		"-append", strings.TrimSpace(cmdline),
-		"-chardev", "file,id=console,path="+filepath.Join(cfg.Dir, "console.log")+",append=on",
+		"-chardev", "file,id=console,path="+optValue(filepath.Join(cfg.Dir, "console.log"))+",append=on",
 		"-serial", "chardev:console",
 	)
 	if cfg.Initrd != "" {
@@ -81,7 +85,7 @@ func (d *Driver) Args(cfg vmm.Config) []string {
 	}
 	for i, disk := range cfg.Disks {
 		id := "disk" + strconv.Itoa(i)
-		opts := "id=" + id + ",file=" + disk.Path + ",format=raw,if=none"
+		opts := "id=" + id + ",file=" + optValue(disk.Path) + ",format=raw,if=none"
 		if disk.ReadOnly {
 			opts += ",readonly=on"
 		} else {
@@ -92,9 +96,9 @@ func (d *Driver) Args(cfg vmm.Config) []string {
 	args = append(args,
 		"-device", "virtio-rng-device",
 		"-device", "virtio-serial-device",
-		"-chardev", "socket,id=agent,path="+filepath.Join(cfg.RuntimeDir, agentSocket)+",server=on,wait=off",
+		"-chardev", "socket,id=agent,path="+optValue(filepath.Join(cfg.RuntimeDir, agentSocket))+",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name="+agent.PortName,
-		"-qmp", "unix:"+filepath.Join(cfg.RuntimeDir, qmpSocket)+",server=on,wait=off",
+		"-qmp", "unix:"+optValue(filepath.Join(cfg.RuntimeDir, qmpSocket))+",server=on,wait=off",
 	)
 	return args
 }
@@ -147,7 +151,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 			Log:       logPath,
 		},
 	}
-	if err := m.waitSockets(ctx); err != nil {
+	if err := m.waitReady(ctx); err != nil {
 		_ = m.Kill()
 		return nil, err
 	}
@@ -176,8 +180,37 @@ func (m *machine) Done() <-chan struct{} { return m.proc.Done() }
 
 func (m *machine) Kill() error { return m.proc.Kill(10 * time.Second) }
 
-func (m *machine) waitSockets(ctx context.Context) error {
+// waitReady waits until QEMU has created its sockets and built the machine. The sockets alone
+// do not show that QEMU started: it creates them before it loads the kernel, and exits if that
+// fails. Its QMP monitor answers commands only once the machine is built.
+func (m *machine) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(socketWait)
+	if err := m.waitSockets(ctx, deadline); err != nil {
+		return err
+	}
+	qctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	err := qmpExecute(qctx, m.rec.Sockets["qmp"], "query-status")
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	// QMP failing at start mostly means QEMU is exiting: give it a moment to say why.
+	select {
+	case <-m.proc.Done():
+		return m.exitedDuringStart()
+	case <-time.After(2 * time.Second):
+	}
+	return fmt.Errorf("qemu does not answer on its QMP socket: %v; see %s", err, m.rec.Log)
+}
+
+func (m *machine) exitedDuringStart() error {
+	return fmt.Errorf("qemu exited during start: %s", vmm.LogTail(m.rec.Log, 5))
+}
+
+func (m *machine) waitSockets(ctx context.Context, deadline time.Time) error {
 	for {
 		ready := true
 		for _, s := range m.rec.Sockets {
@@ -190,7 +223,7 @@ func (m *machine) waitSockets(ctx context.Context) error {
 		}
 		select {
 		case <-m.proc.Done():
-			return fmt.Errorf("qemu exited during start: %s", vmm.LogTail(m.rec.Log, 5))
+			return m.exitedDuringStart()
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):

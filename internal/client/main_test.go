@@ -1,0 +1,211 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/version"
+)
+
+// The test binary doubles as a fake bangerd: started with envFake=1 it serves the daemon's
+// version and shutdown routes on $BANGER_SOCKET instead of running the tests. These variables
+// steer it.
+const (
+	envFake         = "BANGER_FAKE_DAEMON"    // "1": be the fake daemon
+	envFakeMode     = "BANGER_FAKE_MODE"      // "" serve; "hang": accept but never answer; "silent": never listen; "fail": exit 1 at once
+	envFakeVersion  = "BANGER_FAKE_VERSION"   // api.Version.Version it reports
+	envFakeCommit   = "BANGER_FAKE_COMMIT"    // api.Version.Commit it reports
+	envFakeDate     = "BANGER_FAKE_DATE"      // api.Version.Date it reports
+	envFakeStateDir = "BANGER_FAKE_STATE_DIR" // api.Version.StateDir it reports
+)
+
+// fakeFailure is what the fake prints before exiting in "fail" mode, as a daemon with a broken
+// config would.
+const fakeFailure = "bangerd: config.toml: unknown key \"colour\""
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envFake) == "1" {
+		os.Exit(runFakeDaemon())
+	}
+	os.Exit(m.Run())
+}
+
+func runFakeDaemon() int {
+	// Never outlive the test run, whatever becomes of the test that started it.
+	time.AfterFunc(2*time.Minute, func() { os.Exit(3) })
+	socket := os.Getenv("BANGER_SOCKET")
+	switch os.Getenv(envFakeMode) {
+	case "fail":
+		fmt.Fprintln(os.Stderr, "bangerd: starting")
+		fmt.Fprintln(os.Stderr, fakeFailure)
+		return 1
+	case "silent":
+		time.Sleep(time.Hour)
+		return 0
+	}
+	_ = os.Remove(socket)
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fake bangerd: %v\n", err)
+		return 1
+	}
+	if os.Getenv(envFakeMode) == "hang" {
+		var held []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return 1
+			}
+			held = append(held, c) // never answered, never closed
+		}
+	}
+	stop := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathVersion, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(api.Version{
+			Version:  os.Getenv(envFakeVersion),
+			Commit:   os.Getenv(envFakeCommit),
+			Date:     os.Getenv(envFakeDate),
+			API:      version.API,
+			PID:      os.Getpid(),
+			StateDir: os.Getenv(envFakeStateDir),
+		})
+	})
+	mux.HandleFunc("POST "+api.PathShutdown, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+	})
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	<-stop
+	// Shutdown lets the shutdown answer go out, then closes (and removes) the socket.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	return 0
+}
+
+// fakeEnv is the environment that makes the test binary a fake daemon of build info serving
+// stateDir, in mode ("" for a normal daemon).
+func fakeEnv(info version.Info, stateDir, mode string) []string {
+	return []string{
+		// Under -race the runtime sleeps a second before exiting; a daemon asked to shut down
+		// would then look slow to go.
+		"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
+		envFake + "=1",
+		envFakeMode + "=" + mode,
+		envFakeVersion + "=" + info.Version,
+		envFakeCommit + "=" + info.Commit,
+		envFakeDate + "=" + info.Date,
+		envFakeStateDir + "=" + stateDir,
+	}
+}
+
+// shortTempDir is a fresh directory whose socket paths fit the 108-byte unix socket limit
+// (t.TempDir() paths, made from the test name, can be too long). It is removed after the test.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dir)+len("/bangerd.sock") >= 108 {
+		os.RemoveAll(dir)
+		if dir, err = os.MkdirTemp("/tmp", "bc"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// daemonsOn lists the live processes started with BANGER_SOCKET=socket in their environment:
+// every fake daemon (and stand-in binary) a test started for that socket. Zombies, whose
+// environment is gone, are not listed.
+func daemonsOn(t *testing.T, socket string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	needle := []byte("\x00BANGER_SOCKET=" + socket + "\x00")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(append([]byte{0}, env...), needle) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killDaemonsOnCleanup makes sure no process started for socket survives the test: at cleanup
+// it SIGKILLs them and waits until they are gone.
+func killDaemonsOnCleanup(t *testing.T, socket string) {
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			pids := daemonsOn(t, socket)
+			if len(pids) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("processes %v started for %s survive SIGKILL", pids, socket)
+				return
+			}
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// selfBinary is the test binary, which is the fake daemon too.
+func selfBinary(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return self
+}
+
+// socketPath joins a file name to a short directory.
+func socketPath(t *testing.T) string {
+	return filepath.Join(shortTempDir(t), "bangerd.sock")
+}
+
+// missingFrom returns the first of subs that s lacks, or "" when s has them all.
+func missingFrom(s string, subs ...string) string {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return sub
+		}
+	}
+	return ""
+}

@@ -1,0 +1,224 @@
+package qemu
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// values returns what follows every occurrence of flag in args, in order.
+func values(args []string, flag string) []string {
+	var out []string
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			out = append(out, args[i+1])
+		}
+	}
+	return out
+}
+
+// only returns the single value of flag, failing the test when it is absent or repeated.
+func only(t *testing.T, args []string, flag string) string {
+	t.Helper()
+	v := values(args, flag)
+	if len(v) != 1 {
+		t.Fatalf("%s given %d times (%q), want once; args: %q", flag, len(v), v, args)
+	}
+	return v[0]
+}
+
+func testConfig(accel host.Accel) vmm.Config {
+	return vmm.Config{
+		ID:         "0123456789abcdef",
+		Name:       "dev",
+		Dir:        "/state/vms/0123456789abcdef",
+		RuntimeDir: "/run/b/vms/0123456789abcdef",
+		VCPU:       2,
+		MemoryMiB:  1024,
+		Accel:      accel,
+		Kernel:     "/state/kernels/debian-6.1/vmlinux",
+		Initrd:     "/state/kernels/debian-6.1/initrd.cpio",
+		Cmdline:    "root=/dev/vda ro",
+		Disks: []vmm.Disk{
+			{Path: "/state/images/golden/rootfs.ext4", ReadOnly: true},
+			{Path: "/state/vms/0123456789abcdef/disk.ext4"},
+		},
+	}
+}
+
+func TestArgsAccelerator(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		accel      host.Accel
+		tsckHz     int
+		wantAccel  string
+		wantCPU    string
+		wantAppend string
+	}{
+		{"KVM uses the host CPU and never passes tsc_early_khz", host.KVM, 2_400_000,
+			"kvm", "host", "root=/dev/vda ro console=ttyS0"},
+		{"TCG uses multi-threaded TCG, the max CPU and tsc_early_khz", host.TCG, 2_400_000,
+			"tcg,thread=multi,tb-size=64", "max", "root=/dev/vda ro console=ttyS0 tsc_early_khz=2400000"},
+		{"TCG without a known TSC frequency passes no tsc_early_khz", host.TCG, 0,
+			"tcg,thread=multi,tb-size=64", "max", "root=/dev/vda ro console=ttyS0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := (&Driver{TSCkHz: tc.tsckHz}).Args(testConfig(tc.accel))
+			if got := only(t, args, "-accel"); got != tc.wantAccel {
+				t.Errorf("-accel %q, want %q", got, tc.wantAccel)
+			}
+			if got := only(t, args, "-cpu"); got != tc.wantCPU {
+				t.Errorf("-cpu %q, want %q", got, tc.wantCPU)
+			}
+			if got := only(t, args, "-append"); got != tc.wantAppend {
+				t.Errorf("-append %q, want %q", got, tc.wantAppend)
+			}
+		})
+	}
+}
+
+func TestArgsMachine(t *testing.T) {
+	cfg := testConfig(host.KVM)
+	args := (&Driver{}).Args(cfg)
+	for _, tc := range []struct{ flag, want string }{
+		{"-M", "microvm,x-option-roms=off"},
+		{"-m", "1024"},
+		{"-smp", "2"},
+		{"-kernel", cfg.Kernel},
+		{"-initrd", cfg.Initrd},
+		{"-serial", "chardev:console"},
+		{"-qmp", "unix:/run/b/vms/0123456789abcdef/qmp.sock,server=on,wait=off"},
+	} {
+		if got := only(t, args, tc.flag); got != tc.want {
+			t.Errorf("%s %q, want %q", tc.flag, got, tc.want)
+		}
+	}
+	for _, flag := range []string{"-nodefaults", "-no-user-config", "-no-reboot"} {
+		if !slices.Contains(args, flag) {
+			t.Errorf("args lack %s: %q", flag, args)
+		}
+	}
+	chardevs := values(args, "-chardev")
+	for _, want := range []string{
+		"file,id=console,path=/state/vms/0123456789abcdef/console.log,append=on",
+		"socket,id=agent,path=/run/b/vms/0123456789abcdef/agent.sock,server=on,wait=off",
+	} {
+		if !slices.Contains(chardevs, want) {
+			t.Errorf("-chardev %q missing; chardevs: %q", want, chardevs)
+		}
+	}
+	devices := values(args, "-device")
+	if want := "virtserialport,chardev=agent,name=" + agent.PortName; !slices.Contains(devices, want) {
+		t.Errorf("-device %q missing (the agent's port on the agent socket); devices: %q", want, devices)
+	}
+	if !slices.Contains(devices, "virtio-serial-device") {
+		t.Errorf("-device virtio-serial-device missing; devices: %q", devices)
+	}
+}
+
+func TestArgsWithoutInitrdPassNone(t *testing.T) {
+	cfg := testConfig(host.TCG)
+	cfg.Initrd = ""
+	if got := values((&Driver{}).Args(cfg), "-initrd"); len(got) != 0 {
+		t.Errorf("-initrd %q given without an initrd, want none", got)
+	}
+}
+
+func TestArgsAttachDisksInOrder(t *testing.T) {
+	cfg := testConfig(host.KVM)
+	cfg.Disks = append(cfg.Disks, vmm.Disk{Path: "/data/extra.img", ReadOnly: true})
+	args := (&Driver{}).Args(cfg)
+
+	wantDrives := []string{
+		"id=disk0,file=/state/images/golden/rootfs.ext4,format=raw,if=none,readonly=on",
+		"id=disk1,file=/state/vms/0123456789abcdef/disk.ext4,format=raw,if=none,discard=unmap,detect-zeroes=unmap",
+		"id=disk2,file=/data/extra.img,format=raw,if=none,readonly=on",
+	}
+	if got := values(args, "-drive"); !slices.Equal(got, wantDrives) {
+		t.Errorf("-drive values:\n got  %q\n want %q", got, wantDrives)
+	}
+	var blk []string
+	for _, d := range values(args, "-device") {
+		if strings.HasPrefix(d, "virtio-blk-device") {
+			blk = append(blk, d)
+		}
+	}
+	wantBlk := []string{"virtio-blk-device,drive=disk0", "virtio-blk-device,drive=disk1", "virtio-blk-device,drive=disk2"}
+	if !slices.Equal(blk, wantBlk) {
+		t.Errorf("virtio-blk devices = %q, want %q (the guest sees them as vda, vdb, vdc in this order)", blk, wantBlk)
+	}
+}
+
+// QEMU splits option values at commas; a comma inside a path must be doubled or QEMU reads the
+// rest as another option.
+func TestArgsEscapeCommasInPaths(t *testing.T) {
+	cfg := testConfig(host.KVM)
+	cfg.Dir = "/home/a,b/vms/x"
+	cfg.RuntimeDir = "/run/a,b/x"
+	cfg.Disks = []vmm.Disk{{Path: "/home/a,b/images/rootfs.ext4", ReadOnly: true}}
+	args := (&Driver{}).Args(cfg)
+
+	for _, want := range []string{
+		"file,id=console,path=/home/a,,b/vms/x/console.log,append=on",
+		"socket,id=agent,path=/run/a,,b/x/agent.sock,server=on,wait=off",
+	} {
+		if !slices.Contains(values(args, "-chardev"), want) {
+			t.Errorf("-chardev %q missing; chardevs: %q", want, values(args, "-chardev"))
+		}
+	}
+	if got, want := only(t, args, "-qmp"), "unix:/run/a,,b/x/qmp.sock,server=on,wait=off"; got != want {
+		t.Errorf("-qmp %q, want %q", got, want)
+	}
+	if got, want := only(t, args, "-drive"), "id=disk0,file=/home/a,,b/images/rootfs.ext4,format=raw,if=none,readonly=on"; got != want {
+		t.Errorf("-drive %q, want %q", got, want)
+	}
+	// -kernel and -initrd take a plain file name: no escaping there.
+	cfg.Kernel = "/home/a,b/vmlinux"
+	if got := only(t, (&Driver{}).Args(cfg), "-kernel"); got != cfg.Kernel {
+		t.Errorf("-kernel %q, want %q unchanged", got, cfg.Kernel)
+	}
+}
+
+func TestStartWithoutQEMUSaysHowToInstallIt(t *testing.T) {
+	d := &Driver{Binary: "qemu-system-x86_64-that-does-not-exist"}
+	_, err := d.Start(t.Context(), testConfig(host.TCG))
+	if err == nil || !strings.Contains(err.Error(), "apt-get install qemu-system-x86") || !strings.Contains(err.Error(), "qemu_bin") {
+		t.Errorf("Start with a missing binary = %v, want an error saying how to install QEMU or set qemu_bin", err)
+	}
+}
+
+func TestStartRefusesSocketPathsOverTheUnixLimit(t *testing.T) {
+	cfg := testConfig(host.TCG)
+	cfg.Dir = t.TempDir()
+	cfg.RuntimeDir = filepath.Join(t.TempDir(), strings.Repeat("r", 100))
+	// /bin/true stands in for QEMU: Start must refuse before running anything.
+	_, err := (&Driver{Binary: "/bin/true"}).Start(t.Context(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "107-byte unix socket limit") {
+		t.Errorf("Start with a %d-byte runtime dir = %v, want an error about the unix socket limit", len(cfg.RuntimeDir), err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "qemu.log")); err == nil {
+		t.Error("Start opened qemu.log although it refused the config")
+	}
+}
+
+func TestAttachRefusesRecordsItCannotFollow(t *testing.T) {
+	d := &Driver{}
+	if _, err := d.Attach(vmm.Record{Driver: "firecracker", PID: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "firecracker") {
+		t.Errorf("Attach of a firecracker record = %v, want an error naming the driver", err)
+	}
+	st, err := vmm.StartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This process, recorded with another start time: the pid was reused.
+	if _, err := d.Attach(vmm.Record{Driver: "qemu", PID: os.Getpid(), StartTime: st + 1}); !errors.Is(err, vmm.ErrGone) {
+		t.Errorf("Attach of a reused pid = %v, want an error wrapping vmm.ErrGone", err)
+	}
+}
