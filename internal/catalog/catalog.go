@@ -18,6 +18,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/flight"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/kernel"
@@ -25,20 +26,6 @@ import (
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
 )
-
-// Error kinds; test with errors.Is.
-var (
-	ErrInvalid  = errors.New("invalid")
-	ErrNotFound = errors.New("not found")
-)
-
-type kindError struct {
-	kind error
-	msg  string
-}
-
-func (e *kindError) Error() string        { return e.msg }
-func (e *kindError) Is(target error) bool { return target == e.kind }
 
 // Kernel is a bootable kernel: the ELF vmlinux and the initramfs built for this agent.
 type Kernel struct {
@@ -148,7 +135,7 @@ func (s *Service) PullKernel(ctx context.Context, name string, p progress.Func) 
 func (s *Service) pullKernel(ctx context.Context, name string, p progress.Func, replace bool) (kernel.Manifest, error) {
 	entry, err := kernel.Lookup(name)
 	if err != nil {
-		return kernel.Manifest{}, &kindError{ErrNotFound, err.Error()}
+		return kernel.Manifest{}, failure.Wrap(failure.NotFound, err)
 	}
 	m, _, err := s.kernels.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (kernel.Manifest, error) {
 		if !replace {
@@ -224,7 +211,7 @@ func (s *Service) Image(ctx context.Context, name string, p progress.Func) (Imag
 	}
 	recipe, err := image.BuiltinRecipe(name)
 	if err != nil {
-		return Image{}, &kindError{ErrNotFound, fmt.Sprintf("image %q is not installed and there is no recipe for it (buildable: %s)", name, strings.Join(image.BuiltinRecipes(), ", "))}
+		return Image{}, failure.New(failure.NotFound, "image %q is not installed and there is no recipe for it (buildable: %s)", name, strings.Join(image.BuiltinRecipes(), ", "))
 	}
 	_, _, err = s.images.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
 		if _, err := s.installedImage(ctx, name); err == nil {

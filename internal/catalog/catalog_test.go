@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/store"
 )
@@ -34,12 +35,12 @@ func TestUnknownNamesSayWhatExists(t *testing.T) {
 	s, _, _ := newService(t)
 	ctx := context.Background()
 	_, err := s.Kernel(ctx, "linux-99", nil)
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "debian-6.1") {
-		t.Errorf("unknown kernel: err = %v, want ErrNotFound listing debian-6.1", err)
+	if !errors.Is(err, failure.NotFound) || !strings.Contains(err.Error(), "debian-6.1") {
+		t.Errorf("unknown kernel: err = %v, want failure.NotFound listing debian-6.1", err)
 	}
 	_, err = s.Image(ctx, "arch-linux", nil)
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "debian-bookworm") {
-		t.Errorf("unknown image: err = %v, want ErrNotFound listing debian-bookworm", err)
+	if !errors.Is(err, failure.NotFound) || !strings.Contains(err.Error(), "debian-bookworm") {
+		t.Errorf("unknown image: err = %v, want failure.NotFound listing debian-bookworm", err)
 	}
 }
 
@@ -61,8 +62,8 @@ func TestInstalledImageIsUsedWithoutBuilding(t *testing.T) {
 	}
 	// A record whose file is gone is not "installed": with no recipe it is not found.
 	os.Remove(filepath.Join(dir, "rootfs.ext4"))
-	if _, err := s.Image(context.Background(), "custom", nil); !errors.Is(err, ErrNotFound) {
-		t.Errorf("record without its file: err = %v, want ErrNotFound", err)
+	if _, err := s.Image(context.Background(), "custom", nil); !errors.Is(err, failure.NotFound) {
+		t.Errorf("record without its file: err = %v, want failure.NotFound", err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/version"
@@ -55,11 +56,11 @@ func apiError(err error) *api.Error {
 	}
 	code := "failed"
 	switch {
-	case errors.Is(err, vmservice.ErrInvalid), errors.Is(err, catalog.ErrInvalid):
+	case errors.Is(err, failure.Invalid):
 		code = "invalid"
-	case errors.Is(err, vmservice.ErrNotFound), errors.Is(err, store.ErrNotFound), errors.Is(err, catalog.ErrNotFound):
+	case errors.Is(err, failure.NotFound), errors.Is(err, store.ErrNotFound):
 		code = "not_found"
-	case errors.Is(err, vmservice.ErrConflict):
+	case errors.Is(err, failure.Conflict):
 		code = "conflict"
 	}
 	return &api.Error{Code: code, Message: err.Error()}

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/progress"
@@ -85,7 +86,7 @@ func (s *Service) runtimeDir(id string) string {
 func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (store.VM, []steps.Timing, error) {
 	cfg, err := s.config()
 	if err != nil {
-		return store.VM{}, nil, &kindError{ErrInvalid, err.Error()}
+		return store.VM{}, nil, failure.Wrap(failure.Invalid, err)
 	}
 
 	name := req.Name
@@ -95,7 +96,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 			return err == nil
 		})
 	} else if err := names.Validate(name); err != nil {
-		return store.VM{}, nil, &kindError{ErrInvalid, err.Error()}
+		return store.VM{}, nil, failure.Wrap(failure.Invalid, err)
 	}
 	if _, err := s.store.GetVM(ctx, name); err == nil {
 		return store.VM{}, nil, conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", name, name)
@@ -108,7 +109,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	spec, err := config.ResolveVMSpec(config.Overrides{VCPU: req.VCPU, MemoryBytes: req.MemoryBytes, DiskBytes: req.DiskBytes}, cfg,
 		config.HostFacts{CPUs: facts.CPUs, MemoryBytes: facts.MemoryBytes})
 	if err != nil {
-		return store.VM{}, nil, &kindError{ErrInvalid, err.Error()}
+		return store.VM{}, nil, failure.Wrap(failure.Invalid, err)
 	}
 	if obs.Spec != nil {
 		obs.Spec(spec)
@@ -278,8 +279,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	if err != nil {
 		var se *steps.Error
 		if errors.As(err, &se) {
-			var ke *kindError
-			if errors.As(se.Err, &ke) {
+			if failure.Classified(se.Err) {
 				return store.VM{}, timings, err
 			}
 			if errors.Is(err, context.Canceled) {

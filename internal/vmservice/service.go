@@ -6,14 +6,13 @@ package vmservice
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
@@ -125,30 +124,10 @@ func (s *Service) setInstance(id string, in *instance) {
 	}
 }
 
-// Error kinds the API maps to status codes; test with errors.Is.
-var (
-	ErrInvalid  = errors.New("invalid request")
-	ErrNotFound = errors.New("not found")
-	ErrConflict = errors.New("conflict")
-)
-
-// kindError carries a kind for errors.Is and a message that stands on its own.
-type kindError struct {
-	kind error
-	msg  string
-}
-
-func (e *kindError) Error() string        { return e.msg }
-func (e *kindError) Is(target error) bool { return target == e.kind }
-
-func invalidf(format string, args ...any) error {
-	return &kindError{ErrInvalid, fmt.Sprintf(format, args...)}
-}
-
+func invalidf(format string, args ...any) error { return failure.New(failure.Invalid, format, args...) }
 func notFoundf(format string, args ...any) error {
-	return &kindError{ErrNotFound, fmt.Sprintf(format, args...)}
+	return failure.New(failure.NotFound, format, args...)
 }
-
 func conflictf(format string, args ...any) error {
-	return &kindError{ErrConflict, fmt.Sprintf(format, args...)}
+	return failure.New(failure.Conflict, format, args...)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
@@ -217,19 +218,19 @@ func TestCancelDuringBootIsUndone(t *testing.T) {
 
 func TestCreateRejectsBadRequests(t *testing.T) {
 	e := newEnv(t)
-	if _, err := e.create(CreateRequest{Name: "Bad_Name"}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("bad name: err = %v, want ErrInvalid", err)
+	if _, err := e.create(CreateRequest{Name: "Bad_Name"}); !errors.Is(err, failure.Invalid) {
+		t.Errorf("bad name: err = %v, want failure.Invalid", err)
 	}
 	zero := 0
-	if _, err := e.create(CreateRequest{Name: "dev", VCPU: &zero}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--vcpu") {
-		t.Errorf("vcpu 0: err = %v, want ErrInvalid naming --vcpu", err)
+	if _, err := e.create(CreateRequest{Name: "dev", VCPU: &zero}); !errors.Is(err, failure.Invalid) || !strings.Contains(err.Error(), "--vcpu") {
+		t.Errorf("vcpu 0: err = %v, want failure.Invalid naming --vcpu", err)
 	}
 	e.assertNothingLeft()
 	if _, err := e.create(CreateRequest{Name: "dev"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.create(CreateRequest{Name: "dev"}); !errors.Is(err, ErrConflict) {
-		t.Errorf("duplicate name: err = %v, want ErrConflict", err)
+	if _, err := e.create(CreateRequest{Name: "dev"}); !errors.Is(err, failure.Conflict) {
+		t.Errorf("duplicate name: err = %v, want failure.Conflict", err)
 	}
 }
 
@@ -252,11 +253,11 @@ func TestGeneratedNameAndResolve(t *testing.T) {
 	if vm, err := e.svc.Resolve(ctx, a.ID); err != nil || vm.Name != a.Name {
 		t.Errorf("Resolve(id) = %v, %v", vm.Name, err)
 	}
-	if _, err := e.svc.Resolve(ctx, "dev"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "dev-1, dev-2") {
-		t.Errorf("ambiguous prefix: err = %v, want ErrInvalid listing both", err)
+	if _, err := e.svc.Resolve(ctx, "dev"); !errors.Is(err, failure.Invalid) || !strings.Contains(err.Error(), "dev-1, dev-2") {
+		t.Errorf("ambiguous prefix: err = %v, want failure.Invalid listing both", err)
 	}
-	if _, err := e.svc.Resolve(ctx, "nope"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("missing: err = %v, want ErrNotFound", err)
+	if _, err := e.svc.Resolve(ctx, "nope"); !errors.Is(err, failure.NotFound) {
+		t.Errorf("missing: err = %v, want failure.NotFound", err)
 	}
 }
 
