@@ -19,6 +19,7 @@ const (
 	PathVMs       = "/v1/vms"  // GET list, POST create
 	PathVM        = "/v1/vms/" // + {ref}: GET show, DELETE delete; + {ref}/exec: POST exec
 	PathImages    = "/v1/images"
+	PathImage     = "/v1/images/" // + {name}/build: POST build
 	PathKernels   = "/v1/kernels"
 	PathKernel    = "/v1/kernels/" // + {name}/pull: POST pull
 	ExecUpgrade   = "banger-exec"

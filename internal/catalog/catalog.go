@@ -209,20 +209,48 @@ func (s *Service) Image(ctx context.Context, name string, p progress.Func) (Imag
 	if img, err := s.installedImage(ctx, name); err == nil {
 		return img, nil
 	}
-	recipe, err := image.BuiltinRecipe(name)
-	if err != nil {
-		return Image{}, failure.New(failure.NotFound, "image %q is not installed and there is no recipe for it (buildable: %s)", name, strings.Join(image.BuiltinRecipes(), ", "))
-	}
-	_, _, err = s.images.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
-		if _, err := s.installedImage(ctx, name); err == nil {
-			return image.Manifest{}, nil
-		}
-		return s.buildImage(ctx, recipe, name, p)
-	})
-	if err != nil {
+	if err := s.build(ctx, name, p, false); err != nil {
 		return Image{}, err
 	}
 	return s.installedImage(ctx, name)
+}
+
+// BuildImage builds the named image from its recipe, replacing an installed one. VMs that run
+// on the old image keep it: the new one is built aside and swapped in.
+func (s *Service) BuildImage(ctx context.Context, name string, p progress.Func) (ImageInfo, error) {
+	if err := s.build(ctx, name, p, true); err != nil {
+		return ImageInfo{}, err
+	}
+	rec, err := s.o.Store.GetImage(ctx, name)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	return ImageInfo{Name: rec.Name, Dir: rec.Dir, SizeBytes: rec.SizeBytes, CreatedAt: rec.CreatedAt}, nil
+}
+
+// ImageInfo describes an installed image for listings.
+type ImageInfo struct {
+	Name      string
+	Dir       string
+	SizeBytes int64
+	CreatedAt time.Time
+}
+
+func (s *Service) build(ctx context.Context, name string, p progress.Func, replace bool) error {
+	recipe, err := image.BuiltinRecipe(name)
+	if err != nil {
+		return failure.New(failure.NotFound, "image %q is not installed and there is no recipe for it (buildable: %s)", name, strings.Join(image.BuiltinRecipes(), ", "))
+	}
+	_, _, err = s.images.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
+		if !replace {
+			// Another caller may have finished the build while this one waited to start.
+			if _, err := s.installedImage(ctx, name); err == nil {
+				return image.Manifest{}, nil
+			}
+		}
+		return s.buildImage(ctx, recipe, name, p)
+	})
+	return err
 }
 
 func (s *Service) installedImage(ctx context.Context, name string) (Image, error) {
@@ -238,29 +266,56 @@ func (s *Service) installedImage(ctx context.Context, name string) (Image, error
 }
 
 func (s *Service) buildImage(ctx context.Context, recipe image.Recipe, name string, p progress.Func) (image.Manifest, error) {
-	for _, d := range []string{s.o.Layout.ImagesDir(), s.o.Layout.TmpDir()} {
+	dir := s.o.Layout.ImagesDir()
+	for _, d := range []string{dir, s.o.Layout.TmpDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return image.Manifest{}, err
 		}
 	}
-	dest := filepath.Join(s.o.Layout.ImagesDir(), name)
-	if _, err := os.Lstat(dest); err == nil {
-		// Files without a record: an earlier build's leftovers. The store is the truth.
-		if err := os.RemoveAll(dest); err != nil {
-			return image.Manifest{}, fmt.Errorf("remove stale image files %s: %w", dest, err)
-		}
-	}
 	mirror := s.mirror()
 	p.Stage(image.StageBootstrap, fmt.Sprintf("building image %s from Debian packages (%s)", name, mirror))
-	m, err := image.Build(ctx, image.BuildOptions{Recipe: recipe, Name: name, Mirror: mirror, Dest: dest, WorkDir: s.o.Layout.TmpDir(), Progress: p})
+	fresh := filepath.Join(dir, "."+name+".build-"+randomSuffix())
+	m, err := image.Build(ctx, image.BuildOptions{Recipe: recipe, Name: name, Mirror: mirror, Dest: fresh, WorkDir: s.o.Layout.TmpDir(), Progress: p})
 	if err != nil {
 		return image.Manifest{}, fmt.Errorf("build image %s: %w", name, err)
 	}
+	// Swap it into place. A running VM keeps the old file open (its inode lives on until the
+	// VM stops), so replacing an image never disturbs running VMs.
+	final := filepath.Join(dir, name)
+	old := filepath.Join(dir, "."+name+".old-"+randomSuffix())
+	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		os.RemoveAll(fresh)
+		return image.Manifest{}, fmt.Errorf("replace image %s: %w", name, err)
+	}
+	if err := os.Rename(fresh, final); err != nil {
+		os.RemoveAll(fresh)
+		return image.Manifest{}, fmt.Errorf("install image %s: %w", name, err)
+	}
+	os.RemoveAll(old)
 	manifest, _ := json.Marshal(m)
-	if err := s.o.Store.PutImage(ctx, &store.Image{Name: name, Dir: dest, Manifest: manifest, SizeBytes: m.RootfsSize}); err != nil {
-		os.RemoveAll(dest)
+	if err := s.o.Store.PutImage(ctx, &store.Image{Name: name, Dir: final, Manifest: manifest, SizeBytes: m.RootfsSize}); err != nil {
 		return image.Manifest{}, fmt.Errorf("record image %s: %w", name, err)
 	}
 	s.o.Log.Info("built image", "name", name, "size", m.RootfsSize, "seconds", m.BuildSeconds)
 	return m, nil
+}
+
+// Cleanup removes what interrupted pulls and builds left behind: staging directories next to
+// kernels and images, image build trees (with any mounts inside them detached first), and
+// build logs older than a day. The daemon calls it at
+// start, before any pull or build can run.
+func (s *Service) Cleanup() {
+	for _, dir := range []string{s.o.Layout.KernelsDir(), s.o.Layout.ImagesDir()} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			n := e.Name()
+			if strings.HasPrefix(n, ".") && (strings.Contains(n, ".pull-") || strings.Contains(n, ".build-") || strings.Contains(n, ".old-") || strings.Contains(n, ".staging-")) {
+				s.o.Log.Info("removing leftover of an interrupted pull or build", "path", filepath.Join(dir, n))
+				_ = os.RemoveAll(filepath.Join(dir, n))
+			}
+		}
+	}
+	if err := image.RemoveLeftovers(s.o.Layout.TmpDir(), 24*time.Hour); err != nil {
+		s.o.Log.Warn("remove image build leftovers", "err", err)
+	}
 }

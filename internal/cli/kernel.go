@@ -83,9 +83,9 @@ func (a *app) kernelCmd() *cobra.Command {
 func (a *app) imageCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:     "image",
-		Short:   "List images",
+		Short:   "Build and list images",
 		Long:    "Root filesystem images VMs boot from. The default image, debian-bookworm, is built from Debian packages on first use.",
-		Example: "  banger image list",
+		Example: "  banger image list\n  banger image build debian-bookworm",
 	}
 	var asJSON bool
 	list := &cobra.Command{
@@ -116,6 +116,29 @@ func (a *app) imageCmd() *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	c.AddCommand(list)
+	build := &cobra.Command{
+		Use:   "build NAME",
+		Short: "Build an image from its recipe",
+		Long: `Build the named image from its recipe (Debian packages via mmdebstrap, verified by apt) and
+install it, replacing an older build. VMs running on the old image are not disturbed; new VMs use
+the new one. vm run builds the default image on first use, so this is for refreshing it.`,
+		Example: "  banger image build debian-bookworm",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := a.connect(c.Context())
+			if err != nil {
+				return err
+			}
+			r := newRenderer(a.stderr)
+			img, err := cl.BuildImage(c.Context(), args[0], r.Event)
+			r.Finish("")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s: %s (%s)\n", img.Name, bytesize.Format(img.SizeBytes), img.Dir)
+			return nil
+		},
+	}
+	c.AddCommand(list, build)
 	return c
 }

@@ -182,6 +182,18 @@ func (c *Client) PullKernel(ctx context.Context, name string, onEvent func(api.E
 	return *res.Kernel, nil
 }
 
+// BuildImage builds an image from its recipe, replacing an installed one.
+func (c *Client) BuildImage(ctx context.Context, name string, onEvent func(api.Event)) (api.Image, error) {
+	res, err := c.stream(ctx, http.MethodPost, api.PathImage+url.PathEscape(name)+"/build", nil, onEvent)
+	if err != nil {
+		return api.Image{}, err
+	}
+	if res.Image == nil {
+		return api.Image{}, fmt.Errorf("daemon finished building the image but sent no image")
+	}
+	return *res.Image, nil
+}
+
 // stream runs an operation and decodes its event stream up to the final event.
 func (c *Client) stream(ctx context.Context, method, path string, body any, onEvent func(api.Event)) (api.Event, error) {
 	req, err := c.newRequest(ctx, method, path, body)

@@ -110,6 +110,7 @@ func Run(ctx context.Context, o Options) error {
 		catalog:  cat,
 		shutdown: make(chan struct{}),
 	}
+	cat.Cleanup()
 	if err := d.vms.Reconcile(ctx); err != nil {
 		lg.Error("reconcile", "err", err)
 	}

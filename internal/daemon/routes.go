@@ -32,6 +32,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("DELETE "+api.PathVM+"{ref}", d.handleDeleteVM)
 	mux.HandleFunc("POST "+api.PathVM+"{ref}/exec", d.handleExec)
 	mux.HandleFunc("GET "+api.PathImages, d.handleListImages)
+	mux.HandleFunc("POST "+api.PathImage+"{name}/build", d.handleBuildImage)
 	mux.HandleFunc("GET "+api.PathKernels, d.handleListKernels)
 	mux.HandleFunc("POST "+api.PathKernel+"{name}/pull", d.handlePullKernel)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -257,6 +258,16 @@ func (d *Daemon) handleListImages(w http.ResponseWriter, r *http.Request) {
 		out = append(out, api.Image{Name: img.Name, Dir: img.Dir, SizeBytes: img.SizeBytes, CreatedAt: img.CreatedAt})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
+	es := newEventStream(w)
+	img, err := d.catalog.BuildImage(r.Context(), r.PathValue("name"), es.progress())
+	if err != nil {
+		es.fail(err)
+		return
+	}
+	es.send(api.Event{Type: api.EventResult, Image: &api.Image{Name: img.Name, Dir: img.Dir, SizeBytes: img.SizeBytes, CreatedAt: img.CreatedAt}})
 }
 
 func (d *Daemon) handleListKernels(w http.ResponseWriter, r *http.Request) {

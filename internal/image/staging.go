@@ -2,6 +2,7 @@ package image
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // removeTree removes a staging tree. A bootstrap tool that was killed may have left /proc,
@@ -78,4 +80,31 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// RemoveLeftovers removes what an interrupted build left in dir (a build's WorkDir): bootstrap
+// trees, detaching any mounts inside them first, and logs older than maxAge. Trees are always
+// removed: the caller makes sure no build runs.
+func RemoveLeftovers(dir string, maxAge time.Duration) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() && strings.Contains(e.Name(), "-tree-") {
+			if err := removeTree(p); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > maxAge {
+			_ = os.Remove(p)
+		}
+	}
+	return errors.Join(errs...)
 }
