@@ -160,14 +160,24 @@ func (c *Client) ListKernels(ctx context.Context) ([]api.Kernel, error) {
 
 // CreateVM creates and starts a VM, passing every event to onEvent, and returns the ready VM.
 func (c *Client) CreateVM(ctx context.Context, req api.CreateVMRequest, onEvent func(api.Event)) (api.VM, error) {
-	res, err := c.stream(ctx, http.MethodPost, api.PathVMs, req, onEvent)
+	res, err := c.CreateVMResult(ctx, req, onEvent)
 	if err != nil {
 		return api.VM{}, err
 	}
-	if res.VM == nil {
-		return api.VM{}, fmt.Errorf("daemon finished creating the VM but sent no VM")
-	}
 	return *res.VM, nil
+}
+
+// CreateVMResult is CreateVM returning the whole final event: the VM and the daemon's timing
+// of each start step.
+func (c *Client) CreateVMResult(ctx context.Context, req api.CreateVMRequest, onEvent func(api.Event)) (api.Event, error) {
+	res, err := c.stream(ctx, http.MethodPost, api.PathVMs, req, onEvent)
+	if err != nil {
+		return api.Event{}, err
+	}
+	if res.VM == nil {
+		return api.Event{}, fmt.Errorf("daemon finished creating the VM but sent no VM")
+	}
+	return res, nil
 }
 
 // PullKernel pulls a kernel by catalog name.

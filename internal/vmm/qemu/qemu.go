@@ -7,6 +7,7 @@ package qemu
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -190,7 +192,20 @@ func (m *machine) waitReady(ctx context.Context) error {
 	}
 	qctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	err := qmpExecute(qctx, m.rec.Sockets["qmp"], "query-status")
+	var err error
+	for {
+		err = qmpExecute(qctx, m.rec.Sockets["qmp"], "query-status")
+		// QEMU binds its socket before it listens on it: a refused connection right after the
+		// file appears means "not yet", not "gone".
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || qctx.Err() != nil {
+			break
+		}
+		select {
+		case <-m.proc.Done():
+			return m.exitedDuringStart()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 	if err == nil {
 		return nil
 	}
