@@ -14,16 +14,18 @@ import (
 
 // Routes.
 const (
-	PathVersion   = "/v1/version"
-	PathShutdown  = "/v1/shutdown"
-	PathVMs       = "/v1/vms"  // GET list, POST create
-	PathVM        = "/v1/vms/" // + {ref}: GET show, DELETE delete; + {ref}/exec: POST exec
-	PathImages    = "/v1/images"
-	PathImage     = "/v1/images/" // + {name}/build: POST build
-	PathKernels   = "/v1/kernels"
-	PathKernel    = "/v1/kernels/" // + {name}/pull: POST pull
-	ExecUpgrade   = "banger-exec"
-	ContentNDJSON = "application/x-ndjson"
+	PathVersion    = "/v1/version"
+	PathShutdown   = "/v1/shutdown"
+	PathVMs        = "/v1/vms"  // GET list, POST create
+	PathVM         = "/v1/vms/" // + {ref}: GET show, DELETE delete; + {ref}/exec: POST exec
+	PathImages     = "/v1/images"
+	PathImage      = "/v1/images/" // + {name}/build: POST build
+	PathKernels    = "/v1/kernels"
+	PathKernel     = "/v1/kernels/"    // + {name}/pull: POST pull
+	PathOperations = "/v1/operations"  // GET list
+	PathOperation  = "/v1/operations/" // + {id}/events: GET watch (replay + follow)
+	ExecUpgrade    = "banger-exec"
+	ContentNDJSON  = "application/x-ndjson"
 
 	// HeaderInjectFault names a start step to fail on purpose; honoured only by a daemon
 	// started with BANGER_TEST_HOOKS=1 (end-to-end tests of failure cleanup).
@@ -149,12 +151,15 @@ const (
 
 // Event is one line of an operation's stream.
 type Event struct {
-	Type    string    `json:"type"`
-	Time    time.Time `json:"time"`
-	Stage   string    `json:"stage,omitempty"`
-	Message string    `json:"message,omitempty"`
-	Done    int64     `json:"done,omitempty"`
-	Total   int64     `json:"total,omitempty"`
+	Type string `json:"type"`
+	// Operation is the id of the operation the event belongs to; GET
+	// /v1/operations/{id}/events replays and follows it from another client.
+	Operation string    `json:"operation,omitempty"`
+	Time      time.Time `json:"time"`
+	Stage     string    `json:"stage,omitempty"`
+	Message   string    `json:"message,omitempty"`
+	Done      int64     `json:"done,omitempty"`
+	Total     int64     `json:"total,omitempty"`
 
 	Spec    *Spec        `json:"spec,omitempty"`
 	VM      *VM          `json:"vm,omitempty"`
@@ -168,4 +173,16 @@ type Event struct {
 type StepTiming struct {
 	Name     string        `json:"name"`
 	Duration time.Duration `json:"duration"`
+}
+
+// Operation is a long piece of work the daemon runs (create, start, stop, pull, build). Its
+// events can be watched by any client while it runs and for a few minutes after.
+type Operation struct {
+	ID       string    `json:"id"`
+	Kind     string    `json:"kind"`   // "vm.create", "vm.start", "kernel.pull", …
+	Target   string    `json:"target"` // the VM, kernel or image it works on
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitempty"`
+	Done     bool      `json:"done"`
+	Error    string    `json:"error,omitempty"`
 }

@@ -204,6 +204,19 @@ func (c *Client) BuildImage(ctx context.Context, name string, onEvent func(api.E
 	return *res.Image, nil
 }
 
+// ListOperations lists the daemon's running and recently finished operations.
+func (c *Client) ListOperations(ctx context.Context) ([]api.Operation, error) {
+	var out []api.Operation
+	err := c.do(ctx, http.MethodGet, api.PathOperations, nil, &out)
+	return out, err
+}
+
+// WatchOperation follows an operation from its first event (whoever started it) and returns
+// its final event.
+func (c *Client) WatchOperation(ctx context.Context, id string, onEvent func(api.Event)) (api.Event, error) {
+	return c.stream(ctx, http.MethodGet, api.PathOperation+url.PathEscape(id)+"/events", nil, onEvent)
+}
+
 // stream runs an operation and decodes its event stream up to the final event.
 func (c *Client) stream(ctx context.Context, method, path string, body any, onEvent func(api.Event)) (api.Event, error) {
 	req, err := c.newRequest(ctx, method, path, body)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/banger-dev/banger/internal/api"
@@ -23,13 +24,16 @@ func (d *Daemon) handleListImages(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
-	es := newEventStream(w)
-	img, err := d.catalog.BuildImage(r.Context(), r.PathValue("name"), es.progress())
-	if err != nil {
-		es.fail(err)
-		return
-	}
-	es.send(api.Event{Type: api.EventResult, Image: &api.Image{Name: img.Name, Dir: img.Dir, SizeBytes: img.SizeBytes, CreatedAt: img.CreatedAt}})
+	name := r.PathValue("name")
+	// A build goes on when its client leaves (coalesced builds may have other waiters).
+	d.runOp(w, r, "image.build", name, false, func(ctx context.Context, op *operation) {
+		img, err := d.catalog.BuildImage(ctx, name, op.progress())
+		if err != nil {
+			op.fail(err)
+			return
+		}
+		op.publish(api.Event{Type: api.EventResult, Image: &api.Image{Name: img.Name, Dir: img.Dir, SizeBytes: img.SizeBytes, CreatedAt: img.CreatedAt}})
+	})
 }
 
 func (d *Daemon) handleListKernels(w http.ResponseWriter, r *http.Request) {
@@ -50,12 +54,14 @@ func toAPIKernel(k catalog.KernelInfo) api.Kernel {
 }
 
 func (d *Daemon) handlePullKernel(w http.ResponseWriter, r *http.Request) {
-	es := newEventStream(w)
-	k, err := d.catalog.PullKernel(r.Context(), r.PathValue("name"), es.progress())
-	if err != nil {
-		es.fail(err)
-		return
-	}
-	out := toAPIKernel(k)
-	es.send(api.Event{Type: api.EventResult, Kernel: &out})
+	name := r.PathValue("name")
+	d.runOp(w, r, "kernel.pull", name, false, func(ctx context.Context, op *operation) {
+		k, err := d.catalog.PullKernel(ctx, name, op.progress())
+		if err != nil {
+			op.fail(err)
+			return
+		}
+		out := toAPIKernel(k)
+		op.publish(api.Event{Type: api.EventResult, Kernel: &out})
+	})
 }

@@ -47,6 +47,7 @@ type Daemon struct {
 	store    *store.Store
 	vms      *vmservice.Service
 	catalog  *catalog.Service
+	ops      *operations
 	shutdown chan struct{}
 }
 
@@ -108,6 +109,7 @@ func Run(ctx context.Context, o Options) error {
 			Artifacts: cat, Drivers: []vmm.Driver{qd}, Log: lg,
 		}),
 		catalog:  cat,
+		ops:      newOperations(),
 		shutdown: make(chan struct{}),
 	}
 	cat.Cleanup()

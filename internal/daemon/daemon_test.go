@@ -84,6 +84,7 @@ func newHarness(t *testing.T, testHooks bool) *harness {
 		vms: vmservice.New(vmservice.Options{Store: st, Layout: l, Config: loadConfig, Host: host.Root("/"),
 			Artifacts: artifacts{}, Drivers: []vmm.Driver{drv}, Log: lg}),
 		catalog:  catalog.New(catalog.Options{Store: st, Layout: l, Config: loadConfig, Log: lg}),
+		ops:      newOperations(),
 		shutdown: make(chan struct{}),
 	}
 	ln, err := net.Listen("unix", l.Socket)
@@ -339,5 +340,52 @@ func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
 	}
 	if _, err := os.Stat(l.Socket); !os.IsNotExist(err) {
 		t.Errorf("socket still there after exit: %v", err)
+	}
+}
+
+func TestASecondClientCanWatchACreateInFlight(t *testing.T) {
+	h := newHarness(t, false)
+	h.driver.BootDelay = 500 * time.Millisecond
+	created := make(chan error, 1)
+	go func() {
+		_, _, err := h.create(t, api.CreateVMRequest{Name: "dev"})
+		created <- err
+	}()
+	// Find the operation by the VM's name, as `banger vm watch dev` would.
+	var op api.Operation
+	deadline := time.Now().Add(5 * time.Second)
+	for op.ID == "" && time.Now().Before(deadline) {
+		ops, err := h.c.ListOperations(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range ops {
+			if o.Target == "dev" && o.Kind == "vm.create" && !o.Done {
+				op = o
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if op.ID == "" {
+		t.Fatal("no running vm.create operation for dev")
+	}
+	var seen []string
+	res, err := client.New(h.layout.Socket).WatchOperation(context.Background(), op.ID, func(ev api.Event) { seen = append(seen, ev.Type+":"+ev.Stage) })
+	if err != nil || res.VM == nil || res.VM.Name != "dev" {
+		t.Fatalf("watch = %+v, %v; want the create's result", res, err)
+	}
+	if len(seen) == 0 || seen[0] != "spec:" {
+		t.Errorf("watcher saw %v; want every event from the start (the spec first)", seen)
+	}
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	// A finished operation can still be replayed for a while.
+	res, err = h.c.WatchOperation(context.Background(), op.ID, nil)
+	if err != nil || res.VM == nil {
+		t.Errorf("replay after the end = %+v, %v", res, err)
+	}
+	if _, err := h.c.WatchOperation(context.Background(), "nope", nil); apiErr(t, err).Code != "not_found" {
+		t.Errorf("unknown operation: %v", err)
 	}
 }

@@ -30,6 +30,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET "+api.PathVM+"{ref}", d.handleGetVM)
 	mux.HandleFunc("DELETE "+api.PathVM+"{ref}", d.handleDeleteVM)
 	mux.HandleFunc("POST "+api.PathVM+"{ref}/exec", d.handleExec)
+	mux.HandleFunc("GET "+api.PathOperations, d.handleListOperations)
+	mux.HandleFunc("GET "+api.PathOperation+"{id}/events", d.handleWatchOperation)
 	mux.HandleFunc("GET "+api.PathImages, d.handleListImages)
 	mux.HandleFunc("POST "+api.PathImage+"{name}/build", d.handleBuildImage)
 	mux.HandleFunc("GET "+api.PathKernels, d.handleListKernels)
@@ -184,23 +186,56 @@ func newEventStream(w http.ResponseWriter) *eventStream {
 func (s *eventStream) send(ev api.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
-	}
 	_ = s.enc.Encode(ev)
 	if f, ok := s.w.(http.Flusher); ok {
 		f.Flush()
 	}
 }
 
-func (s *eventStream) progress() progress.Func {
+// progress turns service progress into the operation's events.
+func (op *operation) progress() progress.Func {
 	return func(u progress.Update) {
-		s.send(api.Event{Type: api.EventProgress, Stage: u.Stage, Message: u.Message, Done: u.Done, Total: u.Total})
+		op.publish(api.Event{Type: api.EventProgress, Stage: u.Stage, Message: u.Message, Done: u.Done, Total: u.Total})
 	}
 }
 
-func (s *eventStream) fail(err error) {
-	s.send(api.Event{Type: api.EventError, Error: apiError(err)})
+func (op *operation) fail(err error) {
+	op.publish(api.Event{Type: api.EventError, Error: apiError(err)})
+}
+
+// runOp runs fn as an operation and streams its events to the client until it ends. fn must
+// end by publishing a result or an error event. With cancelOnDisconnect the work is cancelled
+// (and undoes itself) when the client goes away; otherwise it goes on, and any client can
+// still watch it through /v1/operations/{id}/events.
+func (d *Daemon) runOp(w http.ResponseWriter, r *http.Request, kind, target string, cancelOnDisconnect bool, fn func(ctx context.Context, op *operation)) {
+	op := d.ops.start(kind, target)
+	base := context.WithoutCancel(r.Context())
+	if cancelOnDisconnect {
+		base = r.Context()
+	}
+	ctx, cancel := context.WithCancel(base)
+	go func() {
+		defer cancel()
+		defer func() {
+			// A handler that forgot its final event must not leave watchers hanging.
+			op.publish(api.Event{Type: api.EventError, Error: &api.Error{Code: "internal", Message: kind + " ended without a result"}})
+		}()
+		fn(ctx, op)
+	}()
+	op.watch(r.Context(), newEventStream(w).send)
+}
+
+func (d *Daemon) handleListOperations(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, d.ops.list())
+}
+
+func (d *Daemon) handleWatchOperation(w http.ResponseWriter, r *http.Request) {
+	op := d.ops.get(r.PathValue("id"))
+	if op == nil {
+		writeError(w, &api.Error{Code: "not_found", Message: fmt.Sprintf("no operation %q (operations are kept %s after they end)", r.PathValue("id"), opKeep)})
+		return
+	}
+	op.watch(r.Context(), newEventStream(w).send)
 }
 
 func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
@@ -208,10 +243,6 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	if err := decodeBody(r, &req); err != nil {
 		writeError(w, err)
 		return
-	}
-	ctx := r.Context()
-	if !req.CancelOnDisconnect {
-		ctx = context.WithoutCancel(ctx)
 	}
 	creq := vmservice.CreateRequest{
 		Name: req.Name, Image: req.Image, Kernel: req.Kernel, VCPU: req.VCPU, DiskBytes: req.DiskBytes,
@@ -224,26 +255,31 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	if d.opts.TestHooks {
 		creq.FailStep = r.Header.Get(api.HeaderInjectFault)
 	}
-	es := newEventStream(w)
-	obs := vmservice.Observer{
-		Progress: es.progress(),
-		Spec:     func(s config.VMSpec) { es.send(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
-		Notice:   func(msg string) { es.send(api.Event{Type: api.EventNotice, Message: msg}) },
+	if creq.Name == "" {
+		// Named up front so that the operation can be found by the VM's name.
+		creq.Name = d.vms.NewName(r.Context())
 	}
-	start := time.Now()
-	vm, timings, err := d.vms.Create(ctx, creq, obs)
-	if err != nil {
-		d.log.Warn("create failed", "name", req.Name, "err", err)
-		es.fail(err)
-		return
-	}
-	d.log.Info("created VM", "vm", vm.Name, "id", vm.ID, "took", time.Since(start))
-	out := toAPIVM(vm)
-	ev := api.Event{Type: api.EventResult, VM: &out}
-	for _, t := range timings {
-		ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
-	}
-	es.send(ev)
+	d.runOp(w, r, "vm.create", creq.Name, req.CancelOnDisconnect, func(ctx context.Context, op *operation) {
+		obs := vmservice.Observer{
+			Progress: op.progress(),
+			Spec:     func(s config.VMSpec) { op.publish(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
+			Notice:   func(msg string) { op.publish(api.Event{Type: api.EventNotice, Message: msg}) },
+		}
+		start := time.Now()
+		vm, timings, err := d.vms.Create(ctx, creq, obs)
+		if err != nil {
+			d.log.Warn("create failed", "name", creq.Name, "err", err)
+			op.fail(err)
+			return
+		}
+		d.log.Info("created VM", "vm", vm.Name, "id", vm.ID, "took", time.Since(start))
+		out := toAPIVM(vm)
+		ev := api.Event{Type: api.EventResult, VM: &out}
+		for _, t := range timings {
+			ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
+		}
+		op.publish(ev)
+	})
 }
 
 func (d *Daemon) handleExec(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -26,6 +27,14 @@ func Record(vm store.VM) (vmm.Record, bool) {
 		return vmm.Record{}, false
 	}
 	return rec, true
+}
+
+// NewName returns a generated name no VM has yet.
+func (s *Service) NewName(ctx context.Context) string {
+	return names.Generate(func(n string) bool {
+		_, err := s.store.GetVM(ctx, n)
+		return err == nil
+	})
 }
 
 // List returns every VM, oldest first.

@@ -30,6 +30,8 @@ type Driver struct {
 	NoAgent bool
 	// ExitEarly makes the VMM process exit right after it starts (a crashing VMM).
 	ExitEarly bool
+	// BootDelay is how long the guest takes before its agent answers.
+	BootDelay time.Duration
 
 	machines []*Machine
 }
@@ -58,7 +60,12 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	m := &Machine{proc: proc, rec: vmm.Record{Driver: d.Name(), PID: proc.PID, StartTime: proc.StartTime,
 		Sockets: map[string]string{"agent": sock}, Console: console, Log: filepath.Join(cfg.Dir, "vmm.log")}}
 	if !d.NoAgent {
-		if err := m.listen(); err != nil {
+		if d.BootDelay > 0 {
+			go func() {
+				time.Sleep(d.BootDelay)
+				_ = m.listen()
+			}()
+		} else if err := m.listen(); err != nil {
 			_ = proc.Kill(time.Second)
 			return nil, err
 		}
