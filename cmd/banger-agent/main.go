@@ -34,9 +34,17 @@ func main() {
 	defer stop()
 	lg := log.New(os.Stderr, "", 0)
 	s := &guestagent.Server{Version: version.Get().Version, Log: lg, Poweroff: guestagent.PoweroffSystem}
-	lg.Printf("banger-agent %s serving on virtio-serial port %s", version.Get(), agent.PortName)
-	if err := s.ServeSerial(ctx, agent.PortName); err != nil && ctx.Err() == nil {
-		lg.Printf("serve: %v", err)
-		os.Exit(1)
+	lg.Printf("banger-agent %s serving on virtio-serial port %s and vsock port %d", version.Get(), agent.PortName, agent.VsockPort)
+	// QEMU guests have the virtio-serial port, Firecracker guests the vsock device; the agent
+	// does not know which it runs under, so it serves both. Each waits quietly (with back-off)
+	// for an endpoint that never appears.
+	errs := make(chan error, 2)
+	go func() { errs <- s.ServeSerial(ctx, agent.PortName) }()
+	go func() { errs <- s.ServeVsock(ctx, agent.VsockPort) }()
+	for range 2 {
+		if err := <-errs; err != nil && ctx.Err() == nil {
+			lg.Printf("serve: %v", err)
+			os.Exit(1)
+		}
 	}
 }

@@ -33,16 +33,23 @@ func FindPort(sysfs, name string) (string, error) {
 // of zero bytes on the port means the host side is not connected; the agent then waits and
 // tries again. After every session the port is closed and reopened, which also abandons
 // writes that were blocked on a host that went away.
+//
+// While the port does not exist the lookup backs off from 20 ms to portPollMax: under
+// Firecracker (vsock, no virtio-serial) the port never appears, and the agent must not spend
+// the guest's CPU looking for it.
 func (s *Server) ServeSerial(ctx context.Context, name string) error {
 	idle := 20 * time.Millisecond
+	poll := idle
 	for ctx.Err() == nil {
 		dev, err := FindPort("/sys", name)
 		if err != nil {
-			if sleep(ctx, idle) != nil {
+			if sleep(ctx, poll) != nil {
 				break
 			}
+			poll = min(poll*2, portPollMax)
 			continue
 		}
+		poll = idle
 		f, err := os.OpenFile(dev, os.O_RDWR, 0)
 		if err != nil {
 			s.Log.Printf("open %s: %v", dev, err)
@@ -64,6 +71,11 @@ func (s *Server) ServeSerial(ctx context.Context, name string) error {
 	}
 	return ctx.Err()
 }
+
+// portPollMax is the longest pause between two lookups of a missing virtio-serial port: a
+// port that appears late (it does not under QEMU, where it exists from boot) is found within
+// it.
+var portPollMax = 2 * time.Second
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
