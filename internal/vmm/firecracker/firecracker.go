@@ -1,0 +1,635 @@
+// Package firecracker is the Firecracker driver of package vmm: one `firecracker` process per
+// VM (through the jailer when one is available), configured over its HTTP API on a unix
+// socket, with the guest agent reached over vsock. Firecracker needs hardware KVM; the choice
+// between it and QEMU is made above this package (see Driver.Probe).
+package firecracker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// DefaultBinary is looked up in PATH when no binary is configured.
+const DefaultBinary = "firecracker"
+
+// Name is the driver's config and record name.
+const Name = "firecracker"
+
+// DefaultBootArgs are the kernel arguments every Firecracker guest gets before the caller's
+// own (so that the caller's win where both set one, e.g. panic=): the serial console, reboot
+// through the keyboard controller (Firecracker exits when the guest reboots or powers off),
+// no PCI probing (Firecracker's devices are virtio-mmio, described by ACPI, which stays on),
+// and no probing of i8042 features Firecracker does not emulate (the controller itself stays:
+// SendCtrlAltDel goes through it).
+const DefaultBootArgs = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+
+// GuestCID is the guest's vsock context id. Firecracker's vsock is a per-VM unix socket on
+// the host, so every VM can use the same one.
+const GuestCID = 3
+
+// Files in the VM directory and sockets in the runtime directory.
+const (
+	consoleFile = "console.log"
+	logFile     = "firecracker.log"
+	metricsFile = "firecracker.metrics"
+	apiSocket   = "api.sock"
+	vsockSocket = "vsock.sock"
+)
+
+// socketWait bounds how long Start waits for the API socket.
+const socketWait = 10 * time.Second
+
+// Driver starts Firecracker microVMs.
+type Driver struct {
+	// Binary is the firecracker to run (a path, or a name looked up in PATH); "" means
+	// "firecracker" in PATH.
+	Binary string
+	// Jailer configures the jailer.
+	Jailer JailerOptions
+
+	mu sync.Mutex // serializes jail id allocation
+}
+
+// Name implements vmm.Driver.
+func (d *Driver) Name() string { return Name }
+
+func (d *Driver) binary() string {
+	if d.Binary != "" {
+		return d.Binary
+	}
+	return DefaultBinary
+}
+
+// Info is what Probe found.
+type Info struct {
+	Binary  string  // resolved path
+	Version Version // from `firecracker --version`
+}
+
+// Probe finds the Firecracker binary and checks its version. It returns an error that says
+// what is wrong and what to do when this driver cannot run VMs here; it does not look at
+// KVM (see host.Root.DetectAccel for that).
+func (d *Driver) Probe(ctx context.Context) (Info, error) {
+	bin, err := exec.LookPath(d.binary())
+	if err != nil {
+		where := "in $PATH"
+		if strings.ContainsRune(d.binary(), '/') {
+			where = "at " + d.binary()
+		}
+		return Info{}, fmt.Errorf("no firecracker binary %s; get a release (%s) from %s and put it in $PATH or set firecracker_bin", where, SupportedRange, ReleasesURL)
+	}
+	v, err := BinaryVersion(ctx, bin)
+	if err != nil {
+		return Info{Binary: bin}, fmt.Errorf("firecracker at %s does not run: %w", bin, err)
+	}
+	info := Info{Binary: bin, Version: v}
+	if err := CheckSupported(v); err != nil {
+		return info, fmt.Errorf("%s: %w", bin, err)
+	}
+	return info, nil
+}
+
+// JailerStatus says whether VMs would run jailed, with which jailer, and why; an error means
+// the configuration requires a jailer that cannot be used. Running without a jailer is not an
+// error: `banger doctor` shows it as a warning.
+func (d *Driver) JailerStatus(ctx context.Context) (JailerStatus, error) {
+	info, _ := d.Probe(ctx)
+	return d.Jailer.status(ctx, info.Binary, info.Version)
+}
+
+// extra is the driver's part of vmm.Record.
+type extra struct {
+	Version string `json:"version"`
+	// Jail is the jail directory (<chroot base>/<exec name>/<id>), removed with the VM;
+	// empty when Firecracker runs unjailed.
+	Jail    string `json:"jail,omitempty"`
+	JailID  string `json:"jail_id,omitempty"`
+	UID     int    `json:"uid,omitempty"`
+	GID     int    `json:"gid,omitempty"`
+	Jailer  string `json:"jailer,omitempty"`
+	JailerV string `json:"jailer_version,omitempty"`
+}
+
+// StartTimings are the durations of Start's phases.
+type StartTimings struct {
+	Socket        time.Duration // process start until the API socket exists
+	Configure     time.Duration // every configuration call (logger … vsock)
+	InstanceStart time.Duration // the InstanceStart call
+	Calls         int           // API calls made, InstanceStart included
+}
+
+// Machine is a running Firecracker.
+type Machine struct {
+	proc    *vmm.Process
+	rec     vmm.Record
+	ex      extra
+	timings StartTimings
+
+	cleanOnce sync.Once
+	cleanErr  error
+}
+
+var (
+	_ vmm.Driver     = (*Driver)(nil)
+	_ vmm.Machine    = (*Machine)(nil)
+	_ vmm.Shutdowner = (*Machine)(nil)
+	_ vmm.Pauser     = (*Machine)(nil)
+)
+
+// BootArgs is the kernel command line a guest gets for the caller's cmdline.
+func BootArgs(cmdline string) string {
+	return strings.TrimSpace(DefaultBootArgs + " " + cmdline)
+}
+
+// plan is everything Start sends to Firecracker, in order.
+type plan struct {
+	Logger   Logger
+	Metrics  Metrics
+	Machine  MachineConfig
+	Boot     BootSource
+	Drives   []Drive
+	Networks []NetworkInterface
+	Vsock    Vsock
+}
+
+// paths maps host files to the paths Firecracker is given: the same ones unjailed, in-jail
+// ones when jailed.
+type paths struct {
+	kernel, initrd   string
+	disks            []string
+	log, metrics     string
+	vsock            string
+	networkIfaceTaps []string // host tap names (later: networking)
+}
+
+// buildPlan turns a VM config and the paths Firecracker sees into the API requests.
+func buildPlan(cfg vmm.Config, p paths) plan {
+	pl := plan{
+		Logger:  Logger{LogPath: p.log, Level: "Info", ShowLevel: true},
+		Metrics: Metrics{MetricsPath: p.metrics},
+		Machine: MachineConfig{VCPUCount: cfg.VCPU, MemSizeMiB: cfg.MemoryMiB},
+		Boot:    BootSource{KernelImagePath: p.kernel, InitrdPath: p.initrd, BootArgs: BootArgs(cfg.Cmdline)},
+		Vsock:   Vsock{GuestCID: GuestCID, UDSPath: p.vsock},
+	}
+	for i, d := range cfg.Disks {
+		pl.Drives = append(pl.Drives, Drive{
+			DriveID:      fmt.Sprintf("disk%d", i),
+			PathOnHost:   p.disks[i],
+			IsRootDevice: false, // the initramfs assembles the root; the guest sees vda, vdb, … in this order
+			IsReadOnly:   d.ReadOnly,
+		})
+	}
+	for i, tap := range p.networkIfaceTaps {
+		pl.Networks = append(pl.Networks, NetworkInterface{IfaceID: fmt.Sprintf("eth%d", i), HostDevName: tap})
+	}
+	return pl
+}
+
+// apply sends the plan; InstanceStart is separate.
+func (pl plan) apply(ctx context.Context, c *Client) (int, error) {
+	calls := 0
+	step := func(err error) error {
+		calls++
+		return err
+	}
+	if err := step(c.PutLogger(ctx, pl.Logger)); err != nil {
+		return calls, err
+	}
+	if err := step(c.PutMetrics(ctx, pl.Metrics)); err != nil {
+		return calls, err
+	}
+	if err := step(c.PutMachineConfig(ctx, pl.Machine)); err != nil {
+		return calls, err
+	}
+	if err := step(c.PutBootSource(ctx, pl.Boot)); err != nil {
+		return calls, err
+	}
+	for _, d := range pl.Drives {
+		if err := step(c.PutDrive(ctx, d)); err != nil {
+			return calls, err
+		}
+	}
+	for _, n := range pl.Networks {
+		if err := step(c.PutNetworkInterface(ctx, n)); err != nil {
+			return calls, err
+		}
+	}
+	return calls, step(c.PutVsock(ctx, pl.Vsock))
+}
+
+// prepareFile makes an empty log or metrics file for Firecracker to open (it does not create
+// them, and writes from offset 0 without truncating, so an old file is moved aside first).
+func prepareFile(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		if err := os.Rename(path, path+".old"); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Start implements vmm.Driver.
+func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
+	m, err := d.StartMachine(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// StartMachine is Start returning the concrete machine (its timings are for tests and
+// benchmarks).
+func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, error) {
+	info, err := d.Probe(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	js, err := d.Jailer.status(ctx, info.Binary, info.Version)
+	if err != nil {
+		return nil, err
+	}
+	for _, dir := range []string{cfg.Dir, cfg.RuntimeDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("firecracker: %w", err)
+		}
+	}
+	if len(cfg.Disks) == 0 {
+		return nil, errors.New("firecracker: no disks given")
+	}
+
+	sockets := map[string]string{
+		"api":   filepath.Join(cfg.RuntimeDir, apiSocket),
+		"vsock": filepath.Join(cfg.RuntimeDir, vsockSocket),
+	}
+	for _, s := range sockets {
+		if len(s) >= 108 {
+			return nil, fmt.Errorf("firecracker: socket path %s is %d bytes, over the 107-byte unix socket limit; use a shorter BANGER_SOCKET directory", s, len(s))
+		}
+		_ = os.Remove(s)
+	}
+	logPath := filepath.Join(cfg.Dir, logFile)
+	metricsPath := filepath.Join(cfg.Dir, metricsFile)
+	for _, f := range []string{logPath, metricsPath} {
+		if err := prepareFile(f); err != nil {
+			return nil, fmt.Errorf("firecracker: %w", err)
+		}
+	}
+	console, err := os.OpenFile(filepath.Join(cfg.Dir, consoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: open console log: %w", err)
+	}
+	defer console.Close()
+
+	ex := extra{Version: info.Version.String()}
+	// Until PUT /logger, Firecracker logs to stdout, which is the guest console: keep it to
+	// warnings so that the console holds the guest's output only.
+	levelArgs := []string{"--level", "Warning"}
+	var p paths
+	var cmd *exec.Cmd
+	var j jail
+	if js.Enabled {
+		if j, err = newJail(d.Jailer.ChrootBase, info.Binary, cfg.ID); err != nil {
+			return nil, err
+		}
+		d.mu.Lock()
+		j.UID, j.GID = d.Jailer.UID, d.Jailer.GID
+		if j.UID == 0 || j.GID == 0 {
+			id, err := pickJailID(d.Jailer.ChrootBase)
+			if err != nil {
+				d.mu.Unlock()
+				return nil, err
+			}
+			if j.UID == 0 {
+				j.UID = id
+			}
+			if j.GID == 0 {
+				j.GID = id
+			}
+		}
+		err = j.create()
+		d.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		ex.Jail, ex.JailID, ex.UID, ex.GID = j.Dir, cfg.ID, j.UID, j.GID
+		ex.Jailer, ex.JailerV = js.Binary, js.Version.String()
+		if p, err = placeInJail(&j, cfg, logPath, metricsPath); err != nil {
+			_ = removeJail(j.Dir, cfg.ID)
+			return nil, err
+		}
+		// The sockets live in the jail; short symlinks in the runtime directory keep the paths
+		// banger connects to under the unix socket limit (connecting through a symlink works).
+		for name, inJail := range map[string]string{"api": "/run/" + apiSocket, "vsock": "/run/" + vsockSocket} {
+			if err := os.Symlink(filepath.Join(j.Root, inJail), sockets[name]); err != nil {
+				_ = removeJail(j.Dir, cfg.ID)
+				return nil, fmt.Errorf("firecracker: %w", err)
+			}
+		}
+		p.vsock = "/run/" + vsockSocket
+		cmd = exec.Command(js.Binary, jailerArgs(j, cfg.ID, info.Binary, d.Jailer.ChrootBase,
+			append([]string{"--api-sock", "/run/" + apiSocket}, levelArgs...))...)
+	} else {
+		p = paths{kernel: cfg.Kernel, initrd: cfg.Initrd, log: logPath, metrics: metricsPath, vsock: sockets["vsock"]}
+		for _, disk := range cfg.Disks {
+			p.disks = append(p.disks, disk.Path)
+		}
+		cmd = exec.Command(info.Binary, append([]string{"--api-sock", sockets["api"], "--id", cfg.ID}, levelArgs...)...)
+	}
+	// The jailer and Firecracker write their errors to stderr: next to the guest console,
+	// where a failed start is reported from.
+	cmd.Stdout = console
+	cmd.Stderr = console
+	cmd.Dir = cfg.Dir
+	began := time.Now()
+	proc, err := vmm.Spawn(cmd)
+	if err != nil {
+		if ex.Jail != "" {
+			_ = removeJail(ex.Jail, cfg.ID)
+		}
+		for _, s := range sockets {
+			_ = os.Remove(s)
+		}
+		return nil, fmt.Errorf("firecracker: start %s: %w", cmd.Path, err)
+	}
+	m := newMachine(proc, vmm.Record{
+		Driver:    Name,
+		PID:       proc.PID,
+		StartTime: proc.StartTime,
+		Sockets:   sockets,
+		Console:   filepath.Join(cfg.Dir, consoleFile),
+		Log:       logPath,
+	}, ex)
+	if err := m.configure(ctx, began, buildPlan(cfg, p)); err != nil {
+		_ = m.Kill()
+		return nil, err
+	}
+	return m, nil
+}
+
+// placeInJail links (or copies) the VM's files into the jail and returns the in-jail paths.
+func placeInJail(j *jail, cfg vmm.Config, logPath, metricsPath string) (paths, error) {
+	var p paths
+	var err error
+	if p.kernel, err = j.place(cfg.Kernel, "kernel", false); err != nil {
+		return p, err
+	}
+	if cfg.Initrd != "" {
+		if p.initrd, err = j.place(cfg.Initrd, "initrd", false); err != nil {
+			return p, err
+		}
+	}
+	for i, disk := range cfg.Disks {
+		jp, err := j.place(disk.Path, fmt.Sprintf("disk%d", i), !disk.ReadOnly)
+		if err != nil {
+			return p, err
+		}
+		p.disks = append(p.disks, jp)
+	}
+	if p.log, err = j.place(logPath, logFile, true); err != nil {
+		return p, err
+	}
+	if p.metrics, err = j.place(metricsPath, metricsFile, true); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+func newMachine(proc *vmm.Process, rec vmm.Record, ex extra) *Machine {
+	if b, err := json.Marshal(ex); err == nil {
+		rec.Extra = b
+	}
+	m := &Machine{proc: proc, rec: rec, ex: ex}
+	// Whoever ends the process (Kill, the guest powering off, a crash), its jail and sockets
+	// go with it: nothing in them outlives the process.
+	go func() {
+		<-proc.Done()
+		_ = m.cleanup()
+	}()
+	return m
+}
+
+// configure waits for the API socket and sends the plan, then InstanceStart.
+func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error {
+	deadline := began.Add(socketWait)
+	api := m.rec.Sockets["api"]
+	for {
+		if _, err := os.Stat(api); err == nil {
+			break
+		}
+		select {
+		case <-m.proc.Done():
+			return m.exitedDuringStart()
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("firecracker did not create its API socket within %s; see %s", socketWait, m.rec.Console)
+		}
+	}
+	m.timings.Socket = time.Since(began)
+
+	c := NewClient(api)
+	defer c.Close()
+	wrap := func(err error) error {
+		// A request failing because Firecracker exited says less than its exit does.
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) {
+			select {
+			case <-m.proc.Done():
+				return m.exitedDuringStart()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		return err
+	}
+
+	t := time.Now()
+	// The logger first, so that everything after it is in the log file.
+	n, err := pl.apply(ctx, c)
+	m.timings.Calls = n
+	if err != nil {
+		return wrap(err)
+	}
+	// The API's own version is authoritative (the binary may have been replaced since
+	// Probe ran).
+	vs, err := c.Version(ctx)
+	m.timings.Calls++
+	if err != nil {
+		return wrap(err)
+	}
+	v, err := ParseVersion(vs)
+	if err == nil {
+		err = CheckSupported(v)
+	}
+	if err != nil {
+		return fmt.Errorf("firecracker: %w", err)
+	}
+	m.ex.Version = v.String()
+	m.timings.Configure = time.Since(t)
+
+	t = time.Now()
+	err = c.Action(ctx, ActionInstanceStart)
+	m.timings.Calls++
+	m.timings.InstanceStart = time.Since(t)
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+func (m *Machine) exitedDuringStart() error {
+	return fmt.Errorf("firecracker exited during start: %s", vmm.LogTail(m.rec.Console, 5))
+}
+
+// Attach implements vmm.Driver. When the recorded process is gone, the jail and sockets it
+// left (a crash while the daemon was down) are removed before ErrGone is returned.
+func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
+	if rec.Driver != Name {
+		return nil, fmt.Errorf("firecracker: cannot attach a %q machine", rec.Driver)
+	}
+	var ex extra
+	if len(rec.Extra) > 0 {
+		if err := json.Unmarshal(rec.Extra, &ex); err != nil {
+			return nil, fmt.Errorf("firecracker: bad record: %w", err)
+		}
+	}
+	proc, err := vmm.Watch(rec.PID, rec.StartTime)
+	if err != nil {
+		stale := &Machine{rec: rec, ex: ex}
+		_ = stale.cleanup()
+		return nil, err
+	}
+	return newMachine(proc, rec, ex), nil
+}
+
+// Record implements vmm.Machine.
+func (m *Machine) Record() vmm.Record { return m.rec }
+
+// Done implements vmm.Machine.
+func (m *Machine) Done() <-chan struct{} { return m.proc.Done() }
+
+// Timings returns how long Start's phases took.
+func (m *Machine) Timings() StartTimings { return m.timings }
+
+// Version is the Firecracker version the machine runs.
+func (m *Machine) Version() string { return m.ex.Version }
+
+// Jail returns the jail directory and the uid and gid Firecracker runs as; dir is "" when it
+// runs unjailed.
+func (m *Machine) Jail() (dir string, uid, gid int) { return m.ex.Jail, m.ex.UID, m.ex.GID }
+
+// Kill implements vmm.Machine: SIGKILL, wait, then remove the jail and the sockets.
+func (m *Machine) Kill() error {
+	err := m.proc.Kill(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	return m.cleanup()
+}
+
+// cleanup removes what the process leaves behind: its jail (hard links and copies of the VM's
+// files, device nodes, the copied binary, sockets) and the sockets or symlinks in the runtime
+// directory. It runs once; the VM's own files (disk, logs, console) stay.
+func (m *Machine) cleanup() error {
+	m.cleanOnce.Do(func() {
+		var errs []error
+		if m.ex.Jail != "" {
+			errs = append(errs, removeJail(m.ex.Jail, m.ex.JailID))
+		}
+		for _, s := range m.rec.Sockets {
+			if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			// Firecracker's listeners for guest-initiated vsock connections: <uds>_<port>.
+			if extra, _ := filepath.Glob(s + "_*"); len(extra) > 0 {
+				for _, e := range extra {
+					_ = os.Remove(e)
+				}
+			}
+		}
+		m.cleanErr = errors.Join(errs...)
+	})
+	return m.cleanErr
+}
+
+func removeJail(dir, id string) error {
+	if !validJailDir(dir, id) {
+		return fmt.Errorf("firecracker: refusing to remove %q: not a jail directory of VM %q", dir, id)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("firecracker: remove jail: %w", err)
+	}
+	return nil
+}
+
+// DialAgent implements vmm.Machine: a vsock connection to the agent's port.
+func (m *Machine) DialAgent(ctx context.Context) (net.Conn, error) {
+	return DialAgent(ctx, m.rec.Sockets["vsock"])
+}
+
+// DialAgent connects to banger-agent in a Firecracker guest through the VM's vsock unix
+// socket; the agent handshake (agent.Connect) runs on the returned connection.
+func DialAgent(ctx context.Context, vsockUDS string) (net.Conn, error) {
+	return DialVsock(ctx, vsockUDS, agent.VsockPort)
+}
+
+func (m *Machine) client() *Client { return NewClient(m.rec.Sockets["api"]) }
+
+// Shutdown sends Ctrl-Alt-Del to the guest (systemd then shuts down, and Firecracker exits
+// when the guest resets). It returns once Firecracker accepted the request; the caller
+// decides how long to wait before asking the agent to power off, and then kills.
+func (m *Machine) Shutdown(ctx context.Context) error {
+	c := m.client()
+	defer c.Close()
+	return c.Action(ctx, ActionSendCtrlAltDel)
+}
+
+// Pause stops the vCPUs.
+func (m *Machine) Pause(ctx context.Context) error {
+	c := m.client()
+	defer c.Close()
+	return c.PatchVM(ctx, VMPaused)
+}
+
+// Resume continues the vCPUs.
+func (m *Machine) Resume(ctx context.Context) error {
+	c := m.client()
+	defer c.Close()
+	return c.PatchVM(ctx, VMResumed)
+}
+
+// State is Firecracker's view of the machine: "Not started", "Running" or "Paused".
+func (m *Machine) State(ctx context.Context) (string, error) {
+	c := m.client()
+	defer c.Close()
+	info, err := c.Describe(ctx)
+	return info.State, err
+}
+
+// Available says whether this driver can run VMs here as far as Firecracker itself goes: it
+// describes the binary ("firecracker 1.14.2 at /usr/local/bin/firecracker") or says why it
+// cannot be used. KVM is checked by the caller (host.Root.DetectAccel).
+func (d *Driver) Available(ctx context.Context) (string, error) {
+	info, err := d.Probe(ctx)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("firecracker %s at %s", info.Version, info.Binary), nil
+}
