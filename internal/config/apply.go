@@ -36,6 +36,30 @@ func apply(c *Config, f *file, home string) error {
 			return err
 		}
 	}
+	if f.JailerEnabled != nil {
+		v := *f.JailerEnabled
+		c.JailerEnabled = &v
+	}
+	if f.JailerBin != nil {
+		if c.JailerBin, err = binPath(keyJailerBin, *f.JailerBin, home); err != nil {
+			return err
+		}
+	}
+	if f.JailerChrootBase != nil {
+		if c.JailerChrootBase, err = absDir(keyJailerChrootBase, *f.JailerChrootBase, home); err != nil {
+			return err
+		}
+	}
+	if f.JailerUID != nil {
+		if c.JailerUID, err = jailerID(keyJailerUID, *f.JailerUID); err != nil {
+			return err
+		}
+	}
+	if f.JailerGID != nil {
+		if c.JailerGID, err = jailerID(keyJailerGID, *f.JailerGID); err != nil {
+			return err
+		}
+	}
 	if f.QEMUBin != nil {
 		if c.QEMUBin, err = binPath(keyQEMUBin, *f.QEMUBin, home); err != nil {
 			return err
@@ -118,6 +142,33 @@ func binPath(key, p, home string) (string, error) {
 		return "", badKey(key, `%q is a relative path; use an absolute path, one starting with "~/", or a bare command name found in $PATH`, p)
 	}
 	return exp, nil
+}
+
+// absDir accepts an absolute directory path (after "~/" expansion).
+func absDir(key, p, home string) (string, error) {
+	if p == "" {
+		return "", badKey(key, "must not be empty; remove the key to use the default")
+	}
+	exp, err := expandHome(key, p, home)
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsAbs(exp) {
+		return "", badKey(key, `%q is a relative path; use an absolute path or one starting with "~/"`, p)
+	}
+	return filepath.Clean(exp), nil
+}
+
+// jailerID accepts a uid or gid for jailed Firecracker processes: not root, and within the
+// range Linux ids have (the top values are reserved).
+func jailerID(key string, n int64) (int, error) {
+	if n == 0 {
+		return 0, badKey(key, "0 is root, which would defeat the jailer; use an unprivileged id, or remove the key for a separate id per VM")
+	}
+	if n < 0 || n > math.MaxInt32 {
+		return 0, badKey(key, "%d is not a valid id; use 1 to %d", n, math.MaxInt32)
+	}
+	return int(n), nil
 }
 
 // mirrorURL accepts an http or https URL with a host; "" means unset.

@@ -27,6 +27,7 @@ const (
 	DefaultKernel      = "debian-6.1"
 	DefaultBootTimeout = 3 * time.Minute
 	DefaultSSHKeyName  = "id_ed25519" // inside paths.Layout.SSHDir()
+	DefaultJailerDir   = "jailer"     // inside the state dir: the default jailer_chroot_base
 )
 
 // Config is the effective configuration: built-in defaults overlaid with config.toml.
@@ -55,8 +56,34 @@ type Config struct {
 	// Default "" (look up "firecracker" in $PATH).
 	FirecrackerBin string
 
+	// JailerEnabled says whether Firecracker runs through its jailer (a chroot per VM, an
+	// unprivileged uid and gid). Key jailer_enabled, boolean. Default unset (nil): jail when a
+	// jailer binary is found, run unjailed otherwise (`banger doctor` warns); true makes a
+	// missing jailer an error, false never jails.
+	JailerEnabled *bool
+
+	// JailerBin is the Firecracker jailer binary. Key jailer_bin, string: an absolute path
+	// (a leading "~/" is expanded) or a bare command name looked up in $PATH. Default ""
+	// (look up "jailer" in $PATH, then next to the Firecracker binary).
+	JailerBin string
+
+	// JailerChrootBase holds the per-VM jails (<base>/firecracker/<VM id>/root). It must be on
+	// the filesystem of the state directory: VM disks and logs are hard-linked into the jails.
+	// Key jailer_chroot_base, string absolute path ("~/" expanded).
+	// Default <state dir>/jailer.
+	JailerChrootBase string
+
+	// JailerUID and JailerGID are the uid and gid jailed Firecracker processes run as.
+	// Keys jailer_uid and jailer_gid, integers from 1 to 2147483647 (0, root, would defeat the
+	// jailer). Default 0 (unset): each VM runs under its own otherwise unused id from 900000
+	// on, so that one compromised VMM cannot reach another VM's process or disk; set them to
+	// run every VM under one dedicated account instead.
+	JailerUID int
+	JailerGID int
+
 	// VMM selects the virtual machine monitor. Key vmm, one of "auto", "firecracker", "qemu".
-	// Default "auto".
+	// Default "auto": Firecracker when its binary is found at a supported version and KVM
+	// runs real guests, QEMU otherwise.
 	VMM VMM
 
 	// QEMUBin is the QEMU system emulator binary. Key qemu_bin, string: an absolute path
@@ -107,6 +134,7 @@ func Default(l paths.Layout) Config {
 		DefaultImageName: DefaultImageName,
 		DefaultKernel:    DefaultKernel,
 		SSHKeyPath:       filepath.Join(l.SSHDir(), DefaultSSHKeyName),
+		JailerChrootBase: filepath.Join(l.StateDir, DefaultJailerDir),
 		VMM:              VMMAuto,
 		BootTimeout:      DefaultBootTimeout,
 	}

@@ -9,6 +9,11 @@ type file struct {
 	DefaultKernel    *string     `toml:"default_kernel"`
 	SSHKeyPath       *string     `toml:"ssh_key_path"`
 	FirecrackerBin   *string     `toml:"firecracker_bin"`
+	JailerEnabled    *bool       `toml:"jailer_enabled"`
+	JailerBin        *string     `toml:"jailer_bin"`
+	JailerChrootBase *string     `toml:"jailer_chroot_base"`
+	JailerUID        *int64      `toml:"jailer_uid"`
+	JailerGID        *int64      `toml:"jailer_gid"`
 	VMM              *string     `toml:"vmm"`
 	QEMUBin          *string     `toml:"qemu_bin"`
 	DebianMirror     *string     `toml:"debian_mirror"`
@@ -28,6 +33,11 @@ const (
 	keyDefaultKernel    = "default_kernel"
 	keySSHKeyPath       = "ssh_key_path"
 	keyFirecrackerBin   = "firecracker_bin"
+	keyJailerEnabled    = "jailer_enabled"
+	keyJailerBin        = "jailer_bin"
+	keyJailerChrootBase = "jailer_chroot_base"
+	keyJailerUID        = "jailer_uid"
+	keyJailerGID        = "jailer_gid"
 	keyVMM              = "vmm"
 	keyQEMUBin          = "qemu_bin"
 	keyDebianMirror     = "debian_mirror"
@@ -43,6 +53,11 @@ var keyTypes = []struct{ key, want string }{
 	{keyDefaultKernel, "a string"},
 	{keySSHKeyPath, "a string path"},
 	{keyFirecrackerBin, "a string path"},
+	{keyJailerEnabled, "a boolean"},
+	{keyJailerBin, "a string path"},
+	{keyJailerChrootBase, "a string path"},
+	{keyJailerUID, "an integer uid"},
+	{keyJailerGID, "an integer gid"},
 	{keyVMM, `a string ("auto", "firecracker" or "qemu")`},
 	{keyQEMUBin, "a string path"},
 	{keyDebianMirror, "a string URL"},

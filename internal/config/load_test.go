@@ -45,6 +45,7 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 		DefaultImageName: "debian-bookworm",
 		DefaultKernel:    "debian-6.1",
 		SSHKeyPath:       "/s/banger/ssh/id_ed25519",
+		JailerChrootBase: "/s/banger/jailer",
 		VMM:              VMMAuto,
 		BootTimeout:      3 * time.Minute,
 	}
@@ -101,6 +102,13 @@ func TestLoadAcceptsEveryKey(t *testing.T) {
 		{"firecracker_bin ~/", `firecracker_bin = "~/bin/firecracker"`, func(c *Config) { c.FirecrackerBin = "/home/ann/bin/firecracker" }},
 		{"firecracker_bin command name", `firecracker_bin = "firecracker-v1.10"`, func(c *Config) { c.FirecrackerBin = "firecracker-v1.10" }},
 		{"firecracker_bin empty means unset", `firecracker_bin = ""`, func(*Config) {}},
+		{"jailer_enabled true", `jailer_enabled = true`, func(c *Config) { v := true; c.JailerEnabled = &v }},
+		{"jailer_enabled false", `jailer_enabled = false`, func(c *Config) { v := false; c.JailerEnabled = &v }},
+		{"jailer_bin", `jailer_bin = "/opt/fc/jailer"`, func(c *Config) { c.JailerBin = "/opt/fc/jailer" }},
+		{"jailer_bin command name", `jailer_bin = "jailer-v1.14"`, func(c *Config) { c.JailerBin = "jailer-v1.14" }},
+		{"jailer_chroot_base", `jailer_chroot_base = "/srv/jailer/"`, func(c *Config) { c.JailerChrootBase = "/srv/jailer" }},
+		{"jailer_chroot_base ~/", `jailer_chroot_base = "~/jails"`, func(c *Config) { c.JailerChrootBase = "/home/ann/jails" }},
+		{"jailer_uid and jailer_gid", "jailer_uid = 123\njailer_gid = 100", func(c *Config) { c.JailerUID = 123; c.JailerGID = 100 }},
 		{"qemu_bin", `qemu_bin = "/usr/local/bin/qemu-system-x86_64"`, func(c *Config) { c.QEMUBin = "/usr/local/bin/qemu-system-x86_64" }},
 		{"qemu_bin command name", `qemu_bin = "qemu-kvm"`, func(c *Config) { c.QEMUBin = "qemu-kvm" }},
 		{"vmm auto", `vmm = "auto"`, func(c *Config) { c.VMM = VMMAuto }},
@@ -142,6 +150,7 @@ disk_size = "16G"
 					DefaultImageName: "img",
 					DefaultKernel:    "krn",
 					SSHKeyPath:       "/home/ann/k",
+					JailerChrootBase: c.JailerChrootBase,
 					FirecrackerBin:   "/fc",
 					VMM:              VMMQEMU,
 					QEMUBin:          "/q",
@@ -171,7 +180,8 @@ disk_size = "16G"
 
 // TestLoadErrors checks exact messages; $F stands for the config file's path.
 func TestLoadErrors(t *testing.T) {
-	known := "known keys are default_image_name, default_kernel, ssh_key_path, firecracker_bin, vmm, qemu_bin, " +
+	known := "known keys are default_image_name, default_kernel, ssh_key_path, firecracker_bin, " +
+		"jailer_enabled, jailer_bin, jailer_chroot_base, jailer_uid, jailer_gid, vmm, qemu_bin, " +
 		"debian_mirror, boot_timeout, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size"
 	tests := []struct {
 		name    string
@@ -211,6 +221,10 @@ func TestLoadErrors(t *testing.T) {
 		{"relative ssh_key_path", "\nssh_key_path = \"keys/id\"", `$F:2: ssh_key_path: "keys/id" is a relative path; use an absolute path or one starting with "~/"`},
 		{"empty ssh_key_path", `ssh_key_path = ""`, `$F:1: ssh_key_path: must not be empty; remove the key to use the default under the state directory`},
 		{"~user ssh_key_path", `ssh_key_path = "~bob/.ssh/id"`, `$F:1: ssh_key_path: "~bob/.ssh/id": only "~/" (your home directory) is expanded, not "~user/"; use an absolute path`},
+		{"string for jailer_enabled", `jailer_enabled = "yes"`, "$F:1:18: jailer_enabled: want a boolean, got a string"},
+		{"root jailer_uid", "jailer_uid = 0", "$F:1: jailer_uid: 0 is root, which would defeat the jailer; use an unprivileged id, or remove the key for a separate id per VM"},
+		{"negative jailer_gid", "jailer_gid = -5", "$F:1: jailer_gid: -5 is not a valid id; use 1 to 2147483647"},
+		{"relative jailer_chroot_base", `jailer_chroot_base = "jails"`, `$F:1: jailer_chroot_base: "jails" is a relative path; use an absolute path or one starting with "~/"`},
 		{"relative firecracker_bin", `firecracker_bin = "bin/firecracker"`, `$F:1: firecracker_bin: "bin/firecracker" is a relative path; use an absolute path, one starting with "~/", or a bare command name found in $PATH`},
 		{"~user qemu_bin", `qemu_bin = "~root/qemu"`, `$F:1: qemu_bin: "~root/qemu": only "~/" (your home directory) is expanded, not "~user/"; use an absolute path`},
 		{"unknown vmm", `vmm = "kvmtool"`, `$F:1: vmm: "kvmtool" is not a VMM; use "auto", "firecracker" or "qemu"`},
