@@ -26,6 +26,7 @@ import (
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/firecracker"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
 	"github.com/banger-dev/banger/internal/vmservice"
 )
@@ -97,6 +98,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	hostRoot := host.Root("/")
 	qd := &qemu.Driver{Binary: cfg.QEMUBin, TSCkHz: hostRoot.TSCkHz()}
+	fd := &firecracker.Driver{Binary: cfg.FirecrackerBin, Jailer: firecracker.JailerOptions{
+		Enabled: cfg.JailerEnabled, Binary: cfg.JailerBin, ChrootBase: cfg.JailerChrootBase,
+		UID: cfg.JailerUID, GID: cfg.JailerGID,
+	}}
 	cat := catalog.New(catalog.Options{
 		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg,
 	})
@@ -106,7 +111,7 @@ func Run(ctx context.Context, o Options) error {
 		store: st,
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
-			Artifacts: cat, Drivers: []vmm.Driver{qd}, Log: lg,
+			Artifacts: cat, Drivers: []vmm.Driver{qd, fd}, Log: lg,
 		}),
 		catalog:  cat,
 		ops:      newOperations(),
