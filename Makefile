@@ -15,7 +15,7 @@ LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) \
 # Debian packages banger needs on the host (it shells out to the tools of the field only).
 DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client
 
-.PHONY: help build install uninstall deps test unit e2e lint clean
+.PHONY: help build install uninstall deps test unit e2e lint clean firecracker-test
 
 help:
 	@echo "make deps       install the host packages banger uses (apt-get; needs root)"
@@ -26,6 +26,8 @@ help:
 	@echo "make unit       unit tests only (-short: no downloads, no image builds)"
 	@echo "make e2e        end-to-end tests that boot real VMs (root, QEMU)"
 	@echo "make lint       gofmt and go vet"
+	@echo "make firecracker-test FIRECRACKER_BIN=… [JAILER_BIN=… FIRECRACKER_OLD_BIN=…]"
+	@echo "                the tests against real Firecracker/jailer binaries (root, /dev/kvm)"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
@@ -66,3 +68,11 @@ test: lint
 
 clean:
 	rm -rf bin
+
+# Tests against real Firecracker binaries (not shipped: see README, "Firecracker").
+# FIRECRACKER_OLD_BIN, a release older than 1.8, checks that it is refused.
+firecracker-test:
+	@[ -n "$(FIRECRACKER_BIN)" ] || { echo "set FIRECRACKER_BIN=/path/to/firecracker (1.8+)"; exit 2; }
+	BANGER_FIRECRACKER_BIN=$(FIRECRACKER_BIN) BANGER_JAILER_BIN=$(JAILER_BIN) \
+	  BANGER_FIRECRACKER_OLD_BIN=$(FIRECRACKER_OLD_BIN) \
+	  $(GO) test -count=1 -v -run 'Firecracker|Jailer' ./internal/vmm/firecracker/
