@@ -98,9 +98,15 @@ func Run(ctx context.Context, o Options) error {
 	}
 	hostRoot := host.Root("/")
 	qd := &qemu.Driver{Binary: cfg.QEMUBin, TSCkHz: hostRoot.TSCkHz()}
-	fd := &firecracker.Driver{Binary: cfg.FirecrackerBin, Jailer: firecracker.JailerOptions{
-		Enabled: cfg.JailerEnabled, Binary: cfg.JailerBin, ChrootBase: cfg.JailerChrootBase,
-		UID: cfg.JailerUID, GID: cfg.JailerGID,
+	fd := &firecracker.Driver{Settings: func() (string, firecracker.JailerOptions) {
+		c, err := loadConfig()
+		if err != nil {
+			c = cfg // a broken config is reported by the operation that reads it
+		}
+		return c.FirecrackerBin, firecracker.JailerOptions{
+			Enabled: c.JailerEnabled, Binary: c.JailerBin, ChrootBase: c.JailerChrootBase,
+			UID: c.JailerUID, GID: c.JailerGID,
+		}
 	}}
 	cat := catalog.New(catalog.Options{
 		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -335,11 +336,15 @@ func ChooseVMM(want config.VMM, configPath string, f VMMFacts) (VMMChoice, error
 		}
 		return c, nil
 	case config.VMMFirecracker:
+		var problems []string
 		if f.FirecrackerErr != nil {
-			return VMMChoice{}, invalidf("vmm = \"firecracker\" in %s, but %v; or set vmm = \"auto\" to use QEMU when Firecracker cannot run", configPath, f.FirecrackerErr)
+			problems = append(problems, f.FirecrackerErr.Error())
 		}
 		if !kvm {
-			return VMMChoice{}, invalidf("vmm = \"firecracker\" in %s, but Firecracker needs KVM that runs real guests and here %s; use a host with hardware virtualization (vmx/svm) or set vmm = \"auto\" or \"qemu\"", configPath, f.Accel.Reason)
+			problems = append(problems, "Firecracker needs KVM that runs real guests and here "+f.Accel.Reason+"; use a host with hardware virtualization (vmx/svm)")
+		}
+		if len(problems) > 0 {
+			return VMMChoice{}, invalidf("vmm = \"firecracker\" in %s, but %s; or set vmm = \"auto\" (or \"qemu\") to use QEMU", configPath, strings.Join(problems, "; and "))
 		}
 		return VMMChoice{Driver: "firecracker", Accel: host.KVM, Reason: `vmm = "firecracker" in ` + configPath + ": " + f.Firecracker}, nil
 	}

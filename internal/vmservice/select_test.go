@@ -39,6 +39,7 @@ func TestChooseVMM(t *testing.T) {
 		{"firecracker works", config.VMMFirecracker, VMMFacts{Accel: kvm, Firecracker: fc}, "firecracker", host.KVM, false, []string{fc}, nil},
 		{"firecracker missing", config.VMMFirecracker, VMMFacts{Accel: kvm, FirecrackerErr: noFC}, "", "", false, nil, []string{`vmm = "firecracker" in ` + path, "no firecracker binary", `vmm = "auto"`}},
 		{"firecracker too old", config.VMMFirecracker, VMMFacts{Accel: kvm, FirecrackerErr: oldFC}, "", "", false, nil, []string{"too old"}},
+		{"firecracker too old and no KVM", config.VMMFirecracker, VMMFacts{Accel: pvm, FirecrackerErr: oldFC}, "", "", false, nil, []string{"too old", "; and Firecracker needs KVM", "PVM"}},
 		{"firecracker without KVM", config.VMMFirecracker, VMMFacts{Accel: pvm, Firecracker: fc}, "", "", false, nil, []string{"needs KVM", "PVM", "vmx/svm", `"qemu"`}},
 	}
 	for _, tc := range tests {

@@ -58,19 +58,28 @@ type Driver struct {
 	Binary string
 	// Jailer configures the jailer.
 	Jailer JailerOptions
+	// Settings, when set, supplies Binary and Jailer afresh for every operation (the daemon
+	// re-reads config.toml, so that edits apply without a restart); the fields above are
+	// used otherwise.
+	Settings func() (binary string, jailer JailerOptions)
 
 	mu sync.Mutex // serializes jail id allocation
 }
 
+// settings returns the binary and jailer options in force now.
+func (d *Driver) settings() (string, JailerOptions) {
+	bin, jo := d.Binary, d.Jailer
+	if d.Settings != nil {
+		bin, jo = d.Settings()
+	}
+	if bin == "" {
+		bin = DefaultBinary
+	}
+	return bin, jo
+}
+
 // Name implements vmm.Driver.
 func (d *Driver) Name() string { return Name }
-
-func (d *Driver) binary() string {
-	if d.Binary != "" {
-		return d.Binary
-	}
-	return DefaultBinary
-}
 
 // Info is what Probe found.
 type Info struct {
@@ -82,11 +91,12 @@ type Info struct {
 // what is wrong and what to do when this driver cannot run VMs here; it does not look at
 // KVM (see host.Root.DetectAccel for that).
 func (d *Driver) Probe(ctx context.Context) (Info, error) {
-	bin, err := exec.LookPath(d.binary())
+	name, _ := d.settings()
+	bin, err := exec.LookPath(name)
 	if err != nil {
 		where := "in $PATH"
-		if strings.ContainsRune(d.binary(), '/') {
-			where = "at " + d.binary()
+		if strings.ContainsRune(name, '/') {
+			where = "at " + name
 		}
 		return Info{}, fmt.Errorf("no firecracker binary %s; get a release (%s) from %s and put it in $PATH or set firecracker_bin", where, SupportedRange, ReleasesURL)
 	}
@@ -106,7 +116,8 @@ func (d *Driver) Probe(ctx context.Context) (Info, error) {
 // error: `banger doctor` shows it as a warning.
 func (d *Driver) JailerStatus(ctx context.Context) (JailerStatus, error) {
 	info, _ := d.Probe(ctx)
-	return d.Jailer.status(ctx, info.Binary, info.Version)
+	_, jo := d.settings()
+	return jo.status(ctx, info.Binary, info.Version)
 }
 
 // extra is the driver's part of vmm.Record.
@@ -260,7 +271,8 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: %w", err)
 	}
-	js, err := d.Jailer.status(ctx, info.Binary, info.Version)
+	_, jo := d.settings()
+	js, err := jo.status(ctx, info.Binary, info.Version)
 	if err != nil {
 		return nil, err
 	}
@@ -304,13 +316,13 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 	var cmd *exec.Cmd
 	var j jail
 	if js.Enabled {
-		if j, err = newJail(d.Jailer.ChrootBase, info.Binary, cfg.ID); err != nil {
+		if j, err = newJail(jo.ChrootBase, info.Binary, cfg.ID); err != nil {
 			return nil, err
 		}
 		d.mu.Lock()
-		j.UID, j.GID = d.Jailer.UID, d.Jailer.GID
+		j.UID, j.GID = jo.UID, jo.GID
 		if j.UID == 0 || j.GID == 0 {
-			id, err := pickJailID(d.Jailer.ChrootBase)
+			id, err := pickJailID(jo.ChrootBase)
 			if err != nil {
 				d.mu.Unlock()
 				return nil, err
@@ -329,20 +341,26 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 		}
 		ex.Jail, ex.JailID, ex.UID, ex.GID = j.Dir, cfg.ID, j.UID, j.GID
 		ex.Jailer, ex.JailerV = js.Binary, js.Version.String()
-		if p, err = placeInJail(&j, cfg, logPath, metricsPath); err != nil {
+		undo := func() {
 			_ = removeJail(j.Dir, cfg.ID)
+			for _, s := range sockets {
+				_ = os.Remove(s)
+			}
+		}
+		if p, err = placeInJail(&j, cfg, logPath, metricsPath); err != nil {
+			undo()
 			return nil, err
 		}
 		// The sockets live in the jail; short symlinks in the runtime directory keep the paths
 		// banger connects to under the unix socket limit (connecting through a symlink works).
 		for name, inJail := range map[string]string{"api": "/run/" + apiSocket, "vsock": "/run/" + vsockSocket} {
 			if err := os.Symlink(filepath.Join(j.Root, inJail), sockets[name]); err != nil {
-				_ = removeJail(j.Dir, cfg.ID)
+				undo()
 				return nil, fmt.Errorf("firecracker: %w", err)
 			}
 		}
 		p.vsock = "/run/" + vsockSocket
-		cmd = exec.Command(js.Binary, jailerArgs(j, cfg.ID, info.Binary, d.Jailer.ChrootBase,
+		cmd = exec.Command(js.Binary, jailerArgs(j, cfg.ID, info.Binary, jo.ChrootBase,
 			append([]string{"--api-sock", "/run/" + apiSocket}, levelArgs...))...)
 	} else {
 		p = paths{kernel: cfg.Kernel, initrd: cfg.Initrd, log: logPath, metrics: metricsPath, vsock: sockets["vsock"]}
@@ -481,7 +499,12 @@ func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error
 	if err != nil {
 		return fmt.Errorf("firecracker: %w", err)
 	}
-	m.ex.Version = v.String()
+	if m.ex.Version != v.String() {
+		m.ex.Version = v.String()
+		if b, err := json.Marshal(m.ex); err == nil {
+			m.rec.Extra = b
+		}
+	}
 	m.timings.Configure = time.Since(t)
 
 	t = time.Now()

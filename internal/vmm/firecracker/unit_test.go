@@ -264,6 +264,16 @@ func TestProbe(t *testing.T) {
 	if _, err := (&Driver{Binary: filepath.Join(dir, "nope")}).Probe(ctx); err == nil || !strings.Contains(err.Error(), "firecracker_bin") || !strings.Contains(err.Error(), ReleasesURL) {
 		t.Errorf("Probe(missing) = %v; want a hint at firecracker_bin and the releases", err)
 	}
+	// Settings are read afresh on every call (config.toml edits apply without a restart).
+	bin := good
+	d := &Driver{Binary: "/ignored", Settings: func() (string, JailerOptions) { return bin, JailerOptions{} }}
+	if info, err := d.Probe(ctx); err != nil || info.Binary != good {
+		t.Errorf("Probe with Settings = %+v, %v", info, err)
+	}
+	bin = old
+	if _, err := d.Probe(ctx); err == nil || !strings.Contains(err.Error(), "too old") {
+		t.Errorf("Probe after the setting changed = %v; want the new binary's verdict", err)
+	}
 	t.Setenv("PATH", t.TempDir())
 	if _, err := (&Driver{}).Probe(ctx); err == nil || !strings.Contains(err.Error(), "in $PATH") {
 		t.Errorf("Probe(default, empty PATH) = %v", err)
