@@ -15,7 +15,7 @@ LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) \
 # Debian packages banger needs on the host (it shells out to the tools of the field only).
 DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client
 
-.PHONY: help build install uninstall deps test unit e2e lint clean firecracker-test
+.PHONY: help build install uninstall deps test unit e2e lint clean bench firecracker-test
 
 help:
 	@echo "make deps       install the host packages banger uses (apt-get; needs root)"
@@ -28,6 +28,7 @@ help:
 	@echo "make lint       gofmt and go vet"
 	@echo "make firecracker-test FIRECRACKER_BIN=… [JAILER_BIN=… FIRECRACKER_OLD_BIN=…]"
 	@echo "                the tests against real Firecracker/jailer binaries (root, /dev/kvm)"
+	@echo "make bench      benchmark banger against the bare VMM (root; BENCH_FLAGS=...)"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
@@ -76,3 +77,9 @@ firecracker-test:
 	BANGER_FIRECRACKER_BIN=$(FIRECRACKER_BIN) BANGER_JAILER_BIN=$(JAILER_BIN) \
 	  BANGER_FIRECRACKER_OLD_BIN=$(FIRECRACKER_OLD_BIN) \
 	  $(GO) test -count=1 -v -run 'Firecracker|Jailer' ./internal/vmm/firecracker/
+
+# The benchmark harness: `make bench` (root; boots VMs inside a network namespace of its own).
+# BENCH_FLAGS passes options, e.g. BENCH_FLAGS='-rounds 7 -sections overhead,steps'.
+bench: build
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger-bench ./bench
+	bin/banger-bench -bin bin $(BENCH_FLAGS)

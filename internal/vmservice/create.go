@@ -211,7 +211,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 					ID: id, Name: name, Dir: vm.Dir, RuntimeDir: rt,
 					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: accel,
 					Kernel: kern.Vmlinux, Initrd: kern.Initrd,
-					Cmdline: guestCmdline(name),
+					Cmdline: GuestCmdline(name),
 					Disks:   []vmm.Disk{{Path: img.Rootfs, ReadOnly: true}, {Path: diskPath}},
 				})
 				if err != nil {
@@ -293,9 +293,10 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	return vm, timings, nil
 }
 
-// guestCmdline is the kernel command line for banger's initramfs agent. vda is the image,
-// vdb the VM's disk (the order the disks are attached in).
-func guestCmdline(name string) string {
+// GuestCmdline is the kernel command line for banger's initramfs agent. vda is the image,
+// vdb the VM's disk (the order the disks are attached in). The benchmark boots bare VMMs with
+// it too.
+func GuestCmdline(name string) string {
 	return "banger.lower=vda banger.upper=vdb systemd.hostname=" + name + " panic=-1 quiet loglevel=4"
 }
 

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmservice"
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// overhead compares `banger vm run --rm -- true` (CLI start to exit) with the same kernel,
+// initramfs and image booted by a bare QEMU command line until the agent answers.
+func (b *bench) overhead() error {
+	var banger, bare []time.Duration
+	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+		args := append(append([]string{"vm", "run", "--rm"}, b.vmArgs()...), "--", "true")
+		r := bangerRun(b, args...)
+		if r.err != nil {
+			return r.err
+		}
+		banger = append(banger, r.took)
+		d, err := b.bareBoot(i)
+		if err != nil {
+			return fmt.Errorf("bare boot: %w", err)
+		}
+		bare = append(bare, d)
+		logf("overhead round %d: banger %s, bare %s", i+1, r.took.Round(time.Millisecond), d.Round(time.Millisecond))
+	}
+	a := b.rep.add("overhead.banger", "vm run --rm -- true, CLI start to exit", "s", seconds(banger))
+	c := b.rep.add("overhead.bare", "bare QEMU, same kernel+initramfs+image, start to agent answer", "s", seconds(bare))
+	b.rep.ratio("overhead.ratio", "banger / bare (median)", a.Median/c.Median, 1.10)
+	return nil
+}
+
+func bangerRun(b *bench, args ...string) cmdResult { return banger(b.o, b.ctx, args...) }
+
+// bareBoot boots the machine banger would boot, with QEMU started by hand: the disk is made
+// before the clock starts (the bare side's best case), and the clock stops when the agent
+// answers a health request.
+func (b *bench) bareBoot(round int) (time.Duration, error) {
+	dir := filepath.Join(b.scratch, fmt.Sprintf("bare-%d", round))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	diskPath := filepath.Join(dir, "disk.ext4")
+	if err := disk.CreateExt4(b.ctx, diskPath, 8<<30, "banger-disk"); err != nil {
+		return 0, err
+	}
+	mem, err := memoryMiB(b.o.memory)
+	if err != nil {
+		return 0, err
+	}
+	cfg := vmm.Config{
+		ID: "bare", Name: "bare", Dir: dir, RuntimeDir: dir,
+		VCPU: b.o.vcpu, MemoryMiB: mem, Accel: b.accel.Accel,
+		Kernel: b.vmlinux, Initrd: b.initrd, Cmdline: vmservice.GuestCmdline("bare"),
+		Disks: []vmm.Disk{{Path: b.rootfs, ReadOnly: true}, {Path: diskPath}},
+	}
+	cmd := exec.Command("qemu-system-x86_64", b.qemu.Args(cfg)...)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(b.ctx, 3*time.Minute)
+	defer cancel()
+	sock := filepath.Join(dir, "agent.sock")
+	for {
+		conn, err := net.Dial("unix", sock)
+		if err == nil {
+			c, err := agent.Connect(ctx, conn)
+			if err != nil {
+				return 0, err
+			}
+			_, err = c.Health(ctx)
+			took := time.Since(start)
+			c.Close()
+			return took, err
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// steps creates VMs through the API and reports the daemon's own timing of each start step;
+// the host-side time is every step but "agent", which is the guest booting.
+func (b *bench) steps() error {
+	per := map[string][]time.Duration{}
+	var host, total, del []time.Duration
+	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+		start := time.Now()
+		ev, err := b.createVM(fmt.Sprintf("bench-steps-%d", i))
+		if err != nil {
+			return err
+		}
+		total = append(total, time.Since(start))
+		var h time.Duration
+		for _, t := range ev.Timings {
+			per[t.Name] = append(per[t.Name], t.Duration)
+			if t.Name != vmservice.StepAgent {
+				h += t.Duration
+			}
+		}
+		host = append(host, h)
+		start = time.Now()
+		if err := b.client.DeleteVM(b.ctx, ev.VM.ID); err != nil {
+			return err
+		}
+		del = append(del, time.Since(start))
+	}
+	for _, name := range vmservice.StepNames {
+		what := "start step " + name
+		if name == vmservice.StepAgent {
+			what += " (guest boot until the agent answers; not host-side)"
+		}
+		b.rep.add("steps."+name, what, "ms", millis(per[name]))
+	}
+	h := b.rep.add("steps.host_total", "host-side create time: all steps but agent", "ms", millis(host))
+	h.Target, h.TargetMet = 50, h.Median < 50
+	b.rep.add("steps.create_total", "vm create through the API, request to ready", "s", seconds(total))
+	b.rep.add("steps.delete", "vm delete of a running VM", "ms", millis(del))
+	return nil
+}
+
+// concurrency starts n `vm run --rm -- true` at once and reports the wall time until all have
+// exited, and how many failed.
+func (b *bench) concurrency() error {
+	for _, n := range b.o.concurrency {
+		var walls []time.Duration
+		failures := 0
+		var firstErr error
+		for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			start := time.Now()
+			for j := 0; j < n; j++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					args := append(append([]string{"vm", "run", "--rm"}, b.vmArgs()...), "--", "true")
+					if r := bangerRun(b, args...); r.err != nil {
+						mu.Lock()
+						failures++
+						if firstErr == nil {
+							firstErr = r.err
+						}
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			walls = append(walls, time.Since(start))
+			logf("concurrency %d round %d: %s", n, i+1, walls[len(walls)-1].Round(time.Millisecond))
+		}
+		f := b.rep.add(fmt.Sprintf("concurrency.%d", n), fmt.Sprintf("%d simultaneous vm run --rm -- true, wall time", n), "s", seconds(walls))
+		f.Failures = failures
+		f.Target, f.TargetMet = 0, failures == 0
+		if firstErr != nil {
+			f.Note = "first failure: " + firstErr.Error()
+		}
+	}
+	return nil
+}
+
+// workspace measures the floor for shipping a 10,000-file, 100 MB repository (tar c | tar x
+// on the host). banger's own shipping arrives with workspace mode (vm run ./repo).
+func (b *bench) workspace() error {
+	src := filepath.Join(b.scratch, "repo")
+	if err := generateRepo(src, 10000, 100<<20); err != nil {
+		return err
+	}
+	var floor []time.Duration
+	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+		dst := filepath.Join(b.scratch, "copy")
+		if err := os.MkdirAll(dst, 0o700); err != nil {
+			return err
+		}
+		// Cold-ish: drop nothing (no root-wide cache drops on a shared machine); both sides of
+		// the later comparison read the same warm files.
+		start := time.Now()
+		out, err := exec.Command("sh", "-c", "tar -C "+src+" -cf - . | tar -C "+dst+" -xf -").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("tar floor: %v: %s", err, out)
+		}
+		floor = append(floor, time.Since(start))
+		os.RemoveAll(dst)
+	}
+	b.rep.add("workspace.floor", "tar c | tar x of 10,000 files / 100 MB on the host", "s", seconds(floor))
+	b.rep.na("workspace.banger", "vm run ./repo: files in the guest", "workspace mode (vm run ./repo) is not implemented yet")
+	return nil
+}
+
+// generateRepo writes n files totalling about size bytes in a directory tree.
+func generateRepo(dir string, n int, size int64) error {
+	per := size / int64(n)
+	buf := make([]byte, per)
+	for i := range buf {
+		buf[i] = byte('a' + i%26)
+	}
+	for i := 0; i < n; i++ {
+		d := filepath.Join(dir, fmt.Sprintf("d%02d/s%02d", i%50, (i/50)%20))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		copy(buf, fmt.Sprintf("file %d\n", i))
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%05d.txt", i)), buf, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// footprint measures the daemon's memory idle and with 4 VMs, each VM's host memory beyond
+// what its guest touched, and the disk a VM uses right after create.
+func (b *bench) footprint() error {
+	v, err := b.client.Version(b.ctx)
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	idle, err := rss(v.PID)
+	if err != nil {
+		return err
+	}
+	f := b.rep.add("footprint.daemon_idle", "daemon RSS, no VMs", "MiB", []float64{float64(idle) / (1 << 20)})
+	f.Target, f.TargetMet = 30, f.Median < 30
+
+	var vms []api.VM
+	defer func() {
+		for _, vm := range vms {
+			_ = b.client.DeleteVM(context.Background(), vm.ID)
+		}
+	}()
+	for i := 0; i < 4; i++ {
+		ev, err := b.createVM(fmt.Sprintf("bench-fp-%d", i))
+		if err != nil {
+			return err
+		}
+		vms = append(vms, *ev.VM)
+	}
+	with4, err := rss(v.PID)
+	if err != nil {
+		return err
+	}
+	b.rep.add("footprint.daemon_4vms", "daemon RSS with 4 running VMs", "MiB", []float64{float64(with4) / (1 << 20)})
+
+	var overhead, diskUse []float64
+	for _, vm := range vms {
+		vmmRSS, err := rss(vm.PID)
+		if err != nil {
+			return err
+		}
+		touched, err := b.guestUsed(vm.ID)
+		if err != nil {
+			return err
+		}
+		overhead = append(overhead, float64(vmmRSS-touched)/(1<<20))
+		_, alloc, err := disk.Usage(filepath.Join(vm.Dir, "disk.ext4"))
+		if err != nil {
+			return err
+		}
+		diskUse = append(diskUse, float64(alloc)/(1<<20))
+	}
+	o := b.rep.add("footprint.vmm_overhead", "VMM RSS minus guest memory in use (MemTotal-MemFree), per VM", "MiB", overhead)
+	o.Note = "under TCG this includes QEMU's translation cache (tb-size=64 MiB)"
+	b.rep.add("footprint.disk_per_vm", "VM disk allocated after boot (sparse file)", "MiB", diskUse)
+	return nil
+}
+
+// guestUsed returns MemTotal-MemFree inside the guest: the guest memory its VMM has had to
+// back at some point.
+func (b *bench) guestUsed(ref string) (int64, error) {
+	var out strings.Builder
+	exit, err := b.client.Exec(b.ctx, ref, api.ExecRequest{Argv: []string{"cat", "/proc/meminfo"}}, wire.CallerIO{Stdout: &out, Stderr: io.Discard})
+	if err != nil || exit.Code != 0 {
+		return 0, fmt.Errorf("read guest meminfo: %v (exit %d)", err, exit.Code)
+	}
+	var total, free int64
+	for _, line := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "MemTotal:":
+			total = kb * 1024
+		case "MemFree:":
+			free = kb * 1024
+		}
+	}
+	return total - free, nil
+}
+
+// restart will time vm stop and vm start of an existing VM once the lifecycle commands exist.
+func (b *bench) restart() error {
+	b.rep.na("restart.stop", "vm stop of a running VM", "vm stop/start are not implemented yet")
+	b.rep.na("restart.start", "vm start of a stopped VM", "vm stop/start are not implemented yet")
+	return nil
+}
