@@ -39,11 +39,19 @@ install: build
 	install -D -m 0755 bin/banger $(DESTDIR)$(PREFIX)/bin/banger
 	install -D -m 0755 bin/bangerd $(DESTDIR)$(PREFIX)/bin/bangerd
 	install -D -m 0755 bin/banger-agent $(DESTDIR)$(PREFIX)/lib/banger/banger-agent
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/banger/README.md
+	@# The systemd unit, where systemd is the init system (optional: the CLI starts bangerd itself).
+	@if [ -d /run/systemd/system ]; then \
+	  install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && \
+	  sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/bangerd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/bangerd.service && \
+	  echo "installed $(PREFIX)/lib/systemd/system/bangerd.service (enable with: systemctl enable --now bangerd)"; \
+	fi
 
 uninstall:
 	-@[ -x $(DESTDIR)$(PREFIX)/bin/banger ] && $(DESTDIR)$(PREFIX)/bin/banger daemon stop
 	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd
-	rm -rf $(DESTDIR)$(PREFIX)/lib/banger
+	rm -rf $(DESTDIR)$(PREFIX)/lib/banger $(DESTDIR)$(PREFIX)/share/doc/banger
+	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/bangerd.service
 	@echo "banger's files are removed. Your VMs, images and kernels are kept in"
 	@echo "  $${XDG_STATE_HOME:-$$HOME/.local/state}/banger (state), $${XDG_CONFIG_HOME:-$$HOME/.config}/banger (config),"
 	@echo "  $${XDG_CACHE_HOME:-$$HOME/.cache}/banger (downloads); delete them to remove everything."

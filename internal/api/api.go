@@ -14,14 +14,18 @@ import (
 
 // Routes.
 const (
-	PathVersion    = "/v1/version"
-	PathShutdown   = "/v1/shutdown"
-	PathVMs        = "/v1/vms"  // GET list, POST create
-	PathVM         = "/v1/vms/" // + {ref}: GET show, DELETE delete; + {ref}/exec: POST exec
+	PathVersion  = "/v1/version"
+	PathShutdown = "/v1/shutdown"
+	PathVMs      = "/v1/vms" // GET list, POST create
+	// PathVM + {ref}: GET show, PATCH set, DELETE delete;
+	// + {ref}/start, /stop, /restart, /kill, /exec: POST;
+	// + {ref}/logs?source=console|vmm&follow=1: GET, plain text.
+	PathVM         = "/v1/vms/"
 	PathImages     = "/v1/images"
 	PathImage      = "/v1/images/" // + {name}/build: POST build
 	PathKernels    = "/v1/kernels"
 	PathKernel     = "/v1/kernels/"    // + {name}/pull: POST pull
+	PathPrune      = "/v1/vms/prune"   // POST: delete every VM that is not running
 	PathOperations = "/v1/operations"  // GET list
 	PathOperation  = "/v1/operations/" // + {id}/events: GET watch (replay + follow)
 	ExecUpgrade    = "banger-exec"
@@ -30,6 +34,9 @@ const (
 	// HeaderInjectFault names a start step to fail on purpose; honoured only by a daemon
 	// started with BANGER_TEST_HOOKS=1 (end-to-end tests of failure cleanup).
 	HeaderInjectFault = "X-Banger-Inject-Fault"
+	// HeaderPauseAt names a start step before which the daemon hangs (after writing
+	// <state dir>/test-paused-at), so a test can kill it there; test hooks only.
+	HeaderPauseAt = "X-Banger-Pause-At"
 )
 
 // Version is the daemon's identity, returned by GET /v1/version.
@@ -110,6 +117,27 @@ type CreateVMRequest struct {
 	// CancelOnDisconnect ties the create to the request: if the client goes away before the
 	// VM is ready, the create is undone.
 	CancelOnDisconnect bool `json:"cancel_on_disconnect,omitempty"`
+	// NoStart only creates the VM (record and disk): state "created".
+	NoStart bool `json:"no_start,omitempty"`
+}
+
+// StopRequest is the body of POST /v1/vms/{ref}/stop and /restart.
+type StopRequest struct {
+	// Timeout is how long the guest gets to power off before harder means; 0: the default.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// KillRequest is the body of POST /v1/vms/{ref}/kill.
+type KillRequest struct {
+	// Signal is the signal number for the VMM process; 0 means SIGKILL.
+	Signal int `json:"signal,omitempty"`
+}
+
+// SetVMRequest is the body of PATCH /v1/vms/{ref}: resources of a VM that is not running.
+type SetVMRequest struct {
+	VCPU      *int   `json:"vcpu,omitempty"`
+	MemoryMiB *int   `json:"memory_mib,omitempty"`
+	DiskBytes *int64 `json:"disk_bytes,omitempty"`
 }
 
 // ExecRequest is the body of POST /v1/vms/{ref}/exec.

@@ -188,8 +188,12 @@ func (a *app) connect(ctx context.Context) (*client.Client, error) {
 		return nil, err
 	}
 	c := client.New(l.Socket)
+	// Test hooks (honoured only by a daemon started with BANGER_TEST_HOOKS=1).
 	if f := os.Getenv("BANGER_INJECT_FAULT"); f != "" {
 		c.Header.Set(api.HeaderInjectFault, f)
+	}
+	if p := os.Getenv("BANGER_PAUSE_AT"); p != "" {
+		c.Header.Set(api.HeaderPauseAt, p)
 	}
 	_, err = c.Ensure(ctx, client.StartOptions{
 		StateDir: l.StateDir,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/client"
 )
 
 func (a *app) vmCmd() *cobra.Command {
@@ -24,7 +25,8 @@ func (a *app) vmCmd() *cobra.Command {
   banger vm list
   banger vm delete brave-otter`,
 	}
-	c.AddCommand(a.vmRunCmd(), a.vmListCmd(), a.vmDeleteCmd())
+	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
+		a.vmExecCmd(), a.vmShowCmd(), a.vmLogsCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmDeleteCmd(), a.vmPruneCmd(), a.vmWatchCmd())
 	return c
 }
 
@@ -216,24 +218,13 @@ func (a *app) vmDeleteCmd() *cobra.Command {
 		Example: `  banger vm delete brave-otter
   banger vm rm dev test`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			var failed []error
-			for _, ref := range args {
+		RunE: func(c *cobra.Command, refs []string) error {
+			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
 				if err := cl.DeleteVM(c.Context(), ref); err != nil {
-					fmt.Fprintf(a.stderr, "banger: %s: %v\n", ref, err)
-					failed = append(failed, err)
-					continue
+					return "", err
 				}
-				fmt.Fprintf(a.stdout, "deleted %s\n", ref)
-			}
-			if len(failed) > 0 {
-				return &exitError{ExitError}
-			}
-			return nil
+				return "deleted " + ref, nil
+			})
 		},
 	}
 	return c

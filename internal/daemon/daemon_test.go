@@ -389,3 +389,16 @@ func TestASecondClientCanWatchACreateInFlight(t *testing.T) {
 		t.Errorf("unknown operation: %v", err)
 	}
 }
+
+func TestSystemdUnitLeavesVMsAlone(t *testing.T) {
+	b, err := os.ReadFile("../../contrib/systemd/bangerd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	for _, want := range []string{"KillMode=process", "ExecStart=@PREFIX@/bin/bangerd", "BANGER_SOCKET=/run/banger/bangerd.sock"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("bangerd.service lacks %q: stopping the service must end bangerd only, never the VMMs in its cgroup", want)
+		}
+	}
+}

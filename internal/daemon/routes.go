@@ -30,6 +30,13 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET "+api.PathVM+"{ref}", d.handleGetVM)
 	mux.HandleFunc("DELETE "+api.PathVM+"{ref}", d.handleDeleteVM)
 	mux.HandleFunc("POST "+api.PathVM+"{ref}/exec", d.handleExec)
+	mux.HandleFunc("PATCH "+api.PathVM+"{ref}", d.handleSetVM)
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/start", d.handleStartVM)
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/stop", d.handleStopVM)
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/restart", d.handleRestartVM)
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/kill", d.handleKillVM)
+	mux.HandleFunc("GET "+api.PathVM+"{ref}/logs", d.handleLogs)
+	mux.HandleFunc("POST "+api.PathPrune, d.handlePrune)
 	mux.HandleFunc("GET "+api.PathOperations, d.handleListOperations)
 	mux.HandleFunc("GET "+api.PathOperation+"{id}/events", d.handleWatchOperation)
 	mux.HandleFunc("GET "+api.PathImages, d.handleListImages)
@@ -246,7 +253,7 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	}
 	creq := vmservice.CreateRequest{
 		Name: req.Name, Image: req.Image, Kernel: req.Kernel, VCPU: req.VCPU, DiskBytes: req.DiskBytes,
-		AutoRemove: req.AutoRemove,
+		AutoRemove: req.AutoRemove, NoStart: req.NoStart,
 	}
 	if req.MemoryMiB != nil {
 		b := int64(*req.MemoryMiB) << 20
@@ -254,6 +261,7 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	}
 	if d.opts.TestHooks {
 		creq.FailStep = r.Header.Get(api.HeaderInjectFault)
+		creq.PauseStep = r.Header.Get(api.HeaderPauseAt)
 	}
 	if creq.Name == "" {
 		// Named up front so that the operation can be found by the VM's name.

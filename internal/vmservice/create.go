@@ -35,8 +35,11 @@ type CreateRequest struct {
 	MemoryBytes *int64
 	DiskBytes   *int64
 	AutoRemove  bool
-	// FailStep makes the named start step fail (end-to-end tests of cleanup).
-	FailStep string
+	// NoStart only creates the VM: record, files and disk, in state created.
+	NoStart bool
+	// FailStep makes the named start step fail; PauseStep hangs before it (end-to-end tests
+	// of cleanup and crash recovery; see hooks).
+	FailStep, PauseStep string
 }
 
 // Observer receives what a create has to say while it runs. Any field may be nil.
@@ -166,10 +169,6 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 
 	rt := s.runtimeDir(id)
 	diskPath := filepath.Join(vm.Dir, diskFile)
-	var (
-		in  *instance
-		cli *agent.Client
-	)
 	list := []steps.Step{
 		{
 			Name: StepRecord,
@@ -203,79 +202,19 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 				return disk.CreateExt4(ctx, diskPath, vm.DiskBytes, "banger-disk")
 			},
 		},
-		{
-			Name: StepVMM,
+	}
+	if req.NoStart {
+		list = append(list, steps.Step{
+			Name: "created",
 			Do: func(ctx context.Context) error {
-				obs.Progress.Stage("vm.start", fmt.Sprintf("starting %s (%s)", driver.Name(), accel))
-				m, err := driver.Start(ctx, vmm.Config{
-					ID: id, Name: name, Dir: vm.Dir, RuntimeDir: rt,
-					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: accel,
-					Kernel: kern.Vmlinux, Initrd: kern.Initrd,
-					Cmdline: GuestCmdline(name),
-					Disks:   []vmm.Disk{{Path: img.Rootfs, ReadOnly: true}, {Path: diskPath}},
-				})
-				if err != nil {
-					return err
-				}
-				in = &instance{machine: m}
-				s.setInstance(id, in)
-				s.watch(id, in)
-				rec, _ := json.Marshal(m.Record())
-				vm.Runtime = rec
-				vm.State = StateStarting
+				vm.State = StateCreated
 				return s.store.UpdateVM(ctx, &vm)
 			},
-			Undo: func(ctx context.Context) error {
-				if in == nil {
-					return nil
-				}
-				in.mu.Lock()
-				in.deleting = true
-				in.mu.Unlock()
-				s.setInstance(id, nil)
-				return in.machine.Kill()
-			},
-		},
-		{
-			Name: StepAgent,
-			Do: func(ctx context.Context) error {
-				obs.Progress.Stage("vm.boot", "booting; waiting for the guest agent")
-				c, _, err := s.waitAgent(ctx, in.machine, cfg.BootTimeout)
-				if err != nil {
-					return s.bootFailure(name, id, in.machine, err)
-				}
-				cli = c
-				in.mu.Lock()
-				in.agent = c
-				in.mu.Unlock()
-				return nil
-			},
-			Undo: func(ctx context.Context) error {
-				if cli != nil {
-					cli.Close()
-				}
-				return nil
-			},
-		},
-		{
-			Name: StepReady,
-			Do: func(ctx context.Context) error {
-				vm.State = StateRunning
-				return s.store.UpdateVM(ctx, &vm)
-			},
-		},
+		})
+	} else {
+		list = append(list, s.bootSteps(&boot{vm: &vm, driver: driver, accel: accel, kernel: kern, image: img, timeout: cfg.BootTimeout, obs: obs, creating: true})...)
 	}
-	hooks := steps.Hooks{
-		Before: func(step string) error {
-			if req.FailStep != "" && req.FailStep == step {
-				return fmt.Errorf("fault injected at step %q (test hook)", step)
-			}
-			return nil
-		},
-		After: func(step string, d time.Duration, err error) {
-			s.log.Debug("start step", "vm", name, "step", step, "duration", d, "err", err)
-		},
-	}
+	hooks := s.hooks(name, req.FailStep, req.PauseStep)
 	timings, err := steps.Run(ctx, list, hooks)
 	if err != nil {
 		var se *steps.Error

@@ -103,14 +103,31 @@ func (s *Service) watch(id string, in *instance) {
 			return
 		}
 		rec, _ := Record(vm)
-		reason := "the VMM exited: " + vmm.LogTail(rec.Log, 3)
-		state := StateStopped
-		if vm.State != StateRunning {
-			state = StateError
+		reason := "the VMM exited on its own (the guest powered off, or the process was killed)"
+		if tail := vmm.LogTail(rec.Log, 3); !strings.HasPrefix(tail, "(") {
+			reason = "the VMM exited: " + tail
 		}
-		s.log.Info("VMM exited", "vm", vm.Name, "state", state, "reason", reason)
-		_ = s.store.SetVMState(ctx, id, state, reason)
+		if vm.State != StateRunning {
+			// It died while starting: the start's own error handling records it.
+			return
+		}
+		s.log.Info("VMM exited", "vm", vm.Name, "reason", reason)
+		if _, err := s.markStopped(ctx, vm, reason); err != nil {
+			s.log.Error("record VMM exit", "vm", vm.Name, "err", err)
+		}
 	}()
+}
+
+// endOnPurpose marks the VMM's coming exit as banger's doing (stop, kill, delete, a failed
+// start), so the exit watcher does not record it as a crash; it also drops the agent session.
+func (in *instance) endOnPurpose() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.deleting = true
+	if in.agent != nil {
+		in.agent.Close()
+		in.agent = nil
+	}
 }
 
 // client returns the VM's agent session, connecting again if the last one ended.
@@ -253,7 +270,6 @@ func (s *Service) Reconcile(ctx context.Context) error {
 func (s *Service) reconcileOne(ctx context.Context, vm store.VM) {
 	unlock := s.lock(vm.ID)
 	defer unlock()
-	halfCreated := vm.State == StateCreating || vm.State == StateStarting
 	var m vmm.Machine
 	if rec, ok := Record(vm); ok {
 		if d, ok := s.drivers[rec.Driver]; ok {
@@ -264,29 +280,40 @@ func (s *Service) reconcileOne(ctx context.Context, vm store.VM) {
 		}
 	}
 	switch {
-	case halfCreated:
+	case vm.State == StateCreating || (vm.AutoRemove && vm.State == StateStarting):
+		// (A create stays "creating" through its boot; its VMM, if one started, is ended too.)
+		// A create the daemon did not finish: undo it as the create would have.
 		s.log.Info("undoing a create the daemon did not finish", "vm", vm.Name, "state", vm.State)
 		if err := s.destroy(ctx, vm); err != nil {
 			s.log.Error("undo half-finished create", "vm", vm.Name, "err", err)
 		}
-	case m != nil && vm.State == StateRunning:
+	case vm.State == StateStarting:
+		// A start the daemon did not finish: end it; the VM and its disk stay.
+		s.log.Info("ending a start the daemon did not finish", "vm", vm.Name)
+		if m != nil {
+			_ = m.Kill()
+		}
+		_, _ = s.markStopped(ctx, vm, "the daemon stopped while this VM was starting; start it again")
+	case m != nil && (vm.State == StateRunning || vm.State == StateStopping):
 		in := &instance{machine: m}
 		s.setInstance(vm.ID, in)
 		s.watch(vm.ID, in)
+		if vm.State == StateStopping {
+			// The stop was cut short; the VM still runs, so say so. Stopping it is the user's call.
+			_ = s.store.SetVMState(ctx, vm.ID, StateRunning, "a stop was interrupted by a daemon restart")
+		}
 		s.log.Info("adopted running VM", "vm", vm.Name, "pid", m.Record().PID)
 	case m != nil:
-		// A VMM runs for a VM recorded as not running (e.g. stopping): keep it running and
-		// say so; the lifecycle commands decide what to do with it.
-		in := &instance{machine: m}
-		s.setInstance(vm.ID, in)
-		s.watch(vm.ID, in)
-		_ = s.store.SetVMState(ctx, vm.ID, StateRunning, "")
-	case vm.AutoRemove:
+		// A VMM runs for a VM recorded as not running: nothing should. End it.
+		s.log.Warn("ending a VMM whose VM is not recorded as running", "vm", vm.Name, "state", vm.State, "pid", m.Record().PID)
+		_ = m.Kill()
+		_, _ = s.markStopped(ctx, vm, vm.LastError)
+	case vm.AutoRemove && vm.State != StateCreated:
 		s.log.Info("deleting ephemeral VM whose VMM is gone", "vm", vm.Name)
 		if err := s.destroy(ctx, vm); err != nil {
 			s.log.Error("delete ephemeral VM", "vm", vm.Name, "err", err)
 		}
 	case vm.State == StateRunning || vm.State == StateStopping:
-		_ = s.store.SetVMState(ctx, vm.ID, StateStopped, "the VMM exited while the daemon was not running")
+		_, _ = s.markStopped(ctx, vm, "the VMM exited while the daemon was not running")
 	}
 }

@@ -22,7 +22,8 @@ import (
 
 // VM states.
 const (
-	StateCreating = "creating"
+	StateCreating = "creating" // being made: record, files, disk
+	StateCreated  = "created"  // made, never started (vm create --no-start)
 	StateStarting = "starting"
 	StateRunning  = "running"
 	StateStopping = "stopping"

@@ -3,18 +3,21 @@ package vmservice
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/paths"
@@ -56,7 +59,12 @@ func newEnv(t *testing.T) *env {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("mkfs.ext4 not installed (apt-get install e2fsprogs)")
 	}
-	dir := t.TempDir()
+	// Short: unix socket paths are limited to 108 bytes and t.TempDir() names can be long.
+	dir, err := os.MkdirTemp("", "vs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	vars := map[string]string{"BANGER_SOCKET": filepath.Join(dir, "run", "bangerd.sock")}
 	l, err := paths.New(func(k string) (string, bool) { v, ok := vars[k]; return v, ok }, os.Getuid(), filepath.Join(dir, "home"))
 	if err != nil {
@@ -277,11 +285,19 @@ func TestReconcileAfterDaemonRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A create the crashed daemon never finished, and files nobody recorded.
-	half := store.VM{ID: "00000000000000aa", Name: "half", State: StateStarting, Dir: filepath.Join(e.layout.VMsDir(), "00000000000000aa")}
+	half := store.VM{ID: "00000000000000aa", Name: "half", State: StateCreating, Dir: filepath.Join(e.layout.VMsDir(), "00000000000000aa")}
 	if err := os.MkdirAll(half.Dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.store.CreateVM(ctx, &half); err != nil {
+		t.Fatal(err)
+	}
+	// A start (of an existing VM) the crashed daemon never finished: the VM stays, stopped.
+	halfStarted := store.VM{ID: "00000000000000bb", Name: "half-started", State: StateStarting, Dir: filepath.Join(e.layout.VMsDir(), "00000000000000bb")}
+	if err := os.MkdirAll(halfStarted.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.CreateVM(ctx, &halfStarted); err != nil {
 		t.Fatal(err)
 	}
 	orphan := filepath.Join(e.layout.VMsDir(), "ffffffffffffffff")
@@ -310,8 +326,8 @@ func TestReconcileAfterDaemonRestart(t *testing.T) {
 	for _, vm := range vms {
 		got[vm.Name] = vm.State
 	}
-	want := map[string]string{"alive": StateRunning, "dead": StateStopped}
-	if len(got) != len(want) || got["alive"] != want["alive"] || got["dead"] != want["dead"] {
+	want := map[string]string{"alive": StateRunning, "dead": StateStopped, "half-started": StateStopped}
+	if len(got) != len(want) || got["alive"] != want["alive"] || got["dead"] != want["dead"] || got["half-started"] != want["half-started"] {
 		t.Errorf("after reconcile: %v, want %v (ephemeral and half-created removed)", got, want)
 	}
 	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
@@ -333,8 +349,10 @@ func TestReconcileAfterDaemonRestart(t *testing.T) {
 	if _, err := e.svc.Delete(ctx, "alive"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.Delete(ctx, "dead"); err != nil {
-		t.Fatal(err)
+	for _, n := range []string{"dead", "half-started"} {
+		if _, err := e.svc.Delete(ctx, n); err != nil {
+			t.Fatal(err)
+		}
 	}
 	e.assertNothingLeft()
 }
@@ -360,4 +378,162 @@ func TestVMMExitAfterBootMarksStopped(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Error("VM not marked stopped after its VMM died")
+}
+
+func TestLifecycleCreateNoStartStartStopRestartKill(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vm, err := e.create(CreateRequest{Name: "dev", NoStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.State != StateCreated || len(e.driver.Machines()) != 0 {
+		t.Fatalf("--no-start: state %s with %d VMMs, want created and none", vm.State, len(e.driver.Machines()))
+	}
+	if _, err := os.Stat(filepath.Join(vm.Dir, diskFile)); err != nil {
+		t.Errorf("--no-start must still make the disk: %v", err)
+	}
+
+	vm, _, err = e.svc.Start(ctx, "dev", Observer{})
+	if err != nil || vm.State != StateRunning {
+		t.Fatalf("Start = %s, %v; want running", vm.State, err)
+	}
+	first, _ := Record(vm)
+	if again, _, err := e.svc.Start(ctx, "dev", Observer{}); err != nil || again.State != StateRunning {
+		t.Errorf("starting a running VM = %s, %v; want a no-op", again.State, err)
+	}
+
+	vm, err = e.svc.Stop(ctx, "dev", 5*time.Second)
+	if err != nil || vm.State != StateStopped || vm.LastError != "" {
+		t.Fatalf("Stop = %+v, %v; want stopped without error", vm, err)
+	}
+	if _, err := os.Stat(filepath.Join(vm.Dir, diskFile)); err != nil {
+		t.Errorf("stop must keep the disk: %v", err)
+	}
+	if _, err := os.Stat(e.svc.runtimeDir(vm.ID)); !os.IsNotExist(err) {
+		t.Errorf("stop must remove the sockets: %v", err)
+	}
+	if again, err := e.svc.Stop(ctx, "dev", time.Second); err != nil || again.State != StateStopped {
+		t.Errorf("stopping a stopped VM = %s, %v; want a no-op", again.State, err)
+	}
+
+	vm, err = e.svc.Restart(ctx, "dev", 5*time.Second, Observer{})
+	if err != nil || vm.State != StateRunning {
+		t.Fatalf("Restart of a stopped VM = %s, %v", vm.State, err)
+	}
+	vm, err = e.svc.Restart(ctx, "dev", 5*time.Second, Observer{})
+	second, _ := Record(vm)
+	if err != nil || vm.State != StateRunning || second.PID == first.PID {
+		t.Fatalf("Restart = %s pid %d (was %d), %v; want running in a new VMM", vm.State, second.PID, first.PID, err)
+	}
+
+	vm, err = e.svc.Kill(ctx, "dev", syscall.SIGTERM)
+	if err != nil || vm.State != StateStopped || vm.LastError != "" {
+		t.Fatalf("Kill = %+v, %v; want stopped, not error", vm, err)
+	}
+	if _, err := e.svc.Kill(ctx, "dev", 0); !errors.Is(err, failure.Conflict) {
+		t.Errorf("killing a stopped VM: err = %v, want Conflict", err)
+	}
+	if _, err := e.svc.Delete(ctx, "dev"); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNothingLeft()
+}
+
+func TestFailedStartLeavesTheVMInErrorWithItsDisk(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vm, err := e.create(CreateRequest{Name: "dev", NoStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.driver.NoAgent = true
+	e.cfg.BootTimeout = 300 * time.Millisecond
+	_, _, err = e.svc.Start(ctx, "dev", Observer{})
+	if err == nil || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("Start = %v, want a boot timeout", err)
+	}
+	got, _ := e.store.GetVM(ctx, "dev")
+	if got.State != StateError || !strings.Contains(got.LastError, "did not answer") || len(got.Runtime) != 0 {
+		t.Errorf("after a failed start: %+v; want state error, the reason kept, no runtime record", got)
+	}
+	if _, err := os.Stat(filepath.Join(vm.Dir, diskFile)); err != nil {
+		t.Errorf("a failed start must keep the disk: %v", err)
+	}
+	for _, m := range e.driver.Machines() {
+		select {
+		case <-m.Done():
+		case <-time.After(5 * time.Second):
+			t.Errorf("VMM %d still running after a failed start", m.Record().PID)
+		}
+	}
+	// It can be started again once the cause is gone.
+	e.driver.NoAgent = false
+	if vm, _, err := e.svc.Start(ctx, "dev", Observer{}); err != nil || vm.State != StateRunning || vm.LastError != "" {
+		t.Errorf("start after fixing = %+v, %v", vm, err)
+	}
+}
+
+func TestSet(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.create(CreateRequest{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	two := 2
+	if _, err := e.svc.Set(ctx, "dev", SetRequest{VCPU: &two}); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "stop it first") {
+		t.Errorf("set on a running VM: err = %v, want Conflict saying to stop it", err)
+	}
+	if _, err := e.svc.Stop(ctx, "dev", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Set(ctx, "dev", SetRequest{}); !errors.Is(err, failure.Invalid) {
+		t.Errorf("set with nothing: err = %v, want Invalid", err)
+	}
+	small := int64(256 << 20)
+	if _, err := e.svc.Set(ctx, "dev", SetRequest{MemoryBytes: &small}); !errors.Is(err, failure.Invalid) || !strings.Contains(err.Error(), "--memory") {
+		t.Errorf("memory below the floor: err = %v, want Invalid naming --memory", err)
+	}
+	shrink := int64(512 << 20)
+	if _, err := e.svc.Set(ctx, "dev", SetRequest{DiskBytes: &shrink}); !errors.Is(err, failure.Invalid) {
+		t.Errorf("shrinking the disk: err = %v, want Invalid", err)
+	}
+	grow, mem := int64(2<<30), int64(768<<20)
+	vm, err := e.svc.Set(ctx, "dev", SetRequest{VCPU: &two, MemoryBytes: &mem, DiskBytes: &grow})
+	if err != nil || vm.VCPU != 2 || vm.MemoryMiB != 768 || vm.DiskBytes != grow {
+		t.Fatalf("Set = %+v, %v", vm, err)
+	}
+	apparent, _, err := disk.Usage(filepath.Join(vm.Dir, diskFile))
+	if err != nil || apparent != grow {
+		t.Errorf("disk file is %d bytes (%v), want %d", apparent, err, grow)
+	}
+	var spec config.VMSpec
+	_ = json.Unmarshal(vm.Spec, &spec)
+	if spec.VCPU.Source != config.SourceFlag || spec.DiskBytes.Value != grow {
+		t.Errorf("spec after set = %+v, want the new values with their provenance", spec)
+	}
+	if vm, _, err := e.svc.Start(ctx, "dev", Observer{}); err != nil || vm.State != StateRunning {
+		t.Errorf("start after set = %v", err)
+	}
+}
+
+func TestPruneDeletesOnlyVMsThatDoNotRun(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, req := range []CreateRequest{{Name: "running"}, {Name: "created", NoStart: true}, {Name: "stopped"}} {
+		if _, err := e.create(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.svc.Stop(ctx, "stopped", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	deleted, err := e.svc.Prune(ctx)
+	if err != nil || len(deleted) != 2 {
+		t.Fatalf("Prune = %d VMs, %v; want created and stopped", len(deleted), err)
+	}
+	vms, _ := e.store.ListVMs(ctx)
+	if len(vms) != 1 || vms[0].Name != "running" {
+		t.Errorf("left: %+v, want only the running VM", vms)
+	}
 }

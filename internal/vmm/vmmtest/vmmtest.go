@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/guestagent"
@@ -58,7 +59,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	console := filepath.Join(cfg.Dir, "console.log")
 	_ = os.WriteFile(console, []byte("[    0.1] fake kernel booting\n[    0.2] fake init says hello\n"), 0o600)
 	m := &Machine{proc: proc, rec: vmm.Record{Driver: d.Name(), PID: proc.PID, StartTime: proc.StartTime,
-		Sockets: map[string]string{"agent": sock}, Console: console, Log: filepath.Join(cfg.Dir, "vmm.log")}}
+		Sockets: map[string]string{"agent": sock}, Console: console, Log: filepath.Join(cfg.Dir, "qemu.log")}}
 	if !d.NoAgent {
 		if d.BootDelay > 0 {
 			go func() {
@@ -117,7 +118,9 @@ func (m *Machine) listen() error {
 	}
 	m.ln = ln
 	go func() {
-		s := &guestagent.Server{Version: "vmmtest", Log: log.New(io.Discard, "", 0)}
+		// A guest that powers off ends its VMM, as under QEMU with -no-reboot.
+		poweroff := func() error { return m.proc.Signal(syscall.SIGKILL) }
+		s := &guestagent.Server{Version: "vmmtest", Log: log.New(io.Discard, "", 0), Poweroff: poweroff}
 		for {
 			c, err := ln.Accept()
 			if err != nil {

@@ -1,0 +1,211 @@
+package vmservice
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/steps"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// boot is what starting a VM needs, resolved before its steps run.
+type boot struct {
+	vm      *store.VM
+	driver  vmm.Driver
+	accel   host.Accel
+	kernel  catalog.Kernel
+	image   catalog.Image
+	timeout time.Duration
+	obs     Observer
+	// creating: the boot is part of a create, which stays in state creating until the VM is
+	// ready, so that a daemon crash half way undoes the whole create.
+	creating bool
+
+	in  *instance
+	cli *agent.Client
+}
+
+// bootSteps start the VMM and wait for the guest agent: vmm, agent, ready. Undoing them ends
+// the VMM. The caller holds the VM's lock.
+func (s *Service) bootSteps(b *boot) []steps.Step {
+	vm := b.vm
+	rt := s.runtimeDir(vm.ID)
+	return []steps.Step{
+		{
+			Name: StepVMM,
+			Do: func(ctx context.Context) error {
+				b.obs.Progress.Stage("vm.start", fmt.Sprintf("starting %s (%s)", b.driver.Name(), b.accel))
+				if err := os.MkdirAll(rt, 0o700); err != nil {
+					return fmt.Errorf("create runtime directory: %w", err)
+				}
+				m, err := b.driver.Start(ctx, vmm.Config{
+					ID: vm.ID, Name: vm.Name, Dir: vm.Dir, RuntimeDir: rt,
+					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: b.accel,
+					Kernel: b.kernel.Vmlinux, Initrd: b.kernel.Initrd,
+					Cmdline: GuestCmdline(vm.Name),
+					Disks:   []vmm.Disk{{Path: b.image.Rootfs, ReadOnly: true}, {Path: filepath.Join(vm.Dir, diskFile)}},
+				})
+				if err != nil {
+					return err
+				}
+				b.in = &instance{machine: m}
+				s.setInstance(vm.ID, b.in)
+				s.watch(vm.ID, b.in)
+				rec, _ := json.Marshal(m.Record())
+				vm.Runtime = rec
+				vm.VMM = b.driver.Name()
+				vm.Accel = string(b.accel)
+				if !b.creating {
+					vm.State = StateStarting
+				}
+				vm.LastError = ""
+				return s.store.UpdateVM(ctx, vm)
+			},
+			Undo: func(ctx context.Context) error {
+				if b.in == nil {
+					return nil
+				}
+				b.in.endOnPurpose()
+				s.setInstance(vm.ID, nil)
+				return b.in.machine.Kill()
+			},
+		},
+		{
+			Name: StepAgent,
+			Do: func(ctx context.Context) error {
+				b.obs.Progress.Stage("vm.boot", "booting; waiting for the guest agent")
+				c, _, err := s.waitAgent(ctx, b.in.machine, b.timeout)
+				if err != nil {
+					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err)
+				}
+				b.cli = c
+				b.in.mu.Lock()
+				b.in.agent = c
+				b.in.mu.Unlock()
+				return nil
+			},
+			Undo: func(ctx context.Context) error {
+				if b.cli != nil {
+					b.cli.Close()
+				}
+				return nil
+			},
+		},
+		{
+			Name: StepReady,
+			Do: func(ctx context.Context) error {
+				vm.State = StateRunning
+				return s.store.UpdateVM(ctx, vm)
+			},
+		},
+	}
+}
+
+// prepareBoot resolves the driver, kernel and image of an existing VM.
+func (s *Service) prepareBoot(ctx context.Context, vm *store.VM, obs Observer) (*boot, error) {
+	cfg, err := s.config()
+	if err != nil {
+		return nil, err
+	}
+	d, ok := s.drivers[vm.VMM]
+	if !ok {
+		return nil, fmt.Errorf("vm %q was created for the %s VMM, which this daemon does not have", vm.Name, vm.VMM)
+	}
+	accel := s.host.DetectAccel()
+	kern, err := s.artifacts.Kernel(ctx, vm.Kernel, obs.Progress)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: %w", vm.Name, err)
+	}
+	img, err := s.artifacts.Image(ctx, vm.Image, obs.Progress)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: %w", vm.Name, err)
+	}
+	return &boot{vm: vm, driver: d, accel: accel.Accel, kernel: kern, image: img, timeout: cfg.BootTimeout, obs: obs}, nil
+}
+
+// Start boots a created or stopped VM until its agent answers. If it fails, the VMM is ended,
+// the disk kept, and the VM is left in state error with the reason.
+func (s *Service) Start(ctx context.Context, ref string, obs Observer) (store.VM, []steps.Timing, error) {
+	vm, err := s.Resolve(ctx, ref)
+	if err != nil {
+		return vm, nil, err
+	}
+	unlock := s.lock(vm.ID)
+	defer unlock()
+	if vm, err = s.reload(ctx, vm, ref); err != nil {
+		return vm, nil, err
+	}
+	switch vm.State {
+	case StateRunning:
+		return vm, nil, nil
+	case StateCreated, StateStopped, StateError:
+	default:
+		return vm, nil, conflictf("vm %q is %s; wait for it to finish, or kill it (`banger vm kill %s`)", vm.Name, vm.State, vm.Name)
+	}
+	b, err := s.prepareBoot(ctx, &vm, obs)
+	if err != nil {
+		return vm, nil, err
+	}
+	timings, err := steps.Run(ctx, s.bootSteps(b), s.hooks(vm.Name, "", ""))
+	if err != nil {
+		_ = os.RemoveAll(s.runtimeDir(vm.ID))
+		cause := err
+		var se *steps.Error
+		if errors.As(err, &se) {
+			cause = se.Err
+		}
+		state, msg := StateError, cause.Error()
+		if errors.Is(err, context.Canceled) {
+			state, msg = StateStopped, "start cancelled"
+		}
+		vm.State, vm.LastError, vm.Runtime = state, msg, nil
+		if uerr := s.store.UpdateVM(context.WithoutCancel(ctx), &vm); uerr != nil {
+			s.log.Error("record failed start", "vm", vm.Name, "err", uerr)
+		}
+		return vm, timings, fmt.Errorf("vm %q: start failed: %w", vm.Name, err)
+	}
+	return vm, timings, nil
+}
+
+// hooks are the step hooks of create and start: timing logs and the test hooks — failStep
+// fails the named step; pauseStep writes <state dir>/test-paused-at (holding the step name)
+// and then hangs before the named step, so that an end-to-end test can kill the daemon there.
+func (s *Service) hooks(name, failStep, pauseStep string) steps.Hooks {
+	return steps.Hooks{
+		Before: func(step string) error {
+			if pauseStep != "" && pauseStep == step {
+				marker := filepath.Join(s.layout.StateDir, "test-paused-at")
+				if err := os.WriteFile(marker, []byte(step), 0o600); err != nil {
+					return err
+				}
+				time.Sleep(10 * time.Minute)
+				return fmt.Errorf("paused at step %q for too long (test hook)", step)
+			}
+			if failStep != "" && failStep == step {
+				return fmt.Errorf("fault injected at step %q (test hook)", step)
+			}
+			return nil
+		},
+		After: func(step string, d time.Duration, err error) {
+			s.log.Debug("start step", "vm", name, "step", step, "duration", d, "err", err)
+		},
+	}
+}
+
+// reload re-reads a VM under its lock: another operation may have changed or deleted it.
+func (s *Service) reload(ctx context.Context, vm store.VM, ref string) (store.VM, error) {
+	fresh, err := s.store.GetVMByID(ctx, vm.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return vm, notFoundf("vm %q no longer exists", ref)
+	}
+	return fresh, err
+}
