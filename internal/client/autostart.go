@@ -40,6 +40,12 @@ var startWait = 15 * time.Second
 // running). It returns the daemon's version.
 func (c *Client) Ensure(ctx context.Context, o StartOptions) (api.Version, error) {
 	v, err := c.Version(ctx)
+	// A daemon that is dying (killed, or exiting) can still hold its listener for a moment and
+	// then reset the connection; ask again until it is clearly there or clearly gone.
+	for i := 0; i < 20 && errors.Is(err, syscall.ECONNRESET) && ctx.Err() == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+		v, err = c.Version(ctx)
+	}
 	switch {
 	case err == nil:
 		if err := c.sameState(v, o); err != nil {

@@ -26,23 +26,30 @@ type Process struct {
 
 // StartTime returns field 22 of /proc/<pid>/stat (start time in clock ticks since boot).
 func StartTime(pid int) (uint64, error) {
+	st, _, err := stat(pid)
+	return st, err
+}
+
+// stat reads a process's start time and state letter (R, S, D, Z, …) from /proc/<pid>/stat.
+func stat(pid int) (uint64, byte, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name (field 2) may contain spaces and parentheses; fields after it start
 	// after the last ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	// f[0] is field 3 (state); field 22 is f[19].
-	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	st, err := strconv.ParseUint(f[19], 10, 64)
+	return st, f[0][0], err
 }
 
 // Spawn starts cmd detached from the caller: in its own session, with no controlling
@@ -81,10 +88,15 @@ func Watch(pid int, startTime uint64) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrGone)
 	}
-	st, err := StartTime(pid)
+	st, state, err := stat(pid)
 	if err != nil || st != startTime {
 		unix.Close(fd)
 		return nil, fmt.Errorf("pid %d now belongs to another process: %w", pid, ErrGone)
+	}
+	if state == 'Z' || state == 'X' {
+		// Exited, not yet reaped by its parent: as gone as it gets.
+		unix.Close(fd)
+		return nil, fmt.Errorf("pid %d has exited: %w", pid, ErrGone)
 	}
 	p := &Process{PID: pid, StartTime: startTime, done: make(chan struct{})}
 	go func() {

@@ -61,3 +61,30 @@ func TestWatchRefusesAnotherProcessOnTheSamePID(t *testing.T) {
 		t.Errorf("Watch(0): err = %v, want ErrGone", err)
 	}
 }
+
+func TestWatchTreatsAZombieAsGone(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	st, err := StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not reaped yet: a zombie, whose /proc entry (and start time) still exists.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, state, err := stat(cmd.Process.Pid)
+		if err == nil && state == 'Z' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("child did not become a zombie")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := Watch(cmd.Process.Pid, st); !errors.Is(err, ErrGone) {
+		t.Errorf("Watch of a zombie: err = %v, want ErrGone", err)
+	}
+}
