@@ -309,9 +309,28 @@ func (b *bench) guestUsed(ref string) (int64, error) {
 	return total - free, nil
 }
 
-// restart will time vm stop and vm start of an existing VM once the lifecycle commands exist.
+// restart times `vm stop` and `vm start` of an existing VM (CLI start to exit).
 func (b *bench) restart() error {
-	b.rep.na("restart.stop", "vm stop of a running VM", "vm stop/start are not implemented yet")
-	b.rep.na("restart.start", "vm start of a stopped VM", "vm stop/start are not implemented yet")
+	args := append([]string{"vm", "create", "--name", "bench-restart"}, b.vmArgs()...)
+	if r := bangerRun(b, args...); r.err != nil {
+		return r.err
+	}
+	defer bangerRun(b, "vm", "delete", "bench-restart")
+	var stops, starts []time.Duration
+	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+		r := bangerRun(b, "vm", "stop", "bench-restart")
+		if r.err != nil {
+			return r.err
+		}
+		stops = append(stops, r.took)
+		r = bangerRun(b, "vm", "start", "bench-restart")
+		if r.err != nil {
+			return r.err
+		}
+		starts = append(starts, r.took)
+		logf("restart round %d: stop %s, start %s", i+1, stops[i].Round(time.Millisecond), starts[i].Round(time.Millisecond))
+	}
+	b.rep.add("restart.stop", "vm stop of a running VM (graceful: the guest powers off)", "s", seconds(stops))
+	b.rep.add("restart.start", "vm start of a stopped VM, until its agent answers", "s", seconds(starts))
 	return nil
 }
