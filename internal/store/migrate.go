@@ -49,6 +49,13 @@ CREATE TABLE kernels (
 	created_at TEXT NOT NULL
 ) STRICT;
 `,
+	// 2: guest networking: each VM's address on the bridge (unique while the VM exists) and
+	// whether its traffic is masqueraded out of the host.
+	`
+ALTER TABLE vms ADD COLUMN ip TEXT NOT NULL DEFAULT '';
+ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 1;
+CREATE UNIQUE INDEX vms_ip ON vms (ip) WHERE ip != '';
+`,
 }
 
 // SchemaVersion is the schema version this binary creates and understands.

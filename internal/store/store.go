@@ -22,6 +22,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrNameTaken: another VM already has that name.
 	ErrNameTaken = errors.New("a vm with that name already exists")
+	// ErrIPTaken: another VM already has that address.
+	ErrIPTaken = errors.New("another vm already has that address")
 )
 
 // busyTimeout is how long a statement waits for another connection's write lock.

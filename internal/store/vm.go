@@ -27,12 +27,16 @@ type VM struct {
 	Spec       json.RawMessage // resolved spec with provenance; nil is stored as NULL
 	Runtime    json.RawMessage // VMM driver's record (pid, start time, sockets); nil is NULL
 	LastError  string
-	CreatedAt  time.Time // UTC
-	UpdatedAt  time.Time // UTC
+	// IP is the VM's address on the host bridge ("" when it has none); unique among VMs.
+	IP string
+	// NAT says whether the VM's traffic is masqueraded out of the host (vm run --no-nat: false).
+	NAT       bool
+	CreatedAt time.Time // UTC
+	UpdatedAt time.Time // UTC
 }
 
 const vmColumns = `id, name, state, image, kernel, vmm, accel, vcpu, memory_mib, disk_bytes, dir,
-	auto_remove, spec, runtime, last_error, created_at, updated_at`
+	auto_remove, spec, runtime, last_error, ip, nat, created_at, updated_at`
 
 // CreateVM inserts v. It fills in v.ID when empty and sets v.CreatedAt (unless already set) and
 // v.UpdatedAt. A name already in use yields an error matching ErrNameTaken.
@@ -61,9 +65,9 @@ func (s *Store) CreateVM(ctx context.Context, v *VM) error {
 		return fmt.Errorf("create vm %q: %w", v.Name, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		rec.ID, rec.Name, rec.State, rec.Image, rec.Kernel, rec.VMM, rec.Accel, rec.VCPU, rec.MemoryMiB,
-		rec.DiskBytes, rec.Dir, rec.AutoRemove, spec, runtime, rec.LastError,
+		rec.DiskBytes, rec.Dir, rec.AutoRemove, spec, runtime, rec.LastError, rec.IP, rec.NAT,
 		formatTime(rec.CreatedAt), formatTime(rec.UpdatedAt))
 	if err != nil {
 		return fmt.Errorf("create vm %q: %w", v.Name, vmConstraint(err, rec.ID))
@@ -79,6 +83,9 @@ func vmConstraint(err error, id string) error {
 	}
 	if strings.Contains(err.Error(), "vms.id") {
 		return fmt.Errorf("id %s is already in use", id)
+	}
+	if strings.Contains(err.Error(), "vms.ip") {
+		return ErrIPTaken
 	}
 	return ErrNameTaken
 }
@@ -164,7 +171,7 @@ func scanVM(rows *sql.Rows) (VM, error) {
 	var spec, runtime sql.NullString
 	var created, updated string
 	err := rows.Scan(&v.ID, &v.Name, &v.State, &v.Image, &v.Kernel, &v.VMM, &v.Accel, &v.VCPU,
-		&v.MemoryMiB, &v.DiskBytes, &v.Dir, &v.AutoRemove, &spec, &runtime, &v.LastError, &created, &updated)
+		&v.MemoryMiB, &v.DiskBytes, &v.Dir, &v.AutoRemove, &spec, &runtime, &v.LastError, &v.IP, &v.NAT, &created, &updated)
 	if err != nil {
 		return VM{}, err
 	}
@@ -192,9 +199,9 @@ func (s *Store) UpdateVM(ctx context.Context, v *VM) error {
 	t := now()
 	res, err := s.db.ExecContext(ctx, `UPDATE vms SET name = ?, state = ?, image = ?, kernel = ?,
 		vmm = ?, accel = ?, vcpu = ?, memory_mib = ?, disk_bytes = ?, dir = ?, auto_remove = ?,
-		spec = ?, runtime = ?, last_error = ?, updated_at = ? WHERE id = ?`,
+		spec = ?, runtime = ?, last_error = ?, ip = ?, nat = ?, updated_at = ? WHERE id = ?`,
 		v.Name, v.State, v.Image, v.Kernel, v.VMM, v.Accel, v.VCPU, v.MemoryMiB, v.DiskBytes, v.Dir,
-		v.AutoRemove, spec, runtime, v.LastError, formatTime(t), v.ID)
+		v.AutoRemove, spec, runtime, v.LastError, v.IP, v.NAT, formatTime(t), v.ID)
 	if err == nil {
 		err = notFoundIfNone(res)
 	}
