@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -85,8 +87,55 @@ func apply(c *Config, f *file, home string) error {
 		}
 		c.BootTimeout = d
 	}
+	if err := applyNetwork(c, f); err != nil {
+		return err
+	}
 	if f.VMDefaults != nil {
 		return applyVMDefaults(&c.VMDefaults, f.VMDefaults)
+	}
+	return nil
+}
+
+func applyNetwork(c *Config, f *file) error {
+	if f.BridgeName != nil {
+		n := *f.BridgeName
+		if n == "" || len(n) > 15 || strings.ContainsAny(n, " /:") {
+			return badKey(keyBridgeName, "%q is not an interface name; use 1-15 characters without spaces, '/' or ':'", n)
+		}
+		c.BridgeName = n
+	}
+	if f.BridgeCIDR != nil {
+		p, err := netip.ParsePrefix(*f.BridgeCIDR)
+		switch {
+		case err != nil || !p.Addr().Is4():
+			return badKey(keyBridgeCIDR, "%q is not an IPv4 network; use e.g. \"172.16.0.0/24\"", *f.BridgeCIDR)
+		case p.Bits() < 16 || p.Bits() > 29:
+			return badKey(keyBridgeCIDR, "%s: use a prefix between /16 and /29", p)
+		case p.Masked() != p:
+			return badKey(keyBridgeCIDR, "%s has host bits set; did you mean %q?", p, p.Masked().String())
+		}
+		c.BridgeCIDR = p
+	}
+	if f.NetworkNamespace != nil {
+		c.NetworkNamespace = *f.NetworkNamespace
+	}
+	if f.DNSUpstreams != nil {
+		for i, u := range f.DNSUpstreams {
+			host := u
+			if h, _, err := net.SplitHostPort(u); err == nil {
+				host = h
+			}
+			if _, err := netip.ParseAddr(host); err != nil {
+				return badKey(keyDNSUpstreams, "entry %d, %q: want an IP address, optionally with :port", i+1, u)
+			}
+		}
+		c.DNSUpstreams = f.DNSUpstreams
+	}
+	if f.DNSPort != nil {
+		if *f.DNSPort < 1 || *f.DNSPort > 65535 {
+			return badKey(keyDNSPort, "%d is not a port; use 1-65535", *f.DNSPort)
+		}
+		c.DNSPort = int(*f.DNSPort)
 	}
 	return nil
 }

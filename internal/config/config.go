@@ -4,6 +4,7 @@
 package config
 
 import (
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -28,6 +29,9 @@ const (
 	DefaultBootTimeout = 3 * time.Minute
 	DefaultSSHKeyName  = "id_ed25519" // inside paths.Layout.SSHDir()
 	DefaultJailerDir   = "jailer"     // inside the state dir: the default jailer_chroot_base
+	DefaultBridgeName  = "banger0"
+	DefaultBridgeCIDR  = "172.16.0.0/24"
+	DefaultDNSPort     = 53530
 )
 
 // Config is the effective configuration: built-in defaults overlaid with config.toml.
@@ -99,6 +103,31 @@ type Config struct {
 	// Key boot_timeout, Go duration string such as "3m" or "90s", > 0. Default 3m.
 	BootTimeout time.Duration
 
+	// BridgeName is the host bridge every VM's tap joins. Key bridge_name, string of 1-15
+	// characters. Default "banger0".
+	BridgeName string
+
+	// BridgeCIDR is the guests' IPv4 subnet; the host side of the bridge is its first address
+	// (the guests' gateway and DNS server). Key bridge_cidr, string such as "172.16.0.0/24",
+	// a prefix between /16 and /29. Default "172.16.0.0/24".
+	BridgeCIDR netip.Prefix
+
+	// NetworkNamespace puts guest networking — bridge, taps, NAT, the DNS server and the VMM
+	// processes — in a network namespace instead of the daemon's own: a name under /run/netns
+	// or a path. It must exist (`ip netns add NAME`). Key network_namespace, string. Default ""
+	// (the daemon's namespace). Tests and CI use it to keep guest traffic off the host.
+	NetworkNamespace string
+
+	// DNSUpstreams are the resolvers banger's DNS server forwards non-.vm names to. Key
+	// dns_upstreams, array of "ip" or "ip:port" strings. Default: the host's resolvers from
+	// /etc/resolv.conf (resolved's own upstreams where resolv.conf names only its stub).
+	DNSUpstreams []string
+
+	// DNSPort is the loopback port where the host can query banger's DNS server
+	// (127.0.0.1:PORT); guests use port 53 on the bridge. Key dns_port, integer 1-65535.
+	// Default 53530.
+	DNSPort int
+
 	// VMDefaults size new VMs when no flag says otherwise. Table [vm_defaults].
 	VMDefaults VMDefaults
 }
@@ -137,5 +166,8 @@ func Default(l paths.Layout) Config {
 		JailerChrootBase: filepath.Join(l.StateDir, DefaultJailerDir),
 		VMM:              VMMAuto,
 		BootTimeout:      DefaultBootTimeout,
+		BridgeName:       DefaultBridgeName,
+		BridgeCIDR:       netip.MustParsePrefix(DefaultBridgeCIDR),
+		DNSPort:          DefaultDNSPort,
 	}
 }

@@ -18,6 +18,11 @@ type file struct {
 	QEMUBin          *string     `toml:"qemu_bin"`
 	DebianMirror     *string     `toml:"debian_mirror"`
 	BootTimeout      *string     `toml:"boot_timeout"`
+	BridgeName       *string     `toml:"bridge_name"`
+	BridgeCIDR       *string     `toml:"bridge_cidr"`
+	NetworkNamespace *string     `toml:"network_namespace"`
+	DNSUpstreams     []string    `toml:"dns_upstreams"`
+	DNSPort          *int64      `toml:"dns_port"`
 	VMDefaults       *fileVMDefs `toml:"vm_defaults"`
 }
 
@@ -42,6 +47,11 @@ const (
 	keyQEMUBin          = "qemu_bin"
 	keyDebianMirror     = "debian_mirror"
 	keyBootTimeout      = "boot_timeout"
+	keyBridgeName       = "bridge_name"
+	keyBridgeCIDR       = "bridge_cidr"
+	keyNetworkNamespace = "network_namespace"
+	keyDNSUpstreams     = "dns_upstreams"
+	keyDNSPort          = "dns_port"
 	keyVMDefaults       = "vm_defaults"
 	keyVCPU             = "vm_defaults.vcpu"
 	keyMemoryMiB        = "vm_defaults.memory_mib"
@@ -62,6 +72,11 @@ var keyTypes = []struct{ key, want string }{
 	{keyQEMUBin, "a string path"},
 	{keyDebianMirror, "a string URL"},
 	{keyBootTimeout, `a duration string such as "3m" or "90s"`},
+	{keyBridgeName, "a string"},
+	{keyBridgeCIDR, `a string such as "172.16.0.0/24"`},
+	{keyNetworkNamespace, "a string (a name under /run/netns, or a path)"},
+	{keyDNSUpstreams, `an array of strings such as ["1.1.1.1", "10.0.0.2:53"]`},
+	{keyDNSPort, "an integer port"},
 	{keyVMDefaults, "a table"},
 	{keyVCPU, "an integer"},
 	{keyMemoryMiB, "an integer number of MiB"},

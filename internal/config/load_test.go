@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -119,6 +120,11 @@ func TestLoadAcceptsEveryKey(t *testing.T) {
 		{"debian_mirror empty means unset", `debian_mirror = ""`, func(*Config) {}},
 		{"boot_timeout", `boot_timeout = "90s"`, func(c *Config) { c.BootTimeout = 90 * time.Second }},
 		{"boot_timeout compound", `boot_timeout = "1m30s"`, func(c *Config) { c.BootTimeout = 90 * time.Second }},
+		{"bridge_name", `bridge_name = "br-sandbox"`, func(c *Config) { c.BridgeName = "br-sandbox" }},
+		{"bridge_cidr", `bridge_cidr = "10.99.0.0/16"`, func(c *Config) { c.BridgeCIDR = netip.MustParsePrefix("10.99.0.0/16") }},
+		{"network_namespace", `network_namespace = "sandbox"`, func(c *Config) { c.NetworkNamespace = "sandbox" }},
+		{"dns_upstreams", `dns_upstreams = ["1.1.1.1", "10.0.0.2:5353", "::1"]`, func(c *Config) { c.DNSUpstreams = []string{"1.1.1.1", "10.0.0.2:5353", "::1"} }},
+		{"dns_port", `dns_port = 5300`, func(c *Config) { c.DNSPort = 5300 }},
 		{"vm_defaults.vcpu", "[vm_defaults]\nvcpu = 2", func(c *Config) { c.VMDefaults.VCPU = 2 }},
 		{"vm_defaults.memory_mib", "[vm_defaults]\nmemory_mib = 2048", func(c *Config) { c.VMDefaults.MemoryMiB = 2048 }},
 		{"vm_defaults.disk_size string", "[vm_defaults]\ndisk_size = \"20G\"", func(c *Config) { c.VMDefaults.DiskBytes = 20 * bytesize.GiB }},
@@ -138,6 +144,11 @@ vmm = "qemu"
 qemu_bin = "/q"
 debian_mirror = "https://m/debian"
 boot_timeout = "5m"
+bridge_name = "br1"
+bridge_cidr = "10.1.0.0/24"
+network_namespace = "/run/netns/t"
+dns_upstreams = ["9.9.9.9"]
+dns_port = 5300
 
 [vm_defaults]
 vcpu = 2
@@ -156,6 +167,11 @@ disk_size = "16G"
 					QEMUBin:          "/q",
 					DebianMirror:     "https://m/debian",
 					BootTimeout:      5 * time.Minute,
+					BridgeName:       "br1",
+					BridgeCIDR:       netip.MustParsePrefix("10.1.0.0/24"),
+					NetworkNamespace: "/run/netns/t",
+					DNSUpstreams:     []string{"9.9.9.9"},
+					DNSPort:          5300,
 					VMDefaults:       VMDefaults{VCPU: 2, MemoryMiB: 4096, DiskBytes: 16 * bytesize.GiB},
 				}
 			},
@@ -182,12 +198,19 @@ disk_size = "16G"
 func TestLoadErrors(t *testing.T) {
 	known := "known keys are default_image_name, default_kernel, ssh_key_path, firecracker_bin, " +
 		"jailer_enabled, jailer_bin, jailer_chroot_base, jailer_uid, jailer_gid, vmm, qemu_bin, " +
-		"debian_mirror, boot_timeout, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size"
+		"debian_mirror, boot_timeout, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size"
 	tests := []struct {
 		name    string
 		content string
 		want    string
 	}{
+		// Network keys.
+		{"bridge_name too long", `bridge_name = "a-very-long-bridge-name"`, `$F:1: bridge_name: "a-very-long-bridge-name" is not an interface name; use 1-15 characters without spaces, '/' or ':'`},
+		{"bridge_cidr not a network", `bridge_cidr = "lan"`, `$F:1: bridge_cidr: "lan" is not an IPv4 network; use e.g. "172.16.0.0/24"`},
+		{"bridge_cidr too wide", `bridge_cidr = "10.0.0.0/8"`, `$F:1: bridge_cidr: 10.0.0.0/8: use a prefix between /16 and /29`},
+		{"bridge_cidr host bits", `bridge_cidr = "172.16.0.1/24"`, `$F:1: bridge_cidr: 172.16.0.1/24 has host bits set; did you mean "172.16.0.0/24"?`},
+		{"dns_upstreams not an address", `dns_upstreams = ["1.1.1.1", "dns.google"]`, `$F:1: dns_upstreams: entry 2, "dns.google": want an IP address, optionally with :port`},
+		{"dns_port out of range", `dns_port = 70000`, `$F:1: dns_port: 70000 is not a port; use 1-65535`},
 		// Unknown keys.
 		{"unknown key", "colour = 1", `$F:1:1: unknown key "colour"; ` + known},
 		{"misspelt key", "defalt_kernel = \"x\"", `$F:1:1: unknown key "defalt_kernel" (did you mean "default_kernel"?); ` + known},

@@ -1,0 +1,149 @@
+package hostnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// EnsureBridge creates the bridge with the host address and brings it up; it is idempotent
+// and repairs a bridge that lost its address or went down.
+func (n *Net) EnsureBridge() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.Do(n.ensureBridge)
+}
+
+func (n *Net) ensureBridge() error {
+	link, err := netlink.LinkByName(n.cfg.Bridge)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.cfg.Bridge}}
+		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create bridge %s: %w", n.cfg.Bridge, err)
+		}
+		if link, err = netlink.LinkByName(n.cfg.Bridge); err != nil {
+			return fmt.Errorf("bridge %s: %w", n.cfg.Bridge, err)
+		}
+	case err != nil:
+		return fmt.Errorf("look up bridge %s: %w", n.cfg.Bridge, err)
+	default:
+		if link.Type() != "bridge" {
+			return fmt.Errorf("%s exists but is a %s, not a bridge; pick another bridge_name in config.toml", n.cfg.Bridge, link.Type())
+		}
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.HostIP().AsSlice(), Mask: net.CIDRMask(n.cfg.CIDR.Bits(), 32)}}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("address %s on bridge %s: %w", addr.IPNet, n.cfg.Bridge, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring bridge %s up: %w", n.cfg.Bridge, err)
+	}
+	return nil
+}
+
+// AddTap creates the VM's tap device on the bridge (replacing a stale one of the same name).
+func (n *Net) AddTap(vmID string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	name := TapName(vmID)
+	return n.Do(func() error {
+		if err := n.ensureBridge(); err != nil {
+			return err
+		}
+		if old, err := netlink.LinkByName(name); err == nil {
+			_ = netlink.LinkDel(old)
+		}
+		br, err := netlink.LinkByName(n.cfg.Bridge)
+		if err != nil {
+			return fmt.Errorf("bridge %s: %w", n.cfg.Bridge, err)
+		}
+		tap := &netlink.Tuntap{
+			LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index},
+			Mode:      netlink.TUNTAP_MODE_TAP,
+			Flags:     netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_NO_PI,
+		}
+		if err := netlink.LinkAdd(tap); err != nil {
+			return fmt.Errorf("create tap %s: %w", name, err)
+		}
+		// LinkAdd of a tuntap returns with the device persistent (no fd held open).
+		if err := netlink.LinkSetMaster(tap, br); err != nil {
+			_ = netlink.LinkDel(tap)
+			return fmt.Errorf("attach tap %s to %s: %w", name, n.cfg.Bridge, err)
+		}
+		if err := netlink.LinkSetUp(tap); err != nil {
+			_ = netlink.LinkDel(tap)
+			return fmt.Errorf("bring tap %s up: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// DeleteTap removes the VM's tap device; a missing one is fine.
+func (n *Net) DeleteTap(vmID string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	name := TapName(vmID)
+	return n.Do(func() error {
+		link, err := netlink.LinkByName(name)
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("look up tap %s: %w", name, err)
+		}
+		if err := netlink.LinkDel(link); err != nil {
+			return fmt.Errorf("delete tap %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// Taps lists the banger tap devices that exist (for reconciling leftovers).
+func (n *Net) Taps() ([]string, error) {
+	var out []string
+	err := n.Do(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if l.Type() == "tuntap" && len(l.Attrs().Name) == 14 && l.Attrs().Name[:2] == "bg" {
+				out = append(out, l.Attrs().Name)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// RemoveBridge deletes the bridge when no device is attached to it any more.
+func (n *Net) RemoveBridge() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.Do(func() error {
+		br, err := netlink.LinkByName(n.cfg.Bridge)
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if l.Attrs().MasterIndex == br.Attrs().Index {
+				return nil // still in use
+			}
+		}
+		return netlink.LinkDel(br)
+	})
+}
