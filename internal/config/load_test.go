@@ -49,6 +49,9 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 		JailerChrootBase: "/s/banger/jailer",
 		VMM:              VMMAuto,
 		BootTimeout:      3 * time.Minute,
+		BridgeName:       "banger0",
+		BridgeCIDR:       netip.MustParsePrefix("172.16.0.0/24"),
+		DNSPort:          53530,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFile(missing) =\n %+v\nwant\n %+v", got, want)
