@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/banger-dev/banger/internal/ext4"
 )
 
 // Progress stages reported by Build, in order.
@@ -19,8 +21,11 @@ const (
 	StageChecksum  = "image.checksum"
 )
 
-// rootfsLabel is the ext4 label of every image.
-const rootfsLabel = "banger-root"
+// RootfsLabel is the ext4 label of every image banger makes.
+const RootfsLabel = "banger-root"
+
+// mib is a mebibyte.
+const mib = 1 << 20
 
 // Build bootstraps the recipe's Debian tree, customizes it, turns it into a read-only ext4
 // image and publishes the image directory at opts.Dest with an atomic rename. It needs root.
@@ -143,15 +148,15 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 
 	// Make the file system.
 	end = b.stage(StageMkfs, "measuring the tree")
-	usage, err := measureTree(tree)
+	usage, err := ext4.Measure(tree)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("measure %s: %w", tree, err)
 	}
-	size, inodes := imageGeometry(usage)
+	size, inodes := ext4.Geometry(usage)
 	o.Progress.Stage(StageMkfs, fmt.Sprintf("mkfs.ext4: %d MiB, %d inodes for %d MiB in %d files",
 		size/mib, inodes, usage.Bytes/mib, usage.Inodes))
 	rootfs := filepath.Join(out, RootfsFile)
-	if err := makeRootfs(ctx, b.tool, mkfs, tree, rootfs, size, inodes); err != nil {
+	if err := ext4.FromTree(ctx, ext4.Options{Tree: tree, Output: rootfs, Label: RootfsLabel, Size: size, Inodes: inodes, Run: b.tool.run}); err != nil {
 		return Manifest{}, err
 	}
 	treeRemoved = true

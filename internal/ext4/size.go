@@ -1,4 +1,4 @@
-package image
+package ext4
 
 import (
 	"io/fs"
@@ -7,23 +7,24 @@ import (
 )
 
 const (
-	blockSize = 4096 // ext4 block size of the image (mkfs -b)
-	inodeSize = 256  // ext4 inode size of the image (mkfs -I)
+	// BlockSize is the ext4 block size of every read-only image (mkfs -b).
+	BlockSize = 4096
+	inodeSize = 256 // ext4 inode size of the images (mkfs -I)
 	mib       = 1 << 20
 
 	// fastSymlinkMax is the longest symlink target ext4 stores inside the inode itself.
 	fastSymlinkMax = 59
 )
 
-// treeUsage is what a directory tree needs from a filesystem.
-type treeUsage struct {
+// Usage is what a directory tree needs from a filesystem.
+type Usage struct {
 	Bytes  int64 // file, directory and long-symlink data, each rounded up to whole blocks
 	Inodes int64 // files, directories, symlinks and special files; hard links count once
 }
 
-// measureTree walks root without following symlinks or crossing into other filesystems.
-func measureTree(root string) (treeUsage, error) {
-	var u treeUsage
+// Measure walks root without following symlinks or crossing into other filesystems.
+func Measure(root string) (Usage, error) {
+	var u Usage
 	var rootDev uint64
 	seen := map[uint64]bool{} // inode numbers of files with more than one link
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -37,7 +38,7 @@ func measureTree(root string) (treeUsage, error) {
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok {
 			u.Inodes++
-			u.Bytes += roundUp(fi.Size(), blockSize)
+			u.Bytes += roundUp(fi.Size(), BlockSize)
 			return nil
 		}
 		if p == root {
@@ -60,20 +61,20 @@ func measureTree(root string) (treeUsage, error) {
 		u.Inodes++
 		switch {
 		case fi.Mode().IsRegular(), fi.IsDir():
-			u.Bytes += roundUp(fi.Size(), blockSize)
+			u.Bytes += roundUp(fi.Size(), BlockSize)
 		case fi.Mode()&fs.ModeSymlink != 0 && fi.Size() > fastSymlinkMax:
-			u.Bytes += blockSize
+			u.Bytes += BlockSize
 		}
 		return nil
 	})
 	return u, err
 }
 
-// imageGeometry returns the size of the image file and the number of inodes to create for a
+// Geometry returns the size of the image file and the number of inodes to create for a
 // tree: the tree's data plus its inode tables, plus 10% and 64 MiB of headroom (for metadata,
 // extent trees, directory indexes and xattr blocks), rounded up to a MiB; inodes get 10% and
 // 1024 spare.
-func imageGeometry(u treeUsage) (sizeBytes, inodes int64) {
+func Geometry(u Usage) (sizeBytes, inodes int64) {
 	inodes = u.Inodes + u.Inodes/10 + 1024
 	data := u.Bytes + inodes*inodeSize
 	sizeBytes = roundUp(data+data/10+64*mib, mib)
