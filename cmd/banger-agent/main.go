@@ -1,6 +1,7 @@
 // Command banger-agent is banger's guest agent. As PID 1 of the initramfs it boots the guest
 // (package guestinit); started by systemd with "serve" it answers the host (package
-// guestagent).
+// guestagent). In images without systemd it stays PID 1 as "init" (guestagent.RunInit) and
+// runs "serve" as its child.
 package main
 
 import (
@@ -18,6 +19,12 @@ import (
 )
 
 func main() {
+	if os.Getpid() == 1 && len(os.Args) == 2 && os.Args[1] == "init" {
+		// The initramfs switched root into the agent: the image has no systemd.
+		lg := log.New(os.Stderr, "banger-agent: ", 0)
+		guestinit.Fail(guestagent.RunInit(os.Args[0], lg.Printf))
+		return
+	}
 	if os.Getpid() == 1 {
 		self := "/init"
 		if p, err := os.Executable(); err == nil {
@@ -35,6 +42,9 @@ func main() {
 	lg := log.New(os.Stderr, "", 0)
 	s := &guestagent.Server{Version: version.Get().Version, Log: lg, Poweroff: guestagent.PoweroffSystem}
 	lg.Printf("banger-agent %s serving on virtio-serial port %s and vsock port %d", version.Get(), agent.PortName, agent.VsockPort)
+	// sshd is not the agent's business to serve, but an image without one gets it installed
+	// (network permitting) and the outcome recorded for `banger vm ssh` to explain.
+	go guestagent.EnsureSSH(ctx, lg.Printf)
 	// QEMU guests have the virtio-serial port, Firecracker guests the vsock device; the agent
 	// does not know which it runs under, so it serves both. Each waits quietly (with back-off)
 	// for an endpoint that never appears.

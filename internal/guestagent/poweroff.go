@@ -11,15 +11,19 @@ import (
 // sigPoweroff is SIGRTMIN+4 as systemd counts it (glibc's SIGRTMIN is 34).
 const sigPoweroff = syscall.Signal(38)
 
-// PoweroffSystem shuts the guest down: through systemd when it is PID 1 (SIGRTMIN+4 starts
-// poweroff.target without needing D-Bus), or directly when the agent itself is PID 1.
+// PoweroffSystem shuts the guest down: through init when it is systemd (SIGRTMIN+4 starts
+// poweroff.target without needing D-Bus) or the agent's own init (RunInit, which ends every
+// process and makes the file systems read-only first), or directly otherwise.
 func PoweroffSystem() error {
 	if os.Getpid() == 1 {
 		unix.Sync()
 		return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	}
-	if b, err := os.ReadFile("/proc/1/comm"); err == nil && strings.TrimSpace(string(b)) == "systemd" {
-		return syscall.Kill(1, sigPoweroff)
+	if b, err := os.ReadFile("/proc/1/comm"); err == nil {
+		switch strings.TrimSpace(string(b)) {
+		case "systemd", "banger-agent":
+			return syscall.Kill(1, sigPoweroff)
+		}
 	}
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)

@@ -1,12 +1,19 @@
 // Package guestinit is banger-agent's boot half: as the initramfs /init (PID 1) it loads the
 // kernel modules the initramfs carries, mounts the shared image read-only and the VM's own
-// disk, assembles an overlayfs root from them, installs the agent as a runtime systemd unit
-// under /run, and switch_roots into the image's /sbin/init.
+// disk, assembles an overlayfs root from them, mounts the kernel's module disk at
+// /lib/modules/<release> and binds directories of the VM disk where overlayfs cannot serve
+// (container storage), then hands over:
+//
+//   - to systemd, when the image's /sbin/init is systemd: the agent installs itself as a
+//     runtime unit under /run and switch_roots into /sbin/init;
+//   - to itself otherwise (images without systemd, such as most OCI images): it switch_roots
+//     into its own copy under /run/banger and stays PID 1 (package guestagent, RunInit).
 //
 // The kernel command line tells it what to do:
 //
 //	banger.lower=vda    block device holding the read-only image
 //	banger.upper=vdb    block device holding the VM's writable disk
+//	banger.modules=vdc  block device holding the kernel's module tree (optional)
 //
 // Everything it mounts stays visible in the guest under /run/banger.
 package guestinit
@@ -26,6 +33,7 @@ const (
 	bangerRun  = "/run/banger"
 	lowerMount = bangerRun + "/lower"
 	diskMount  = bangerRun + "/disk"
+	modMount   = bangerRun + "/modules"
 	agentPath  = bangerRun + "/banger-agent"
 	unitDir    = "/run/systemd/system"
 	unitName   = "banger-agent.service"
@@ -33,9 +41,10 @@ const (
 
 // Params are the banger.* settings of the kernel command line.
 type Params struct {
-	Lower string // device name of the image, e.g. "vda"
-	Upper string // device name of the VM disk, e.g. "vdb"
-	Debug bool
+	Lower   string // device name of the image, e.g. "vda"
+	Upper   string // device name of the VM disk, e.g. "vdb"
+	Modules string // device name of the kernel's module disk, e.g. "vdc"; "" for none
+	Debug   bool
 }
 
 // ParseCmdline extracts Params from a kernel command line.
@@ -48,12 +57,17 @@ func ParseCmdline(cmdline string) (Params, error) {
 			p.Lower = v
 		case "banger.upper":
 			p.Upper = v
+		case "banger.modules":
+			p.Modules = v
 		case "banger.debug":
 			p.Debug = v == "" || v == "1"
 		}
 	}
-	for _, d := range []struct{ key, val string }{{"banger.lower", p.Lower}, {"banger.upper", p.Upper}} {
+	for _, d := range []struct{ key, val string }{{"banger.lower", p.Lower}, {"banger.upper", p.Upper}, {"banger.modules", p.Modules}} {
 		if d.val == "" {
+			if d.key == "banger.modules" {
+				continue // optional
+			}
 			return p, fmt.Errorf("kernel command line has no %s=<device>", d.key)
 		}
 		if strings.ContainsAny(d.val, "/.") {
@@ -94,13 +108,29 @@ func Run(selfPath string) error {
 		return err
 	}
 	logf("root assembled (image %s read-only, disk %s)", p.Lower, p.Upper)
-	if err := installAgent(selfPath); err != nil {
+	if p.Modules != "" {
+		where, err := mountModules(p.Modules, release)
+		if err != nil {
+			return err
+		}
+		logf("kernel modules (%s) at %s", p.Modules, where)
+	}
+	if err := bindVolumes(); err != nil {
 		return err
 	}
-	if _, err := os.Lstat(newRoot + "/sbin/init"); err != nil {
-		return fmt.Errorf("the image has no /sbin/init (%v); banger images need systemd", err)
+	if err := copyFile(selfPath, agentPath, 0o755); err != nil {
+		return fmt.Errorf("install agent: %w", err)
 	}
-	logf("switching root")
+	init, systemd := findInit(newRoot)
+	if !systemd {
+		// No systemd: the agent stays PID 1 (reaping, shutdown) and serves the host itself.
+		logf("image has no systemd (%s); the agent is init", init)
+		return switchRoot(newRoot, agentPath, "init")
+	}
+	if err := installUnit(); err != nil {
+		return err
+	}
+	logf("switching root to %s", init)
 	return switchRoot(newRoot, "/sbin/init")
 }
 

@@ -79,13 +79,10 @@ RestartSec=200ms
 OOMScoreAdjust=-900
 `
 
-// installAgent copies the running binary to /run/banger and registers it as a runtime unit
+// installUnit registers the agent (copied to /run/banger) as a runtime unit
 // (/run/systemd/system), so the image itself needs no agent files and never goes stale.
 // /run is a tmpfs that systemd adopts as it finds it.
-func installAgent(selfPath string) error {
-	if err := copyFile(selfPath, agentPath, 0o755); err != nil {
-		return fmt.Errorf("install agent: %w", err)
-	}
+func installUnit() error {
 	wants := filepath.Join(unitDir, "sysinit.target.wants")
 	if err := os.MkdirAll(wants, 0o755); err != nil {
 		return fmt.Errorf("install agent unit: %w", err)
@@ -117,8 +114,8 @@ func copyFile(src, dst string, mode os.FileMode) error {
 }
 
 // switchRoot moves the API filesystems into newroot, frees the initramfs, makes newroot the
-// root and executes init there. It returns only on failure.
-func switchRoot(newroot, init string) error {
+// root and executes init there with args. It returns only on failure.
+func switchRoot(newroot, init string, args ...string) error {
 	for _, m := range []string{"/dev", "/proc", "/sys", "/run"} {
 		dst := newroot + m
 		if err := os.MkdirAll(dst, 0o755); err != nil {
@@ -144,7 +141,7 @@ func switchRoot(newroot, init string) error {
 	if err := os.Chdir("/"); err != nil {
 		return err
 	}
-	return unix.Exec(init, []string{init}, os.Environ())
+	return unix.Exec(init, append([]string{init}, args...), os.Environ())
 }
 
 // freeInitramfs deletes the initramfs's files (it lives in RAM) without crossing into other
