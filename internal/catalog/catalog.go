@@ -293,7 +293,7 @@ func (s *Service) buildImage(ctx context.Context, recipe image.Recipe, name stri
 	}
 	os.RemoveAll(old)
 	manifest, _ := json.Marshal(m)
-	if err := s.o.Store.PutImage(ctx, &store.Image{Name: name, Dir: final, Manifest: manifest, SizeBytes: m.RootfsSize}); err != nil {
+	if err := s.o.Store.PutImage(ctx, &store.Image{Name: name, Version: m.RootfsSHA256[:12], Dir: final, Manifest: manifest, SizeBytes: m.RootfsSize}); err != nil {
 		return image.Manifest{}, fmt.Errorf("record image %s: %w", name, err)
 	}
 	s.o.Log.Info("built image", "name", name, "size", m.RootfsSize, "seconds", m.BuildSeconds)

@@ -53,7 +53,7 @@ func TestInstalledImageIsUsedWithoutBuilding(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "rootfs.ext4"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.PutImage(context.Background(), &store.Image{Name: "custom", Dir: dir, SizeBytes: 1}); err != nil {
+	if err := st.PutImage(context.Background(), &store.Image{Name: "custom", Version: "v1", Dir: dir, SizeBytes: 1}); err != nil {
 		t.Fatal(err)
 	}
 	img, err := s.Image(context.Background(), "custom", nil)

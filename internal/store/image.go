@@ -9,17 +9,31 @@ import (
 	"time"
 )
 
-// Image is a built root filesystem image shared read-only by VMs.
+// Image is an installed root filesystem image shared read-only by VMs: its current version.
 type Image struct {
 	Name      string // primary key
-	Dir       string
+	Version   string // the current version (see ImageVersion)
+	Dir       string // the current version's directory
 	Manifest  json.RawMessage // nil is stored as NULL
+	SizeBytes int64
+	Kernel    string // the kernel VMs of this image boot unless told otherwise; "" for the default
+	Source    string // where it came from ("recipe:…", "oci:…", "bundle:…", "register:…"); "" for a recipe build
+	CreatedAt time.Time // UTC
+}
+
+// ImageVersion is one build, pull or import of an image. Versions stay while VMs use them.
+type ImageVersion struct {
+	Name      string
+	Version   string
+	Dir       string
+	Manifest  json.RawMessage
 	SizeBytes int64
 	CreatedAt time.Time // UTC
 }
 
-// PutImage inserts img, or replaces the image of the same name. It sets img.CreatedAt to now
-// when zero.
+// PutImage records img.Version as a version of the image and makes it the current one,
+// inserting the image or replacing the current version of an image of the same name; other
+// versions stay. It sets img.CreatedAt to now when zero.
 func (s *Store) PutImage(ctx context.Context, img *Image) error {
 	if img.Name == "" {
 		return errors.New("put image: empty name")
@@ -28,15 +42,34 @@ func (s *Store) PutImage(ctx context.Context, img *Image) error {
 	if err != nil {
 		return fmt.Errorf("put image %q: %w", img.Name, err)
 	}
+	if img.Version == "" {
+		return fmt.Errorf("put image %q: empty version", img.Name)
+	}
 	created := img.CreatedAt.UTC().Round(0)
 	if created.IsZero() {
 		created = now()
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO images (name, dir, manifest, size_bytes, created_at)
-		VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET dir = excluded.dir, manifest = excluded.manifest,
-			size_bytes = excluded.size_bytes, created_at = excluded.created_at`,
-		img.Name, img.Dir, manifest, img.SizeBytes, formatTime(created))
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("put image %q: %w", img.Name, err)
+	}
+	defer tx.Rollback() // no-op after Commit
+	_, err = tx.ExecContext(ctx, `INSERT INTO image_versions (name, version, dir, manifest, size_bytes, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name, version) DO UPDATE SET dir = excluded.dir, manifest = excluded.manifest,
+			size_bytes = excluded.size_bytes`,
+		img.Name, img.Version, img.Dir, manifest, img.SizeBytes, formatTime(created))
+	if err == nil {
+		_, err = tx.ExecContext(ctx, `INSERT INTO images (name, version, dir, manifest, size_bytes, kernel, source, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET version = excluded.version, dir = excluded.dir,
+				manifest = excluded.manifest, size_bytes = excluded.size_bytes, kernel = excluded.kernel,
+				source = excluded.source, created_at = excluded.created_at`,
+			img.Name, img.Version, img.Dir, manifest, img.SizeBytes, img.Kernel, img.Source, formatTime(created))
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
 	if err != nil {
 		return fmt.Errorf("put image %q: %w", img.Name, err)
 	}
@@ -65,12 +98,23 @@ func (s *Store) ListImages(ctx context.Context) ([]Image, error) {
 	return imgs, nil
 }
 
-// DeleteImage removes the image named name, or returns an error matching ErrNotFound. It does
-// not check whether VMs still use the image.
+// DeleteImage removes the image named name and the records of all its versions, or returns an
+// error matching ErrNotFound. It does not check whether VMs still use the image.
 func (s *Store) DeleteImage(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM images WHERE name = ?`, name)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete image %q: %w", name, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM images WHERE name = ?`, name)
 	if err == nil {
 		err = notFoundIfNone(res)
+	}
+	if err == nil {
+		_, err = tx.ExecContext(ctx, `DELETE FROM image_versions WHERE name = ?`, name)
+	}
+	if err == nil {
+		err = tx.Commit()
 	}
 	if err != nil {
 		return fmt.Errorf("delete image %q: %w", name, err)
@@ -78,8 +122,69 @@ func (s *Store) DeleteImage(ctx context.Context, name string) error {
 	return nil
 }
 
+// ImageVersions returns the recorded versions of the image named name (all images when name
+// is ""), newest first.
+func (s *Store) ImageVersions(ctx context.Context, name string) ([]ImageVersion, error) {
+	where, args := "", []any{}
+	if name != "" {
+		where, args = "WHERE name = ?", []any{name}
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT name, version, dir, manifest, size_bytes, created_at
+		FROM image_versions `+where+` ORDER BY name, created_at DESC, version`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list image versions: %w", err)
+	}
+	defer rows.Close()
+	var out []ImageVersion
+	for rows.Next() {
+		var v ImageVersion
+		var manifest sql.NullString
+		var created string
+		if err := rows.Scan(&v.Name, &v.Version, &v.Dir, &manifest, &v.SizeBytes, &created); err != nil {
+			return nil, err
+		}
+		v.Manifest = jsonValue(manifest)
+		if v.CreatedAt, err = parseTime("created_at", created); err != nil {
+			return nil, fmt.Errorf("image %q version %q: %w", v.Name, v.Version, err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// GetImageVersion returns one version of an image, or an error matching ErrNotFound.
+func (s *Store) GetImageVersion(ctx context.Context, name, version string) (ImageVersion, error) {
+	vs, err := s.ImageVersions(ctx, name)
+	if err != nil {
+		return ImageVersion{}, err
+	}
+	for _, v := range vs {
+		if v.Version == version {
+			return v, nil
+		}
+	}
+	return ImageVersion{}, fmt.Errorf("image %q version %q: %w", name, version, ErrNotFound)
+}
+
+// DeleteImageVersion forgets one version of an image; the current version cannot be deleted
+// this way (delete the image instead).
+func (s *Store) DeleteImageVersion(ctx context.Context, name, version string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM image_versions WHERE name = ? AND version = ?
+		AND NOT EXISTS (SELECT 1 FROM images WHERE images.name = ? AND images.version = ?)`, name, version, name, version)
+	if err == nil {
+		err = notFoundIfNone(res)
+	}
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("image %q version %q is not a deletable version: %w", name, version, err)
+		}
+		return fmt.Errorf("delete image %q version %q: %w", name, version, err)
+	}
+	return nil
+}
+
 func (s *Store) queryImages(ctx context.Context, where string, args ...any) ([]Image, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, dir, manifest, size_bytes, created_at
+	rows, err := s.db.QueryContext(ctx, `SELECT name, version, dir, manifest, size_bytes, kernel, source, created_at
 		FROM images `+where+` ORDER BY name`, args...)
 	if err != nil {
 		return nil, err
@@ -90,7 +195,7 @@ func (s *Store) queryImages(ctx context.Context, where string, args ...any) ([]I
 		var img Image
 		var manifest sql.NullString
 		var created string
-		if err := rows.Scan(&img.Name, &img.Dir, &manifest, &img.SizeBytes, &created); err != nil {
+		if err := rows.Scan(&img.Name, &img.Version, &img.Dir, &manifest, &img.SizeBytes, &img.Kernel, &img.Source, &created); err != nil {
 			return nil, err
 		}
 		img.Manifest = jsonValue(manifest)

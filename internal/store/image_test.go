@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -16,8 +17,8 @@ func TestImages(t *testing.T) {
 	if imgs, err := s.ListImages(ctx); err != nil || len(imgs) != 0 {
 		t.Fatalf("ListImages on an empty store = %v, %v; want none", imgs, err)
 	}
-	b := &Image{Name: "ubuntu", Dir: "/s/images/ubuntu", SizeBytes: 2 << 30}
-	a := &Image{Name: "debian-bookworm", Dir: "/s/images/debian", Manifest: json.RawMessage(`{"packages":["openssh-server"]}`), SizeBytes: 1 << 30}
+	b := &Image{Name: "ubuntu", Version: "u1", Dir: "/s/images/ubuntu", SizeBytes: 2 << 30, Source: "oci:ubuntu:24.04"}
+	a := &Image{Name: "debian-bookworm", Version: "d1", Dir: "/s/images/debian", Manifest: json.RawMessage(`{"packages":["openssh-server"]}`), SizeBytes: 1 << 30, Kernel: "debian-6.1"}
 	for _, img := range []*Image{b, a} {
 		if err := s.PutImage(ctx, img); err != nil {
 			t.Fatalf("PutImage(%s): %v", img.Name, err)
@@ -47,12 +48,32 @@ func TestImages(t *testing.T) {
 	}
 
 	// Put replaces.
-	replaced := &Image{Name: "ubuntu", Dir: "/s/images/ubuntu2", SizeBytes: 3, CreatedAt: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)}
+	replaced := &Image{Name: "ubuntu", Version: "u2", Dir: "/s/images/ubuntu2", SizeBytes: 3, CreatedAt: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
 	if err := s.PutImage(ctx, replaced); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.GetImage(ctx, "ubuntu"); err != nil || !reflect.DeepEqual(got, *replaced) {
 		t.Errorf("GetImage after replace = %+v, %v; want %+v", got, err, *replaced)
+	}
+	// The replaced version stays, newest first; the current one cannot be deleted alone.
+	vs, err := s.ImageVersions(ctx, "ubuntu")
+	if err != nil || len(vs) != 2 || vs[0].Version != "u2" || vs[1].Version != "u1" || vs[1].Dir != "/s/images/ubuntu" {
+		t.Fatalf("ImageVersions = %+v, %v; want u2 then u1", vs, err)
+	}
+	if err := s.DeleteImageVersion(ctx, "ubuntu", "u2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeleteImageVersion(current) = %v; want it refused", err)
+	}
+	if err := s.DeleteImageVersion(ctx, "ubuntu", "u1"); err != nil {
+		t.Errorf("DeleteImageVersion(old) = %v", err)
+	}
+	if v, err := s.GetImageVersion(ctx, "ubuntu", "u2"); err != nil || v.Dir != "/s/images/ubuntu2" {
+		t.Errorf("GetImageVersion = %+v, %v", v, err)
+	}
+	if _, err := s.GetImageVersion(ctx, "ubuntu", "u1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetImageVersion(deleted) = %v; want ErrNotFound", err)
+	}
+	if err := s.PutImage(ctx, &Image{Name: "x"}); err == nil {
+		t.Error("PutImage without a version succeeded")
 	}
 
 	if err := s.DeleteImage(ctx, "ubuntu"); err != nil {
@@ -65,6 +86,52 @@ func TestImages(t *testing.T) {
 	err = s.DeleteImage(ctx, "ubuntu")
 	if !errors.Is(err, ErrNotFound) || err.Error() != `delete image "ubuntu": not found` {
 		t.Errorf("DeleteImage of a missing image = %v, want ErrNotFound", err)
+	}
+	if vs, err := s.ImageVersions(ctx, "ubuntu"); err != nil || len(vs) != 0 {
+		t.Errorf("versions after DeleteImage = %+v, %v; want none", vs, err)
+	}
+}
+
+// TestMigrationPinsExistingImagesAndVMs opens a database of schema 2 with an image built
+// before versions existed and a VM on it: the image becomes its own first version (named after
+// its rootfs sha256) and the VM is pinned to it.
+func TestMigrationPinsExistingImagesAndVMs(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	old, err := open(ctx, path, migrations[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = old.db.ExecContext(ctx, `INSERT INTO images (name, dir, manifest, size_bytes, created_at) VALUES
+		('debian-bookworm', '/s/images/debian-bookworm', '{"rootfs_sha256":"0123456789abcdef0123"}', 5, '2026-01-01T00:00:00.000000000Z'),
+		('odd', '/s/images/odd', NULL, 1, '2026-01-01T00:00:00.000000000Z')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*VM{{Name: "a", Image: "debian-bookworm"}, {Name: "b", Image: "odd"}, {Name: "c", Image: "gone"}} {
+		v.State, v.Kernel, v.VMM, v.Accel, v.Dir = "stopped", "debian-6.1", "qemu", "tcg", "/d"
+		if err := old.CreateVM(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+
+	s, err := open(ctx, path, migrations)
+	if err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer s.Close()
+	img, err := s.GetImage(ctx, "debian-bookworm")
+	if err != nil || img.Version != "0123456789ab" || img.Dir != "/s/images/debian-bookworm" {
+		t.Errorf("migrated image = %+v, %v; want version 0123456789ab", img, err)
+	}
+	if v, err := s.GetImageVersion(ctx, "odd", "legacy"); err != nil || v.Dir != "/s/images/odd" {
+		t.Errorf("image without a manifest: version %+v, %v; want \"legacy\"", v, err)
+	}
+	for name, want := range map[string]string{"a": "debian-bookworm@0123456789ab", "b": "odd@legacy", "c": "gone"} {
+		if vm, err := s.GetVM(ctx, name); err != nil || vm.Image != want {
+			t.Errorf("vm %s image = %q, %v; want %q", name, vm.Image, err, want)
+		}
 	}
 }
 

@@ -56,6 +56,31 @@ ALTER TABLE vms ADD COLUMN ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 1;
 CREATE UNIQUE INDEX vms_ip ON vms (ip) WHERE ip != '';
 `,
+	// 3: image versions. An image name points at its current version; every version stays while
+	// a VM was created from it (vms.image is "name@version"), so rebuilding or re-pulling an
+	// image never changes the lower layer under a VM's disk. Images gain their default kernel
+	// and where they came from. Existing images become their own first version, and the VMs on
+	// them are pinned to it.
+	`
+CREATE TABLE image_versions (
+	name       TEXT NOT NULL,
+	version    TEXT NOT NULL,
+	dir        TEXT NOT NULL,
+	manifest   TEXT,
+	size_bytes INTEGER NOT NULL,
+	created_at TEXT NOT NULL,
+	PRIMARY KEY (name, version)
+) STRICT;
+ALTER TABLE images ADD COLUMN version TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN kernel TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN source TEXT NOT NULL DEFAULT '';
+UPDATE images SET version = COALESCE(
+	CASE WHEN json_valid(manifest) THEN substr(json_extract(manifest, '$.rootfs_sha256'), 1, 12) END, 'legacy');
+INSERT INTO image_versions (name, version, dir, manifest, size_bytes, created_at)
+	SELECT name, version, dir, manifest, size_bytes, created_at FROM images;
+UPDATE vms SET image = image || '@' || (SELECT version FROM images WHERE images.name = vms.image)
+	WHERE instr(image, '@') = 0 AND image IN (SELECT name FROM images);
+`,
 }
 
 // SchemaVersion is the schema version this binary creates and understands.
