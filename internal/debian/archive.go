@@ -118,6 +118,9 @@ func (a *Archive) releaseLocked(ctx context.Context) (*Release, error) {
 	return rel, nil
 }
 
+// ErrNoPackage is matched by the error of Resolve for a package the archive does not have.
+var ErrNoPackage = errors.New("no such package")
+
 // Resolve returns the newest version of the named package in the archive's Packages index.
 func (a *Archive) Resolve(ctx context.Context, name string) (Package, error) {
 	index, err := a.packages(ctx)
@@ -126,7 +129,7 @@ func (a *Archive) Resolve(ctx context.Context, name string) (Package, error) {
 	}
 	versions := index[name]
 	if len(versions) == 0 {
-		return Package{}, fmt.Errorf("package %q not found in %s %s/%s/binary-%s", name, a.Mirror, a.Suite, a.component(), a.arch())
+		return Package{}, fmt.Errorf("package %q not found in %s %s/%s/binary-%s: %w", name, a.Mirror, a.Suite, a.component(), a.arch(), ErrNoPackage)
 	}
 	best := versions[0]
 	for _, p := range versions[1:] {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/banger-dev/banger/internal/debian"
 	"github.com/banger-dev/banger/internal/ext4"
 )
 
@@ -111,10 +112,16 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 		}
 	}()
 
+	// Optional packages the archive lacks are left out; the manifest says which and why.
+	recipe, skipped, err := b.resolveOptional(ctx, arch)
+	if err != nil {
+		return Manifest{}, err
+	}
+
 	// Bootstrap.
 	end := b.stage(StageBootstrap, fmt.Sprintf("%s: %s/%s (%s) with %d packages from %s",
-		boot.Name, o.Recipe.Suite, o.Recipe.Variant, arch, len(o.Recipe.Packages), o.Mirror))
-	args, err := boot.args(o.Recipe, arch, o.Mirror, tree)
+		boot.Name, o.Recipe.Suite, o.Recipe.Variant, arch, len(recipe.Packages), o.Mirror))
+	args, err := boot.args(recipe, arch, o.Mirror, tree)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -141,7 +148,7 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	if err != nil {
 		return Manifest{}, err
 	}
-	if err := checkInstalled(o.Recipe.Packages, pkgs); err != nil {
+	if err := checkInstalled(recipe.Packages, pkgs); err != nil {
 		return Manifest{}, err
 	}
 	end()
@@ -194,6 +201,9 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 		TreeBytes:    usage.Bytes,
 		TreeInodes:   usage.Inodes,
 		RootfsInodes: inodes,
+
+		SkippedPackages: skipped,
+		Source:          SourceRecipe,
 	}
 	if err := b.publish(ctx, out, m); err != nil {
 		return Manifest{}, err
@@ -231,6 +241,38 @@ func (b *build) publish(ctx context.Context, out string, m Manifest) error {
 		return fmt.Errorf("publish %s: %w", b.opts.Dest, err)
 	}
 	return syncDir(filepath.Dir(b.opts.Dest))
+}
+
+// resolveOptional returns the recipe with the optional packages the archive has added to its
+// packages, and the ones it lacks with the reason. The archive is asked through banger's own
+// verified Debian client (InRelease → Packages), for the recipe's suite and first component.
+func (b *build) resolveOptional(ctx context.Context, arch string) (Recipe, []SkippedPackage, error) {
+	r := b.opts.Recipe
+	if len(r.Optional) == 0 {
+		return r, nil, nil
+	}
+	component := "main"
+	if len(r.Components) > 0 {
+		component = r.Components[0]
+	}
+	archive := &debian.Archive{Mirror: b.opts.Mirror, Suite: r.Suite, Component: component, Arch: arch}
+	r.Packages = append([]string(nil), r.Packages...)
+	var skipped []SkippedPackage
+	for _, name := range r.Optional {
+		_, err := archive.Resolve(ctx, name)
+		switch {
+		case err == nil:
+			r.Packages = append(r.Packages, name)
+		case errors.Is(err, debian.ErrNoPackage):
+			reason := fmt.Sprintf("not in Debian %s %s (%s) at %s; install it in a VM from upstream if needed", r.Suite, component, arch, b.opts.Mirror)
+			skipped = append(skipped, SkippedPackage{Name: name, Reason: reason})
+			b.tool.logf("optional package %s skipped: %s\n", name, reason)
+			b.opts.Progress.Stage(StageBootstrap, fmt.Sprintf("optional package %s skipped: %s", name, reason))
+		default:
+			return r, nil, fmt.Errorf("look up optional package %s: %w", name, err)
+		}
+	}
+	return r, skipped, nil
 }
 
 // stage reports the start of a stage and returns a func that records its duration.

@@ -50,6 +50,56 @@ type Manifest struct {
 	TreeBytes    int64              `json:"tree_bytes"`    // block-rounded size of the tree
 	TreeInodes   int64              `json:"tree_inodes"`
 	RootfsInodes int64              `json:"rootfs_inodes"` // inodes created by mkfs (-N)
+
+	// SkippedPackages are the recipe's optional packages the archive did not have.
+	SkippedPackages []SkippedPackage `json:"skipped_packages,omitempty"`
+	// Source says where the image came from: SourceRecipe (also when empty), SourceOCI,
+	// SourceBundle or SourceRegister.
+	Source string `json:"source,omitempty"`
+	// OCI describes the registry image a pulled image was made from.
+	OCI *OCIOrigin `json:"oci,omitempty"`
+	// Kernel is the kernel VMs of this image boot unless told otherwise ("" for the default).
+	Kernel string `json:"kernel,omitempty"`
+	// Notes are things worth knowing about the image, e.g. what was added to make it boot.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Image sources.
+const (
+	SourceRecipe   = "recipe"
+	SourceOCI      = "oci"
+	SourceBundle   = "bundle"
+	SourceRegister = "register"
+)
+
+// SkippedPackage is an optional recipe package left out of an image, and why.
+type SkippedPackage struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// OCIOrigin is the registry image an image was pulled from.
+type OCIOrigin struct {
+	Reference  string   `json:"reference"`
+	Digest     string   `json:"digest"`
+	Layers     []string `json:"layers"` // digests, oldest first
+	Env        []string `json:"env,omitempty"`
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+}
+
+// VersionLen is how many hex digits of the rootfs sha256 name an image version.
+const VersionLen = 12
+
+// Version names this build of the image: the start of its rootfs's sha256. Equal contents
+// are the same version; every build, pull or import that changes a byte is a new one.
+func (m Manifest) Version() string {
+	if len(m.RootfsSHA256) < VersionLen {
+		return m.RootfsSHA256
+	}
+	return m.RootfsSHA256[:VersionLen]
 }
 
 // Package returns the installed package called name, if the image has it.
@@ -109,6 +159,9 @@ func Verify(dir string) error {
 	}
 	return nil
 }
+
+// WriteManifest writes m as dir/manifest.json and syncs it.
+func WriteManifest(dir string, m Manifest) error { return writeManifest(dir, m) }
 
 // writeManifest writes m as dir/manifest.json and syncs it.
 func writeManifest(dir string, m Manifest) error {

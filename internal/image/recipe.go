@@ -30,7 +30,10 @@ type Recipe struct {
 	Variant    string   `json:"variant"`
 	Components []string `json:"components"`
 	Packages   []string `json:"packages"`
-	Steps      []Step   `json:"steps"`
+	// Optional packages are installed when the archive has them and otherwise left out, with
+	// a note in the manifest saying so (e.g. tools Debian does not package in every suite).
+	Optional []string `json:"optional_packages,omitempty"`
+	Steps    []Step   `json:"steps"`
 }
 
 // StepKind names what a customization step does.
@@ -112,6 +115,7 @@ type rawRecipe struct {
 	Variant    string           `toml:"variant"`
 	Components []string         `toml:"components"`
 	Packages   []string         `toml:"packages"`
+	Optional   []string         `toml:"optional_packages"`
 	Steps      []map[string]any `toml:"steps"`
 }
 
@@ -127,7 +131,7 @@ func ParseRecipe(data []byte) (Recipe, error) {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return Recipe{}, fmt.Errorf("image recipe: unknown field(s) %s; known fields: name, suite, variant, components, packages, steps",
+			return Recipe{}, fmt.Errorf("image recipe: unknown field(s) %s; known fields: name, suite, variant, components, packages, optional_packages, steps",
 				strings.Join(keys, ", "))
 		}
 		var derr *toml.DecodeError
@@ -143,6 +147,7 @@ func ParseRecipe(data []byte) (Recipe, error) {
 		Variant:    raw.Variant,
 		Components: raw.Components,
 		Packages:   raw.Packages,
+		Optional:   raw.Optional,
 	}
 	for i, m := range raw.Steps {
 		s, err := parseStep(m)

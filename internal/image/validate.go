@@ -36,7 +36,7 @@ func (r Recipe) Validate() error {
 		}
 	}
 	seen := map[string]bool{}
-	for _, p := range r.Packages {
+	for _, p := range append(append([]string(nil), r.Packages...), r.Optional...) {
 		if !packagePattern.MatchString(p) {
 			return fmt.Errorf("image recipe %s: %q is not a Debian package name", name, p)
 		}
