@@ -13,7 +13,10 @@ LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) \
            -X $(PKG)/internal/version.Date=$(DATE)
 
 # Debian packages banger needs on the host (it shells out to the tools of the field only).
-DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client
+# kmod: depmod indexes a kernel's modules for its module disk. docker-registry and
+# busybox-static: the end-to-end tests run an OCI registry on loopback and build small images.
+DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod \
+        docker-registry busybox-static
 
 .PHONY: help build install uninstall deps test unit e2e lint clean bench firecracker-test
 

@@ -22,9 +22,9 @@ const (
 	// + {ref}/logs?source=console|vmm&follow=1: GET, plain text.
 	PathVM         = "/v1/vms/"
 	PathImages     = "/v1/images"
-	PathImage      = "/v1/images/" // + {name}/build: POST build
+	PathImage      = "/v1/images/" // + {name}: GET, DELETE; + {name}/build, /export: POST (see artifacts.go)
 	PathKernels    = "/v1/kernels"
-	PathKernel     = "/v1/kernels/"    // + {name}/pull: POST pull
+	PathKernel     = "/v1/kernels/"    // + {name}: GET, DELETE; + {name}/pull, /export: POST
 	PathPrune      = "/v1/vms/prune"   // POST: delete every VM that is not running
 	PathOperations = "/v1/operations"  // GET list
 	PathOperation  = "/v1/operations/" // + {id}/events: GET watch (replay + follow)
@@ -150,24 +150,6 @@ type ExecRequest struct {
 	Cols uint16   `json:"cols,omitempty"`
 }
 
-// Kernel is a pulled kernel.
-type Kernel struct {
-	Name      string    `json:"name"`
-	Release   string    `json:"release"`
-	Package   string    `json:"package,omitempty"`
-	Version   string    `json:"version,omitempty"`
-	Dir       string    `json:"dir"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
-// Image is an installed image.
-type Image struct {
-	Name      string    `json:"name"`
-	Dir       string    `json:"dir"`
-	SizeBytes int64     `json:"size_bytes"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
 // Event types.
 const (
 	EventProgress = "progress" // a stage started or advanced
@@ -193,6 +175,7 @@ type Event struct {
 	VM      *VM          `json:"vm,omitempty"`
 	Kernel  *Kernel      `json:"kernel,omitempty"`
 	Image   *Image       `json:"image,omitempty"`
+	Bundle  *Bundle      `json:"bundle,omitempty"`
 	Timings []StepTiming `json:"timings,omitempty"`
 	Error   *Error       `json:"error,omitempty"`
 }

@@ -1,19 +1,26 @@
-// Package catalog owns what VMs boot: kernels (pulled from Debian's archive) and root images
-// (built from a recipe), each fetched or built on first use, recorded in the store, and
-// coalesced so that concurrent requests for the same one share a single download or build.
+// Package catalog owns what VMs boot: kernels and root images. It knows them by name from an
+// embedded catalog plus the user's catalog files (recipes built here, OCI images, bundles
+// pinned by sha256, Debian kernels), fetches or builds them on first use, pulls, imports,
+// registers, exports and deletes them, and records them in the store. Concurrent requests
+// for the same one share a single download or build; a failed or interrupted one leaves
+// nothing published (stage, verify, rename).
+//
+// Images are versioned by the sha256 of their rootfs: a VM pins the version it was created
+// from, every version stays while a VM uses it, and versions no VM uses any more are
+// collected.
 package catalog
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/config"
@@ -23,32 +30,39 @@ import (
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/paths"
-	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
 )
 
-// Kernel is a bootable kernel: the ELF vmlinux and the initramfs built for this agent.
+// Kernel is a bootable kernel: the ELF vmlinux, the initramfs built for this agent and the
+// disk holding its module tree ("" for a kernel without modules).
 type Kernel struct {
 	Name    string
 	Release string
 	Vmlinux string
 	Initrd  string
+	Modules string
 }
 
-// Image is a root filesystem image.
+// Image is one version of a root filesystem image.
 type Image struct {
-	Name   string
-	Rootfs string
+	Name    string
+	Version string
+	Rootfs  string
+	Kernel  string // the kernel its VMs boot unless told otherwise; "" for the default
 }
 
-// KernelInfo describes a pulled kernel for listings.
-type KernelInfo struct {
-	Name      string    `json:"name"`
-	Release   string    `json:"release"`
-	Package   string    `json:"package"`
-	Version   string    `json:"version"`
-	Dir       string    `json:"dir"`
-	CreatedAt time.Time `json:"created_at"`
+// Ref is what a VM records to boot exactly this version again: "name@version".
+func (i Image) Ref() string {
+	if i.Version == "" {
+		return i.Name
+	}
+	return i.Name + "@" + i.Version
+}
+
+// SplitRef splits "name@version" (or a bare name).
+func SplitRef(ref string) (name, version string) {
+	name, version, _ = strings.Cut(ref, "@")
+	return name, version
 }
 
 // Options configure a Service.
@@ -58,21 +72,35 @@ type Options struct {
 	Config    func() (config.Config, error)
 	AgentPath string
 	Log       *slog.Logger
+	// HTTPClient downloads remote bundles; nil is http.DefaultClient. OCITransport carries
+	// registry requests; nil is the default transport.
+	HTTPClient   *http.Client
+	OCITransport http.RoundTripper
 }
 
 // Service provides kernels and images.
 type Service struct {
 	o       Options
 	kernels flight.Group[kernel.Manifest]
+	modules flight.Group[string]
 	images  flight.Group[image.Manifest]
+
+	mu sync.Mutex
+	// leases are image versions handed out to VMs being created, by "name@version": the VM's
+	// record may not exist yet, so collection leaves them alone for leaseTime.
+	leases map[string]time.Time
 }
+
+// leaseTime is how long a version handed out by Image is safe from collection without a VM
+// recording it.
+const leaseTime = 10 * time.Minute
 
 // New returns a Service.
 func New(o Options) *Service {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{o: o}
+	return &Service{o: o, leases: map[string]time.Time{}}
 }
 
 func (s *Service) mirror() string {
@@ -82,240 +110,119 @@ func (s *Service) mirror() string {
 	return debian.DefaultMirror("/")
 }
 
+// Catalog returns the built-in catalog merged with the user's catalog files.
+func (s *Service) Catalog() (Catalog, error) {
+	c, err := loadCatalog(s.o.Layout.ConfigDir)
+	if err != nil {
+		return Catalog{}, failure.Wrap(failure.Invalid, err)
+	}
+	return c, nil
+}
+
 func randomSuffix() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
 
-// Kernel returns the named kernel ready to boot, pulling it first if it is not here.
-func (s *Service) Kernel(ctx context.Context, name string, p progress.Func) (Kernel, error) {
-	m, err := s.installedKernel(ctx, name)
-	if err != nil {
-		m, err = s.pullKernel(ctx, name, p, false)
-		if err != nil {
-			return Kernel{}, err
-		}
-	}
-	initrd, err := kernel.EnsureInitramfs(m.Dir, m.Release, s.o.AgentPath)
-	if err != nil {
-		return Kernel{}, fmt.Errorf("kernel %s: build initramfs: %w", name, err)
-	}
-	return Kernel{Name: m.Name, Release: m.Release, Vmlinux: m.VmlinuxPath(), Initrd: initrd}, nil
-}
-
-// installedKernel returns the manifest of a pulled kernel whose files are all present.
-func (s *Service) installedKernel(ctx context.Context, name string) (kernel.Manifest, error) {
-	rec, err := s.o.Store.GetKernel(ctx, name)
-	if err != nil {
-		return kernel.Manifest{}, err
-	}
-	m, err := kernel.Load(rec.Dir)
-	if err != nil {
-		return kernel.Manifest{}, err
-	}
-	if _, err := os.Stat(m.VmlinuxPath()); err != nil {
-		return kernel.Manifest{}, err
-	}
-	return m, nil
-}
-
-// PullKernel downloads the named kernel, replacing an older copy, and returns what it pulled.
-func (s *Service) PullKernel(ctx context.Context, name string, p progress.Func) (KernelInfo, error) {
-	m, err := s.pullKernel(ctx, name, p, true)
-	if err != nil {
-		return KernelInfo{}, err
-	}
-	if _, err := kernel.EnsureInitramfs(m.Dir, m.Release, s.o.AgentPath); err != nil {
-		return KernelInfo{}, fmt.Errorf("kernel %s: build initramfs: %w", name, err)
-	}
-	return KernelInfo{Name: m.Name, Release: m.Release, Package: m.Package, Version: m.Version, Dir: m.Dir, CreatedAt: m.PulledAt}, nil
-}
-
-func (s *Service) pullKernel(ctx context.Context, name string, p progress.Func, replace bool) (kernel.Manifest, error) {
-	entry, err := kernel.Lookup(name)
-	if err != nil {
-		return kernel.Manifest{}, failure.Wrap(failure.NotFound, err)
-	}
-	m, _, err := s.kernels.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (kernel.Manifest, error) {
-		if !replace {
-			// Another caller may have finished a pull while this one waited to start.
-			if m, err := s.installedKernel(ctx, name); err == nil {
-				return m, nil
-			}
-		}
-		return s.doPullKernel(ctx, entry, p)
-	})
-	return m, err
-}
-
-func (s *Service) doPullKernel(ctx context.Context, entry kernel.Entry, p progress.Func) (kernel.Manifest, error) {
-	dir := s.o.Layout.KernelsDir()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return kernel.Manifest{}, err
-	}
-	if err := os.MkdirAll(s.o.Layout.DownloadsDir(), 0o700); err != nil {
-		return kernel.Manifest{}, err
-	}
-	mirror := s.mirror()
-	archive := &debian.Archive{Mirror: mirror, Suite: entry.Suite, CacheDir: s.o.Layout.DownloadsDir()}
-	p.Stage("kernel.resolve", fmt.Sprintf("fetching kernel %s from %s", entry.Name, mirror))
-	fresh := filepath.Join(dir, "."+entry.Name+".pull-"+randomSuffix())
-	m, err := kernel.Pull(ctx, entry, archive, fresh, p)
-	if err != nil {
-		return kernel.Manifest{}, fmt.Errorf("pull kernel %s: %w", entry.Name, err)
-	}
-	// Swap the new kernel into place; a running VM keeps the files it already opened.
-	final := filepath.Join(dir, entry.Name)
-	old := filepath.Join(dir, "."+entry.Name+".old-"+randomSuffix())
-	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		os.RemoveAll(fresh)
-		return kernel.Manifest{}, fmt.Errorf("replace kernel %s: %w", entry.Name, err)
-	}
-	if err := os.Rename(fresh, final); err != nil {
-		os.RemoveAll(fresh)
-		return kernel.Manifest{}, fmt.Errorf("install kernel %s: %w", entry.Name, err)
-	}
-	os.RemoveAll(old)
-	m.Dir = final
-	manifest, _ := json.Marshal(m)
-	if err := s.o.Store.PutKernel(ctx, &store.Kernel{Name: entry.Name, Release: m.Release, Dir: final, Manifest: manifest}); err != nil {
-		return kernel.Manifest{}, fmt.Errorf("record kernel %s: %w", entry.Name, err)
-	}
-	s.o.Log.Info("pulled kernel", "name", entry.Name, "release", m.Release, "package", m.Package, "version", m.Version)
-	return m, nil
-}
-
-// Kernels lists pulled kernels.
-func (s *Service) Kernels(ctx context.Context) ([]KernelInfo, error) {
-	recs, err := s.o.Store.ListKernels(ctx)
+// vmsUsing returns the names of the VMs whose record matches.
+func (s *Service) vmsUsing(ctx context.Context, match func(store.VM) bool) ([]string, error) {
+	vms, err := s.o.Store.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]KernelInfo, 0, len(recs))
-	for _, r := range recs {
-		ki := KernelInfo{Name: r.Name, Release: r.Release, Dir: r.Dir, CreatedAt: r.CreatedAt}
-		var m kernel.Manifest
-		if json.Unmarshal(r.Manifest, &m) == nil {
-			ki.Package, ki.Version = m.Package, m.Version
-		}
-		out = append(out, ki)
-	}
-	return out, nil
-}
-
-// Image returns the named image, building it first from its recipe if it is not here.
-func (s *Service) Image(ctx context.Context, name string, p progress.Func) (Image, error) {
-	if img, err := s.installedImage(ctx, name); err == nil {
-		return img, nil
-	}
-	if err := s.build(ctx, name, p, false); err != nil {
-		return Image{}, err
-	}
-	return s.installedImage(ctx, name)
-}
-
-// BuildImage builds the named image from its recipe, replacing an installed one. VMs that run
-// on the old image keep it: the new one is built aside and swapped in.
-func (s *Service) BuildImage(ctx context.Context, name string, p progress.Func) (ImageInfo, error) {
-	if err := s.build(ctx, name, p, true); err != nil {
-		return ImageInfo{}, err
-	}
-	rec, err := s.o.Store.GetImage(ctx, name)
-	if err != nil {
-		return ImageInfo{}, err
-	}
-	return ImageInfo{Name: rec.Name, Dir: rec.Dir, SizeBytes: rec.SizeBytes, CreatedAt: rec.CreatedAt}, nil
-}
-
-// ImageInfo describes an installed image for listings.
-type ImageInfo struct {
-	Name      string
-	Dir       string
-	SizeBytes int64
-	CreatedAt time.Time
-}
-
-func (s *Service) build(ctx context.Context, name string, p progress.Func, replace bool) error {
-	recipe, err := image.BuiltinRecipe(name)
-	if err != nil {
-		return failure.New(failure.NotFound, "image %q is not installed and there is no recipe for it (buildable: %s)", name, strings.Join(image.BuiltinRecipes(), ", "))
-	}
-	_, _, err = s.images.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
-		if !replace {
-			// Another caller may have finished the build while this one waited to start.
-			if _, err := s.installedImage(ctx, name); err == nil {
-				return image.Manifest{}, nil
-			}
-		}
-		return s.buildImage(ctx, recipe, name, p)
-	})
-	return err
-}
-
-func (s *Service) installedImage(ctx context.Context, name string) (Image, error) {
-	rec, err := s.o.Store.GetImage(ctx, name)
-	if err != nil {
-		return Image{}, err
-	}
-	rootfs := filepath.Join(rec.Dir, image.RootfsFile)
-	if _, err := os.Stat(rootfs); err != nil {
-		return Image{}, err
-	}
-	return Image{Name: name, Rootfs: rootfs}, nil
-}
-
-func (s *Service) buildImage(ctx context.Context, recipe image.Recipe, name string, p progress.Func) (image.Manifest, error) {
-	dir := s.o.Layout.ImagesDir()
-	for _, d := range []string{dir, s.o.Layout.TmpDir()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return image.Manifest{}, err
+	var names []string
+	for _, vm := range vms {
+		if match(vm) {
+			names = append(names, vm.Name)
 		}
 	}
-	mirror := s.mirror()
-	p.Stage(image.StageBootstrap, fmt.Sprintf("building image %s from Debian packages (%s)", name, mirror))
-	fresh := filepath.Join(dir, "."+name+".build-"+randomSuffix())
-	m, err := image.Build(ctx, image.BuildOptions{Recipe: recipe, Name: name, Mirror: mirror, Dest: fresh, WorkDir: s.o.Layout.TmpDir(), Progress: p})
-	if err != nil {
-		return image.Manifest{}, fmt.Errorf("build image %s: %w", name, err)
-	}
-	// Swap it into place. A running VM keeps the old file open (its inode lives on until the
-	// VM stops), so replacing an image never disturbs running VMs.
-	final := filepath.Join(dir, name)
-	old := filepath.Join(dir, "."+name+".old-"+randomSuffix())
-	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		os.RemoveAll(fresh)
-		return image.Manifest{}, fmt.Errorf("replace image %s: %w", name, err)
-	}
-	if err := os.Rename(fresh, final); err != nil {
-		os.RemoveAll(fresh)
-		return image.Manifest{}, fmt.Errorf("install image %s: %w", name, err)
-	}
-	os.RemoveAll(old)
-	manifest, _ := json.Marshal(m)
-	if err := s.o.Store.PutImage(ctx, &store.Image{Name: name, Version: m.RootfsSHA256[:12], Dir: final, Manifest: manifest, SizeBytes: m.RootfsSize}); err != nil {
-		return image.Manifest{}, fmt.Errorf("record image %s: %w", name, err)
-	}
-	s.o.Log.Info("built image", "name", name, "size", m.RootfsSize, "seconds", m.BuildSeconds)
-	return m, nil
+	return names, nil
 }
 
-// Cleanup removes what interrupted pulls and builds left behind: staging directories next to
-// kernels and images, image build trees (with any mounts inside them detached first), and
-// build logs older than a day. The daemon calls it at
-// start, before any pull or build can run.
+// Cleanup removes what interrupted pulls and builds left behind — staging directories next
+// to kernels and images (and inside image directories), image build trees (with any mounts
+// inside them detached first), build logs older than a day — moves images of the layout
+// before versions into version directories, and collects image versions no VM uses. The
+// daemon calls it at start, before any pull or build can run.
 func (s *Service) Cleanup() {
-	for _, dir := range []string{s.o.Layout.KernelsDir(), s.o.Layout.ImagesDir()} {
+	isLeftover := func(n string) bool {
+		return strings.HasPrefix(n, ".") && (strings.Contains(n, ".pull-") || strings.Contains(n, ".build-") ||
+			strings.Contains(n, ".old-") || strings.Contains(n, ".staging-") || strings.Contains(n, ".import") || strings.Contains(n, ".tmp-"))
+	}
+	removeLeftovers := func(dir string) {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
-			n := e.Name()
-			if strings.HasPrefix(n, ".") && (strings.Contains(n, ".pull-") || strings.Contains(n, ".build-") || strings.Contains(n, ".old-") || strings.Contains(n, ".staging-")) {
-				s.o.Log.Info("removing leftover of an interrupted pull or build", "path", filepath.Join(dir, n))
-				_ = os.RemoveAll(filepath.Join(dir, n))
+			if isLeftover(e.Name()) {
+				s.o.Log.Info("removing leftover of an interrupted pull or build", "path", filepath.Join(dir, e.Name()))
+				_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 			}
+		}
+	}
+	removeLeftovers(s.o.Layout.KernelsDir())
+	removeLeftovers(s.o.Layout.ImagesDir())
+	entries, _ := os.ReadDir(s.o.Layout.ImagesDir())
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			removeLeftovers(filepath.Join(s.o.Layout.ImagesDir(), e.Name()))
 		}
 	}
 	if err := image.RemoveLeftovers(s.o.Layout.TmpDir(), 24*time.Hour); err != nil {
 		s.o.Log.Warn("remove image build leftovers", "err", err)
 	}
+	ctx := context.Background()
+	if err := s.adoptLegacyImages(ctx); err != nil {
+		s.o.Log.Warn("move images into version directories", "err", err)
+	}
+	if _, err := s.CollectVersions(ctx, false); err != nil {
+		s.o.Log.Warn("collect unused image versions", "err", err)
+	}
+}
+
+// adoptLegacyImages moves image directories of the layout before versions
+// (images/<name>/rootfs.ext4) to images/<name>/<version>/. A VM running on one keeps its
+// open file; the rename does not disturb it.
+func (s *Service) adoptLegacyImages(ctx context.Context) error {
+	versions, err := s.o.Store.ImageVersions(ctx, "")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, v := range versions {
+		legacy := filepath.Join(s.o.Layout.ImagesDir(), v.Name)
+		if filepath.Clean(v.Dir) != legacy {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(legacy, image.RootfsFile)); err != nil {
+			continue
+		}
+		aside := filepath.Join(s.o.Layout.ImagesDir(), "."+v.Name+".old-"+randomSuffix())
+		final := filepath.Join(legacy, v.Version)
+		if err := os.Rename(legacy, aside); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.Mkdir(legacy, 0o700); err != nil {
+			errs = append(errs, err)
+			_ = os.Rename(aside, legacy)
+			continue
+		}
+		if err := os.Rename(aside, final); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		v.Dir = final
+		img, err := s.o.Store.GetImage(ctx, v.Name)
+		if err == nil && img.Version == v.Version {
+			img.Dir = final
+			err = s.o.Store.PutImage(ctx, &img)
+		} else if err == nil {
+			err = s.o.Store.PutImageVersion(ctx, &v)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		s.o.Log.Info("moved image into its version directory", "image", v.Name, "version", v.Version)
+	}
+	return errors.Join(errs...)
 }

@@ -4,9 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/bytesize"
 )
 
 func printJSON(w io.Writer, v any) error {
@@ -15,26 +20,49 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// jsonInto decodes raw into v and reports whether it could.
+func jsonInto(raw json.RawMessage, v any) bool {
+	return len(raw) > 0 && json.Unmarshal(raw, v) == nil
+}
+
 func (a *app) kernelCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "kernel",
-		Short: "Pull and list guest kernels",
-		Long:  "Guest kernels come from Debian's archive, verified through its signed chain; `vm run` pulls the default one on demand.",
+		Short: "Pull, import and list guest kernels",
+		Long: `Guest kernels: Debian's, pulled from its archive and verified through its signed chain (vm run
+pulls the default one on demand), or your own, imported from a build. VMs get the kernel's whole
+module tree as a read-only disk, so modprobe works in them.`,
 		Example: `  banger kernel pull debian-6.1
-  banger kernel list`,
+  banger kernel list --available
+  banger kernel import mykernel --vmlinux arch/x86/boot/bzImage --modules /tmp/modroot`,
 	}
-	var asJSON bool
-	list := &cobra.Command{
+	c.AddCommand(a.kernelListCmd(), a.kernelShowCmd(), a.kernelPullCmd(), a.kernelImportCmd(), a.kernelRmCmd(), a.kernelExportCmd())
+	return c
+}
+
+func (a *app) kernelListCmd() *cobra.Command {
+	var asJSON, available bool
+	c := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List pulled kernels",
-		Long:    "List the kernels pulled so far.",
-		Example: "  banger kernel list",
+		Short:   "List installed kernels, or those that can be pulled",
+		Long:    "List the installed kernels; --available lists the catalog: kernels that can be pulled by name.",
+		Example: "  banger kernel list\n  banger kernel list --available",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			cl, err := a.connect(c.Context())
 			if err != nil {
 				return err
+			}
+			if available {
+				cat, err := cl.Catalog(c.Context())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(a.stdout, cat.Kernels)
+				}
+				return a.printCatalog(cat.Kernels, false)
 			}
 			ks, err := cl.ListKernels(c.Context())
 			if err != nil {
@@ -44,18 +72,71 @@ func (a *app) kernelCmd() *cobra.Command {
 				return printJSON(a.stdout, ks)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tRELEASE\tPACKAGE\tPULLED")
+			fmt.Fprintln(tw, "NAME\tRELEASE\tSOURCE\tPACKAGE\tMODULES\tINSTALLED\tUSED BY")
 			for _, k := range ks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Name, k.Release, k.Package+" "+k.Version, ago(k.CreatedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Release, dash(k.Source), dash(strings.TrimSpace(k.Package+" "+k.Version)),
+					yesNo(k.Modules), ago(k.CreatedAt), dash(strings.Join(k.UsedBy, ", ")))
 			}
 			return tw.Flush()
 		},
 	}
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	pull := &cobra.Command{
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&available, "available", false, "list what can be pulled by name (the catalogs)")
+	return c
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func (a *app) kernelShowCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Show an installed kernel",
+		Long:    "Show an installed kernel: its release, where it came from, whether it has modules and an initramfs of its own, and the VMs that boot it.",
+		Example: "  banger kernel show debian-6.1",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := a.connect(c.Context())
+			if err != nil {
+				return err
+			}
+			k, err := cl.GetKernel(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.stdout, k)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+			row("name", k.Name)
+			row("release", k.Release)
+			row("source", dash(k.Source))
+			if k.Package != "" {
+				row("package", k.Package+" "+k.Version)
+			}
+			row("modules", yesNo(k.Modules))
+			row("own initrd", yesNo(k.Initrd))
+			row("installed", k.CreatedAt.Local().Format("2006-01-02 15:04:05")+" ("+ago(k.CreatedAt)+")")
+			row("dir", k.Dir)
+			row("used by", dash(strings.Join(k.UsedBy, ", ")))
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (with the manifest)")
+	return c
+}
+
+func (a *app) kernelPullCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:     "pull NAME",
 		Short:   "Download a kernel and prepare it for booting",
-		Long:    "Download the named kernel from Debian's archive (verified through the signed chain), extract an ELF vmlinux and its modules. Pulling again fetches the newest package.",
+		Long:    "Get the named kernel as its catalog entry says (Debian's archive, verified through the signed chain, or a bundle pinned by sha256), extract an ELF vmlinux, index its modules and pack them into a read-only disk. Pulling again fetches the newest package.",
 		Example: "  banger kernel pull debian-6.1",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -65,15 +146,131 @@ func (a *app) kernelCmd() *cobra.Command {
 			}
 			r := newRenderer(a.stderr)
 			k, err := cl.PullKernel(c.Context(), args[0], r.Event)
+			r.Finish("")
 			if err != nil {
-				r.Finish("")
 				return err
 			}
-			r.Finish("")
-			fmt.Fprintf(a.stdout, "%s: %s (%s %s)\n", k.Name, k.Release, k.Package, k.Version)
+			fmt.Fprintf(a.stdout, "%s: %s (%s)\n", k.Name, k.Release, strings.TrimSpace(k.Package+" "+k.Version))
 			return nil
 		},
 	}
-	c.AddCommand(list, pull)
+}
+
+func (a *app) kernelImportCmd() *cobra.Command {
+	var vmlinux, initrd, modules string
+	c := &cobra.Command{
+		Use:   "import NAME --vmlinux FILE [--initrd FILE] [--modules DIR]",
+		Short: "Adopt a locally built kernel",
+		Long: `Adopt a kernel you built: --vmlinux is the ELF vmlinux or the bzImage (the ELF is extracted),
+--modules the lib/modules/<release> directory or the INSTALL_MOD_PATH holding it, --initrd an
+initramfs of its own.
+
+banger always boots with its own initramfs (the agent as /init, plus the virtio, vsock and
+overlay modules from --modules when the kernel has them as modules), so a kernel with
+everything built in and no initramfs of its own works unchanged: it needs CONFIG_BLK_DEV_INITRD,
+devtmpfs, ext4, overlayfs, virtio-blk and virtio-mmio (ACPI-described) or their modules. An
+--initrd is put before banger's archive: the kernel unpacks both, banger's /init wins, so it can
+carry firmware or modules.`,
+		Example: "  banger kernel import fc-6.1 --vmlinux ./vmlinux\n  banger kernel import mine --vmlinux arch/x86/boot/bzImage --modules /tmp/modroot",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if vmlinux == "" {
+				return usagef("kernel import needs --vmlinux FILE")
+			}
+			req := api.KernelImportRequest{Name: args[0]}
+			for _, p := range []struct {
+				in  string
+				out *string
+			}{{vmlinux, &req.Vmlinux}, {initrd, &req.Initrd}, {modules, &req.Modules}} {
+				if p.in != "" {
+					abs, err := filepath.Abs(p.in)
+					if err != nil {
+						return err
+					}
+					*p.out = abs
+				}
+			}
+			cl, err := a.connect(c.Context())
+			if err != nil {
+				return err
+			}
+			r := newRenderer(a.stderr)
+			k, err := cl.ImportKernel(c.Context(), req, r.Event)
+			r.Finish("")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s: %s (modules: %s, own initrd: %s)\n", k.Name, k.Release, yesNo(k.Modules), yesNo(k.Initrd))
+			return nil
+		},
+	}
+	c.Flags().StringVar(&vmlinux, "vmlinux", "", "the kernel: an ELF vmlinux or a bzImage")
+	c.Flags().StringVar(&initrd, "initrd", "", "an initramfs of the kernel's own (optional)")
+	c.Flags().StringVar(&modules, "modules", "", "its modules: lib/modules/<release>, or the directory holding lib/modules (optional)")
+	return c
+}
+
+func (a *app) kernelRmCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NAME…",
+		Aliases: []string{"delete"},
+		Short:   "Remove installed kernels",
+		Long:    "Remove kernels. A kernel that a VM (running or stopped) boots is not removed: delete the VM first.",
+		Example: "  banger kernel rm mykernel",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := a.connect(c.Context())
+			if err != nil {
+				return err
+			}
+			var firstErr error
+			for _, name := range args {
+				k, err := cl.DeleteKernel(c.Context(), name)
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
+					} else {
+						fmt.Fprintf(a.stderr, "banger: %v\n", err)
+					}
+					continue
+				}
+				fmt.Fprintf(a.stdout, "removed kernel %s (%s)\n", k.Name, k.Release)
+			}
+			return firstErr
+		},
+	}
+}
+
+func (a *app) kernelExportCmd() *cobra.Command {
+	var out string
+	c := &cobra.Command{
+		Use:     "export NAME -o FILE",
+		Short:   "Write a kernel as a bundle file (for a catalog entry)",
+		Long:    "Write a kernel as a bundle (vmlinux, its module disk, its own initramfs), e.g. to serve it to other hosts through a catalog entry pinned by the bundle's sha256.",
+		Example: "  banger kernel export debian-6.1 -o debian-6.1.bundle",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("kernel export needs -o FILE")
+			}
+			abs, err := filepath.Abs(out)
+			if err != nil {
+				return err
+			}
+			cl, err := a.connect(c.Context())
+			if err != nil {
+				return err
+			}
+			r := newRenderer(a.stderr)
+			b, err := cl.ExportKernel(c.Context(), args[0], abs, r.Event)
+			r.Finish("")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s: %s, sha256 %s\n", b.Path, bytesize.Format(b.Size), b.SHA256)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&out, "output", "o", "", "bundle file to write")
 	return c
 }

@@ -144,20 +144,6 @@ func (c *Client) DeleteVM(ctx context.Context, ref string) error {
 	return c.do(ctx, http.MethodDelete, api.PathVM+url.PathEscape(ref), nil, nil)
 }
 
-// ListImages lists installed images.
-func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
-	var out []api.Image
-	err := c.do(ctx, http.MethodGet, api.PathImages, nil, &out)
-	return out, err
-}
-
-// ListKernels lists pulled kernels.
-func (c *Client) ListKernels(ctx context.Context) ([]api.Kernel, error) {
-	var out []api.Kernel
-	err := c.do(ctx, http.MethodGet, api.PathKernels, nil, &out)
-	return out, err
-}
-
 // CreateVM creates and starts a VM, passing every event to onEvent, and returns the ready VM.
 func (c *Client) CreateVM(ctx context.Context, req api.CreateVMRequest, onEvent func(api.Event)) (api.VM, error) {
 	res, err := c.CreateVMResult(ctx, req, onEvent)
@@ -178,30 +164,6 @@ func (c *Client) CreateVMResult(ctx context.Context, req api.CreateVMRequest, on
 		return api.Event{}, fmt.Errorf("daemon finished creating the VM but sent no VM")
 	}
 	return res, nil
-}
-
-// PullKernel pulls a kernel by catalog name.
-func (c *Client) PullKernel(ctx context.Context, name string, onEvent func(api.Event)) (api.Kernel, error) {
-	res, err := c.stream(ctx, http.MethodPost, api.PathKernel+url.PathEscape(name)+"/pull", nil, onEvent)
-	if err != nil {
-		return api.Kernel{}, err
-	}
-	if res.Kernel == nil {
-		return api.Kernel{}, fmt.Errorf("daemon finished pulling the kernel but sent no kernel")
-	}
-	return *res.Kernel, nil
-}
-
-// BuildImage builds an image from its recipe, replacing an installed one.
-func (c *Client) BuildImage(ctx context.Context, name string, onEvent func(api.Event)) (api.Image, error) {
-	res, err := c.stream(ctx, http.MethodPost, api.PathImage+url.PathEscape(name)+"/build", nil, onEvent)
-	if err != nil {
-		return api.Image{}, err
-	}
-	if res.Image == nil {
-		return api.Image{}, fmt.Errorf("daemon finished building the image but sent no image")
-	}
-	return *res.Image, nil
 }
 
 // ListOperations lists the daemon's running and recently finished operations.

@@ -2,38 +2,231 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"path/filepath"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/bundle"
 	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/failure"
 )
 
-// Handlers for kernels and images.
+// Handlers for kernels and images. Long work (pull, build, import, export) runs as an
+// operation that goes on when its client leaves: coalesced pulls may have other waiters, and
+// a half-done pull is undone by its own staging anyway.
+
+func toAPIImage(img catalog.ImageInfo) api.Image {
+	out := api.Image{Name: img.Name, Version: img.Version, Dir: img.Dir, SizeBytes: img.SizeBytes, Kernel: img.Kernel,
+		Source: img.Source, CreatedAt: img.CreatedAt, Manifest: img.Manifest}
+	for _, v := range img.Versions {
+		out.Versions = append(out.Versions, toAPIVersion(v))
+	}
+	return out
+}
+
+func toAPIVersion(v catalog.VersionInfo) api.ImageVersion {
+	return api.ImageVersion{Version: v.Version, Dir: v.Dir, SizeBytes: v.SizeBytes, CreatedAt: v.CreatedAt, Current: v.Current, UsedBy: v.UsedBy}
+}
+
+func toAPIKernel(k catalog.KernelInfo) api.Kernel {
+	return api.Kernel{Name: k.Name, Release: k.Release, Source: k.Source, Package: k.Package, Version: k.Version, Dir: k.Dir,
+		Modules: k.Modules, Initrd: k.Initrd, UsedBy: k.UsedBy, CreatedAt: k.CreatedAt, Manifest: k.Manifest}
+}
+
+func toAPIBundle(b bundle.Result) *api.Bundle {
+	return &api.Bundle{Path: b.Path, Size: b.Size, SHA256: b.SHA256}
+}
 
 func (d *Daemon) handleListImages(w http.ResponseWriter, r *http.Request) {
-	imgs, err := d.store.ListImages(r.Context())
+	imgs, err := d.catalog.Images(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	out := make([]api.Image, 0, len(imgs))
 	for _, img := range imgs {
-		out = append(out, api.Image{Name: img.Name, Dir: img.Dir, SizeBytes: img.SizeBytes, CreatedAt: img.CreatedAt})
+		out = append(out, toAPIImage(img))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	// A build goes on when its client leaves (coalesced builds may have other waiters).
-	d.runOp(w, r, "image.build", name, false, func(ctx context.Context, op *operation) {
-		img, err := d.catalog.BuildImage(ctx, name, op.progress())
+func (d *Daemon) handleShowImage(w http.ResponseWriter, r *http.Request) {
+	img, err := d.catalog.ShowImage(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIImage(img))
+}
+
+func (d *Daemon) handleDeleteImage(w http.ResponseWriter, r *http.Request) {
+	img, err := d.catalog.DeleteImage(context.WithoutCancel(r.Context()), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIImage(img))
+}
+
+// imageOp runs image work as an operation whose result is the image.
+func (d *Daemon) imageOp(w http.ResponseWriter, r *http.Request, kind, target string, fn func(ctx context.Context, op *operation) (catalog.ImageInfo, error)) {
+	d.runOp(w, r, kind, target, false, func(ctx context.Context, op *operation) {
+		img, err := fn(ctx, op)
 		if err != nil {
 			op.fail(err)
 			return
 		}
-		op.publish(api.Event{Type: api.EventResult, Image: &api.Image{Name: img.Name, Dir: img.Dir, SizeBytes: img.SizeBytes, CreatedAt: img.CreatedAt}})
+		out := toAPIImage(img)
+		op.publish(api.Event{Type: api.EventResult, Image: &out})
 	})
+}
+
+func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	d.imageOp(w, r, "image.build", name, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
+		return d.catalog.BuildImage(ctx, name, op.progress())
+	})
+}
+
+func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
+	var req api.ImagePullRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	target := req.Name
+	if target == "" {
+		target = req.Ref
+	}
+	d.imageOp(w, r, "image.pull", target, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
+		return d.catalog.PullImage(ctx, catalog.PullRequest{Ref: req.Ref, Name: req.Name, Size: req.SizeBytes, Kernel: req.Kernel}, op.progress())
+	})
+}
+
+func (d *Daemon) handleRegisterImage(w http.ResponseWriter, r *http.Request) {
+	var req api.ImageRegisterRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := absolute("rootfs", req.Rootfs); err != nil {
+		writeError(w, err)
+		return
+	}
+	d.imageOp(w, r, "image.register", req.Name, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
+		return d.catalog.RegisterImage(ctx, catalog.RegisterRequest{Name: req.Name, Rootfs: req.Rootfs, Kernel: req.Kernel}, op.progress())
+	})
+}
+
+func (d *Daemon) handleImportImage(w http.ResponseWriter, r *http.Request) {
+	var req api.ImageImportRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := absolute("bundle", req.Path); err != nil {
+		writeError(w, err)
+		return
+	}
+	d.imageOp(w, r, "image.import", req.Path, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
+		return d.catalog.ImportImage(ctx, req.Path, req.Name, op.progress())
+	})
+}
+
+func (d *Daemon) handleExportImage(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var req api.ExportRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := absolute("output", req.Path); err != nil {
+		writeError(w, err)
+		return
+	}
+	d.runOp(w, r, "image.export", name, false, func(ctx context.Context, op *operation) {
+		res, err := d.catalog.ExportImage(ctx, name, req.Path, op.progress())
+		if err != nil {
+			op.fail(err)
+			return
+		}
+		op.publish(api.Event{Type: api.EventResult, Bundle: toAPIBundle(res)})
+	})
+}
+
+func (d *Daemon) handlePruneImageCache(w http.ResponseWriter, r *http.Request) {
+	var req api.PruneRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	res, err := d.catalog.PruneCache(context.WithoutCancel(r.Context()), req.DryRun)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := api.PruneResult{DryRun: res.DryRun, Freed: res.Freed, Layers: []api.CachedFile{}, Bundles: []api.CachedFile{}, Versions: []api.ImageVersion{}}
+	for _, b := range res.Layers {
+		out.Layers = append(out.Layers, api.CachedFile{Name: b.Digest, Size: b.Size})
+	}
+	for _, b := range res.Bundles {
+		out.Bundles = append(out.Bundles, api.CachedFile{Name: b.Path, Size: b.Size})
+	}
+	for _, v := range res.Versions {
+		av := toAPIVersion(v)
+		av.Version = v.Name + "@" + v.Version
+		out.Versions = append(out.Versions, av)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (d *Daemon) handleCatalog(w http.ResponseWriter, r *http.Request) {
+	cat, err := d.catalog.Catalog()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	imgs, err := d.catalog.Images(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ks, err := d.catalog.Kernels(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	have := map[string]bool{}
+	for _, img := range imgs {
+		have["image:"+img.Name] = true
+	}
+	for _, k := range ks {
+		have["kernel:"+k.Name] = true
+	}
+	out := api.Catalog{Images: []api.CatalogEntry{}, Kernels: []api.CatalogEntry{}}
+	for _, e := range cat.Images {
+		origin := e.Recipe
+		switch {
+		case e.OCI != "":
+			origin = e.OCI
+		case e.Bundle != nil:
+			origin = e.Bundle.URL
+		}
+		out.Images = append(out.Images, api.CatalogEntry{Name: e.Name, Description: e.Description, Kind: e.Kind, Origin: origin,
+			Kernel: e.Kernel, From: e.From, Installed: have["image:"+e.Name]})
+	}
+	for _, e := range cat.Kernels {
+		origin := ""
+		if e.Debian != nil {
+			origin = e.Debian.Package + " (Debian " + e.Debian.Suite + ")"
+		} else if e.Bundle != nil {
+			origin = e.Bundle.URL
+		}
+		out.Kernels = append(out.Kernels, api.CatalogEntry{Name: e.Name, Description: e.Description, Kind: e.Kind, Origin: origin,
+			From: e.From, Installed: have["kernel:"+e.Name]})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (d *Daemon) handleListKernels(w http.ResponseWriter, r *http.Request) {
@@ -49,14 +242,28 @@ func (d *Daemon) handleListKernels(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func toAPIKernel(k catalog.KernelInfo) api.Kernel {
-	return api.Kernel{Name: k.Name, Release: k.Release, Package: k.Package, Version: k.Version, Dir: k.Dir, CreatedAt: k.CreatedAt}
+func (d *Daemon) handleShowKernel(w http.ResponseWriter, r *http.Request) {
+	k, err := d.catalog.ShowKernel(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIKernel(k))
 }
 
-func (d *Daemon) handlePullKernel(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	d.runOp(w, r, "kernel.pull", name, false, func(ctx context.Context, op *operation) {
-		k, err := d.catalog.PullKernel(ctx, name, op.progress())
+func (d *Daemon) handleDeleteKernel(w http.ResponseWriter, r *http.Request) {
+	k, err := d.catalog.DeleteKernel(context.WithoutCancel(r.Context()), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIKernel(k))
+}
+
+// kernelOp runs kernel work as an operation whose result is the kernel.
+func (d *Daemon) kernelOp(w http.ResponseWriter, r *http.Request, kind, target string, fn func(ctx context.Context, op *operation) (catalog.KernelInfo, error)) {
+	d.runOp(w, r, kind, target, false, func(ctx context.Context, op *operation) {
+		k, err := fn(ctx, op)
 		if err != nil {
 			op.fail(err)
 			return
@@ -65,3 +272,60 @@ func (d *Daemon) handlePullKernel(w http.ResponseWriter, r *http.Request) {
 		op.publish(api.Event{Type: api.EventResult, Kernel: &out})
 	})
 }
+
+func (d *Daemon) handlePullKernel(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	d.kernelOp(w, r, "kernel.pull", name, func(ctx context.Context, op *operation) (catalog.KernelInfo, error) {
+		return d.catalog.PullKernel(ctx, name, op.progress())
+	})
+}
+
+func (d *Daemon) handleImportKernel(w http.ResponseWriter, r *http.Request) {
+	var req api.KernelImportRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	for _, p := range [][2]string{{"vmlinux", req.Vmlinux}, {"initrd", req.Initrd}, {"modules", req.Modules}} {
+		if p[1] != "" {
+			if err := absolute(p[0], p[1]); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+	}
+	d.kernelOp(w, r, "kernel.import", req.Name, func(ctx context.Context, op *operation) (catalog.KernelInfo, error) {
+		return d.catalog.ImportKernel(ctx, catalog.ImportKernelRequest{Name: req.Name, Vmlinux: req.Vmlinux, Initrd: req.Initrd, Modules: req.Modules}, op.progress())
+	})
+}
+
+func (d *Daemon) handleExportKernel(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var req api.ExportRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := absolute("output", req.Path); err != nil {
+		writeError(w, err)
+		return
+	}
+	d.runOp(w, r, "kernel.export", name, false, func(ctx context.Context, op *operation) {
+		res, err := d.catalog.ExportKernel(ctx, name, req.Path, op.progress())
+		if err != nil {
+			op.fail(err)
+			return
+		}
+		op.publish(api.Event{Type: api.EventResult, Bundle: toAPIBundle(res)})
+	})
+}
+
+// absolute refuses relative host paths: the daemon's working directory is not the user's.
+func absolute(what, p string) error {
+	if p == "" || !filepath.IsAbs(p) {
+		return failure.Wrap(failure.Invalid, errors.New(what+" path "+quote(p)+" must be absolute (the CLI makes paths absolute)"))
+	}
+	return nil
+}
+
+func quote(s string) string { return "\"" + s + "\"" }

@@ -43,6 +43,18 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST "+api.PathImage+"{name}/build", d.handleBuildImage)
 	mux.HandleFunc("GET "+api.PathKernels, d.handleListKernels)
 	mux.HandleFunc("POST "+api.PathKernel+"{name}/pull", d.handlePullKernel)
+	mux.HandleFunc("GET "+api.PathImage+"{name}", d.handleShowImage)
+	mux.HandleFunc("DELETE "+api.PathImage+"{name}", d.handleDeleteImage)
+	mux.HandleFunc("POST "+api.PathImage+"{name}/export", d.handleExportImage)
+	mux.HandleFunc("POST "+api.PathImagePull, d.handlePullImage)
+	mux.HandleFunc("POST "+api.PathImageRegister, d.handleRegisterImage)
+	mux.HandleFunc("POST "+api.PathImageImport, d.handleImportImage)
+	mux.HandleFunc("POST "+api.PathImageCache, d.handlePruneImageCache)
+	mux.HandleFunc("GET "+api.PathKernel+"{name}", d.handleShowKernel)
+	mux.HandleFunc("DELETE "+api.PathKernel+"{name}", d.handleDeleteKernel)
+	mux.HandleFunc("POST "+api.PathKernel+"{name}/export", d.handleExportKernel)
+	mux.HandleFunc("POST "+api.PathKernelImport, d.handleImportKernel)
+	mux.HandleFunc("GET "+api.PathCatalog, d.handleCatalog)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: "not_found", Message: fmt.Sprintf("no route %s %s in API %s", r.Method, r.URL.Path, version.API),
 			Hint: "the CLI and daemon disagree; run the banger that matches this daemon"})

@@ -35,11 +35,11 @@ type SSHStatus struct {
 
 // sshEnv is what EnsureSSH looks at and runs; tests replace it.
 type sshEnv struct {
-	root       string                       // "/" in a guest
-	systemd    bool                         // systemd is PID 1
-	hasRoute   func() bool                  // the guest has a default route
+	root       string      // "/" in a guest
+	systemd    bool        // systemd is PID 1
+	hasRoute   func() bool // the guest has a default route
 	run        func(ctx context.Context, argv ...string) (string, error)
-	waitRoute  time.Duration                // how long to wait for a network
+	waitRoute  time.Duration // how long to wait for a network
 	pollRoute  time.Duration
 	logf       func(string, ...any)
 	writeState func(SSHStatus)

@@ -217,4 +217,3 @@ func findInit(root string) (string, bool) {
 	}
 	return "/sbin/init → " + existing, path.Base(existing) == "systemd"
 }
-

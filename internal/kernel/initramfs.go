@@ -141,33 +141,61 @@ func InitramfsName(agentSHA256 string) string {
 }
 
 // EnsureInitramfs returns the path of the initramfs for the agent binary at agentPath with the
-// kernel in kernelDir (as written by Pull), building it if it is not there yet: the closure of
-// GuestModules is computed from the kernel's modules, the archive is staged in kernelDir and
-// renamed into place, so concurrent callers and crashes never expose a partial file.
+// Debian kernel in kernelDir (as written by Pull), building it if it is not there yet; see
+// Manifest.BootInitramfs.
 func EnsureInitramfs(kernelDir, release, agentPath string) (string, error) {
 	modulesDir, err := findModulesDir(kernelDir, release)
 	if err != nil {
 		return "", err
 	}
+	rel, _ := filepath.Rel(kernelDir, modulesDir)
+	return Manifest{Dir: kernelDir, Release: release, Source: SourceDebian, ModulesDir: filepath.ToSlash(rel)}.BootInitramfs(agentPath)
+}
+
+// BootInitramfs returns the path of the initramfs VMs boot this kernel with, for the agent
+// binary at agentPath, building it if it is not there yet: the closure of GuestModules is
+// computed from the kernel's modules (for an imported kernel, wanted modules it lacks are
+// taken to be built in), the archive is staged in the kernel directory and renamed into place,
+// so concurrent callers and crashes never expose a partial file. An imported kernel's own
+// initramfs comes first in the file, padded to 4 bytes, and banger's archive after it: the
+// kernel unpacks both, later files win, so the agent is /init.
+func (m Manifest) BootInitramfs(agentPath string) (string, error) {
 	agent, err := os.ReadFile(agentPath)
 	if err != nil {
 		return "", fmt.Errorf("read agent binary: %w", err)
 	}
 	sum := sha256.Sum256(agent)
-	dst := filepath.Join(kernelDir, InitramfsName(hex.EncodeToString(sum[:])))
+	dst := filepath.Join(m.Dir, InitramfsName(hex.EncodeToString(sum[:])))
 	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() {
 		return dst, nil
 	}
-	mods, err := ModuleClosure(modulesDir, GuestModules)
-	if err != nil {
-		return "", fmt.Errorf("kernel %s: %w", release, err)
+	var mods []Module
+	modulesDir := ""
+	if m.ModulesDir != "" {
+		modulesDir = m.ModulesPath()
+		want := GuestModules
+		if m.Source == SourceImport || m.Source == SourceBundle {
+			if want, err = availableModules(modulesDir, GuestModules); err != nil {
+				return "", fmt.Errorf("kernel %s: %w", m.Release, err)
+			}
+		}
+		if len(want) > 0 {
+			if mods, err = ModuleClosure(modulesDir, want); err != nil {
+				return "", fmt.Errorf("kernel %s: %w", m.Release, err)
+			}
+		}
 	}
-	tmp, err := os.CreateTemp(kernelDir, ".initrd-*.tmp")
+	tmp, err := os.CreateTemp(m.Dir, ".initrd-*.tmp")
 	if err != nil {
-		return "", fmt.Errorf("stage initramfs in %s: %w", kernelDir, err)
+		return "", fmt.Errorf("stage initramfs in %s: %w", m.Dir, err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	err = BuildInitramfs(tmp, InitramfsOptions{Release: release, Agent: agent, ModulesDir: modulesDir, Modules: mods})
+	if m.Initrd != "" {
+		err = prependInitrd(tmp, m.InitrdPath())
+	}
+	if err == nil {
+		err = BuildInitramfs(tmp, InitramfsOptions{Release: m.Release, Agent: agent, ModulesDir: modulesDir, Modules: mods})
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -175,7 +203,7 @@ func EnsureInitramfs(kernelDir, release, agentPath string) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		return "", fmt.Errorf("build initramfs for kernel %s: %w", release, err)
+		return "", fmt.Errorf("build initramfs for kernel %s: %w", m.Release, err)
 	}
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return "", fmt.Errorf("build initramfs: %w", err)
@@ -184,6 +212,39 @@ func EnsureInitramfs(kernelDir, release, agentPath string) (string, error) {
 		return "", fmt.Errorf("publish initramfs: %w", err)
 	}
 	return dst, nil
+}
+
+// prependInitrd copies a kernel's own initramfs to w, padded with zeros to a multiple of 4
+// bytes (the kernel skips zero padding between concatenated archives).
+func prependInitrd(w io.Writer, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := io.Copy(w, f)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", path, err)
+	}
+	if pad := (4 - n%4) % 4; pad > 0 {
+		_, err = w.Write(make([]byte, pad))
+	}
+	return err
+}
+
+// availableModules returns the wanted modules the tree has; the rest are assumed built in.
+func availableModules(modulesDir string, want []string) ([]string, error) {
+	index, err := indexModules(modulesDir)
+	if err != nil {
+		return nil, nil // no modules at all: everything is built in
+	}
+	var out []string
+	for _, w := range want {
+		if _, ok := index[ModuleName(w)]; ok {
+			out = append(out, w)
+		}
+	}
+	return out, nil
 }
 
 // findModulesDir locates lib/modules/<release> (or usr/lib/modules/<release>, where merged-/usr

@@ -25,23 +25,37 @@ const (
 // ManifestName is the file in a kernel directory that describes it.
 const ManifestName = "manifest.json"
 
-// Manifest describes a pulled kernel. Paths are relative to the kernel directory.
+// Kernel sources: where a kernel directory came from.
+const (
+	SourceDebian = "debian" // pulled from a Debian archive (Pull)
+	SourceImport = "import" // adopted from local files (Import)
+	SourceBundle = "bundle" // installed from a kernel bundle
+)
+
+// Manifest describes a pulled or imported kernel. Paths are relative to the kernel directory.
 type Manifest struct {
-	Name        string    `json:"name"`    // catalog name, e.g. "debian-6.1"
-	Release     string    `json:"release"` // uname -r, e.g. "6.1.0-50-cloud-amd64"
-	Package     string    `json:"package"` // the concrete Debian package pulled
-	Version     string    `json:"version"`
-	DebSHA256   string    `json:"deb_sha256"`
-	DebSize     int64     `json:"deb_size"`
-	Mirror      string    `json:"mirror"`
-	Suite       string    `json:"suite"`
-	Vmlinuz     string    `json:"vmlinuz"` // the bzImage as shipped
-	VmlinuzSize int64     `json:"vmlinuz_size"`
-	Vmlinux     string    `json:"vmlinux"` // the ELF extracted from it
-	VmlinuxSize int64     `json:"vmlinux_size"`
-	Config      string    `json:"config"`
-	ModulesDir  string    `json:"modules_dir"` // lib/modules/<release>
-	PulledAt    time.Time `json:"pulled_at"`
+	Name    string `json:"name"`    // catalog name, e.g. "debian-6.1"
+	Release string `json:"release"` // uname -r, e.g. "6.1.0-50-cloud-amd64"
+	// Source is SourceDebian (also when empty: manifests written before imports existed),
+	// SourceImport or SourceBundle.
+	Source      string `json:"source,omitempty"`
+	Package     string `json:"package"` // the concrete Debian package pulled
+	Version     string `json:"version"`
+	DebSHA256   string `json:"deb_sha256"`
+	DebSize     int64  `json:"deb_size"`
+	Mirror      string `json:"mirror"`
+	Suite       string `json:"suite"`
+	Vmlinuz     string `json:"vmlinuz"` // the bzImage as shipped
+	VmlinuzSize int64  `json:"vmlinuz_size"`
+	Vmlinux     string `json:"vmlinux"` // the ELF extracted from it
+	VmlinuxSize int64  `json:"vmlinux_size"`
+	Config      string `json:"config"`
+	ModulesDir  string `json:"modules_dir"` // lib/modules/<release>; "" for a kernel without modules
+	// Initrd is an initramfs that came with an imported kernel. Banger's own initramfs is
+	// appended to it at boot (the kernel unpacks both; banger's /init wins), so it can carry
+	// firmware or modules but not replace the agent.
+	Initrd   string    `json:"initrd,omitempty"`
+	PulledAt time.Time `json:"pulled_at"`
 
 	Dir string `json:"-"` // the kernel directory; set by Pull and Load
 }
@@ -108,7 +122,7 @@ func Pull(ctx context.Context, entry Entry, archive *debian.Archive, dstDir stri
 	if err != nil {
 		return Manifest{}, fmt.Errorf("kernel %s: %w", entry.Name, err)
 	}
-	m.Name, m.Package, m.Version = entry.Name, pkg.Name, pkg.Version
+	m.Name, m.Source, m.Package, m.Version = entry.Name, SourceDebian, pkg.Name, pkg.Version
 	m.DebSHA256, m.DebSize = pkg.SHA256, pkg.Size
 	m.Mirror, m.Suite = archive.Mirror, archive.Suite
 	m.PulledAt = time.Now().UTC().Truncate(time.Second)
@@ -206,17 +220,45 @@ func Load(dir string) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("kernel manifest %s is corrupt (%v); pull the kernel again", filepath.Join(dir, ManifestName), err)
 	}
 	m.Dir = dir
-	for _, f := range [][2]string{{"name", m.Name}, {"release", m.Release}, {"vmlinuz", m.Vmlinuz}, {"vmlinux", m.Vmlinux}, {"modules_dir", m.ModulesDir}} {
-		if v := f[1]; v == "" || filepath.IsAbs(v) || strings.Contains(v, "..") {
+	fields := [][2]string{{"name", m.Name}, {"release", m.Release}, {"vmlinux", m.Vmlinux}}
+	if m.Source == "" || m.Source == SourceDebian {
+		// Debian kernels always have their bzImage and modules.
+		fields = append(fields, [2]string{"vmlinuz", m.Vmlinuz}, [2]string{"modules_dir", m.ModulesDir})
+	}
+	for _, f := range fields {
+		if f[1] == "" {
+			return Manifest{}, fmt.Errorf("kernel manifest in %s has no %s; pull the kernel again", dir, f[0])
+		}
+	}
+	for _, f := range [][2]string{{"vmlinux", m.Vmlinux}, {"vmlinuz", m.Vmlinuz}, {"modules_dir", m.ModulesDir}, {"initrd", m.Initrd}} {
+		if v := f[1]; filepath.IsAbs(v) || strings.Contains(v, "..") {
 			return Manifest{}, fmt.Errorf("kernel manifest in %s has an invalid %s %q; pull the kernel again", dir, f[0], v)
 		}
+	}
+	if strings.ContainsAny(m.Release, "/\x00") || m.Release == "." || m.Release == ".." {
+		return Manifest{}, fmt.Errorf("kernel manifest in %s has an invalid release %q; pull the kernel again", dir, m.Release)
 	}
 	fi, err := os.Stat(m.VmlinuxPath())
 	if err != nil || fi.Size() != m.VmlinuxSize {
 		return Manifest{}, fmt.Errorf("kernel %s in %s: vmlinux is missing or not %d bytes; pull the kernel again", m.Name, dir, m.VmlinuxSize)
 	}
-	if fi, err := os.Stat(m.ModulesPath()); err != nil || !fi.IsDir() {
-		return Manifest{}, fmt.Errorf("kernel %s in %s: modules directory %s is missing; pull the kernel again", m.Name, dir, m.ModulesDir)
+	if m.ModulesDir != "" {
+		if fi, err := os.Stat(m.ModulesPath()); err != nil || !fi.IsDir() {
+			return Manifest{}, fmt.Errorf("kernel %s in %s: modules directory %s is missing; pull the kernel again", m.Name, dir, m.ModulesDir)
+		}
+	}
+	if m.Initrd != "" {
+		if _, err := os.Stat(m.InitrdPath()); err != nil {
+			return Manifest{}, fmt.Errorf("kernel %s in %s: initrd %s is missing; import the kernel again", m.Name, dir, m.Initrd)
+		}
 	}
 	return m, nil
+}
+
+// InitrdPath is the absolute path of the kernel's own initramfs ("" when it has none).
+func (m Manifest) InitrdPath() string {
+	if m.Initrd == "" {
+		return ""
+	}
+	return filepath.Join(m.Dir, filepath.FromSlash(m.Initrd))
 }

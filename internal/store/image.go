@@ -11,13 +11,13 @@ import (
 
 // Image is an installed root filesystem image shared read-only by VMs: its current version.
 type Image struct {
-	Name      string // primary key
-	Version   string // the current version (see ImageVersion)
-	Dir       string // the current version's directory
+	Name      string          // primary key
+	Version   string          // the current version (see ImageVersion)
+	Dir       string          // the current version's directory
 	Manifest  json.RawMessage // nil is stored as NULL
 	SizeBytes int64
-	Kernel    string // the kernel VMs of this image boot unless told otherwise; "" for the default
-	Source    string // where it came from ("recipe:…", "oci:…", "bundle:…", "register:…"); "" for a recipe build
+	Kernel    string    // the kernel VMs of this image boot unless told otherwise; "" for the default
+	Source    string    // where it came from ("recipe:…", "oci:…", "bundle:…", "register:…"); "" for a recipe build
 	CreatedAt time.Time // UTC
 }
 
@@ -74,6 +74,32 @@ func (s *Store) PutImage(ctx context.Context, img *Image) error {
 		return fmt.Errorf("put image %q: %w", img.Name, err)
 	}
 	img.CreatedAt = created
+	return nil
+}
+
+// PutImageVersion records (or updates the directory and manifest of) one version of an
+// image without making it current.
+func (s *Store) PutImageVersion(ctx context.Context, v *ImageVersion) error {
+	if v.Name == "" || v.Version == "" {
+		return fmt.Errorf("put image %q version %q: empty name or version", v.Name, v.Version)
+	}
+	manifest, err := jsonArg("manifest", v.Manifest)
+	if err != nil {
+		return fmt.Errorf("put image %q version %q: %w", v.Name, v.Version, err)
+	}
+	created := v.CreatedAt.UTC().Round(0)
+	if created.IsZero() {
+		created = now()
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO image_versions (name, version, dir, manifest, size_bytes, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name, version) DO UPDATE SET dir = excluded.dir, manifest = excluded.manifest,
+			size_bytes = excluded.size_bytes`,
+		v.Name, v.Version, v.Dir, manifest, v.SizeBytes, formatTime(created))
+	if err != nil {
+		return fmt.Errorf("put image %q version %q: %w", v.Name, v.Version, err)
+	}
+	v.CreatedAt = created
 	return nil
 }
 

@@ -124,19 +124,23 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 		return store.VM{}, nil, err
 	}
 
+	// The image first: it may name the kernel its VMs boot (flag > image > config).
 	imageName := req.Image
 	if imageName == "" {
 		imageName = cfg.DefaultImageName
 	}
+	img, err := s.artifacts.Image(ctx, imageName, obs.Progress)
+	if err != nil {
+		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
+	}
 	kernelName := req.Kernel
+	if kernelName == "" {
+		kernelName = img.Kernel
+	}
 	if kernelName == "" {
 		kernelName = cfg.DefaultKernel
 	}
 	kern, err := s.artifacts.Kernel(ctx, kernelName, obs.Progress)
-	if err != nil {
-		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
-	}
-	img, err := s.artifacts.Image(ctx, imageName, obs.Progress)
 	if err != nil {
 		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
 	}
@@ -153,7 +157,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 		ID:         id,
 		Name:       name,
 		State:      StateCreating,
-		Image:      img.Name,
+		Image:      img.Ref(), // name@version: the VM keeps booting this version
 		Kernel:     kern.Name,
 		VMM:        driver.Name(),
 		Accel:      string(accel),

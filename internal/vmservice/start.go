@@ -51,8 +51,8 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 					ID: vm.ID, Name: vm.Name, Dir: vm.Dir, RuntimeDir: rt,
 					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: b.accel,
 					Kernel: b.kernel.Vmlinux, Initrd: b.kernel.Initrd,
-					Cmdline: GuestCmdline(vm.Name),
-					Disks:   []vmm.Disk{{Path: b.image.Rootfs, ReadOnly: true}, {Path: filepath.Join(vm.Dir, diskFile)}},
+					Cmdline: GuestCmdline(vm.Name) + modulesCmdline(b),
+					Disks:   bootDisks(b),
 				})
 				if err != nil {
 					return err
@@ -208,4 +208,23 @@ func (s *Service) reload(ctx context.Context, vm store.VM, ref string) (store.VM
 		return vm, notFoundf("vm %q no longer exists", ref)
 	}
 	return fresh, err
+}
+
+// bootDisks are the disks a VM boots with, in the order the guest sees them: vda the image
+// (read-only), vdb the VM's own disk, vdc the kernel's module tree (read-only) when the kernel
+// has modules.
+func bootDisks(b *boot) []vmm.Disk {
+	disks := []vmm.Disk{{Path: b.image.Rootfs, ReadOnly: true}, {Path: filepath.Join(b.vm.Dir, diskFile)}}
+	if b.kernel.Modules != "" {
+		disks = append(disks, vmm.Disk{Path: b.kernel.Modules, ReadOnly: true})
+	}
+	return disks
+}
+
+// modulesCmdline tells the guest agent which disk holds the kernel's modules (see bootDisks).
+func modulesCmdline(b *boot) string {
+	if b.kernel.Modules == "" {
+		return ""
+	}
+	return " banger.modules=vdc"
 }

@@ -1,0 +1,147 @@
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Routes of kernels and images (besides PathImages, PathImage, PathKernels, PathKernel):
+//
+//	GET    /v1/images                 list            GET    /v1/kernels                list
+//	GET    /v1/images/{name}          show            GET    /v1/kernels/{name}         show
+//	DELETE /v1/images/{name}          delete          DELETE /v1/kernels/{name}         delete
+//	POST   /v1/images/{name}/build    build (op)      POST   /v1/kernels/{name}/pull    pull (op)
+//	POST   /v1/images/{name}/export   export (op)     POST   /v1/kernels/{name}/export  export (op)
+//	POST   /v1/images/pull            pull (op)       POST   /v1/kernels/import         import (op)
+//	POST   /v1/images/register        register (op)   GET    /v1/catalog                what can be had
+//	POST   /v1/images/import          import (op)
+//	POST   /v1/images/cache/prune     prune the caches
+//
+// (op): the answer is an operation's event stream ending with a result carrying an Image,
+// a Kernel or a Bundle.
+const (
+	PathImagePull     = "/v1/images/pull"
+	PathImageRegister = "/v1/images/register"
+	PathImageImport   = "/v1/images/import"
+	PathImageCache    = "/v1/images/cache/prune"
+	PathKernelImport  = "/v1/kernels/import"
+	PathCatalog       = "/v1/catalog"
+)
+
+// Image is an installed image and its current version.
+type Image struct {
+	Name      string         `json:"name"`
+	Version   string         `json:"version,omitempty"`
+	Dir       string         `json:"dir"`
+	SizeBytes int64          `json:"size_bytes"`
+	Kernel    string         `json:"kernel,omitempty"` // its VMs' kernel unless told otherwise
+	Source    string         `json:"source,omitempty"`
+	CreatedAt time.Time      `json:"created_at"`
+	Versions  []ImageVersion `json:"versions,omitempty"`
+	// Manifest is the current version's manifest (packages, origin, build facts); show only.
+	Manifest json.RawMessage `json:"manifest,omitempty"`
+}
+
+// ImageVersion is one build, pull or import of an image. Versions stay while VMs use them.
+type ImageVersion struct {
+	Version   string    `json:"version"`
+	Dir       string    `json:"dir"`
+	SizeBytes int64     `json:"size_bytes"`
+	CreatedAt time.Time `json:"created_at"`
+	Current   bool      `json:"current,omitempty"`
+	UsedBy    []string  `json:"used_by,omitempty"`
+}
+
+// Kernel is an installed kernel.
+type Kernel struct {
+	Name      string          `json:"name"`
+	Release   string          `json:"release"`
+	Source    string          `json:"source,omitempty"` // "debian", "import" or "bundle"
+	Package   string          `json:"package,omitempty"`
+	Version   string          `json:"version,omitempty"`
+	Dir       string          `json:"dir"`
+	Modules   bool            `json:"modules,omitempty"`
+	Initrd    bool            `json:"initrd,omitempty"`
+	UsedBy    []string        `json:"used_by,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+	Manifest  json.RawMessage `json:"manifest,omitempty"`
+}
+
+// ImagePullRequest is the body of POST /v1/images/pull.
+type ImagePullRequest struct {
+	Ref       string `json:"ref"`            // a catalog name or an OCI reference
+	Name      string `json:"name,omitempty"` // derived from Ref when empty
+	SizeBytes int64  `json:"size_bytes,omitempty"`
+	Kernel    string `json:"kernel,omitempty"`
+}
+
+// ImageRegisterRequest is the body of POST /v1/images/register.
+type ImageRegisterRequest struct {
+	Name   string `json:"name"`
+	Rootfs string `json:"rootfs"` // an absolute path on the daemon's host
+	Kernel string `json:"kernel,omitempty"`
+}
+
+// ImageImportRequest is the body of POST /v1/images/import.
+type ImageImportRequest struct {
+	Path string `json:"path"`           // an absolute path on the daemon's host
+	Name string `json:"name,omitempty"` // the bundle's name when empty
+}
+
+// ExportRequest is the body of POST /v1/images/{name}/export and /v1/kernels/{name}/export.
+type ExportRequest struct {
+	Path string `json:"path"` // an absolute path on the daemon's host
+}
+
+// Bundle is a written bundle file.
+type Bundle struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// KernelImportRequest is the body of POST /v1/kernels/import; paths are absolute, on the
+// daemon's host.
+type KernelImportRequest struct {
+	Name    string `json:"name"`
+	Vmlinux string `json:"vmlinux"`
+	Initrd  string `json:"initrd,omitempty"`
+	Modules string `json:"modules,omitempty"`
+}
+
+// PruneRequest is the body of POST /v1/images/cache/prune.
+type PruneRequest struct {
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// PruneResult says what a prune freed, or would free.
+type PruneResult struct {
+	DryRun   bool           `json:"dry_run"`
+	Layers   []CachedFile   `json:"layers"`   // OCI layer blobs no image version was made from
+	Bundles  []CachedFile   `json:"bundles"`  // downloaded catalog bundles
+	Versions []ImageVersion `json:"versions"` // image versions no VM uses
+	Freed    int64          `json:"freed_bytes"`
+}
+
+// CachedFile is one freed file: a layer by digest, a bundle by path.
+type CachedFile struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// Catalog is what can be had by name (GET /v1/catalog).
+type Catalog struct {
+	Images  []CatalogEntry `json:"images"`
+	Kernels []CatalogEntry `json:"kernels"`
+}
+
+// CatalogEntry is one image or kernel of the catalog.
+type CatalogEntry struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Kind        string `json:"kind"`             // images: recipe, oci, bundle; kernels: debian, bundle
+	Origin      string `json:"origin"`           // the recipe, OCI reference, bundle URL or Debian package
+	Kernel      string `json:"kernel,omitempty"` // an image's default kernel
+	From        string `json:"from"`             // "builtin" or the catalog file
+	Installed   bool   `json:"installed"`
+}
