@@ -121,8 +121,16 @@ func errorsAs(err error, target **exec.ExitError) bool {
 	return ok
 }
 
-func stateDir() string  { return filepath.Join(h.home, ".local/state/banger") }
-func imagePath() string { return filepath.Join(stateDir(), "images/debian-bookworm/rootfs.ext4") }
+func stateDir() string { return filepath.Join(h.home, ".local/state/banger") }
+
+// imagePath is the default image's rootfs: images/<name>/<version>/rootfs.ext4, and these tests
+// never build a second version of it.
+func imagePath() string {
+	if m, _ := filepath.Glob(filepath.Join(stateDir(), "images/debian-bookworm/*/rootfs.ext4")); len(m) == 1 {
+		return m[0]
+	}
+	return filepath.Join(stateDir(), "images/debian-bookworm/(not built)/rootfs.ext4")
+}
 func vmsDirs() []string {
 	return []string{filepath.Join(stateDir(), "vms"), filepath.Join(h.runtime, "bangerd.vms")}
 }

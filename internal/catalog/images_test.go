@@ -1,0 +1,393 @@
+package catalog
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/store"
+)
+
+// fakeVersion stages an image directory with a made-up rootfs and publishes it as the image's
+// new version, the way a build or pull ends.
+func fakeVersion(t *testing.T, s *Service, name, content string) image.Manifest {
+	t.Helper()
+	staged, err := s.stagingPath(name, "build")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(staged, 0o755)
+	os.WriteFile(filepath.Join(staged, image.RootfsFile), []byte(content), 0o444)
+	sum := sha256.Sum256([]byte(content))
+	m := image.Manifest{Format: 1, Name: name, RootfsSHA256: hex.EncodeToString(sum[:]), RootfsSize: int64(len(content))}
+	image.WriteManifest(staged, m)
+	m, err = s.publish(context.Background(), m, staged, "recipe:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func addVM(t *testing.T, st *store.Store, name, img, kernel string) {
+	t.Helper()
+	if err := st.CreateVM(context.Background(), &store.VM{Name: name, State: "stopped", Image: img, Kernel: kernel, VMM: "qemu", Accel: "tcg", Dir: "/d"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func versionsOf(t *testing.T, s *Service, name string) []string {
+	t.Helper()
+	info, err := s.ShowImage(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, v := range info.Versions {
+		out = append(out, v.Version)
+	}
+	return out
+}
+
+func TestVersionsStayWhileVMsUseThem(t *testing.T) {
+	s, _, st := newService(t)
+	ctx := context.Background()
+	v1 := fakeVersion(t, s, "img", "one")
+	// A VM created from v1 (Image hands it out, the VM records name@version).
+	got, err := s.Image(ctx, "img", nil)
+	if err != nil || got.Ref() != "img@"+v1.Version() {
+		t.Fatalf("Image = %+v, %v", got, err)
+	}
+	addVM(t, st, "vm1", got.Ref(), "k")
+	s.leases = map[string]time.Time{} // forget the lease: the VM record protects it now
+
+	v2 := fakeVersion(t, s, "img", "two")
+	if vs := versionsOf(t, s, "img"); len(vs) != 2 {
+		t.Fatalf("versions = %v; want v1 (used by vm1) and v2 (current)", vs)
+	}
+	// The VM still gets exactly its version, and the name resolves to the new one.
+	if img, err := s.Image(ctx, "img@"+v1.Version(), nil); err != nil || img.Version != v1.Version() {
+		t.Errorf("Image(pinned) = %+v, %v", img, err)
+	}
+	if img, _ := s.Image(ctx, "img", nil); img.Version != v2.Version() {
+		t.Errorf("Image(name) = %s; want the new version %s", img.Version, v2.Version())
+	}
+	s.leases = map[string]time.Time{}
+
+	// v3 replaces v2, which no VM uses: collected at once. v1 stays while vm1 exists.
+	fakeVersion(t, s, "img", "three")
+	if vs := versionsOf(t, s, "img"); len(vs) != 2 {
+		t.Errorf("versions after v3 = %v; want v1 and v3", vs)
+	}
+	if _, err := os.Stat(filepath.Join(s.imageDir("img"), v2.Version())); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("v2's directory is still there: %v", err)
+	}
+	// Deleting the image is refused while vm1 exists.
+	if _, err := s.DeleteImage(ctx, "img"); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "used by VM vm1") {
+		t.Errorf("DeleteImage with a VM on it = %v", err)
+	}
+	st.DeleteVM(ctx, mustVM(t, st, "vm1").ID)
+	removed, err := s.CollectVersions(ctx, false)
+	if err != nil || len(removed) != 1 || removed[0].Version != v1.Version() {
+		t.Errorf("CollectVersions after the VM is gone = %+v, %v; want v1", removed, err)
+	}
+	if _, err := s.Image(ctx, "img@"+v1.Version(), nil); !errors.Is(err, failure.NotFound) {
+		t.Errorf("a collected version resolves: %v", err)
+	}
+	if _, err := s.DeleteImage(ctx, "img"); err != nil {
+		t.Errorf("DeleteImage: %v", err)
+	}
+	if _, err := os.Stat(s.imageDir("img")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("image directory left after delete: %v", err)
+	}
+}
+
+func mustVM(t *testing.T, st *store.Store, name string) store.VM {
+	vm, err := st.GetVM(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vm
+}
+
+func TestLeasedVersionIsNotCollected(t *testing.T) {
+	s, _, _ := newService(t)
+	v1 := fakeVersion(t, s, "img", "one")
+	if _, err := s.Image(context.Background(), "img", nil); err != nil { // a create is under way
+		t.Fatal(err)
+	}
+	fakeVersion(t, s, "img", "two")
+	if vs := versionsOf(t, s, "img"); len(vs) != 2 || !strings.Contains(strings.Join(vs, " "), v1.Version()) {
+		t.Errorf("versions = %v; the version just handed out to a VM being created must stay", vs)
+	}
+}
+
+func TestKernelInUseIsNotDeleted(t *testing.T) {
+	s, l, st := newService(t)
+	ctx := context.Background()
+	dir := filepath.Join(l.KernelsDir(), "k")
+	os.MkdirAll(dir, 0o755)
+	st.PutKernel(ctx, &store.Kernel{Name: "k", Release: "6.1", Dir: dir})
+	addVM(t, st, "a", "img@x", "k")
+	if _, err := s.DeleteKernel(ctx, "k"); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "used by VM a") {
+		t.Errorf("DeleteKernel with a VM on it = %v", err)
+	}
+	st.DeleteVM(ctx, mustVM(t, st, "a").ID)
+	if _, err := s.DeleteKernel(ctx, "k"); err != nil {
+		t.Errorf("DeleteKernel: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("kernel dir left: %v", err)
+	}
+}
+
+func TestLegacyImageMovesIntoItsVersionDirectory(t *testing.T) {
+	s, l, st := newService(t)
+	ctx := context.Background()
+	legacy := filepath.Join(l.ImagesDir(), "old")
+	os.MkdirAll(legacy, 0o700)
+	os.WriteFile(filepath.Join(legacy, image.RootfsFile), []byte("x"), 0o444)
+	st.PutImage(ctx, &store.Image{Name: "old", Version: "abcdef012345", Dir: legacy, SizeBytes: 1})
+	s.Cleanup()
+	img, err := s.Image(ctx, "old", nil)
+	if err != nil || img.Rootfs != filepath.Join(legacy, "abcdef012345", image.RootfsFile) {
+		t.Errorf("after Cleanup: %+v, %v; want the rootfs in images/old/abcdef012345", img, err)
+	}
+}
+
+func TestCatalogFiles(t *testing.T) {
+	s, l, _ := newService(t)
+	cat, err := s.Catalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := cat.Image("debian-bookworm"); !ok || e.Kind != image.SourceRecipe || e.Kernel != "debian-6.1" || e.From != "builtin" {
+		t.Errorf("builtin image entry = %+v", e)
+	}
+	if e, ok := cat.Kernel("debian-6.1"); !ok || e.Debian.Package != "linux-image-cloud-amd64" || e.Debian.Suite != "bookworm" {
+		t.Errorf("builtin kernel entry = %+v", e)
+	}
+	dir := filepath.Join(l.ConfigDir, CatalogDir)
+	os.MkdirAll(dir, 0o700)
+	sum := strings.Repeat("ab", 32)
+	os.WriteFile(filepath.Join(dir, "10-team.json"), []byte(`{"images": [
+		{"name": "debian-bookworm", "oci": "registry.example/team/debian:12", "kernel": "fc"},
+		{"name": "tools", "bundle": {"url": "https://example.org/tools.bundle", "sha256": "`+sum+`"}}],
+		"kernels": [{"name": "fc", "bundle": {"url": "https://example.org/fc.bundle", "sha256": "`+sum+`"}}]}`), 0o644)
+	cat, err = s.Catalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := cat.Image("debian-bookworm"); e.Kind != image.SourceOCI || !strings.HasSuffix(e.From, "10-team.json") {
+		t.Errorf("a user entry does not replace the builtin one: %+v", e)
+	}
+	if e, ok := cat.Kernel("fc"); !ok || e.Kind != "bundle" {
+		t.Errorf("user kernel entry = %+v", e)
+	}
+	for _, bad := range []struct{ json, want string }{
+		{`{"images": [{"name": "x"}]}`, `exactly one of "recipe", "oci" or "bundle"`},
+		{`{"images": [{"name": "x", "oci": "a", "recipe": "debian-bookworm"}]}`, "exactly one"},
+		{`{"images": [{"name": "x", "bundle": {"url": "https://x/y", "sha256": "nope"}}]}`, "must be pinned"},
+		{`{"images": [{"name": "x", "bundle": {"url": "https://x/y", "sha256": "` + sum + `", "signature": "c2ln"}}]}`, "needs both"},
+		{`{"images": [{"name": "Bad_Name", "oci": "a"}]}`, "lower-case"},
+		{`{"images": [], "colour": "blue"}`, "unknown field"},
+		{`{"kernels": [{"name": "k", "debian": {"suite": "bookworm"}}]}`, "suite and a package"},
+	} {
+		os.WriteFile(filepath.Join(dir, "20-bad.json"), []byte(bad.json), 0o644)
+		if _, err := s.Catalog(); err == nil || !strings.Contains(err.Error(), "20-bad.json") || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("catalog %s: err = %v; want one naming the file and saying %q", bad.json, err, bad.want)
+		}
+	}
+}
+
+// bundleServer exports an image made from a tree as a bundle and serves it over HTTP.
+func bundleServer(t *testing.T, s *Service) (url, sum string) {
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		if _, err := os.Stat("/usr/sbin/mkfs.ext4"); err != nil {
+			t.Skip("mkfs.ext4 not installed")
+		}
+	}
+	tree := t.TempDir()
+	os.MkdirAll(filepath.Join(tree, "etc"), 0o755)
+	os.WriteFile(filepath.Join(tree, "etc/motd"), []byte("bundled\n"), 0o644)
+	dir := filepath.Join(t.TempDir(), "img")
+	if _, err := image.FromTree(context.Background(), image.TreeOptions{Tree: tree, Dest: dir, Name: "bundled", Manifest: image.Manifest{Kernel: "k1"}}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "b.bundle")
+	res, err := image.Export(context.Background(), dir, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.FileServer(http.Dir(filepath.Dir(out))))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/b.bundle", res.SHA256
+}
+
+func writeCatalog(t *testing.T, s *Service, entries ...string) {
+	t.Helper()
+	dir := filepath.Join(s.o.Layout.ConfigDir, CatalogDir)
+	os.MkdirAll(dir, 0o700)
+	os.WriteFile(filepath.Join(dir, "test.json"), []byte(`{"images": [`+strings.Join(entries, ",")+`]}`), 0o644)
+}
+
+func TestRemoteBundlePinnedAndSigned(t *testing.T) {
+	s, l, _ := newService(t)
+	ctx := context.Background()
+	url, sum := bundleServer(t, s)
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	os.MkdirAll(filepath.Join(l.ConfigDir, KeysDir), 0o700)
+	os.WriteFile(filepath.Join(l.ConfigDir, KeysDir, "team.pub"), []byte(base64.StdEncoding.EncodeToString(pub)+"\n"), 0o644)
+	sig := base64.StdEncoding.EncodeToString(ed25519.Sign(priv, []byte(sum)))
+	badSig := base64.StdEncoding.EncodeToString(ed25519.Sign(priv, []byte(strings.Repeat("0", 64))))
+	entry := func(name, pin, extra string) string {
+		return fmt.Sprintf(`{"name": %q, "bundle": {"url": %q, "sha256": %q%s}}`, name, url, pin, extra)
+	}
+	writeCatalog(t, s,
+		entry("good", sum, ""),
+		entry("signed", sum, `, "signature": "`+sig+`", "key": "team"`),
+		entry("badpin", strings.Repeat("1", 64), ""),
+		entry("badsig", sum, `, "signature": "`+badSig+`", "key": "team"`),
+		entry("unknownkey", sum, `, "signature": "`+sig+`", "key": "stranger"`))
+
+	for _, name := range []string{"good", "signed"} {
+		img, err := s.Image(ctx, name, nil)
+		if err != nil {
+			t.Fatalf("Image(%s): %v", name, err)
+		}
+		if img.Kernel != "k1" {
+			t.Errorf("%s: kernel %q; want the bundle's k1", name, img.Kernel)
+		}
+	}
+	for name, want := range map[string]string{"badpin": "but the catalog pins", "badsig": "does not verify", "unknownkey": "not trusted here"} {
+		if _, err := s.Image(ctx, name, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Image(%s) = %v; want %q", name, err, want)
+		}
+		if _, err := s.ShowImage(ctx, name); err == nil {
+			t.Errorf("%s was installed anyway", name)
+		}
+	}
+	// The download is cached by sha256; a prune frees it.
+	res, err := s.PruneCache(ctx, false)
+	if err != nil || len(res.Bundles) != 1 {
+		t.Errorf("PruneCache = %+v, %v; want the one downloaded bundle freed", res, err)
+	}
+}
+
+func TestPullOCICoalescesAndNamesSafely(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		if _, err := os.Stat("/usr/sbin/mkfs.ext4"); err != nil {
+			t.Skip("mkfs.ext4 not installed")
+		}
+	}
+	s, _, st := newService(t)
+	ctx := context.Background()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: "bin/sh", Typeflag: tar.TypeReg, Mode: 0o755, Size: 2})
+	tw.Write([]byte("#!"))
+	tw.Close()
+	data := b.Bytes()
+	layer, _ := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	img, _ := mutate.AppendLayers(empty.Image, layer)
+	cfg, _ := img.ConfigFile()
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	img, _ = mutate.ConfigFile(img, cfg)
+	ref, _ := name.ParseReference(host + "/team/debian:bookworm")
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.PullImage(ctx, PullRequest{Ref: ref.String(), Name: "team"}, nil)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent pull: %v", err)
+		}
+	}
+	if vs := versionsOf(t, s, "team"); len(vs) != 1 {
+		t.Errorf("4 concurrent pulls made versions %v; want one", vs)
+	}
+	info, _ := s.ShowImage(ctx, "team")
+	var m image.Manifest
+	json.Unmarshal(info.Manifest, &m)
+	if m.Source != image.SourceOCI || m.OCI == nil || len(m.OCI.Layers) != 1 || !strings.HasPrefix(info.Source, "oci:"+ref.String()+"@sha256:") {
+		t.Errorf("manifest = %+v, source %s", m, info.Source)
+	}
+
+	// Without --name the name comes from the reference, and it never replaces an image of
+	// another origin: debian:bookworm must not replace the debian-bookworm built from its
+	// recipe.
+	st.PutImage(ctx, &store.Image{Name: "debian-bookworm", Version: "v", Dir: "/x", Source: "recipe:debian-bookworm"})
+	_, err := s.PullImage(ctx, PullRequest{Ref: ref.String()}, nil)
+	if !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "--name") {
+		t.Errorf("pull onto the recipe image's name: %v", err)
+	}
+	if _, err := s.PullImage(ctx, PullRequest{Ref: "Not A Ref"}, nil); !errors.Is(err, failure.Invalid) {
+		t.Errorf("bad reference: %v", err)
+	}
+	// A failed pull publishes nothing and leaves nothing staged.
+	if _, err := s.PullImage(ctx, PullRequest{Ref: host + "/team/missing:1", Name: "missing"}, nil); err == nil {
+		t.Error("pull of a missing image succeeded")
+	}
+	if _, err := s.ShowImage(ctx, "missing"); err == nil {
+		t.Error("a failed pull installed an image")
+	}
+	left, _ := filepath.Glob(filepath.Join(s.o.Layout.ImagesDir(), "*", ".*"))
+	trees, _ := filepath.Glob(filepath.Join(s.o.Layout.TmpDir(), "oci-*"))
+	if len(left)+len(trees) != 0 {
+		t.Errorf("left behind: %v %v", left, trees)
+	}
+}
+
+func TestNameFromReference(t *testing.T) {
+	for _, tt := range []struct{ repo, id, want string }{
+		{"library/debian", "bookworm", "debian-bookworm"},
+		{"team/busybox", "latest", "busybox"},
+		{"org/My_Tool", "v1.2", "my-tool-v1.2"},
+		{"x/img", "sha256:0123456789abcdef0123", "img-0123456789ab"},
+	} {
+		if got := NameFromReference(tt.repo, tt.id); got != tt.want {
+			t.Errorf("NameFromReference(%s, %s) = %q; want %q", tt.repo, tt.id, got, tt.want)
+		}
+	}
+}
