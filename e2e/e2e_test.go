@@ -27,6 +27,7 @@ var h struct {
 	bin     string // directory with banger, bangerd, banger-agent
 	home    string
 	runtime string
+	netns   string
 	env     []string
 }
 
@@ -53,6 +54,17 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// Guest networking (bridge, taps, NAT, DNS, the VMMs) lives in a network namespace of the
+	// test's own, removed at the end: no guest traffic ever touches the host's network. The
+	// daemon itself stays in the host's namespace, so the kernel and image downloads from the
+	// Debian mirror happen outside it.
+	h.netns = fmt.Sprintf("banger-e2e-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", h.netns).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: ip netns add %s: %v: %s\n", h.netns, err, out)
+		return 1
+	}
+	defer exec.Command("ip", "netns", "del", h.netns).Run()
+	_ = exec.Command("ip", "-n", h.netns, "link", "set", "lo", "up").Run()
 	h.home = filepath.Join(base, "home")
 	h.runtime = filepath.Join(base, "run")
 	_ = os.MkdirAll(h.home, 0o700)
@@ -62,6 +74,7 @@ func run(m *testing.M) int {
 		"HOME=" + h.home,
 		"BANGER_SOCKET=" + filepath.Join(h.runtime, "bangerd.sock"),
 		"BANGER_TEST_HOOKS=1",
+		"BANGER_NETWORK_NAMESPACE=" + h.netns,
 		"LANG=C.UTF-8",
 	}
 	code := m.Run()

@@ -36,6 +36,7 @@ type vmInfo struct {
 	DiskBytes int64  `json:"disk_bytes"`
 	LastError string `json:"last_error"`
 	Dir       string `json:"dir"`
+	IP        string `json:"ip"`
 }
 
 func show(t *testing.T, name string) vmInfo {

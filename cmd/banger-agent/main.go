@@ -48,6 +48,8 @@ func main() {
 	// QEMU guests have the virtio-serial port, Firecracker guests the vsock device; the agent
 	// does not know which it runs under, so it serves both. Each waits quietly (with back-off)
 	// for an endpoint that never appears.
+	// The network comes first but must not hold up serving: the host may already be waiting.
+	go guestagent.SetUpNetworkFromCmdline(lg.Printf)
 	errs := make(chan error, 2)
 	go func() { errs <- s.ServeSerial(ctx, agent.PortName) }()
 	go func() { errs <- s.ServeVsock(ctx, agent.VsockPort) }()

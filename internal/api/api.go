@@ -96,6 +96,8 @@ type VM struct {
 	DiskBytes  int64     `json:"disk_bytes"`
 	AutoRemove bool      `json:"auto_remove,omitempty"`
 	PID        int       `json:"pid,omitempty"`
+	IP         string    `json:"ip,omitempty"`
+	NAT        bool      `json:"nat"`
 	Dir        string    `json:"dir"`
 	LastError  string    `json:"last_error,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
@@ -119,6 +121,8 @@ type CreateVMRequest struct {
 	CancelOnDisconnect bool `json:"cancel_on_disconnect,omitempty"`
 	// NoStart only creates the VM (record and disk): state "created".
 	NoStart bool `json:"no_start,omitempty"`
+	// NoNAT keeps the VM's traffic on the bridge (no masquerading out of the host).
+	NoNAT bool `json:"no_nat,omitempty"`
 }
 
 // StopRequest is the body of POST /v1/vms/{ref}/stop and /restart.

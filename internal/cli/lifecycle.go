@@ -23,7 +23,7 @@ import (
 func (a *app) vmCreateCmd() *cobra.Command {
 	var (
 		name, image, kernel string
-		noStart             bool
+		noStart, noNAT      bool
 		sizes               sizeFlags
 	)
 	c := &cobra.Command{
@@ -38,7 +38,7 @@ can capture it. With --no-start the VM is only created (state created); start it
   banger vm create --name later --no-start`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, NoStart: noStart, CancelOnDisconnect: true}
+			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, NoStart: noStart, NoNAT: noNAT, CancelOnDisconnect: true}
 			if err := sizes.apply(c, &req); err != nil {
 				return err
 			}
@@ -72,6 +72,7 @@ can capture it. With --no-start the VM is only created (state created); start it
 	c.Flags().StringVar(&image, "image", "", "image to boot (default: default_image_name from config, else debian-bookworm)")
 	c.Flags().StringVar(&kernel, "kernel", "", "kernel to boot (default: default_kernel from config, else debian-6.1)")
 	c.Flags().BoolVar(&noStart, "no-start", false, "only create the VM; do not boot it")
+	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches the host and other VMs only")
 	sizes.register(c)
 	return c
 }
@@ -267,6 +268,13 @@ func (a *app) vmShowCmd() *cobra.Command {
 			row("image", vm.Image)
 			row("kernel", vm.Kernel)
 			row("vmm", vm.VMM+" ("+vm.Accel+")")
+			if vm.IP != "" {
+				nat := "outbound NAT"
+				if !vm.NAT {
+					nat = "no NAT"
+				}
+				row("address", vm.IP+" ("+vm.Name+".vm, "+nat+")")
+			}
 			if vm.PID != 0 {
 				row("pid", strconv.Itoa(vm.PID))
 			}

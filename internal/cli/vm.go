@@ -73,6 +73,7 @@ func (f *sizeFlags) apply(c *cobra.Command, req *api.CreateVMRequest) error {
 func (a *app) vmRunCmd() *cobra.Command {
 	var (
 		rm     bool
+		noNAT  bool
 		name   string
 		image  string
 		kernel string
@@ -106,7 +107,7 @@ Interactive sessions (no COMMAND) and workspaces (a PATH) arrive with ssh suppor
 			if len(command) == 0 {
 				return usagef("an interactive session needs ssh, which this banger does not have yet; give a command: `banger vm run --rm -- COMMAND`")
 			}
-			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, AutoRemove: rm, CancelOnDisconnect: true}
+			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, AutoRemove: rm, NoNAT: noNAT, CancelOnDisconnect: true}
 			if err := sizes.apply(c, &req); err != nil {
 				return err
 			}
@@ -114,6 +115,7 @@ Interactive sessions (no COMMAND) and workspaces (a PATH) arrive with ssh suppor
 		},
 	}
 	c.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command ends (also on failure or Ctrl-C)")
+	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches the host and other VMs only")
 	c.Flags().StringVar(&name, "name", "", "VM name (a DNS label; default: generated, e.g. brave-otter)")
 	c.Flags().StringVar(&image, "image", "", "image to boot (default: default_image_name from config, else debian-bookworm)")
 	c.Flags().StringVar(&kernel, "kernel", "", "kernel to boot (default: default_kernel from config, else debian-6.1)")
@@ -197,9 +199,13 @@ func (a *app) vmListCmd() *cobra.Command {
 				return printJSON(a.stdout, vms)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tVCPU\tMEM\tDISK\tCREATED")
+			fmt.Fprintln(tw, "NAME\tSTATE\tIP\tIMAGE\tVCPU\tMEM\tDISK\tCREATED")
 			for _, vm := range vms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", vm.Name, vm.State, vm.Image, vm.VCPU,
+				ip := vm.IP
+				if ip == "" {
+					ip = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", vm.Name, vm.State, ip, vm.Image, vm.VCPU,
 					bytesize.Format(int64(vm.MemoryMiB)*bytesize.MiB), bytesize.Format(vm.DiskBytes), ago(vm.CreatedAt))
 			}
 			return tw.Flush()

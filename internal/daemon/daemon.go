@@ -21,7 +21,9 @@ import (
 
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/dnsserver"
 	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/version"
@@ -111,6 +113,14 @@ func Run(ctx context.Context, o Options) error {
 	cat := catalog.New(catalog.Options{
 		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg,
 	})
+	net, dns, err := openNetwork(cfg, l, lg)
+	if err != nil {
+		return err
+	}
+	if net != nil {
+		defer net.Close()
+		defer dns.Close()
+	}
 	d := &Daemon{
 		opts:  o,
 		log:   lg,
@@ -118,6 +128,7 @@ func Run(ctx context.Context, o Options) error {
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
 			Artifacts: cat, Drivers: []vmm.Driver{qd, fd}, Log: lg,
+			Net: net, DNS: dns, DNSPort: cfg.DNSPort,
 		}),
 		catalog:  cat,
 		ops:      newOperations(),
@@ -186,4 +197,24 @@ func lockStateDir(l paths.Layout) (*os.File, error) {
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(l.Socket+"\n"), 0)
 	return f, nil
+}
+
+// openNetwork sets up guest networking from the config (read at start: network keys take
+// effect when the daemon restarts). BANGER_NETWORK_NAMESPACE overrides network_namespace, so
+// a test or CI harness can keep guest traffic in a namespace of its own without a config file.
+func openNetwork(cfg config.Config, l paths.Layout, lg *slog.Logger) (*hostnet.Net, *dnsserver.Server, error) {
+	ns := cfg.NetworkNamespace
+	if v := os.Getenv("BANGER_NETWORK_NAMESPACE"); v != "" {
+		ns = v
+	}
+	net, err := hostnet.Open(hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: ns, StateDir: l.StateDir})
+	if err != nil {
+		return nil, nil, fmt.Errorf("guest network: %w", err)
+	}
+	upstreams := cfg.DNSUpstreams
+	if len(upstreams) == 0 {
+		upstreams = dnsserver.HostUpstreams("/etc/resolv.conf", net.HostIP().String())
+	}
+	lg.Info("guest network", "bridge", cfg.BridgeName, "cidr", cfg.BridgeCIDR, "netns", ns, "dns_upstreams", upstreams)
+	return net, dnsserver.New(upstreams, net.Dial, lg), nil
 }

@@ -134,6 +134,7 @@ func toAPIVM(vm store.VM) api.VM {
 		ID: vm.ID, Name: vm.Name, State: vm.State, Image: vm.Image, Kernel: vm.Kernel, VMM: vm.VMM,
 		Accel: vm.Accel, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
 		AutoRemove: vm.AutoRemove, Dir: vm.Dir, LastError: vm.LastError, CreatedAt: vm.CreatedAt,
+		IP: vm.IP, NAT: vm.NAT,
 	}
 	if rec, ok := vmservice.Record(vm); ok && (vm.State == vmservice.StateRunning || vm.State == vmservice.StateStarting) {
 		out.PID = rec.PID
@@ -265,7 +266,7 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	}
 	creq := vmservice.CreateRequest{
 		Name: req.Name, Image: req.Image, Kernel: req.Kernel, VCPU: req.VCPU, DiskBytes: req.DiskBytes,
-		AutoRemove: req.AutoRemove, NoStart: req.NoStart,
+		AutoRemove: req.AutoRemove, NoStart: req.NoStart, NoNAT: req.NoNAT,
 	}
 	if req.MemoryMiB != nil {
 		b := int64(*req.MemoryMiB) << 20

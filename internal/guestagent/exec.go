@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -218,11 +219,16 @@ func execute(lg *log.Logger, r *wire.Reader, w *wire.Writer, req agent.ExecReque
 	// gets SIGHUP, as it would when a terminal closes.
 	var stdinOnce sync.Once
 	closeStdin := func() { stdinOnce.Do(func() { stdin.Close() }) }
+	// exited is set once the command has exited: from then on its process group may hold
+	// background processes it started on purpose, which a hangup must not reach.
+	var exited atomic.Bool
 	go func() {
 		for {
 			t, p, err := r.Next()
 			if err != nil {
-				_ = syscall.Kill(-pid, syscall.SIGHUP)
+				if !exited.Load() {
+					_ = syscall.Kill(-pid, syscall.SIGHUP)
+				}
 				if !req.TTY {
 					closeStdin()
 				}
@@ -254,6 +260,7 @@ func execute(lg *log.Logger, r *wire.Reader, w *wire.Writer, req agent.ExecReque
 	}()
 
 	waitErr := cmd.Wait()
+	exited.Store(true)
 	drained := make(chan struct{})
 	go func() { pumps.Wait(); close(drained) }()
 	select {

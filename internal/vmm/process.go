@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,12 +57,16 @@ func stat(pid int) (uint64, byte, error) {
 // Spawn starts cmd detached from the caller: in its own session, with no controlling
 // terminal and no parent-death signal, so it survives the daemon. The caller's process reaps
 // it while the caller lives; after a daemon restart Watch takes over.
-func Spawn(cmd *exec.Cmd) (*Process, error) {
+func Spawn(cmd *exec.Cmd) (*Process, error) { return SpawnIn("", cmd) }
+
+// SpawnIn is Spawn with the process started inside the network namespace at netnsPath ("" is
+// the caller's own), so that the tap devices it opens are the namespace's.
+func SpawnIn(netnsPath string, cmd *exec.Cmd) (*Process, error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setsid = true
-	if err := cmd.Start(); err != nil {
+	if err := startIn(netnsPath, cmd); err != nil {
 		return nil, err
 	}
 	p := &Process{PID: cmd.Process.Pid, done: make(chan struct{})}
@@ -147,4 +153,41 @@ func (p *Process) Kill(timeout time.Duration) error {
 	case <-time.After(timeout):
 		return fmt.Errorf("pid %d still running %s after SIGKILL", p.PID, timeout)
 	}
+}
+
+// startIn starts cmd from a thread that has entered the network namespace: a child inherits
+// the namespace of the thread that forks it.
+func startIn(netnsPath string, cmd *exec.Cmd) error {
+	if netnsPath == "" {
+		return cmd.Start()
+	}
+	target, err := netns.GetFromPath(netnsPath)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", netnsPath, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("enter network namespace %s: %w", netnsPath, err)
+			return
+		}
+		serr := cmd.Start()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it dies with this goroutine instead of running others
+			// in the wrong namespace.
+			errc <- errors.Join(serr, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- serr
+	}()
+	return <-errc
 }

@@ -37,6 +37,18 @@ type Config struct {
 
 	// Disks are attached in order: the guest sees them as vda, vdb, …
 	Disks []Disk
+
+	// NIC connects the guest to a tap device on the host; nil means no network device.
+	NIC *NIC
+	// NetNS is the network namespace (a path such as /run/netns/x) the VMM process runs in,
+	// where its tap lives; "" is the caller's own.
+	NetNS string
+}
+
+// NIC is a virtio-net device backed by a host tap.
+type NIC struct {
+	Tap string // host tap device name
+	MAC string // guest MAC address, e.g. 02:12:34:56:78:9a
 }
 
 // Disk is a raw disk image.

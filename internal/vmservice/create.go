@@ -37,6 +37,8 @@ type CreateRequest struct {
 	AutoRemove  bool
 	// NoStart only creates the VM: record, files and disk, in state created.
 	NoStart bool
+	// NoNAT keeps the VM's traffic on the bridge: no masquerading out of the host.
+	NoNAT bool
 	// FailStep makes the named start step fail; PauseStep hangs before it (end-to-end tests
 	// of cleanup and crash recovery; see hooks).
 	FailStep, PauseStep string
@@ -67,7 +69,7 @@ const (
 )
 
 // StepNames lists the start steps in order.
-var StepNames = []string{StepRecord, StepDirs, StepDisk, StepVMM, StepAgent, StepReady}
+var StepNames = []string{StepRecord, StepDirs, StepDisk, StepNetwork, StepVMM, StepAgent, StepReady}
 
 // Disk layout inside a VM's directory.
 const diskFile = "disk.ext4"
@@ -167,6 +169,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 		Dir:        filepath.Join(s.layout.VMsDir(), id),
 		AutoRemove: req.AutoRemove,
 		Spec:       specJSON,
+		NAT:        !req.NoNAT,
 	}
 	unlock := s.lock(id)
 	defer unlock()
@@ -176,13 +179,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	list := []steps.Step{
 		{
 			Name: StepRecord,
-			Do: func(ctx context.Context) error {
-				err := s.store.CreateVM(ctx, &vm)
-				if errors.Is(err, store.ErrNameTaken) {
-					return conflictf("a VM named %q already exists; pick another name", name)
-				}
-				return err
-			},
+			Do:   func(ctx context.Context) error { return s.createRecord(ctx, &vm) },
 			Undo: func(ctx context.Context) error { return s.store.DeleteVM(ctx, vm.ID) },
 		},
 		{

@@ -235,6 +235,7 @@ func (s *Service) destroy(ctx context.Context, vm store.VM) error {
 	if err := s.store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	s.withdraw(ctx, vm)
 	return nil
 }
 
@@ -252,6 +253,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		known[vm.ID] = true
 		s.reconcileOne(ctx, vm)
 	}
+	s.reconcileNetwork(ctx)
 	for _, dir := range []string{s.layout.VMsDir(), s.layout.VMRuntimeDir()} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {

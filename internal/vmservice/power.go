@@ -99,10 +99,9 @@ func (s *Service) markStopped(ctx context.Context, vm store.VM, lastError string
 	s.setInstance(vm.ID, nil)
 	_ = os.RemoveAll(s.runtimeDir(vm.ID))
 	vm.State, vm.LastError, vm.Runtime = StateStopped, lastError, nil
-	if err := s.store.UpdateVM(context.WithoutCancel(ctx), &vm); err != nil {
-		return vm, err
-	}
-	return vm, nil
+	err := s.store.UpdateVM(context.WithoutCancel(ctx), &vm)
+	s.withdraw(ctx, vm)
+	return vm, err
 }
 
 // Restart stops a VM (gracefully) and starts it again: a fresh boot.

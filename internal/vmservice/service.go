@@ -12,8 +12,10 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/dnsserver"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
@@ -46,6 +48,10 @@ type Service struct {
 	artifacts Artifacts
 	drivers   map[string]vmm.Driver
 	log       *slog.Logger
+	net       *hostnet.Net      // nil: VMs get no network
+	dns       *dnsserver.Server // nil: no .vm names
+	dnsPort   int               // loopback port of the DNS server for the host (0: none)
+	natMu     sync.Mutex
 
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM id: operations on one VM serialize
@@ -61,6 +67,12 @@ type Options struct {
 	Artifacts Artifacts
 	Drivers   []vmm.Driver
 	Log       *slog.Logger
+	// Net is guest networking (bridge, taps, NAT); nil gives VMs no network device.
+	Net *hostnet.Net
+	// DNS answers <name>.vm; it listens on the bridge once the bridge exists, and on
+	// 127.0.0.1:DNSPort when DNSPort is set.
+	DNS     *dnsserver.Server
+	DNSPort int
 }
 
 // New returns a Service.
@@ -73,6 +85,9 @@ func New(o Options) *Service {
 		artifacts: o.Artifacts,
 		drivers:   map[string]vmm.Driver{},
 		log:       o.Log,
+		net:       o.Net,
+		dns:       o.DNS,
+		dnsPort:   o.DNSPort,
 		locks:     map[string]*sync.Mutex{},
 		running:   map[string]*instance{},
 	}

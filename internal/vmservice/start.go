@@ -32,14 +32,21 @@ type boot struct {
 
 	in  *instance
 	cli *agent.Client
+	nic *vmm.NIC
 }
 
-// bootSteps start the VMM and wait for the guest agent: vmm, agent, ready. Undoing them ends
-// the VMM. The caller holds the VM's lock.
+// bootSteps connect the VM to the network, start the VMM and wait for the guest agent:
+// network, vmm, agent, ready. Undoing them ends the VMM and removes the tap. The caller holds
+// the VM's lock.
 func (s *Service) bootSteps(b *boot) []steps.Step {
 	vm := b.vm
 	rt := s.runtimeDir(vm.ID)
+	netns := ""
+	if s.networking() {
+		netns = s.net.NetNSPath()
+	}
 	return []steps.Step{
+		s.networkStep(b),
 		{
 			Name: StepVMM,
 			Do: func(ctx context.Context) error {
@@ -51,8 +58,9 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 					ID: vm.ID, Name: vm.Name, Dir: vm.Dir, RuntimeDir: rt,
 					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: b.accel,
 					Kernel: b.kernel.Vmlinux, Initrd: b.kernel.Initrd,
-					Cmdline: GuestCmdline(vm.Name) + modulesCmdline(b),
-					Disks:   bootDisks(b),
+					Cmdline: GuestCmdline(vm.Name) + s.netCmdline(vm) + modulesCmdline(b),
+					NIC:     b.nic, NetNS: netns,
+					Disks: bootDisks(b),
 				})
 				if err != nil {
 					return err
@@ -104,7 +112,11 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 			Name: StepReady,
 			Do: func(ctx context.Context) error {
 				vm.State = StateRunning
-				return s.store.UpdateVM(ctx, vm)
+				if err := s.store.UpdateVM(ctx, vm); err != nil {
+					return err
+				}
+				s.announce(ctx, vm)
+				return nil
 			},
 		},
 	}

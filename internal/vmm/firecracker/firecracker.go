@@ -205,6 +205,9 @@ func buildPlan(cfg vmm.Config, p paths) plan {
 	for i, tap := range p.networkIfaceTaps {
 		pl.Networks = append(pl.Networks, NetworkInterface{IfaceID: fmt.Sprintf("eth%d", i), HostDevName: tap})
 	}
+	if cfg.NIC != nil && len(p.networkIfaceTaps) == 0 {
+		pl.Networks = append(pl.Networks, NetworkInterface{IfaceID: "eth0", HostDevName: cfg.NIC.Tap, GuestMAC: cfg.NIC.MAC})
+	}
 	return pl
 }
 
@@ -375,7 +378,7 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 	cmd.Stderr = console
 	cmd.Dir = cfg.Dir
 	began := time.Now()
-	proc, err := vmm.Spawn(cmd)
+	proc, err := vmm.SpawnIn(cfg.NetNS, cmd)
 	if err != nil {
 		if ex.Jail != "" {
 			_ = removeJail(ex.Jail, cfg.ID)

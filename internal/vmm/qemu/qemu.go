@@ -95,6 +95,13 @@ func (d *Driver) Args(cfg vmm.Config) []string {
 		}
 		args = append(args, "-drive", opts, "-device", "virtio-blk-device,drive="+id)
 	}
+	if cfg.NIC != nil {
+		// vhost stays off: vhost-net is not always there (and crashes QEMU 7.2 on some hosts).
+		args = append(args,
+			"-netdev", "tap,id=net0,ifname="+cfg.NIC.Tap+",script=no,downscript=no",
+			"-device", "virtio-net-device,netdev=net0,mac="+cfg.NIC.MAC,
+		)
+	}
 	args = append(args,
 		"-device", "virtio-rng-device",
 		"-device", "virtio-serial-device",
@@ -138,7 +145,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Dir = cfg.Dir
-	proc, err := vmm.Spawn(cmd)
+	proc, err := vmm.SpawnIn(cfg.NetNS, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: start %s: %w", bin, err)
 	}
