@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -152,4 +153,37 @@ func DecodeRequest(r *wire.Reader) (Request, error) {
 // EncodeReply is a helper for the agent side: it writes rep as the stream's Reply frame.
 func EncodeReply(w *wire.Writer, rep Reply) error {
 	return w.WriteJSON(wire.Reply, rep)
+}
+
+// Provision writes host-made files in the guest and restarts the given units if they run.
+func (c *Client) Provision(ctx context.Context, p Provision) error {
+	_, err := c.call(ctx, Request{Op: OpProvision, Provision: &p})
+	return err
+}
+
+// Ports lists the guest's listening sockets.
+func (c *Client) Ports(ctx context.Context) ([]Port, error) {
+	rep, err := c.call(ctx, Request{Op: OpPorts})
+	return rep.Ports, err
+}
+
+// Dial connects to an address inside the guest and returns a connection carrying its bytes.
+func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	s, err := c.Open(ctx, Request{Op: OpDial, Dial: &DialRequest{Network: network, Address: address}})
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	var rep Reply
+	err = wire.NewReader(s).NextJSON(wire.Reply, &rep)
+	stop()
+	_ = s.SetDeadline(time.Time{})
+	if err == nil && rep.Error != "" {
+		err = errors.New(rep.Error)
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("connect to %s %s in the guest: %w", network, address, err)
+	}
+	return s, nil
 }

@@ -25,15 +25,52 @@ const VsockPort = 1024
 
 // Operations.
 const (
-	OpHealth   = "health"
-	OpExec     = "exec"
-	OpPoweroff = "poweroff"
+	OpHealth    = "health"
+	OpExec      = "exec"
+	OpPoweroff  = "poweroff"
+	OpProvision = "provision" // write host-made files (ssh keys, config) and restart units
+	OpPorts     = "ports"     // list listening sockets
+	OpDial      = "dial"      // connect to an address in the guest; the stream then carries its bytes
 )
 
 // Request opens a stream.
 type Request struct {
-	Op   string       `json:"op"`
-	Exec *ExecRequest `json:"exec,omitempty"`
+	Op        string       `json:"op"`
+	Exec      *ExecRequest `json:"exec,omitempty"`
+	Provision *Provision   `json:"provision,omitempty"`
+	Dial      *DialRequest `json:"dial,omitempty"`
+}
+
+// Provision is files the host made for the guest (ssh host keys, authorized keys, sshd
+// settings), written atomically as root, and units to restart if they run already so that
+// they pick the files up.
+type Provision struct {
+	Files        []File   `json:"files"`
+	RestartUnits []string `json:"restart_units,omitempty"`
+}
+
+// File is one file to write. Parent directories are created with DirMode (0755 if zero).
+type File struct {
+	Path    string `json:"path"`
+	Mode    uint32 `json:"mode"`
+	DirMode uint32 `json:"dir_mode,omitempty"`
+	Data    []byte `json:"data"`
+}
+
+// DialRequest asks the agent to connect to an address in the guest: network "tcp" (address
+// host:port, usually 127.0.0.1:PORT) or "unix" (a socket path).
+type DialRequest struct {
+	Network string `json:"network"`
+	Address string `json:"address"`
+}
+
+// Port is a listening socket in the guest.
+type Port struct {
+	Proto   string `json:"proto"` // tcp, tcp6, udp, udp6
+	Addr    string `json:"addr"`  // local address, e.g. 0.0.0.0 or ::
+	Port    int    `json:"port"`
+	PID     int    `json:"pid,omitempty"`
+	Process string `json:"process,omitempty"`
 }
 
 // ExecRequest starts a command in the guest.
@@ -55,6 +92,7 @@ type ExecRequest struct {
 type Reply struct {
 	Error  string  `json:"error,omitempty"`
 	Health *Health `json:"health,omitempty"`
+	Ports  []Port  `json:"ports,omitempty"`
 }
 
 // Health describes the guest as the agent sees it.

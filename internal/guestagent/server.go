@@ -25,6 +25,9 @@ import (
 type Server struct {
 	Version string
 	Log     *log.Logger
+	// Root is where provisioned files are written: "/" in a guest ("" means "/"); tests
+	// point it elsewhere.
+	Root string
 	// Poweroff shuts the guest down; it is called after the reply has been sent.
 	Poweroff func() error
 }
@@ -98,6 +101,38 @@ func (s *Server) serveStream(st net.Conn) {
 				s.Log.Printf("poweroff: %v", err)
 			}
 		}()
+	case agent.OpProvision:
+		if req.Provision == nil {
+			_ = agent.EncodeReply(w, agent.Reply{Error: "provision request without files"})
+			return
+		}
+		rep := agent.Reply{}
+		if err := provision(*req.Provision, s.root()); err != nil {
+			s.Log.Printf("provision: %v", err)
+			rep.Error = err.Error()
+		}
+		_ = agent.EncodeReply(w, rep)
+	case agent.OpPorts:
+		ports := listeningPorts("/proc")
+		if ports == nil {
+			ports = []agent.Port{}
+		}
+		_ = agent.EncodeReply(w, agent.Reply{Ports: ports})
+	case agent.OpDial:
+		if req.Dial == nil {
+			_ = agent.EncodeReply(w, agent.Reply{Error: "dial request without an address"})
+			return
+		}
+		c, err := dial(*req.Dial)
+		if err != nil {
+			_ = agent.EncodeReply(w, agent.Reply{Error: err.Error()})
+			return
+		}
+		defer c.Close()
+		if agent.EncodeReply(w, agent.Reply{}) != nil {
+			return
+		}
+		splice(st, c)
 	default:
 		_ = agent.EncodeReply(w, agent.Reply{Error: fmt.Sprintf("unknown operation %q (agent %s)", req.Op, s.Version)})
 	}
@@ -128,3 +163,31 @@ func (s *Server) health() (agent.Health, error) {
 
 // ErrNoPort is returned when the guest has no agent port (yet).
 var ErrNoPort = errors.New("no virtio-serial port named " + agent.PortName)
+
+func (s *Server) root() string {
+	if s.Root == "" {
+		return "/"
+	}
+	return s.Root
+}
+
+// splice copies bytes both ways until either side is done, then closes both.
+func splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		// Half-close where possible so the other direction can finish.
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+		done <- struct{}{}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	<-done
+	a.Close()
+	b.Close()
+}

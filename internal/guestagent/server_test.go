@@ -3,6 +3,7 @@ package guestagent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -191,5 +192,123 @@ func TestCommandEnv(t *testing.T) {
 	}
 	if strings.Contains(joined, "bad") || strings.Contains(joined, "=nokey") {
 		t.Errorf("malformed entries must be dropped:\n%s", joined)
+	}
+}
+
+func TestExecBackgroundDaemonSurvivesTheSession(t *testing.T) {
+	c := connect(t)
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	// A command that starts a daemon and returns at once, as `vm exec … &` users do.
+	r := run(t, c, agent.ExecRequest{Argv: []string{"sh", "-c", "setsid sh -c 'echo $$ > " + pidFile + "; exec sleep 30' </dev/null >/dev/null 2>&1 &"}}, strings.NewReader(""), nil)
+	if r.exit.Code != 0 {
+		t.Fatalf("exit %+v", r.exit)
+	}
+	var pid int
+	deadline := time.Now().Add(5 * time.Second)
+	for pid == 0 && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(pidFile)
+		fmt.Sscan(strings.TrimSpace(string(b)), &pid)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pid == 0 {
+		t.Fatal("the background process never started")
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	time.Sleep(300 * time.Millisecond) // the session is over; a hangup would have landed by now
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Errorf("the background process died with the session: %v", err)
+	}
+}
+
+func TestProvisionWritesFilesWithTheirModes(t *testing.T) {
+	host, guest := net.Pipe()
+	root := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &Server{Version: "test", Log: log.New(io.Discard, "", 0), Root: root}
+	go func() { _ = s.ServeConn(ctx, guest) }()
+	c, err := agent.Connect(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Provision(ctx, agent.Provision{Files: []agent.File{
+		{Path: "/etc/ssh/ssh_host_ed25519_key", Mode: 0o600, Data: []byte("secret")},
+		{Path: "/root/.ssh/authorized_keys", Mode: 0o600, DirMode: 0o700, Data: []byte("ssh-ed25519 AAAA")},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{"etc/ssh/ssh_host_ed25519_key": 0o600, "root/.ssh/authorized_keys": 0o600, "root/.ssh": 0o700 | os.ModeDir} {
+		st, err := os.Stat(filepath.Join(root, path))
+		if err != nil || st.Mode() != want {
+			t.Errorf("%s: mode %v (%v), want %v", path, st.Mode(), err, want)
+		}
+	}
+	if err := c.Provision(ctx, agent.Provision{Files: []agent.File{{Path: "relative/x", Mode: 0o644}}}); err == nil {
+		t.Error("a relative path must be refused")
+	}
+	if err := c.Provision(ctx, agent.Provision{Files: []agent.File{{Path: "/etc/../../escape", Mode: 0o644}}}); err == nil {
+		t.Error("an unclean path must be refused")
+	}
+}
+
+func TestPortsListsListeners(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	c := connect(t)
+	ports, err := c.Ports(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range ports {
+		if p.Proto == "tcp" && p.Port == port && p.Addr == "127.0.0.1" && p.PID == os.Getpid() {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("port %d of this process not among %+v", port, ports)
+	}
+}
+
+func TestDialCarriesBytesToAGuestService(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		b := make([]byte, 5)
+		_, _ = io.ReadFull(conn, b)
+		_, _ = conn.Write(append([]byte("echo:"), b...))
+	}()
+	c := connect(t)
+	port := l.Addr().(*net.TCPAddr).Port
+	conn, err := c.Dial(context.Background(), "tcp", fmt.Sprintf("localhost:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("hello"))
+	got, _ := io.ReadAll(conn)
+	if string(got) != "echo:hello" {
+		t.Errorf("through the agent: %q", got)
+	}
+	if _, err := c.Dial(context.Background(), "tcp", "127.0.0.1:1"); err == nil {
+		t.Error("dialing a closed port must fail")
+	}
+	if _, err := c.Dial(context.Background(), "udp", "127.0.0.1:53"); err == nil || !strings.Contains(err.Error(), "want tcp or unix") {
+		t.Errorf("udp: %v", err)
 	}
 }

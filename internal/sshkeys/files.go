@@ -1,0 +1,236 @@
+package sshkeys
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// fileMu serializes banger's edits of its own files (known_hosts, ssh_config) in this process.
+var fileMu sync.Mutex
+
+// writeAtomic replaces path with content through a temporary file and a rename.
+func writeAtomic(path string, content []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(content); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// SetKnownHost makes known_hosts hold exactly one entry for name: line (from HostKeyLine),
+// whose first field must name it. Other entries are kept as they are.
+func SetKnownHost(path, name, line string) error {
+	fileMu.Lock()
+	defer fileMu.Unlock()
+	lines, err := readLines(path)
+	if err != nil {
+		return err
+	}
+	out := dropHost(lines, name)
+	out = append(out, line)
+	return writeAtomic(path, []byte(strings.Join(out, "\n")+"\n"), 0o600)
+}
+
+// RemoveKnownHost deletes the entries for name; a missing file is fine.
+func RemoveKnownHost(path, name string) error {
+	fileMu.Lock()
+	defer fileMu.Unlock()
+	lines, err := readLines(path)
+	if err != nil {
+		return err
+	}
+	out := dropHost(lines, name)
+	if len(out) == len(lines) {
+		return nil
+	}
+	return writeAtomic(path, []byte(strings.Join(out, "\n")+"\n"), 0o600)
+}
+
+// dropHost removes the lines whose host list names name.
+func dropHost(lines []string, name string) []string {
+	var out []string
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) > 0 {
+			hosts := strings.Split(f[0], ",")
+			drop := false
+			for _, h := range hosts {
+				if h == name {
+					drop = true
+				}
+			}
+			if drop {
+				continue
+			}
+		}
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func readLines(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out, sc.Err()
+}
+
+// Host is one VM in banger's ssh_config.
+type Host struct {
+	Name string // VM name; the entry is for <name>.vm
+	IP   string
+}
+
+// WriteConfig replaces banger's ssh_config (path) with one Host block per VM, using the given
+// client key and known_hosts file. `ssh <name>.vm` then works from any terminal once the file
+// is included from ~/.ssh/config.
+func WriteConfig(path, keyPath, knownHosts string, hosts []Host) error {
+	fileMu.Lock()
+	defer fileMu.Unlock()
+	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
+	var b strings.Builder
+	b.WriteString("# Written by bangerd; changes are overwritten. Include it from ~/.ssh/config with\n")
+	b.WriteString("# `banger ssh-config --install`.\n")
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "\nHost %s.vm\n", h.Name)
+		fmt.Fprintf(&b, "  HostName %s\n", h.IP)
+		b.WriteString("  User root\n")
+		fmt.Fprintf(&b, "  IdentityFile %s\n", quote(keyPath))
+		b.WriteString("  IdentitiesOnly yes\n")
+		fmt.Fprintf(&b, "  UserKnownHostsFile %s\n", quote(knownHosts))
+		fmt.Fprintf(&b, "  HostKeyAlias %s.vm\n", h.Name)
+		b.WriteString("  StrictHostKeyChecking yes\n")
+	}
+	return writeAtomic(path, []byte(b.String()), 0o644)
+}
+
+func quote(p string) string {
+	if strings.ContainsAny(p, " \t") {
+		return `"` + p + `"`
+	}
+	return p
+}
+
+// Markers fence the block banger adds to ~/.ssh/config.
+const (
+	beginMarker = "# >>> banger ssh-config >>>"
+	endMarker   = "# <<< banger ssh-config <<<"
+)
+
+// IncludeBlock is what --install adds: an Include of banger's ssh_config, fenced by markers.
+func IncludeBlock(sshConfig string) string {
+	return beginMarker + "\n# Added by `banger ssh-config --install`; remove with `banger ssh-config --uninstall`.\nInclude " + quote(sshConfig) + "\n" + endMarker + "\n"
+}
+
+// Install adds the Include block to the user's ssh config at userConfig (creating it 0600 if
+// needed). The block goes first: ssh takes the first value it finds for each option, and an
+// Include after a `Host *` section would be read as part of it. Installing twice changes
+// nothing. It reports whether it changed the file.
+func Install(userConfig, sshConfig string) (bool, error) {
+	b, err := os.ReadFile(userConfig)
+	if err != nil && !os.IsNotExist(err) {
+		return false, err
+	}
+	content := string(b)
+	block := IncludeBlock(sshConfig)
+	if rest, had := removeBlock(content); had {
+		if strings.HasPrefix(content, block) {
+			return false, nil // already installed, as is
+		}
+		content = rest
+	}
+	mode := os.FileMode(0o600)
+	if st, err := os.Stat(userConfig); err == nil {
+		mode = st.Mode().Perm()
+	}
+	if err := os.MkdirAll(filepath.Dir(userConfig), 0o700); err != nil {
+		return false, err
+	}
+	sep := ""
+	if content != "" {
+		sep = "\n"
+	}
+	return true, writeAtomic(userConfig, []byte(block+sep+content), mode)
+}
+
+// Uninstall removes exactly the block Install added and reports whether there was one.
+func Uninstall(userConfig string) (bool, error) {
+	b, err := os.ReadFile(userConfig)
+	if os.IsNotExist(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	rest, had := removeBlock(string(b))
+	if !had {
+		return false, nil
+	}
+	st, err := os.Stat(userConfig)
+	if err != nil {
+		return false, err
+	}
+	return true, writeAtomic(userConfig, []byte(rest), st.Mode().Perm())
+}
+
+// Installed reports whether the user's ssh config has banger's block.
+func Installed(userConfig string) bool {
+	b, err := os.ReadFile(userConfig)
+	if err != nil {
+		return false
+	}
+	_, had := removeBlock(string(b))
+	return had
+}
+
+// removeBlock cuts the fenced block (and the blank line Install put after it) out of s.
+func removeBlock(s string) (string, bool) {
+	start := strings.Index(s, beginMarker)
+	if start < 0 {
+		return s, false
+	}
+	end := strings.Index(s[start:], endMarker)
+	if end < 0 {
+		return s, false // an unfinished block is not ours to guess at
+	}
+	end += start + len(endMarker)
+	if end < len(s) && s[end] == '\n' {
+		end++
+	}
+	if start == 0 && end < len(s) && s[end] == '\n' {
+		end++ // the separator Install added
+	}
+	return s[:start] + s[end:], true
+}

@@ -1,0 +1,154 @@
+package sshkeys
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+)
+
+func TestEnsureUserKeyCreatesOnceAndDerivesPub(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ssh", "id_ed25519")
+	pub1, err := EnsureUserKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(path)
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("private key mode %v, want 0600", st.Mode().Perm())
+	}
+	priv, _ := os.ReadFile(path)
+	signer, err := ssh.ParsePrivateKey(priv)
+	if err != nil {
+		t.Fatalf("private key does not parse as an OpenSSH key: %v", err)
+	}
+	if string(ssh.MarshalAuthorizedKey(signer.PublicKey()))[:80] != string(pub1)[:80] {
+		t.Error("the .pub does not match the private key")
+	}
+	pub2, err := EnsureUserKey(path)
+	if err != nil || string(pub2) != string(pub1) {
+		t.Errorf("second call made a new key (%v)", err)
+	}
+	os.Remove(path + ".pub")
+	pub3, err := EnsureUserKey(path)
+	if err != nil || !strings.HasPrefix(string(pub3), "ssh-ed25519 ") {
+		t.Errorf("missing .pub must be derived from the private key: %q %v", pub3, err)
+	}
+}
+
+func TestEnsureUserKeyRejectsGarbage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "id")
+	_ = os.WriteFile(path, []byte("not a key"), 0o600)
+	if _, err := EnsureUserKey(path); err == nil || !strings.Contains(err.Error(), "ssh_key_path") {
+		t.Errorf("err = %v, want a hint about ssh_key_path", err)
+	}
+}
+
+func TestKnownHosts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "known_hosts")
+	_ = os.WriteFile(path, []byte("other.vm ssh-ed25519 AAAAkeep\n"), 0o600)
+	kp, _ := Generate("")
+	line, err := HostKeyLine([]string{"dev.vm", "172.16.0.2"}, kp.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SetKnownHost(path, "dev.vm", line); err != nil {
+		t.Fatal(err)
+	}
+	kp2, _ := Generate("")
+	line2, _ := HostKeyLine([]string{"dev.vm", "172.16.0.2"}, kp2.Public)
+	if err := SetKnownHost(path, "dev.vm", line2); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	if strings.Count(string(b), "dev.vm") != 1 || !strings.Contains(string(b), line2) || !strings.Contains(string(b), "other.vm ssh-ed25519 AAAAkeep") {
+		t.Errorf("known_hosts after replacing dev.vm:\n%s", b)
+	}
+	if err := RemoveKnownHost(path, "dev.vm"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(path)
+	if strings.Contains(string(b), "dev.vm") || !strings.Contains(string(b), "other.vm") {
+		t.Errorf("after remove:\n%s", b)
+	}
+	if err := RemoveKnownHost(filepath.Join(t.TempDir(), "none"), "x"); err != nil {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestInstallUninstallKeepUserContent(t *testing.T) {
+	dir := t.TempDir()
+	userCfg := filepath.Join(dir, ".ssh", "config")
+	user := "Host work\n  HostName work.example\n\nHost *\n  ServerAliveInterval 30\n"
+	_ = os.MkdirAll(filepath.Dir(userCfg), 0o700)
+	_ = os.WriteFile(userCfg, []byte(user), 0o640)
+
+	changed, err := Install(userCfg, "/home/ann/.config/banger/ssh_config")
+	if err != nil || !changed {
+		t.Fatalf("Install = %v, %v", changed, err)
+	}
+	b, _ := os.ReadFile(userCfg)
+	if !strings.HasPrefix(string(b), beginMarker) || !strings.HasSuffix(string(b), user) {
+		t.Errorf("after install:\n%s\nwant the block first and the user's content intact after it", b)
+	}
+	if st, _ := os.Stat(userCfg); st.Mode().Perm() != 0o640 {
+		t.Errorf("mode changed to %v", st.Mode().Perm())
+	}
+	if changed, err := Install(userCfg, "/home/ann/.config/banger/ssh_config"); err != nil || changed {
+		t.Errorf("second install = %v, %v; want no change", changed, err)
+	}
+	b2, _ := os.ReadFile(userCfg)
+	if string(b2) != string(b) || strings.Count(string(b2), beginMarker) != 1 {
+		t.Errorf("second install changed the file:\n%s", b2)
+	}
+	if !Installed(userCfg) {
+		t.Error("Installed = false after install")
+	}
+	removed, err := Uninstall(userCfg)
+	if err != nil || !removed {
+		t.Fatalf("Uninstall = %v, %v", removed, err)
+	}
+	b3, _ := os.ReadFile(userCfg)
+	if string(b3) != user {
+		t.Errorf("after uninstall:\n%q\nwant exactly the user's original content\n%q", b3, user)
+	}
+	if removed, _ := Uninstall(userCfg); removed {
+		t.Error("second uninstall removed something")
+	}
+}
+
+func TestInstallCreatesTheFileAndMovesAnOldBlockFirst(t *testing.T) {
+	dir := t.TempDir()
+	userCfg := filepath.Join(dir, "config")
+	if _, err := Install(userCfg, "/x/ssh_config"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(userCfg); st.Mode().Perm() != 0o600 {
+		t.Errorf("new file mode %v, want 0600", st.Mode().Perm())
+	}
+	// A block for another path (banger moved) is replaced, not duplicated.
+	_ = os.WriteFile(userCfg, []byte("Host a\n  User b\n\n"+IncludeBlock("/old/ssh_config")), 0o600)
+	if changed, err := Install(userCfg, "/new/ssh_config"); err != nil || !changed {
+		t.Fatal(changed, err)
+	}
+	b, _ := os.ReadFile(userCfg)
+	if strings.Contains(string(b), "/old/") || strings.Count(string(b), beginMarker) != 1 || !strings.HasPrefix(string(b), beginMarker) {
+		t.Errorf("after reinstall with a new path:\n%s", b)
+	}
+}
+
+func TestWriteConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ssh_config")
+	err := WriteConfig(path, "/k/id ed", "/s/known_hosts", []Host{{Name: "web", IP: "172.16.0.3"}, {Name: "dev", IP: "172.16.0.2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	s := string(b)
+	if strings.Index(s, "Host dev.vm") > strings.Index(s, "Host web.vm") || !strings.Contains(s, "HostName 172.16.0.2") ||
+		!strings.Contains(s, `IdentityFile "/k/id ed"`) || !strings.Contains(s, "StrictHostKeyChecking yes") || !strings.Contains(s, "HostKeyAlias web.vm") {
+		t.Errorf("ssh_config:\n%s", s)
+	}
+}
