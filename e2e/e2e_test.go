@@ -339,7 +339,6 @@ func TestBadInputIsRefusedCleanly(t *testing.T) {
 		code int
 		want string
 	}{
-		{"no command", []string{"vm", "run", "--rm"}, 2, "needs ssh"},
 		{"invalid name", []string{"vm", "run", "--rm", "--name", "Bad_Name", "--", "true"}, 1, `VM name "Bad_Name"`},
 		{"zero vcpus", []string{"vm", "run", "--rm", "--vcpu", "0", "--", "true"}, 1, "--vcpu"},
 		{"bad memory", []string{"vm", "run", "--rm", "--memory", "lots", "--", "true"}, 2, "--memory"},

@@ -26,7 +26,8 @@ func (a *app) vmCmd() *cobra.Command {
   banger vm delete brave-otter`,
 	}
 	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
-		a.vmExecCmd(), a.vmShowCmd(), a.vmLogsCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmDeleteCmd(), a.vmPruneCmd(), a.vmWatchCmd())
+		a.vmExecCmd(), a.vmShowCmd(), a.vmLogsCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmDeleteCmd(), a.vmPruneCmd(), a.vmWatchCmd(),
+		a.vmSSHCmd(), a.vmPortsCmd(), a.vmForwardCmd())
 	return c
 }
 
@@ -80,17 +81,20 @@ func (a *app) vmRunCmd() *cobra.Command {
 		sizes  sizeFlags
 	)
 	c := &cobra.Command{
-		Use:   "run [flags] -- COMMAND [ARG...]",
-		Short: "Boot a fresh VM and run a command in it",
+		Use:   "run [flags] [-- COMMAND [ARG...]]",
+		Short: "Boot a fresh VM and run a command, or a shell, in it",
 		Long: `Boot a fresh VM and run COMMAND in it. The command's stdout and stderr stream back as they
 are written (stdout to stdout; banger's own messages go to stderr) and banger exits with the
 command's status. With --rm the VM is deleted afterwards, whatever happened; without it the
 VM keeps running.
 
+Without COMMAND it opens an interactive ssh session instead; leaving it leaves the VM running
+(or deletes it, with --rm).
+
 The kernel and the default image are fetched and built on first use, which takes a minute;
-later runs only boot. Arguments after -- reach the guest exactly as given (no re-quoting).
-Interactive sessions (no COMMAND) and workspaces (a PATH) arrive with ssh support.`,
-		Example: `  banger vm run --rm -- uname -a
+later runs only boot. Arguments after -- reach the guest exactly as given (no re-quoting).`,
+		Example: `  banger vm run
+  banger vm run --rm -- uname -a
   banger vm run --rm -- sh -c 'echo hello from $(hostname); exit 42'; echo $?
   banger vm run --rm --vcpu 2 --memory 2G -- cat /etc/os-release > os-release.txt`,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -104,9 +108,7 @@ Interactive sessions (no COMMAND) and workspaces (a PATH) arrive with ssh suppor
 			if len(pathArgs) > 0 {
 				return usagef("workspace mode (banger vm run %s) is not available yet; run a command with `banger vm run --rm -- COMMAND`", pathArgs[0])
 			}
-			if len(command) == 0 {
-				return usagef("an interactive session needs ssh, which this banger does not have yet; give a command: `banger vm run --rm -- COMMAND`")
-			}
+
 			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, AutoRemove: rm, NoNAT: noNAT, CancelOnDisconnect: true}
 			if err := sizes.apply(c, &req); err != nil {
 				return err
@@ -150,7 +152,16 @@ func (a *app) run(parent context.Context, req api.CreateVMRequest, command []str
 	}
 	r.Finish(fmt.Sprintf("vm %s ready in %.1fs", vm.Name, time.Since(start).Seconds()))
 
-	code, execErr := a.exec(cl, vm.Name, command)
+	var (
+		code    int
+		execErr error
+	)
+	if len(command) == 0 {
+		// No command: an interactive shell over ssh.
+		code, execErr = a.ssh(parent, cl, vm.Name, nil)
+	} else {
+		code, execErr = a.exec(cl, vm.Name, command)
+	}
 	if rm {
 		// The delete must happen even if the user presses Ctrl-C again now.
 		hold := make(chan os.Signal, 1)
@@ -165,7 +176,7 @@ func (a *app) run(parent context.Context, req api.CreateVMRequest, command []str
 			}
 		}
 	} else {
-		fmt.Fprintf(a.stderr, "banger: vm %s keeps running; delete it with `banger vm delete %s`\n", vm.Name, vm.Name)
+		fmt.Fprintf(a.stderr, "banger: vm %s keeps running; stop it with `banger vm stop %s`, delete it with `banger vm delete %s`\n", vm.Name, vm.Name, vm.Name)
 	}
 	if execErr != nil {
 		return execErr

@@ -20,9 +20,6 @@ func TestVMRunUsageErrors(t *testing.T) {
 		args     []string
 		wantMsgs []string
 	}{
-		{"no command: interactive sessions need ssh", []string{"vm", "run", "--rm"}, []string{"ssh", "banger vm run --rm -- COMMAND"}},
-		{"no command and no flags", []string{"vm", "run"}, []string{"ssh"}},
-		{"nothing after --", []string{"vm", "run", "--rm", "--"}, []string{"ssh"}},
 		{"a path is workspace mode", []string{"vm", "run", "./repo", "--", "make"}, []string{"workspace", "./repo"}},
 		{"a path without a command is workspace mode too", []string{"vm", "run", "./repo"}, []string{"workspace"}},
 		{"memory that is not a size", []string{"vm", "run", "--memory", "lots", "--", "true"}, []string{"--memory", `invalid size "lots"`}},
@@ -152,5 +149,41 @@ func TestVMRunHasSizeFlags(t *testing.T) {
 		if run.Flags().Lookup(name) == nil {
 			t.Errorf("vm run has no --%s flag", name)
 		}
+	}
+}
+
+func TestParseForward(t *testing.T) {
+	good := []struct{ in, lnet, laddr, rnet, raddr string }{
+		{"8080:80", "tcp", "127.0.0.1:8080", "tcp", "127.0.0.1:80"},
+		{"0.0.0.0:5432:5432", "tcp", "0.0.0.0:5432", "tcp", "127.0.0.1:5432"},
+		{"./docker.sock:/var/run/docker.sock", "unix", "./docker.sock", "unix", "/var/run/docker.sock"},
+		{"2375:/var/run/docker.sock", "tcp", "127.0.0.1:2375", "unix", "/var/run/docker.sock"},
+	}
+	for _, g := range good {
+		l, r, err := parseForward(g.in)
+		if err != nil || l.network != g.lnet || l.address != g.laddr || r.network != g.rnet || r.address != g.raddr {
+			t.Errorf("parseForward(%q) = %+v %+v %v", g.in, l, r, err)
+		}
+	}
+	for _, bad := range []string{"8080", ":80", "8080:", "x:80", "8080:99999", "0:80"} {
+		if _, _, err := parseForward(bad); err == nil {
+			t.Errorf("parseForward(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSSHArgs(t *testing.T) {
+	target := api.SSHTarget{VM: "dev", Address: "172.16.0.2:22", User: "root", KeyFile: "/k", KnownHosts: "/kh", HostAlias: "dev.vm"}
+	got := strings.Join(sshArgs(target, false, []string{"uname", "-a"}), " ")
+	for _, want := range []string{"-i /k", "UserKnownHostsFile=/kh", "StrictHostKeyChecking=yes", "HostKeyAlias=dev.vm", "-p 22", "root@172.16.0.2 -- uname -a"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ssh args %q lack %q", got, want)
+		}
+	}
+	if strings.Contains(got, " -t ") {
+		t.Errorf("no tty requested but -t given: %q", got)
+	}
+	if tty := strings.Join(sshArgs(target, true, nil), " "); !strings.Contains(tty, " -t ") || strings.Contains(tty, "--") {
+		t.Errorf("interactive args: %q", tty)
 	}
 }

@@ -236,6 +236,7 @@ func (s *Service) destroy(ctx context.Context, vm store.VM) error {
 		return err
 	}
 	s.withdraw(ctx, vm)
+	s.forgetSSH(ctx, vm)
 	return nil
 }
 

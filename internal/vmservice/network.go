@@ -126,6 +126,7 @@ func (s *Service) announce(ctx context.Context, vm *store.VM) {
 	if !s.networking() || vm.IP == "" {
 		return
 	}
+	s.writeSSHConfig(ctx)
 	if s.dns != nil {
 		if ip, err := netip.ParseAddr(vm.IP); err == nil {
 			s.dns.Set(vm.Name, ip)

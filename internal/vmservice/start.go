@@ -108,6 +108,7 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 				return nil
 			},
 		},
+		s.provisionStep(b),
 		{
 			Name: StepReady,
 			Do: func(ctx context.Context) error {

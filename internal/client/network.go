@@ -1,0 +1,51 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+)
+
+// Ports lists a running VM's listening sockets.
+func (c *Client) Ports(ctx context.Context, ref string) ([]api.Port, error) {
+	var out []api.Port
+	err := c.do(ctx, http.MethodGet, api.PathVM+url.PathEscape(ref)+"/ports", nil, &out)
+	return out, err
+}
+
+// SSH says how to reach a VM's sshd, once it listens (the daemon waits up to wait).
+func (c *Client) SSH(ctx context.Context, ref string, wait time.Duration) (api.SSHTarget, error) {
+	var t api.SSHTarget
+	err := c.do(ctx, http.MethodGet, api.PathVM+url.PathEscape(ref)+"/ssh?wait="+url.QueryEscape(wait.String()), nil, &t)
+	return t, err
+}
+
+// Forward opens a connection to network/address inside a running VM, through the daemon and
+// the VM's agent.
+func (c *Client) Forward(ctx context.Context, ref, network, address string) (io.ReadWriteCloser, error) {
+	req, err := c.newRequest(ctx, http.MethodPost, api.PathVM+url.PathEscape(ref)+"/forward", api.ForwardRequest{Network: network, Address: address})
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", api.ForwardUpgrade)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.connError(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return nil, fmt.Errorf("daemon switched protocols but the connection is not writable")
+	}
+	return rwc, nil
+}

@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+)
+
+// Handlers for reaching guests: ports, ssh, forwarding.
+
+func (d *Daemon) handlePorts(w http.ResponseWriter, r *http.Request) {
+	ports, err := d.vms.Ports(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	vm, _ := d.vms.Resolve(r.Context(), r.PathValue("ref"))
+	out := make([]api.Port, 0, len(ports))
+	for _, p := range ports {
+		ap := api.Port{Proto: p.Proto, Addr: p.Addr, Port: p.Port, PID: p.PID, Process: p.Process}
+		if (p.Proto == "tcp" || p.Proto == "tcp6") && !isLoopback(p.Addr) && vm.IP != "" {
+			ap.URL = "http://" + vm.Name + ".vm:" + strconv.Itoa(p.Port)
+		}
+		out = append(out, ap)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func isLoopback(addr string) bool {
+	ip := net.ParseIP(addr)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (d *Daemon) handleSSH(w http.ResponseWriter, r *http.Request) {
+	wait := 60 * time.Second
+	if v := r.URL.Query().Get("wait"); v != "" {
+		if dur, err := time.ParseDuration(v); err == nil {
+			wait = dur
+		}
+	}
+	t, err := d.vms.SSH(r.Context(), r.PathValue("ref"), wait)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.SSHTarget{
+		VM: t.VM.Name, Address: t.Address, User: "root", KeyFile: t.KeyFile, KnownHosts: t.KnownHosts,
+		HostAlias: t.HostAlias, SSHConfig: d.vms.SSHConfigFile(),
+	})
+}
+
+// handleForward connects to an address in the guest and splices it to the upgraded client
+// connection: one forwarded connection per request.
+func (d *Daemon) handleForward(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != api.ForwardUpgrade {
+		writeError(w, &api.Error{Code: "invalid", Message: "forward needs `Upgrade: " + api.ForwardUpgrade + "`"})
+		return
+	}
+	var req api.ForwardRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	conn, _, err := d.vms.Dial(r.Context(), r.PathValue("ref"), req.Network, req.Address)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer conn.Close()
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeError(w, fmt.Errorf("connection cannot be upgraded"))
+		return
+	}
+	client, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer client.Close()
+	_, _ = io.WriteString(client, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+api.ForwardUpgrade+"\r\n\r\n")
+	done := make(chan struct{}, 2)
+	go func() {
+		_, _ = io.Copy(conn, buf.Reader)
+		conn.Close()
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(client, conn)
+		client.Close()
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+}

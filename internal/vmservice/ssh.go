@@ -1,0 +1,243 @@
+package vmservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/sshkeys"
+	"github.com/banger-dev/banger/internal/steps"
+	"github.com/banger-dev/banger/internal/store"
+)
+
+// StepProvision is the start step that gives the guest banger's ssh setup.
+const StepProvision = "provision"
+
+// Host key files in a VM's directory: banger makes them, so it knows them before the first
+// connection.
+const (
+	hostKeyFile = "ssh_host_ed25519_key"
+	hostPubFile = "ssh_host_ed25519_key.pub"
+)
+
+// sshdSettings harden sshd (keys only, root by key only) and point it at banger's key files.
+// Debian's sshd_config includes sshd_config.d/*.conf first, and the first value wins.
+const sshdSettings = `# Written by banger at every boot.
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/banger_authorized_keys
+HostKey /etc/ssh/ssh_host_ed25519_key
+`
+
+// KnownHostsFile is banger's own known_hosts.
+func (s *Service) KnownHostsFile() string { return filepath.Join(s.layout.SSHDir(), "known_hosts") }
+
+// SSHConfigFile is banger's ssh_config, for users to include.
+func (s *Service) SSHConfigFile() string { return filepath.Join(s.layout.ConfigDir, "ssh_config") }
+
+// SSHKeyFile is the client key banger authorizes in every guest.
+func (s *Service) SSHKeyFile() string {
+	if cfg, err := s.config(); err == nil && cfg.SSHKeyPath != "" {
+		return cfg.SSHKeyPath
+	}
+	return filepath.Join(s.layout.SSHDir(), "id_ed25519")
+}
+
+func hostAlias(name string) string { return name + ".vm" }
+
+// ensureHostKey makes the VM's host key (once) and records it in known_hosts, under the
+// names ssh will check: <name>.vm and the VM's address.
+func (s *Service) ensureHostKey(vm *store.VM) error {
+	priv, pub := filepath.Join(vm.Dir, hostKeyFile), filepath.Join(vm.Dir, hostPubFile)
+	pubData, err := os.ReadFile(pub)
+	if errors.Is(err, os.ErrNotExist) {
+		kp, gerr := sshkeys.Generate("root@" + vm.Name)
+		if gerr != nil {
+			return gerr
+		}
+		if err := os.WriteFile(priv, kp.Private, 0o600); err != nil {
+			return fmt.Errorf("write host key: %w", err)
+		}
+		if err := os.WriteFile(pub, kp.Public, 0o644); err != nil {
+			return fmt.Errorf("write host key: %w", err)
+		}
+		pubData = kp.Public
+	} else if err != nil {
+		return err
+	}
+	names := []string{hostAlias(vm.Name)}
+	if vm.IP != "" {
+		names = append(names, vm.IP)
+	}
+	line, err := sshkeys.HostKeyLine(names, pubData)
+	if err != nil {
+		return err
+	}
+	return sshkeys.SetKnownHost(s.KnownHostsFile(), hostAlias(vm.Name), line)
+}
+
+// provisionStep puts banger's client key, the VM's host key and the sshd settings into the
+// guest as soon as its agent answers, and restarts sshd if it is up already. A guest where
+// that fails still runs (agent commands work); ssh then says why it cannot connect.
+func (s *Service) provisionStep(b *boot) steps.Step {
+	vm := b.vm
+	return steps.Step{
+		Name: StepProvision,
+		Do: func(ctx context.Context) error {
+			if err := s.provision(ctx, vm, b.cli); err != nil {
+				s.log.Warn("ssh provisioning", "vm", vm.Name, "err", err)
+				b.obs.notice(fmt.Sprintf("ssh into %s will not work: %v", vm.Name, err))
+			}
+			return nil
+		},
+	}
+}
+
+func (s *Service) provision(ctx context.Context, vm *store.VM, c *agent.Client) error {
+	if err := s.ensureHostKey(vm); err != nil {
+		return err
+	}
+	userPub, err := sshkeys.EnsureUserKey(s.SSHKeyFile())
+	if err != nil {
+		return err
+	}
+	priv, err := os.ReadFile(filepath.Join(vm.Dir, hostKeyFile))
+	if err != nil {
+		return err
+	}
+	pub, err := os.ReadFile(filepath.Join(vm.Dir, hostPubFile))
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return c.Provision(pctx, agent.Provision{
+		Files: []agent.File{
+			{Path: "/etc/ssh/ssh_host_ed25519_key", Mode: 0o600, Data: priv},
+			{Path: "/etc/ssh/ssh_host_ed25519_key.pub", Mode: 0o644, Data: pub},
+			{Path: "/etc/ssh/banger_authorized_keys", Mode: 0o644, Data: userPub},
+			{Path: "/etc/ssh/sshd_config.d/banger.conf", Mode: 0o644, Data: []byte(sshdSettings)},
+		},
+		RestartUnits: []string{"ssh.service"},
+	})
+}
+
+// writeSSHConfig rewrites banger's ssh_config with every VM that has an address.
+func (s *Service) writeSSHConfig(ctx context.Context) {
+	vms, err := s.store.ListVMs(context.WithoutCancel(ctx))
+	if err != nil {
+		return
+	}
+	var hosts []sshkeys.Host
+	for _, vm := range vms {
+		if vm.IP != "" {
+			hosts = append(hosts, sshkeys.Host{Name: vm.Name, IP: vm.IP})
+		}
+	}
+	if err := sshkeys.WriteConfig(s.SSHConfigFile(), s.SSHKeyFile(), s.KnownHostsFile(), hosts); err != nil {
+		s.log.Warn("write ssh_config", "err", err)
+	}
+}
+
+// forgetSSH removes a deleted VM from known_hosts and ssh_config.
+func (s *Service) forgetSSH(ctx context.Context, vm store.VM) {
+	if err := sshkeys.RemoveKnownHost(s.KnownHostsFile(), hostAlias(vm.Name)); err != nil {
+		s.log.Warn("known_hosts", "vm", vm.Name, "err", err)
+	}
+	s.writeSSHConfig(ctx)
+}
+
+// SSHTarget is what `banger vm ssh` needs to connect.
+type SSHTarget struct {
+	VM         store.VM
+	Address    string // host:port
+	KeyFile    string
+	KnownHosts string
+	HostAlias  string
+}
+
+// SSH returns how to reach a running VM's sshd, waiting (up to wait) until sshd listens.
+func (s *Service) SSH(ctx context.Context, ref string, wait time.Duration) (SSHTarget, error) {
+	vm, err := s.Resolve(ctx, ref)
+	if err != nil {
+		return SSHTarget{}, err
+	}
+	if vm.State != StateRunning {
+		return SSHTarget{}, conflictf("vm %q is %s; start it first (`banger vm start %s`)", vm.Name, vm.State, vm.Name)
+	}
+	if vm.IP == "" {
+		return SSHTarget{}, conflictf("vm %q has no network address, so ssh cannot reach it; `banger vm exec %s -- CMD` works without one", vm.Name, vm.Name)
+	}
+	t := SSHTarget{VM: vm, Address: net.JoinHostPort(vm.IP, "22"), KeyFile: s.SSHKeyFile(), KnownHosts: s.KnownHostsFile(), HostAlias: hostAlias(vm.Name)}
+	deadline := time.Now().Add(wait)
+	for {
+		ports, err := s.Ports(ctx, vm.Name)
+		if err == nil {
+			for _, p := range ports {
+				if p.Port == 22 && (p.Proto == "tcp" || p.Proto == "tcp6") {
+					return t, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return t, fmt.Errorf("vm %q: %w", vm.Name, err)
+			}
+			return t, conflictf("vm %q: sshd is not listening on port 22 after %s; the image may have no ssh server (see `banger vm logs %s`)", vm.Name, wait, vm.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return t, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Ports lists a running VM's listening sockets.
+func (s *Service) Ports(ctx context.Context, ref string) ([]agent.Port, error) {
+	c, vm, err := s.agentOf(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := c.Ports(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: %w", vm.Name, err)
+	}
+	return ports, nil
+}
+
+// Dial connects to network/address inside a running VM, through its agent.
+func (s *Service) Dial(ctx context.Context, ref, network, address string) (net.Conn, store.VM, error) {
+	c, vm, err := s.agentOf(ctx, ref)
+	if err != nil {
+		return nil, vm, err
+	}
+	conn, err := c.Dial(ctx, network, address)
+	if err != nil {
+		return nil, vm, fmt.Errorf("vm %q: %w", vm.Name, err)
+	}
+	return conn, vm, nil
+}
+
+// agentOf returns the agent session of a running VM.
+func (s *Service) agentOf(ctx context.Context, ref string) (*agent.Client, store.VM, error) {
+	vm, err := s.Resolve(ctx, ref)
+	if err != nil {
+		return nil, vm, err
+	}
+	in := s.instance(vm.ID)
+	if vm.State != StateRunning || in == nil {
+		return nil, vm, conflictf("vm %q is %s, not running", vm.Name, vm.State)
+	}
+	c, err := in.client(ctx)
+	if err != nil {
+		return nil, vm, fmt.Errorf("vm %q: %w", vm.Name, err)
+	}
+	return c, vm, nil
+}
