@@ -55,7 +55,8 @@ func (s *Service) imageDir(name string) string { return filepath.Join(s.o.Layout
 
 // Image returns an image ready to boot: "name@version" is exactly that version (what a VM
 // recorded); a bare name is the current version, fetched or built from its catalog entry
-// first if it is not installed.
+// first if it is not installed, and leased (safe from collection) until Release or leaseTime
+// passes, for the VM being created from it.
 func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image, error) {
 	name, version := SplitRef(ref)
 	if version != "" {
@@ -70,8 +71,7 @@ func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image
 		if _, err := os.Stat(img.Rootfs); err != nil {
 			return Image{}, fmt.Errorf("image %s: %w", ref, err)
 		}
-		s.lease(img)
-		return img, nil
+		return img, nil // the VM that recorded it keeps it
 	}
 	if img, err := s.installedImage(ctx, name); err == nil {
 		s.lease(img)
@@ -108,6 +108,14 @@ func (s *Service) lease(img Image) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.leases[img.Ref()] = time.Now()
+}
+
+// Release ends the lease Image took on a version for a VM being created: once the VM is
+// recorded (or its create undone) the record decides whether the version stays.
+func (s *Service) Release(img Image) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.leases, img.Ref())
 }
 
 func (s *Service) leased(ref string) bool {

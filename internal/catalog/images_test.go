@@ -21,7 +21,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -85,7 +84,7 @@ func TestVersionsStayWhileVMsUseThem(t *testing.T) {
 		t.Fatalf("Image = %+v, %v", got, err)
 	}
 	addVM(t, st, "vm1", got.Ref(), "k")
-	s.leases = map[string]time.Time{} // forget the lease: the VM record protects it now
+	s.Release(got) // the VM record protects it now
 
 	v2 := fakeVersion(t, s, "img", "two")
 	if vs := versionsOf(t, s, "img"); len(vs) != 2 {
@@ -97,8 +96,9 @@ func TestVersionsStayWhileVMsUseThem(t *testing.T) {
 	}
 	if img, _ := s.Image(ctx, "img", nil); img.Version != v2.Version() {
 		t.Errorf("Image(name) = %s; want the new version %s", img.Version, v2.Version())
+	} else {
+		s.Release(img)
 	}
-	s.leases = map[string]time.Time{}
 
 	// v3 replaces v2, which no VM uses: collected at once. v1 stays while vm1 exists.
 	fakeVersion(t, s, "img", "three")

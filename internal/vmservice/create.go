@@ -14,6 +14,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/failure"
@@ -134,6 +135,9 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	img, err := s.artifacts.Image(ctx, imageName, obs.Progress)
 	if err != nil {
 		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
+	}
+	if r, ok := s.artifacts.(interface{ Release(catalog.Image) }); ok {
+		defer r.Release(img) // from here on the VM's record (or its undo) decides if the version stays
 	}
 	kernelName := req.Kernel
 	if kernelName == "" {
