@@ -82,3 +82,34 @@ again and it finds them.`,
 	c.AddCommand(status, stop)
 	return c
 }
+
+func (a *app) systemCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:     "system",
+		Short:   "Host-level state banger manages",
+		Long:    "Commands for what banger changes on the host as a whole, beyond single VMs.",
+		Example: `  banger system teardown`,
+	}
+	teardown := &cobra.Command{
+		Use:   "teardown",
+		Short: "Remove banger's bridge, NAT rules and DNS routing",
+		Long: `Remove everything banger added to the host's network: the nftables table "banger", IP
+forwarding if banger turned it on, the systemd-resolved routing of .vm, the DNS listeners and
+the bridge. It is refused while VMs run. Starting a VM later sets it all up again.`,
+		Example: "  banger vm stop dev && banger system teardown",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := a.connect(c.Context())
+			if err != nil {
+				return err
+			}
+			if err := cl.TeardownNetwork(c.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, "removed banger's bridge, NAT rules and DNS routing")
+			return nil
+		},
+	}
+	c.AddCommand(teardown)
+	return c
+}

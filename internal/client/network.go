@@ -49,3 +49,8 @@ func (c *Client) Forward(ctx context.Context, ref, network, address string) (io.
 	}
 	return rwc, nil
 }
+
+// TeardownNetwork removes banger's host network state; the daemon refuses while VMs run.
+func (c *Client) TeardownNetwork(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, api.PathTeardown, nil, nil)
+}

@@ -97,3 +97,11 @@ func (d *Daemon) handleForward(w http.ResponseWriter, r *http.Request) {
 	<-done
 	<-done
 }
+
+func (d *Daemon) handleTeardown(w http.ResponseWriter, r *http.Request) {
+	if err := d.vms.TeardownNetwork(r.Context()); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}

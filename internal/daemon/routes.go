@@ -40,6 +40,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/ports", d.handlePorts)
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/ssh", d.handleSSH)
 	mux.HandleFunc("POST "+api.PathVM+"{ref}/forward", d.handleForward)
+	mux.HandleFunc("POST "+api.PathTeardown, d.handleTeardown)
 	mux.HandleFunc("GET "+api.PathOperations, d.handleListOperations)
 	mux.HandleFunc("GET "+api.PathOperation+"{id}/events", d.handleWatchOperation)
 	mux.HandleFunc("GET "+api.PathImages, d.handleListImages)

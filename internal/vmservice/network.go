@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/steps"
@@ -210,4 +211,47 @@ func (s *Service) reconcileNetwork(ctx context.Context) {
 		}
 	}
 	s.syncNAT(ctx)
+}
+
+// TeardownNetwork removes banger's host network state — NAT table, resolved routing, DNS
+// listeners, the bridge — when no VM runs. It is what `banger system teardown` does; the next
+// VM start sets everything up again.
+func (s *Service) TeardownNetwork(ctx context.Context) error {
+	if !s.networking() {
+		return nil
+	}
+	vms, err := s.store.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	var running []string
+	for _, vm := range vms {
+		if s.instance(vm.ID) != nil {
+			running = append(running, vm.Name)
+		}
+	}
+	if len(running) > 0 {
+		return conflictf("VMs still run (%s); stop them first (`banger vm stop %s`)", strings.Join(running, ", "), strings.Join(running, " "))
+	}
+	var errs []error
+	if err := s.net.SetNAT(nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.net.UnrouteDomain(); err != nil {
+		errs = append(errs, err)
+	}
+	if s.dns != nil {
+		if err := s.dns.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if taps, err := s.net.Taps(); err == nil {
+		for _, t := range taps {
+			_ = s.net.DeleteTap(t[2:])
+		}
+	}
+	if err := s.net.RemoveBridge(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
