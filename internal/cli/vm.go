@@ -120,7 +120,7 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches the host and other VMs only")
 	c.Flags().StringVar(&name, "name", "", "VM name (a DNS label; default: generated, e.g. brave-otter)")
 	c.Flags().StringVar(&image, "image", "", "image to boot (default: default_image_name from config, else debian-bookworm)")
-	c.Flags().StringVar(&kernel, "kernel", "", "kernel to boot (default: default_kernel from config, else debian-6.1)")
+	c.Flags().StringVar(&kernel, "kernel", "", "kernel to boot (default: the image's kernel, else default_kernel from config, else debian-6.1)")
 	sizes.register(c)
 	return c
 }

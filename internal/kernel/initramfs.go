@@ -211,6 +211,15 @@ func (m Manifest) BootInitramfs(agentPath string) (string, error) {
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return "", fmt.Errorf("publish initramfs: %w", err)
 	}
+	// Initramfs files of older agent builds are not needed any more: a VM reads its initramfs
+	// when its VMM starts (a jailed one holds its own link).
+	if old, _ := filepath.Glob(filepath.Join(m.Dir, InitramfsName("*"))); len(old) > 1 {
+		for _, p := range old {
+			if p != dst {
+				os.Remove(p)
+			}
+		}
+	}
 	return dst, nil
 }
 

@@ -269,6 +269,9 @@ func TestEnsureInitramfs(t *testing.T) {
 	if err != nil || other == path {
 		t.Fatalf("EnsureInitramfs for a new agent = %s, %v; want a different file", other, err)
 	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("the initramfs of the older agent build is still there: %v", err)
+	}
 
 	// No staging files are left behind.
 	entries, _ := os.ReadDir(kernelDir)
