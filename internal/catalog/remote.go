@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/banger-dev/banger/internal/bundle"
 	"github.com/banger-dev/banger/internal/progress"
 )
 
@@ -38,7 +39,7 @@ func (s *Service) fetchBundle(ctx context.Context, b RemoteBundle, p progress.Fu
 		return "", err
 	}
 	dst := filepath.Join(dir, b.SHA256+".bundle")
-	if sum, err := fileSum(dst); err == nil && sum == b.SHA256 {
+	if sum, _, err := bundle.FileSHA256(ctx, dst); err == nil && sum == b.SHA256 {
 		return dst, nil
 	}
 	u, _ := url.Parse(b.URL)
@@ -148,17 +149,4 @@ func (s *Service) httpClient() *http.Client {
 		return s.o.HTTPClient
 	}
 	return http.DefaultClient
-}
-
-func fileSum(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/banger-dev/banger/internal/ext4"
 )
 
 const (
@@ -180,18 +182,7 @@ func toolEnv(tmpDir string) []string {
 
 // lookTool finds a program in PATH or, failing that, in the sbin directories a daemon's PATH
 // may lack.
-func lookTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range strings.Split(toolPath, ":") {
-		p := dir + "/" + name
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found in PATH or %s", name, toolPath)
-}
+func lookTool(name string) (string, error) { return ext4.LookTool(name) }
 
 // toolVersion returns the first line a program prints for its version flag.
 func toolVersion(ctx context.Context, path string, flag string) string {
