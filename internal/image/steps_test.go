@@ -96,8 +96,8 @@ func TestApplyDefaultRecipeSteps(t *testing.T) {
 		t.Errorf("fstab = %q, want it replaced", got)
 	}
 	dropIn := filepath.Join(root, "etc/systemd/system/ssh.service.d/banger-hostkeys.conf")
-	if got := readTestFile(t, dropIn); !strings.Contains(got, "ssh-keygen -A") {
-		t.Errorf("ssh drop-in = %q, want ssh-keygen -A", got)
+	if got := readTestFile(t, dropIn); !strings.Contains(got, "ssh-keygen -q -t ed25519") {
+		t.Errorf("ssh drop-in = %q, want an ed25519 keygen", got)
 	}
 	if fi, _ := os.Stat(filepath.Dir(dropIn)); fi.Mode().Perm() != 0o755 {
 		t.Errorf("created directory mode = %v, want 0755", fi.Mode().Perm())
