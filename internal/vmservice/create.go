@@ -70,7 +70,7 @@ const (
 )
 
 // StepNames lists the start steps in order.
-var StepNames = []string{StepRecord, StepDirs, StepDisk, StepNetwork, StepVMM, StepAgent, StepReady}
+var StepNames = []string{StepRecord, StepDirs, StepDisk, StepNetwork, StepVMM, StepAgent, StepProvision, StepReady}
 
 // Disk layout inside a VM's directory.
 const diskFile = "disk.ext4"
@@ -194,9 +194,11 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 						return fmt.Errorf("create VM directory: %w", err)
 					}
 				}
-				return nil
+				// The host key exists before the guest does: known_hosts is right from the start.
+				return s.ensureHostKey(&vm)
 			},
 			Undo: func(ctx context.Context) error {
+				s.forgetSSH(ctx, vm)
 				return errors.Join(os.RemoveAll(vm.Dir), os.RemoveAll(rt))
 			},
 		},
