@@ -260,17 +260,22 @@ func (b *build) resolveOptional(ctx context.Context, arch string) (Recipe, []Ski
 	var skipped []SkippedPackage
 	for _, name := range r.Optional {
 		_, err := archive.Resolve(ctx, name)
-		switch {
-		case err == nil:
+		if err == nil {
 			r.Packages = append(r.Packages, name)
-		case errors.Is(err, debian.ErrNoPackage):
-			reason := fmt.Sprintf("not in Debian %s %s (%s) at %s; install it in a VM from upstream if needed", r.Suite, component, arch, b.opts.Mirror)
-			skipped = append(skipped, SkippedPackage{Name: name, Reason: reason})
-			b.tool.logf("optional package %s skipped: %s\n", name, reason)
-			b.opts.Progress.Stage(StageBootstrap, fmt.Sprintf("optional package %s skipped: %s", name, reason))
-		default:
-			return r, nil, fmt.Errorf("look up optional package %s: %w", name, err)
+			continue
 		}
+		if ctx.Err() != nil {
+			return r, nil, ctx.Err()
+		}
+		// Optional means optional: a package the archive lacks, or one that could not be
+		// looked up (the bootstrap then says what is wrong with the mirror), is left out.
+		reason := fmt.Sprintf("not in Debian %s %s (%s) at %s; install it in a VM from upstream if needed", r.Suite, component, arch, b.opts.Mirror)
+		if !errors.Is(err, debian.ErrNoPackage) {
+			reason = fmt.Sprintf("could not be looked up: %v", err)
+		}
+		skipped = append(skipped, SkippedPackage{Name: name, Reason: reason})
+		b.tool.logf("optional package %s skipped: %s\n", name, reason)
+		b.opts.Progress.Stage(StageBootstrap, fmt.Sprintf("optional package %s skipped: %s", name, reason))
 	}
 	return r, skipped, nil
 }
