@@ -85,8 +85,15 @@ func TestEnsureSSH(t *testing.T) {
 	t.Run("image has sshd, agent is init: keys then sshd", func(t *testing.T) {
 		f := newFakeSSH(t, false, "usr/sbin/sshd")
 		f.ensure(context.Background())
-		if got := strings.Join(f.ran, "; "); got != "ssh-keygen -A; /usr/sbin/sshd" || f.last().State != SSHRunning {
+		if got := strings.Join(f.ran, "; "); got != "ssh-keygen -q -t ed25519 -N  -f /etc/ssh/ssh_host_ed25519_key; /usr/sbin/sshd" || f.last().State != SSHRunning {
 			t.Errorf("ran %q, state %+v", got, f.last())
+		}
+	})
+	t.Run("a host key provided by banger is kept", func(t *testing.T) {
+		f := newFakeSSH(t, false, "usr/sbin/sshd", "etc/ssh/ssh_host_ed25519_key")
+		f.ensure(context.Background())
+		if got := strings.Join(f.ran, "; "); got != "/usr/sbin/sshd" {
+			t.Errorf("ran %q; want only sshd", got)
 		}
 	})
 	t.Run("image has sshd under systemd: its unit runs it", func(t *testing.T) {
@@ -111,7 +118,7 @@ func TestEnsureSSH(t *testing.T) {
 	t.Run("no sshd, network: apk installs it, then it starts", func(t *testing.T) {
 		f := newFakeSSH(t, true, "sbin/apk")
 		f.ensure(context.Background())
-		if got := strings.Join(f.ran, "; "); got != "apk add --no-cache openssh-server; ssh-keygen -A; /usr/sbin/sshd" {
+		if got := strings.Join(f.ran, "; "); got != "apk add --no-cache openssh-server; ssh-keygen -q -t ed25519 -N  -f /etc/ssh/ssh_host_ed25519_key; /usr/sbin/sshd" {
 			t.Errorf("ran %q", got)
 		}
 		if st := f.last(); st.State != SSHRunning || st.Via != "apk add --no-cache openssh-server" || f.states[0].State != SSHInstalling {

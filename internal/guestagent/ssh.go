@@ -59,6 +59,9 @@ var installers = []struct {
 
 var sshdPaths = []string{"/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"}
 
+// hostKey is the host key sshd gets when the image's init is the agent.
+const hostKey = "/etc/ssh/ssh_host_ed25519_key"
+
 // EnsureSSH makes sure sshd runs in the guest, recording the outcome in SSHStatusFile: an
 // sshd the image has is started (under systemd, its own unit does that); an image without one
 // gets it from its own package manager (apk, apt-get, dnf, microdnf, yum) once the guest has
@@ -180,8 +183,12 @@ func (e sshEnv) start(ctx context.Context, sshd string) error {
 		}
 		return errors.New("sshd is installed but neither ssh.service nor sshd.service could be started")
 	}
-	if _, err := e.run(ctx, "ssh-keygen", "-A"); err != nil {
-		return fmt.Errorf("generate ssh host keys: %w", err)
+	// An ed25519 host key only, and only if banger has not provided one: RSA keys take seconds
+	// to make under software emulation.
+	if _, err := os.Stat(filepath.Join(e.root, hostKey)); err != nil {
+		if out, err := e.run(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey); err != nil {
+			return fmt.Errorf("generate an ssh host key: %v: %s", err, lastLines(out, 3))
+		}
 	}
 	_ = os.MkdirAll(filepath.Join(e.root, "run/sshd"), 0o755) // Debian's privilege separation dir
 	if out, err := e.run(ctx, sshd); err != nil {
