@@ -187,3 +187,30 @@ func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, e
 	}
 	return s, nil
 }
+
+// Upload extracts the tar stream read from src into dest in the guest (compression "" or
+// "zstd") and returns what the guest wrote.
+func (c *Client) Upload(ctx context.Context, dest, compression string, src io.Reader) (UntarResult, error) {
+	s, err := c.Open(ctx, Request{Op: OpUntar, Untar: &UntarRequest{Dest: dest, Compression: compression}})
+	if err != nil {
+		return UntarResult{}, err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	sendErr := wire.SendStream(wire.NewWriter(s), src)
+	var rep Reply
+	if err := wire.NewReader(s).NextJSON(wire.Reply, &rep); err != nil {
+		return UntarResult{}, errors.Join(fmt.Errorf("upload into %s: %w", dest, err), sendErr)
+	}
+	if rep.Error != "" {
+		return UntarResult{}, fmt.Errorf("upload into %s: %s", dest, rep.Error)
+	}
+	if sendErr != nil {
+		return UntarResult{}, fmt.Errorf("upload into %s: %w", dest, sendErr)
+	}
+	if rep.Untar == nil {
+		return UntarResult{}, nil
+	}
+	return *rep.Untar, nil
+}

@@ -31,14 +31,29 @@ const (
 	OpProvision = "provision" // write host-made files (ssh keys, config) and restart units
 	OpPorts     = "ports"     // list listening sockets
 	OpDial      = "dial"      // connect to an address in the guest; the stream then carries its bytes
+	OpUntar     = "untar"     // extract the tar stream that follows (Stdin frames) into a directory
 )
 
 // Request opens a stream.
 type Request struct {
-	Op        string       `json:"op"`
-	Exec      *ExecRequest `json:"exec,omitempty"`
-	Provision *Provision   `json:"provision,omitempty"`
-	Dial      *DialRequest `json:"dial,omitempty"`
+	Op        string        `json:"op"`
+	Exec      *ExecRequest  `json:"exec,omitempty"`
+	Provision *Provision    `json:"provision,omitempty"`
+	Dial      *DialRequest  `json:"dial,omitempty"`
+	Untar     *UntarRequest `json:"untar,omitempty"`
+}
+
+// UntarRequest extracts a tar stream, sent as wire.Stdin frames ended by wire.StdinEOF, into
+// Dest (created). Compression is "" or "zstd". The reply carries an UntarResult.
+type UntarRequest struct {
+	Dest        string `json:"dest"`
+	Compression string `json:"compression,omitempty"`
+}
+
+// UntarResult counts what an upload wrote.
+type UntarResult struct {
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
 }
 
 // Provision is files the host made for the guest (ssh host keys, authorized keys, sshd
@@ -90,9 +105,10 @@ type ExecRequest struct {
 
 // Reply answers a unary request. Error is set when the request failed.
 type Reply struct {
-	Error  string  `json:"error,omitempty"`
-	Health *Health `json:"health,omitempty"`
-	Ports  []Port  `json:"ports,omitempty"`
+	Error  string       `json:"error,omitempty"`
+	Health *Health      `json:"health,omitempty"`
+	Ports  []Port       `json:"ports,omitempty"`
+	Untar  *UntarResult `json:"untar,omitempty"`
 }
 
 // Health describes the guest as the agent sees it.

@@ -84,24 +84,25 @@ type Spec struct {
 
 // VM is a VM as the API shows it.
 type VM struct {
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	State      string    `json:"state"`
-	Image      string    `json:"image"`
-	Kernel     string    `json:"kernel"`
-	VMM        string    `json:"vmm"`
-	Accel      string    `json:"accel"`
-	VCPU       int       `json:"vcpu"`
-	MemoryMiB  int       `json:"memory_mib"`
-	DiskBytes  int64     `json:"disk_bytes"`
-	AutoRemove bool      `json:"auto_remove,omitempty"`
-	PID        int       `json:"pid,omitempty"`
-	IP         string    `json:"ip,omitempty"`
-	NAT        bool      `json:"nat"`
-	Dir        string    `json:"dir"`
-	LastError  string    `json:"last_error,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	Spec       *Spec     `json:"spec,omitempty"`
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	State      string     `json:"state"`
+	Image      string     `json:"image"`
+	Kernel     string     `json:"kernel"`
+	VMM        string     `json:"vmm"`
+	Accel      string     `json:"accel"`
+	VCPU       int        `json:"vcpu"`
+	MemoryMiB  int        `json:"memory_mib"`
+	DiskBytes  int64      `json:"disk_bytes"`
+	AutoRemove bool       `json:"auto_remove,omitempty"`
+	PID        int        `json:"pid,omitempty"`
+	IP         string     `json:"ip,omitempty"`
+	NAT        bool       `json:"nat"`
+	Workspace  *Workspace `json:"workspace,omitempty"`
+	Dir        string     `json:"dir"`
+	LastError  string     `json:"last_error,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	Spec       *Spec      `json:"spec,omitempty"`
 }
 
 // CreateVMRequest is the body of POST /v1/vms. Unset resources are resolved by the daemon

@@ -2,9 +2,7 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 
 	"github.com/banger-dev/banger/internal/api"
@@ -15,26 +13,7 @@ import (
 // the session's frames (package wire). The caller drives it, e.g. with wire.Call, and
 // closes it.
 func (c *Client) OpenExec(ctx context.Context, ref string, req api.ExecRequest) (io.ReadWriteCloser, error) {
-	hreq, err := c.newRequest(ctx, http.MethodPost, api.PathVM+url.PathEscape(ref)+"/exec", req)
-	if err != nil {
-		return nil, err
-	}
-	hreq.Header.Set("Connection", "Upgrade")
-	hreq.Header.Set("Upgrade", api.ExecUpgrade)
-	resp, err := c.http.Do(hreq)
-	if err != nil {
-		return nil, c.connError(err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
-	}
-	rwc, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		resp.Body.Close()
-		return nil, fmt.Errorf("daemon switched protocols but the connection is not writable")
-	}
-	return rwc, nil
+	return c.openUpgrade(ctx, api.PathVM+url.PathEscape(ref)+"/exec", api.ExecUpgrade, req)
 }
 
 // Exec runs a command in a running VM with its stdio connected to cio and returns its exit

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -28,26 +27,7 @@ func (c *Client) SSH(ctx context.Context, ref string, wait time.Duration) (api.S
 // Forward opens a connection to network/address inside a running VM, through the daemon and
 // the VM's agent.
 func (c *Client) Forward(ctx context.Context, ref, network, address string) (io.ReadWriteCloser, error) {
-	req, err := c.newRequest(ctx, http.MethodPost, api.PathVM+url.PathEscape(ref)+"/forward", api.ForwardRequest{Network: network, Address: address})
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", api.ForwardUpgrade)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, c.connError(err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
-	}
-	rwc, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		resp.Body.Close()
-		return nil, fmt.Errorf("daemon switched protocols but the connection is not writable")
-	}
-	return rwc, nil
+	return c.openUpgrade(ctx, api.PathVM+url.PathEscape(ref)+"/forward", api.ForwardUpgrade, api.ForwardRequest{Network: network, Address: address})
 }
 
 // TeardownNetwork removes banger's host network state; the daemon refuses while VMs run.

@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -71,31 +69,7 @@ func (d *Daemon) handleForward(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	defer conn.Close()
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		writeError(w, fmt.Errorf("connection cannot be upgraded"))
-		return
-	}
-	client, buf, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	defer client.Close()
-	_, _ = io.WriteString(client, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+api.ForwardUpgrade+"\r\n\r\n")
-	done := make(chan struct{}, 2)
-	go func() {
-		_, _ = io.Copy(conn, buf.Reader)
-		conn.Close()
-		done <- struct{}{}
-	}()
-	go func() {
-		_, _ = io.Copy(client, conn)
-		client.Close()
-		done <- struct{}{}
-	}()
-	<-done
-	<-done
+	d.splice(w, api.ForwardUpgrade, conn)
 }
 
 func (d *Daemon) handleTeardown(w http.ResponseWriter, r *http.Request) {

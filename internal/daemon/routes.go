@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -41,6 +42,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/ssh", d.handleSSH)
 	mux.HandleFunc("POST "+api.PathVM+"{ref}/forward", d.handleForward)
 	mux.HandleFunc("POST "+api.PathTeardown, d.handleTeardown)
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/upload", d.handleUpload)
+	mux.HandleFunc("PUT "+api.PathVM+"{ref}/workspace", d.handleSetWorkspace)
 	mux.HandleFunc("GET "+api.PathOperations, d.handleListOperations)
 	mux.HandleFunc("GET "+api.PathOperation+"{id}/events", d.handleWatchOperation)
 	mux.HandleFunc("GET "+api.PathImages, d.handleListImages)
@@ -146,6 +149,10 @@ func toAPIVM(vm store.VM) api.VM {
 	var spec config.VMSpec
 	if len(vm.Spec) > 0 && json.Unmarshal(vm.Spec, &spec) == nil {
 		out.Spec = toAPISpec(spec)
+	}
+	if ws, ok := vmservice.WorkspaceOf(vm); ok {
+		aw := api.Workspace(ws)
+		out.Workspace = &aw
 	}
 	return out
 }
@@ -324,7 +331,17 @@ func (d *Daemon) handleExec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	defer stream.Close()
+	d.log.Debug("exec", "vm", vm.Name, "argv", req.Argv)
+	// The session ends when the agent closes the stream (after the Exit frame); a client that
+	// goes away closes its side, which the agent sees as a hangup.
+	d.splice(w, api.ExecUpgrade, stream)
+}
+
+// splice answers 101 Switching Protocols with the given Upgrade token and copies bytes both
+// ways between the client's connection and remote until either side ends; remote is closed
+// at the end. Errors before the upgrade are answered as usual.
+func (d *Daemon) splice(w http.ResponseWriter, upgrade string, remote net.Conn) {
+	defer remote.Close()
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		writeError(w, fmt.Errorf("connection cannot be upgraded"))
@@ -332,29 +349,23 @@ func (d *Daemon) handleExec(w http.ResponseWriter, r *http.Request) {
 	}
 	conn, buf, err := hj.Hijack()
 	if err != nil {
-		d.log.Warn("exec: hijack", "err", err)
+		d.log.Warn("hijack for "+upgrade, "err", err)
 		return
 	}
 	defer conn.Close()
-	_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+api.ExecUpgrade+"\r\n\r\n")
-	d.log.Debug("exec", "vm", vm.Name, "argv", req.Argv)
-
-	// Splice both ways. The session ends when the agent closes the stream (after the Exit
-	// frame); a client that goes away closes its side, which the agent sees as a hangup.
+	_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+upgrade+"\r\n\r\n")
 	done := make(chan struct{}, 2)
 	go func() {
 		// Bytes the HTTP server already buffered belong to the session.
-		_, err := io.Copy(stream, buf.Reader)
-		if err != nil && !isClosed(err) {
-			d.log.Debug("exec: client to agent", "err", err)
+		if _, err := io.Copy(remote, buf.Reader); err != nil && !isClosed(err) {
+			d.log.Debug(upgrade+": client to guest", "err", err)
 		}
-		stream.Close()
+		remote.Close()
 		done <- struct{}{}
 	}()
 	go func() {
-		_, err := io.Copy(conn, stream)
-		if err != nil && !isClosed(err) {
-			d.log.Debug("exec: agent to client", "err", err)
+		if _, err := io.Copy(conn, remote); err != nil && !isClosed(err) {
+			d.log.Debug(upgrade+": guest to client", "err", err)
 		}
 		conn.Close()
 		done <- struct{}{}

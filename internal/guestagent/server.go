@@ -112,6 +112,18 @@ func (s *Server) serveStream(st net.Conn) {
 			rep.Error = err.Error()
 		}
 		_ = agent.EncodeReply(w, rep)
+	case agent.OpUntar:
+		if req.Untar == nil {
+			_ = agent.EncodeReply(w, agent.Reply{Error: "untar request without a destination"})
+			return
+		}
+		res, err := untar(r, *req.Untar)
+		rep := agent.Reply{Untar: &res}
+		if err != nil {
+			s.Log.Printf("untar into %s: %v", req.Untar.Dest, err)
+			rep.Error = err.Error()
+		}
+		_ = agent.EncodeReply(w, rep)
 	case agent.OpPorts:
 		ports := listeningPorts("/proc")
 		if ports == nil {

@@ -1,6 +1,7 @@
 package guestagent
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/wire"
@@ -310,5 +313,106 @@ func TestDialCarriesBytesToAGuestService(t *testing.T) {
 	}
 	if _, err := c.Dial(context.Background(), "udp", "127.0.0.1:53"); err == nil || !strings.Contains(err.Error(), "want tcp or unix") {
 		t.Errorf("udp: %v", err)
+	}
+}
+
+// tarOf builds a tar stream of the given headers and contents.
+func tarOf(t *testing.T, entries ...tarEntry) *bytes.Buffer {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Mode: e.mode, Typeflag: e.typ, Linkname: e.link, Size: int64(len(e.data))}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Typeflag != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			_, _ = tw.Write([]byte(e.data))
+		}
+	}
+	_ = tw.Close()
+	return &b
+}
+
+type tarEntry struct {
+	name, data, link string
+	mode             int64
+	typ              byte
+}
+
+func TestUploadExtractsKeepingModesAndLinks(t *testing.T) {
+	c := connect(t)
+	dest := filepath.Join(t.TempDir(), "repo")
+	src := tarOf(t,
+		tarEntry{name: "scripts/", typ: tar.TypeDir, mode: 0o755},
+		tarEntry{name: "scripts/build.sh", data: "#!/bin/sh\n", mode: 0o755},
+		tarEntry{name: "README.md", data: "hello", mode: 0o644},
+		tarEntry{name: "link.md", typ: tar.TypeSymlink, link: "README.md"},
+		tarEntry{name: "abs-link", typ: tar.TypeSymlink, link: "/etc/passwd"},
+	)
+	res, err := c.Upload(context.Background(), dest, "", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Files != 4 || res.Bytes != int64(len("#!/bin/sh\n")+len("hello")) {
+		t.Errorf("result %+v", res)
+	}
+	if st, err := os.Stat(filepath.Join(dest, "scripts/build.sh")); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("build.sh: %v %v", st.Mode(), err)
+	}
+	if target, _ := os.Readlink(filepath.Join(dest, "link.md")); target != "README.md" {
+		t.Errorf("link.md -> %q", target)
+	}
+	if target, _ := os.Readlink(filepath.Join(dest, "abs-link")); target != "/etc/passwd" {
+		t.Errorf("a symlink is data, kept as is: abs-link -> %q", target)
+	}
+}
+
+func TestUploadRefusesEscapes(t *testing.T) {
+	c := connect(t)
+	outside := t.TempDir()
+	cases := []struct {
+		name    string
+		entries []tarEntry
+	}{
+		{"dot-dot", []tarEntry{{name: "../escape", data: "x", mode: 0o644}}},
+		{"absolute", []tarEntry{{name: "/etc/escape", data: "x", mode: 0o644}}},
+		{"through a symlink", []tarEntry{{name: "out", typ: tar.TypeSymlink, link: outside}, {name: "out/escape", data: "x", mode: 0o644}}},
+		{"device", []tarEntry{{name: "dev", typ: tar.TypeChar}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := filepath.Join(t.TempDir(), "d")
+			if _, err := c.Upload(context.Background(), dest, "", tarOf(t, tc.entries...)); err == nil {
+				t.Error("accepted")
+			}
+			if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+				t.Errorf("written outside the destination: %v", entries)
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(dest), "escape")); err == nil {
+				t.Error("escape written next to the destination")
+			}
+		})
+	}
+}
+
+func TestUploadZstd(t *testing.T) {
+	c := connect(t)
+	var z bytes.Buffer
+	enc, _ := zstd.NewWriter(&z)
+	_, _ = io.Copy(enc, tarOf(t, tarEntry{name: "a.txt", data: strings.Repeat("a", 100000), mode: 0o600}))
+	enc.Close()
+	dest := t.TempDir()
+	if res, err := c.Upload(context.Background(), dest, "zstd", &z); err != nil || res.Bytes != 100000 {
+		t.Fatalf("zstd upload: %+v %v", res, err)
+	}
+	if _, err := c.Upload(context.Background(), dest, "lz77", strings.NewReader("")); err == nil {
+		t.Error("unknown compression accepted")
 	}
 }

@@ -100,3 +100,23 @@ func pumpStdin(w *Writer, stdin io.Reader, done <-chan struct{}) {
 		}
 	}
 }
+
+// SendStream sends everything read from r as Stdin frames and ends with StdinEOF: the upload
+// half of an untar stream. It returns the first read or write error.
+func SendStream(w *Writer, r io.Reader) error {
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if werr := w.Write(Stdin, buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return w.Write(StdinEOF, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("read upload source: %w", err)
+		}
+	}
+}

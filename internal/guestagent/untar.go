@@ -1,0 +1,148 @@
+package guestagent
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/wire"
+)
+
+// frameReader turns the Stdin frames of a stream into a plain reader, ending at StdinEOF.
+type frameReader struct {
+	r    *wire.Reader
+	buf  []byte
+	done bool
+}
+
+func (f *frameReader) Read(p []byte) (int, error) {
+	for len(f.buf) == 0 {
+		if f.done {
+			return 0, io.EOF
+		}
+		t, payload, err := f.r.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // the sender went away before the end of the upload
+			}
+			return 0, err
+		}
+		switch t {
+		case wire.Stdin:
+			f.buf = append(f.buf[:0], payload...)
+		case wire.StdinEOF:
+			f.done = true
+		default:
+			return 0, fmt.Errorf("unexpected %q frame in an upload", t)
+		}
+	}
+	n := copy(p, f.buf)
+	f.buf = f.buf[n:]
+	return n, nil
+}
+
+// untar extracts the tar stream the host sends (as Stdin frames) into req.Dest, creating it.
+// Every entry must stay inside Dest: absolute names and ".." components are refused, and
+// nothing is ever written through a symlink out of it.
+func untar(r *wire.Reader, req agent.UntarRequest) (agent.UntarResult, error) {
+	var res agent.UntarResult
+	if !filepath.IsAbs(req.Dest) {
+		return res, fmt.Errorf("destination %q is not an absolute path", req.Dest)
+	}
+	var src io.Reader = &frameReader{r: r}
+	if req.Compression == "zstd" {
+		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return res, err
+		}
+		defer zr.Close()
+		src = zr
+	} else if req.Compression != "" {
+		return res, fmt.Errorf("compression %q: want zstd or none", req.Compression)
+	}
+	if err := os.MkdirAll(req.Dest, 0o755); err != nil {
+		return res, err
+	}
+	root, err := os.OpenRoot(req.Dest)
+	if err != nil {
+		return res, err
+	}
+	defer root.Close()
+	tr := tar.NewReader(src)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return res, fmt.Errorf("read upload: %w", err)
+		}
+		name, err := cleanName(h.Name)
+		if err != nil {
+			return res, err
+		}
+		if name == "." {
+			continue
+		}
+		if dir := filepath.Dir(name); dir != "." {
+			if err := root.MkdirAll(dir, 0o755); err != nil {
+				return res, fmt.Errorf("%s: %w", h.Name, err)
+			}
+		}
+		mode := os.FileMode(h.Mode) & os.ModePerm
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := root.MkdirAll(name, 0o755); err != nil {
+				return res, fmt.Errorf("%s: %w", h.Name, err)
+			}
+			_ = root.Chmod(name, mode|0o700)
+		case tar.TypeReg:
+			// Replace, never write through: a symlink at the name is removed first.
+			_ = root.Remove(name)
+			f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+			if err != nil {
+				return res, fmt.Errorf("%s: %w", h.Name, err)
+			}
+			n, err := io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return res, fmt.Errorf("%s: %w", h.Name, err)
+			}
+			_ = root.Chmod(name, mode)
+			res.Files++
+			res.Bytes += n
+		case tar.TypeSymlink:
+			// Kept as the repository has it, wherever it points: it is only data. Writes go
+			// through os.Root, which never follows a link out of the destination.
+			_ = root.Remove(name)
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return res, fmt.Errorf("%s: %w", h.Name, err)
+			}
+			res.Files++
+		default:
+			return res, fmt.Errorf("%s: entries of type %q are not accepted in an upload", h.Name, h.Typeflag)
+		}
+	}
+	return res, nil
+}
+
+// cleanName validates a tar entry name and returns it cleaned and relative.
+func cleanName(name string) (string, error) {
+	if name == "" || filepath.IsAbs(name) || strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("upload entry %q: absolute names are not accepted", name)
+	}
+	clean := filepath.Clean(name)
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("upload entry %q leaves the destination", name)
+	}
+	return clean, nil
+}
