@@ -66,7 +66,7 @@ func (a *app) imageListCmd() *cobra.Command {
 			fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tKERNEL\tSOURCE\tCREATED\tVERSIONS")
 			for _, img := range imgs {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", img.Name, img.Version, bytesize.Format(img.SizeBytes), dash(img.Kernel),
-					dash(img.Source), ago(img.CreatedAt), len(img.Versions))
+					dash(shortSource(img.Source)), ago(img.CreatedAt), len(img.Versions))
 			}
 			return tw.Flush()
 		},
@@ -95,6 +95,15 @@ func (a *app) printCatalog(entries []api.CatalogEntry, images bool) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// shortSource keeps a listing narrow: a digest is cut to 12 hex digits (`image show` has it
+// whole).
+func shortSource(s string) string {
+	if i := strings.Index(s, "@sha256:"); i >= 0 && len(s) > i+8+12 {
+		return s[:i+8+12]
+	}
+	return s
 }
 
 func dash(s string) string {

@@ -152,9 +152,9 @@ func Pull(ctx context.Context, opts PullOptions) (Result, error) {
 
 	// Download what the cache lacks.
 	var done int64
-	for _, l := range missing {
+	for i, l := range missing {
 		d, _ := l.Digest()
-		msg := fmt.Sprintf("downloading %d of %d layers (%s)", len(missing), len(layers), d.String()[:19])
+		msg := fmt.Sprintf("downloading layer %d of %d (%s; %d cached)", i+1, len(missing), d.String()[:19], len(layers)-len(missing))
 		n, err := opts.Cache.fetch(ctx, l, func(n int64) {
 			opts.Progress.Report(progress.Update{Stage: StageDownload, Message: msg, Done: done + n, Total: total})
 		})
