@@ -147,8 +147,15 @@ func (s *Service) vmsUsing(ctx context.Context, match func(store.VM) bool) ([]st
 // daemon calls it at start, before any pull or build can run.
 func (s *Service) Cleanup() {
 	isLeftover := func(n string) bool {
-		return strings.HasPrefix(n, ".") && (strings.Contains(n, ".pull-") || strings.Contains(n, ".build-") ||
-			strings.Contains(n, ".old-") || strings.Contains(n, ".staging-") || strings.Contains(n, ".import") || strings.Contains(n, ".tmp-"))
+		if !strings.HasPrefix(n, ".") {
+			return false
+		}
+		for _, mark := range []string{".pull-", ".build-", ".old-", ".staging-", ".import", ".register-", ".tmp-", ".initrd-"} {
+			if strings.Contains(n, mark) {
+				return true
+			}
+		}
+		return false
 	}
 	removeLeftovers := func(dir string) {
 		entries, _ := os.ReadDir(dir)
@@ -159,12 +166,14 @@ func (s *Service) Cleanup() {
 			}
 		}
 	}
-	removeLeftovers(s.o.Layout.KernelsDir())
-	removeLeftovers(s.o.Layout.ImagesDir())
-	entries, _ := os.ReadDir(s.o.Layout.ImagesDir())
-	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			removeLeftovers(filepath.Join(s.o.Layout.ImagesDir(), e.Name()))
+	for _, dir := range []string{s.o.Layout.KernelsDir(), s.o.Layout.ImagesDir()} {
+		removeLeftovers(dir)
+		// Inside each kernel (initramfs, module disk) and image (versions being made).
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				removeLeftovers(filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 	if err := image.RemoveLeftovers(s.o.Layout.TmpDir(), 24*time.Hour); err != nil {

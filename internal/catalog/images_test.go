@@ -167,6 +167,33 @@ func TestKernelInUseIsNotDeleted(t *testing.T) {
 	}
 }
 
+func TestCleanupRemovesWhatInterruptedWorkLeft(t *testing.T) {
+	s, l, _ := newService(t)
+	keep := fakeVersion(t, s, "img", "kept")
+	left := []string{
+		filepath.Join(l.ImagesDir(), "img", ".register-1234"),
+		filepath.Join(l.ImagesDir(), "img", ".pull-1234"),
+		filepath.Join(l.ImagesDir(), "img", ".x.staging-99"),
+		filepath.Join(l.ImagesDir(), ".import.staging-5"),
+		filepath.Join(l.KernelsDir(), ".k.pull-77"),
+		filepath.Join(l.KernelsDir(), "k", ".modules.ext4.tmp-1"),
+		filepath.Join(l.KernelsDir(), "k", ".initrd-2.tmp"),
+	}
+	for _, p := range left {
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		os.WriteFile(p, nil, 0o600)
+	}
+	s.Cleanup()
+	for _, p := range left {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s survived Cleanup", p)
+		}
+	}
+	if _, err := s.Image(context.Background(), "img@"+keep.Version(), nil); err != nil {
+		t.Errorf("a published version did not survive Cleanup: %v", err)
+	}
+}
+
 func TestLegacyImageMovesIntoItsVersionDirectory(t *testing.T) {
 	s, l, st := newService(t)
 	ctx := context.Background()
