@@ -13,15 +13,17 @@ LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) \
            -X $(PKG)/internal/version.Date=$(DATE)
 
 # Debian packages banger needs on the host (it shells out to the tools of the field only).
-# kmod: depmod indexes a kernel's modules for its module disk. docker-registry and
-# busybox-static: the end-to-end tests run an OCI registry on loopback and build small images.
-DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod \
-        docker-registry busybox-static
+# kmod: depmod indexes a kernel's modules for its module disk.
+DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod
+# And those the end-to-end tests need: an OCI registry they run on loopback, and a static
+# busybox they build small images from.
+TEST_DEPS := docker-registry busybox-static
 
-.PHONY: help build install uninstall deps test unit e2e lint clean bench firecracker-test
+.PHONY: help build install uninstall deps test-deps test unit e2e lint clean bench firecracker-test
 
 help:
 	@echo "make deps       install the host packages banger uses (apt-get; needs root)"
+	@echo "make test-deps  install what the end-to-end tests use besides (docker-registry, busybox-static)"
 	@echo "make build      build bin/banger, bin/bangerd, bin/banger-agent"
 	@echo "make install    install under PREFIX (default /usr/local)"
 	@echo "make uninstall  stop the daemon and remove the installed files (user data stays)"
@@ -62,6 +64,12 @@ uninstall:
 deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEPS)
+
+# The tests start their own registry on loopback; the package's service (on :5000, all
+# interfaces) is not wanted.
+test-deps:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(TEST_DEPS)
+	-@if [ -d /run/systemd/system ]; then systemctl disable --now docker-registry.service; fi
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
