@@ -22,8 +22,8 @@ import (
 // stderr are plain pipes (`… -- cat < file`, `… -- cmd > out` keep their bytes exact). Either
 // way SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to banger are forwarded to the command, and the
 // terminal is restored once the command has ended.
-func (a *app) exec(cl *client.Client, ref string, argv []string) (int, error) {
-	req := api.ExecRequest{Argv: argv}
+func (a *app) exec(cl *client.Client, ref string, argv []string, dir string) (int, error) {
+	req := api.ExecRequest{Argv: argv, Dir: dir}
 	cio := wire.CallerIO{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr}
 
 	stdinTTY, stdoutTTY := isTerminal(a.stdin), isTerminal(a.stdout)

@@ -76,7 +76,7 @@ func TestExecPipes(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	a := &app{stdin: strings.NewReader("input"), stdout: &stdout, stderr: &stderr}
 
-	code, err := a.exec(cl, "vm1", []string{"no-such-cmd", "a b"})
+	code, err := a.exec(cl, "vm1", []string{"no-such-cmd", "a b"}, "")
 	if err != nil {
 		t.Fatalf("exec: %v", err)
 	}
@@ -187,7 +187,7 @@ func TestExecTerminal(t *testing.T) {
 	scr := watch(master)
 	a := &app{stdin: tty, stdout: tty, stderr: tty}
 
-	code, err := a.exec(cl, "vm1", []string{"no-such-cmd"})
+	code, err := a.exec(cl, "vm1", []string{"no-such-cmd"}, "")
 	if err != nil {
 		t.Fatalf("exec: %v", err)
 	}
@@ -231,7 +231,7 @@ func TestExecInterruptEndsTheLine(t *testing.T) {
 		scr := watch(master)
 		cl, _ := fakeExecDaemon(t, interrupted)
 		a := &app{stdin: tty, stdout: tty, stderr: tty}
-		code, err := a.exec(cl, "vm1", []string{"sleep", "60"})
+		code, err := a.exec(cl, "vm1", []string{"sleep", "60"}, "")
 		if err != nil || code != 130 {
 			t.Fatalf("exec = %d, %v; want 130, nil", code, err)
 		}
@@ -244,7 +244,7 @@ func TestExecInterruptEndsTheLine(t *testing.T) {
 		cl, _ := fakeExecDaemon(t, interrupted)
 		var stdout, stderr bytes.Buffer
 		a := &app{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
-		code, err := a.exec(cl, "vm1", []string{"sleep", "60"})
+		code, err := a.exec(cl, "vm1", []string{"sleep", "60"}, "")
 		if err != nil || code != 130 {
 			t.Fatalf("exec = %d, %v; want 130, nil", code, err)
 		}

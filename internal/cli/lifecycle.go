@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/workspace"
 )
 
 func (a *app) vmCreateCmd() *cobra.Command {
@@ -377,14 +378,21 @@ func (a *app) vmPruneCmd() *cobra.Command {
 }
 
 func (a *app) vmExecCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "exec VM -- COMMAND [ARG...]",
+	var (
+		guestPath string
+		sync      bool
+	)
+	c := &cobra.Command{
+		Use:   "exec VM [--guest-path P] [--sync] -- COMMAND [ARG...]",
 		Short: "Run a command in a running VM",
-		Long: `Run COMMAND in a running VM through its agent. stdout and stderr stream back separately (a
-pty when stdin and stdout are terminals), stdin is passed through, signals are forwarded, and
-banger exits with the command's status.`,
+		Long: `Run COMMAND in a running VM through its agent, in the workspace ` + "`vm run ./repo`" + ` shipped (or
+--guest-path, or root's home). stdout and stderr stream back separately (a pty when stdin and
+stdout are terminals), stdin is passed through, signals are forwarded, and banger exits with
+the command's status. In a workspace with a mise config the command runs under ` + "`mise exec`" + `.
+banger warns when the host's repository has moved on since the workspace was shipped; --sync
+ships it again first.`,
 		Example: `  banger vm exec dev -- uname -a
-  banger vm exec dev -- sh -c 'cd /root && make test'
+  banger vm exec dev --sync -- make test
   echo hi | banger vm exec dev -- cat`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -396,7 +404,25 @@ banger exits with the command's status.`,
 			if err != nil {
 				return err
 			}
-			code, err := a.exec(cl, args[0], args[1:])
+			vm, err := cl.GetVM(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			argv, dir := args[1:], guestPath
+			if ws := vm.Workspace; ws != nil {
+				if dir == "" {
+					dir = ws.GuestPath
+				}
+				if err := a.checkWorkspace(c.Context(), cl, vm.Name, ws, sync); err != nil {
+					return err
+				}
+				if hasMiseConfig(ws.HostPath) && (guestPath == "" || guestPath == ws.GuestPath) {
+					argv = miseWrapped(argv)
+				}
+			} else if sync {
+				return usagef("vm %s has no workspace to sync; ship one with `banger vm run ./repo`", vm.Name)
+			}
+			code, err := a.exec(cl, vm.Name, argv, dir)
 			if err != nil {
 				return err
 			}
@@ -406,6 +432,33 @@ banger exits with the command's status.`,
 			return nil
 		},
 	}
+	c.Flags().StringVar(&guestPath, "guest-path", "", "directory to run in (default: the VM's workspace, else root's home)")
+	c.Flags().BoolVar(&sync, "sync", false, "ship the workspace from the host again before running")
+	return c
+}
+
+// checkWorkspace warns when the host's repository has commits the VM's workspace lacks, and
+// ships it again with --sync.
+func (a *app) checkWorkspace(ctx context.Context, cl *client.Client, vm string, ws *api.Workspace, sync bool) error {
+	repo, err := workspace.Open(ws.HostPath)
+	if err != nil {
+		if sync {
+			return &api.Error{Code: "invalid", Message: fmt.Sprintf("cannot sync vm %s's workspace: %v", vm, err)}
+		}
+		return nil // the repository is not here (another machine, moved): nothing to compare
+	}
+	if sync {
+		list, err := repo.Files(false)
+		if err != nil {
+			return err
+		}
+		_, err = a.ship(ctx, cl, vm, repo, list, wsOptions{guestPath: ws.GuestPath})
+		return err
+	}
+	if head := repo.Head(); head != "" && ws.Head != "" && head != ws.Head {
+		fmt.Fprintf(a.stderr, "note: vm %s's workspace was shipped at %.12s; %s is at %.12s now (--sync ships it again)\n", vm, ws.Head, ws.HostPath, head)
+	}
+	return nil
 }
 
 func (a *app) vmSetCmd() *cobra.Command {

@@ -49,8 +49,9 @@ func sshArgs(t api.SSHTarget, tty bool, command []string) []string {
 	return args
 }
 
-// ssh runs the system ssh to a VM and returns its exit status.
-func (a *app) ssh(ctx context.Context, cl *client.Client, ref string, command []string) (int, error) {
+// ssh runs the system ssh to a VM and returns its exit status. With dir and no command, the
+// interactive shell starts in dir.
+func (a *app) ssh(ctx context.Context, cl *client.Client, ref string, command []string, dir string) (int, error) {
 	sshBin, err := exec.LookPath("ssh")
 	if err != nil {
 		return ExitError, &api.Error{Code: "invalid", Message: "ssh is not installed", Hint: "install it (Debian: apt-get install openssh-client), or use `banger vm exec` which needs no ssh"}
@@ -59,7 +60,12 @@ func (a *app) ssh(ctx context.Context, cl *client.Client, ref string, command []
 	if err != nil {
 		return ExitError, err
 	}
-	cmd := exec.Command(sshBin, sshArgs(t, len(command) == 0 && isTerminal(a.stdin) && isTerminal(a.stdout), command)...)
+	tty := len(command) == 0 && isTerminal(a.stdin) && isTerminal(a.stdout)
+	if len(command) == 0 && dir != "" {
+		command = []string{"cd " + shellQuote(dir) + " && exec \"${SHELL:-/bin/sh}\" -l"}
+		tty = isTerminal(a.stdin)
+	}
+	cmd := exec.Command(sshBin, sshArgs(t, tty, command)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = a.stdin, a.stdout, a.stderr
 	// ssh owns the terminal now: Ctrl-C belongs to the remote side.
 	signal.Ignore(os.Interrupt, syscall.SIGQUIT)
@@ -98,7 +104,7 @@ guest's shell, as ssh does). It waits for sshd to listen first.`,
 			if err != nil {
 				return err
 			}
-			code, err := a.ssh(c.Context(), cl, args[0], args[1:])
+			code, err := a.ssh(c.Context(), cl, args[0], args[1:], "")
 			if err != nil {
 				return err
 			}

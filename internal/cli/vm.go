@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -14,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/workspace"
 )
 
 func (a *app) vmCmd() *cobra.Command {
@@ -27,7 +32,7 @@ func (a *app) vmCmd() *cobra.Command {
 	}
 	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
 		a.vmExecCmd(), a.vmShowCmd(), a.vmLogsCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmDeleteCmd(), a.vmPruneCmd(), a.vmWatchCmd(),
-		a.vmSSHCmd(), a.vmPortsCmd(), a.vmForwardCmd())
+		a.vmSSHCmd(), a.vmPortsCmd(), a.vmForwardCmd(), a.vmWorkspaceCmd())
 	return c
 }
 
@@ -74,6 +79,8 @@ func (f *sizeFlags) apply(c *cobra.Command, req *api.CreateVMRequest) error {
 func (a *app) vmRunCmd() *cobra.Command {
 	var (
 		rm     bool
+		detach bool
+		ws     wsOptions
 		noNAT  bool
 		name   string
 		image  string
@@ -105,28 +112,85 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 			} else {
 				pathArgs = args
 			}
-			if len(pathArgs) > 0 {
-				return usagef("workspace mode (banger vm run %s) is not available yet; run a command with `banger vm run --rm -- COMMAND`", pathArgs[0])
+			if len(pathArgs) > 1 {
+				return usagef("give one workspace directory, then the command after --: banger vm run ./repo -- make test")
 			}
-
+			workspaceFlags := ws.guestPath != "" || ws.includeUntracked || ws.dryRun || ws.branch != "" || ws.from != ""
+			switch {
+			case detach && rm:
+				return usagef("-d/--detach keeps the VM running; --rm deletes it when you leave: pick one")
+			case detach && len(command) > 0:
+				return usagef("-d/--detach does not run a command; run one later with `banger vm exec NAME -- COMMAND`")
+			case len(pathArgs) == 0 && workspaceFlags:
+				return usagef("--guest-path, --include-untracked, --dry-run, --branch and --from need a workspace: banger vm run ./repo")
+			case ws.from != "" && ws.branch == "":
+				return usagef("--from names where --branch starts; give --branch too")
+			case ws.guestPath != "" && !path.IsAbs(ws.guestPath):
+				return usagef("--guest-path %q: want an absolute path in the guest, e.g. /root/src", ws.guestPath)
+			}
+			var (
+				repo *workspace.Repo
+				list workspace.List
+				err  error
+			)
+			if len(pathArgs) == 1 {
+				if repo, list, err = a.listWorkspace(pathArgs[0], ws); err != nil {
+					return err
+				}
+				if ws.branch != "" {
+					if err := checkBranchName(repo, ws.branch); err != nil {
+						return err
+					}
+				}
+				if ws.dryRun {
+					return a.dryRun(repo, list, ws)
+				}
+			}
 			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, AutoRemove: rm, NoNAT: noNAT, CancelOnDisconnect: true}
 			if err := sizes.apply(c, &req); err != nil {
 				return err
 			}
-			return a.run(c.Context(), req, command, rm)
+			return a.run(c.Context(), runPlan{req: req, command: command, rm: rm, detach: detach, repo: repo, list: list, ws: ws})
 		},
 	}
-	c.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command ends (also on failure or Ctrl-C)")
+	c.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command or session ends (also on failure or Ctrl-C)")
+	c.Flags().BoolVarP(&detach, "detach", "d", false, "create the VM, ship the workspace, install its tools, and return")
 	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches the host and other VMs only")
 	c.Flags().StringVar(&name, "name", "", "VM name (a DNS label; default: generated, e.g. brave-otter)")
 	c.Flags().StringVar(&image, "image", "", "image to boot (default: default_image_name from config, else debian-bookworm)")
 	c.Flags().StringVar(&kernel, "kernel", "", "kernel to boot (default: the image's kernel, else default_kernel from config, else debian-6.1)")
+	c.Flags().StringVar(&ws.guestPath, "guest-path", "", "where the workspace goes in the guest (default /root/<repository name>)")
+	c.Flags().BoolVar(&ws.includeUntracked, "include-untracked", false, "ship untracked files too (never ignored ones)")
+	c.Flags().BoolVar(&ws.dryRun, "dry-run", false, "print the files that would ship, and their total size; start nothing")
+	c.Flags().StringVar(&ws.branch, "branch", "", "ship the repository with its history, on this new branch")
+	c.Flags().StringVar(&ws.from, "from", "", "with --branch: the commit the branch starts at (default HEAD)")
+	c.Flags().BoolVar(&ws.noBootstrap, "no-bootstrap", false, "do not run `mise install` for a repository with a mise config")
 	sizes.register(c)
 	return c
 }
 
-// run is `vm run … -- COMMAND`: create, exec, and delete when asked.
-func (a *app) run(parent context.Context, req api.CreateVMRequest, command []string, rm bool) error {
+// checkBranchName refuses a name git would refuse, before any VM exists.
+func checkBranchName(repo *workspace.Repo, branch string) error {
+	if out, err := exec.Command("git", "-C", repo.Top, "check-ref-format", "--branch", branch).CombinedOutput(); err != nil {
+		return usagef("--branch %q is not a valid branch name (%s)", branch, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// runPlan is what vm run was asked to do.
+type runPlan struct {
+	req     api.CreateVMRequest
+	command []string
+	rm      bool
+	detach  bool
+	repo    *workspace.Repo // nil: no workspace
+	list    workspace.List
+	ws      wsOptions
+}
+
+// run is `vm run`: create, ship the workspace, run the command or a shell (or return, with
+// -d), and delete the VM when asked.
+func (a *app) run(parent context.Context, p runPlan) error {
 	if parent == nil {
 		parent = context.Background()
 	}
@@ -139,10 +203,10 @@ func (a *app) run(parent context.Context, req api.CreateVMRequest, command []str
 	}
 	r := newRenderer(a.stderr)
 	start := time.Now()
-	vm, err := cl.CreateVM(ctx, req, r.Event)
+	vm, err := cl.CreateVM(ctx, p.req, r.Event)
 	interrupted := ctx.Err() != nil
-	stop()
 	if err != nil {
+		stop()
 		r.Finish("")
 		if interrupted {
 			fmt.Fprintln(a.stderr, "banger: interrupted; the VM being created was removed")
@@ -155,14 +219,38 @@ func (a *app) run(parent context.Context, req api.CreateVMRequest, command []str
 	var (
 		code    int
 		execErr error
+		dir     string
 	)
-	if len(command) == 0 {
-		// No command: an interactive shell over ssh.
-		code, execErr = a.ssh(parent, cl, vm.Name, nil)
-	} else {
-		code, execErr = a.exec(cl, vm.Name, command)
+	if p.repo != nil {
+		dir = p.ws.guestDir(p.repo)
+		if _, err := a.ship(ctx, cl, vm.Name, p.repo, p.list, p.ws); err != nil {
+			execErr = fmt.Errorf("ship %s to vm %s: %w", p.repo.Top, vm.Name, err)
+		} else if !p.ws.noBootstrap {
+			a.bootstrap(ctx, cl, vm.Name, p.repo, dir, p.detach)
+		}
 	}
-	if rm {
+	stop()
+	switch {
+	case execErr != nil:
+	case p.detach:
+		where := ""
+		if dir != "" {
+			where = ", workspace at " + dir
+		}
+		fmt.Fprintf(a.stderr, "banger: vm %s is running%s; `banger vm ssh %s` or `banger vm exec %s -- COMMAND`\n", vm.Name, where, vm.Name, vm.Name)
+		fmt.Fprintln(a.stdout, vm.Name)
+		return nil
+	case len(p.command) == 0:
+		// No command: an interactive shell over ssh (in the workspace, if there is one).
+		code, execErr = a.ssh(parent, cl, vm.Name, nil, dir)
+	default:
+		argv := p.command
+		if p.repo != nil && hasMiseConfig(p.repo.Top) {
+			argv = miseWrapped(argv)
+		}
+		code, execErr = a.exec(cl, vm.Name, argv, dir)
+	}
+	if p.rm {
 		// The delete must happen even if the user presses Ctrl-C again now.
 		hold := make(chan os.Signal, 1)
 		signal.Notify(hold, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -185,6 +273,23 @@ func (a *app) run(parent context.Context, req api.CreateVMRequest, command []str
 		return &exitError{code}
 	}
 	return nil
+}
+
+// hasMiseConfig reports whether a repository pins its tools with mise.
+func hasMiseConfig(top string) bool {
+	for _, f := range []string{".mise.toml", "mise.toml", ".tool-versions"} {
+		if _, err := os.Stat(filepath.Join(top, f)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// miseWrapped runs argv through `mise exec --` when the guest has mise, unchanged otherwise;
+// the arguments pass through "$@", never re-tokenised.
+func miseWrapped(argv []string) []string {
+	const script = `if command -v mise >/dev/null 2>&1; then exec mise exec -- "$@"; fi; exec "$@"`
+	return append([]string{"sh", "-c", script, "sh"}, argv...)
 }
 
 func (a *app) vmListCmd() *cobra.Command {

@@ -20,11 +20,15 @@ func TestVMRunUsageErrors(t *testing.T) {
 		args     []string
 		wantMsgs []string
 	}{
-		{"a path is workspace mode", []string{"vm", "run", "./repo", "--", "make"}, []string{"workspace", "./repo"}},
-		{"a path without a command is workspace mode too", []string{"vm", "run", "./repo"}, []string{"workspace"}},
 		{"memory that is not a size", []string{"vm", "run", "--memory", "lots", "--", "true"}, []string{"--memory", `invalid size "lots"`}},
 		{"memory that is not whole MiB suggests the next whole MiB", []string{"vm", "run", "--memory", "1000K", "--", "true"}, []string{"--memory 1000K is not a whole number of MiB", "use e.g. 1M"}},
 		{"disk size that is not a size", []string{"vm", "run", "--disk-size", "big", "--", "true"}, []string{"--disk-size", `invalid size "big"`}},
+		{"detach and rm", []string{"vm", "run", "-d", "--rm"}, []string{"-d/--detach", "--rm", "pick one"}},
+		{"detach and a command", []string{"vm", "run", "-d", "--", "true"}, []string{"-d/--detach does not run a command", "banger vm exec"}},
+		{"workspace flags without a workspace", []string{"vm", "run", "--dry-run"}, []string{"need a workspace"}},
+		{"from without branch", []string{"vm", "run", ".", "--from", "main"}, []string{"--from", "give --branch too"}},
+		{"relative guest path", []string{"vm", "run", ".", "--guest-path", "src"}, []string{"--guest-path", "absolute"}},
+		{"two workspaces", []string{"vm", "run", "a", "b"}, []string{"one workspace directory"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,6 +90,9 @@ func apply(c *Config, f *file, home string) error {
 		c.BootTimeout = d
 	}
 	if err := applyNetwork(c, f); err != nil {
+		return err
+	}
+	if err := applyFileSync(c, f, home); err != nil {
 		return err
 	}
 	if f.VMDefaults != nil {
@@ -308,4 +313,51 @@ func tomlTypeOf(v any) string {
 	default:
 		return fmt.Sprintf("a %T", v)
 	}
+}
+
+// applyFileSync validates the [[file_sync]] entries; errors name the entry by its index
+// (from 1, as they appear in the file).
+func applyFileSync(c *Config, f *file, home string) error {
+	for i, e := range f.FileSync {
+		key := func(k string) string { return fmt.Sprintf("file_sync[%d].%s", i+1, k) }
+		if e.Host == nil || strings.TrimSpace(*e.Host) == "" {
+			return badKey(keyFileSync, "entry %d: host is missing or empty; give the host file or directory to copy", i+1)
+		}
+		if e.Guest == nil || strings.TrimSpace(*e.Guest) == "" {
+			return badKey(keyFileSync, "entry %d: guest is missing or empty; give a path under ~/ or /root/", i+1)
+		}
+		host, err := expandHome(key("host"), *e.Host, home)
+		if err != nil {
+			return err
+		}
+		if !filepath.IsAbs(host) {
+			return badKey(key("host"), "%q is a relative path; use an absolute path or one starting with \"~/\"", *e.Host)
+		}
+		guest := *e.Guest
+		switch {
+		case guest == "~" || guest == "/root":
+			return badKey(key("guest"), "%q is root's home itself; name a file or directory under it", guest)
+		case strings.HasPrefix(guest, "~/"):
+			guest = "/root/" + strings.TrimPrefix(guest, "~/")
+		case strings.HasPrefix(guest, "~"):
+			return badKey(key("guest"), "%q: only \"~/\" (root's home in the guest) is expanded, not \"~user/\"", guest)
+		case !strings.HasPrefix(guest, "/root/"):
+			return badKey(key("guest"), "%q is not under ~/ or /root/", guest)
+		}
+		for _, part := range strings.Split(guest, "/") {
+			if part == ".." {
+				return badKey(key("guest"), "%q has a \"..\" component; give a plain path under /root/", *e.Guest)
+			}
+		}
+		entry := FileSync{Host: filepath.Clean(host), Guest: filepath.Clean(guest)}
+		if e.Mode != nil {
+			m, err := strconv.ParseUint(*e.Mode, 8, 32)
+			if err != nil || m == 0 || m > 0o777 {
+				return badKey(key("mode"), "%q is not a file mode; use octal permissions such as \"0600\" or \"0644\"", *e.Mode)
+			}
+			entry.Mode = os.FileMode(m)
+		}
+		c.FileSync = append(c.FileSync, entry)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ package config
 
 import (
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -130,6 +131,20 @@ type Config struct {
 
 	// VMDefaults size new VMs when no flag says otherwise. Table [vm_defaults].
 	VMDefaults VMDefaults
+
+	// FileSync lists host files and directories copied into every new VM when it is created.
+	// Array of tables [[file_sync]] with keys host (path on the host; "~/" is $HOME), guest (a
+	// path under "~/" or "/root/" in the guest) and mode (optional octal string for the files,
+	// default "0600"). A missing host path is warned about and skipped; symlinks inside a
+	// synced directory are skipped with a warning, never followed. Default: none.
+	FileSync []FileSync
+}
+
+// FileSync is one [[file_sync]] entry, validated: Host absolute, Guest absolute under /root.
+type FileSync struct {
+	Host  string
+	Guest string
+	Mode  os.FileMode // 0: the default, 0600 for files
 }
 
 // VMDefaults are the [vm_defaults] table. A zero field is unset: ResolveVMSpec then falls back

@@ -24,6 +24,13 @@ type file struct {
 	DNSUpstreams     []string    `toml:"dns_upstreams"`
 	DNSPort          *int64      `toml:"dns_port"`
 	VMDefaults       *fileVMDefs `toml:"vm_defaults"`
+	FileSync         []fileSync  `toml:"file_sync"`
+}
+
+type fileSync struct {
+	Host  *string `toml:"host"`
+	Guest *string `toml:"guest"`
+	Mode  *string `toml:"mode"`
 }
 
 type fileVMDefs struct {
@@ -56,6 +63,10 @@ const (
 	keyVCPU             = "vm_defaults.vcpu"
 	keyMemoryMiB        = "vm_defaults.memory_mib"
 	keyDiskSize         = "vm_defaults.disk_size"
+	keyFileSync         = "file_sync"
+	keyFileSyncHost     = "file_sync.host"
+	keyFileSyncGuest    = "file_sync.guest"
+	keyFileSyncMode     = "file_sync.mode"
 )
 
 var keyTypes = []struct{ key, want string }{
@@ -81,6 +92,10 @@ var keyTypes = []struct{ key, want string }{
 	{keyVCPU, "an integer"},
 	{keyMemoryMiB, "an integer number of MiB"},
 	{keyDiskSize, `a size string such as "8G" or an integer number of MiB`},
+	{keyFileSync, "an array of tables ([[file_sync]])"},
+	{keyFileSyncHost, "a string path on the host"},
+	{keyFileSyncGuest, `a string path under "~/" or "/root/" in the guest`},
+	{keyFileSyncMode, `an octal mode string such as "0600"`},
 }
 
 // wantType returns what key expects, or "" for an unknown key.
@@ -97,7 +112,7 @@ func wantType(key string) string {
 func knownKeys() string {
 	var ks []string
 	for _, k := range keyTypes {
-		if k.key != keyVMDefaults {
+		if k.key != keyVMDefaults && k.key != keyFileSync {
 			ks = append(ks, k.key)
 		}
 	}

@@ -128,6 +128,10 @@ func TestLoadAcceptsEveryKey(t *testing.T) {
 		{"network_namespace", `network_namespace = "sandbox"`, func(c *Config) { c.NetworkNamespace = "sandbox" }},
 		{"dns_upstreams", `dns_upstreams = ["1.1.1.1", "10.0.0.2:5353", "::1"]`, func(c *Config) { c.DNSUpstreams = []string{"1.1.1.1", "10.0.0.2:5353", "::1"} }},
 		{"dns_port", `dns_port = 5300`, func(c *Config) { c.DNSPort = 5300 }},
+		{"file_sync", "[[file_sync]]\nhost = \"~/.gitconfig\"\nguest = \"~/.gitconfig\"\n[[file_sync]]\nhost = \"/etc/ssl/mine\"\nguest = \"/root/certs/\"\nmode = \"0644\"",
+			func(c *Config) {
+				c.FileSync = []FileSync{{Host: "/home/ann/.gitconfig", Guest: "/root/.gitconfig"}, {Host: "/etc/ssl/mine", Guest: "/root/certs", Mode: 0o644}}
+			}},
 		{"vm_defaults.vcpu", "[vm_defaults]\nvcpu = 2", func(c *Config) { c.VMDefaults.VCPU = 2 }},
 		{"vm_defaults.memory_mib", "[vm_defaults]\nmemory_mib = 2048", func(c *Config) { c.VMDefaults.MemoryMiB = 2048 }},
 		{"vm_defaults.disk_size string", "[vm_defaults]\ndisk_size = \"20G\"", func(c *Config) { c.VMDefaults.DiskBytes = 20 * bytesize.GiB }},
@@ -201,12 +205,21 @@ disk_size = "16G"
 func TestLoadErrors(t *testing.T) {
 	known := "known keys are default_image_name, default_kernel, ssh_key_path, firecracker_bin, " +
 		"jailer_enabled, jailer_bin, jailer_chroot_base, jailer_uid, jailer_gid, vmm, qemu_bin, " +
-		"debian_mirror, boot_timeout, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size"
+		"debian_mirror, boot_timeout, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
 	tests := []struct {
 		name    string
 		content string
 		want    string
 	}{
+		// file_sync entries.
+		{"file_sync without host", "[[file_sync]]\nguest = \"~/x\"", `$F: file_sync: entry 1: host is missing or empty; give the host file or directory to copy`},
+		{"file_sync empty guest", "[[file_sync]]\nhost = \"/etc/hosts\"\nguest = \"\"", `$F: file_sync: entry 1: guest is missing or empty; give a path under ~/ or /root/`},
+		{"file_sync relative host", "[[file_sync]]\nhost = \"/a\"\nguest = \"~/a\"\n[[file_sync]]\nhost = \"dotfiles\"\nguest = \"~/b\"", `$F: file_sync[2].host: "dotfiles" is a relative path; use an absolute path or one starting with "~/"`},
+		{"file_sync guest outside root", "[[file_sync]]\nhost = \"/a\"\nguest = \"/etc/a\"", `$F: file_sync[1].guest: "/etc/a" is not under ~/ or /root/`},
+		{"file_sync guest with ..", "[[file_sync]]\nhost = \"/a\"\nguest = \"~/../etc/a\"", `$F: file_sync[1].guest: "~/../etc/a" has a ".." component; give a plain path under /root/`},
+		{"file_sync guest ~user", "[[file_sync]]\nhost = \"/a\"\nguest = \"~bob/a\"", `$F: file_sync[1].guest: "~bob/a": only "~/" (root's home in the guest) is expanded, not "~user/"`},
+		{"file_sync host ~user", "[[file_sync]]\nhost = \"~bob/a\"\nguest = \"~/a\"", `$F: file_sync[1].host: "~bob/a": only "~/" (your home directory) is expanded, not "~user/"; use an absolute path`},
+		{"file_sync bad mode", "[[file_sync]]\nhost = \"/a\"\nguest = \"~/a\"\nmode = \"rw\"", `$F: file_sync[1].mode: "rw" is not a file mode; use octal permissions such as "0600" or "0644"`},
 		// Network keys.
 		{"bridge_name too long", `bridge_name = "a-very-long-bridge-name"`, `$F:1: bridge_name: "a-very-long-bridge-name" is not an interface name; use 1-15 characters without spaces, '/' or ':'`},
 		{"bridge_cidr not a network", `bridge_cidr = "lan"`, `$F:1: bridge_cidr: "lan" is not an IPv4 network; use e.g. "172.16.0.0/24"`},

@@ -70,7 +70,7 @@ const (
 )
 
 // StepNames lists the start steps in order.
-var StepNames = []string{StepRecord, StepDirs, StepDisk, StepNetwork, StepVMM, StepAgent, StepProvision, StepReady}
+var StepNames = []string{StepRecord, StepDirs, StepDisk, StepNetwork, StepVMM, StepAgent, StepProvision, StepFiles, StepReady}
 
 // Disk layout inside a VM's directory.
 const diskFile = "disk.ext4"

@@ -1,15 +1,18 @@
 package vmservice
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -535,5 +538,54 @@ func TestPruneDeletesOnlyVMsThatDoNotRun(t *testing.T) {
 	vms, _ := e.store.ListVMs(ctx)
 	if len(vms) != 1 || vms[0].Name != "running" {
 		t.Errorf("left: %+v, want only the running VM", vms)
+	}
+}
+
+func TestFileSyncCopiesAtCreate(t *testing.T) {
+	e := newEnv(t)
+	host := t.TempDir()
+	dotfiles := filepath.Join(host, "dotfiles")
+	_ = os.MkdirAll(filepath.Join(dotfiles, "nested"), 0o755)
+	_ = os.WriteFile(filepath.Join(dotfiles, "nested", "a.conf"), []byte("a"), 0o644)
+	outside := filepath.Join(host, "secret")
+	_ = os.WriteFile(outside, []byte("must not travel"), 0o600)
+	_ = os.Symlink(outside, filepath.Join(dotfiles, "escape"))
+	_ = os.WriteFile(filepath.Join(host, "gitconfig"), []byte("[user]\n"), 0o644)
+	// The stand-in agent runs on the test host: its "/root" is redirected by the upload's
+	// destination, so the test reads the files from wherever the agent put them.
+	e.cfg.FileSync = []config.FileSync{
+		{Host: filepath.Join(host, "gitconfig"), Guest: "/root/.gitconfig"},
+		{Host: dotfiles, Guest: "/root/dot", Mode: 0o640},
+		{Host: filepath.Join(host, "missing"), Guest: "/root/missing"},
+	}
+	var notices []string
+	var mu sync.Mutex
+	obs := Observer{Notice: func(m string) { mu.Lock(); notices = append(notices, m); mu.Unlock() }}
+	var buf strings.Builder
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeFileSync(pw, e.cfg.FileSync, obs.notice)) }()
+	tr := tar.NewReader(pr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&buf, "%s %o\n", h.Name, h.Mode)
+	}
+	got := buf.String()
+	for _, want := range []string{".gitconfig 600\n", "dot/ 700\n", "dot/nested/a.conf 640\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("tar lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "escape") {
+		t.Errorf("a symlink was followed or copied:\n%s", got)
+	}
+	joined := strings.Join(notices, "\n")
+	if !strings.Contains(joined, "file_sync[3]") || !strings.Contains(joined, "escape is a symlink; skipped") {
+		t.Errorf("notices:\n%s", joined)
 	}
 }

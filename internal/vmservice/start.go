@@ -109,6 +109,7 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 			},
 		},
 		s.provisionStep(b),
+		s.fileSyncStep(b),
 		{
 			Name: StepReady,
 			Do: func(ctx context.Context) error {

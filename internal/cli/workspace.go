@@ -1,0 +1,303 @@
+package cli
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/wire"
+	"github.com/banger-dev/banger/internal/workspace"
+)
+
+// wsOptions are the workspace flags of vm run.
+type wsOptions struct {
+	guestPath        string
+	includeUntracked bool
+	dryRun           bool
+	branch, from     string
+	noBootstrap      bool
+}
+
+// guestDir is where a repository goes in the guest.
+func (o wsOptions) guestDir(repo *workspace.Repo) string {
+	if o.guestPath != "" {
+		return o.guestPath
+	}
+	return "/root/" + repo.Name
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// cacheDir is banger's directory in the guest for its own files.
+const cacheDir = "/root/.cache/banger"
+
+// baselineDir keeps, per workspace, a git snapshot of what was shipped, outside the
+// workspace itself: `vm workspace export` diffs against it.
+func baselineDir(guestDir string) string {
+	return cacheDir + "/baseline" + strings.ReplaceAll(path.Clean(guestDir), "/", "_") + ".git"
+}
+
+// listWorkspace opens the repository and lists what ships, telling about untracked files.
+func (a *app) listWorkspace(dir string, o wsOptions) (*workspace.Repo, workspace.List, error) {
+	repo, err := workspace.Open(dir)
+	if err != nil {
+		return nil, workspace.List{}, &api.Error{Code: "invalid", Message: err.Error()}
+	}
+	list, err := repo.Files(o.includeUntracked)
+	if err != nil {
+		return nil, list, err
+	}
+	if list.Untracked > 0 {
+		fmt.Fprintf(a.stderr, "note: %d untracked file(s) in %s are not shipped; --include-untracked ships them (ignored files never ship)\n", list.Untracked, repo.Top)
+	}
+	return repo, list, nil
+}
+
+// dryRun prints exactly what would ship: one path per line on stdout, the total on stderr.
+func (a *app) dryRun(repo *workspace.Repo, list workspace.List, o wsOptions) error {
+	for _, f := range list.Files {
+		fmt.Fprintln(a.stdout, f.Path)
+	}
+	fmt.Fprintf(a.stderr, "banger: %d files, %s, from %s to %s (dry run: nothing was shipped)\n",
+		len(list.Files), bytesize.Format(list.Bytes), repo.Top, o.guestDir(repo))
+	return nil
+}
+
+// ship sends the workspace into the VM and records it. In plain mode the tracked files are
+// streamed as one zstd-compressed tar (read from the work tree as it goes: no copy on the
+// host); with --branch the guest gets a git clone of a bundle of the history, on a new branch,
+// with the work tree's uncommitted changes applied on top.
+func (a *app) ship(ctx context.Context, cl *client.Client, vm string, repo *workspace.Repo, list workspace.List, o wsOptions) (api.Workspace, error) {
+	dest := o.guestDir(repo)
+	start := time.Now()
+	ws := api.Workspace{HostPath: repo.Top, GuestPath: dest, Head: repo.Head(), Branch: o.branch}
+	if o.branch != "" {
+		if err := a.shipBranch(ctx, cl, vm, repo, o, dest); err != nil {
+			return ws, err
+		}
+		ws.Files, ws.Bytes = len(list.Files), list.Bytes
+	} else {
+		res, err := uploadTar(ctx, cl, vm, dest, func(w io.Writer) error { return repo.WriteTar(w, list.Files) })
+		if err != nil {
+			return ws, err
+		}
+		ws.Files, ws.Bytes = res.Files, res.Bytes
+	}
+	if err := cl.SetWorkspace(ctx, vm, ws); err != nil {
+		return ws, err
+	}
+	fmt.Fprintf(a.stderr, "banger: shipped %d files (%s) to %s:%s in %.2fs\n", ws.Files, bytesize.Format(ws.Bytes), vm, dest, time.Since(start).Seconds())
+	// The snapshot `vm workspace export` diffs against, made in the background at low priority.
+	snapshot := fmt.Sprintf(`b=%s; d=%s; rm -rf "$b" "$b.done"; mkdir -p "$(dirname "$b")" && git init -q --bare "$b" &&
+GIT_DIR="$b" GIT_WORK_TREE="$d" git add -A &&
+GIT_DIR="$b" GIT_WORK_TREE="$d" git -c user.name=banger -c user.email=banger@localhost commit -q --allow-empty -m "banger: the workspace as shipped" &&
+touch "$b.done"`, shellQuote(baselineDir(dest)), shellQuote(dest))
+	if code, err := a.guestScript(ctx, cl, vm, "setsid nice -n 19 sh -c "+shellQuote(snapshot)+" >/dev/null 2>&1 </dev/null &"); err != nil || code != 0 {
+		fmt.Fprintf(a.stderr, "note: could not start the workspace snapshot (vm workspace export will not work): %v (exit %d)\n", err, code)
+	}
+	return ws, nil
+}
+
+// uploadTar streams the tar that write produces, zstd-compressed, into dest in the VM.
+func uploadTar(ctx context.Context, cl *client.Client, vm, dest string, write func(io.Writer) error) (client.UploadResult, error) {
+	pr, pw := io.Pipe()
+	go func() {
+		zw, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2))
+		if err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		err = write(zw)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
+		pw.CloseWithError(err)
+	}()
+	res, err := cl.Upload(ctx, vm, dest, "zstd", pr)
+	pr.Close()
+	return res, err
+}
+
+// shipBranch clones a bundle of the history in the guest, checks out a new branch at --from
+// and applies the work tree's uncommitted changes.
+func (a *app) shipBranch(ctx context.Context, cl *client.Client, vm string, repo *workspace.Repo, o wsOptions, dest string) error {
+	from := o.from
+	if from == "" {
+		from = "HEAD"
+	}
+	commit, err := repo.ResolveCommit(from)
+	if err != nil {
+		return &api.Error{Code: "invalid", Message: err.Error()}
+	}
+	diff, err := repo.UncommittedDiff()
+	if err != nil {
+		return err
+	}
+	ship := cacheDir + "/ship-" + repo.Name
+	_, err = uploadTar(ctx, cl, vm, ship, func(w io.Writer) error {
+		var bundle bytes.Buffer
+		if err := repo.Bundle(&bundle, commit); err != nil {
+			return err
+		}
+		tw := tar.NewWriter(w)
+		for _, f := range []struct {
+			name string
+			data []byte
+		}{{"ws.bundle", bundle.Bytes()}, {"ws.patch", []byte(diff)}} {
+			if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o600, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
+				return err
+			}
+			if _, err := tw.Write(f.data); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	})
+	if err != nil {
+		return err
+	}
+	script := fmt.Sprintf(`set -e
+s=%s; d=%s
+if [ -e "$d" ] && [ -n "$(ls -A "$d" 2>/dev/null)" ]; then echo "banger: $d exists in the guest and is not empty" >&2; exit 3; fi
+git clone -q --no-checkout "$s/ws.bundle" "$d"
+cd "$d"
+git remote remove origin
+git checkout -q -b %s %s
+if [ -s "$s/ws.patch" ]; then git apply --whitespace=nowarn "$s/ws.patch"; fi
+rm -rf "$s"`, shellQuote(ship), shellQuote(dest), shellQuote(o.branch), commit)
+	code, err := a.guestScript(ctx, cl, vm, script)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("setting up branch %s in the guest failed (exit %d)", o.branch, code)
+	}
+	return nil
+}
+
+// guestScript runs a shell script in the guest with its output on banger's stderr.
+func (a *app) guestScript(ctx context.Context, cl *client.Client, vm, script string) (int, error) {
+	exit, err := cl.Exec(ctx, vm, api.ExecRequest{Argv: []string{"sh", "-c", script}}, wireIO(nil, a.stderr, a.stderr))
+	if err != nil {
+		return ExitError, err
+	}
+	return exit.Code, nil
+}
+
+// bootstrap runs `mise trust && mise install` for a repository with a mise config, when the
+// image has mise: in the background (logged in the guest), or in the foreground for -d.
+// Failures are reported, never fatal.
+func (a *app) bootstrap(ctx context.Context, cl *client.Client, vm string, repo *workspace.Repo, dest string, foreground bool) {
+	hasConfig := false
+	for _, f := range []string{".mise.toml", "mise.toml", ".tool-versions"} {
+		if _, err := os.Stat(filepath.Join(repo.Top, f)); err == nil {
+			hasConfig = true
+		}
+	}
+	if !hasConfig {
+		return
+	}
+	log := fmt.Sprintf("%s/vm-run-tooling-%s.log", cacheDir, repo.Name)
+	inner := fmt.Sprintf("cd %s && mise trust && mise install", shellQuote(dest))
+	check := `command -v mise >/dev/null 2>&1 || { echo "banger: the repository has a mise config, but the image has no mise; tooling not installed" >&2; exit 0; }; `
+	var script string
+	if foreground {
+		fmt.Fprintf(a.stderr, "banger: installing the repository's tools (mise install); log in the guest at %s\n", log)
+		script = check + fmt.Sprintf("mkdir -p %s && (%s) 2>&1 | tee %s", cacheDir, inner, shellQuote(log))
+	} else {
+		script = check + fmt.Sprintf("mkdir -p %s && setsid sh -c %s >%s 2>&1 </dev/null & echo \"banger: installing the repository's tools in the background; log in the guest at %s\" >&2",
+			cacheDir, shellQuote(inner), shellQuote(log), log)
+	}
+	if code, err := a.guestScript(ctx, cl, vm, script); err != nil || code != 0 {
+		fmt.Fprintf(a.stderr, "note: tooling bootstrap failed (exit %d, %v); see %s in the guest\n", code, err, log)
+	}
+}
+
+// workspaceCmd is `banger vm workspace`.
+func (a *app) vmWorkspaceCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:     "workspace",
+		Short:   "Work with the repository shipped into a VM",
+		Long:    "Commands for the workspace `banger vm run ./repo` shipped into a VM.",
+		Example: "  banger vm workspace export dev | git apply",
+	}
+	var base, out string
+	export := &cobra.Command{
+		Use:   "export VM [--base REF] [-o FILE]",
+		Short: "Get the guest's changes as a git patch",
+		Long: `Print the changes made in the VM's workspace since it was shipped, as a binary git patch that
+` + "`git apply`" + ` takes in the host's work tree (new, changed and deleted files; binary files too). With
+--base REF (for a workspace shipped with --branch) the patch is against REF instead, so it
+includes commits made in the guest.`,
+		Example: `  banger vm workspace export dev | git apply
+  banger vm workspace export dev -o guest.patch
+  banger vm workspace export dev --base main > since-main.patch`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := a.connect(c.Context())
+			if err != nil {
+				return err
+			}
+			vm, err := cl.GetVM(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if vm.Workspace == nil {
+				return &api.Error{Code: "invalid", Message: fmt.Sprintf("vm %s has no workspace", vm.Name), Hint: "ship one with `banger vm run ./repo`"}
+			}
+			dest := vm.Workspace.GuestPath
+			var script string
+			if base != "" {
+				if vm.Workspace.Branch == "" {
+					return usagef("--base needs a workspace shipped with --branch (it has git history in the guest)")
+				}
+				script = fmt.Sprintf(`set -e; cd %s; i=$(mktemp); trap 'rm -f "$i"' EXIT; export GIT_INDEX_FILE="$i"; git read-tree HEAD; git add -A; git diff --cached --binary %s`, shellQuote(dest), shellQuote(base))
+			} else {
+				b := baselineDir(dest)
+				script = fmt.Sprintf(`set -e; b=%s; d=%s; n=0
+while [ ! -f "$b.done" ]; do n=$((n+1)); if [ $n -gt 600 ]; then echo "banger: the workspace snapshot is not ready (see if git runs in the guest)" >&2; exit 3; fi; sleep 0.2; done
+export GIT_DIR="$b" GIT_WORK_TREE="$d"; i=$(mktemp); trap 'rm -f "$i"' EXIT; export GIT_INDEX_FILE="$i"
+git read-tree HEAD; git add -A; git diff --cached --binary HEAD`, shellQuote(b), shellQuote(dest))
+			}
+			w := a.stdout
+			if out != "" {
+				f, err := os.Create(out)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
+			exit, err := cl.Exec(c.Context(), vm.Name, api.ExecRequest{Argv: []string{"sh", "-c", script}}, wireIO(nil, w, a.stderr))
+			if err != nil {
+				return err
+			}
+			if exit.Code != 0 {
+				return &exitError{ExitError}
+			}
+			return nil
+		},
+	}
+	export.Flags().StringVar(&base, "base", "", "diff against this commit in the guest (workspaces shipped with --branch)")
+	export.Flags().StringVarP(&out, "output", "o", "", "write the patch to this file instead of stdout")
+	c.AddCommand(export)
+	return c
+}
+
+func wireIO(stdin io.Reader, stdout, stderr io.Writer) wire.CallerIO {
+	return wire.CallerIO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+}
