@@ -105,10 +105,13 @@ func TestBuildDebianBookworm(t *testing.T) {
 	if loaded.RootfsSHA256 != m.RootfsSHA256 || loaded.RecipeSHA256 != recipe.Hash() || loaded.Mirror != hostMirror() {
 		t.Errorf("loaded manifest %+v differs from the build's", loaded)
 	}
-	for _, name := range []string{"systemd", "openssh-server", "systemd-sysv", "dbus"} {
+	for _, name := range []string{"systemd", "openssh-server", "systemd-sysv", "dbus", "docker.io", "containerd", "apparmor", "build-essential", "jq", "wget", "sudo", "vim-tiny"} {
 		if p, ok := loaded.Package(name); !ok || p.Version == "" {
 			t.Errorf("manifest lacks package %s with a version (%+v)", name, p)
 		}
+	}
+	if len(loaded.SkippedPackages) != 1 || loaded.SkippedPackages[0].Name != "mise" || !strings.Contains(loaded.SkippedPackages[0].Reason, "not in Debian bookworm") {
+		t.Errorf("skipped packages = %+v; want mise, not in Debian bookworm", loaded.SkippedPackages)
 	}
 	if _, ok := loaded.Package("ifupdown"); ok {
 		t.Errorf("image contains ifupdown")
@@ -187,8 +190,15 @@ func checkImageContents(t *testing.T, rootfs string) {
 	if out := debugfs("ls /etc/ssh"); strings.Contains(out, "ssh_host_") || !strings.Contains(out, "sshd_config") {
 		t.Errorf("/etc/ssh holds host keys (or no sshd_config):\n%s", out)
 	}
-	if out := debugfs("cat /etc/systemd/system/ssh.service.d/banger-hostkeys.conf"); !strings.Contains(out, "ssh-keygen -A") {
+	if out := debugfs("cat /etc/systemd/system/ssh.service.d/banger-hostkeys.conf"); !strings.Contains(out, "ssh-keygen -q -t ed25519") {
 		t.Errorf("ssh host key drop-in missing:\n%s", out)
+	}
+	// Docker starts on first use: its socket is enabled, the services are not started at boot.
+	if out := debugfs("ls /etc/systemd/system/multi-user.target.wants"); strings.Contains(out, "docker.service") || strings.Contains(out, "containerd.service") {
+		t.Errorf("docker or containerd starts at every boot:\n%s", out)
+	}
+	if out := debugfs("ls /etc/systemd/system/sockets.target.wants"); !strings.Contains(out, "docker.socket") {
+		t.Errorf("docker.socket is not enabled:\n%s", out)
 	}
 	for _, unit := range []string{"getty@tty1.service", "serial-getty@ttyS0.service"} {
 		if out := debugfs("stat /etc/systemd/system/" + unit); !strings.Contains(out, `"/dev/null"`) {
