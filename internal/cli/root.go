@@ -162,7 +162,7 @@ state directory.`,
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err.Error()} })
 	vm := a.vmCmd()
-	root.AddCommand(vm, a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.sshConfigCmd(), a.systemCmd())
+	root.AddCommand(vm, a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.sshConfigCmd(), a.systemCmd(), a.doctorCmd())
 	// `banger ps` is `banger vm list`.
 	ps := a.vmListCmd()
 	ps.Use = "ps"

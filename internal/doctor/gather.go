@@ -1,0 +1,603 @@
+package doctor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+
+	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/sshkeys"
+	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vmm/firecracker"
+	"github.com/banger-dev/banger/internal/vmm/qemu"
+)
+
+// Env is where Gather looks. Every field but Layout has a default for the real host.
+type Env struct {
+	// Root is the filesystem root that /proc, /sys, /dev, /etc and /lib are read under
+	// ("/" by default); tests point it at a fake tree.
+	Root   string
+	Layout paths.Layout
+	UID    int
+	// LookPath finds a host tool (default ext4.LookTool: PATH, then the sbin directories).
+	LookPath func(name string) (string, error)
+	// Output runs a program and returns its stdout and stderr together (default: exec with
+	// a timeout).
+	Output func(ctx context.Context, name string, args ...string) (string, error)
+	// Net reads the network facts that live in the kernel rather than in files (default:
+	// read-only netlink and nftables queries, in the configured network namespace).
+	Net func(cfg config.Config, l paths.Layout) NetFacts
+	// Daemon asks the daemon who it is without starting it (default: GET /v1/version with a
+	// short timeout).
+	Daemon func(ctx context.Context, socket string) Daemon
+	// Firecracker probes the Firecracker binary and jailer as the daemon's driver would
+	// (default: the real driver, configured from cfg).
+	Firecracker func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, string, error)
+	// Getenv reads the environment (default os.Getenv).
+	Getenv func(string) string
+}
+
+// NetFacts are the facts Env.Net reads.
+type NetFacts struct {
+	BridgeExists   bool
+	BridgeType     string
+	BridgeErr      error
+	NFTables       NFTables
+	ResolvedActive bool
+	Routed         bool
+}
+
+func (e *Env) defaults() {
+	if e.Root == "" {
+		e.Root = "/"
+	}
+	if e.LookPath == nil {
+		e.LookPath = ext4.LookTool
+	}
+	if e.Output == nil {
+		e.Output = output
+	}
+	if e.Net == nil {
+		e.Net = realNet
+	}
+	if e.Daemon == nil {
+		e.Daemon = askDaemon
+	}
+	if e.Firecracker == nil {
+		e.Firecracker = probeFirecracker
+	}
+	if e.Getenv == nil {
+		e.Getenv = os.Getenv
+	}
+}
+
+// output runs a program with a timeout and returns what it printed on stdout and stderr.
+func output(ctx context.Context, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (e *Env) path(p string) string { return filepath.Join(e.Root, p) }
+
+func (e *Env) read(p string) string {
+	b, err := os.ReadFile(e.path(p))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (e *Env) exists(p string) bool {
+	_, err := os.Stat(e.path(p))
+	return err == nil
+}
+
+// Gather reads every fact the checks need. It changes nothing on the host and never starts
+// the daemon; the only programs it runs are the tools' own --version (and QEMU's machine
+// list), and its only network traffic is to the daemon's unix socket and read-only netlink
+// queries.
+func Gather(ctx context.Context, env Env) Facts {
+	env.defaults()
+	l := env.Layout
+	f := Facts{
+		GOARCH:        runtime.GOARCH,
+		KernelRelease: env.read("/proc/sys/kernel/osrelease"),
+		UID:           env.UID,
+		CLI:           version.Get(),
+		Layout:        l,
+	}
+	f.Config, f.ConfigErr = config.Load(l)
+	if f.ConfigErr != nil {
+		f.Config = config.Default(l)
+	}
+	if _, err := os.Stat(f.Config.Path); err == nil {
+		f.ConfigExists = true
+	}
+	cfg := f.Config
+	if hf, err := host.Root(env.Root).ReadFacts(); err == nil {
+		f.Host = config.HostFacts{CPUs: hf.CPUs, MemoryBytes: hf.MemoryBytes}
+	}
+
+	f.KVM = gatherKVM(&env)
+	f.VMM.Accel = f.KVM.Accel
+	f.Firecracker, f.Jailer, f.VMM.Firecracker, f.VMM.FirecrackerErr = env.Firecracker(ctx, cfg)
+	f.QEMU = gatherQEMU(ctx, &env, cfg)
+	f.Tools = gatherTools(ctx, &env)
+	f.DebianKeyring = env.exists("/usr/share/keyrings/debian-archive-keyring.gpg")
+
+	st, err := os.Stat(env.path("/dev/net/tun"))
+	f.Tun = Tun{Exists: err == nil, StatErr: err, Required: true}
+	if err == nil {
+		f.Tun.CharDev = st.Mode()&os.ModeCharDevice != 0
+	}
+
+	nf := env.Net(cfg, l)
+	f.Bridge = Bridge{Name: cfg.BridgeName, Module: bridgeModule(&env, f.KernelRelease),
+		Exists: nf.BridgeExists, Type: nf.BridgeType, Err: nf.BridgeErr}
+	f.NFTables = nf.NFTables
+
+	f.Disk = gatherDisk(l.StateDir)
+	f.Daemon = env.Daemon(ctx, l.Socket)
+	if !f.Daemon.Running && f.Daemon.Err == nil && f.Daemon.SocketErr == nil {
+		f.Daemon.Binary, f.Daemon.BinaryErr = client.DaemonBinary()
+		if f.Daemon.BinaryErr == nil {
+			f.Daemon.Agent, f.Daemon.AgentErr = findAgent(f.Daemon.Binary, env.Getenv)
+		}
+	}
+
+	f.Image, f.Kernel = gatherArtifacts(l, cfg)
+
+	userConfig := filepath.Join(l.Home, ".ssh", "config")
+	f.SSHConfig = SSHConfig{UserConfig: userConfig, Include: filepath.Join(l.ConfigDir, "ssh_config"), Installed: sshkeys.Installed(userConfig)}
+
+	f.DNS = DNS{NetNS: cfg.NetworkNamespace, ResolvedActive: nf.ResolvedActive, Routed: nf.Routed,
+		Nameservers: nameservers(env.read("/etc/resolv.conf")), HostIP: cfg.BridgeCIDR.Addr().Next()}
+	f.DNS.Forwarder, f.DNS.ForwarderPort = findForwarder(&env)
+
+	f.Cgroup = gatherCgroup(&env)
+	f.NX = NX{Param: env.read("/sys/module/kvm/parameters/nx_huge_pages"), ITLB: env.read("/sys/devices/system/cpu/vulnerabilities/itlb_multihit")}
+	return f
+}
+
+func gatherKVM(env *Env) KVM {
+	k := KVM{Accel: host.Root(env.Root).DetectAccel()}
+	dev := env.path("/dev/kvm")
+	if _, err := os.Stat(dev); err == nil {
+		k.Exists = true
+		if fd, err := os.OpenFile(dev, os.O_RDWR, 0); err != nil {
+			k.OpenErr = err
+		} else {
+			fd.Close()
+		}
+	}
+	for _, m := range []string{"kvm_intel", "kvm_amd", "kvm_pvm"} {
+		if env.exists("/sys/module/" + m) {
+			k.Modules = append(k.Modules, m)
+		}
+	}
+	for _, line := range strings.Split(env.read("/proc/cpuinfo"), "\n") {
+		key, v, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(key) == "flags" {
+			for _, fl := range strings.Fields(v) {
+				if fl == "vmx" || fl == "svm" {
+					k.CPUVirt = true
+				}
+			}
+			break
+		}
+	}
+	return k
+}
+
+// probeFirecracker asks the Firecracker driver, configured as the daemon configures it, about
+// its binary and jailer. avail and availErr are what vmservice.ChooseVMM decides on.
+func probeFirecracker(ctx context.Context, cfg config.Config) (Firecracker, Jailer, string, error) {
+	d := &firecracker.Driver{Binary: cfg.FirecrackerBin, Jailer: firecracker.JailerOptions{
+		Enabled: cfg.JailerEnabled, Binary: cfg.JailerBin, ChrootBase: cfg.JailerChrootBase,
+		UID: cfg.JailerUID, GID: cfg.JailerGID,
+	}}
+	var fc Firecracker
+	fc.Info, fc.Err = d.Probe(ctx)
+	var j Jailer
+	j.Status, j.Err = d.JailerStatus(ctx)
+	avail, availErr := d.Available(ctx)
+	return fc, j, avail, availErr
+}
+
+var (
+	qemuVersionRE = regexp.MustCompile(`version (\d+\.\d+(?:\.\d+)?)`)
+	dottedRE      = regexp.MustCompile(`\b\d+(?:\.\d+)+`)
+	numberRE      = regexp.MustCompile(`\b\d+\b`)
+)
+
+func gatherQEMU(ctx context.Context, env *Env, cfg config.Config) QEMU {
+	name := cfg.QEMUBin
+	if name == "" {
+		name = qemu.DefaultBinary
+	}
+	var q QEMU
+	q.Binary, q.Err = env.LookPath(name)
+	if q.Err != nil {
+		q.Err = fmt.Errorf("%s not found", name)
+		return q
+	}
+	out, _ := env.Output(ctx, q.Binary, "--version")
+	if m := qemuVersionRE.FindStringSubmatch(out); m != nil {
+		q.Version = m[1]
+	}
+	machines, _ := env.Output(ctx, q.Binary, "-machine", "help")
+	for _, line := range strings.Split(machines, "\n") {
+		if fs := strings.Fields(line); len(fs) > 0 && fs[0] == "microvm" {
+			q.Microvm = true
+		}
+	}
+	return q
+}
+
+// toolVersions are the tools doctor looks for and how each tells its version.
+var toolVersions = []struct {
+	name string
+	args []string
+	// parse picks the version out of the output's first line.
+	parse func(first string) string
+}{
+	{"mkfs.ext4", []string{"-V"}, firstNumber},                              // mke2fs 1.47.0 (5-Feb-2023)
+	{"mmdebstrap", []string{"--version"}, firstNumber},                      // mmdebstrap 1.3.5
+	{"debootstrap", []string{"--version"}, firstNumber},                     // debootstrap 1.0.128+nmu2+deb12u2
+	{"ssh", []string{"-V"}, func(s string) string { return firstField(s) }}, // OpenSSH_9.2p1 Debian-2+deb12u10, OpenSSL …
+	{"git", []string{"--version"}, firstNumber},                             // git version 2.39.5
+	{"depmod", []string{"--version"}, firstNumber},                          // kmod version 30
+}
+
+// firstNumber picks the first dotted version ("mke2fs 1.47.0" → "1.47.0"), else the first
+// whole number ("kmod version 30" → "30").
+func firstNumber(s string) string {
+	if v := dottedRE.FindString(s); v != "" {
+		return v
+	}
+	return numberRE.FindString(s)
+}
+
+func firstField(s string) string {
+	s, _, _ = strings.Cut(s, ",")
+	if fs := strings.Fields(s); len(fs) > 0 {
+		return fs[0]
+	}
+	return ""
+}
+
+func gatherTools(ctx context.Context, env *Env) map[string]Tool {
+	tools := map[string]Tool{}
+	for _, tv := range toolVersions {
+		var t Tool
+		t.Path, t.Err = env.LookPath(tv.name)
+		if t.Err == nil {
+			out, _ := env.Output(ctx, t.Path, tv.args...)
+			first, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+			t.Version = tv.parse(first)
+		}
+		tools[tv.name] = t
+	}
+	return tools
+}
+
+// bridgeModule says how the kernel has bridging: loaded, built in, or installed as a module.
+func bridgeModule(env *Env, release string) string {
+	if env.exists("/sys/module/bridge") {
+		return "loaded"
+	}
+	dir := "/lib/modules/" + release
+	if strings.Contains(env.read(dir+"/modules.builtin"), "/bridge.ko") {
+		return "builtin"
+	}
+	if strings.Contains(env.read(dir+"/modules.dep"), "/bridge.ko") {
+		return "loadable"
+	}
+	return ""
+}
+
+// realNet reads the bridge, nftables and systemd-resolved state, read-only, in the configured
+// network namespace.
+func realNet(cfg config.Config, l paths.Layout) NetFacts {
+	var nf NetFacts
+	n, err := hostnet.Open(hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: cfg.NetworkNamespace, StateDir: l.StateDir})
+	if err != nil {
+		nf.BridgeErr = err
+		nf.NFTables.Err = err
+		return nf
+	}
+	defer n.Close()
+	_ = n.Do(func() error {
+		link, err := netlink.LinkByName(cfg.BridgeName)
+		if err == nil {
+			nf.BridgeExists, nf.BridgeType = true, link.Type()
+		}
+		conn, err := nftables.New()
+		if err != nil {
+			nf.NFTables.Err = err
+			return nil
+		}
+		tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+		if err != nil {
+			nf.NFTables.Err = err
+			return nil
+		}
+		for _, t := range tables {
+			if t.Name == hostnet.TableName {
+				nf.NFTables.BangerTable = true
+			}
+		}
+		return nil
+	})
+	if nf.NFTables.BangerTable {
+		if rules, err := n.NATRules(); err == nil {
+			nf.NFTables.NATRules = len(rules)
+		}
+	}
+	nf.ResolvedActive = n.ResolvedActive()
+	if nf.ResolvedActive && nf.BridgeExists {
+		nf.Routed, _ = n.DomainRouted()
+	}
+	return nf
+}
+
+func gatherDisk(dir string) Disk {
+	d := Disk{Path: dir}
+	// The state dir may not exist yet: measure the filesystem it will be on.
+	for {
+		if _, err := os.Stat(d.Path); err == nil || d.Path == "/" || d.Path == "." {
+			break
+		}
+		d.Path = filepath.Dir(d.Path)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.Path, &st); err != nil {
+		d.Err = err
+		return d
+	}
+	d.Free = st.Bavail * uint64(st.Bsize)
+	d.Total = st.Blocks * uint64(st.Bsize)
+	return d
+}
+
+// askDaemon asks the daemon on socket who it is, with a short timeout and without starting
+// it, and looks at the socket file's mode and owner.
+func askDaemon(ctx context.Context, socket string) Daemon {
+	d := Daemon{Socket: socket}
+	if err := paths.CheckSocketPath(socket); err != nil {
+		d.SocketErr = err
+		return d
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	v, err := client.New(socket).Version(ctx)
+	switch {
+	case errors.Is(err, client.ErrNoDaemon):
+		return d
+	case err != nil:
+		d.Err = err
+		return d
+	}
+	d.Running, d.Version = true, v
+	st, err := os.Stat(socket)
+	if err != nil {
+		d.StatErr = err
+		return d
+	}
+	d.SocketMode = st.Mode()
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		d.SocketUID = int(sys.Uid)
+	}
+	return d
+}
+
+// findAgent finds the banger-agent that bangerd at daemon would use, the way cmd/bangerd's
+// findAgent does: $BANGER_AGENT, else ../lib/banger/banger-agent, else banger-agent next to it.
+func findAgent(daemon string, getenv func(string) string) (string, error) {
+	if p := getenv("BANGER_AGENT"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("BANGER_AGENT=%s: %w", p, err)
+		}
+		return p, nil
+	}
+	if resolved, err := filepath.EvalSymlinks(daemon); err == nil {
+		daemon = resolved
+	}
+	dir := filepath.Dir(daemon)
+	candidates := []string{filepath.Join(dir, "..", "lib", "banger", "banger-agent"), filepath.Join(dir, "banger-agent")}
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && !st.IsDir() {
+			return filepath.Clean(c), nil
+		}
+	}
+	return "", fmt.Errorf("banger-agent not found at %s or %s", filepath.Clean(candidates[0]), candidates[1])
+}
+
+// gatherArtifacts finds the default image and the kernel it boots: installed, or what the
+// catalogs say about them.
+func gatherArtifacts(l paths.Layout, cfg config.Config) (img, kern Artifact) {
+	img = Artifact{Name: cfg.DefaultImageName}
+	cat, err := catalog.New(catalog.Options{Layout: l}).Catalog()
+	if err != nil {
+		img.CatalogErr = err
+	}
+	kernelName := ""
+	for _, e := range cat.Images {
+		if e.Name == img.Name {
+			img.Kind, kernelName = e.Kind, e.Kernel
+			switch {
+			case e.Recipe != "":
+				img.Origin = e.Recipe
+			case e.OCI != "":
+				img.Origin = e.OCI
+			case e.Bundle != nil:
+				img.Origin = e.Bundle.URL
+			}
+		}
+	}
+	if dir, k, ok := installedImage(filepath.Join(l.ImagesDir(), img.Name)); ok {
+		img.Installed, img.Dir = true, dir
+		if k != "" {
+			kernelName = k
+		}
+	}
+	if kernelName == "" {
+		kernelName = cfg.DefaultKernel
+	}
+	kern = Artifact{Name: kernelName, CatalogErr: img.CatalogErr}
+	for _, e := range cat.Kernels {
+		if e.Name == kern.Name {
+			kern.Kind = e.Kind
+			switch {
+			case e.Debian != nil:
+				kern.Origin = e.Debian.Package + " (" + e.Debian.Suite + ")"
+			case e.Bundle != nil:
+				kern.Origin = e.Bundle.URL
+			}
+		}
+	}
+	kdir := filepath.Join(l.KernelsDir(), kern.Name)
+	if _, err := os.Stat(filepath.Join(kdir, "vmlinux")); err == nil {
+		kern.Installed, kern.Dir = true, kdir
+	}
+	return img, kern
+}
+
+// installedImage looks for an installed version of an image (images/<name>/<version>/
+// rootfs.ext4, or the older images/<name>/rootfs.ext4) and returns the newest one's directory
+// and the kernel its manifest names.
+func installedImage(dir string) (string, string, bool) {
+	var best string
+	var bestTime time.Time
+	consider := func(d string) {
+		st, err := os.Stat(filepath.Join(d, "rootfs.ext4"))
+		if err == nil && (best == "" || st.ModTime().After(bestTime)) {
+			best, bestTime = d, st.ModTime()
+		}
+	}
+	consider(dir)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			consider(filepath.Join(dir, e.Name()))
+		}
+	}
+	if best == "" {
+		return "", "", false
+	}
+	var m struct {
+		Kernel string `json:"kernel"`
+	}
+	if b, err := os.ReadFile(filepath.Join(best, "manifest.json")); err == nil {
+		_ = json.Unmarshal(b, &m)
+	}
+	return best, m.Kernel, true
+}
+
+func nameservers(resolvConf string) []string {
+	var out []string
+	for _, line := range strings.Split(resolvConf, "\n") {
+		if fs := strings.Fields(line); len(fs) >= 2 && fs[0] == "nameserver" {
+			out = append(out, fs[1])
+		}
+	}
+	return out
+}
+
+var (
+	dnsmasqVM = regexp.MustCompile(`(?m)^\s*server=/vm/127\.0\.0\.1(?:#(\d+))?\s*$`)
+	unboundVM = regexp.MustCompile(`(?s)name:\s*"?vm\.?"?\s.*?forward-addr:\s*127\.0\.0\.1(?:@(\d+))?`)
+)
+
+// findForwarder looks for a dnsmasq or unbound configuration that forwards the vm domain to
+// banger's loopback port (docs/dns-routing.md), and returns the file and the port.
+func findForwarder(env *Env) (string, int) {
+	try := func(pattern string, re *regexp.Regexp, defPort int) (string, int) {
+		files, _ := filepath.Glob(env.path(pattern))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			if m := re.FindSubmatch(b); m != nil {
+				port := defPort
+				if len(m[1]) > 0 {
+					port, _ = strconv.Atoi(string(m[1]))
+				}
+				rel, _ := filepath.Rel(env.Root, f)
+				return "/" + rel, port
+			}
+		}
+		return "", 0
+	}
+	for _, p := range []string{"/etc/dnsmasq.d/*", "/etc/dnsmasq.conf", "/etc/NetworkManager/dnsmasq.d/*"} {
+		if f, port := try(p, dnsmasqVM, 53); f != "" {
+			return f, port
+		}
+	}
+	for _, p := range []string{"/etc/unbound/unbound.conf", "/etc/unbound/unbound.conf.d/*"} {
+		if f, port := try(p, unboundVM, 53); f != "" {
+			return f, port
+		}
+	}
+	return "", 0
+}
+
+func gatherCgroup(env *Env) Cgroup {
+	var cg Cgroup
+	f, err := os.Open(env.path("/proc/mounts"))
+	if err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 4 || (fs[2] != "cgroup" && fs[2] != "cgroup2") {
+				continue
+			}
+			if fs[2] == "cgroup2" && fs[1] == "/sys/fs/cgroup" {
+				cg.V2Root = true
+			}
+			for _, o := range strings.Split(fs[3], ",") {
+				if o == "favordynmods" {
+					cg.FavorDynmods = true
+				}
+			}
+		}
+	}
+	for _, arg := range strings.Fields(env.read("/proc/cmdline")) {
+		if arg == "--" {
+			break // the rest is for init
+		}
+		if k, v, ok := strings.Cut(arg, "="); ok && k == "cgroup_favordynmods" {
+			switch strings.ToLower(v) {
+			case "true", "1", "y", "yes", "on":
+				cg.Cmdline = true
+			}
+		}
+	}
+	return cg
+}

@@ -1,0 +1,231 @@
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/paths"
+)
+
+// writeTree creates files (path → content; a path ending in "/" is a directory) under dir.
+func writeTree(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for p, content := range files {
+		full := filepath.Join(dir, p)
+		if strings.HasSuffix(p, "/") {
+			if err := os.MkdirAll(full, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func tempLayout(t *testing.T) paths.Layout {
+	t.Helper()
+	home := t.TempDir()
+	l, err := paths.New(func(k string) (string, bool) {
+		if k == "BANGER_SOCKET" {
+			return filepath.Join(home, "run", "bangerd.sock"), true
+		}
+		return "", false
+	}, os.Getuid(), home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestGatherFromFakeRoot reads a made-up host: a 6.1 kernel with cgroup v1 and favordynmods
+// on the command line, KVM parameters, bridging built in, dnsmasq forwarding .vm, an
+// installed image whose manifest names its kernel, and a config with vm_defaults.
+func TestGatherFromFakeRoot(t *testing.T) {
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{
+		"proc/sys/kernel/osrelease":               "6.1.0-28-amd64\n",
+		"proc/meminfo":                            "MemTotal:       32768000 kB\n",
+		"proc/cpuinfo":                            "processor\t: 0\nflags\t\t: fpu vmx sse2\n",
+		"proc/mounts":                             "cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid 0 0\n",
+		"proc/cmdline":                            "BOOT_IMAGE=/vmlinuz quiet cgroup_favordynmods=true -- init-arg cgroup_favordynmods=false\n",
+		"sys/module/kvm_intel/":                   "",
+		"sys/module/kvm/parameters/nx_huge_pages": "N\n",
+		"sys/devices/system/cpu/vulnerabilities/itlb_multihit": "Not affected\n",
+		"lib/modules/6.1.0-28-amd64/modules.builtin":           "kernel/net/bridge/bridge.ko\n",
+		"etc/resolv.conf":           "# managed\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n",
+		"etc/dnsmasq.d/other.conf":  "cache-size=1000\n",
+		"etc/dnsmasq.d/banger.conf": "server=/vm/127.0.0.1#53530\n",
+		"dev/kvm":                   "",
+	})
+	l := tempLayout(t)
+	writeTree(t, l.ConfigDir, map[string]string{
+		"config.toml":             "default_image_name = \"devbox\"\n[vm_defaults]\nvcpu = 2\n",
+		"catalogs/team.json":      `{"images": [{"name": "devbox", "oci": "registry.example/devbox:3", "kernel": "fc-6.1"}]}`,
+		"../../.ssh/placeholder/": "",
+	})
+	writeTree(t, l.StateDir, map[string]string{
+		"images/devbox/aaaa/rootfs.ext4":   "x",
+		"images/devbox/aaaa/manifest.json": `{"name": "devbox", "kernel": "mykernel"}`,
+		"kernels/mykernel/vmlinux":         "elf",
+	})
+
+	var ran []string
+	env := Env{
+		Root:   root,
+		Layout: l,
+		UID:    0,
+		LookPath: func(name string) (string, error) {
+			if name == "debootstrap" || name == "git" {
+				return "", errors.New(name + " not found")
+			}
+			return "/usr/bin/" + name, nil
+		},
+		Output: func(ctx context.Context, name string, args ...string) (string, error) {
+			ran = append(ran, filepath.Base(name)+" "+strings.Join(args, " "))
+			switch filepath.Base(name) {
+			case "qemu-system-x86_64":
+				if args[0] == "--version" {
+					return "QEMU emulator version 8.2.1 (Debian)\nCopyright\n", nil
+				}
+				return "Supported machines are:\nmicrovm              microvm (i386)\npc                   Standard PC\n", nil
+			case "mkfs.ext4":
+				return "mke2fs 1.47.0 (5-Feb-2023)\n\tUsing EXT2FS Library version 1.47.0\n", nil
+			case "mmdebstrap":
+				return "mmdebstrap 1.3.5\n", nil
+			case "ssh":
+				return "OpenSSH_9.2p1 Debian-2+deb12u10, OpenSSL 3.0.19 27 Jan 2026\n", nil
+			case "depmod":
+				return "kmod version 30\n+ZSTD +XZ\n", nil
+			}
+			return "", fmt.Errorf("unexpected %s", name)
+		},
+		Net: func(cfg config.Config, l paths.Layout) NetFacts {
+			return NetFacts{NFTables: NFTables{BangerTable: true, NATRules: 1}}
+		},
+		Daemon: func(ctx context.Context, socket string) Daemon { return Daemon{Socket: socket} },
+		Firecracker: func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, string, error) {
+			err := errors.New("no firecracker")
+			return Firecracker{Err: err}, Jailer{}, "", err
+		},
+		Getenv: func(string) string { return "" },
+	}
+	f := Gather(context.Background(), env)
+
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"kernel release", f.KernelRelease, "6.1.0-28-amd64"},
+		{"config loaded", f.ConfigErr == nil && f.ConfigExists, true},
+		{"vm_defaults.vcpu", f.Config.VMDefaults.VCPU, 2},
+		{"host memory", f.Host.MemoryBytes, int64(32768000) * 1024},
+		{"kvm accel (kvm_intel)", f.KVM.Accel.Accel, host.KVM},
+		{"cpu virt flag", f.KVM.CPUVirt, true},
+		{"kvm modules", strings.Join(f.KVM.Modules, ","), "kvm_intel"},
+		{"vmm facts carry the accel", f.VMM.Accel.Accel, host.KVM},
+		{"qemu version", f.QEMU.Version, "8.2.1"},
+		{"qemu microvm", f.QEMU.Microvm, true},
+		{"mkfs version", f.Tools["mkfs.ext4"].Version, "1.47.0"},
+		{"depmod version", f.Tools["depmod"].Version, "30"},
+		{"ssh version", f.Tools["ssh"].Version, "OpenSSH_9.2p1"},
+		{"git missing", f.Tools["git"].Err != nil, true},
+		{"bridge builtin", f.Bridge.Module, "builtin"},
+		{"tun missing from the fake root", f.Tun.Exists, false},
+		{"nftables from Net", f.NFTables.NATRules, 1},
+		{"cgroup v2 root", f.Cgroup.V2Root, false},
+		{"favordynmods mount option", f.Cgroup.FavorDynmods, false},
+		{"favordynmods on the command line (before --)", f.Cgroup.Cmdline, true},
+		{"nx_huge_pages", f.NX.Param, "N"},
+		{"itlb_multihit", f.NX.ITLB, "Not affected"},
+		{"nameservers", strings.Join(f.DNS.Nameservers, ","), "192.0.2.53,192.0.2.54"},
+		{"dnsmasq forwarder", f.DNS.Forwarder, "/etc/dnsmasq.d/banger.conf"},
+		{"dnsmasq port", f.DNS.ForwarderPort, 53530},
+		{"host ip", f.DNS.HostIP.String(), "172.16.0.1"},
+		{"image from the user catalog", f.Image.Kind + " " + f.Image.Origin, "oci registry.example/devbox:3"},
+		{"image installed", f.Image.Installed, true},
+		{"kernel named by the image's manifest", f.Kernel.Name, "mykernel"},
+		{"kernel installed", f.Kernel.Installed, true},
+		{"ssh include not installed", f.SSHConfig.Installed, false},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.what, c.got, c.want)
+		}
+	}
+	for _, r := range ran {
+		if !strings.Contains(r, "version") && !strings.HasSuffix(r, " -V") && r != "qemu-system-x86_64 -machine help" {
+			t.Errorf("Gather ran %q; it may only ask tools for their version (and QEMU for its machines)", r)
+		}
+	}
+}
+
+func TestFindAgent(t *testing.T) {
+	dir, tree := t.TempDir(), t.TempDir()
+	writeTree(t, dir, map[string]string{"bin/bangerd": "", "lib/banger/banger-agent": ""})
+	writeTree(t, tree, map[string]string{"bin/bangerd": "", "bin/banger-agent": ""})
+	none := func(string) string { return "" }
+	if got, err := findAgent(filepath.Join(dir, "bin/bangerd"), none); err != nil || got != filepath.Join(dir, "lib/banger/banger-agent") {
+		t.Errorf("installed layout: %q, %v", got, err)
+	}
+	if got, err := findAgent(filepath.Join(tree, "bin/bangerd"), none); err != nil || got != filepath.Join(tree, "bin/banger-agent") {
+		t.Errorf("build tree layout: %q, %v", got, err)
+	}
+	if _, err := findAgent(filepath.Join(t.TempDir(), "bin/bangerd"), none); err == nil {
+		t.Error("no agent anywhere: want an error")
+	}
+	env := func(k string) string {
+		if k == "BANGER_AGENT" {
+			return filepath.Join(dir, "missing")
+		}
+		return ""
+	}
+	if _, err := findAgent(filepath.Join(dir, "bin/bangerd"), env); err == nil {
+		t.Error("BANGER_AGENT naming a missing file: want an error")
+	}
+}
+
+// TestRealHostSmoke gathers facts from this machine with a layout in a temporary directory:
+// every check runs, nothing is created in that layout, and no daemon is started.
+func TestRealHostSmoke(t *testing.T) {
+	l := tempLayout(t)
+	f := Gather(context.Background(), Env{Layout: l, UID: os.Getuid()})
+	rs := Check(f)
+	if len(rs) < 25 {
+		t.Fatalf("%d results, want at least 25", len(rs))
+	}
+	seen := map[string]bool{}
+	for _, r := range rs {
+		seen[r.Check] = true
+		if r.Status != Pass && r.Fix == "" {
+			t.Errorf("%s: %s without a fix: %s", r.Check, r.Status, r.Detail)
+		}
+	}
+	for _, want := range []string{"arch", "kvm", "vmm", "firecracker", "jailer", "qemu", "mkfs.ext4", "tun", "bridge", "nftables", "disk", "daemon", "image", "kernel", "dns", "favordynmods", "nx_huge_pages"} {
+		if !seen[want] {
+			t.Errorf("no %q check", want)
+		}
+	}
+	for _, p := range []string{l.StateDir, l.ConfigDir, l.CacheDir, l.Socket} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("doctor created %s; it must change nothing", p)
+		}
+	}
+	if f.Daemon.Running {
+		t.Errorf("a daemon answers on the test's own socket %s", l.Socket)
+	}
+	for _, r := range rs {
+		t.Logf("%s %-22s %s", r.Status, r.Check, r.Detail)
+	}
+}
