@@ -162,7 +162,7 @@ state directory.`,
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err.Error()} })
 	vm := a.vmCmd()
-	root.AddCommand(vm, a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.sshConfigCmd(), a.systemCmd(), a.doctorCmd())
+	root.AddCommand(vm, a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.sshConfigCmd(), a.systemCmd(), a.doctorCmd(), a.completionCmd())
 	// `banger ps` is `banger vm list`.
 	ps := a.vmListCmd()
 	ps.Use = "ps"
@@ -170,6 +170,9 @@ state directory.`,
 	ps.Short = "List VMs (same as `banger vm list`)"
 	root.AddCommand(ps)
 	typeUsageErrors(root)
+	// banger's own completion command replaces cobra's (which would appear only at Execute).
+	root.CompletionOptions.DisableDefaultCmd = true
+	a.registerCompletions(root)
 	// groupRun makes the group commands runnable, and cobra's usage would then show
 	// "banger vm [flags]" above "banger vm [command]"; a group is used with a command only.
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),

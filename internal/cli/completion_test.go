@@ -1,0 +1,235 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/api"
+)
+
+// TestCompletionScripts generates the script of every shell and has each shell that is
+// installed check its syntax.
+func TestCompletionScripts(t *testing.T) {
+	checks := map[string][]string{
+		"bash": {"bash", "-n"},
+		"zsh":  {"zsh", "-n"},
+		"fish": {"fish", "--no-execute"},
+	}
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		t.Run(shell, func(t *testing.T) {
+			r := runCLI(t, "completion", shell)
+			if r.code != ExitOK || r.stderr != "" {
+				t.Fatalf("banger completion %s: exit %d, stderr %q", shell, r.code, r.stderr)
+			}
+			if len(r.stdout) < 1000 || !strings.Contains(r.stdout, "banger") || !strings.Contains(r.stdout, "__complete") {
+				t.Fatalf("banger completion %s printed %d bytes, not a completion script for banger:\n%.300s", shell, len(r.stdout), r.stdout)
+			}
+			check, ok := checks[shell]
+			if !ok {
+				return // no PowerShell to check with on Linux hosts
+			}
+			bin, err := exec.LookPath(check[0])
+			if err != nil {
+				t.Skipf("%s is not installed; its script is generated but not syntax-checked (apt-get install %s)", check[0], check[0])
+			}
+			file := filepath.Join(t.TempDir(), "banger."+shell)
+			if err := os.WriteFile(file, []byte(r.stdout), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(bin, append(check[1:], file)...).CombinedOutput()
+			if err != nil {
+				t.Errorf("%s %s: %v\n%s", strings.Join(check, " "), file, err, out)
+			}
+		})
+	}
+}
+
+// TestCompletionHelpHasLoadingRecipes checks that each shell's help says where its script goes.
+func TestCompletionHelpHasLoadingRecipes(t *testing.T) {
+	for shell, want := range map[string]string{
+		"bash":       "/etc/bash_completion.d/banger",
+		"zsh":        "~/.zfunc/_banger",
+		"fish":       "~/.config/fish/completions/banger.fish",
+		"powershell": "Invoke-Expression",
+	} {
+		r := runCLI(t, "completion", shell, "--help")
+		if r.code != ExitOK || !strings.Contains(r.stdout, want) {
+			t.Errorf("banger completion %s --help (exit %d) does not mention %q:\n%s", shell, r.code, want, r.stdout)
+		}
+	}
+}
+
+// complete runs `banger __complete ARGS…` and returns the offered words (descriptions cut)
+// and the directive line.
+func complete(t *testing.T, run func(t *testing.T, args ...string) result, args ...string) ([]string, string) {
+	t.Helper()
+	r := run(t, append([]string{"__complete"}, args...)...)
+	if r.code != ExitOK {
+		t.Fatalf("banger __complete %s: exit %d, stderr %q", strings.Join(args, " "), r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	directive := lines[len(lines)-1]
+	var words []string
+	for _, l := range lines[:len(lines)-1] {
+		w, _, _ := strings.Cut(l, "\t")
+		words = append(words, w)
+	}
+	return words, directive
+}
+
+const noFileComp = ":4" // cobra.ShellCompDirectiveNoFileComp
+
+// TestNameCompletionWithDaemonDown: without a daemon, names complete to nothing, at once, with
+// no file names and without starting the daemon (runCLI fails the test if anything starts it).
+func TestNameCompletionWithDaemonDown(t *testing.T) {
+	for _, args := range [][]string{
+		{"vm", "show", ""},
+		{"vm", "delete", "dev", ""},
+		{"vm", "exec", ""},
+		{"image", "show", ""},
+		{"image", "pull", ""},
+		{"kernel", "rm", ""},
+		{"vm", "create", "--image", ""},
+		{"vm", "run", "--kernel", ""},
+		{"vm", "list", ""},
+		{"vm", "create", "--name", ""},
+	} {
+		start := time.Now()
+		words, directive := complete(t, runCLI, args...)
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("banger __complete %s took %s with no daemon; want well under a second", strings.Join(args, " "), took)
+		}
+		if len(words) != 0 || directive != noFileComp {
+			t.Errorf("banger __complete %s with no daemon: %q, directive %s; want nothing and %s (no file names)", strings.Join(args, " "), words, directive, noFileComp)
+		}
+	}
+}
+
+// fakeDaemon serves the few routes completion uses on a unix socket; hang makes it accept
+// connections and never answer.
+func fakeDaemon(t *testing.T, socket string, hang bool) {
+	t.Helper()
+	mux := http.NewServeMux()
+	reply := func(path string, v any) {
+		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) {
+			if hang {
+				<-r.Context().Done()
+				return
+			}
+			_ = json.NewEncoder(w).Encode(v)
+		})
+	}
+	reply(api.PathVMs, []api.VM{{Name: "dev", State: "running", Image: "debian-bookworm"}, {Name: "old", State: "stopped", Image: "alpine"}, {Name: "devbox", State: "running"}})
+	reply(api.PathImages, []api.Image{{Name: "debian-bookworm"}, {Name: "alpine"}})
+	reply(api.PathKernels, []api.Kernel{{Name: "debian-6.1", Release: "6.1.0-28-cloud-amd64"}})
+	reply(api.PathCatalog, api.Catalog{
+		Images:  []api.CatalogEntry{{Name: "debian-bookworm", Kind: "recipe"}, {Name: "devbox", Kind: "oci", Origin: "registry.example/devbox:3"}},
+		Kernels: []api.CatalogEntry{{Name: "debian-6.1", Kind: "debian"}, {Name: "fc-6.1", Kind: "bundle"}},
+	})
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+}
+
+// withDaemon returns a runner like runCLI whose BANGER_SOCKET has a fake daemon on it.
+func withDaemon(hang bool) func(t *testing.T, args ...string) result {
+	return func(t *testing.T, args ...string) result {
+		t.Helper()
+		dir := t.TempDir()
+		socket := filepath.Join(dir, "bangerd.sock")
+		fakeDaemon(t, socket, hang)
+		t.Setenv("HOME", dir)
+		t.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
+		t.Setenv("BANGER_SOCKET", socket)
+		t.Setenv("PATH", dir) // no bangerd to start
+		var stdout, stderr bytes.Buffer
+		a := &app{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
+		root := a.rootCmd()
+		root.SetArgs(args)
+		code := a.exitCode(root.Execute())
+		return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+	}
+}
+
+func TestNameCompletionFromDaemon(t *testing.T) {
+	run := withDaemon(false)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "show", ""}, "dev devbox old"},
+		{[]string{"vm", "show", "de"}, "dev devbox"},
+		{[]string{"vm", "show", "dev", ""}, ""},                   // one VM only
+		{[]string{"vm", "stop", ""}, "dev devbox"},                // running ones
+		{[]string{"vm", "start", ""}, "old"},                      // stopped ones
+		{[]string{"vm", "delete", "dev", ""}, "devbox old"},       // many, not twice
+		{[]string{"vm", "exec", "dev", "--", ""}, ""},             // the guest command
+		{[]string{"image", "show", ""}, "alpine debian-bookworm"}, // installed only
+		{[]string{"image", "pull", ""}, "alpine debian-bookworm devbox"},
+		{[]string{"vm", "create", "--image", ""}, "alpine debian-bookworm devbox"},
+		{[]string{"vm", "run", "--kernel", ""}, "debian-6.1 fc-6.1"},
+		{[]string{"kernel", "rm", ""}, "debian-6.1"},
+		{[]string{"kernel", "pull", "f"}, "fc-6.1"},
+		{[]string{"kernel", "import", ""}, ""}, // a new name
+	}
+	for _, tt := range tests {
+		words, directive := complete(t, run, tt.args...)
+		if got := strings.Join(words, " "); got != tt.want || directive != noFileComp {
+			t.Errorf("banger __complete %s: %q, directive %s; want %q, %s", strings.Join(tt.args, " "), got, directive, tt.want, noFileComp)
+		}
+	}
+}
+
+// TestNameCompletionWithHungDaemon: a daemon that accepts and never answers costs one timeout,
+// not a hung shell.
+func TestNameCompletionWithHungDaemon(t *testing.T) {
+	start := time.Now()
+	words, directive := complete(t, withDaemon(true), "vm", "show", "")
+	if took := time.Since(start); took > completionTimeout+time.Second {
+		t.Errorf("completion against a hung daemon took %s; want about %s", took, completionTimeout)
+	}
+	if len(words) != 0 || directive != noFileComp {
+		t.Errorf("completion against a hung daemon offered %q (%s)", words, directive)
+	}
+}
+
+// TestCompletionCoversNameCommands: every command whose usage takes a VM or a NAME completes
+// it, and every entry of argCompletions names a command that exists.
+func TestCompletionCoversNameCommands(t *testing.T) {
+	root := (&app{}).rootCmd()
+	paths := map[string]bool{}
+	walk(root, func(c *cobra.Command) {
+		path := strings.TrimPrefix(c.CommandPath(), "banger ")
+		paths[path] = true
+		fields := strings.Fields(c.Use)
+		if len(fields) < 2 || !c.Runnable() || c.HasSubCommands() {
+			return
+		}
+		first := strings.Trim(fields[1], "[].…")
+		if (first == "VM" || strings.HasPrefix(first, "NAME")) && c.ValidArgsFunction == nil {
+			t.Errorf("%q takes %s but completes no names: add it to argCompletions in completion.go", c.CommandPath(), fields[1])
+		}
+	})
+	for p := range argCompletions {
+		if !paths[p] {
+			t.Errorf("argCompletions has %q, which is no command", p)
+		}
+	}
+}
