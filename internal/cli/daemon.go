@@ -10,7 +10,19 @@ import (
 
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/version"
 )
+
+// daemonStatus is what `banger daemon status --json` prints.
+type daemonStatus struct {
+	Running   bool          `json:"running"`
+	Socket    string        `json:"socket"`
+	Daemon    *version.Info `json:"daemon,omitempty"` // the running daemon's build
+	CLI       version.Info  `json:"cli"`              // this CLI's build
+	SameBuild bool          `json:"same_build"`
+	PID       int           `json:"pid,omitempty"`
+	StateDir  string        `json:"state_dir,omitempty"`
+}
 
 func (a *app) daemonCmd() *cobra.Command {
 	c := &cobra.Command{
@@ -22,11 +34,14 @@ again and it finds them.`,
 		Example: `  banger daemon status
   banger daemon stop`,
 	}
+	var statusJSON bool
 	status := &cobra.Command{
-		Use:     "status",
-		Short:   "Show whether the daemon runs, its version and socket",
-		Long:    "Show whether the daemon runs, its version, pid, socket and state directory. It never starts the daemon.",
-		Example: "  banger daemon status",
+		Use:   "status",
+		Short: "Show whether the daemon runs, its version and socket",
+		Long: `Show whether the daemon runs, its version (the same one-line form as banger --version) and
+whether it is the same build as this CLI, its pid, socket and state directory. It never starts
+the daemon.`,
+		Example: "  banger daemon status\n  banger daemon status --json | jq .running",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			l, err := paths.FromEnv()
@@ -36,17 +51,30 @@ again and it finds them.`,
 			ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
 			defer cancel()
 			v, err := client.New(l.Socket).Version(ctx)
-			if errors.Is(err, client.ErrNoDaemon) {
-				fmt.Fprintf(a.stdout, "daemon: not running (socket %s)\n", l.Socket)
-				return nil
-			}
-			if err != nil {
+			if err != nil && !errors.Is(err, client.ErrNoDaemon) {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "daemon: running, pid %d\nversion: %s (commit %s, built %s)\nsocket: %s\nstate: %s\n", v.PID, v.Version, v.Commit, v.Date, l.Socket, v.StateDir)
+			st := daemonStatus{Running: err == nil, Socket: l.Socket, CLI: version.Get()}
+			if st.Running {
+				d := version.Info{Version: v.Version, Commit: v.Commit, Date: v.Date}
+				st.Daemon, st.PID, st.StateDir, st.SameBuild = &d, v.PID, v.StateDir, d.Same(st.CLI)
+			}
+			if statusJSON {
+				return printJSON(a.stdout, st)
+			}
+			if !st.Running {
+				fmt.Fprintf(a.stdout, "daemon: not running (socket %s); the next banger command starts it\n", l.Socket)
+				return nil
+			}
+			same := "yes"
+			if !st.SameBuild {
+				same = "no (" + st.CLI.String() + "); the next banger command restarts it"
+			}
+			fmt.Fprintf(a.stdout, "daemon: running, pid %d\nversion: %s\nsame build as this CLI: %s\nsocket: %s\nstate: %s\n", v.PID, st.Daemon, same, l.Socket, v.StateDir)
 			return nil
 		},
 	}
+	status.Flags().BoolVar(&statusJSON, "json", false, "print JSON (running, socket, daemon and cli builds, same_build, pid, state_dir)")
 	stop := &cobra.Command{
 		Use:     "stop",
 		Short:   "Stop the daemon (VMs keep running)",

@@ -149,10 +149,15 @@ func (a *app) rootCmd() *cobra.Command {
 		Short: "One-command development sandboxes in microVMs",
 		Long: `banger runs your repository's commands in a fresh microVM (Debian with systemd) in seconds.
 A daemon (bangerd) is started on first use; it keeps kernels, images and VMs under your XDG
-state directory.`,
+state directory. ` + "`banger doctor`" + ` checks that this host has what banger needs.
+
+Exit status: 0 when all went well; 1 when banger failed (the message on stderr starts with
+"banger:" and may be followed by a "hint:" line); 2 when the command line was wrong; and for
+commands run in a VM (vm run, vm exec, vm ssh) the command's own status, 128+n when it was
+killed by signal n. Colour is used on terminals only, never with NO_COLOR set.`,
 		Example: `  banger vm run --rm -- sh -c 'echo hello from $(hostname)'
   banger vm list
-  banger kernel pull debian-6.1`,
+  banger doctor`,
 		Version:       version.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -173,6 +178,7 @@ state directory.`,
 	// banger's own completion command replaces cobra's (which would appear only at Execute).
 	root.CompletionOptions.DisableDefaultCmd = true
 	a.registerCompletions(root)
+	a.showResolvedDefaults(root)
 	// groupRun makes the group commands runnable, and cobra's usage would then show
 	// "banger vm [flags]" above "banger vm [command]"; a group is used with a command only.
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
