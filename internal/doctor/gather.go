@@ -137,6 +137,10 @@ func Gather(ctx context.Context, env Env) Facts {
 	if _, err := os.Stat(f.Config.Path); err == nil {
 		f.ConfigExists = true
 	}
+	// The daemon lets BANGER_NETWORK_NAMESPACE override network_namespace (tests and CI).
+	if ns := env.Getenv("BANGER_NETWORK_NAMESPACE"); ns != "" {
+		f.Config.NetworkNamespace = ns
+	}
 	cfg := f.Config
 	if hf, err := host.Root(env.Root).ReadFacts(); err == nil {
 		f.Host = config.HostFacts{CPUs: hf.CPUs, MemoryBytes: hf.MemoryBytes}
