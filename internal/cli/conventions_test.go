@@ -89,3 +89,20 @@ func TestNoColorWhenNotATerminal(t *testing.T) {
 		t.Error("useColor on /dev/null: want false (not a terminal)")
 	}
 }
+
+// TestDoneLine: long operations end with "banger: <what> in 1.2s" on success, and with nothing
+// after a failure (the error is the last word).
+func TestDoneLine(t *testing.T) {
+	var buf strings.Builder
+	r := newRenderer(&buf)
+	r.Done(nil, "pulled alpine:3.20")
+	if got := buf.String(); !regexp.MustCompile(`^banger: pulled alpine:3\.20 in \d+\.\ds\n$`).MatchString(got) {
+		t.Errorf("Done after success printed %q", got)
+	}
+	buf.Reset()
+	r = newRenderer(&buf)
+	r.Done(os.ErrNotExist, "pulled alpine:3.20")
+	if buf.String() != "" {
+		t.Errorf("Done after a failure printed %q, want nothing", buf.String())
+	}
+}

@@ -233,7 +233,7 @@ any image. Pulling again makes a new version; VMs keep the version they were cre
 			}
 			r := newRenderer(a.stderr)
 			img, err := cl.PullImage(c.Context(), req, r.Event)
-			r.Finish("")
+			r.Done(err, "pulled "+args[0])
 			if err != nil {
 				return err
 			}
@@ -263,7 +263,7 @@ builds the default image on first use, so this is for refreshing it.`,
 			}
 			r := newRenderer(a.stderr)
 			img, err := cl.BuildImage(c.Context(), args[0], r.Event)
-			r.Finish("")
+			r.Done(err, "built "+args[0])
 			if err != nil {
 				return err
 			}
@@ -328,7 +328,7 @@ nothing more than a shell: banger's agent boots it either way.`,
 			}
 			r := newRenderer(a.stderr)
 			img, err := cl.RegisterImage(c.Context(), api.ImageRegisterRequest{Name: name, Rootfs: abs, Kernel: kernel}, r.Event)
-			r.Finish("")
+			r.Done(err, "registered "+name)
 			if err != nil {
 				return err
 			}
@@ -366,7 +366,7 @@ manifest and rootfs.ext4. banger image import verifies and installs it, on this 
 			}
 			r := newRenderer(a.stderr)
 			b, err := cl.ExportImage(c.Context(), args[0], abs, r.Event)
-			r.Finish("")
+			r.Done(err, "exported "+args[0])
 			if err != nil {
 				return err
 			}
@@ -397,7 +397,7 @@ func (a *app) imageImportCmd() *cobra.Command {
 			}
 			r := newRenderer(a.stderr)
 			img, err := cl.ImportImage(c.Context(), api.ImageImportRequest{Path: abs, Name: name}, r.Event)
-			r.Finish("")
+			r.Done(err, "imported "+args[0])
 			if err != nil {
 				return err
 			}

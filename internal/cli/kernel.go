@@ -146,7 +146,7 @@ func (a *app) kernelPullCmd() *cobra.Command {
 			}
 			r := newRenderer(a.stderr)
 			k, err := cl.PullKernel(c.Context(), args[0], r.Event)
-			r.Finish("")
+			r.Done(err, "pulled kernel "+args[0])
 			if err != nil {
 				return err
 			}
@@ -196,7 +196,7 @@ carry firmware or modules.`,
 			}
 			r := newRenderer(a.stderr)
 			k, err := cl.ImportKernel(c.Context(), req, r.Event)
-			r.Finish("")
+			r.Done(err, "imported kernel "+args[0])
 			if err != nil {
 				return err
 			}
@@ -263,7 +263,7 @@ func (a *app) kernelExportCmd() *cobra.Command {
 			}
 			r := newRenderer(a.stderr)
 			b, err := cl.ExportKernel(c.Context(), args[0], abs, r.Event)
-			r.Finish("")
+			r.Done(err, "exported kernel "+args[0])
 			if err != nil {
 				return err
 			}

@@ -206,3 +206,13 @@ func (r *renderer) Finish(msg string) {
 		fmt.Fprintf(r.w, "banger: %s\n", msg)
 	}
 }
+
+// Done ends the display of an operation that started with the renderer: after a success it
+// prints the final "<what> in 3.2s" line, after a failure nothing (the error says it).
+func (r *renderer) Done(err error, what string) {
+	if err != nil {
+		r.Finish("")
+		return
+	}
+	r.Finish(fmt.Sprintf("%s in %.1fs", what, time.Since(r.start).Seconds()))
+}
