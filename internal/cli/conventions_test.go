@@ -106,3 +106,18 @@ func TestDoneLine(t *testing.T) {
 		t.Errorf("Done after a failure printed %q, want nothing", buf.String())
 	}
 }
+
+// TestPanicIsOneLine: a bug that panics prints one "banger:" line and a hint, not a stack trace.
+func TestPanicIsOneLine(t *testing.T) {
+	t.Setenv("BANGER_DEBUG", "")
+	var stderr strings.Builder
+	a := &app{stderr: &stderr}
+	code := a.guard(func() int { panic("runtime error: index out of range [3] with length 3") })
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	if code != ExitError || len(lines) != 2 || !strings.HasPrefix(lines[0], "banger: internal error: runtime error") || !strings.HasPrefix(lines[1], "hint: ") {
+		t.Errorf("guard after a panic: exit %d, stderr %q", code, stderr.String())
+	}
+	if code := a.guard(func() int { return 42 }); code != 42 {
+		t.Errorf("guard without a panic: exit %d, want the run's 42", code)
+	}
+}

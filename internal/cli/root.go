@@ -47,10 +47,26 @@ type app struct {
 // Main runs the CLI with args (without the program name) and returns the process exit code.
 func Main(args []string) int {
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
-	root := a.rootCmd()
-	root.SetArgs(args)
-	err := root.Execute()
-	return a.exitCode(err)
+	return a.guard(func() int {
+		root := a.rootCmd()
+		root.SetArgs(args)
+		return a.exitCode(root.Execute())
+	})
+}
+
+// guard runs the CLI and turns a panic — a bug in banger — into one "banger:" line and exit 1
+// instead of a Go stack trace; BANGER_DEBUG=1 lets the panic through with its trace.
+func (a *app) guard(run func() int) (code int) {
+	if os.Getenv("BANGER_DEBUG") != "" {
+		return run()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(a.stderr, "banger: internal error: %s\nhint: this is a bug in banger; run the command again with BANGER_DEBUG=1 for the stack trace and report it\n", oneLine(fmt.Sprint(r)))
+			code = ExitError
+		}
+	}()
+	return run()
 }
 
 func (a *app) exitCode(err error) int {
