@@ -650,7 +650,7 @@ func (c *checker) sshConfig() {
 		c.pass("ssh-config", "%s includes %s: `ssh NAME.vm` works", s.UserConfig, s.Include)
 		return
 	}
-	c.add("ssh-config", Warn, s.UserConfig+" does not include banger's ssh_config: `ssh NAME.vm` works only through `banger vm ssh NAME`",
+	c.add("ssh-config", Warn, s.UserConfig+" does not include banger's ssh_config: plain `ssh NAME.vm` (and scp, rsync, editors' remote mode) cannot reach VMs; `banger vm ssh NAME` can",
 		"banger ssh-config --install")
 }
 
