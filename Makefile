@@ -45,6 +45,13 @@ install: build
 	install -D -m 0755 bin/bangerd $(DESTDIR)$(PREFIX)/bin/bangerd
 	install -D -m 0755 bin/banger-agent $(DESTDIR)$(PREFIX)/lib/banger/banger-agent
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/banger/README.md
+	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/banger/
+	@# Shell completion where bash-completion, zsh and fish look by default.
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	bin/banger completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/banger
+	bin/banger completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_banger
+	bin/banger completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/banger.fish
 	@# The systemd unit, where systemd is the init system (optional: the CLI starts bangerd itself).
 	@if [ -d /run/systemd/system ]; then \
 	  install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && \
@@ -57,6 +64,8 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd
 	rm -rf $(DESTDIR)$(PREFIX)/lib/banger $(DESTDIR)$(PREFIX)/share/doc/banger
 	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/bangerd.service
+	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/banger $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_banger \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/banger.fish
 	@echo "banger's files are removed. Your VMs, images and kernels are kept in"
 	@echo "  $${XDG_STATE_HOME:-$$HOME/.local/state}/banger (state), $${XDG_CONFIG_HOME:-$$HOME/.config}/banger (config),"
 	@echo "  $${XDG_CACHE_HOME:-$$HOME/.cache}/banger (downloads); delete them to remove everything."
