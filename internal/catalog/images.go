@@ -86,7 +86,7 @@ func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image
 		return Image{}, failure.New(failure.NotFound, "image %q is not installed and no catalog has it (available: %s); pull an OCI image with `banger image pull REF --name %s`",
 			name, cat.imageNames(), name)
 	}
-	if _, err := s.getEntry(ctx, e, e.Name, p, false); err != nil {
+	if _, err := s.getEntry(ctx, e, e.Name, 0, p, false); err != nil {
 		return Image{}, err
 	}
 	img, err := s.installedImage(ctx, name)
@@ -143,8 +143,9 @@ func (s *Service) installedImage(ctx context.Context, name string) (Image, error
 }
 
 // getEntry builds, pulls or downloads a catalog entry as image name, coalesced with any other
-// request for the same name. Unless replace, an image that appeared meanwhile is kept.
-func (s *Service) getEntry(ctx context.Context, e ImageEntry, name string, p progress.Func, replace bool) (image.Manifest, error) {
+// request for the same name; size applies to OCI entries (0: sized to the contents). Unless
+// replace, an image that appeared meanwhile is kept.
+func (s *Service) getEntry(ctx context.Context, e ImageEntry, name string, size int64, p progress.Func, replace bool) (image.Manifest, error) {
 	m, _, err := s.images.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
 		if !replace {
 			if _, err := s.installedImage(ctx, name); err == nil {
@@ -155,7 +156,7 @@ func (s *Service) getEntry(ctx context.Context, e ImageEntry, name string, p pro
 		case image.SourceRecipe:
 			return s.buildRecipe(ctx, e, name, p)
 		case image.SourceOCI:
-			return s.pullOCI(ctx, PullRequest{Ref: e.OCI, Name: name, Kernel: e.Kernel}, p)
+			return s.pullOCI(ctx, PullRequest{Ref: e.OCI, Name: name, Size: size, Kernel: e.Kernel}, p)
 		default:
 			path, err := s.fetchBundle(ctx, *e.Bundle, p)
 			if err != nil {
@@ -178,7 +179,7 @@ func (s *Service) BuildImage(ctx context.Context, name string, p progress.Func) 
 	if !ok || e.Kind != image.SourceRecipe {
 		return ImageInfo{}, failure.New(failure.NotFound, "no recipe builds image %q (images built from recipes: %s)", name, strings.Join(recipeImages(cat), ", "))
 	}
-	if _, err := s.getEntry(ctx, e, name, p, true); err != nil {
+	if _, err := s.getEntry(ctx, e, name, 0, p, true); err != nil {
 		return ImageInfo{}, err
 	}
 	return s.ShowImage(ctx, name)
@@ -279,14 +280,7 @@ func (s *Service) PullImage(ctx context.Context, req PullRequest, p progress.Fun
 		if req.Size != 0 && e.Kind != image.SourceOCI {
 			return ImageInfo{}, failure.New(failure.Invalid, "--size applies to OCI images; %s is a %s", e.Name, e.Kind)
 		}
-		if e.Kind == image.SourceOCI && req.Size != 0 {
-			_, _, err := s.images.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
-				return s.pullOCI(ctx, PullRequest{Ref: e.OCI, Name: name, Size: req.Size, Kernel: e.Kernel}, p)
-			})
-			if err != nil {
-				return ImageInfo{}, err
-			}
-		} else if _, err := s.getEntry(ctx, e, name, p, true); err != nil {
+		if _, err := s.getEntry(ctx, e, name, req.Size, p, true); err != nil {
 			return ImageInfo{}, err
 		}
 		return s.ShowImage(ctx, name)

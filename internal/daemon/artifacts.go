@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"path/filepath"
 
@@ -323,9 +322,7 @@ func (d *Daemon) handleExportKernel(w http.ResponseWriter, r *http.Request) {
 // absolute refuses relative host paths: the daemon's working directory is not the user's.
 func absolute(what, p string) error {
 	if p == "" || !filepath.IsAbs(p) {
-		return failure.Wrap(failure.Invalid, errors.New(what+" path "+quote(p)+" must be absolute (the CLI makes paths absolute)"))
+		return failure.New(failure.Invalid, "%s path %q must be absolute (the CLI makes paths absolute)", what, p)
 	}
 	return nil
 }
-
-func quote(s string) string { return "\"" + s + "\"" }
