@@ -10,6 +10,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/client"
 )
 
 func (a *app) imageCmd() *cobra.Command {
@@ -282,24 +283,13 @@ func (a *app) imageDeleteCmd() *cobra.Command {
 		Example: "  banger image delete devbox",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			var firstErr error
-			for _, name := range args {
+			return a.eachVM(c.Context(), args, func(cl *client.Client, name string) (string, error) {
 				img, err := cl.DeleteImage(c.Context(), name)
 				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-					} else {
-						fmt.Fprintf(a.stderr, "banger: %v\n", err)
-					}
-					continue
+					return "", err
 				}
-				fmt.Fprintf(a.stdout, "deleted image %s (%d versions)\n", img.Name, len(img.Versions))
-			}
-			return firstErr
+				return fmt.Sprintf("deleted image %s (%d versions)", img.Name, len(img.Versions)), nil
+			})
 		},
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/client"
 )
 
 func printJSON(w io.Writer, v any) error {
@@ -219,24 +220,13 @@ func (a *app) kernelRmCmd() *cobra.Command {
 		Example: "  banger kernel rm mykernel",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			var firstErr error
-			for _, name := range args {
+			return a.eachVM(c.Context(), args, func(cl *client.Client, name string) (string, error) {
 				k, err := cl.DeleteKernel(c.Context(), name)
 				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-					} else {
-						fmt.Fprintf(a.stderr, "banger: %v\n", err)
-					}
-					continue
+					return "", err
 				}
-				fmt.Fprintf(a.stdout, "removed kernel %s (%s)\n", k.Name, k.Release)
-			}
-			return firstErr
+				return fmt.Sprintf("removed kernel %s (%s)", k.Name, k.Release), nil
+			})
 		},
 	}
 }
