@@ -16,7 +16,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -87,8 +89,37 @@ func run(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "--- bangerd.log (last 4 KiB)\n%s\n", tail(b, 4096))
 		}
 	}
+	// A failed test can leave a VM running (the daemon keeps VMs across its own stop): no VMM
+	// may outlive the run.
+	if n := killStrays(base); n > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: killed %d process(es) left running from %s\n", n, base)
+		if code == 0 {
+			code = 1 // a passing run must not leave anything behind
+		}
+	}
 	_ = os.RemoveAll(base)
 	return code
+}
+
+// killStrays kills every process whose command line mentions dir (the test's VMMs, helpers)
+// and returns how many there were.
+func killStrays(dir string) int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	n := 0
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(dir+"/")) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
+		}
+	}
+	return n
 }
 
 func tail(b []byte, n int) []byte {
@@ -102,6 +133,7 @@ type result struct {
 	stdout, stderr string
 	code           int
 	took           time.Duration
+	cpu            time.Duration // the CLI's own CPU time, user and system
 }
 
 // banger runs the CLI with the harness environment plus extra KEY=VALUE entries.
@@ -123,6 +155,7 @@ func bangerStdin(stdin io.Reader, extraEnv []string, args ...string) (result, er
 		return r, err
 	}
 	r.code = cmd.ProcessState.ExitCode()
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r, nil
 }
 

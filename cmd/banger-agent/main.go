@@ -33,8 +33,11 @@ func main() {
 		guestinit.Fail(guestinit.Run(self))
 		return
 	}
+	if len(os.Args) >= 2 && os.Args[1] == "extract" {
+		os.Exit(extract(os.Args[2:]))
+	}
 	if len(os.Args) < 2 || os.Args[1] != "serve" {
-		fmt.Fprintf(os.Stderr, "usage: banger-agent serve\n\nbanger-agent runs inside banger guests; it is not meant to be started by hand.\n")
+		fmt.Fprintf(os.Stderr, "usage: banger-agent serve\n       banger-agent extract [--zstd] FILE DIR\n\nbanger-agent runs inside banger guests; it is not meant to be started by hand.\n")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -59,4 +62,23 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// extract is `banger-agent extract [--zstd] FILE DIR`: it unpacks a tar file under the rules
+// of an upload (nothing lands outside DIR). The host runs it in the guest, e.g. to rebuild
+// what a workspace was when it was shipped.
+func extract(args []string) int {
+	compression := ""
+	if len(args) > 0 && args[0] == "--zstd" {
+		compression, args = "zstd", args[1:]
+	}
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: banger-agent extract [--zstd] FILE DIR")
+		return 2
+	}
+	if _, err := guestagent.ExtractFile(args[0], compression, args[1]); err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent extract %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
 }

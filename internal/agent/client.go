@@ -188,10 +188,11 @@ func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, e
 	return s, nil
 }
 
-// Upload extracts the tar stream read from src into dest in the guest (compression "" or
-// "zstd") and returns what the guest wrote.
-func (c *Client) Upload(ctx context.Context, dest, compression string, src io.Reader) (UntarResult, error) {
-	s, err := c.Open(ctx, Request{Op: OpUntar, Untar: &UntarRequest{Dest: dest, Compression: compression}})
+// Upload extracts the tar stream read from src into req.Dest in the guest and returns what the
+// guest wrote.
+func (c *Client) Upload(ctx context.Context, req UntarRequest, src io.Reader) (UntarResult, error) {
+	dest := req.Dest
+	s, err := c.Open(ctx, Request{Op: OpUntar, Untar: &req})
 	if err != nil {
 		return UntarResult{}, err
 	}

@@ -23,6 +23,10 @@ const PortName = "org.banger.agent.0"
 // VsockPort is the vsock port the agent listens on (Firecracker).
 const VsockPort = 1024
 
+// GuestBinary is where the agent's binary is in a running guest (the initramfs installs it
+// there), for commands run in the guest that need one of its tools, e.g. `banger-agent extract`.
+const GuestBinary = "/run/banger/banger-agent"
+
 // Operations.
 const (
 	OpHealth    = "health"
@@ -44,10 +48,13 @@ type Request struct {
 }
 
 // UntarRequest extracts a tar stream, sent as wire.Stdin frames ended by wire.StdinEOF, into
-// Dest (created). Compression is "" or "zstd". The reply carries an UntarResult.
+// Dest (created). Compression is "" or "zstd". Keep, when set, is an absolute path in the guest
+// where the stream is also saved as sent, once all of it was extracted. The reply carries an
+// UntarResult.
 type UntarRequest struct {
 	Dest        string `json:"dest"`
 	Compression string `json:"compression,omitempty"`
+	Keep        string `json:"keep,omitempty"`
 }
 
 // UntarResult counts what an upload wrote.

@@ -11,6 +11,7 @@ const UploadUpgrade = "banger-upload"
 type UploadRequest struct {
 	Dest        string `json:"dest"`                  // absolute directory in the guest
 	Compression string `json:"compression,omitempty"` // "" or "zstd"
+	Keep        string `json:"keep,omitempty"`        // also save the stream as sent at this guest path
 }
 
 // Workspace records what was shipped into a VM (PUT /v1/vms/{ref}/workspace), so that later

@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
@@ -45,11 +46,15 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // cacheDir is banger's directory in the guest for its own files.
 const cacheDir = "/root/.cache/banger"
 
-// baselineDir keeps, per workspace, a git snapshot of what was shipped, outside the
-// workspace itself: `vm workspace export` diffs against it.
-func baselineDir(guestDir string) string {
-	return cacheDir + "/baseline" + strings.ReplaceAll(path.Clean(guestDir), "/", "_") + ".git"
+// shippedTar is where the guest keeps, per workspace, the stream that shipped it (outside the
+// workspace itself): `vm workspace export` diffs against what it holds.
+func shippedTar(guestDir string) string {
+	return cacheDir + "/shipped" + strings.ReplaceAll(path.Clean(guestDir), "/", "_") + ".tar.zst"
 }
+
+// shippedRef is the ref that marks, in a workspace shipped with --branch, the state it was
+// shipped in (the branch's commit with the uncommitted changes on top).
+const shippedRef = "refs/banger/shipped"
 
 // listWorkspace opens the repository and lists what ships, telling about untracked files.
 func (a *app) listWorkspace(dir string, o wsOptions) (*workspace.Repo, workspace.List, error) {
@@ -91,7 +96,10 @@ func (a *app) ship(ctx context.Context, cl *client.Client, vm string, repo *work
 		}
 		ws.Files, ws.Bytes = len(list.Files), list.Bytes
 	} else {
-		res, err := uploadTar(ctx, cl, vm, dest, func(w io.Writer) error { return repo.WriteTar(w, list.Files) })
+		// The guest keeps the stream as sent: `vm workspace export` rebuilds the shipped state
+		// from it, so nothing has to snapshot the workspace before the command can change it.
+		req := api.UploadRequest{Dest: dest, Keep: shippedTar(dest)}
+		res, err := uploadTar(ctx, cl, vm, req, func(w io.Writer) error { return repo.WriteTar(w, list.Files) })
 		if err != nil {
 			return ws, err
 		}
@@ -101,19 +109,12 @@ func (a *app) ship(ctx context.Context, cl *client.Client, vm string, repo *work
 		return ws, err
 	}
 	fmt.Fprintf(a.stderr, "banger: shipped %d files (%s) to %s:%s in %.2fs\n", ws.Files, bytesize.Format(ws.Bytes), vm, dest, time.Since(start).Seconds())
-	// The snapshot `vm workspace export` diffs against, made in the background at low priority.
-	snapshot := fmt.Sprintf(`b=%s; d=%s; rm -rf "$b" "$b.done"; mkdir -p "$(dirname "$b")" && git init -q --bare "$b" &&
-GIT_DIR="$b" GIT_WORK_TREE="$d" git add -A &&
-GIT_DIR="$b" GIT_WORK_TREE="$d" git -c user.name=banger -c user.email=banger@localhost commit -q --allow-empty -m "banger: the workspace as shipped" &&
-touch "$b.done"`, shellQuote(baselineDir(dest)), shellQuote(dest))
-	if code, err := a.guestScript(ctx, cl, vm, "setsid nice -n 19 sh -c "+shellQuote(snapshot)+" >/dev/null 2>&1 </dev/null &"); err != nil || code != 0 {
-		fmt.Fprintf(a.stderr, "note: could not start the workspace snapshot (vm workspace export will not work): %v (exit %d)\n", err, code)
-	}
 	return ws, nil
 }
 
-// uploadTar streams the tar that write produces, zstd-compressed, into dest in the VM.
-func uploadTar(ctx context.Context, cl *client.Client, vm, dest string, write func(io.Writer) error) (client.UploadResult, error) {
+// uploadTar streams the tar that write produces, zstd-compressed, into req.Dest in the VM.
+func uploadTar(ctx context.Context, cl *client.Client, vm string, req api.UploadRequest, write func(io.Writer) error) (client.UploadResult, error) {
+	req.Compression = "zstd"
 	pr, pw := io.Pipe()
 	go func() {
 		zw, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2))
@@ -127,7 +128,7 @@ func uploadTar(ctx context.Context, cl *client.Client, vm, dest string, write fu
 		}
 		pw.CloseWithError(err)
 	}()
-	res, err := cl.Upload(ctx, vm, dest, "zstd", pr)
+	res, err := cl.Upload(ctx, vm, req, pr)
 	pr.Close()
 	return res, err
 }
@@ -148,7 +149,7 @@ func (a *app) shipBranch(ctx context.Context, cl *client.Client, vm string, repo
 		return err
 	}
 	ship := cacheDir + "/ship-" + repo.Name
-	_, err = uploadTar(ctx, cl, vm, ship, func(w io.Writer) error {
+	_, err = uploadTar(ctx, cl, vm, api.UploadRequest{Dest: ship}, func(w io.Writer) error {
 		var bundle bytes.Buffer
 		if err := repo.Bundle(&bundle, commit); err != nil {
 			return err
@@ -173,12 +174,17 @@ func (a *app) shipBranch(ctx context.Context, cl *client.Client, vm string, repo
 	script := fmt.Sprintf(`set -e
 s=%s; d=%s
 if [ -e "$d" ] && [ -n "$(ls -A "$d" 2>/dev/null)" ]; then echo "banger: $d exists in the guest and is not empty" >&2; exit 3; fi
-git clone -q --no-checkout "$s/ws.bundle" "$d"
-cd "$d"
-git remote remove origin
+mkdir -p "$d"; cd "$d"
+git init -q
+git fetch -q "$s/ws.bundle" '+refs/banger/*:refs/banger/*'
 git checkout -q -b %s %s
+git for-each-ref --format='delete %%(refname)' refs/banger | git update-ref --stdin
 if [ -s "$s/ws.patch" ]; then git apply --whitespace=nowarn "$s/ws.patch"; fi
-rm -rf "$s"`, shellQuote(ship), shellQuote(dest), shellQuote(o.branch), commit)
+rm -rf "$s"
+i=$(mktemp); cp .git/index "$i"; export GIT_INDEX_FILE="$i"
+git add -A; t=$(git write-tree); rm -f "$i"
+git update-ref %s "$(git -c user.name=banger -c user.email=banger@localhost commit-tree -p HEAD -m "banger: the workspace as shipped" "$t")"`,
+		shellQuote(ship), shellQuote(dest), shellQuote(o.branch), commit, shippedRef)
 	code, err := a.guestScript(ctx, cl, vm, script)
 	if err != nil {
 		return err
@@ -266,12 +272,19 @@ includes commits made in the guest.`,
 					return usagef("--base needs a workspace shipped with --branch (it has git history in the guest)")
 				}
 				script = fmt.Sprintf(`set -e; cd %s; i=$(mktemp); trap 'rm -f "$i"' EXIT; export GIT_INDEX_FILE="$i"; git read-tree HEAD; git add -A; git diff --cached --binary %s`, shellQuote(dest), shellQuote(base))
+			} else if vm.Workspace.Branch != "" {
+				script = fmt.Sprintf(`set -e; cd %s; i=$(mktemp); trap 'rm -f "$i"' EXIT; cp .git/index "$i"; export GIT_INDEX_FILE="$i"; git add -A; git diff --cached --binary %s`, shellQuote(dest), shippedRef)
 			} else {
-				b := baselineDir(dest)
-				script = fmt.Sprintf(`set -e; b=%s; d=%s; n=0
-while [ ! -f "$b.done" ]; do n=$((n+1)); if [ $n -gt 600 ]; then echo "banger: the workspace snapshot is not ready (see if git runs in the guest)" >&2; exit 3; fi; sleep 0.2; done
-export GIT_DIR="$b" GIT_WORK_TREE="$d"; i=$(mktemp); trap 'rm -f "$i"' EXIT; export GIT_INDEX_FILE="$i"
-git read-tree HEAD; git add -A; git diff --cached --binary HEAD`, shellQuote(b), shellQuote(dest))
+				// The shipped state, rebuilt from the stream the guest kept, against the
+				// workspace now; both go through one throwaway index so that git sees renames,
+				// modes and binary files as it would in the host's work tree.
+				script = fmt.Sprintf(`set -e; k=%s; d=%s
+[ -f "$k" ] || { echo "banger: the guest has no record of what was shipped to $d; ship it again with banger vm exec --sync" >&2; exit 3; }
+t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+%s extract --zstd "$k" "$t/shipped"
+export GIT_DIR="$t/git" GIT_INDEX_FILE="$t/index"; git init -q --bare "$GIT_DIR"; git config core.compression 0
+GIT_WORK_TREE="$t/shipped" git add -A; base=$(git write-tree)
+GIT_WORK_TREE="$d" git add -A; git diff --cached --binary "$base"`, shellQuote(shippedTar(dest)), shellQuote(dest), agent.GuestBinary)
 			}
 			w := a.stdout
 			if out != "" {

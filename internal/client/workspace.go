@@ -18,10 +18,11 @@ type UploadResult struct {
 	Bytes int64 `json:"bytes"`
 }
 
-// Upload streams the tar archive read from src into dest in a running VM (extracted as it
+// Upload streams the tar archive read from src into req.Dest in a running VM (extracted as it
 // arrives; nothing is staged on the host) and returns what the guest wrote.
-func (c *Client) Upload(ctx context.Context, ref, dest, compression string, src io.Reader) (UploadResult, error) {
-	rwc, err := c.openUpgrade(ctx, api.PathVM+url.PathEscape(ref)+"/upload", api.UploadUpgrade, api.UploadRequest{Dest: dest, Compression: compression})
+func (c *Client) Upload(ctx context.Context, ref string, req api.UploadRequest, src io.Reader) (UploadResult, error) {
+	dest := req.Dest
+	rwc, err := c.openUpgrade(ctx, api.PathVM+url.PathEscape(ref)+"/upload", api.UploadUpgrade, req)
 	if err != nil {
 		return UploadResult{}, err
 	}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"net/http"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/vmservice"
 )
@@ -19,7 +20,7 @@ func (d *Daemon) handleUpload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	stream, vm, err := d.vms.OpenUpload(r.Context(), r.PathValue("ref"), req.Dest, req.Compression)
+	stream, vm, err := d.vms.OpenUpload(r.Context(), r.PathValue("ref"), agent.UntarRequest{Dest: req.Dest, Compression: req.Compression, Keep: req.Keep})
 	if err != nil {
 		writeError(w, err)
 		return

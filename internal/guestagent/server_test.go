@@ -356,7 +356,7 @@ func TestUploadExtractsKeepingModesAndLinks(t *testing.T) {
 		tarEntry{name: "link.md", typ: tar.TypeSymlink, link: "README.md"},
 		tarEntry{name: "abs-link", typ: tar.TypeSymlink, link: "/etc/passwd"},
 	)
-	res, err := c.Upload(context.Background(), dest, "", src)
+	res, err := c.Upload(context.Background(), agent.UntarRequest{Dest: dest}, src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +389,7 @@ func TestUploadRefusesEscapes(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dest := filepath.Join(t.TempDir(), "d")
-			if _, err := c.Upload(context.Background(), dest, "", tarOf(t, tc.entries...)); err == nil {
+			if _, err := c.Upload(context.Background(), agent.UntarRequest{Dest: dest}, tarOf(t, tc.entries...)); err == nil {
 				t.Error("accepted")
 			}
 			if entries, _ := os.ReadDir(outside); len(entries) != 0 {
@@ -409,10 +409,47 @@ func TestUploadZstd(t *testing.T) {
 	_, _ = io.Copy(enc, tarOf(t, tarEntry{name: "a.txt", data: strings.Repeat("a", 100000), mode: 0o600}))
 	enc.Close()
 	dest := t.TempDir()
-	if res, err := c.Upload(context.Background(), dest, "zstd", &z); err != nil || res.Bytes != 100000 {
+	if res, err := c.Upload(context.Background(), agent.UntarRequest{Dest: dest, Compression: "zstd"}, &z); err != nil || res.Bytes != 100000 {
 		t.Fatalf("zstd upload: %+v %v", res, err)
 	}
-	if _, err := c.Upload(context.Background(), dest, "lz77", strings.NewReader("")); err == nil {
+	if _, err := c.Upload(context.Background(), agent.UntarRequest{Dest: dest, Compression: "lz77"}, strings.NewReader("")); err == nil {
 		t.Error("unknown compression accepted")
+	}
+}
+
+// An upload with Keep leaves the stream exactly as sent, from which ExtractFile rebuilds the
+// same tree; a failed upload keeps nothing and leaves an earlier kept stream alone.
+func TestUploadKeepsTheStream(t *testing.T) {
+	c := connect(t)
+	var z bytes.Buffer
+	enc, _ := zstd.NewWriter(&z)
+	_, _ = io.Copy(enc, tarOf(t, tarEntry{name: "a.txt", data: "shipped\n", mode: 0o640}, tarEntry{name: "sub/b.txt", data: "b\n", mode: 0o600}))
+	enc.Close()
+	sent := append([]byte(nil), z.Bytes()...)
+	dir := t.TempDir()
+	keep := filepath.Join(dir, "cache", "shipped.tar.zst")
+	if _, err := c.Upload(context.Background(), agent.UntarRequest{Dest: filepath.Join(dir, "ws"), Compression: "zstd", Keep: keep}, &z); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(keep); err != nil || !bytes.Equal(got, sent) {
+		t.Fatalf("kept %d bytes (%v), want the %d sent", len(got), err, len(sent))
+	}
+	again := filepath.Join(dir, "again")
+	if res, err := ExtractFile(keep, "zstd", again); err != nil || res.Files != 2 {
+		t.Fatalf("extract the kept stream: %+v %v", res, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(again, "a.txt")); string(b) != "shipped\n" {
+		t.Errorf("rebuilt a.txt = %q", b)
+	}
+
+	bad := tarOf(t, tarEntry{name: "../escape", data: "x", mode: 0o600})
+	if _, err := c.Upload(context.Background(), agent.UntarRequest{Dest: filepath.Join(dir, "ws"), Keep: keep}, bad); err == nil {
+		t.Fatal("an upload with an entry leaving the destination succeeded")
+	}
+	if got, _ := os.ReadFile(keep); !bytes.Equal(got, sent) {
+		t.Error("a failed upload replaced the kept stream")
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "cache", "*.partial")); len(m) != 0 {
+		t.Errorf("a failed upload left %v", m)
 	}
 }

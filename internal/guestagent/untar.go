@@ -50,27 +50,77 @@ func (f *frameReader) Read(p []byte) (int, error) {
 
 // untar extracts the tar stream the host sends (as Stdin frames) into req.Dest, creating it.
 // Every entry must stay inside Dest: absolute names and ".." components are refused, and
-// nothing is ever written through a symlink out of it.
+// nothing is ever written through a symlink out of it. With req.Keep, the stream is also
+// saved there as it arrived (still compressed), replacing that file only once the whole
+// stream was extracted: ExtractFile can later rebuild what was shipped from it.
 func untar(r *wire.Reader, req agent.UntarRequest) (agent.UntarResult, error) {
-	var res agent.UntarResult
-	if !filepath.IsAbs(req.Dest) {
-		return res, fmt.Errorf("destination %q is not an absolute path", req.Dest)
-	}
 	var src io.Reader = &frameReader{r: r}
-	if req.Compression == "zstd" {
+	var kept *os.File
+	if req.Keep != "" {
+		if !filepath.IsAbs(req.Keep) {
+			return agent.UntarResult{}, fmt.Errorf("keep %q is not an absolute path", req.Keep)
+		}
+		if err := os.MkdirAll(filepath.Dir(req.Keep), 0o700); err != nil {
+			return agent.UntarResult{}, err
+		}
+		f, err := os.CreateTemp(filepath.Dir(req.Keep), filepath.Base(req.Keep)+".*.partial")
+		if err != nil {
+			return agent.UntarResult{}, err
+		}
+		defer os.Remove(f.Name()) // a no-op once renamed
+		defer f.Close()
+		kept = f
+		src = io.TeeReader(src, f)
+	}
+	res, err := extract(src, req.Compression, req.Dest)
+	if err != nil || kept == nil {
+		return res, err
+	}
+	// Whatever follows the end of the archive (padding, the compressor's trailer) is kept
+	// too, so that the saved stream is exactly the one sent.
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		return res, err
+	}
+	if err := kept.Close(); err != nil {
+		return res, err
+	}
+	return res, os.Rename(kept.Name(), req.Keep)
+}
+
+// ExtractFile extracts a tar file (compression "" or "zstd") into dest, under the same rules
+// as an upload: `banger-agent extract` runs it in the guest, for instance on a stream an
+// upload kept.
+func ExtractFile(file, compression, dest string) (agent.UntarResult, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return agent.UntarResult{}, err
+	}
+	defer f.Close()
+	return extract(f, compression, dest)
+}
+
+// extract reads a tar stream from src into dest, creating it. Every entry must stay inside
+// dest: absolute names and ".." components are refused, and nothing is ever written through
+// a symlink out of it.
+func extract(src io.Reader, compression, dest string) (agent.UntarResult, error) {
+	var res agent.UntarResult
+	if !filepath.IsAbs(dest) {
+		return res, fmt.Errorf("destination %q is not an absolute path", dest)
+	}
+	if compression == "zstd" {
 		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return res, err
 		}
 		defer zr.Close()
 		src = zr
-	} else if req.Compression != "" {
-		return res, fmt.Errorf("compression %q: want zstd or none", req.Compression)
+	} else if compression != "" {
+		return res, fmt.Errorf("compression %q: want zstd or none", compression)
 	}
-	if err := os.MkdirAll(req.Dest, 0o755); err != nil {
+	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return res, err
 	}
-	root, err := os.OpenRoot(req.Dest)
+	root, err := os.OpenRoot(dest)
 	if err != nil {
 		return res, err
 	}

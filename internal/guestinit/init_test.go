@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/agent"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -49,5 +51,13 @@ func TestLoadModulesNamesTheMissingModule(t *testing.T) {
 	_, err := LoadModules(dir)
 	if err == nil || !strings.Contains(err.Error(), "missing.ko") {
 		t.Errorf("err = %v, want it to name missing.ko", err)
+	}
+}
+
+// The host runs the agent's tools in guests at agent.GuestBinary: it must be where the
+// initramfs installs the agent.
+func TestAgentPathIsWhereTheHostLooks(t *testing.T) {
+	if agentPath != agent.GuestBinary {
+		t.Fatalf("the initramfs installs the agent at %s, the host looks for it at %s", agentPath, agent.GuestBinary)
 	}
 }

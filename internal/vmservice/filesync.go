@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/steps"
 )
@@ -31,7 +32,7 @@ func (s *Service) fileSyncStep(b *boot) steps.Step {
 			b.obs.Progress.Stage("vm.files", fmt.Sprintf("copying %d file_sync entries", len(cfg.FileSync)))
 			pr, pw := io.Pipe()
 			go func() { pw.CloseWithError(writeFileSync(pw, cfg.FileSync, b.obs.notice)) }()
-			_, err = b.cli.Upload(ctx, "/root", "", pr)
+			_, err = b.cli.Upload(ctx, agent.UntarRequest{Dest: "/root"}, pr)
 			pr.Close()
 			if err != nil {
 				return fmt.Errorf("file_sync: %w", err)

@@ -29,15 +29,18 @@ type Workspace struct {
 
 // OpenUpload starts an upload into a running VM: the returned stream takes the tar stream as
 // wire.Stdin frames ended by wire.StdinEOF and answers with the guest's wire.Reply.
-func (s *Service) OpenUpload(ctx context.Context, ref, dest, compression string) (net.Conn, store.VM, error) {
-	if !filepath.IsAbs(dest) {
-		return nil, store.VM{}, invalidf("upload destination %q: want an absolute path in the guest", dest)
+func (s *Service) OpenUpload(ctx context.Context, ref string, req agent.UntarRequest) (net.Conn, store.VM, error) {
+	if !filepath.IsAbs(req.Dest) {
+		return nil, store.VM{}, invalidf("upload destination %q: want an absolute path in the guest", req.Dest)
+	}
+	if req.Keep != "" && !filepath.IsAbs(req.Keep) {
+		return nil, store.VM{}, invalidf("upload keep %q: want an absolute path in the guest", req.Keep)
 	}
 	c, vm, err := s.agentOf(ctx, ref)
 	if err != nil {
 		return nil, vm, err
 	}
-	st, err := c.Open(ctx, agent.Request{Op: agent.OpUntar, Untar: &agent.UntarRequest{Dest: dest, Compression: compression}})
+	st, err := c.Open(ctx, agent.Request{Op: agent.OpUntar, Untar: &req})
 	if err != nil {
 		return nil, vm, fmt.Errorf("vm %q: %w", vm.Name, err)
 	}

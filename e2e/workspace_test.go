@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t", "GIT_CONFIG_GLOBAL=/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func writeFile(t *testing.T, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testRepo makes a repository with tracked, executable, symlinked, binary, ignored and
+// untracked files, and a second commit.
+func testRepo(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "proj")
+	git(t, filepath.Dir(dir), "init", "-q", "-b", "main", dir)
+	writeFile(t, filepath.Join(dir, "README.md"), "v1\n", 0o644)
+	writeFile(t, filepath.Join(dir, "scripts/run.sh"), "#!/bin/sh\necho ran from $(pwd)\n", 0o755)
+	writeFile(t, filepath.Join(dir, "data.bin"), "\x00\x01\x02binary\xff", 0o644)
+	writeFile(t, filepath.Join(dir, ".gitignore"), "*.log\n", 0o644)
+	if err := os.Symlink("README.md", filepath.Join(dir, "readme-link")); err != nil {
+		t.Fatal(err)
+	}
+	git(t, dir, "add", ".")
+	git(t, dir, "commit", "-q", "-m", "one")
+	writeFile(t, filepath.Join(dir, "README.md"), "v2\n", 0o644)
+	git(t, dir, "commit", "-q", "-am", "two")
+	writeFile(t, filepath.Join(dir, "debug.log"), "ignored\n", 0o644)
+	writeFile(t, filepath.Join(dir, "scratch.txt"), "untracked\n", 0o644)
+	return dir
+}
+
+func TestWorkspaceDryRunIsExactAndStartsNothing(t *testing.T) {
+	repo := testRepo(t)
+	r, err := banger(nil, "vm", "run", "--dry-run", repo)
+	if err != nil || r.code != 0 {
+		t.Fatalf("dry run: %v %+v", err, r)
+	}
+	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	sort.Strings(got)
+	want := []string{".gitignore", "README.md", "data.bin", "readme-link", "scripts/run.sh"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("dry-run list %q, want %q", got, want)
+	}
+	if !regexp.MustCompile(`5 files, \d+B, from .*proj to /root/proj \(dry run`).MatchString(r.stderr) || !strings.Contains(r.stderr, "1 untracked file(s)") {
+		t.Errorf("dry-run stderr:\n%s", r.stderr)
+	}
+	r, _ = banger(nil, "vm", "run", "--dry-run", "--include-untracked", repo)
+	if !strings.Contains(r.stdout, "scratch.txt") || strings.Contains(r.stdout, "debug.log") {
+		t.Errorf("--include-untracked: %q (want scratch.txt, never the ignored debug.log)", r.stdout)
+	}
+	r, _ = banger(nil, "vm", "run", "--dry-run", t.TempDir())
+	if r.code != 1 || !strings.Contains(r.stderr, "not inside a git work tree") {
+		t.Errorf("not a repo: exit %d %s", r.code, r.stderr)
+	}
+}
+
+func TestWorkspaceCommandRunsInTheRepoWithItsStatus(t *testing.T) {
+	ensureWarm(t)
+	repo := testRepo(t)
+	r, err := banger(nil, "vm", "run", "--rm", repo, "--", "sh", "-c",
+		`pwd; ./scripts/run.sh; cat README.md; readlink readme-link; test -x scripts/run.sh && echo exec-bit; test -e scratch.txt || echo no-untracked; test -e debug.log || echo no-ignored; exit 42`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "/root/proj\nran from /root/proj\nv2\nREADME.md\nexec-bit\nno-untracked\nno-ignored\n"
+	if r.code != 42 || r.stdout != want {
+		t.Errorf("exit %d stdout %q, want 42 and %q\nstderr:\n%s", r.code, r.stdout, want, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "1 untracked file(s)") || !strings.Contains(r.stderr, "--include-untracked") {
+		t.Errorf("no untracked notice:\n%s", r.stderr)
+	}
+	for _, tc := range []struct {
+		cmd  string
+		code int
+	}{{"exit 0", 0}, {"exit 1", 1}, {"kill -TERM $$", 143}} {
+		r, _ := banger(nil, "vm", "run", "--rm", "--guest-path", "/srv/x", repo, "--", "sh", "-c", "test \"$(pwd)\" = /srv/x || exit 99; "+tc.cmd)
+		if r.code != tc.code {
+			t.Errorf("%q: exit %d, want %d\n%s", tc.cmd, r.code, tc.code, r.stderr)
+		}
+	}
+	assertNothingLeft(t)
+}
+
+func TestWorkspaceBranchFromAnOlderCommitWithUncommittedChanges(t *testing.T) {
+	ensureWarm(t)
+	repo := testRepo(t)
+	first := git(t, repo, "rev-parse", "HEAD~1")
+	writeFile(t, filepath.Join(repo, "data.bin"), "changed, uncommitted", 0o644)
+	r, err := banger(nil, "vm", "run", "--rm", "--branch", "feature", "--from", "HEAD~1", repo, "--", "sh", "-c",
+		`git branch --show-current; git rev-parse HEAD; cat README.md; cat data.bin; echo; git status --porcelain`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(r.stdout, "\n")
+	if r.code != 0 || len(lines) < 5 || lines[0] != "feature" || lines[1] != first || lines[2] != "v1" || lines[3] != "changed, uncommitted" || !strings.Contains(r.stdout, " M data.bin") {
+		t.Errorf("exit %d stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	r, _ = banger(nil, "vm", "run", "--rm", "--branch", "bad..name", repo, "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, "not a valid branch name") {
+		t.Errorf("bad branch name: exit %d %s", r.code, r.stderr)
+	}
+	assertNothingLeft(t)
+}
+
+func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
+	ensureWarm(t)
+	repo := testRepo(t)
+	r := mustBanger(t, "vm", "run", "-d", "--name", "wsd", "--memory", "768M", repo)
+	if strings.TrimSpace(r.stdout) != "wsd" || !strings.Contains(r.stderr, "workspace at /root/proj") {
+		t.Fatalf("-d: stdout %q stderr %s", r.stdout, r.stderr)
+	}
+	defer mustBanger(t, "vm", "delete", "wsd")
+	if got := guest(t, "wsd", "sh", "-c", "pwd; cat README.md"); got != "/root/proj\nv2" {
+		t.Errorf("vm exec in the workspace: %q", got)
+	}
+
+	// The host moves on: exec warns, --sync ships again.
+	writeFile(t, filepath.Join(repo, "README.md"), "v3\n", 0o644)
+	git(t, repo, "commit", "-q", "-am", "three")
+	r = mustBanger(t, "vm", "exec", "wsd", "--", "cat", "README.md")
+	if strings.TrimSpace(r.stdout) != "v2" || !strings.Contains(r.stderr, "--sync ships it again") {
+		t.Errorf("stale workspace: stdout %q stderr %s", r.stdout, r.stderr)
+	}
+	r = mustBanger(t, "vm", "exec", "wsd", "--sync", "--", "cat", "README.md")
+	if strings.TrimSpace(r.stdout) != "v3" {
+		t.Errorf("after --sync: %q", r.stdout)
+	}
+
+	// Changes in the guest come back as a patch the host applies.
+	guest(t, "wsd", "sh", "-c", `printf 'v4 from the guest\n' > README.md && printf '\000\001new binary' > new.bin && rm scripts/run.sh && mkdir -p docs && echo doc > docs/a.md`)
+	r = mustBanger(t, "vm", "workspace", "export", "wsd")
+	patch := r.stdout
+	if !strings.Contains(patch, "GIT binary patch") || !strings.Contains(patch, "deleted file mode") {
+		t.Errorf("patch lacks a binary file or a deletion:\n%.2000s", patch)
+	}
+	patchFile := filepath.Join(t.TempDir(), "guest.patch")
+	_ = os.WriteFile(patchFile, []byte(patch), 0o644)
+	git(t, repo, "apply", patchFile)
+	if b, _ := os.ReadFile(filepath.Join(repo, "README.md")); string(b) != "v4 from the guest\n" {
+		t.Errorf("README after apply: %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(repo, "new.bin")); string(b) != "\x00\x01new binary" {
+		t.Errorf("new.bin after apply: %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "scripts/run.sh")); !os.IsNotExist(err) {
+		t.Errorf("run.sh should be deleted by the patch: %v", err)
+	}
+}
+
+func TestFileSync(t *testing.T) {
+	ensureWarm(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "gitconfig"), "[user]\n\tname = t\n", 0o644)
+	writeFile(t, filepath.Join(src, "dots/app/settings.json"), "{}\n", 0o644)
+	secret := filepath.Join(t.TempDir(), "secret")
+	writeFile(t, secret, "never copied\n", 0o600)
+	if err := os.Symlink(secret, filepath.Join(src, "dots/escape")); err != nil {
+		t.Fatal(err)
+	}
+	cfgDir := filepath.Join(h.home, ".config", "banger")
+	_ = os.MkdirAll(cfgDir, 0o700)
+	cfg := filepath.Join(cfgDir, "config.toml")
+	content := fmt.Sprintf("[[file_sync]]\nhost = %q\nguest = \"~/.gitconfig\"\n\n[[file_sync]]\nhost = %q\nguest = \"~/.config/dots\"\nmode = \"0640\"\n\n[[file_sync]]\nhost = %q\nguest = \"~/missing\"\n",
+		filepath.Join(src, "gitconfig"), filepath.Join(src, "dots"), filepath.Join(src, "missing"))
+	if err := os.WriteFile(cfg, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(cfg)
+	r, err := banger(nil, "vm", "run", "--rm", "--", "sh", "-c", `stat -c '%a %n' /root/.gitconfig /root/.config/dots/app/settings.json; test -e /root/.config/dots/escape || echo no-escape; test -e /root/missing || echo no-missing`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "600 /root/.gitconfig\n640 /root/.config/dots/app/settings.json\nno-escape\nno-missing\n"
+	if r.code != 0 || r.stdout != want {
+		t.Errorf("exit %d stdout %q, want %q\nstderr:\n%s", r.code, r.stdout, want, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "escape is a symlink; skipped") || !strings.Contains(r.stderr, "file_sync[3]") {
+		t.Errorf("warnings missing:\n%s", r.stderr)
+	}
+}
+
+func TestBareWorkspaceOpensAShellInTheRepo(t *testing.T) {
+	ensureWarm(t)
+	repo := testRepo(t)
+	// Without a command: ssh. With stdin not a terminal, the remote shell reads its commands
+	// from it, which is how this test drives the interactive shape.
+	cmd := exec.Command("ip", "netns", "exec", h.netns, filepath.Join(h.bin, "banger"), "vm", "run", "--rm", repo)
+	cmd.Env = h.env
+	cmd.Stdin = strings.NewReader("pwd\ncat README.md\nexit 5\n")
+	out, err := cmd.Output()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 5 || string(out) != "/root/proj\nv2\n" {
+		t.Errorf("bare workspace: exit %d stdout %q", code, out)
+	}
+	assertNothingLeft(t)
+}
+
+func TestShippingTenThousandFiles(t *testing.T) {
+	ensureWarm(t)
+	dir := filepath.Join(t.TempDir(), "big")
+	git(t, filepath.Dir(dir), "init", "-q", dir)
+	chunk := strings.Repeat("0123456789abcdef", 640) // 10 KiB
+	for i := 0; i < 10000; i++ {
+		writeFile(t, filepath.Join(dir, fmt.Sprintf("d%02d/f%05d.txt", i%100, i)), fmt.Sprintf("%d\n%s", i, chunk), 0o644)
+	}
+	git(t, dir, "add", ".")
+	git(t, dir, "commit", "-q", "-m", "big")
+	// The host's share of shipping is the CLI's CPU time (listing, tar, zstd; the whole run is
+	// an upper bound) and the daemon's (splicing the stream to the guest), next to what merely
+	// reading the files costs.
+	readStart := time.Now()
+	var read int64
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			b, _ := os.ReadFile(p)
+			read += int64(len(b))
+		}
+		return nil
+	})
+	readTook := time.Since(readStart)
+	mustBanger(t, "vm", "list") // starts the daemon
+	daemonBefore := processCPU(t, daemonPID(t))
+	r, err := banger(nil, "vm", "run", "--rm", dir, "--", "sh", "-c", "find . -type f | wc -l; du -sm . | cut -f1")
+	if err != nil || r.code != 0 {
+		t.Fatalf("%v %+v", err, r)
+	}
+	daemonCPU := processCPU(t, daemonPID(t)) - daemonBefore
+	lines := strings.Fields(r.stdout)
+	if len(lines) < 1 || lines[0] != "10000" {
+		t.Errorf("files in the guest: %q", r.stdout)
+	}
+	m := regexp.MustCompile(`shipped 10000 files \(([^)]*)\) to \S+ in ([0-9.]+)s`).FindStringSubmatch(r.stderr)
+	if m == nil {
+		t.Fatalf("no shipping line:\n%s", r.stderr)
+	}
+	t.Logf("shipped 10,000 files (%s) in %ss wall; host CPU for the whole run: CLI %.2fs, daemon %.2fs; reading the files alone: %.2fs (%d bytes)",
+		m[1], m[2], r.cpu.Seconds(), daemonCPU.Seconds(), readTook.Seconds(), read)
+}
+
+// processCPU is the user and system CPU time a process has used, from /proc.
+func processCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+}
