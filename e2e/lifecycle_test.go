@@ -28,15 +28,16 @@ func mustBanger(t *testing.T, args ...string) result {
 }
 
 type vmInfo struct {
-	Name      string `json:"name"`
-	State     string `json:"state"`
-	PID       int    `json:"pid"`
-	VCPU      int    `json:"vcpu"`
-	MemoryMiB int    `json:"memory_mib"`
-	DiskBytes int64  `json:"disk_bytes"`
-	LastError string `json:"last_error"`
-	Dir       string `json:"dir"`
-	IP        string `json:"ip"`
+	Name       string `json:"name"`
+	State      string `json:"state"`
+	PID        int    `json:"pid"`
+	VCPU       int    `json:"vcpu"`
+	MemoryMiB  int    `json:"memory_mib"`
+	DiskBytes  int64  `json:"disk_bytes"`
+	LastError  string `json:"last_error"`
+	Dir        string `json:"dir"`
+	IP         string `json:"ip"`
+	AutoRemove bool   `json:"auto_remove"`
 }
 
 func show(t *testing.T, name string) vmInfo {
@@ -309,4 +310,39 @@ func TestDaemonKilledMidCreate(t *testing.T) {
 			assertNothingLeft(t)
 		})
 	}
+}
+
+// TestRunKeepsAVMThatNeverBecameReachable: with a boot timeout no guest can meet, `vm run --rm`
+// fails, but keeps the VM (stopped, not ephemeral) and says how to read its console.
+func TestRunKeepsAVMThatNeverBecameReachable(t *testing.T) {
+	ensureWarm(t)
+	cfgDir := filepath.Join(h.home, ".config", "banger")
+	_ = os.MkdirAll(cfgDir, 0o700)
+	cfg := filepath.Join(cfgDir, "config.toml")
+	if err := os.WriteFile(cfg, []byte("boot_timeout = \"1s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(cfg)
+	r, err := banger(nil, "vm", "run", "--rm", "--name", "unreachable", "--", "true")
+	if err != nil || r.code == 0 {
+		t.Fatalf("vm run with a 1s boot timeout: %v %+v", err, r)
+	}
+	if !strings.Contains(r.stderr, "never became reachable") || !strings.Contains(r.stderr, "banger vm logs unreachable") {
+		t.Errorf("stderr does not say the VM is kept and how to read its logs:\n%s", r.stderr)
+	}
+	os.Remove(cfg)
+	vm := show(t, "unreachable")
+	if vm.State != "stopped" || vm.AutoRemove || !strings.Contains(vm.LastError, "boot_timeout") {
+		t.Errorf("kept VM: %+v; want stopped, not ephemeral, with the boot timeout as its last error", vm)
+	}
+	if logs := mustBanger(t, "vm", "logs", "unreachable"); logs.stdout == "" {
+		t.Error("vm logs shows nothing for the kept VM")
+	}
+	// The VM is whole: with a normal timeout it boots.
+	mustBanger(t, "vm", "start", "unreachable")
+	if got := guest(t, "unreachable", "echo", "up"); got != "up" {
+		t.Errorf("after start: %q", got)
+	}
+	mustBanger(t, "vm", "delete", "unreachable")
+	assertNothingLeft(t)
 }

@@ -122,6 +122,10 @@ type CreateVMRequest struct {
 	CancelOnDisconnect bool `json:"cancel_on_disconnect,omitempty"`
 	// NoStart only creates the VM (record and disk): state "created".
 	NoStart bool `json:"no_start,omitempty"`
+	// KeepUnreachable keeps a VM whose guest never answered (stopped, with its disk and
+	// console log, AutoRemove cleared) instead of undoing the create; other failures still
+	// undo everything.
+	KeepUnreachable bool `json:"keep_unreachable,omitempty"`
 	// NoNAT keeps the VM's traffic on the bridge (no masquerading out of the host).
 	NoNAT bool `json:"no_nat,omitempty"`
 }

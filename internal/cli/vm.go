@@ -146,7 +146,8 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 					return a.dryRun(repo, list, ws)
 				}
 			}
-			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, AutoRemove: rm, NoNAT: noNAT, CancelOnDisconnect: true}
+			// A VM that never became reachable is kept (even with --rm), to be looked into.
+			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, AutoRemove: rm, NoNAT: noNAT, CancelOnDisconnect: true, KeepUnreachable: true}
 			if err := sizes.apply(c, &req); err != nil {
 				return err
 			}

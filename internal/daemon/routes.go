@@ -277,7 +277,7 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	}
 	creq := vmservice.CreateRequest{
 		Name: req.Name, Image: req.Image, Kernel: req.Kernel, VCPU: req.VCPU, DiskBytes: req.DiskBytes,
-		AutoRemove: req.AutoRemove, NoStart: req.NoStart, NoNAT: req.NoNAT,
+		AutoRemove: req.AutoRemove, NoStart: req.NoStart, NoNAT: req.NoNAT, KeepUnreachable: req.KeepUnreachable,
 	}
 	if req.MemoryMiB != nil {
 		b := int64(*req.MemoryMiB) << 20

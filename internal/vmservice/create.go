@@ -40,6 +40,10 @@ type CreateRequest struct {
 	NoStart bool
 	// NoNAT keeps the VM's traffic on the bridge: no masquerading out of the host.
 	NoNAT bool
+	// KeepUnreachable keeps a VM whose guest never answered (the VMM exited or boot_timeout
+	// passed): stopped, with its disk and console log, so that it can be looked at; any other
+	// failure still undoes everything (vm run asks for it, even with --rm).
+	KeepUnreachable bool
 	// FailStep makes the named start step fail; PauseStep hangs before it (end-to-end tests
 	// of cleanup and crash recovery; see hooks).
 	FailStep, PauseStep string
@@ -180,11 +184,19 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 
 	rt := s.runtimeDir(id)
 	diskPath := filepath.Join(vm.Dir, diskFile)
+	var b *boot
+	// keep says whether the undo spares the record, the VM's directory and its disk.
+	keep := func() bool { return req.KeepUnreachable && b != nil && b.unreachable }
 	list := []steps.Step{
 		{
 			Name: StepRecord,
 			Do:   func(ctx context.Context) error { return s.createRecord(ctx, &vm) },
-			Undo: func(ctx context.Context) error { return s.store.DeleteVM(ctx, vm.ID) },
+			Undo: func(ctx context.Context) error {
+				if keep() {
+					return nil
+				}
+				return s.store.DeleteVM(ctx, vm.ID)
+			},
 		},
 		{
 			Name: StepDirs,
@@ -198,6 +210,9 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 				return s.ensureHostKey(&vm)
 			},
 			Undo: func(ctx context.Context) error {
+				if keep() {
+					return os.RemoveAll(rt)
+				}
 				s.forgetSSH(ctx, vm)
 				return errors.Join(os.RemoveAll(vm.Dir), os.RemoveAll(rt))
 			},
@@ -219,10 +234,27 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 			},
 		})
 	} else {
-		list = append(list, s.bootSteps(&boot{vm: &vm, driver: driver, accel: accel, kernel: kern, image: img, timeout: cfg.BootTimeout, obs: obs, creating: true})...)
+		b = &boot{vm: &vm, driver: driver, accel: accel, kernel: kern, image: img, timeout: cfg.BootTimeout, obs: obs, creating: true, keepUnreachable: req.KeepUnreachable}
+		list = append(list, s.bootSteps(b)...)
 	}
 	hooks := s.hooks(name, req.FailStep, req.PauseStep)
 	timings, err := steps.Run(ctx, list, hooks)
+	if err != nil && keep() {
+		// The undo ended the VMM and took the VM off the network; what is left is a stopped
+		// VM to look into. It is no longer ephemeral: nothing deletes it behind the user's back.
+		cause := err
+		var se *steps.Error
+		if errors.As(err, &se) {
+			cause = se.Err
+		}
+		vm.State, vm.LastError, vm.Runtime, vm.AutoRemove = StateStopped, cause.Error(), nil, false
+		if uerr := s.store.UpdateVM(context.WithoutCancel(ctx), &vm); uerr != nil {
+			return store.VM{}, timings, errors.Join(fmt.Errorf("vm %q: %w", name, err), uerr)
+		}
+		return store.VM{}, timings, fmt.Errorf("vm %q never became reachable: %w\nthe VM is kept, stopped, to be looked into: "+
+			"`banger vm logs %s` shows its console, `banger vm start %s` tries again, `banger vm delete %s` removes it",
+			name, err, name, name, name)
+	}
 	if err != nil {
 		var se *steps.Error
 		if errors.As(err, &se) {
@@ -346,11 +378,14 @@ func (s *Service) chooseDriver(ctx context.Context, cfg config.Config, obs Obser
 }
 
 // bootFailure explains why a guest did not come up: the VMM's exit or the boot timeout, with
-// the end of the guest console. It keeps a copy of the console log in the state dir's logs,
-// since the VM's own directory is removed by the undo.
-func (s *Service) bootFailure(name, id string, m vmm.Machine, cause error) error {
+// the end of the guest console. With copyLog it keeps a copy of the console log in the state
+// dir's logs, for when the undo removes the VM's own directory.
+func (s *Service) bootFailure(name, id string, m vmm.Machine, cause error, copyLog bool) error {
 	rec := m.Record()
 	tail := vmm.LogTail(rec.Console, 8)
+	if !copyLog {
+		return fmt.Errorf("%w; guest console ends with: %s", cause, tail)
+	}
 	kept := filepath.Join(s.layout.StateDir, "logs", "failed-"+name+"-"+id+".console.log")
 	if b, err := os.ReadFile(rec.Console); err == nil {
 		if os.MkdirAll(filepath.Dir(kept), 0o700) == nil && os.WriteFile(kept, b, 0o600) == nil {

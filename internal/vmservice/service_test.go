@@ -227,6 +227,77 @@ func TestCancelDuringBootIsUndone(t *testing.T) {
 	e.assertNothingLeft()
 }
 
+// vm run asks to keep a VM whose guest never answers: the VMM is ended and the tap gone, but
+// the record (stopped, with the reason, no longer ephemeral), the disk and the console stay.
+func TestUnreachableGuestIsKeptWhenAsked(t *testing.T) {
+	for _, exitEarly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("vmm-exits=%v", exitEarly), func(t *testing.T) {
+			e := newEnv(t)
+			e.driver.NoAgent = true
+			e.driver.ExitEarly = exitEarly
+			e.cfg.BootTimeout = 500 * time.Millisecond
+			_, err := e.create(CreateRequest{Name: "dev", AutoRemove: true, KeepUnreachable: true})
+			if err == nil || !strings.Contains(err.Error(), "never became reachable") || !strings.Contains(err.Error(), "banger vm logs dev") {
+				t.Fatalf("err = %v, want the VM kept and how to read its logs", err)
+			}
+			vm, err := e.store.GetVM(context.Background(), "dev")
+			if err != nil {
+				t.Fatalf("the record is gone: %v", err)
+			}
+			if vm.State != StateStopped || vm.AutoRemove || vm.LastError == "" {
+				t.Errorf("kept VM = state %s, auto-remove %v, last error %q; want stopped, not ephemeral, with the reason", vm.State, vm.AutoRemove, vm.LastError)
+			}
+			for _, f := range []string{diskFile, "console.log"} {
+				if _, err := os.Stat(filepath.Join(vm.Dir, f)); err != nil {
+					t.Errorf("%s not kept: %v", f, err)
+				}
+			}
+			if _, err := os.Stat(e.svc.runtimeDir(vm.ID)); !os.IsNotExist(err) {
+				t.Errorf("runtime directory left: %v", err)
+			}
+			for _, m := range e.driver.Machines() {
+				select {
+				case <-m.Done():
+				case <-time.After(5 * time.Second):
+					t.Errorf("VMM %d still running", m.Record().PID)
+				}
+			}
+			if _, err := e.svc.Delete(context.Background(), "dev"); err != nil {
+				t.Fatal(err)
+			}
+			e.assertNothingLeft()
+		})
+	}
+}
+
+// Keeping is for guests that never answered: a failed step before or after that, or a
+// cancelled boot, still undoes everything.
+func TestKeepUnreachableOnlyKeepsUnreachableGuests(t *testing.T) {
+	for _, step := range StepNames {
+		t.Run(step, func(t *testing.T) {
+			e := newEnv(t)
+			if _, err := e.create(CreateRequest{Name: "dev", FailStep: step, KeepUnreachable: true}); err == nil {
+				t.Fatal("create succeeded")
+			}
+			e.assertNothingLeft()
+		})
+	}
+	t.Run("cancelled", func(t *testing.T) {
+		e := newEnv(t)
+		e.driver.NoAgent = true
+		ctx, cancel := context.WithCancel(context.Background())
+		obs := Observer{Progress: func(u progress.Update) {
+			if u.Stage == "vm.boot" {
+				go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+			}
+		}}
+		if _, _, err := e.svc.Create(ctx, CreateRequest{Name: "dev", KeepUnreachable: true}, obs); err == nil {
+			t.Fatal("create succeeded")
+		}
+		e.assertNothingLeft()
+	})
+}
+
 func TestCreateRejectsBadRequests(t *testing.T) {
 	e := newEnv(t)
 	if _, err := e.create(CreateRequest{Name: "Bad_Name"}); !errors.Is(err, failure.Invalid) {

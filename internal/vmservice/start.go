@@ -29,6 +29,9 @@ type boot struct {
 	// creating: the boot is part of a create, which stays in state creating until the VM is
 	// ready, so that a daemon crash half way undoes the whole create.
 	creating bool
+	// unreachable: the agent step failed because the guest never answered (not because the
+	// caller gave up). keepUnreachable: the create keeps such a VM, console log included.
+	unreachable, keepUnreachable bool
 
 	in  *instance
 	cli *agent.Client
@@ -93,7 +96,9 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 				b.obs.Progress.Stage("vm.boot", "booting; waiting for the guest agent")
 				c, _, err := s.waitAgent(ctx, b.in.machine, b.timeout)
 				if err != nil {
-					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err)
+					b.unreachable = ctx.Err() == nil
+					// Only an undone create removes the console log with the VM: then a copy is kept.
+					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err, b.creating && !(b.unreachable && b.keepUnreachable))
 				}
 				b.cli = c
 				b.in.mu.Lock()
