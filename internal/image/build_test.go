@@ -200,7 +200,14 @@ func checkImageContents(t *testing.T, rootfs string) {
 	if out := debugfs("ls /etc/systemd/system/sockets.target.wants"); !strings.Contains(out, "docker.socket") {
 		t.Errorf("docker.socket is not enabled:\n%s", out)
 	}
-	for _, unit := range []string{"getty@tty1.service", "serial-getty@ttyS0.service"} {
+	// Early commands keep /tmp, and find Docker's socket listening.
+	if out := debugfs("cat /etc/tmpfiles.d/tmp.conf"); !strings.Contains(out, "d /tmp 1777 root root -") {
+		t.Errorf("/tmp is emptied at boot:\n%s", out)
+	}
+	if out := debugfs("cat /etc/systemd/system/docker.socket.d/banger-early.conf"); !strings.Contains(out, "DefaultDependencies=no") {
+		t.Errorf("docker.socket waits for sysinit.target:\n%s", out)
+	}
+	for _, unit := range []string{"getty@tty1.service", "serial-getty@ttyS0.service", "apparmor.service", "systemd-journal-flush.service", "modprobe@loop.service"} {
 		if out := debugfs("stat /etc/systemd/system/" + unit); !strings.Contains(out, `"/dev/null"`) {
 			t.Errorf("%s is not masked:\n%s", unit, out)
 		}
