@@ -24,6 +24,7 @@ import (
 type cmdResult struct {
 	stdout, stderr string
 	took           time.Duration
+	cpu            time.Duration // the CLI process's own user and system time
 	err            error
 }
 
@@ -39,6 +40,9 @@ func banger(o options, ctx context.Context, args ...string) cmdResult {
 	start := time.Now()
 	err := cmd.Run()
 	r := cmdResult{stdout: out.String(), stderr: errb.String(), took: time.Since(start), err: err}
+	if cmd.ProcessState != nil {
+		r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if err != nil {
 		r.err = fmt.Errorf("banger %s: %v: %s", strings.Join(args, " "), err, lastLine(r.stderr))
 	}
@@ -63,6 +67,7 @@ type bench struct {
 	vmlinux string
 	initrd  string
 	rootfs  string
+	modules string // the kernel's module disk; "" when it has none
 	scratch string
 }
 
@@ -106,7 +111,16 @@ func (b *bench) setup() error {
 	if b.initrd, err = kernel.EnsureInitramfs(km.Dir, km.Release, filepath.Join(b.o.bin, "banger-agent")); err != nil {
 		return fmt.Errorf("initramfs: %w", err)
 	}
-	b.rootfs = filepath.Join(l.ImagesDir(), "debian-bookworm", "rootfs.ext4")
+	// The kernel's module disk, which banger attaches as vdc (already made after warm-up).
+	if b.modules, err = kernel.EnsureModulesDisk(b.ctx, km); err != nil {
+		return fmt.Errorf("modules disk: %w", err)
+	}
+	// The image version new VMs boot, as the daemon sees it.
+	img, err := b.client.GetImage(b.ctx, "debian-bookworm")
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	b.rootfs = filepath.Join(img.Dir, "rootfs.ext4")
 	if _, err := os.Stat(b.rootfs); err != nil {
 		return fmt.Errorf("image: %w", err)
 	}

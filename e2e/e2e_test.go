@@ -321,6 +321,38 @@ func TestOutputIsStreamed(t *testing.T) {
 	}
 }
 
+// TestInterruptGoesToTheCommand: SIGINT to banger (Ctrl-C without a terminal) reaches the
+// command, whose own exit status comes back; --rm still deletes the VM.
+func TestInterruptGoesToTheCommand(t *testing.T) {
+	ensureWarm(t)
+	cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "run", "--rm", "--", "sh", "-c", `trap 'echo got INT; exit 7' INT; echo ready; while :; do sleep 1; done`)
+	cmd.Env = h.env
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || sc.Text() != "ready" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("first line %q, stderr:\n%s", sc.Text(), stderr.String())
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	var rest []string
+	for sc.Scan() {
+		rest = append(rest, sc.Text())
+	}
+	_ = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 7 || strings.Join(rest, "\n") != "got INT" {
+		t.Errorf("after SIGINT: exit %d, stdout %q; want the command's trap to answer (exit 7)\nstderr:\n%s", code, rest, stderr.String())
+	}
+	assertNothingLeft(t)
+}
+
 // TestStdinIsPiped checks that stdin reaches the command when it is not a terminal.
 func TestStdinIsPiped(t *testing.T) {
 	ensureWarm(t)
