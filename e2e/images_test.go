@@ -248,6 +248,11 @@ func TestPullFromRegistryBootAndRun(t *testing.T) {
 			t.Errorf("/lib/modules = %q; want the kernel's module tree", got)
 		}
 	}
+	// vm ssh says at once why there is no ssh, instead of waiting for a port that never opens.
+	r, _ = banger(nil, "vm", "ssh", "e2e-pid1", "--", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "has no ssh server") || r.took > 15*time.Second {
+		t.Errorf("vm ssh into an image without sshd: exit %d after %s, stderr %s; want the agent's reason, fast", r.code, r.took.Round(time.Millisecond), r.stderr)
+	}
 	// Orphans are reaped by the agent as init: no zombie is left.
 	guest(t, "e2e-pid1", "sh", "-c", "(sleep 1 &) ; true")
 	time.Sleep(2 * time.Second)

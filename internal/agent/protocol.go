@@ -126,4 +126,22 @@ type Health struct {
 	Uptime       time.Duration `json:"uptime"`
 	// Init is what runs as PID 1: "systemd", or "agent" where the agent is PID 1 itself.
 	Init string `json:"init"`
+	// SSH is what the agent recorded about sshd this boot; nil until it has looked.
+	SSH *SSHStatus `json:"ssh,omitempty"`
+}
+
+// SSH states.
+const (
+	SSHRunning     = "running"     // sshd was started (or its systemd unit manages it)
+	SSHInstalling  = "installing"  // the image's package manager is installing it
+	SSHUnavailable = "unavailable" // no sshd, and Reason says why it could not be installed
+)
+
+// SSHStatus is whether sshd runs in the guest, and why not.
+type SSHStatus struct {
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	Sshd   string    `json:"sshd,omitempty"` // the sshd binary
+	Via    string    `json:"via,omitempty"`  // how it was installed, e.g. "apk add openssh-server"
+	Time   time.Time `json:"time"`
 }

@@ -5,12 +5,14 @@ package guestagent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -169,6 +171,12 @@ func (s *Server) health() (agent.Health, error) {
 		h.Init = "agent"
 	} else if b, err := os.ReadFile("/proc/1/comm"); err == nil {
 		h.Init = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile(filepath.Join(s.root(), SSHStatusFile)); err == nil {
+		var st agent.SSHStatus
+		if json.Unmarshal(b, &st) == nil {
+			h.SSH = &st
+		}
 	}
 	return h, nil
 }

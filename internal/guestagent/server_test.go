@@ -453,3 +453,21 @@ func TestUploadKeepsTheStream(t *testing.T) {
 		t.Errorf("a failed upload left %v", m)
 	}
 }
+
+// The health reply carries what the agent recorded about sshd, so that the host can say why
+// ssh does not answer.
+func TestHealthCarriesTheSSHStatus(t *testing.T) {
+	root := t.TempDir()
+	s := &Server{Version: "test", Root: root}
+	if h, err := s.health(); err != nil || h.SSH != nil {
+		t.Fatalf("before the agent looked: %+v %v; want no ssh status", h.SSH, err)
+	}
+	f := filepath.Join(root, SSHStatusFile)
+	_ = os.MkdirAll(filepath.Dir(f), 0o755)
+	if err := os.WriteFile(f, []byte(`{"state":"unavailable","reason":"no package manager"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.health(); err != nil || h.SSH == nil || h.SSH.State != agent.SSHUnavailable || h.SSH.Reason != "no package manager" {
+		t.Fatalf("health = %+v %v; want the recorded status", h.SSH, err)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
 )
 
 // SSHStatusFile is where the agent records, in the guest, whether sshd runs and why not: JSON
@@ -17,21 +19,16 @@ import (
 // refused connection; agent commands never need sshd.
 const SSHStatusFile = "/run/banger/ssh.json"
 
-// SSH states.
+// SSH states and status, as recorded in SSHStatusFile (the types belong to the protocol: the
+// health reply carries the status).
 const (
-	SSHRunning     = "running"     // sshd was started (or its systemd unit manages it)
-	SSHInstalling  = "installing"  // the image's package manager is installing it
-	SSHUnavailable = "unavailable" // no sshd, and Reason says why it could not be installed
+	SSHRunning     = agent.SSHRunning
+	SSHInstalling  = agent.SSHInstalling
+	SSHUnavailable = agent.SSHUnavailable
 )
 
 // SSHStatus is the content of SSHStatusFile.
-type SSHStatus struct {
-	State  string    `json:"state"`
-	Reason string    `json:"reason,omitempty"`
-	Sshd   string    `json:"sshd,omitempty"` // the sshd binary
-	Via    string    `json:"via,omitempty"`  // how it was installed, e.g. "apk add openssh-server"
-	Time   time.Time `json:"time"`
-}
+type SSHStatus = agent.SSHStatus
 
 // sshEnv is what EnsureSSH looks at and runs; tests replace it.
 type sshEnv struct {

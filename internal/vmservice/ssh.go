@@ -176,6 +176,7 @@ func (s *Service) SSH(ctx context.Context, ref string, wait time.Duration) (SSHT
 	}
 	t := SSHTarget{VM: vm, Address: net.JoinHostPort(vm.IP, "22"), KeyFile: s.SSHKeyFile(), KnownHosts: s.KnownHostsFile(), HostAlias: hostAlias(vm.Name)}
 	deadline := time.Now().Add(wait)
+	var ssh *agent.SSHStatus // what the agent recorded about sshd, once it has
 	for {
 		ports, err := s.Ports(ctx, vm.Name)
 		if err == nil {
@@ -185,11 +186,23 @@ func (s *Service) SSH(ctx context.Context, ref string, wait time.Duration) (SSHT
 				}
 			}
 		}
+		if c, _, aerr := s.agentOf(ctx, vm.Name); aerr == nil {
+			if h, herr := c.Health(ctx); herr == nil && h.SSH != nil {
+				ssh = h.SSH
+			}
+		}
+		if ssh != nil && ssh.State == agent.SSHUnavailable {
+			// No point waiting: the agent found no sshd and could not install one.
+			return t, conflictf("vm %q has no ssh server: %s; `banger vm exec %s -- COMMAND` needs none", vm.Name, ssh.Reason, vm.Name)
+		}
 		if time.Now().After(deadline) {
 			if err != nil {
 				return t, fmt.Errorf("vm %q: %w", vm.Name, err)
 			}
-			return t, conflictf("vm %q: sshd is not listening on port 22 after %s; the image may have no ssh server (see `banger vm logs %s`)", vm.Name, wait, vm.Name)
+			if ssh != nil && ssh.State == agent.SSHInstalling {
+				return t, conflictf("vm %q: sshd is still being installed (%s) after %s; try again later, or use `banger vm exec %s -- COMMAND`", vm.Name, ssh.Via, wait, vm.Name)
+			}
+			return t, conflictf("vm %q: sshd is not listening on port 22 after %s; see `banger vm logs %s` (and `systemctl status ssh` through `banger vm exec %s`)", vm.Name, wait, vm.Name, vm.Name)
 		}
 		select {
 		case <-ctx.Done():
