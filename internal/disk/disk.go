@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"syscall"
 	"unicode"
+
+	"github.com/banger-dev/banger/internal/ext4"
 )
 
 const (
@@ -26,6 +28,9 @@ const (
 	// maxLabel is the longest ext4 volume label, in bytes.
 	maxLabel = 16
 )
+
+// mkfsTool is the formatter CreateExt4 runs; a variable so tests can make it fail.
+var mkfsTool = "mkfs.ext4"
 
 // CreateExt4 creates a sparse file of sizeBytes at path and formats it as ext4 with a journal,
 // labelled label. The file must not exist yet; its directory must. The file is created 0600.
@@ -52,7 +57,7 @@ func CreateExt4(ctx context.Context, path string, sizeBytes int64, label string)
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("disk %s: %w", path, err)
 	}
-	mkfs, err := lookTool(mkfsTool)
+	mkfs, err := ext4.LookTool(mkfsTool)
 	if err != nil {
 		return fmt.Errorf("disk %s: %w; install e2fsprogs (apt-get install e2fsprogs)", path, err)
 	}
@@ -82,7 +87,7 @@ func CreateExt4(ctx context.Context, path string, sizeBytes int64, label string)
 	if label != "" {
 		args = append(args, "-L", label)
 	}
-	if err := run(ctx, mkfs, append(args, path)...); err != nil {
+	if err := ext4.Run(ctx, mkfs, append(args, path)...); err != nil {
 		return fmt.Errorf("disk %s: %w", path, err)
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/ext4"
 )
 
 const (
@@ -25,7 +27,7 @@ const (
 func requireE2fsprogs(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"mkfs.ext4", "e2fsck", "resize2fs", "dumpe2fs"} {
-		if _, err := lookTool(tool); err != nil {
+		if _, err := ext4.LookTool(tool); err != nil {
 			t.Skipf("skipping: %v (install e2fsprogs)", err)
 		}
 	}
@@ -34,7 +36,7 @@ func requireE2fsprogs(t *testing.T) {
 // superblock returns the fields dumpe2fs -h prints.
 func superblock(t *testing.T, path string) map[string]string {
 	t.Helper()
-	dumpe2fs, _ := lookTool("dumpe2fs")
+	dumpe2fs, _ := ext4.LookTool("dumpe2fs")
 	out, err := exec.Command(dumpe2fs, "-h", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("dumpe2fs -h %s: %v\n%s", path, err, out)
@@ -50,7 +52,7 @@ func superblock(t *testing.T, path string) map[string]string {
 
 func fsck(t *testing.T, path string) {
 	t.Helper()
-	e2fsck, _ := lookTool("e2fsck")
+	e2fsck, _ := ext4.LookTool("e2fsck")
 	if out, err := exec.Command(e2fsck, "-fn", path).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck -fn %s: %v\n%s", path, err, out)
 	}
@@ -98,7 +100,7 @@ func TestCreateExt4(t *testing.T) {
 	}
 
 	// Inode tables are marked zeroed, so the guest kernel does no lazy init I/O.
-	dumpe2fs, _ := lookTool("dumpe2fs")
+	dumpe2fs, _ := ext4.LookTool("dumpe2fs")
 	out, err := exec.Command(dumpe2fs, p).CombinedOutput()
 	if err != nil {
 		t.Fatal(err)

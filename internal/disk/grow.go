@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+
+	"github.com/banger-dev/banger/internal/ext4"
 )
 
 // Grow enlarges the disk at path to newSize bytes and its ext4 filesystem with it. It refuses
@@ -34,26 +36,26 @@ func Grow(ctx context.Context, path string, newSize int64) error {
 	if err := checkNotInUse(path); err != nil {
 		return err
 	}
-	e2fsck, err := lookTool("e2fsck")
+	e2fsck, err := ext4.LookTool("e2fsck")
 	if err != nil {
 		return fmt.Errorf("disk %s: %w; install e2fsprogs", path, err)
 	}
-	resize2fs, err := lookTool("resize2fs")
+	resize2fs, err := ext4.LookTool("resize2fs")
 	if err != nil {
 		return fmt.Errorf("disk %s: %w; install e2fsprogs", path, err)
 	}
 
 	// e2fsck -p exits 1 when it fixed something, which is fine; 2 and above are not.
-	if err := run(ctx, e2fsck, "-f", "-p", path); err != nil {
-		var te *toolError
-		if !errors.As(err, &te) || te.code != 1 {
+	if err := ext4.Run(ctx, e2fsck, "-f", "-p", path); err != nil {
+		var te *ext4.ToolError
+		if !errors.As(err, &te) || te.Code != 1 {
 			return fmt.Errorf("disk %s: check before growing: %w; repair it with e2fsck -f %s", path, err, path)
 		}
 	}
 	if err := os.Truncate(path, newSize); err != nil {
 		return fmt.Errorf("disk %s: extend to %s: %w", path, size(newSize), err)
 	}
-	if err := run(ctx, resize2fs, path, strconv.FormatInt(newSize/1024, 10)+"K"); err != nil {
+	if err := ext4.Run(ctx, resize2fs, path, strconv.FormatInt(newSize/1024, 10)+"K"); err != nil {
 		// The file is larger now but the filesystem may still have its old size; a later Grow
 		// to the same size retries the resize.
 		return fmt.Errorf("disk %s: resize filesystem to %s: %w", path, size(newSize), err)

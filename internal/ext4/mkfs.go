@@ -125,8 +125,23 @@ func LookTool(name string) (string, error) {
 // maxOutput is how much of a failed program's output (its end) an error quotes.
 const maxOutput = 2000
 
+// ToolError is a program that ran and failed.
+type ToolError struct {
+	Tool   string // the program's base name
+	Code   int    // exit code; -1 when killed by a signal
+	Output string // the end of its trimmed output
+}
+
+func (e *ToolError) Error() string {
+	msg := fmt.Sprintf("%s failed (exit %d)", e.Tool, e.Code)
+	if e.Output != "" {
+		msg += ": " + e.Output
+	}
+	return msg
+}
+
 // Run runs a program to completion and, when it fails, returns an error quoting the end of
-// its output.
+// its output: a *ToolError when it ran and exited non-zero.
 func Run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
@@ -143,7 +158,7 @@ func Run(ctx context.Context, name string, args ...string) error {
 		if len(output) > maxOutput {
 			output = "…" + output[len(output)-maxOutput:]
 		}
-		return fmt.Errorf("%s failed (exit %d): %s", filepath.Base(name), exitErr.ExitCode(), output)
+		return &ToolError{Tool: filepath.Base(name), Code: exitErr.ExitCode(), Output: output}
 	}
 	return fmt.Errorf("run %s: %w", filepath.Base(name), err)
 }
