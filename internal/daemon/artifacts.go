@@ -9,6 +9,7 @@ import (
 	"github.com/banger-dev/banger/internal/bundle"
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/progress"
 )
 
 // Handlers for kernels and images. Long work (pull, build, import, export) runs as an
@@ -37,55 +38,93 @@ func toAPIBundle(b bundle.Result) *api.Bundle {
 	return &api.Bundle{Path: b.Path, Size: b.Size, SHA256: b.SHA256}
 }
 
-func (d *Daemon) handleListImages(w http.ResponseWriter, r *http.Request) {
-	imgs, err := d.catalog.Images(r.Context())
+// writeOne writes v as the API shows it, or err.
+func writeOne[T, A any](w http.ResponseWriter, v T, err error, toAPI func(T) A) {
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	out := make([]api.Image, 0, len(imgs))
-	for _, img := range imgs {
-		out = append(out, toAPIImage(img))
+	writeJSON(w, http.StatusOK, toAPI(v))
+}
+
+// writeList writes vs as the API shows them (none as []), or err.
+func writeList[T, A any](w http.ResponseWriter, vs []T, err error, toAPI func(T) A) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]A, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, toAPI(v))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (d *Daemon) handleShowImage(w http.ResponseWriter, r *http.Request) {
-	img, err := d.catalog.ShowImage(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toAPIImage(img))
-}
-
-func (d *Daemon) handleDeleteImage(w http.ResponseWriter, r *http.Request) {
-	img, err := d.catalog.DeleteImage(context.WithoutCancel(r.Context()), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toAPIImage(img))
-}
-
-// imageOp runs image work as an operation whose result is the image.
-func (d *Daemon) imageOp(w http.ResponseWriter, r *http.Request, kind, target string, fn func(ctx context.Context, op *operation) (catalog.ImageInfo, error)) {
+// resultOp runs fn as an operation whose result event result makes from what fn returns.
+func resultOp[T any](d *Daemon, w http.ResponseWriter, r *http.Request, kind, target string,
+	fn func(ctx context.Context, op *operation) (T, error), result func(T) api.Event) {
 	d.runOp(w, r, kind, target, false, func(ctx context.Context, op *operation) {
-		img, err := fn(ctx, op)
+		v, err := fn(ctx, op)
 		if err != nil {
 			op.fail(err)
 			return
 		}
-		out := toAPIImage(img)
-		op.publish(api.Event{Type: api.EventResult, Image: &out})
+		op.publish(result(v))
 	})
+}
+
+func imageResult(img catalog.ImageInfo) api.Event {
+	out := toAPIImage(img)
+	return api.Event{Type: api.EventResult, Image: &out}
+}
+
+func kernelResult(k catalog.KernelInfo) api.Event {
+	out := toAPIKernel(k)
+	return api.Event{Type: api.EventResult, Kernel: &out}
+}
+
+func bundleResult(b bundle.Result) api.Event {
+	return api.Event{Type: api.EventResult, Bundle: toAPIBundle(b)}
+}
+
+// exportOp runs the export of the image or kernel named in the path to the request's output.
+func (d *Daemon) exportOp(w http.ResponseWriter, r *http.Request, kind string,
+	export func(ctx context.Context, name, path string, p progress.Func) (bundle.Result, error)) {
+	name := r.PathValue("name")
+	var req api.ExportRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := absolute("output", req.Path); err != nil {
+		writeError(w, err)
+		return
+	}
+	resultOp(d, w, r, kind, name, func(ctx context.Context, op *operation) (bundle.Result, error) {
+		return export(ctx, name, req.Path, op.progress())
+	}, bundleResult)
+}
+
+func (d *Daemon) handleListImages(w http.ResponseWriter, r *http.Request) {
+	imgs, err := d.catalog.Images(r.Context())
+	writeList(w, imgs, err, toAPIImage)
+}
+
+func (d *Daemon) handleShowImage(w http.ResponseWriter, r *http.Request) {
+	img, err := d.catalog.ShowImage(r.Context(), r.PathValue("name"))
+	writeOne(w, img, err, toAPIImage)
+}
+
+func (d *Daemon) handleDeleteImage(w http.ResponseWriter, r *http.Request) {
+	img, err := d.catalog.DeleteImage(context.WithoutCancel(r.Context()), r.PathValue("name"))
+	writeOne(w, img, err, toAPIImage)
 }
 
 func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	d.imageOp(w, r, "image.build", name, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
+	resultOp(d, w, r, "image.build", name, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
 		return d.catalog.BuildImage(ctx, name, op.progress())
-	})
+	}, imageResult)
 }
 
 func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
@@ -98,9 +137,9 @@ func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
 	if target == "" {
 		target = req.Ref
 	}
-	d.imageOp(w, r, "image.pull", target, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
+	resultOp(d, w, r, "image.pull", target, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
 		return d.catalog.PullImage(ctx, catalog.PullRequest{Ref: req.Ref, Name: req.Name, Size: req.SizeBytes, Kernel: req.Kernel}, op.progress())
-	})
+	}, imageResult)
 }
 
 func (d *Daemon) handleRegisterImage(w http.ResponseWriter, r *http.Request) {
@@ -113,9 +152,9 @@ func (d *Daemon) handleRegisterImage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	d.imageOp(w, r, "image.register", req.Name, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
+	resultOp(d, w, r, "image.register", req.Name, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
 		return d.catalog.RegisterImage(ctx, catalog.RegisterRequest{Name: req.Name, Rootfs: req.Rootfs, Kernel: req.Kernel}, op.progress())
-	})
+	}, imageResult)
 }
 
 func (d *Daemon) handleImportImage(w http.ResponseWriter, r *http.Request) {
@@ -128,30 +167,13 @@ func (d *Daemon) handleImportImage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	d.imageOp(w, r, "image.import", req.Path, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
+	resultOp(d, w, r, "image.import", req.Path, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
 		return d.catalog.ImportImage(ctx, req.Path, req.Name, op.progress())
-	})
+	}, imageResult)
 }
 
 func (d *Daemon) handleExportImage(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	var req api.ExportRequest
-	if err := decodeBody(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := absolute("output", req.Path); err != nil {
-		writeError(w, err)
-		return
-	}
-	d.runOp(w, r, "image.export", name, false, func(ctx context.Context, op *operation) {
-		res, err := d.catalog.ExportImage(ctx, name, req.Path, op.progress())
-		if err != nil {
-			op.fail(err)
-			return
-		}
-		op.publish(api.Event{Type: api.EventResult, Bundle: toAPIBundle(res)})
-	})
+	d.exportOp(w, r, "image.export", d.catalog.ExportImage)
 }
 
 func (d *Daemon) handlePruneImageCache(w http.ResponseWriter, r *http.Request) {
@@ -230,53 +252,24 @@ func (d *Daemon) handleCatalog(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) handleListKernels(w http.ResponseWriter, r *http.Request) {
 	ks, err := d.catalog.Kernels(r.Context())
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	out := make([]api.Kernel, 0, len(ks))
-	for _, k := range ks {
-		out = append(out, toAPIKernel(k))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, ks, err, toAPIKernel)
 }
 
 func (d *Daemon) handleShowKernel(w http.ResponseWriter, r *http.Request) {
 	k, err := d.catalog.ShowKernel(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toAPIKernel(k))
+	writeOne(w, k, err, toAPIKernel)
 }
 
 func (d *Daemon) handleDeleteKernel(w http.ResponseWriter, r *http.Request) {
 	k, err := d.catalog.DeleteKernel(context.WithoutCancel(r.Context()), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toAPIKernel(k))
-}
-
-// kernelOp runs kernel work as an operation whose result is the kernel.
-func (d *Daemon) kernelOp(w http.ResponseWriter, r *http.Request, kind, target string, fn func(ctx context.Context, op *operation) (catalog.KernelInfo, error)) {
-	d.runOp(w, r, kind, target, false, func(ctx context.Context, op *operation) {
-		k, err := fn(ctx, op)
-		if err != nil {
-			op.fail(err)
-			return
-		}
-		out := toAPIKernel(k)
-		op.publish(api.Event{Type: api.EventResult, Kernel: &out})
-	})
+	writeOne(w, k, err, toAPIKernel)
 }
 
 func (d *Daemon) handlePullKernel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	d.kernelOp(w, r, "kernel.pull", name, func(ctx context.Context, op *operation) (catalog.KernelInfo, error) {
+	resultOp(d, w, r, "kernel.pull", name, func(ctx context.Context, op *operation) (catalog.KernelInfo, error) {
 		return d.catalog.PullKernel(ctx, name, op.progress())
-	})
+	}, kernelResult)
 }
 
 func (d *Daemon) handleImportKernel(w http.ResponseWriter, r *http.Request) {
@@ -293,30 +286,13 @@ func (d *Daemon) handleImportKernel(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	d.kernelOp(w, r, "kernel.import", req.Name, func(ctx context.Context, op *operation) (catalog.KernelInfo, error) {
+	resultOp(d, w, r, "kernel.import", req.Name, func(ctx context.Context, op *operation) (catalog.KernelInfo, error) {
 		return d.catalog.ImportKernel(ctx, catalog.ImportKernelRequest{Name: req.Name, Vmlinux: req.Vmlinux, Initrd: req.Initrd, Modules: req.Modules}, op.progress())
-	})
+	}, kernelResult)
 }
 
 func (d *Daemon) handleExportKernel(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	var req api.ExportRequest
-	if err := decodeBody(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := absolute("output", req.Path); err != nil {
-		writeError(w, err)
-		return
-	}
-	d.runOp(w, r, "kernel.export", name, false, func(ctx context.Context, op *operation) {
-		res, err := d.catalog.ExportKernel(ctx, name, req.Path, op.progress())
-		if err != nil {
-			op.fail(err)
-			return
-		}
-		op.publish(api.Event{Type: api.EventResult, Bundle: toAPIBundle(res)})
-	})
+	d.exportOp(w, r, "kernel.export", d.catalog.ExportKernel)
 }
 
 // absolute refuses relative host paths: the daemon's working directory is not the user's.
