@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -42,34 +41,12 @@ func (a *app) imageListCmd() *cobra.Command {
 		Example: "  banger image list\n  banger image list --available",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
 			if available {
-				cat, err := cl.Catalog(c.Context())
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return printJSON(a.stdout, cat.Images)
-				}
-				return a.printCatalog(cat.Images, true)
+				return a.listCatalog(c.Context(), asJSON, true)
 			}
-			imgs, err := cl.ListImages(c.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.stdout, imgs)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tKERNEL\tSOURCE\tCREATED\tVERSIONS")
-			for _, img := range imgs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", img.Name, img.Version, bytesize.Format(img.SizeBytes), dash(img.Kernel),
-					dash(shortSource(img.Source)), ago(img.CreatedAt), len(img.Versions))
-			}
-			return tw.Flush()
+			return printFetched(a, c.Context(), asJSON, func(cl *client.Client) ([]api.Image, error) {
+				return cl.ListImages(c.Context())
+			}, a.printImages)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -77,8 +54,18 @@ func (a *app) imageListCmd() *cobra.Command {
 	return c
 }
 
+func (a *app) printImages(imgs []api.Image) error {
+	tw := a.newTable()
+	fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tKERNEL\tSOURCE\tCREATED\tVERSIONS")
+	for _, img := range imgs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", img.Name, img.Version, bytesize.Format(img.SizeBytes), dash(img.Kernel),
+			dash(shortSource(img.Source)), ago(img.CreatedAt), len(img.Versions))
+	}
+	return tw.Flush()
+}
+
 func (a *app) printCatalog(entries []api.CatalogEntry, images bool) error {
-	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	tw := a.newTable()
 	if images {
 		fmt.Fprintln(tw, "NAME\tKIND\tORIGIN\tKERNEL\tINSTALLED\tFROM")
 	} else {
@@ -123,18 +110,9 @@ func (a *app) imageShowCmd() *cobra.Command {
 		Example: "  banger image show debian-bookworm\n  banger image show debian-bookworm --json | jq .manifest.packages",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			img, err := cl.GetImage(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.stdout, img)
-			}
-			return a.printImage(img)
+			return printFetched(a, c.Context(), asJSON, func(cl *client.Client) (api.Image, error) {
+				return cl.GetImage(c.Context(), args[0])
+			}, a.printImage)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (with the whole manifest)")
@@ -159,7 +137,7 @@ type imageManifest struct {
 }
 
 func (a *app) printImage(img api.Image) error {
-	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	tw := a.newTable()
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("name", img.Name)
 	row("version", img.Version)
@@ -191,7 +169,7 @@ func (a *app) printImage(img api.Image) error {
 		return err
 	}
 	fmt.Fprintln(a.stdout)
-	tw = tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	tw = a.newTable()
 	fmt.Fprintln(tw, "VERSION\tSIZE\tCREATED\tUSED BY")
 	for _, v := range img.Versions {
 		mark := ""
@@ -228,18 +206,11 @@ any image. Pulling again makes a new version; VMs keep the version they were cre
 				}
 				req.SizeBytes = n
 			}
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			r := newRenderer(a.stderr)
-			img, err := cl.PullImage(c.Context(), req, r.Event)
-			r.Done(err, "pulled "+args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s@%s: %s (%s)\n", img.Name, img.Version, bytesize.Format(img.SizeBytes), img.Source)
-			return nil
+			return runWithProgress(a, c.Context(), "pulled "+args[0], func(cl *client.Client, onEvent func(api.Event)) (api.Image, error) {
+				return cl.PullImage(c.Context(), req, onEvent)
+			}, func(img api.Image) string {
+				return fmt.Sprintf("%s@%s: %s (%s)", img.Name, img.Version, bytesize.Format(img.SizeBytes), img.Source)
+			})
 		},
 	}
 	c.Flags().StringVar(&name, "name", "", "name of the image (default: from the reference, e.g. debian-bookworm-slim)")
@@ -258,18 +229,11 @@ builds the default image on first use, so this is for refreshing it.`,
 		Example: "  banger image build debian-bookworm",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			r := newRenderer(a.stderr)
-			img, err := cl.BuildImage(c.Context(), args[0], r.Event)
-			r.Done(err, "built "+args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s@%s: %s (%s)\n", img.Name, img.Version, bytesize.Format(img.SizeBytes), img.Dir)
-			return nil
+			return runWithProgress(a, c.Context(), "built "+args[0], func(cl *client.Client, onEvent func(api.Event)) (api.Image, error) {
+				return cl.BuildImage(c.Context(), args[0], onEvent)
+			}, func(img api.Image) string {
+				return fmt.Sprintf("%s@%s: %s (%s)", img.Name, img.Version, bytesize.Format(img.SizeBytes), img.Dir)
+			})
 		},
 	}
 }
@@ -312,24 +276,20 @@ nothing more than a shell: banger's agent boots it either way.`,
 			if err != nil {
 				return err
 			}
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			r := newRenderer(a.stderr)
-			img, err := cl.RegisterImage(c.Context(), api.ImageRegisterRequest{Name: name, Rootfs: abs, Kernel: kernel}, r.Event)
-			r.Done(err, "registered "+name)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s@%s: %s\n", img.Name, img.Version, bytesize.Format(img.SizeBytes))
-			return nil
+			return runWithProgress(a, c.Context(), "registered "+name, func(cl *client.Client, onEvent func(api.Event)) (api.Image, error) {
+				return cl.RegisterImage(c.Context(), api.ImageRegisterRequest{Name: name, Rootfs: abs, Kernel: kernel}, onEvent)
+			}, imageVersionLine)
 		},
 	}
 	c.Flags().StringVar(&name, "name", "", "name of the image")
 	c.Flags().StringVar(&rootfs, "rootfs", "", "the ext4 file")
 	c.Flags().StringVar(&kernel, "kernel", "", "kernel its VMs boot unless told otherwise")
 	return c
+}
+
+// imageVersionLine is what register and import print: the image's new version and its size.
+func imageVersionLine(img api.Image) string {
+	return fmt.Sprintf("%s@%s: %s", img.Name, img.Version, bytesize.Format(img.SizeBytes))
 }
 
 func (a *app) imageExportCmd() *cobra.Command {
@@ -343,25 +303,7 @@ manifest and rootfs.ext4. banger image import verifies and installs it, on this 
 		Example: "  banger image export devbox -o devbox.bundle",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if out == "" {
-				return usagef("image export needs -o FILE")
-			}
-			abs, err := filepath.Abs(out)
-			if err != nil {
-				return err
-			}
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			r := newRenderer(a.stderr)
-			b, err := cl.ExportImage(c.Context(), args[0], abs, r.Event)
-			r.Done(err, "exported "+args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s: %s, sha256 %s\n", b.Path, bytesize.Format(b.Size), b.SHA256)
-			return nil
+			return a.exportBundle(c.Context(), "image export", args[0], out, "exported "+args[0], (*client.Client).ExportImage)
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "bundle file to write")
@@ -381,18 +323,9 @@ func (a *app) imageImportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			r := newRenderer(a.stderr)
-			img, err := cl.ImportImage(c.Context(), api.ImageImportRequest{Path: abs, Name: name}, r.Event)
-			r.Done(err, "imported "+args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s@%s: %s\n", img.Name, img.Version, bytesize.Format(img.SizeBytes))
-			return nil
+			return runWithProgress(a, c.Context(), "imported "+args[0], func(cl *client.Client, onEvent func(api.Event)) (api.Image, error) {
+				return cl.ImportImage(c.Context(), api.ImageImportRequest{Path: abs, Name: name}, onEvent)
+			}, imageVersionLine)
 		},
 	}
 	c.Flags().StringVar(&name, "name", "", "install under this name instead of the bundle's")

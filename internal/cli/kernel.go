@@ -6,12 +6,10 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
 )
 
@@ -51,39 +49,27 @@ func (a *app) kernelListCmd() *cobra.Command {
 		Example: "  banger kernel list\n  banger kernel list --available",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
 			if available {
-				cat, err := cl.Catalog(c.Context())
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return printJSON(a.stdout, cat.Kernels)
-				}
-				return a.printCatalog(cat.Kernels, false)
+				return a.listCatalog(c.Context(), asJSON, false)
 			}
-			ks, err := cl.ListKernels(c.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.stdout, ks)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tRELEASE\tSOURCE\tPACKAGE\tMODULES\tINSTALLED\tUSED BY")
-			for _, k := range ks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Release, dash(k.Source), dash(strings.TrimSpace(k.Package+" "+k.Version)),
-					yesNo(k.Modules), ago(k.CreatedAt), dash(strings.Join(k.UsedBy, ", ")))
-			}
-			return tw.Flush()
+			return printFetched(a, c.Context(), asJSON, func(cl *client.Client) ([]api.Kernel, error) {
+				return cl.ListKernels(c.Context())
+			}, a.printKernels)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().BoolVar(&available, "available", false, "list what can be pulled by name (the catalogs)")
 	return c
+}
+
+func (a *app) printKernels(ks []api.Kernel) error {
+	tw := a.newTable()
+	fmt.Fprintln(tw, "NAME\tRELEASE\tSOURCE\tPACKAGE\tMODULES\tINSTALLED\tUSED BY")
+	for _, k := range ks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Release, dash(k.Source), dash(strings.TrimSpace(k.Package+" "+k.Version)),
+			yesNo(k.Modules), ago(k.CreatedAt), dash(strings.Join(k.UsedBy, ", ")))
+	}
+	return tw.Flush()
 }
 
 func yesNo(b bool) string {
@@ -102,35 +88,30 @@ func (a *app) kernelShowCmd() *cobra.Command {
 		Example: "  banger kernel show debian-6.1",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			k, err := cl.GetKernel(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.stdout, k)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
-			row("name", k.Name)
-			row("release", k.Release)
-			row("source", dash(k.Source))
-			if k.Package != "" {
-				row("package", k.Package+" "+k.Version)
-			}
-			row("modules", yesNo(k.Modules))
-			row("own initrd", yesNo(k.Initrd))
-			row("installed", k.CreatedAt.Local().Format("2006-01-02 15:04:05")+" ("+ago(k.CreatedAt)+")")
-			row("dir", k.Dir)
-			row("used by", dash(strings.Join(k.UsedBy, ", ")))
-			return tw.Flush()
+			return printFetched(a, c.Context(), asJSON, func(cl *client.Client) (api.Kernel, error) {
+				return cl.GetKernel(c.Context(), args[0])
+			}, a.printKernel)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (with the manifest)")
 	return c
+}
+
+func (a *app) printKernel(k api.Kernel) error {
+	tw := a.newTable()
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("name", k.Name)
+	row("release", k.Release)
+	row("source", dash(k.Source))
+	if k.Package != "" {
+		row("package", k.Package+" "+k.Version)
+	}
+	row("modules", yesNo(k.Modules))
+	row("own initrd", yesNo(k.Initrd))
+	row("installed", k.CreatedAt.Local().Format("2006-01-02 15:04:05")+" ("+ago(k.CreatedAt)+")")
+	row("dir", k.Dir)
+	row("used by", dash(strings.Join(k.UsedBy, ", ")))
+	return tw.Flush()
 }
 
 func (a *app) kernelPullCmd() *cobra.Command {
@@ -141,18 +122,11 @@ func (a *app) kernelPullCmd() *cobra.Command {
 		Example: "  banger kernel pull debian-6.1",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			r := newRenderer(a.stderr)
-			k, err := cl.PullKernel(c.Context(), args[0], r.Event)
-			r.Done(err, "pulled kernel "+args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s: %s (%s)\n", k.Name, k.Release, strings.TrimSpace(k.Package+" "+k.Version))
-			return nil
+			return runWithProgress(a, c.Context(), "pulled kernel "+args[0], func(cl *client.Client, onEvent func(api.Event)) (api.Kernel, error) {
+				return cl.PullKernel(c.Context(), args[0], onEvent)
+			}, func(k api.Kernel) string {
+				return fmt.Sprintf("%s: %s (%s)", k.Name, k.Release, strings.TrimSpace(k.Package+" "+k.Version))
+			})
 		},
 	}
 }
@@ -191,18 +165,11 @@ carry firmware or modules.`,
 					*p.out = abs
 				}
 			}
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			r := newRenderer(a.stderr)
-			k, err := cl.ImportKernel(c.Context(), req, r.Event)
-			r.Done(err, "imported kernel "+args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s: %s (modules: %s, own initrd: %s)\n", k.Name, k.Release, yesNo(k.Modules), yesNo(k.Initrd))
-			return nil
+			return runWithProgress(a, c.Context(), "imported kernel "+args[0], func(cl *client.Client, onEvent func(api.Event)) (api.Kernel, error) {
+				return cl.ImportKernel(c.Context(), req, onEvent)
+			}, func(k api.Kernel) string {
+				return fmt.Sprintf("%s: %s (modules: %s, own initrd: %s)", k.Name, k.Release, yesNo(k.Modules), yesNo(k.Initrd))
+			})
 		},
 	}
 	c.Flags().StringVar(&vmlinux, "vmlinux", "", "the kernel: an ELF vmlinux or a bzImage")
@@ -240,25 +207,7 @@ func (a *app) kernelExportCmd() *cobra.Command {
 		Example: "  banger kernel export debian-6.1 -o debian-6.1.bundle",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if out == "" {
-				return usagef("kernel export needs -o FILE")
-			}
-			abs, err := filepath.Abs(out)
-			if err != nil {
-				return err
-			}
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			r := newRenderer(a.stderr)
-			b, err := cl.ExportKernel(c.Context(), args[0], abs, r.Event)
-			r.Done(err, "exported kernel "+args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s: %s, sha256 %s\n", b.Path, bytesize.Format(b.Size), b.SHA256)
-			return nil
+			return a.exportBundle(c.Context(), "kernel export", args[0], out, "exported kernel "+args[0], (*client.Client).ExportKernel)
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "bundle file to write")
