@@ -31,6 +31,12 @@ type ImageVersion struct {
 	CreatedAt time.Time // UTC
 }
 
+// putImageVersionSQL records a version of an image, or updates its directory, manifest and size.
+const putImageVersionSQL = `INSERT INTO image_versions (name, version, dir, manifest, size_bytes, created_at)
+	VALUES (?, ?, ?, ?, ?, ?)
+	ON CONFLICT (name, version) DO UPDATE SET dir = excluded.dir, manifest = excluded.manifest,
+		size_bytes = excluded.size_bytes`
+
 // PutImage records img.Version as a version of the image and makes it the current one,
 // inserting the image or replacing the current version of an image of the same name; other
 // versions stay. It sets img.CreatedAt to now when zero.
@@ -45,19 +51,13 @@ func (s *Store) PutImage(ctx context.Context, img *Image) error {
 	if img.Version == "" {
 		return fmt.Errorf("put image %q: empty version", img.Name)
 	}
-	created := img.CreatedAt.UTC().Round(0)
-	if created.IsZero() {
-		created = now()
-	}
+	created := createdOrNow(img.CreatedAt)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("put image %q: %w", img.Name, err)
 	}
 	defer tx.Rollback() // no-op after Commit
-	_, err = tx.ExecContext(ctx, `INSERT INTO image_versions (name, version, dir, manifest, size_bytes, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (name, version) DO UPDATE SET dir = excluded.dir, manifest = excluded.manifest,
-			size_bytes = excluded.size_bytes`,
+	_, err = tx.ExecContext(ctx, putImageVersionSQL,
 		img.Name, img.Version, img.Dir, manifest, img.SizeBytes, formatTime(created))
 	if err == nil {
 		_, err = tx.ExecContext(ctx, `INSERT INTO images (name, version, dir, manifest, size_bytes, kernel, source, created_at)
@@ -87,14 +87,8 @@ func (s *Store) PutImageVersion(ctx context.Context, v *ImageVersion) error {
 	if err != nil {
 		return fmt.Errorf("put image %q version %q: %w", v.Name, v.Version, err)
 	}
-	created := v.CreatedAt.UTC().Round(0)
-	if created.IsZero() {
-		created = now()
-	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO image_versions (name, version, dir, manifest, size_bytes, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (name, version) DO UPDATE SET dir = excluded.dir, manifest = excluded.manifest,
-			size_bytes = excluded.size_bytes`,
+	created := createdOrNow(v.CreatedAt)
+	_, err = s.db.ExecContext(ctx, putImageVersionSQL,
 		v.Name, v.Version, v.Dir, manifest, v.SizeBytes, formatTime(created))
 	if err != nil {
 		return fmt.Errorf("put image %q version %q: %w", v.Name, v.Version, err)
@@ -160,22 +154,20 @@ func (s *Store) ImageVersions(ctx context.Context, name string) ([]ImageVersion,
 	if err != nil {
 		return nil, fmt.Errorf("list image versions: %w", err)
 	}
-	defer rows.Close()
-	var out []ImageVersion
-	for rows.Next() {
-		var v ImageVersion
-		var manifest sql.NullString
-		var created string
-		if err := rows.Scan(&v.Name, &v.Version, &v.Dir, &manifest, &v.SizeBytes, &created); err != nil {
-			return nil, err
-		}
-		v.Manifest = jsonValue(manifest)
-		if v.CreatedAt, err = parseTime("created_at", created); err != nil {
-			return nil, fmt.Errorf("image %q version %q: %w", v.Name, v.Version, err)
-		}
-		out = append(out, v)
+	return scanAll(rows, scanImageVersion)
+}
+
+func scanImageVersion(rows *sql.Rows) (v ImageVersion, err error) {
+	var manifest sql.NullString
+	var created string
+	if err = rows.Scan(&v.Name, &v.Version, &v.Dir, &manifest, &v.SizeBytes, &created); err != nil {
+		return ImageVersion{}, err
 	}
-	return out, rows.Err()
+	v.Manifest = jsonValue(manifest)
+	if v.CreatedAt, err = parseTime("created_at", created); err != nil {
+		return ImageVersion{}, fmt.Errorf("image %q version %q: %w", v.Name, v.Version, err)
+	}
+	return v, nil
 }
 
 // GetImageVersion returns one version of an image, or an error matching ErrNotFound.
@@ -215,20 +207,18 @@ func (s *Store) queryImages(ctx context.Context, where string, args ...any) ([]I
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var imgs []Image
-	for rows.Next() {
-		var img Image
-		var manifest sql.NullString
-		var created string
-		if err := rows.Scan(&img.Name, &img.Version, &img.Dir, &manifest, &img.SizeBytes, &img.Kernel, &img.Source, &created); err != nil {
-			return nil, err
-		}
-		img.Manifest = jsonValue(manifest)
-		if img.CreatedAt, err = parseTime("created_at", created); err != nil {
-			return nil, fmt.Errorf("image %q: %w", img.Name, err)
-		}
-		imgs = append(imgs, img)
+	return scanAll(rows, scanImage)
+}
+
+func scanImage(rows *sql.Rows) (img Image, err error) {
+	var manifest sql.NullString
+	var created string
+	if err = rows.Scan(&img.Name, &img.Version, &img.Dir, &manifest, &img.SizeBytes, &img.Kernel, &img.Source, &created); err != nil {
+		return Image{}, err
 	}
-	return imgs, rows.Err()
+	img.Manifest = jsonValue(manifest)
+	if img.CreatedAt, err = parseTime("created_at", created); err != nil {
+		return Image{}, fmt.Errorf("image %q: %w", img.Name, err)
+	}
+	return img, nil
 }

@@ -28,10 +28,7 @@ func (s *Store) PutKernel(ctx context.Context, k *Kernel) error {
 	if err != nil {
 		return fmt.Errorf("put kernel %q: %w", k.Name, err)
 	}
-	created := k.CreatedAt.UTC().Round(0)
-	if created.IsZero() {
-		created = now()
-	}
+	created := createdOrNow(k.CreatedAt)
 	_, err = s.db.ExecContext(ctx, `INSERT INTO kernels (name, release, dir, manifest, created_at)
 		VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET release = excluded.release, dir = excluded.dir,
@@ -84,20 +81,43 @@ func (s *Store) queryKernels(ctx context.Context, where string, args ...any) ([]
 	if err != nil {
 		return nil, err
 	}
+	return scanAll(rows, scanKernel)
+}
+
+func scanKernel(rows *sql.Rows) (k Kernel, err error) {
+	var manifest sql.NullString
+	var created string
+	if err = rows.Scan(&k.Name, &k.Release, &k.Dir, &manifest, &created); err != nil {
+		return Kernel{}, err
+	}
+	k.Manifest = jsonValue(manifest)
+	if k.CreatedAt, err = parseTime("created_at", created); err != nil {
+		return Kernel{}, fmt.Errorf("kernel %q: %w", k.Name, err)
+	}
+	return k, nil
+}
+
+// Helpers shared by the image and kernel records.
+
+// createdOrNow is a creation time to store: t in UTC without a monotonic reading, or now when
+// t is zero.
+func createdOrNow(t time.Time) time.Time {
+	if t = t.UTC().Round(0); t.IsZero() {
+		return now()
+	}
+	return t
+}
+
+// scanAll scans every row with scan and closes rows.
+func scanAll[T any](rows *sql.Rows, scan func(*sql.Rows) (T, error)) ([]T, error) {
 	defer rows.Close()
-	var ks []Kernel
+	var out []T
 	for rows.Next() {
-		var k Kernel
-		var manifest sql.NullString
-		var created string
-		if err := rows.Scan(&k.Name, &k.Release, &k.Dir, &manifest, &created); err != nil {
+		v, err := scan(rows)
+		if err != nil {
 			return nil, err
 		}
-		k.Manifest = jsonValue(manifest)
-		if k.CreatedAt, err = parseTime("created_at", created); err != nil {
-			return nil, fmt.Errorf("kernel %q: %w", k.Name, err)
-		}
-		ks = append(ks, k)
+		out = append(out, v)
 	}
-	return ks, rows.Err()
+	return out, rows.Err()
 }
