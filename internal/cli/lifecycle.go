@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,21 +48,14 @@ can capture it. With --no-start the VM is only created (state created); start it
 			if err != nil {
 				return err
 			}
-			r := newRenderer(a.stderr)
-			start := time.Now()
-			vm, err := cl.CreateVM(ctx, req, r.Event)
-			if err != nil {
-				r.Finish("")
-				if ctx.Err() != nil {
-					fmt.Fprintln(a.stderr, "banger: interrupted; the VM being created was removed")
-					return &exitError{130}
+			vm, err := a.createVM(ctx, cl, req, func(vm api.VM, took time.Duration) string {
+				if noStart {
+					return fmt.Sprintf("vm %s created (not started)", vm.Name)
 				}
+				return fmt.Sprintf("vm %s ready in %.1fs", vm.Name, took.Seconds())
+			})
+			if err != nil {
 				return err
-			}
-			if noStart {
-				r.Finish(fmt.Sprintf("vm %s created (not started)", vm.Name))
-			} else {
-				r.Finish(fmt.Sprintf("vm %s ready in %.1fs", vm.Name, time.Since(start).Seconds()))
 			}
 			fmt.Fprintln(a.stdout, vm.Name)
 			return nil
@@ -76,6 +68,26 @@ can capture it. With --no-start the VM is only created (state created); start it
 	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches the host and other VMs only")
 	sizes.register(c)
 	return c
+}
+
+// createVM creates a VM with progress on stderr, ending after a success with the line done
+// makes. When ctx is cancelled meanwhile (Ctrl-C), the daemon removes the VM again and banger
+// says so and exits 130.
+func (a *app) createVM(ctx context.Context, cl *client.Client, req api.CreateVMRequest, done func(vm api.VM, took time.Duration) string) (api.VM, error) {
+	r := newRenderer(a.stderr)
+	start := time.Now()
+	vm, err := cl.CreateVM(ctx, req, r.Event)
+	if err != nil {
+		interrupted := ctx.Err() != nil
+		r.Finish("")
+		if interrupted {
+			fmt.Fprintln(a.stderr, "banger: interrupted; the VM being created was removed")
+			return vm, &exitError{130}
+		}
+		return vm, err
+	}
+	r.Finish(done(vm, time.Since(start)))
+	return vm, nil
 }
 
 // eachVM runs fn for every ref in the order given. A ref that fails (missing, ambiguous, in
@@ -98,6 +110,24 @@ func (a *app) eachVM(ctx context.Context, refs []string, fn func(cl *client.Clie
 	}
 	if failed > 0 {
 		return &exitError{ExitError}
+	}
+	return nil
+}
+
+// connectVM connects and looks up the VM ref names (its name, id or a unique prefix).
+func (a *app) connectVM(ctx context.Context, ref string) (*client.Client, api.VM, error) {
+	cl, err := a.connect(ctx)
+	if err != nil {
+		return nil, api.VM{}, err
+	}
+	vm, err := cl.GetVM(ctx, ref)
+	return cl, vm, err
+}
+
+// exitStatus ends banger with a guest command's status: nil for 0.
+func exitStatus(code int) error {
+	if code != 0 {
+		return &exitError{code}
 	}
 	return nil
 }
@@ -236,59 +266,54 @@ func (a *app) vmShowCmd() *cobra.Command {
   banger vm show dev --json | jq .state`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			vm, err := cl.GetVM(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.stdout, vm)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			row := func(k, v string) {
-				if v != "" {
-					fmt.Fprintf(tw, "%s:\t%s\n", k, v)
-				}
-			}
-			row("name", vm.Name)
-			row("id", vm.ID)
-			row("state", vm.State)
-			row("last error", vm.LastError)
-			vcpu, mem, dsk := strconv.Itoa(vm.VCPU), bytesize.Format(int64(vm.MemoryMiB)*bytesize.MiB), bytesize.Format(vm.DiskBytes)
-			if s := vm.Spec; s != nil {
-				vcpu += fmt.Sprintf(" (%s%s)", s.VCPU.Source, reason(s.VCPU.Reason))
-				mem += fmt.Sprintf(" (%s%s)", s.MemoryMiB.Source, reason(s.MemoryMiB.Reason))
-				dsk += fmt.Sprintf(" (%s%s)", s.DiskBytes.Source, reason(s.DiskBytes.Reason))
-			}
-			row("vcpu", vcpu)
-			row("memory", mem)
-			row("disk", dsk)
-			row("image", vm.Image)
-			row("kernel", vm.Kernel)
-			row("vmm", vm.VMM+" ("+vm.Accel+")")
-			if vm.IP != "" {
-				nat := "outbound NAT"
-				if !vm.NAT {
-					nat = "no NAT"
-				}
-				row("address", vm.IP+" ("+vm.Name+".vm, "+nat+")")
-			}
-			if vm.PID != 0 {
-				row("pid", strconv.Itoa(vm.PID))
-			}
-			if vm.AutoRemove {
-				row("ephemeral", "yes (deleted when its command ends)")
-			}
-			row("dir", vm.Dir)
-			row("created", vm.CreatedAt.Local().Format(time.RFC3339)+" ("+ago(vm.CreatedAt)+")")
-			return tw.Flush()
+			return printFetched(a, c.Context(), asJSON, func(cl *client.Client) (api.VM, error) {
+				return cl.GetVM(c.Context(), args[0])
+			}, a.printVM)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+func (a *app) printVM(vm api.VM) error {
+	tw := a.newTable()
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("name", vm.Name)
+	row("id", vm.ID)
+	row("state", vm.State)
+	row("last error", vm.LastError)
+	vcpu, mem, dsk := strconv.Itoa(vm.VCPU), bytesize.Format(int64(vm.MemoryMiB)*bytesize.MiB), bytesize.Format(vm.DiskBytes)
+	if s := vm.Spec; s != nil {
+		vcpu += fmt.Sprintf(" (%s%s)", s.VCPU.Source, reason(s.VCPU.Reason))
+		mem += fmt.Sprintf(" (%s%s)", s.MemoryMiB.Source, reason(s.MemoryMiB.Reason))
+		dsk += fmt.Sprintf(" (%s%s)", s.DiskBytes.Source, reason(s.DiskBytes.Reason))
+	}
+	row("vcpu", vcpu)
+	row("memory", mem)
+	row("disk", dsk)
+	row("image", vm.Image)
+	row("kernel", vm.Kernel)
+	row("vmm", vm.VMM+" ("+vm.Accel+")")
+	if vm.IP != "" {
+		nat := "outbound NAT"
+		if !vm.NAT {
+			nat = "no NAT"
+		}
+		row("address", vm.IP+" ("+vm.Name+".vm, "+nat+")")
+	}
+	if vm.PID != 0 {
+		row("pid", strconv.Itoa(vm.PID))
+	}
+	if vm.AutoRemove {
+		row("ephemeral", "yes (deleted when its command ends)")
+	}
+	row("dir", vm.Dir)
+	row("created", vm.CreatedAt.Local().Format(time.RFC3339)+" ("+ago(vm.CreatedAt)+")")
+	return tw.Flush()
 }
 
 func reason(r string) string {
@@ -400,11 +425,7 @@ ships it again first.`,
 			if dash != 1 || len(args) < 2 {
 				return usagef("give the VM and then the command after --: banger vm exec VM -- COMMAND")
 			}
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			vm, err := cl.GetVM(c.Context(), args[0])
+			cl, vm, err := a.connectVM(c.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -426,10 +447,7 @@ ships it again first.`,
 			if err != nil {
 				return err
 			}
-			if code != 0 {
-				return &exitError{code}
-			}
-			return nil
+			return exitStatus(code)
 		},
 	}
 	c.Flags().StringVar(&guestPath, "guest-path", "", "directory to run in (default: the VM's workspace, else root's home)")

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -108,10 +107,7 @@ guest's shell, as ssh does). It waits for sshd to listen first.`,
 			if err != nil {
 				return err
 			}
-			if code != 0 {
-				return &exitError{code}
-			}
-			return nil
+			return exitStatus(code)
 		},
 	}
 }
@@ -126,31 +122,26 @@ func (a *app) vmPortsCmd() *cobra.Command {
   banger vm ports dev --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			ports, err := cl.Ports(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.stdout, ports)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPROCESS\tURL")
-			for _, p := range ports {
-				proc := p.Process
-				if p.PID != 0 {
-					proc += " (" + strconv.Itoa(p.PID) + ")"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, p.URL)
-			}
-			return tw.Flush()
+			return printFetched(a, c.Context(), asJSON, func(cl *client.Client) ([]api.Port, error) {
+				return cl.Ports(c.Context(), args[0])
+			}, a.printPorts)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+func (a *app) printPorts(ports []api.Port) error {
+	tw := a.newTable()
+	fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPROCESS\tURL")
+	for _, p := range ports {
+		proc := p.Process
+		if p.PID != 0 {
+			proc += " (" + strconv.Itoa(p.PID) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, p.URL)
+	}
+	return tw.Flush()
 }
 
 // forwardSpec is one side of a forward: a TCP port or a unix socket path.
@@ -207,11 +198,7 @@ path instead of a port. It runs until Ctrl-C.`,
 			}
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			cl, err := a.connect(ctx)
-			if err != nil {
-				return err
-			}
-			vm, err := cl.GetVM(ctx, args[0])
+			cl, vm, err := a.connectVM(ctx, args[0])
 			if err != nil {
 				return err
 			}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -202,20 +201,13 @@ func (a *app) run(parent context.Context, p runPlan) error {
 		stop()
 		return err
 	}
-	r := newRenderer(a.stderr)
-	start := time.Now()
-	vm, err := cl.CreateVM(ctx, p.req, r.Event)
-	interrupted := ctx.Err() != nil
+	vm, err := a.createVM(ctx, cl, p.req, func(vm api.VM, took time.Duration) string {
+		return fmt.Sprintf("vm %s ready in %.1fs", vm.Name, took.Seconds())
+	})
 	if err != nil {
 		stop()
-		r.Finish("")
-		if interrupted {
-			fmt.Fprintln(a.stderr, "banger: interrupted; the VM being created was removed")
-			return &exitError{130}
-		}
 		return err
 	}
-	r.Finish(fmt.Sprintf("vm %s ready in %.1fs", vm.Name, time.Since(start).Seconds()))
 
 	var (
 		code    int
@@ -270,10 +262,7 @@ func (a *app) run(parent context.Context, p runPlan) error {
 	if execErr != nil {
 		return execErr
 	}
-	if code != 0 {
-		return &exitError{code}
-	}
-	return nil
+	return exitStatus(code)
 }
 
 // hasMiseConfig reports whether a repository pins its tools with mise.
@@ -304,32 +293,23 @@ func (a *app) vmListCmd() *cobra.Command {
   banger ps --json`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			vms, err := cl.ListVMs(c.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(a.stdout, vms)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tIP\tIMAGE\tVCPU\tMEM\tDISK\tCREATED")
-			for _, vm := range vms {
-				ip := vm.IP
-				if ip == "" {
-					ip = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", vm.Name, vm.State, ip, vm.Image, vm.VCPU,
-					bytesize.Format(int64(vm.MemoryMiB)*bytesize.MiB), bytesize.Format(vm.DiskBytes), ago(vm.CreatedAt))
-			}
-			return tw.Flush()
+			return printFetched(a, c.Context(), asJSON, func(cl *client.Client) ([]api.VM, error) {
+				return cl.ListVMs(c.Context())
+			}, a.printVMs)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+func (a *app) printVMs(vms []api.VM) error {
+	tw := a.newTable()
+	fmt.Fprintln(tw, "NAME\tSTATE\tIP\tIMAGE\tVCPU\tMEM\tDISK\tCREATED")
+	for _, vm := range vms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", vm.Name, vm.State, dash(vm.IP), vm.Image, vm.VCPU,
+			bytesize.Format(int64(vm.MemoryMiB)*bytesize.MiB), bytesize.Format(vm.DiskBytes), ago(vm.CreatedAt))
+	}
+	return tw.Flush()
 }
 
 func (a *app) vmDeleteCmd() *cobra.Command {

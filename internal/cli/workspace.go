@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -208,13 +207,7 @@ func (a *app) guestScript(ctx context.Context, cl *client.Client, vm, script str
 // image has mise: in the background (logged in the guest), or in the foreground for -d.
 // Failures are reported, never fatal.
 func (a *app) bootstrap(ctx context.Context, cl *client.Client, vm string, repo *workspace.Repo, dest string, foreground bool) {
-	hasConfig := false
-	for _, f := range []string{".mise.toml", "mise.toml", ".tool-versions"} {
-		if _, err := os.Stat(filepath.Join(repo.Top, f)); err == nil {
-			hasConfig = true
-		}
-	}
-	if !hasConfig {
+	if !hasMiseConfig(repo.Top) {
 		return
 	}
 	log := fmt.Sprintf("%s/vm-run-tooling-%s.log", cacheDir, repo.Name)
@@ -254,11 +247,7 @@ includes commits made in the guest.`,
   banger vm workspace export dev --base main > since-main.patch`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.connect(c.Context())
-			if err != nil {
-				return err
-			}
-			vm, err := cl.GetVM(c.Context(), args[0])
+			cl, vm, err := a.connectVM(c.Context(), args[0])
 			if err != nil {
 				return err
 			}
