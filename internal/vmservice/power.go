@@ -29,18 +29,14 @@ const (
 // within timeout, the VMM's own shutdown is tried, then the VMM is killed. The VM ends in
 // state stopped with its disk kept. Stopping a VM that is not running does nothing.
 func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (store.VM, error) {
-	vm, err := s.Resolve(ctx, ref)
+	vm, unlock, err := s.resolveLocked(ctx, ref)
 	if err != nil {
 		return vm, err
 	}
-	unlock := s.lock(vm.ID)
 	defer unlock()
-	if vm, err = s.reload(ctx, vm, ref); err != nil {
-		return vm, err
-	}
 	in := s.instance(vm.ID)
 	if in == nil {
-		if vm.State == StateRunning || vm.State == StateStarting || vm.State == StateStopping {
+		if vmmExpected(vm) {
 			return s.markStopped(ctx, vm, "")
 		}
 		return vm, nil
@@ -54,6 +50,26 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 	how := s.shutdown(ctx, in, timeout)
 	s.log.Info("stopped VM", "vm", vm.Name, "how", how)
 	return s.markStopped(ctx, vm, "")
+}
+
+// resolveLocked resolves ref, locks the VM and reads it again under the lock (it may have
+// changed or gone meanwhile). The caller must call unlock; on error nothing is held.
+func (s *Service) resolveLocked(ctx context.Context, ref string) (vm store.VM, unlock func(), err error) {
+	if vm, err = s.Resolve(ctx, ref); err != nil {
+		return vm, nil, err
+	}
+	unlock = s.lock(vm.ID)
+	if vm, err = s.reload(ctx, vm, ref); err != nil {
+		unlock()
+		return vm, nil, err
+	}
+	return vm, unlock, nil
+}
+
+// vmmExpected reports whether the VM's state says a VMM runs for it. A VM in such a state that
+// has no instance lost its VMM and is really stopped.
+func vmmExpected(vm store.VM) bool {
+	return vm.State == StateRunning || vm.State == StateStarting || vm.State == StateStopping
 }
 
 // shutdown ends a running VMM as gently as it can and says how it went.
@@ -119,18 +135,14 @@ func (s *Service) Kill(ctx context.Context, ref string, sig syscall.Signal) (sto
 	if sig == 0 {
 		sig = syscall.SIGKILL
 	}
-	vm, err := s.Resolve(ctx, ref)
+	vm, unlock, err := s.resolveLocked(ctx, ref)
 	if err != nil {
 		return vm, err
 	}
-	unlock := s.lock(vm.ID)
 	defer unlock()
-	if vm, err = s.reload(ctx, vm, ref); err != nil {
-		return vm, err
-	}
 	in := s.instance(vm.ID)
 	if in == nil {
-		if vm.State == StateRunning || vm.State == StateStarting || vm.State == StateStopping {
+		if vmmExpected(vm) {
 			return s.markStopped(ctx, vm, "")
 		}
 		return vm, conflictf("vm %q is %s: there is no process to kill", vm.Name, vm.State)
@@ -159,15 +171,11 @@ type SetRequest struct {
 // Set reconfigures a VM that is not running. vCPUs and memory are checked like flags of vm
 // create; the disk can grow (the filesystem with it) but never shrinks.
 func (s *Service) Set(ctx context.Context, ref string, req SetRequest) (store.VM, error) {
-	vm, err := s.Resolve(ctx, ref)
+	vm, unlock, err := s.resolveLocked(ctx, ref)
 	if err != nil {
 		return vm, err
 	}
-	unlock := s.lock(vm.ID)
 	defer unlock()
-	if vm, err = s.reload(ctx, vm, ref); err != nil {
-		return vm, err
-	}
 	switch vm.State {
 	case StateCreated, StateStopped, StateError:
 	default:
