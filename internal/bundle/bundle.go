@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -72,6 +73,30 @@ func (m Manifest) Member(name string) (Member, bool) {
 		}
 	}
 	return Member{}, false
+}
+
+// kindNoun names each kind of bundle in messages.
+var kindNoun = map[string]string{KindImage: "an image", KindKernel: "a kernel"}
+
+// CheckFor refuses a bundle that is not of kind or not for arch (a Debian architecture name).
+func (m Manifest) CheckFor(kind, arch string) error {
+	if m.Kind != kind {
+		return fmt.Errorf("the bundle holds a %s, not %s", m.Kind, kindNoun[kind])
+	}
+	if m.Arch != arch {
+		return fmt.Errorf("the bundle's %s is for %s; this host runs %s guests", kind, m.Arch, arch)
+	}
+	return nil
+}
+
+// CheckMembers refuses a bundle holding a member other than names.
+func (m Manifest) CheckMembers(names ...string) error {
+	for _, mb := range m.Members {
+		if !slices.Contains(names, mb.Name) {
+			return fmt.Errorf("the bundle holds %q, which %s bundles do not have", mb.Name, m.Kind)
+		}
+	}
+	return nil
 }
 
 var memberName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)

@@ -159,3 +159,29 @@ func TestWriteChecksWhatItIsTold(t *testing.T) {
 		t.Errorf("a failed write left files: %v", entries)
 	}
 }
+
+func TestCheckForAndCheckMembers(t *testing.T) {
+	img := Manifest{Kind: KindImage, Arch: "amd64", Members: []Member{{Name: "rootfs.ext4"}, {Name: "extra"}}}
+	kern := Manifest{Kind: KindKernel, Arch: "arm64", Members: []Member{{Name: "vmlinux"}}}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{img.CheckFor(KindImage, "amd64"), ""},
+		{img.CheckFor(KindKernel, "amd64"), "the bundle holds a image, not a kernel"},
+		{kern.CheckFor(KindImage, "arm64"), "the bundle holds a kernel, not an image"},
+		{kern.CheckFor(KindKernel, "amd64"), "the bundle's kernel is for arm64; this host runs amd64 guests"},
+		{img.CheckFor(KindImage, "arm64"), "the bundle's image is for amd64; this host runs arm64 guests"},
+		{img.CheckMembers("rootfs.ext4", "extra"), ""},
+		{img.CheckMembers("rootfs.ext4", "image.json"), `the bundle holds "extra", which image bundles do not have`},
+		{kern.CheckMembers("vmlinux"), ""},
+	} {
+		got := ""
+		if c.err != nil {
+			got = c.err.Error()
+		}
+		if got != c.want {
+			t.Errorf("error %q, want %q", got, c.want)
+		}
+	}
+}

@@ -58,21 +58,13 @@ func Import(ctx context.Context, r io.Reader, parent string, o ImportOptions) (M
 	}()
 	arch := debianArch()
 	bm, err := bundle.Read(ctx, r, staging, func(m bundle.Manifest) error {
-		if m.Kind != bundle.KindImage {
-			return fmt.Errorf("the bundle holds a %s, not an image", m.Kind)
-		}
-		if m.Arch != arch {
-			return fmt.Errorf("the bundle's image is for %s; this host runs %s guests", m.Arch, arch)
+		if err := m.CheckFor(bundle.KindImage, arch); err != nil {
+			return err
 		}
 		if _, ok := m.Member(RootfsFile); !ok {
 			return fmt.Errorf("the bundle has no %s", RootfsFile)
 		}
-		for _, mb := range m.Members {
-			if mb.Name != RootfsFile && mb.Name != ImageManifestMember {
-				return fmt.Errorf("the bundle holds %q, which image bundles do not have", mb.Name)
-			}
-		}
-		return nil
+		return m.CheckMembers(RootfsFile, ImageManifestMember)
 	}, o.Progress)
 	if err != nil {
 		return Manifest{}, err

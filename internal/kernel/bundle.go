@@ -59,19 +59,14 @@ func ImportBundle(ctx context.Context, r io.Reader, name, dest string, report pr
 	}()
 	arch := goarchToDebian()
 	bm, err := bundle.Read(ctx, r, staging, func(m bundle.Manifest) error {
-		if m.Kind != bundle.KindKernel {
-			return fmt.Errorf("the bundle holds a %s, not a kernel", m.Kind)
-		}
-		if m.Arch != arch {
-			return fmt.Errorf("the bundle's kernel is for %s; this host runs %s guests", m.Arch, arch)
+		if err := m.CheckFor(bundle.KindKernel, arch); err != nil {
+			return err
 		}
 		if _, ok := m.Member(bundleVmlinux); !ok {
 			return errors.New("the kernel bundle has no vmlinux")
 		}
-		for _, mb := range m.Members {
-			if mb.Name != bundleVmlinux && mb.Name != bundleModules && mb.Name != bundleInitrd {
-				return fmt.Errorf("the bundle holds %q, which kernel bundles do not have", mb.Name)
-			}
+		if err := m.CheckMembers(bundleVmlinux, bundleModules, bundleInitrd); err != nil {
+			return err
 		}
 		if m.Release == "" || m.Release == "." || m.Release == ".." || filepath.Base(m.Release) != m.Release {
 			return fmt.Errorf("the bundle names an invalid kernel release %q", m.Release)
