@@ -471,3 +471,18 @@ func TestHealthCarriesTheSSHStatus(t *testing.T) {
 		t.Fatalf("health = %+v %v; want the recorded status", h.SSH, err)
 	}
 }
+
+// Only units systemd has started need a restart after provisioning; one still waiting to start
+// reads the new files when it does.
+func TestStartedUnits(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink("3f2a…", filepath.Join(dir, "invocation:ssh.service")); err != nil {
+		t.Fatal(err)
+	}
+	if got := startedUnits(dir, []string{"ssh.service", "nginx.service"}); len(got) != 1 || got[0] != "ssh.service" {
+		t.Errorf("started units = %q; want ssh.service only", got)
+	}
+	if got := startedUnits(filepath.Join(dir, "missing"), []string{"ssh.service"}); len(got) != 0 {
+		t.Errorf("without systemd's unit records: %q; want none", got)
+	}
+}
