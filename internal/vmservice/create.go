@@ -100,16 +100,16 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 		return store.VM{}, nil, failure.Wrap(failure.Invalid, err)
 	}
 
+	// A generated name can still be taken by a concurrent create before this one records
+	// its VM; the record step then picks another (rename). A name the user gave never changes.
 	name := req.Name
+	var rename func() string
 	if name == "" {
-		name = names.Generate(func(n string) bool {
-			_, err := s.store.GetVM(ctx, n)
-			return err == nil
-		})
+		rename = func() string { return s.NewName(ctx) }
+		name = rename()
 	} else if err := names.Validate(name); err != nil {
 		return store.VM{}, nil, failure.Wrap(failure.Invalid, err)
-	}
-	if _, err := s.store.GetVM(ctx, name); err == nil {
+	} else if _, err := s.store.GetVM(ctx, name); err == nil {
 		return store.VM{}, nil, conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", name, name)
 	}
 
@@ -190,7 +190,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	list := []steps.Step{
 		{
 			Name: StepRecord,
-			Do:   func(ctx context.Context) error { return s.createRecord(ctx, &vm) },
+			Do:   func(ctx context.Context) error { return s.createRecord(ctx, &vm, rename) },
 			Undo: func(ctx context.Context) error {
 				if keep() {
 					return nil
@@ -249,11 +249,11 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 		}
 		vm.State, vm.LastError, vm.Runtime, vm.AutoRemove = StateStopped, cause.Error(), nil, false
 		if uerr := s.store.UpdateVM(context.WithoutCancel(ctx), &vm); uerr != nil {
-			return store.VM{}, timings, errors.Join(fmt.Errorf("vm %q: %w", name, err), uerr)
+			return store.VM{}, timings, errors.Join(fmt.Errorf("vm %q: %w", vm.Name, err), uerr)
 		}
 		return store.VM{}, timings, fmt.Errorf("vm %q never became reachable: %w\nthe VM is kept, stopped, to be looked into: "+
 			"`banger vm logs %s` shows its console, `banger vm start %s` tries again, `banger vm delete %s` removes it",
-			name, err, name, name, name)
+			vm.Name, err, vm.Name, vm.Name, vm.Name)
 	}
 	if err != nil {
 		var se *steps.Error
@@ -262,9 +262,9 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 				return store.VM{}, timings, err
 			}
 			if errors.Is(err, context.Canceled) {
-				return store.VM{}, timings, fmt.Errorf("vm %q: creation cancelled at step %s; everything it made was removed", name, se.Step)
+				return store.VM{}, timings, fmt.Errorf("vm %q: creation cancelled at step %s; everything it made was removed", vm.Name, se.Step)
 			}
-			return store.VM{}, timings, fmt.Errorf("vm %q: start failed at step %s: %w", name, se.Step, err)
+			return store.VM{}, timings, fmt.Errorf("vm %q: start failed at step %s: %w", vm.Name, se.Step, err)
 		}
 		return store.VM{}, timings, err
 	}

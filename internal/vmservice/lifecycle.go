@@ -29,9 +29,12 @@ func Record(vm store.VM) (vmm.Record, bool) {
 	return rec, true
 }
 
+// generateName makes friendly VM names; tests replace it to force collisions.
+var generateName = names.Generate
+
 // NewName returns a generated name no VM has yet.
 func (s *Service) NewName(ctx context.Context) string {
-	return names.Generate(func(n string) bool {
+	return generateName(func(n string) bool {
 		_, err := s.store.GetVM(ctx, n)
 		return err == nil
 	})

@@ -42,8 +42,9 @@ func (s *Service) allocateIP(ctx context.Context) (string, error) {
 }
 
 // createRecord inserts the VM, with an address when VMs are networked, retrying when a
-// concurrent create took the same address.
-func (s *Service) createRecord(ctx context.Context, vm *store.VM) error {
+// concurrent create took the same address — or the same name, when rename (non-nil only for
+// generated names) can pick another.
+func (s *Service) createRecord(ctx context.Context, vm *store.VM, rename func() string) error {
 	for attempt := 0; ; attempt++ {
 		if s.networking() {
 			ip, err := s.allocateIP(ctx)
@@ -57,7 +58,11 @@ func (s *Service) createRecord(ctx context.Context, vm *store.VM) error {
 			continue
 		}
 		if errors.Is(err, store.ErrNameTaken) {
-			return conflictf("a VM named %q already exists; pick another name", vm.Name)
+			if rename != nil && attempt < 50 {
+				vm.Name = rename()
+				continue
+			}
+			return conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", vm.Name, vm.Name)
 		}
 		return err
 	}

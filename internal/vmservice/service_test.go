@@ -23,6 +23,7 @@ import (
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
@@ -340,6 +341,38 @@ func TestGeneratedNameAndResolve(t *testing.T) {
 	}
 	if _, err := e.svc.Resolve(ctx, "nope"); !errors.Is(err, failure.NotFound) {
 		t.Errorf("missing: err = %v, want failure.NotFound", err)
+	}
+}
+
+// Two creates without a name can draw the same generated name before either records its VM
+// (seen at 8 concurrent `vm run`). The one that loses the race must pick another name, not
+// fail; a name the user chose must still be refused.
+func TestGeneratedNameCollisionPicksAnother(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.create(CreateRequest{Name: "twin-owl"}); err != nil {
+		t.Fatal(err)
+	}
+	// The generator hands out the name the other create just took, as it would when both
+	// checked before either recorded, then a free one.
+	calls := 0
+	generateName = func(func(string) bool) string {
+		calls++
+		if calls == 1 {
+			return "twin-owl"
+		}
+		return "calm-yak"
+	}
+	t.Cleanup(func() { generateName = names.Generate })
+
+	vm, err := e.create(CreateRequest{})
+	if err != nil {
+		t.Fatalf("create with a colliding generated name: %v; want it to pick another name", err)
+	}
+	if vm.Name != "calm-yak" {
+		t.Errorf("name = %q, want the second generated name calm-yak", vm.Name)
+	}
+	if _, err := e.create(CreateRequest{Name: "twin-owl"}); !errors.Is(err, failure.Conflict) {
+		t.Errorf("create with a taken user-given name: %v, want failure.Conflict", err)
 	}
 }
 
