@@ -99,6 +99,11 @@ func (b *bench) setup() error {
 		return r.err
 	}
 	b.client = client.New(l.Socket)
+	// A run that was killed (machine restart, Ctrl-C twice) leaves its VMs; their names would
+	// clash with this run's. The benchmark owns this HOME, so they go.
+	if n := b.deleteVMs(); n > 0 {
+		fmt.Fprintf(os.Stderr, "bench: deleted %d VMs an interrupted run left\n", n)
+	}
 	b.accel = host.Root("/").DetectAccel()
 	b.qemu = &qemu.Driver{TSCkHz: host.Root("/").TSCkHz()}
 
@@ -137,14 +142,25 @@ func (b *bench) cleanup() {
 	}
 	// Delete whatever a failed section left.
 	if b.client != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if vms, err := b.client.ListVMs(ctx); err == nil {
-			for _, vm := range vms {
-				_ = b.client.DeleteVM(ctx, vm.ID)
-			}
+		b.deleteVMs()
+	}
+}
+
+// deleteVMs deletes every VM of the benchmark's own daemon and says how many it deleted.
+func (b *bench) deleteVMs() int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	vms, err := b.client.ListVMs(ctx)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, vm := range vms {
+		if b.client.DeleteVM(ctx, vm.ID) == nil {
+			n++
 		}
 	}
+	return n
 }
 
 // createVM makes a running VM through the API and returns the final event (with timings).
