@@ -49,6 +49,9 @@ type Image struct {
 	Version string
 	Rootfs  string
 	Kernel  string // the kernel its VMs boot unless told otherwise; "" for the default
+	// OlderRecipe: built from an earlier form of its built-in recipe (see
+	// image.Manifest.FromOlderRecipe); set for the current version only.
+	OlderRecipe bool
 }
 
 // Ref is what a VM records to boot exactly this version again: "name@version".

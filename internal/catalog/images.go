@@ -139,7 +139,12 @@ func (s *Service) installedImage(ctx context.Context, name string) (Image, error
 	if _, err := os.Stat(rootfs); err != nil {
 		return Image{}, err
 	}
-	return Image{Name: name, Version: rec.Version, Rootfs: rootfs, Kernel: rec.Kernel}, nil
+	img := Image{Name: name, Version: rec.Version, Rootfs: rootfs, Kernel: rec.Kernel}
+	var m image.Manifest
+	if json.Unmarshal(rec.Manifest, &m) == nil {
+		img.OlderRecipe = m.FromOlderRecipe()
+	}
+	return img, nil
 }
 
 // getEntry builds, pulls or downloads a catalog entry as image name, coalesced with any other

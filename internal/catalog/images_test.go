@@ -418,3 +418,36 @@ func TestNameFromReference(t *testing.T) {
 		}
 	}
 }
+
+// A VM created from an image built by an earlier banger's recipe hears about it (create shows
+// a notice); once rebuilt from the current recipe, the image is no longer "older".
+func TestImageBuiltFromAnOlderRecipe(t *testing.T) {
+	s, _, _ := newService(t)
+	ctx := context.Background()
+	r, err := image.BuiltinRecipe(image.DefaultRecipe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(hash, content string) {
+		staged, err := s.stagingPath(r.Name, "build")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(staged, 0o755)
+		os.WriteFile(filepath.Join(staged, image.RootfsFile), []byte(content), 0o444)
+		sum := sha256.Sum256([]byte(content))
+		m := image.Manifest{Format: 1, Name: r.Name, Recipe: r.Name, RecipeSHA256: hash, RootfsSHA256: hex.EncodeToString(sum[:]), RootfsSize: int64(len(content))}
+		image.WriteManifest(staged, m)
+		if _, err := s.publish(ctx, m, staged, "recipe:"+r.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("0000", "built by an earlier banger")
+	if img, err := s.Image(ctx, r.Name, nil); err != nil || !img.OlderRecipe {
+		t.Errorf("image from an earlier recipe: %+v, %v; want OlderRecipe", img, err)
+	}
+	publish(r.Hash(), "rebuilt")
+	if img, err := s.Image(ctx, r.Name, nil); err != nil || img.OlderRecipe {
+		t.Errorf("image rebuilt from the current recipe: %+v, %v; want not OlderRecipe", img, err)
+	}
+}

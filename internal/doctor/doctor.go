@@ -181,6 +181,8 @@ type Artifact struct {
 	Origin string
 	// CatalogErr is a broken catalog file.
 	CatalogErr error
+	// OlderRecipe: the installed image was built from an earlier form of its built-in recipe.
+	OlderRecipe bool
 }
 
 // SSHConfig says whether ~/.ssh/config includes banger's ssh_config.
@@ -613,6 +615,9 @@ func (c *checker) image() {
 	switch {
 	case a.CatalogErr != nil:
 		c.add("image", Fail, oneLine(a.CatalogErr.Error()), "fix or remove that catalog file")
+	case a.Installed && a.OlderRecipe:
+		c.add("image", Warn, fmt.Sprintf("%s (%s) was built from an older form of its recipe: banger was upgraded since, and new VMs miss the recipe's changes", a.Name, a.Dir),
+			fmt.Sprintf("`banger image build %s` (running VMs keep the version they boot)", a.Name))
 	case a.Installed:
 		c.pass("image", "%s is installed (%s)", a.Name, a.Dir)
 	case a.Kind == "recipe":

@@ -332,6 +332,11 @@ func TestVerdicts(t *testing.T) {
 	if statusOf(f, "favordynmods") != Warn || statusOf(f, "nx_huge_pages") != Warn {
 		t.Errorf("6.1 KVM host without the fixes should warn on favordynmods and nx_huge_pages")
 	}
+	f = healthy()
+	f.Image.OlderRecipe = true
+	if statusOf(f, "image") != Warn {
+		t.Errorf("an image built from an older recipe should warn (new VMs miss the recipe's fixes)")
+	}
 }
 
 func golden(t *testing.T, path string, got []byte) {

@@ -25,6 +25,7 @@ import (
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/sshkeys"
 	"github.com/banger-dev/banger/internal/version"
@@ -463,10 +464,10 @@ func gatherArtifacts(l paths.Layout, cfg config.Config) (img, kern Artifact) {
 			}
 		}
 	}
-	if dir, k, ok := installedImage(filepath.Join(l.ImagesDir(), img.Name)); ok {
-		img.Installed, img.Dir = true, dir
-		if k != "" {
-			kernelName = k
+	if dir, m, ok := installedImage(filepath.Join(l.ImagesDir(), img.Name)); ok {
+		img.Installed, img.Dir, img.OlderRecipe = true, dir, m.FromOlderRecipe()
+		if m.Kernel != "" {
+			kernelName = m.Kernel
 		}
 	}
 	if kernelName == "" {
@@ -493,8 +494,8 @@ func gatherArtifacts(l paths.Layout, cfg config.Config) (img, kern Artifact) {
 
 // installedImage looks for an installed version of an image (images/<name>/<version>/
 // rootfs.ext4, or the older images/<name>/rootfs.ext4) and returns the newest one's directory
-// and the kernel its manifest names.
-func installedImage(dir string) (string, string, bool) {
+// and its manifest (zero when unreadable).
+func installedImage(dir string) (string, image.Manifest, bool) {
 	var best string
 	var bestTime time.Time
 	consider := func(d string) {
@@ -511,15 +512,13 @@ func installedImage(dir string) (string, string, bool) {
 		}
 	}
 	if best == "" {
-		return "", "", false
+		return "", image.Manifest{}, false
 	}
-	var m struct {
-		Kernel string `json:"kernel"`
-	}
-	if b, err := os.ReadFile(filepath.Join(best, "manifest.json")); err == nil {
+	var m image.Manifest
+	if b, err := os.ReadFile(filepath.Join(best, image.ManifestFile)); err == nil {
 		_ = json.Unmarshal(b, &m)
 	}
-	return best, m.Kernel, true
+	return best, m, true
 }
 
 func nameservers(resolvConf string) []string {

@@ -64,6 +64,17 @@ type Manifest struct {
 	Notes []string `json:"notes,omitempty"`
 }
 
+// FromOlderRecipe reports whether the image was built here from an earlier form of a recipe
+// this banger has built in: an upgrade changed the recipe since, and VMs of the image miss
+// what changed (`banger image build NAME` rebuilds it).
+func (m Manifest) FromOlderRecipe() bool {
+	if m.Recipe == "" || m.RecipeSHA256 == "" || (m.Source != "" && m.Source != SourceRecipe) {
+		return false
+	}
+	r, err := BuiltinRecipe(m.Recipe)
+	return err == nil && r.Hash() != m.RecipeSHA256
+}
+
 // Image sources.
 const (
 	SourceRecipe   = "recipe"

@@ -106,3 +106,31 @@ func TestFileSHA256StopsWhenCancelled(t *testing.T) {
 		t.Errorf("fileSHA256 with a cancelled context succeeded, want an error")
 	}
 }
+
+// An image whose manifest records another hash of a recipe banger still has was built before
+// an upgrade changed that recipe; doctor and `vm create` say so. Pulled, imported and
+// registered images, and recipes banger no longer has, are never "older".
+func TestFromOlderRecipe(t *testing.T) {
+	r, err := BuiltinRecipe(DefaultRecipe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		m    Manifest
+		want bool
+	}{
+		{"current recipe", Manifest{Recipe: r.Name, RecipeSHA256: r.Hash()}, false},
+		{"recipe changed since", Manifest{Recipe: r.Name, RecipeSHA256: "0000"}, true},
+		{"recipe changed since, source recorded", Manifest{Recipe: r.Name, RecipeSHA256: "0000", Source: SourceRecipe}, true},
+		{"imported bundle of a recipe image", Manifest{Recipe: r.Name, RecipeSHA256: "0000", Source: SourceBundle}, false},
+		{"OCI image", Manifest{Source: SourceOCI}, false},
+		{"recipe banger no longer has", Manifest{Recipe: "debian-etch", RecipeSHA256: "0000"}, false},
+		{"no hash recorded", Manifest{Recipe: r.Name}, false},
+	}
+	for _, c := range cases {
+		if got := c.m.FromOlderRecipe(); got != c.want {
+			t.Errorf("%s: FromOlderRecipe = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

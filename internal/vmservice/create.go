@@ -140,6 +140,10 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	if err != nil {
 		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
 	}
+	if img.OlderRecipe {
+		obs.notice(fmt.Sprintf("image %s was built from an older form of its recipe (banger was upgraded since); "+
+			"rebuild it with `banger image build %s` to get the changes", img.Name, img.Name))
+	}
 	if r, ok := s.artifacts.(interface{ Release(catalog.Image) }); ok {
 		defer r.Release(img) // from here on the VM's record (or its undo) decides if the version stays
 	}
