@@ -148,7 +148,7 @@ func Run(ctx context.Context, o Options) error {
 		ln.Close()
 		return fmt.Errorf("restrict %s to its owner: %w", l.Socket, err)
 	}
-	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: newTrimmer().wrap(d.routes()), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
 	lg.Info("bangerd started", "version", version.Get().String(), "socket", l.Socket, "state", l.StateDir, "pid", os.Getpid())
 
 	errc := make(chan error, 1)
