@@ -47,7 +47,14 @@ var mkfsTool = "mkfs.ext4"
 // pre-formatted 64 MiB template copied sparsely and grown with resize2fs took 7 ms, 9 ms with
 // the fresh UUID every disk needs, and yields a 4 MiB journal, twice the inodes and new groups
 // that are not marked zeroed, so it is not used.
-func CreateExt4(ctx context.Context, path string, sizeBytes int64, label string) (err error) {
+func CreateExt4(ctx context.Context, path string, sizeBytes int64, label string) error {
+	return CreateExt4From(ctx, path, sizeBytes, label, "")
+}
+
+// CreateExt4From is CreateExt4 with the filesystem filled from the directory tree at from
+// (mkfs.ext4 -d: modes, owners and times as they are there); "" makes an empty filesystem.
+// A few small files cost no measurable time over an empty one.
+func CreateExt4From(ctx context.Context, path string, sizeBytes int64, label, from string) (err error) {
 	if err := checkSize(sizeBytes); err != nil {
 		return fmt.Errorf("disk %s: %w", path, err)
 	}
@@ -86,6 +93,9 @@ func CreateExt4(ctx context.Context, path string, sizeBytes int64, label string)
 		"-E", "nodiscard,assume_storage_prezeroed=1"}
 	if label != "" {
 		args = append(args, "-L", label)
+	}
+	if from != "" {
+		args = append(args, "-d", from)
 	}
 	if err := ext4.Run(ctx, mkfs, append(args, path)...); err != nil {
 		return fmt.Errorf("disk %s: %w", path, err)

@@ -114,6 +114,40 @@ func TestCreateExt4(t *testing.T) {
 	}
 }
 
+// A seeded disk holds the tree it was made from (here: a file the guest's overlay sees as
+// /etc/ssh/key), with its mode, and stays sparse.
+func TestCreateExt4From(t *testing.T) {
+	requireE2fsprogs(t)
+	debugfs, err := ext4.LookTool("debugfs")
+	if err != nil {
+		t.Skipf("skipping: %v (install e2fsprogs)", err)
+	}
+	dir := t.TempDir()
+	seed := filepath.Join(dir, "seed")
+	if err := os.MkdirAll(filepath.Join(seed, "root/etc/ssh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(seed, "root/etc/ssh/key"), []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "vm.ext4")
+	if err := CreateExt4From(context.Background(), p, 8*gib, "banger-vm", seed); err != nil {
+		t.Fatalf("CreateExt4From: %v", err)
+	}
+	fsck(t, p)
+	out, err := exec.Command(debugfs, "-R", "cat /root/etc/ssh/key", p).Output()
+	if err != nil || string(out) != "secret\n" {
+		t.Errorf("debugfs cat /root/etc/ssh/key = %q, %v; want the seeded content", out, err)
+	}
+	out, err = exec.Command(debugfs, "-R", "stat /root/etc/ssh/key", p).Output()
+	if err != nil || !strings.Contains(string(out), "Mode:  0600") {
+		t.Errorf("debugfs stat /root/etc/ssh/key: %v\n%s\nwant mode 0600", err, out)
+	}
+	if _, allocated, err := Usage(p); err != nil || allocated > 16*mib {
+		t.Errorf("allocated = %d MiB, %v; want a sparse file (< 16 MiB)", allocated/mib, err)
+	}
+}
+
 func TestCreateExt4RefusesBadInput(t *testing.T) {
 	requireE2fsprogs(t)
 	dir := t.TempDir()

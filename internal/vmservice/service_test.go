@@ -693,3 +693,44 @@ func TestFileSyncCopiesAtCreate(t *testing.T) {
 		t.Errorf("notices:\n%s", joined)
 	}
 }
+
+// A new VM's disk carries the ssh files in the guest's overlay upper layer, owned by root with
+// sshd's modes, so the first boot needs no provisioning round trip and no sshd restart.
+func TestNewDiskCarriesTheSSHFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only a daemon running as root seeds disks")
+	}
+	debugfs, err := exec.LookPath("debugfs")
+	if err != nil {
+		t.Skip("debugfs not installed (apt-get install e2fsprogs)")
+	}
+	e := newEnv(t)
+	vm, err := e.create(CreateRequest{Name: "seeded"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(vm.Dir, diskFile)
+	key, err := os.ReadFile(filepath.Join(vm.Dir, hostKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := exec.Command(debugfs, "-R", "cat /root/etc/ssh/ssh_host_ed25519_key", img).Output()
+	if err != nil || !bytes.Equal(got, key) {
+		t.Errorf("host key on the disk = %q, %v; want the VM's host key", got, err)
+	}
+	for path, mode := range map[string]string{
+		"/root/etc/ssh/ssh_host_ed25519_key":      "0600",
+		"/root/etc/ssh/banger_authorized_keys":    "0644",
+		"/root/etc/ssh/sshd_config.d/banger.conf": "0644",
+		"/root/etc/ssh": "0755",
+		"/root/etc":     "0755",
+	} {
+		out, err := exec.Command(debugfs, "-R", "stat "+path, img).Output()
+		if err != nil || !strings.Contains(string(out), "Mode:  "+mode) || !strings.Contains(string(out), "User:     0") {
+			t.Errorf("%s on the disk: %v\n%s\nwant mode %s, owner root", path, err, out, mode)
+		}
+	}
+	if entries, _ := filepath.Glob(filepath.Join(vm.Dir, ".seed-*")); len(entries) != 0 {
+		t.Errorf("staging left behind: %v", entries)
+	}
+}

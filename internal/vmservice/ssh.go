@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -83,13 +84,18 @@ func (s *Service) ensureHostKey(vm *store.VM) error {
 }
 
 // provisionStep puts banger's client key, the VM's host key and the sshd settings into the
-// guest as soon as its agent answers, and restarts sshd if it is up already. A guest where
+// guest as soon as its agent answers, and restarts sshd if it is up already. A VM whose new
+// disk was seeded with them (see diskSeed) skips it on that first boot; later starts
+// provision again, so a changed client key reaches the guest. A guest where
 // that fails still runs (agent commands work); ssh then says why it cannot connect.
 func (s *Service) provisionStep(b *boot) steps.Step {
 	vm := b.vm
 	return steps.Step{
 		Name: StepProvision,
 		Do: func(ctx context.Context) error {
+			if b.seeded {
+				return nil // the files came with the disk
+			}
 			if err := s.provision(ctx, vm, b.cli); err != nil {
 				s.log.Warn("ssh provisioning", "vm", vm.Name, "err", err)
 				b.obs.notice(fmt.Sprintf("ssh into %s will not work: %v", vm.Name, err))
@@ -100,31 +106,73 @@ func (s *Service) provisionStep(b *boot) steps.Step {
 }
 
 func (s *Service) provision(ctx context.Context, vm *store.VM, c *agent.Client) error {
-	if err := s.ensureHostKey(vm); err != nil {
-		return err
-	}
-	userPub, err := sshkeys.EnsureUserKey(s.SSHKeyFile())
-	if err != nil {
-		return err
-	}
-	priv, err := os.ReadFile(filepath.Join(vm.Dir, hostKeyFile))
-	if err != nil {
-		return err
-	}
-	pub, err := os.ReadFile(filepath.Join(vm.Dir, hostPubFile))
+	files, err := s.sshFiles(vm)
 	if err != nil {
 		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return c.Provision(pctx, agent.Provision{
-		Files: []agent.File{
-			{Path: "/etc/ssh/ssh_host_ed25519_key", Mode: 0o600, Data: priv},
-			{Path: "/etc/ssh/ssh_host_ed25519_key.pub", Mode: 0o644, Data: pub},
-			{Path: "/etc/ssh/banger_authorized_keys", Mode: 0o644, Data: userPub},
-			{Path: "/etc/ssh/sshd_config.d/banger.conf", Mode: 0o644, Data: []byte(sshdSettings)},
-		},
-		RestartUnits: []string{"ssh.service"},
+	return c.Provision(pctx, agent.Provision{Files: files, RestartUnits: []string{"ssh.service"}})
+}
+
+// sshFiles are the files that let banger ssh into vm: its host key, banger's client key as an
+// authorized key, and the sshd settings.
+func (s *Service) sshFiles(vm *store.VM) ([]agent.File, error) {
+	if err := s.ensureHostKey(vm); err != nil {
+		return nil, err
+	}
+	userPub, err := sshkeys.EnsureUserKey(s.SSHKeyFile())
+	if err != nil {
+		return nil, err
+	}
+	priv, err := os.ReadFile(filepath.Join(vm.Dir, hostKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	pub, err := os.ReadFile(filepath.Join(vm.Dir, hostPubFile))
+	if err != nil {
+		return nil, err
+	}
+	return []agent.File{
+		{Path: "/etc/ssh/ssh_host_ed25519_key", Mode: 0o600, Data: priv},
+		{Path: "/etc/ssh/ssh_host_ed25519_key.pub", Mode: 0o644, Data: pub},
+		{Path: "/etc/ssh/banger_authorized_keys", Mode: 0o644, Data: userPub},
+		{Path: "/etc/ssh/sshd_config.d/banger.conf", Mode: 0o644, Data: []byte(sshdSettings)},
+	}, nil
+}
+
+// diskSeed stages the ssh files for a new VM disk under dir, laid out as the guest's overlay
+// upper layer (root/…), so they are in place before anything in the guest starts: no
+// provisioning round trip and no sshd restart on the first boot. Only a daemon running as
+// root seeds disks: mkfs.ext4 -d copies owners, and sshd refuses a host key root does not own.
+// It returns false when the disk is not to be seeded.
+func (s *Service) diskSeed(vm *store.VM, dir string) (bool, error) {
+	if os.Geteuid() != 0 {
+		return false, nil
+	}
+	files, err := s.sshFiles(vm)
+	if err != nil {
+		return false, err
+	}
+	upper := filepath.Join(dir, "root") // the guest init's upper directory on the VM disk
+	for _, f := range files {
+		path := filepath.Join(upper, f.Path)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return false, fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
+		}
+		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
+			return false, fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
+		}
+		if err := os.Chmod(path, os.FileMode(f.Mode)); err != nil { // past the umask
+			return false, fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
+		}
+	}
+	// The upper directories become the merged ones' attributes: make them what an image has.
+	return true, filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		return os.Chmod(p, 0o755)
 	})
 }
 

@@ -32,6 +32,8 @@ type boot struct {
 	// unreachable: the agent step failed because the guest never answered (not because the
 	// caller gave up). keepUnreachable: the create keeps such a VM, console log included.
 	unreachable, keepUnreachable bool
+	// seeded: the VM's new disk already holds the ssh files; provisioning is not needed.
+	seeded bool
 
 	in  *instance
 	cli *agent.Client
