@@ -374,6 +374,60 @@ func TestUploadExtractsKeepingModesAndLinks(t *testing.T) {
 	}
 }
 
+// A second upload into the same place replaces files (also one that is now a symlink), and
+// modes the umask would mask (group-writable here) are kept exactly.
+func TestUploadReplacesAndKeepsExactModes(t *testing.T) {
+	c := connect(t)
+	dest := filepath.Join(t.TempDir(), "repo")
+	first := tarOf(t,
+		tarEntry{name: "a/x.txt", data: "one", mode: 0o644},
+		tarEntry{name: "a/y.txt", data: "one", mode: 0o644},
+		tarEntry{name: "b/z.txt", data: "one", mode: 0o644},
+	)
+	if _, err := c.Upload(context.Background(), agent.UntarRequest{Dest: dest}, first); err != nil {
+		t.Fatal(err)
+	}
+	second := tarOf(t,
+		tarEntry{name: "a/x.txt", data: "two", mode: 0o664},
+		tarEntry{name: "a/y.txt", typ: tar.TypeSymlink, link: "x.txt"},
+		tarEntry{name: "b/z.txt", data: "two", mode: 0o775},
+	)
+	if _, err := c.Upload(context.Background(), agent.UntarRequest{Dest: dest}, second); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]os.FileMode{"a/x.txt": 0o664, "b/z.txt": 0o775} {
+		st, err := os.Lstat(filepath.Join(dest, name))
+		if err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, %v; want %v", name, st.Mode(), err, want)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dest, name)); string(b) != "two" {
+			t.Errorf("%s = %q, want the second upload's content", name, b)
+		}
+	}
+	if target, err := os.Readlink(filepath.Join(dest, "a/y.txt")); err != nil || target != "x.txt" {
+		t.Errorf("a/y.txt -> %q, %v; want the file replaced by the symlink", target, err)
+	}
+}
+
+// A directory replaced by a symlink later in the same stream: files after it go where the
+// link points inside the destination, never into the removed directory or out of dest.
+func TestUploadDirectoryReplacedBySymlink(t *testing.T) {
+	c := connect(t)
+	dest := filepath.Join(t.TempDir(), "repo")
+	src := tarOf(t,
+		tarEntry{name: "real/", typ: tar.TypeDir, mode: 0o755},
+		tarEntry{name: "d/", typ: tar.TypeDir, mode: 0o755},
+		tarEntry{name: "d", typ: tar.TypeSymlink, link: "real"},
+		tarEntry{name: "d/f.txt", data: "via link", mode: 0o644},
+	)
+	if _, err := c.Upload(context.Background(), agent.UntarRequest{Dest: dest}, src); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "real/f.txt")); err != nil || string(b) != "via link" {
+		t.Errorf("real/f.txt = %q, %v; want the file written through the in-destination link", b, err)
+	}
+}
+
 func TestUploadRefusesEscapes(t *testing.T) {
 	c := connect(t)
 	outside := t.TempDir()

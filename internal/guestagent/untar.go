@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,6 +126,8 @@ func extract(src io.Reader, compression, dest string) (agent.UntarResult, error)
 		return res, err
 	}
 	defer root.Close()
+	dirs := newDirCache(root)
+	defer dirs.close()
 	tr := tar.NewReader(src)
 	for {
 		h, err := tr.Next()
@@ -141,40 +144,51 @@ func extract(src io.Reader, compression, dest string) (agent.UntarResult, error)
 		if name == "." {
 			continue
 		}
-		if dir := filepath.Dir(name); dir != "." {
-			if err := root.MkdirAll(dir, 0o755); err != nil {
-				return res, fmt.Errorf("%s: %w", h.Name, err)
-			}
-		}
 		mode := os.FileMode(h.Mode) & os.ModePerm
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := root.MkdirAll(name, 0o755); err != nil {
+		if h.Typeflag == tar.TypeDir {
+			if err := dirs.mkdirAll(name); err != nil {
 				return res, fmt.Errorf("%s: %w", h.Name, err)
 			}
 			_ = root.Chmod(name, mode|0o700)
+			continue
+		}
+		// Files are made through a root opened on their directory: names inside it take
+		// one system call each instead of a walk from the top (it counts under emulation).
+		dir, base := filepath.Split(name)
+		parent, err := dirs.open(filepath.Clean(dir))
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", h.Name, err)
+		}
+		switch h.Typeflag {
 		case tar.TypeReg:
-			// Replace, never write through: a symlink at the name is removed first.
-			_ = root.Remove(name)
-			f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+			// Replace, never write through: whatever is at the name (a symlink included) is
+			// removed first.
+			f, err := parent.OpenFile(base, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+			if errors.Is(err, fs.ErrExist) {
+				_ = parent.Remove(base)
+				f, err = parent.OpenFile(base, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+			}
 			if err != nil {
 				return res, fmt.Errorf("%s: %w", h.Name, err)
 			}
 			n, err := io.Copy(f, tr)
+			if err == nil && mode&^dirs.umask != mode {
+				err = f.Chmod(mode) // the umask took bits the entry has
+			}
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
 			if err != nil {
 				return res, fmt.Errorf("%s: %w", h.Name, err)
 			}
-			_ = root.Chmod(name, mode)
 			res.Files++
 			res.Bytes += n
 		case tar.TypeSymlink:
 			// Kept as the repository has it, wherever it points: it is only data. Writes go
 			// through os.Root, which never follows a link out of the destination.
-			_ = root.Remove(name)
-			if err := root.Symlink(h.Linkname, name); err != nil {
+			_ = parent.Remove(base)
+			dirs.forget(name) // if a directory was there, it is gone now
+			if err := parent.Symlink(h.Linkname, base); err != nil {
 				return res, fmt.Errorf("%s: %w", h.Name, err)
 			}
 			res.Files++
@@ -183,6 +197,89 @@ func extract(src io.Reader, compression, dest string) (agent.UntarResult, error)
 		}
 	}
 	return res, nil
+}
+
+// dirCache remembers the directories an extraction made and keeps a root open on the one
+// files last went to: a tar lists a directory's files together, so most files need no
+// directory work at all.
+type dirCache struct {
+	root  *os.Root
+	made  map[string]bool
+	name  string // the directory cur is opened on
+	cur   *os.Root
+	umask os.FileMode
+}
+
+func newDirCache(root *os.Root) *dirCache {
+	return &dirCache{root: root, made: map[string]bool{".": true}, umask: processUmask()}
+}
+
+func (c *dirCache) mkdirAll(dir string) error {
+	if c.made[dir] {
+		return nil
+	}
+	if err := c.root.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	c.made[dir] = true
+	return nil
+}
+
+// open returns a root on dir (made if needed), valid until the next call.
+func (c *dirCache) open(dir string) (*os.Root, error) {
+	if c.cur != nil && c.name == dir {
+		return c.cur, nil
+	}
+	if err := c.mkdirAll(dir); err != nil {
+		return nil, err
+	}
+	r := c.root
+	if dir != "." {
+		var err error
+		if r, err = c.root.OpenRoot(dir); err != nil {
+			return nil, err
+		}
+	}
+	c.close()
+	c.cur, c.name = r, dir
+	return r, nil
+}
+
+// forget drops what the cache knows about name and everything under it.
+func (c *dirCache) forget(name string) {
+	under := func(d string) bool { return d == name || strings.HasPrefix(d, name+"/") }
+	if c.cur != nil && under(c.name) {
+		c.close()
+	}
+	for d := range c.made {
+		if under(d) {
+			delete(c.made, d)
+		}
+	}
+}
+
+func (c *dirCache) close() {
+	if c.cur != nil && c.cur != c.root {
+		c.cur.Close()
+	}
+	c.cur, c.name = nil, ""
+}
+
+// processUmask reads the process's umask from /proc/self/status (Linux 4.7+), without
+// changing it under the agent's other goroutines; when unknown, every file gets its mode set
+// explicitly.
+func processUmask() os.FileMode {
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				var m uint32
+				if _, err := fmt.Sscanf(strings.TrimSpace(v), "%o", &m); err == nil {
+					return os.FileMode(m)
+				}
+			}
+		}
+	}
+	return 0o777
 }
 
 // cleanName validates a tar entry name and returns it cleaned and relative.
