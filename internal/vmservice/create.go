@@ -225,23 +225,18 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 			Name: StepDisk,
 			Do: func(ctx context.Context) error {
 				obs.Progress.Stage("vm.disk", fmt.Sprintf("creating %s disk", bytesize.Format(vm.DiskBytes)))
-				seed, err := os.MkdirTemp(vm.Dir, ".seed-")
-				if err != nil {
-					return fmt.Errorf("create VM disk: %w", err)
-				}
-				defer os.RemoveAll(seed)
-				seeded, err := s.diskSeed(&vm, seed)
+				seed, err := s.diskSeed(&vm)
 				if err != nil {
 					return err
 				}
-				if !seeded {
-					seed = ""
+				if seed != "" {
+					defer os.RemoveAll(seed)
 				}
 				if err := disk.CreateExt4From(ctx, diskPath, vm.DiskBytes, "banger-disk", seed); err != nil {
 					return err
 				}
 				if b != nil {
-					b.seeded = seeded
+					b.seeded = seed != ""
 				}
 				return nil
 			},

@@ -106,6 +106,9 @@ func (s *Service) provisionStep(b *boot) steps.Step {
 }
 
 func (s *Service) provision(ctx context.Context, vm *store.VM, c *agent.Client) error {
+	if err := s.ensureHostKey(vm); err != nil {
+		return err
+	}
 	files, err := s.sshFiles(vm)
 	if err != nil {
 		return err
@@ -115,12 +118,9 @@ func (s *Service) provision(ctx context.Context, vm *store.VM, c *agent.Client) 
 	return c.Provision(pctx, agent.Provision{Files: files, RestartUnits: []string{"ssh.service"}})
 }
 
-// sshFiles are the files that let banger ssh into vm: its host key, banger's client key as an
-// authorized key, and the sshd settings.
+// sshFiles are the files that let banger ssh into vm: its host key (ensureHostKey made it),
+// banger's client key as an authorized key, and the sshd settings.
 func (s *Service) sshFiles(vm *store.VM) ([]agent.File, error) {
-	if err := s.ensureHostKey(vm); err != nil {
-		return nil, err
-	}
 	userPub, err := sshkeys.EnsureUserKey(s.SSHKeyFile())
 	if err != nil {
 		return nil, err
@@ -141,39 +141,50 @@ func (s *Service) sshFiles(vm *store.VM) ([]agent.File, error) {
 	}, nil
 }
 
-// diskSeed stages the ssh files for a new VM disk under dir, laid out as the guest's overlay
-// upper layer (root/…), so they are in place before anything in the guest starts: no
-// provisioning round trip and no sshd restart on the first boot. Only a daemon running as
-// root seeds disks: mkfs.ext4 -d copies owners, and sshd refuses a host key root does not own.
-// It returns false when the disk is not to be seeded.
-func (s *Service) diskSeed(vm *store.VM, dir string) (bool, error) {
+// diskSeed stages the ssh files for a new VM disk in a directory under the VM's, laid out as
+// the guest's overlay upper layer (root/…), so they are in place before anything in the guest
+// starts: no provisioning round trip and no sshd restart on the first boot. It returns the
+// directory, for the caller to remove, or "" when the disk is not seeded: only a daemon running
+// as root seeds disks, as mkfs.ext4 -d copies owners and sshd refuses a host key root does
+// not own.
+func (s *Service) diskSeed(vm *store.VM) (dir string, err error) {
 	if os.Geteuid() != 0 {
-		return false, nil
+		return "", nil
 	}
 	files, err := s.sshFiles(vm)
 	if err != nil {
-		return false, err
+		return "", err
 	}
+	if dir, err = os.MkdirTemp(vm.Dir, ".seed-"); err != nil {
+		return "", fmt.Errorf("stage the VM disk's files: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+			dir = ""
+		}
+	}()
 	upper := filepath.Join(dir, "root") // the guest init's upper directory on the VM disk
 	for _, f := range files {
 		path := filepath.Join(upper, f.Path)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return false, fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
+			return "", fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
 		}
 		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
-			return false, fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
+			return "", fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
 		}
 		if err := os.Chmod(path, os.FileMode(f.Mode)); err != nil { // past the umask
-			return false, fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
+			return "", fmt.Errorf("stage %s for the VM disk: %w", f.Path, err)
 		}
 	}
 	// The upper directories become the merged ones' attributes: make them what an image has.
-	return true, filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return err
 		}
 		return os.Chmod(p, 0o755)
 	})
+	return dir, err
 }
 
 // writeSSHConfig rewrites banger's ssh_config with every VM that has an address.
