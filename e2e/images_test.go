@@ -96,6 +96,21 @@ func imageOf(t *testing.T, cmd []string, layers ...v1.Layer) v1.Image {
 	return img
 }
 
+// withEnv sets the environment of an image's config, as a Dockerfile's ENV does.
+func withEnv(t *testing.T, img v1.Image, env ...string) v1.Image {
+	t.Helper()
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.Config.Env = env
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 // registry runs Debian's docker-registry on a free loopback port for the test.
 func registry(t *testing.T) string {
 	t.Helper()
@@ -218,9 +233,16 @@ func TestPullFromRegistryBootAndRun(t *testing.T) {
 		entry{name: "usr/", typ: tar.TypeDir, mode: 0o755},
 		entry{name: "usr/bin/", typ: tar.TypeDir, mode: 0o755},
 		entry{name: "usr/bin/suid", typ: tar.TypeReg, mode: 0o4755, data: "#!/bin/sh\n"},
-		entry{name: "usr/bin/suid-link", link: "usr/bin/suid", typ: tar.TypeLink, mode: 0o4755})
+		entry{name: "usr/bin/suid-link", link: "usr/bin/suid", typ: tar.TypeLink, mode: 0o4755},
+		entry{name: "opt/", typ: tar.TypeDir, mode: 0o755},
+		entry{name: "opt/tools/", typ: tar.TypeDir, mode: 0o755},
+		entry{name: "opt/tools/bin/", typ: tar.TypeDir, mode: 0o755},
+		entry{name: "opt/tools/bin/hi", typ: tar.TypeReg, mode: 0o755, data: "#!/bin/sh\necho hi from the image PATH\n"})
 	ref := reg + "/e2e/busybox:1"
-	push(t, ref, imageOf(t, []string{"/bin/sh"}, base, data, top))
+	// The config's ENV reaches commands, as it would in a container: its PATH finds
+	// /opt/tools/bin/hi, and a value with a quote in it arrives exactly.
+	push(t, ref, withEnv(t, imageOf(t, []string{"/bin/sh"}, base, data, top),
+		"PATH=/opt/tools/bin:/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=it's configured"))
 
 	r := mustBanger(t, "image", "pull", ref, "--name", "e2e-bb")
 	t.Logf("pull took %s: %s", r.took, strings.TrimSpace(r.stdout))
@@ -239,6 +261,8 @@ func TestPullFromRegistryBootAndRun(t *testing.T) {
 		{"hostname", "e2e-pid1"},
 		{"ls /lib/modules", ""}, // the kernel's release: checked below
 		{"cat /run/banger/ssh.json", `"state":"unavailable"`},
+		{`echo "$GREETING"`, "it's configured"},
+		{"hi", "hi from the image PATH"},
 	} {
 		got := guest(t, "e2e-pid1", "sh", "-c", c.cmd)
 		if c.want != "" && !strings.Contains(got, c.want) {

@@ -27,6 +27,11 @@ const VsockPort = 1024
 // there), for commands run in the guest that need one of its tools, e.g. `banger-agent extract`.
 const GuestBinary = "/run/banger/banger-agent"
 
+// ImageEnvFile holds, in an image made from an OCI image, the environment its config sets
+// (KEY=VALUE lines, e.g. a PATH with /usr/local/go/bin): the agent gives it to every command,
+// under the request's own entries.
+const ImageEnvFile = "/etc/banger/image.env"
+
 // Operations.
 const (
 	OpHealth    = "health"

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,8 +30,28 @@ const drainGrace = 250 * time.Millisecond
 // defaultPath is the PATH commands get unless the request sets one.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// commandEnv builds a login-like environment for root, with the request's entries on top.
+// commandEnv builds a login-like environment for root, then the image's own environment
+// (agent.ImageEnvFile), then the request's entries on top.
 func commandEnv(req agent.ExecRequest) []string {
+	return buildEnv(req, readImageEnv(agent.ImageEnvFile))
+}
+
+// readImageEnv reads KEY=VALUE lines; a missing file is an empty environment.
+func readImageEnv(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var env []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && k != "" {
+			env = append(env, line)
+		}
+	}
+	return env
+}
+
+func buildEnv(req agent.ExecRequest, imageEnv []string) []string {
 	env := map[string]string{
 		"PATH":    defaultPath,
 		"HOME":    "/root",
@@ -46,7 +67,7 @@ func commandEnv(req agent.ExecRequest) []string {
 		env["TERM"] = "xterm-256color"
 	}
 	order := []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM"}
-	for _, kv := range req.Env {
+	for _, kv := range slices.Concat(imageEnv, req.Env) {
 		k, _, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
 			continue

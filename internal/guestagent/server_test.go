@@ -185,6 +185,33 @@ func TestFindPort(t *testing.T) {
 	}
 }
 
+// The environment an OCI image's config sets reaches commands: over the defaults (its PATH
+// wins), under what the request sets.
+func TestImageEnvSitsBetweenDefaultsAndRequest(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "image.env")
+	if err := os.WriteFile(file, []byte("PATH=/usr/local/go/bin:/usr/bin:/bin\nGOPATH=/go\nLANG=image\nnot a line\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := buildEnv(agent.ExecRequest{Env: []string{"LANG=request"}}, readImageEnv(file))
+	got := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, dup := got[k]; dup {
+			t.Errorf("%s appears twice in %q", k, env)
+		}
+		got[k] = v
+	}
+	if got["PATH"] != "/usr/local/go/bin:/usr/bin:/bin" || got["GOPATH"] != "/go" {
+		t.Errorf("image entries missing or overridden by the defaults: %q", env)
+	}
+	if got["LANG"] != "request" || got["HOME"] != "/root" {
+		t.Errorf("request must win over the image, defaults fill the rest: %q", env)
+	}
+	if readImageEnv(filepath.Join(t.TempDir(), "missing")) != nil {
+		t.Error("a missing image env file must read as no entries")
+	}
+}
+
 func TestCommandEnv(t *testing.T) {
 	env := commandEnv(agent.ExecRequest{Env: []string{"TERM=xterm", "PATH=/x", "bad", "=nokey"}})
 	joined := strings.Join(env, "\n")

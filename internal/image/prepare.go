@@ -9,8 +9,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/progress"
 )
@@ -72,6 +75,50 @@ func PrepareRoot(tree string) ([]string, error) {
 	return notes, nil
 }
 
+// envName is what a shell accepts as a variable name.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// writeImageEnv gives VMs the environment an OCI image's config sets (a container runtime
+// would): agent.ImageEnvFile for commands run through the agent, and a profile.d script for
+// login shells over ssh. Entries a shell could not take (no name, a newline) are left out and
+// counted in the note.
+func writeImageEnv(tree string, env []string) (string, error) {
+	root, err := os.OpenRoot(tree)
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	var plain, shell strings.Builder
+	shell.WriteString("# Written by banger: the environment of the OCI image this VM was made from.\n")
+	kept, skipped := 0, 0
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !envName.MatchString(k) || strings.ContainsAny(v, "\n\x00") {
+			skipped++
+			continue
+		}
+		kept++
+		fmt.Fprintf(&plain, "%s=%s\n", k, v)
+		fmt.Fprintf(&shell, "export %s='%s'\n", k, strings.ReplaceAll(v, "'", `'\''`))
+	}
+	for _, dir := range []string{"etc/banger", "etc/profile.d"} {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("add /%s: %w", dir, err)
+		}
+	}
+	if err := writeInRoot(root, strings.TrimPrefix(agent.ImageEnvFile, "/"), plain.String()); err != nil {
+		return "", fmt.Errorf("add %s: %w", agent.ImageEnvFile, err)
+	}
+	if err := writeInRoot(root, "etc/profile.d/banger-image-env.sh", shell.String()); err != nil {
+		return "", fmt.Errorf("add /etc/profile.d/banger-image-env.sh: %w", err)
+	}
+	note := fmt.Sprintf("the image config's environment (%d variables) goes to every command and login shell", kept)
+	if skipped > 0 {
+		note += fmt.Sprintf("; %d entries a shell cannot take were left out", skipped)
+	}
+	return note, nil
+}
+
 func hasSystemd(root *os.Root) bool {
 	for _, p := range []string{"lib/systemd/systemd", "usr/lib/systemd/systemd"} {
 		if _, err := root.Stat(p); err == nil {
@@ -117,6 +164,13 @@ func FromTree(ctx context.Context, o TreeOptions) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("image %s: prepare the root: %w", o.Name, err)
 	}
 	m := o.Manifest
+	if m.OCI != nil && len(m.OCI.Env) > 0 {
+		note, err := writeImageEnv(o.Tree, m.OCI.Env)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("image %s: %w", o.Name, err)
+		}
+		notes = append(notes, note)
+	}
 	m.Format, m.Name, m.Architecture = manifestFormat, o.Name, debianArch()
 	m.Notes = append(m.Notes, notes...)
 	if pkgs, err := installedPackagesIn(o.Tree); err == nil {

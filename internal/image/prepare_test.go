@@ -148,3 +148,25 @@ func tamper(t *testing.T, path string) []byte {
 	zw, _ := zstd.NewWriter(nil)
 	return zw.EncodeAll(tt, nil)
 }
+
+// An OCI image's config environment lands where the agent and login shells read it, quoted
+// so that a shell gets the values exactly; entries no shell could take are left out.
+func TestWriteImageEnv(t *testing.T) {
+	tree := t.TempDir()
+	note, err := writeImageEnv(tree, []string{"PATH=/usr/local/go/bin:/usr/bin:/bin", "QUOTE=it's $HOME", "bad-name=x", "NOEQUALS", "MULTI=a\nb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(note, "2 variables") || !strings.Contains(note, "3 entries") {
+		t.Errorf("note = %q, want 2 kept and 3 left out", note)
+	}
+	plain, err := os.ReadFile(filepath.Join(tree, "etc/banger/image.env"))
+	if err != nil || string(plain) != "PATH=/usr/local/go/bin:/usr/bin:/bin\nQUOTE=it's $HOME\n" {
+		t.Errorf("image.env = %q, %v", plain, err)
+	}
+	script := filepath.Join(tree, "etc/profile.d/banger-image-env.sh")
+	out, err := exec.Command("sh", "-c", `. "$1" && printf '%s|%s' "$PATH" "$QUOTE"`, "sh", script).CombinedOutput()
+	if err != nil || string(out) != "/usr/local/go/bin:/usr/bin:/bin|it's $HOME" {
+		t.Errorf("sourcing the profile script gave %q, %v; want the values exactly", out, err)
+	}
+}
