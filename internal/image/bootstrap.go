@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 )
 
@@ -83,18 +82,4 @@ func (b bootstrapper) args(r Recipe, arch, mirror, root string) ([]string, error
 		args = append(args, "--include="+strings.Join(r.Packages, ","))
 	}
 	return append(args, r.Suite, root, mirror), nil
-}
-
-// debianArch is the Debian architecture name of the machine banger runs on; images are built
-// for it.
-func debianArch() string {
-	switch runtime.GOARCH {
-	case "386":
-		return "i386"
-	case "arm":
-		return "armhf"
-	case "ppc64le":
-		return "ppc64el"
-	}
-	return runtime.GOARCH // amd64, arm64, riscv64, s390x, mips64le are spelled alike
 }

@@ -71,7 +71,7 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	if err != nil {
 		return Manifest{}, fmt.Errorf("%w; install e2fsprogs (apt-get install e2fsprogs)", err)
 	}
-	arch := debianArch()
+	arch := debian.HostArch()
 
 	logFile, err := os.CreateTemp(o.WorkDir, "image-"+o.Name+"-*.log")
 	if err != nil {

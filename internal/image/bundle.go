@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/banger-dev/banger/internal/bundle"
+	"github.com/banger-dev/banger/internal/debian"
 	"github.com/banger-dev/banger/internal/progress"
 )
 
@@ -56,7 +57,7 @@ func Import(ctx context.Context, r io.Reader, parent string, o ImportOptions) (M
 			os.RemoveAll(staging)
 		}
 	}()
-	arch := debianArch()
+	arch := debian.HostArch()
 	bm, err := bundle.Read(ctx, r, staging, func(m bundle.Manifest) error {
 		if err := m.CheckFor(bundle.KindImage, arch); err != nil {
 			return err

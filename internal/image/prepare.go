@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/debian"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/progress"
 )
@@ -171,7 +172,7 @@ func FromTree(ctx context.Context, o TreeOptions) (Manifest, error) {
 		}
 		notes = append(notes, note)
 	}
-	m.Format, m.Name, m.Architecture = manifestFormat, o.Name, debianArch()
+	m.Format, m.Name, m.Architecture = manifestFormat, o.Name, debian.HostArch()
 	m.Notes = append(m.Notes, notes...)
 	if pkgs, err := installedPackagesIn(o.Tree); err == nil {
 		m.Packages = pkgs
@@ -319,7 +320,7 @@ func Register(ctx context.Context, o RegisterOptions) (Manifest, error) {
 		return Manifest{}, err
 	}
 	abs, _ := filepath.Abs(o.Rootfs)
-	m := Manifest{Format: manifestFormat, Name: o.Name, Architecture: debianArch(), Source: SourceRegister, Kernel: o.Kernel,
+	m := Manifest{Format: manifestFormat, Name: o.Name, Architecture: debian.HostArch(), Source: SourceRegister, Kernel: o.Kernel,
 		RootfsSize: size, RootfsSHA256: sum, BuiltAt: started.UTC().Truncate(time.Second),
 		BuildSeconds: round3(time.Since(started).Seconds()), Notes: []string{"registered from " + abs}}
 	if err := publishDir(ctx, out, o.Dest, m); err != nil {

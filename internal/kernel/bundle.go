@@ -7,10 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"github.com/banger-dev/banger/internal/bundle"
+	"github.com/banger-dev/banger/internal/debian"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/progress"
 )
@@ -37,7 +37,7 @@ func ExportBundle(ctx context.Context, m Manifest, path string, report progress.
 	if m.Initrd != "" {
 		files = append(files, bundle.File{Name: bundleInitrd, Path: m.InitrdPath()})
 	}
-	return bundle.Write(ctx, path, bundle.Manifest{Kind: bundle.KindKernel, Name: m.Name, Arch: goarchToDebian(), Release: m.Release}, files, report)
+	return bundle.Write(ctx, path, bundle.Manifest{Kind: bundle.KindKernel, Name: m.Name, Arch: debian.HostArch(), Release: m.Release}, files, report)
 }
 
 // ImportBundle installs a kernel bundle read from r as the kernel directory dest (which must
@@ -57,7 +57,7 @@ func ImportBundle(ctx context.Context, r io.Reader, name, dest string, report pr
 			os.RemoveAll(staging)
 		}
 	}()
-	arch := goarchToDebian()
+	arch := debian.HostArch()
 	bm, err := bundle.Read(ctx, r, staging, func(m bundle.Manifest) error {
 		if err := m.CheckFor(bundle.KindKernel, arch); err != nil {
 			return err
@@ -116,11 +116,4 @@ func ImportBundle(ctx context.Context, r io.Reader, name, dest string, report pr
 	published = true
 	m.Dir = dest
 	return m, nil
-}
-
-func goarchToDebian() string {
-	if runtime.GOARCH == "386" {
-		return "i386"
-	}
-	return runtime.GOARCH
 }
