@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -86,5 +88,29 @@ func TestWatchTreatsAZombieAsGone(t *testing.T) {
 	}
 	if _, err := Watch(cmd.Process.Pid, st); !errors.Is(err, ErrGone) {
 		t.Errorf("Watch of a zombie: err = %v, want ErrGone", err)
+	}
+}
+
+// A socket path over the unix limit is refused with the driver's name, before any VMM runs;
+// one that fits is cleared of a stale file.
+func TestClearSockets(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "api.sock")
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ClearSockets("qemu", map[string]string{"api": stale}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale socket file still there: %v", err)
+	}
+	long := "/" + strings.Repeat("x", 107)
+	err := ClearSockets("firecracker", map[string]string{"api": long})
+	if err == nil || !strings.HasPrefix(err.Error(), "firecracker: socket path") || !strings.Contains(err.Error(), "108 bytes, over the 107-byte unix socket limit") {
+		t.Errorf("108-byte path: %v; want the limit error naming the driver", err)
+	}
+	if err := ClearSockets("qemu", map[string]string{"api": long[:107]}); err != nil {
+		t.Errorf("107-byte path refused: %v", err)
 	}
 }

@@ -292,11 +292,8 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 		"api":   filepath.Join(cfg.RuntimeDir, apiSocket),
 		"vsock": filepath.Join(cfg.RuntimeDir, vsockSocket),
 	}
-	for _, s := range sockets {
-		if len(s) >= 108 {
-			return nil, fmt.Errorf("firecracker: socket path %s is %d bytes, over the 107-byte unix socket limit; use a shorter BANGER_SOCKET directory", s, len(s))
-		}
-		_ = os.Remove(s)
+	if err := vmm.ClearSockets("firecracker", sockets); err != nil {
+		return nil, err
 	}
 	logPath := filepath.Join(cfg.Dir, logFile)
 	metricsPath := filepath.Join(cfg.Dir, metricsFile)

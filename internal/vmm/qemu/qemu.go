@@ -127,11 +127,8 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 		"agent": filepath.Join(cfg.RuntimeDir, agentSocket),
 		"qmp":   filepath.Join(cfg.RuntimeDir, qmpSocket),
 	}
-	for _, s := range sockets {
-		if len(s) >= 108 {
-			return nil, fmt.Errorf("qemu: socket path %s is %d bytes, over the 107-byte unix socket limit; use a shorter BANGER_SOCKET directory", s, len(s))
-		}
-		_ = os.Remove(s)
+	if err := vmm.ClearSockets("qemu", sockets); err != nil {
+		return nil, err
 	}
 	logPath := filepath.Join(cfg.Dir, "qemu.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
