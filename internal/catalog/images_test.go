@@ -38,16 +38,23 @@ import (
 // new version, the way a build or pull ends.
 func fakeVersion(t *testing.T, s *Service, name, content string) image.Manifest {
 	t.Helper()
-	staged, err := s.stagingPath(name, "build")
+	return fakeVersionOf(t, s, image.Manifest{Name: name}, content, "recipe:test")
+}
+
+// fakeVersionOf is fakeVersion with the manifest's other fields (a recipe and its hash, say)
+// and the source given.
+func fakeVersionOf(t *testing.T, s *Service, m image.Manifest, content, source string) image.Manifest {
+	t.Helper()
+	staged, err := s.stagingPath(m.Name, "build")
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.MkdirAll(staged, 0o755)
 	os.WriteFile(filepath.Join(staged, image.RootfsFile), []byte(content), 0o444)
 	sum := sha256.Sum256([]byte(content))
-	m := image.Manifest{Format: 1, Name: name, RootfsSHA256: hex.EncodeToString(sum[:]), RootfsSize: int64(len(content))}
+	m.Format, m.RootfsSHA256, m.RootfsSize = 1, hex.EncodeToString(sum[:]), int64(len(content))
 	image.WriteManifest(staged, m)
-	m, err = s.publish(context.Background(), m, staged, "recipe:test")
+	m, err = s.publish(context.Background(), m, staged, source)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,18 +436,7 @@ func TestImageBuiltFromAnOlderRecipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish := func(hash, content string) {
-		staged, err := s.stagingPath(r.Name, "build")
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.MkdirAll(staged, 0o755)
-		os.WriteFile(filepath.Join(staged, image.RootfsFile), []byte(content), 0o444)
-		sum := sha256.Sum256([]byte(content))
-		m := image.Manifest{Format: 1, Name: r.Name, Recipe: r.Name, RecipeSHA256: hash, RootfsSHA256: hex.EncodeToString(sum[:]), RootfsSize: int64(len(content))}
-		image.WriteManifest(staged, m)
-		if _, err := s.publish(ctx, m, staged, "recipe:"+r.Name); err != nil {
-			t.Fatal(err)
-		}
+		fakeVersionOf(t, s, image.Manifest{Name: r.Name, Recipe: r.Name, RecipeSHA256: hash}, content, "recipe:"+r.Name)
 	}
 	publish("0000", "built by an earlier banger")
 	if img, err := s.Image(ctx, r.Name, nil); err != nil || !img.OlderRecipe {
