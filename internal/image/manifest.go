@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/progress"
@@ -71,9 +72,21 @@ func (m Manifest) FromOlderRecipe() bool {
 	if m.Recipe == "" || m.RecipeSHA256 == "" || (m.Source != "" && m.Source != SourceRecipe) {
 		return false
 	}
-	r, err := BuiltinRecipe(m.Recipe)
-	return err == nil && r.Hash() != m.RecipeSHA256
+	h, ok := builtinRecipeHashes()[m.Recipe]
+	return ok && h != m.RecipeSHA256
 }
+
+// builtinRecipeHashes are the hashes of the built-in recipes, which cannot change while banger
+// runs: worked out once, not on every VM create.
+var builtinRecipeHashes = sync.OnceValue(func() map[string]string {
+	hashes := map[string]string{}
+	for _, name := range BuiltinRecipes() {
+		if r, err := BuiltinRecipe(name); err == nil {
+			hashes[name] = r.Hash()
+		}
+	}
+	return hashes
+})
 
 // Image sources.
 const (
