@@ -19,7 +19,7 @@ DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates ope
 # busybox they build small images from.
 TEST_DEPS := docker-registry busybox-static
 
-.PHONY: help build install uninstall deps test-deps test unit e2e lint clean bench firecracker-test
+.PHONY: help build install uninstall deps test-deps test unit e2e lint fuzz clean bench firecracker-test
 
 help:
 	@echo "make deps       install the host packages banger uses (apt-get; needs root)"
@@ -30,6 +30,7 @@ help:
 	@echo "make test       lint, unit tests (with -race) and the end-to-end boot tests"
 	@echo "make unit       unit tests only (-short: no downloads, no image builds)"
 	@echo "make e2e        end-to-end tests that boot real VMs (root, QEMU)"
+	@echo "make fuzz       every fuzz target for FUZZTIME each (default 10s), from its committed corpus"
 	@echo "make lint       gofmt and go vet"
 	@echo "make firecracker-test FIRECRACKER_BIN=… [JAILER_BIN=… FIRECRACKER_OLD_BIN=…]"
 	@echo "                the tests against real Firecracker/jailer binaries (root, /dev/kvm)"
@@ -93,7 +94,20 @@ e2e: build
 
 test: lint
 	$(GO) test -race ./...
+	$(MAKE) fuzz
 	$(MAKE) e2e
+
+# Every Fuzz* function of every package, one at a time, for FUZZTIME each. The committed
+# corpus (testdata/fuzz) runs first as plain tests do; a crasher fails the target and is
+# written to testdata/fuzz/FuzzX/ to be committed as a seed once fixed.
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; n=0; for file in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go' 2>/dev/null || find . -name '*_test.go')); do \
+	  for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+	    echo "fuzz: ./$$(dirname $$file) $$f ($(FUZZTIME))"; n=$$((n+1)); \
+	    $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./$$(dirname $$file); \
+	  done; \
+	done; echo "fuzz: $$n targets ran"
 
 clean:
 	rm -rf bin
