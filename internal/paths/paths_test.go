@@ -1,6 +1,7 @@
 package paths
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -344,27 +345,210 @@ func TestCreateRejectsUnsafeRuntimeDir(t *testing.T) {
 			t.Errorf("Create() = %v, want an error about the owner", err)
 		}
 	})
-	t.Run("BANGER_SOCKET directory is the user's business", func(t *testing.T) {
+}
+
+// nobody is the uid and gid of "another user" in these tests (they chown, so they need root).
+const nobody = 65534
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to plant directories owned by another user")
+	}
+}
+
+// envLayout is a layout whose socket comes from BANGER_SOCKET=socket, as the CLI always
+// starts the daemon.
+func envLayout(t *testing.T, base, socket string) Layout {
+	t.Helper()
+	l, err := New(env(map[string]string{
+		"XDG_STATE_HOME": filepath.Join(base, "state"),
+		"XDG_CACHE_HOME": filepath.Join(base, "cache"),
+		"BANGER_SOCKET":  socket,
+	}), os.Getuid(), "/nonexistent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func mkdir(t *testing.T, dir string, mode os.FileMode, uid int) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(dir, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantUnsafe(t *testing.T, err error, subs ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got nil, want a refusal containing %q", subs)
+	}
+	if !errors.Is(err, ErrUnsafe) {
+		t.Errorf("error %v is not ErrUnsafe", err)
+	}
+	for _, sub := range subs {
+		if !strings.Contains(err.Error(), sub) {
+			t.Errorf("error %q does not contain %q", err, sub)
+		}
+	}
+}
+
+// TestSecureRuntimeWithBangerSocket: the CLI always starts the daemon with BANGER_SOCKET set;
+// the runtime directories are checked all the same (they were not: issue 13, item 2).
+func TestSecureRuntimeWithBangerSocket(t *testing.T) {
+	needRoot(t)
+	t.Run("socket directory planted by another user", func(t *testing.T) {
+		base := t.TempDir()
+		run := filepath.Join(base, "run")
+		mkdir(t, run, 0o700, nobody)
+		err := envLayout(t, base, filepath.Join(run, "b.sock")).Create()
+		wantUnsafe(t, err, run, "owned by uid 65534", "not by uid 0", "BANGER_SOCKET")
+	})
+	t.Run("VM socket directory planted by another user", func(t *testing.T) {
+		base := t.TempDir()
+		vms := filepath.Join(base, "run", "b.vms")
+		mkdir(t, filepath.Join(base, "run"), 0o700, 0)
+		mkdir(t, vms, 0o700, nobody)
+		err := envLayout(t, base, filepath.Join(base, "run", "b.sock")).Create()
+		wantUnsafe(t, err, vms, "owned by uid 65534")
+	})
+	t.Run("VM socket directory is a symlink", func(t *testing.T) {
+		base := t.TempDir()
+		mkdir(t, filepath.Join(base, "run"), 0o700, 0)
+		mkdir(t, filepath.Join(base, "elsewhere"), 0o700, 0)
+		if err := os.Symlink(filepath.Join(base, "elsewhere"), filepath.Join(base, "run", "b.vms")); err != nil {
+			t.Fatal(err)
+		}
+		err := envLayout(t, base, filepath.Join(base, "run", "b.sock")).Create()
+		wantUnsafe(t, err, "b.vms is a symlink")
+	})
+	t.Run("VM socket directory open to the group", func(t *testing.T) {
+		base := t.TempDir()
+		mkdir(t, filepath.Join(base, "run"), 0o700, 0)
+		mkdir(t, filepath.Join(base, "run", "b.vms"), 0o770, 0)
+		err := envLayout(t, base, filepath.Join(base, "run", "b.sock")).Create()
+		wantUnsafe(t, err, "mode 0770", "chmod 700")
+	})
+	t.Run("a VM's directory planted by another user", func(t *testing.T) {
+		base := t.TempDir()
+		mkdir(t, filepath.Join(base, "run", "b.vms"), 0o700, 0)
+		mkdir(t, filepath.Join(base, "run", "b.vms", "vm1"), 0o700, nobody)
+		l := envLayout(t, base, filepath.Join(base, "run", "b.sock"))
+		wantUnsafe(t, l.Create(), "vm1 is owned by uid 65534")
+		_, err := l.SecureVMRuntimeDir("vm1")
+		wantUnsafe(t, err, "vm1 is owned by uid 65534")
+	})
+	t.Run("socket directory in a shared sticky directory", func(t *testing.T) {
 		base := t.TempDir()
 		shared := filepath.Join(base, "shared")
-		if err := os.Mkdir(shared, 0o777); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(shared, 0o1777); err != nil {
-			t.Fatal(err)
-		}
-		l, err := New(env(map[string]string{
-			"XDG_STATE_HOME": filepath.Join(base, "state"),
-			"XDG_CACHE_HOME": filepath.Join(base, "cache"),
-			"BANGER_SOCKET":  filepath.Join(shared, "b.sock"),
-		}), os.Getuid(), "/nonexistent")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Create(); err != nil {
-			t.Errorf("Create() = %v, want nil for a BANGER_SOCKET in a shared directory", err)
+		mkdir(t, shared, os.ModeSticky|0o777, 0)
+		err := envLayout(t, base, filepath.Join(shared, "b.sock")).Create()
+		wantUnsafe(t, err, shared, "shared with other users")
+		if _, err := os.Lstat(filepath.Join(shared, "b.vms")); err == nil {
+			t.Errorf("Create made b.vms in the shared directory before refusing")
 		}
 	})
+	t.Run("socket directory writable by others", func(t *testing.T) {
+		base := t.TempDir()
+		run := filepath.Join(base, "run")
+		mkdir(t, run, 0o777, 0)
+		wantUnsafe(t, envLayout(t, base, filepath.Join(run, "b.sock")).Create(), "mode 0777", "chmod go-w")
+	})
+	t.Run("directory above owned by another user", func(t *testing.T) {
+		base := t.TempDir()
+		evil := filepath.Join(base, "evil")
+		mkdir(t, evil, 0o755, nobody)
+		mkdir(t, filepath.Join(evil, "run"), 0o700, 0)
+		err := envLayout(t, base, filepath.Join(evil, "run", "b.sock")).Create()
+		wantUnsafe(t, err, evil, "owned by uid 65534", "must belong to root or to uid 0")
+	})
+	t.Run("directory above writable by others, not sticky", func(t *testing.T) {
+		base := t.TempDir()
+		open := filepath.Join(base, "open")
+		mkdir(t, open, 0o777, 0)
+		wantUnsafe(t, envLayout(t, base, filepath.Join(open, "run", "b.sock")).Create(), open, "mode 0777")
+	})
+	t.Run("symlink above owned by another user", func(t *testing.T) {
+		base := t.TempDir()
+		mkdir(t, filepath.Join(base, "real"), 0o755, 0)
+		link := filepath.Join(base, "link")
+		if err := os.Symlink(filepath.Join(base, "real"), link); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(link, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		wantUnsafe(t, envLayout(t, base, filepath.Join(link, "run", "b.sock")).Create(), link, "a symlink", "owned by uid 65534")
+	})
+	t.Run("symlink above leading to another user's directory", func(t *testing.T) {
+		base := t.TempDir()
+		theirs := filepath.Join(base, "theirs")
+		mkdir(t, theirs, 0o755, nobody)
+		link := filepath.Join(base, "link")
+		if err := os.Symlink(theirs, link); err != nil {
+			t.Fatal(err)
+		}
+		wantUnsafe(t, envLayout(t, base, filepath.Join(link, "run", "b.sock")).Create(), theirs, "owned by uid 65534")
+	})
+	t.Run("trusted symlink above is followed", func(t *testing.T) {
+		base := t.TempDir()
+		mkdir(t, filepath.Join(base, "real"), 0o755, 0)
+		if err := os.Symlink("real", filepath.Join(base, "link")); err != nil {
+			t.Fatal(err)
+		}
+		l := envLayout(t, base, filepath.Join(base, "link", "run", "b.sock"))
+		if err := l.Create(); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if fi, err := os.Lstat(filepath.Join(base, "real", "run", "b.vms")); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("b.vms not created 0700 through the symlink: %v %v", fi, err)
+		}
+	})
+	t.Run("home directory with the usual 0755 is fine", func(t *testing.T) {
+		base := t.TempDir()
+		home := filepath.Join(base, "home")
+		mkdir(t, home, 0o755, 0)
+		if err := envLayout(t, base, filepath.Join(home, ".banger.sock")).Create(); err != nil {
+			t.Errorf("Create: %v", err)
+		}
+	})
+}
+
+// TestSecureRuntimeUnderRealTmp is the layout of the end-to-end tests and of the default for
+// users without XDG_RUNTIME_DIR: a directory of one's own in /tmp (root's, sticky, 1777).
+func TestSecureRuntimeUnderRealTmp(t *testing.T) {
+	base, err := os.MkdirTemp("/tmp", "banger-paths-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	l := envLayout(t, base, filepath.Join(base, "run", "bangerd.sock"))
+	if err := l.Create(); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	dir, err := l.SecureVMRuntimeDir("0123abcd")
+	if err != nil {
+		t.Fatalf("SecureVMRuntimeDir: %v", err)
+	}
+	for _, d := range []string{l.RuntimeDir(), l.VMRuntimeDir(), dir} {
+		fi, err := os.Lstat(d)
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v %v; want a 0700 directory", d, fi, err)
+		}
+	}
+	if err := l.Create(); err != nil {
+		t.Errorf("second Create (VM directory present): %v", err)
+	}
+	if _, err := l.SecureVMRuntimeDir("../x"); err == nil {
+		t.Errorf("SecureVMRuntimeDir accepted an id with a slash")
+	}
 }
 
 func TestVMRuntimeDirIsPerSocket(t *testing.T) {

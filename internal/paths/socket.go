@@ -17,7 +17,7 @@ const MaxSocketPathLen = 107
 func socketPath(lookup LookupFunc, uid int) (path string, fromEnv bool, err error) {
 	if v, ok := lookup("BANGER_SOCKET"); ok && v != "" {
 		if !filepath.IsAbs(v) {
-			return "", false, fmt.Errorf("BANGER_SOCKET=%q is not an absolute path; set it to one, e.g. /tmp/banger.sock", v)
+			return "", false, fmt.Errorf("BANGER_SOCKET=%q is not an absolute path; set it to one, e.g. /run/banger/bangerd.sock", v)
 		}
 		return filepath.Clean(v), true, nil
 	}
@@ -38,6 +38,6 @@ func CheckSocketPath(path string) error {
 		return nil
 	}
 	return fmt.Errorf("unix socket path %q is %d bytes, over the limit of %d; "+
-		"set BANGER_SOCKET to a shorter path (e.g. /tmp/banger.sock) so the runtime directory is shorter",
+		"set BANGER_SOCKET to a shorter path (e.g. /run/banger/bangerd.sock) so the runtime directory is shorter",
 		path, len(path), MaxSocketPathLen)
 }

@@ -56,7 +56,8 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 			Name: StepVMM,
 			Do: func(ctx context.Context) error {
 				b.obs.Progress.Stage("vm.start", fmt.Sprintf("starting %s (%s)", b.driver.Name(), b.accel))
-				if err := os.MkdirAll(rt, 0o700); err != nil {
+				// Checked, not just made: the VMM's sockets (the agent's among them) go here.
+				if _, err := s.layout.SecureVMRuntimeDir(vm.ID); err != nil {
 					return fmt.Errorf("create runtime directory: %w", err)
 				}
 				m, err := b.driver.Start(ctx, vmm.Config{
