@@ -12,12 +12,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/peercred"
 )
 
 // Client talks to one daemon.
@@ -29,11 +32,15 @@ type Client struct {
 }
 
 // New returns a client for the daemon listening on socket. It does not connect.
+//
+// Every connection is checked before a byte is sent: the socket file must be a socket owned
+// by root or this process's uid, and so must be the process that listens on it (SO_PEERCRED).
+// Otherwise another local user could pose as the daemon and receive what the CLI sends (files
+// to sync, credentials). A refusal is a *peercred.UntrustedError (peercred.ErrUntrusted).
 func New(socket string) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return dialDaemon(ctx, socket)
 		},
 		DisableCompression: true,
 	}
@@ -92,7 +99,33 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 // ErrNoDaemon means nothing answers on the socket.
 var ErrNoDaemon = errors.New("daemon is not running")
 
+// dialDaemon connects to socket once both it and the process serving it are trusted: owned by
+// root or by this process's uid.
+func dialDaemon(ctx context.Context, socket string) (net.Conn, error) {
+	trusted := peercred.Trusted(os.Geteuid())
+	hint := "another user may be posing as banger's daemon; nothing was sent. Remove " + socket +
+		" as root, or set BANGER_SOCKET to a socket in a directory of your own"
+	// A missing socket is left to the dial, whose error means "no daemon".
+	if err := peercred.CheckSocketFile(socket, hint, trusted...); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	if err := peercred.Check(conn, "the process serving "+socket, hint, trusted...); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
 func (c *Client) connError(err error) error {
+	var untrusted *peercred.UntrustedError
+	if errors.As(err, &untrusted) {
+		return fmt.Errorf("refusing to talk to the daemon socket %s: %w", c.socket, untrusted)
+	}
 	var ne *net.OpError
 	if errors.As(err, &ne) && ne.Op == "dial" {
 		return fmt.Errorf("%w (socket %s): %v", ErrNoDaemon, c.socket, ne.Err)

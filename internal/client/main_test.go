@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -24,7 +25,7 @@ import (
 // steer it.
 const (
 	envFake         = "BANGER_FAKE_DAEMON"    // "1": be the fake daemon
-	envFakeMode     = "BANGER_FAKE_MODE"      // "" serve; "hang": accept but never answer; "silent": never listen; "fail": exit 1 at once
+	envFakeMode     = "BANGER_FAKE_MODE"      // "" serve; "hang": accept but never answer; "silent": never listen; "fail": exit 1 at once; "nobody": see runNobodyListener
 	envFakeVersion  = "BANGER_FAKE_VERSION"   // api.Version.Version it reports
 	envFakeCommit   = "BANGER_FAKE_COMMIT"    // api.Version.Commit it reports
 	envFakeDate     = "BANGER_FAKE_DATE"      // api.Version.Date it reports
@@ -54,6 +55,8 @@ func runFakeDaemon() int {
 	case "silent":
 		time.Sleep(time.Hour)
 		return 0
+	case "nobody":
+		return runNobodyListener(socket)
 	}
 	_ = os.Remove(socket)
 	ln, err := net.Listen("unix", socket)
@@ -208,4 +211,38 @@ func missingFrom(s string, subs ...string) string {
 		}
 	}
 	return ""
+}
+
+// runNobodyListener is another local user posing as the daemon: it becomes uid and gid nobody
+// (65534), listens on socket, prints "listening", and for each connection prints how many
+// bytes the client sent before closing it.
+func runNobodyListener(socket string) int {
+	if err := syscall.Setgroups(nil); err != nil {
+		fmt.Fprintf(os.Stderr, "fake: setgroups: %v\n", err)
+		return 1
+	}
+	if err := syscall.Setgid(nobody); err != nil {
+		fmt.Fprintf(os.Stderr, "fake: setgid: %v\n", err)
+		return 1
+	}
+	if err := syscall.Setuid(nobody); err != nil {
+		fmt.Fprintf(os.Stderr, "fake: setuid: %v\n", err)
+		return 1
+	}
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fake: %v\n", err)
+		return 1
+	}
+	fmt.Println("listening")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return 1
+		}
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		fmt.Printf("received %d\n", n)
+	}
 }

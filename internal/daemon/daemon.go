@@ -139,14 +139,9 @@ func Run(ctx context.Context, o Options) error {
 		lg.Error("reconcile", "err", err)
 	}
 
-	_ = os.Remove(l.Socket)
-	ln, err := net.Listen("unix", l.Socket)
+	ln, err := listenSocket(l.Socket, net.Listen, lg)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", l.Socket, err)
-	}
-	if err := os.Chmod(l.Socket, 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("restrict %s to its owner: %w", l.Socket, err)
+		return err
 	}
 	srv := &http.Server{Handler: newTrimmer().wrap(d.routes()), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
 	lg.Info("bangerd started", "version", version.Get().String(), "socket", l.Socket, "state", l.StateDir, "pid", os.Getpid())

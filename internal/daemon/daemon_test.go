@@ -87,7 +87,7 @@ func newHarness(t *testing.T, testHooks bool) *harness {
 		ops:      newOperations(),
 		shutdown: make(chan struct{}),
 	}
-	ln, err := net.Listen("unix", l.Socket)
+	ln, err := listenSocket(l.Socket, net.Listen, lg)
 	if err != nil {
 		t.Fatal(err)
 	}
