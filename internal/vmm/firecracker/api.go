@@ -147,12 +147,21 @@ type Client struct {
 	http   *http.Client
 }
 
-// NewClient returns a client for the API socket at path (a symlink to it works too).
+// NewClient returns a client for the API socket at path (a symlink to it works too: use it
+// only where nobody but root can change the path; a jailed Firecracker's socket is dialed with
+// Machine's own client).
 func NewClient(socket string) *Client {
+	return newDialClient(socket, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	})
+}
+
+// newDialClient returns a client that connects with dial; socket names it in errors.
+func newDialClient(socket string, dial func(context.Context) (net.Conn, error)) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return dial(ctx)
 		},
 		MaxIdleConns:    1,
 		IdleConnTimeout: 5 * time.Second,

@@ -351,17 +351,13 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 			undo()
 			return nil, err
 		}
-		// The sockets live in the jail; short symlinks in the runtime directory keep the paths
-		// banger connects to under the unix socket limit (connecting through a symlink works).
-		for name, inJail := range map[string]string{"api": "/run/" + apiSocket, "vsock": "/run/" + vsockSocket} {
-			if err := os.Symlink(filepath.Join(j.Root, inJail), sockets[name]); err != nil {
-				undo()
-				return nil, fmt.Errorf("firecracker: %w", err)
-			}
-		}
-		p.vsock = "/run/" + vsockSocket
+		// The sockets live in the jail, in directories the jail's uid owns: banger reaches
+		// them with dialJailSocket (never through a path or a symlink that uid could redirect),
+		// and nothing of them is in the runtime directory.
+		sockets = nil
+		p.vsock = "/" + jailSockets["vsock"]
 		cmd = exec.Command(js.Binary, jailerArgs(j, cfg.ID, info.Binary, jo.ChrootBase,
-			append([]string{"--api-sock", "/run/" + apiSocket}, levelArgs...))...)
+			append([]string{"--api-sock", "/" + jailSockets["api"]}, levelArgs...))...)
 	} else {
 		p = paths{kernel: cfg.Kernel, initrd: cfg.Initrd, log: logPath, metrics: metricsPath, vsock: sockets["vsock"]}
 		for _, disk := range cfg.Disks {
@@ -445,9 +441,8 @@ func newMachine(proc *vmm.Process, rec vmm.Record, ex extra) *Machine {
 // configure waits for the API socket and sends the plan, then InstanceStart.
 func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error {
 	deadline := began.Add(socketWait)
-	api := m.rec.Sockets["api"]
 	for {
-		if _, err := os.Stat(api); err == nil {
+		if m.apiSocketExists() {
 			break
 		}
 		select {
@@ -463,7 +458,7 @@ func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error
 	}
 	m.timings.Socket = time.Since(began)
 
-	c := NewClient(api)
+	c := m.client()
 	defer c.Close()
 	wrap := func(err error) error {
 		// A request failing because Firecracker exited says less than its exit does.
@@ -604,7 +599,33 @@ func removeJail(dir, id string) error {
 
 // DialAgent implements vmm.Machine: a vsock connection to the agent's port.
 func (m *Machine) DialAgent(ctx context.Context) (net.Conn, error) {
-	return DialAgent(ctx, m.rec.Sockets["vsock"])
+	conn, err := m.dialSocket(ctx, "vsock")
+	if err != nil {
+		return nil, fmt.Errorf("vsock: %w", err)
+	}
+	return vsockOver(ctx, conn, agent.VsockPort)
+}
+
+// dialSocket connects to Firecracker's "api" or "vsock" socket: in the jail through
+// dialJailSocket (no symlink followed, a socket owned and served by the jail's uid only), or
+// at its path in the runtime directory when Firecracker runs unjailed, as root.
+func (m *Machine) dialSocket(ctx context.Context, name string) (net.Conn, error) {
+	if m.ex.Jail != "" {
+		return dialJailSocket(ctx, filepath.Join(m.ex.Jail, "root"), jailSockets[name], m.ex.UID)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", m.rec.Sockets[name])
+}
+
+// apiSocketExists reports whether Firecracker has created its API socket yet (it is checked
+// when dialed).
+func (m *Machine) apiSocketExists() bool {
+	if m.ex.Jail != "" {
+		_, err := os.Lstat(filepath.Join(m.ex.Jail, "root", jailSockets["api"]))
+		return err == nil
+	}
+	_, err := os.Stat(m.rec.Sockets["api"])
+	return err == nil
 }
 
 // DialAgent connects to banger-agent in a Firecracker guest through the VM's vsock unix
@@ -613,7 +634,13 @@ func DialAgent(ctx context.Context, vsockUDS string) (net.Conn, error) {
 	return DialVsock(ctx, vsockUDS, agent.VsockPort)
 }
 
-func (m *Machine) client() *Client { return NewClient(m.rec.Sockets["api"]) }
+func (m *Machine) client() *Client {
+	name := m.rec.Sockets["api"]
+	if m.ex.Jail != "" {
+		name = filepath.Join(m.ex.Jail, "root", jailSockets["api"])
+	}
+	return newDialClient(name, func(ctx context.Context) (net.Conn, error) { return m.dialSocket(ctx, "api") })
+}
 
 // Shutdown sends Ctrl-Alt-Del to the guest (systemd then shuts down, and Firecracker exits
 // when the guest resets). It returns once Firecracker accepted the request; the caller

@@ -20,6 +20,12 @@ func DialVsock(ctx context.Context, udsPath string, port uint32) (net.Conn, erro
 	if err != nil {
 		return nil, fmt.Errorf("vsock: %w", err)
 	}
+	return vsockOver(ctx, conn, port)
+}
+
+// vsockOver runs the CONNECT exchange for guest port on conn, a fresh connection to
+// Firecracker's vsock unix socket, and closes conn when it fails.
+func vsockOver(ctx context.Context, conn net.Conn, port uint32) (net.Conn, error) {
 	if err := vsockConnect(ctx, conn, port); err != nil {
 		conn.Close()
 		return nil, err
