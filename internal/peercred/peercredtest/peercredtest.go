@@ -18,7 +18,8 @@ const Nobody = 65534
 // then makes them root's again. Only that thread changes: Linux credentials are per thread,
 // and the raw setresuid here does not go through Go's all-threads wrapper, so the rest of the
 // test process keeps running as root. Sockets that fn binds, listens on or connects from
-// belong to uid. The test is skipped unless it runs as root.
+// belong to uid. fn runs on another goroutine: it must not call t.Fatal (return what it got
+// instead). The test is skipped unless it runs as root.
 func AsUser(t testing.TB, uid, gid int, fn func()) {
 	t.Helper()
 	if os.Geteuid() != 0 {
