@@ -1,0 +1,281 @@
+package dnsserver
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// spoofingUpstream answers each query with the messages lies(query) returns, in order, on the
+// socket the query came from, the way an off-path attacker racing the real resolver would.
+func spoofingUpstream(t *testing.T, lies func(q *dns.Msg) []*dns.Msg) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			for _, m := range lies(q) {
+				b, _ := m.Pack()
+				_, _ = pc.WriteTo(b, from)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func answerA(q *dns.Msg, name, ip string) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(ip)}}
+	return m
+}
+
+func serve(t *testing.T, s *Server) string {
+	t.Helper()
+	t.Cleanup(func() { s.Close() })
+	addr := freeAddr(t)
+	if err := s.Listen(plain{}, addr); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func quickLimits() Limits {
+	l := DefaultLimits
+	l.Timeout = 700 * time.Millisecond
+	return l
+}
+
+func TestForwarderRefusesAnswersWithTheWrongIDOrQuestion(t *testing.T) {
+	const good, evil = "192.0.2.1", "203.0.113.66"
+	cases := []struct {
+		name     string
+		lies     func(q *dns.Msg) []*dns.Msg
+		wantGood bool
+	}{
+		{"wrong id first, then the real answer", func(q *dns.Msg) []*dns.Msg {
+			spoof := answerA(q, q.Question[0].Name, evil)
+			spoof.Id = q.Id + 1
+			return []*dns.Msg{spoof, answerA(q, q.Question[0].Name, good)}
+		}, true},
+		{"only a wrong id", func(q *dns.Msg) []*dns.Msg {
+			spoof := answerA(q, q.Question[0].Name, evil)
+			spoof.Id = q.Id ^ 0x5555
+			return []*dns.Msg{spoof}
+		}, false},
+		{"right id, another question", func(q *dns.Msg) []*dns.Msg {
+			spoof := answerA(q, "bank.example.", evil)
+			spoof.Question[0].Name = "bank.example."
+			return []*dns.Msg{spoof}
+		}, false},
+		{"right id, another type", func(q *dns.Msg) []*dns.Msg {
+			spoof := answerA(q, q.Question[0].Name, evil)
+			spoof.Question[0].Qtype = dns.TypeMX
+			return []*dns.Msg{spoof}
+		}, false},
+		{"right id and question, but a query not an answer", func(q *dns.Msg) []*dns.Msg {
+			spoof := answerA(q, q.Question[0].Name, evil)
+			spoof.Response = false
+			return []*dns.Msg{spoof}
+		}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := New([]string{spoofingUpstream(t, c.lies)}, nil, nil)
+			s.SetLimits(quickLimits())
+			addr := serve(t, s)
+			r := query(t, addr, "www.example.test", dns.TypeA)
+			for _, rr := range r.Answer {
+				if a, ok := rr.(*dns.A); ok && a.A.String() == evil {
+					t.Fatalf("the forwarder passed on the spoofed answer: %v", r)
+				}
+			}
+			if c.wantGood {
+				if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != good {
+					t.Errorf("got %v, want the real answer %s", r, good)
+				}
+			} else if r.Rcode != dns.RcodeServerFailure {
+				t.Errorf("got %v, want SERVFAIL", r)
+			}
+		})
+	}
+}
+
+// The upstream sees a fresh ID, not the guest's: a guest sending ID 0 every time must not
+// make forwarded queries guessable.
+func TestForwardedQueriesGetAFreshID(t *testing.T) {
+	seen := make(chan uint16, 4)
+	up := spoofingUpstream(t, func(q *dns.Msg) []*dns.Msg {
+		seen <- q.Id
+		return []*dns.Msg{answerA(q, q.Question[0].Name, "192.0.2.1")}
+	})
+	s := New([]string{up}, nil, nil)
+	addr := serve(t, s)
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.test.", dns.TypeA)
+	m.Id = 0
+	r, err := dns.Exchange(m, addr)
+	if err != nil || r.Id != 0 || len(r.Answer) != 1 {
+		t.Fatalf("answer %v, %v; want the answer under the client's ID 0", r, err)
+	}
+	if id := <-seen; id == 0 {
+		t.Errorf("upstream saw the client's ID")
+	}
+}
+
+// With the rate limit out of the way, a flood is held to Inflight upstream queries; the rest
+// are answered SERVFAIL at once instead of waiting.
+func TestInflightUpstreamQueriesAreBounded(t *testing.T) {
+	s := New([]string{silentUpstream(t)}, nil, nil)
+	l := DefaultLimits
+	l.Inflight, l.Rate, l.Burst, l.Timeout = 8, 1e9, 1e9, 3*time.Second
+	s.SetLimits(l)
+	addr := serve(t, s)
+	time.Sleep(50 * time.Millisecond)
+	baseFDs := openFDs(t)
+	stop := make(chan struct{})
+	pk := sample(t, stop)
+	rcodes := flood(t, "127.0.0.1:0", addr, 500, nil) // counts only answers before the 3 s timeout
+	close(stop)
+	p := <-pk
+	t.Logf("500 queries, 8 in flight: fds +%d, quick answers %v", p.fds-baseFDs, rcodes)
+	if extra := p.fds - baseFDs; extra > 8+8 {
+		t.Errorf("peak open fds +%d, want at most %d", extra, 16)
+	}
+	if rcodes[dns.RcodeServerFailure] < 400 {
+		t.Errorf("only %d SERVFAIL of 500, want the excess answered", rcodes[dns.RcodeServerFailure])
+	}
+}
+
+func TestRateIsLimitedPerSource(t *testing.T) {
+	s := New(nil, nil, nil)
+	l := DefaultLimits
+	l.Rate, l.Burst = 5, 20
+	s.SetLimits(l)
+	s.Set("dev", netip.MustParseAddr("172.16.0.5"))
+	addr := serve(t, s)
+	ask := func(src string) int {
+		laddr, _ := net.ResolveUDPAddr("udp", src)
+		c := &dns.Client{Timeout: time.Second, Dialer: &net.Dialer{LocalAddr: laddr}}
+		m := new(dns.Msg)
+		m.SetQuestion("dev.vm.", dns.TypeA)
+		r, _, err := c.Exchange(m, addr)
+		if err != nil {
+			t.Fatalf("query from %s: %v", src, err)
+		}
+		return r.Rcode
+	}
+	counts := map[int]int{}
+	for range 60 {
+		counts[ask("127.0.0.1:0")]++
+	}
+	if counts[dns.RcodeSuccess] < 20 || counts[dns.RcodeSuccess] > 25 || counts[dns.RcodeRefused] < 35 {
+		t.Errorf("60 quick queries from one source with burst 20: %v, want ~20 answered and the rest REFUSED", counts)
+	}
+	if rc := ask("127.0.0.2:0"); rc != dns.RcodeSuccess {
+		t.Errorf("another source is refused too (%s): the limit must be per source", dns.RcodeToString[rc])
+	}
+}
+
+func TestRateLimiterMemoryIsBounded(t *testing.T) {
+	r := newRateLimiter(1, 1, 100)
+	now := time.Now()
+	for i := range 10000 {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if !r.allow(src, now) {
+			t.Fatalf("first query from new source %v refused", src)
+		}
+		if r.allow(src, now) {
+			t.Fatalf("second query from %v within its burst of 1 allowed", src)
+		}
+	}
+	if n := len(r.buckets); n > 100 {
+		t.Errorf("%d sources tracked, want at most 100", n)
+	}
+}
+
+func TestExcessTCPConnectionsAreClosed(t *testing.T) {
+	s := New(nil, nil, nil)
+	l := DefaultLimits
+	l.TCPConns = 4
+	s.SetLimits(l)
+	addr := serve(t, s)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF && !strings.Contains(err.Error(), "reset") {
+		t.Errorf("fifth connection over a limit of 4: read = %v, want it closed at once", err)
+	}
+	// A held connection still works.
+	co := &dns.Conn{Conn: held[0]}
+	m := new(dns.Msg)
+	m.SetQuestion("x.vm.", dns.TypeA)
+	if err := co.WriteMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	_ = held[0].SetReadDeadline(time.Now().Add(time.Second))
+	if r, err := co.ReadMsg(); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Errorf("query on a held connection: %v, %v", r, err)
+	}
+}
+
+func TestZoneApexAnswersItsSOAAndNS(t *testing.T) {
+	s := New(nil, nil, nil)
+	addr := serve(t, s)
+	r := query(t, addr, "vm.", dns.TypeSOA)
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeSOA || !r.Authoritative {
+		t.Errorf("vm. SOA = %v, want NOERROR with the SOA", r)
+	}
+	r = query(t, addr, "VM.", dns.TypeNS)
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.NS).Ns != "ns.vm." {
+		t.Errorf("vm. NS = %v, want NOERROR with the NS", r)
+	}
+	r = query(t, addr, "vm.", dns.TypeA)
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || len(r.Ns) != 1 {
+		t.Errorf("vm. A = %v, want NODATA (NOERROR, no answer, SOA in authority)", r)
+	}
+}
+
+func TestListenRefusesWildcardAddresses(t *testing.T) {
+	s := New(nil, nil, nil)
+	defer s.Close()
+	for _, a := range []string{"0.0.0.0:0", "[::]:0", ":0", "localhost:0"} {
+		if err := s.Listen(plain{}, a); err == nil {
+			t.Errorf("Listen(%q) succeeded; the server must listen only on specific addresses", a)
+		}
+	}
+}
