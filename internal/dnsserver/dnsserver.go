@@ -40,6 +40,14 @@ type Listener interface {
 	Listen(network, addr string) (net.Listener, error)
 }
 
+// Subnet is implemented by a Listener whose non-loopback addresses sit on one subnet (the
+// bridge, whose CIDR it returns): the server answers there only queries from that subnet, so
+// that the bridge address, reachable from other networks on a host that routes, is not an
+// open resolver. A Listener without it gets no source check on non-loopback addresses.
+type Subnet interface {
+	CIDR() netip.Prefix
+}
+
 // Limits bound what queries can make the server hold.
 type Limits struct {
 	Inflight int           // upstream queries in flight at once; more are answered SERVFAIL
@@ -138,9 +146,11 @@ func (s *Server) Listen(l Listener, addr string) error {
 	if err != nil {
 		return fmt.Errorf("dns: listen address %q: %w", addr, err)
 	}
-	if ip, err := netip.ParseAddr(host); err != nil || ip.IsUnspecified() {
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.IsUnspecified() {
 		return fmt.Errorf("dns: listen address %q is not one specific IP address; give the bridge's or a loopback address", addr)
 	}
+	h := s.clientsOnly(clientsFor(ip, l))
 	pc, err := l.ListenPacket("udp", addr)
 	if err != nil {
 		return fmt.Errorf("dns: listen on udp %s: %w", addr, err)
@@ -150,8 +160,8 @@ func (s *Server) Listen(l Listener, addr string) error {
 		pc.Close()
 		return fmt.Errorf("dns: listen on tcp %s: %w", addr, err)
 	}
-	udp := &dns.Server{PacketConn: pc, Handler: s}
-	tcp := &dns.Server{Listener: &limitListener{Listener: ln, slots: s.tcpConns}, Handler: s,
+	udp := &dns.Server{PacketConn: pc, Handler: h}
+	tcp := &dns.Server{Listener: &limitListener{Listener: ln, slots: s.tcpConns}, Handler: h,
 		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxTCPQueries: 100,
 		IdleTimeout: func() time.Duration { return 5 * time.Second }}
 	for _, srv := range []*dns.Server{udp, tcp} {
@@ -178,6 +188,33 @@ func (s *Server) Close() error {
 		delete(s.servers, addr)
 	}
 	return errors.Join(errs...)
+}
+
+// clientsFor says which sources a listener on ip answers: loopback ones on a loopback address,
+// the listener's subnet (and loopback: the host itself) on another address when it tells one.
+func clientsFor(ip netip.Addr, l Listener) func(netip.Addr) bool {
+	if ip.Unmap().IsLoopback() {
+		return netip.Addr.IsLoopback
+	}
+	sn, ok := l.(Subnet)
+	if !ok {
+		return func(netip.Addr) bool { return true }
+	}
+	cidr := sn.CIDR().Masked()
+	return func(a netip.Addr) bool { return a.IsLoopback() || cidr.Contains(a) }
+}
+
+// clientsOnly drops queries whose source allowed refuses: no answer, so a spoofed source
+// cannot be used to reflect answers at a third party.
+func (s *Server) clientsOnly(allowed func(netip.Addr) bool) dns.Handler {
+	return dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		if src, ok := sourceAddr(w.RemoteAddr()); !ok || !allowed(src) {
+			s.log.Debug("dns: query from outside banger's networks dropped", "from", w.RemoteAddr())
+			_ = w.Close()
+			return
+		}
+		s.ServeDNS(w, req)
+	})
 }
 
 // ServeDNS implements dns.Handler.

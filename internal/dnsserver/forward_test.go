@@ -279,3 +279,58 @@ func TestListenRefusesWildcardAddresses(t *testing.T) {
 		}
 	}
 }
+
+type bridgeListener struct {
+	plain
+	cidr netip.Prefix
+}
+
+func (b bridgeListener) CIDR() netip.Prefix { return b.cidr }
+
+// On the bridge address only the bridge's subnet (and the host) is answered; on loopback only
+// loopback. Anyone else routing to the bridge address must not find an open resolver.
+func TestClientsAreBanger(t *testing.T) {
+	bridge := bridgeListener{cidr: netip.MustParsePrefix("172.16.0.1/24")}
+	onBridge := clientsFor(netip.MustParseAddr("172.16.0.1"), bridge)
+	onLoopback := clientsFor(netip.MustParseAddr("127.0.0.1"), bridge)
+	for _, c := range []struct {
+		allowed func(netip.Addr) bool
+		src     string
+		want    bool
+	}{
+		{onBridge, "172.16.0.7", true},
+		{onBridge, "127.0.0.1", true},
+		{onBridge, "172.16.1.7", false},
+		{onBridge, "192.168.1.20", false},
+		{onBridge, "::ffff:172.16.0.7", false}, // sourceAddr unmaps; a raw mapped address is not ours
+		{onLoopback, "127.0.0.1", true},
+		{onLoopback, "::1", true},
+		{onLoopback, "172.16.0.7", false},
+	} {
+		if got := c.allowed(netip.MustParseAddr(c.src)); got != c.want {
+			t.Errorf("source %s: allowed = %v, want %v", c.src, got, c.want)
+		}
+	}
+
+	// End to end on loopback: a listener on 127.0.0.1 answers 127.0.0.1, and the same check
+	// drops a query from a source outside the subnet without an answer.
+	s := New(nil, nil, nil)
+	s.Set("dev", netip.MustParseAddr("172.16.0.5"))
+	addr := serve(t, s)
+	if r := query(t, addr, "dev.vm", dns.TypeA); len(r.Answer) != 1 {
+		t.Fatalf("loopback client not answered: %v", r)
+	}
+	h := s.clientsOnly(onBridge)
+	w := &recorder{remote: &net.UDPAddr{IP: net.IPv4(192, 168, 1, 20), Port: 5353}}
+	m := new(dns.Msg)
+	m.SetQuestion("dev.vm.", dns.TypeA)
+	h.ServeDNS(w, m)
+	if len(w.msgs) != 0 || w.raw != 0 {
+		t.Errorf("a query from 192.168.1.20 on the bridge address was answered: %v", w.msgs)
+	}
+	w.remote = &net.UDPAddr{IP: net.IPv4(172, 16, 0, 9), Port: 5353}
+	h.ServeDNS(w, m)
+	if len(w.msgs) != 1 {
+		t.Errorf("a guest's query was not answered")
+	}
+}
