@@ -363,7 +363,9 @@ func (s *Server) exchange(ctx context.Context, network, upstream string, req *dn
 	if err != nil {
 		return nil, err
 	}
-	conn := &dns.Conn{Conn: c, UDPSize: dns.MinMsgSize}
+	// Read up to 4 KiB even when the client did not say it takes more (some upstreams send
+	// more than 512 bytes anyway); ServeDNS truncates to what the client takes.
+	conn := &dns.Conn{Conn: c, UDPSize: dns.DefaultMsgSize}
 	defer conn.Close()
 	client := &dns.Client{Net: network, Timeout: s.limits.Timeout}
 	resp, _, err := client.ExchangeWithConnContext(ctx, req, conn)

@@ -334,3 +334,41 @@ func TestClientsAreBanger(t *testing.T) {
 		t.Errorf("a guest's query was not answered")
 	}
 }
+
+// A forwarded answer larger than the client said it takes (512 bytes without EDNS) reaches it
+// truncated, with TC set, so the client asks again over TCP.
+func TestForwardedUDPAnswersFitTheClient(t *testing.T) {
+	up := spoofingUpstream(t, func(q *dns.Msg) []*dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		for i := range 60 {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, byte(i))})
+		}
+		return []*dns.Msg{m}
+	})
+	s := New([]string{up}, nil, nil)
+	s.SetLimits(quickLimits())
+	addr := serve(t, s)
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := new(dns.Msg)
+	m.SetQuestion("big.example.test.", dns.TypeA)
+	b, _ := m.Pack()
+	_, _ = c.Write(b)
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 65536)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	if n > dns.MinMsgSize || !r.Truncated || len(r.Answer) == 0 {
+		t.Errorf("answer of %d bytes, TC %v, %d records; want at most 512 bytes, TC set, as many records as fit", n, r.Truncated, len(r.Answer))
+	}
+}
