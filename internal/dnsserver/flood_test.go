@@ -136,21 +136,27 @@ func TestFloodAgainstASlowUpstreamIsBounded(t *testing.T) {
 	pk := sample(t, stop)
 	var held int
 	rcodes := flood(t, "127.0.0.1:0", addr, 4000, func() {
-		// Queries still waiting on the upstream a moment after the flood: the goroutines
-		// a guest can make the daemon hold (each short-lived refusal is gone by then).
+		// Queries still waiting on the upstream after the flood: the goroutines a guest can
+		// make the daemon hold. The fewest seen between 0.3 s and 2 s after sending (before
+		// any forwarded query's timeout), so that a backlog of short-lived refusals on a
+		// busy machine is not counted.
 		time.Sleep(300 * time.Millisecond)
 		held = runtime.NumGoroutine() - baseG
+		for range 34 {
+			time.Sleep(50 * time.Millisecond)
+			held = min(held, runtime.NumGoroutine()-baseG)
+		}
 	})
 	close(stop)
 	p := <-pk
-	t.Logf("4,000 queries: open fds %d -> peak %d (+%d), goroutines %d -> peak %d (+%d), held after 300ms +%d; answers by rcode %v",
+	t.Logf("4,000 queries: open fds %d -> peak %d (+%d), goroutines %d -> peak %d (+%d), held after it +%d; answers by rcode %v",
 		baseFDs, p.fds, p.fds-baseFDs, baseG, p.goroutines, p.goroutines-baseG, held, rcodes)
 	const limit = 64 + 16 // DefaultLimits.Inflight and the listeners
 	if extra := p.fds - baseFDs; extra > limit {
 		t.Errorf("peak open fds +%d during the flood, want at most %d", extra, limit)
 	}
 	if held > limit {
-		t.Errorf("%d goroutines still held 300ms after the flood, want at most %d", held, limit)
+		t.Errorf("%d goroutines still held after the flood, want at most %d", held, limit)
 	}
 	if rcodes[dns.RcodeRefused] == 0 {
 		t.Errorf("no query refused for rate; answers %v", rcodes)

@@ -159,8 +159,10 @@ func TestInflightUpstreamQueriesAreBounded(t *testing.T) {
 	if extra := p.fds - baseFDs; extra > 8+8 {
 		t.Errorf("peak open fds +%d, want at most %d", extra, 16)
 	}
-	if rcodes[dns.RcodeServerFailure] < 400 {
-		t.Errorf("only %d SERVFAIL of 500, want the excess answered", rcodes[dns.RcodeServerFailure])
+	// Waiting for the upstream would answer none of them before its 3 s timeout; some
+	// datagrams may be dropped by the kernel on a busy machine, hence not all 492.
+	if rcodes[dns.RcodeServerFailure] < 250 {
+		t.Errorf("only %d SERVFAIL of 500 within 1.5 s, want the excess answered at once", rcodes[dns.RcodeServerFailure])
 	}
 }
 
@@ -183,11 +185,14 @@ func TestRateIsLimitedPerSource(t *testing.T) {
 		return r.Rcode
 	}
 	counts := map[int]int{}
+	start := time.Now()
 	for range 60 {
 		counts[ask("127.0.0.1:0")]++
 	}
-	if counts[dns.RcodeSuccess] < 20 || counts[dns.RcodeSuccess] > 25 || counts[dns.RcodeRefused] < 35 {
-		t.Errorf("60 quick queries from one source with burst 20: %v, want ~20 answered and the rest REFUSED", counts)
+	// The burst, plus what refilled at 5/s while the queries ran (slowly under -race).
+	most := 20 + int(time.Since(start).Seconds()*5) + 1
+	if counts[dns.RcodeSuccess] < 20 || counts[dns.RcodeSuccess] > most || counts[dns.RcodeRefused] < 60-most {
+		t.Errorf("60 quick queries from one source with burst 20: %v, want 20 to %d answered and the rest REFUSED", counts, most)
 	}
 	if rc := ask("127.0.0.2:0"); rc != dns.RcodeSuccess {
 		t.Errorf("another source is refused too (%s): the limit must be per source", dns.RcodeToString[rc])
