@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -187,6 +188,10 @@ func TestFileSync(t *testing.T) {
 	if err := os.Symlink(secret, filepath.Join(src, "dots/escape")); err != nil {
 		t.Fatal(err)
 	}
+	// A named pipe must be skipped with a notice, not read (that would block vm create).
+	if err := syscall.Mkfifo(filepath.Join(src, "dots/pipe"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfgDir := filepath.Join(h.home, ".config", "banger")
 	_ = os.MkdirAll(cfgDir, 0o700)
 	cfg := filepath.Join(cfgDir, "config.toml")
@@ -204,7 +209,7 @@ func TestFileSync(t *testing.T) {
 	if r.code != 0 || r.stdout != want {
 		t.Errorf("exit %d stdout %q, want %q\nstderr:\n%s", r.code, r.stdout, want, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "escape is a symlink; skipped") || !strings.Contains(r.stderr, "file_sync[3]") {
+	if !strings.Contains(r.stderr, "escape is a symlink; skipped") || !strings.Contains(r.stderr, "pipe is a named pipe; skipped") || !strings.Contains(r.stderr, "file_sync[3]") {
 		t.Errorf("warnings missing:\n%s", r.stderr)
 	}
 }

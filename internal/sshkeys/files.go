@@ -14,12 +14,20 @@ import (
 // fileMu serializes banger's edits of its own files (known_hosts, ssh_config) in this process.
 var fileMu sync.Mutex
 
-// writeAtomic replaces path with content through a temporary file and a rename.
+// writeAtomic replaces path with content through a temporary file and a rename, fsynced so
+// that a crash leaves the old content or the new, never an empty file. A path that is a
+// symlink (a ~/.ssh/config kept in a dotfiles repository, say) stays one: its target is
+// replaced, in the target's directory.
 func writeAtomic(path string, content []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	path, err := resolveLinks(path)
+	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
@@ -32,10 +40,56 @@ func writeAtomic(path string, content []byte, mode os.FileMode) error {
 		tmp.Close()
 		return err
 	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// maxLinks bounds the symlinks followed from one path, as the kernel does (ELOOP).
+const maxLinks = 40
+
+// resolveLinks follows path while it is a symlink and returns the file it finally names,
+// which need not exist yet (a dangling link is written through, creating its target).
+func resolveLinks(path string) (string, error) {
+	for range maxLinks {
+		st, err := os.Lstat(path)
+		if os.IsNotExist(err) || (err == nil && st.Mode()&os.ModeSymlink == 0) {
+			return path, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	return "", fmt.Errorf("%s: more than %d levels of symbolic links; point it at a file", path, maxLinks)
 }
 
 // SetKnownHost makes known_hosts hold exactly one entry for name: line (from HostKeyLine),

@@ -152,3 +152,76 @@ func TestWriteConfig(t *testing.T) {
 		t.Errorf("ssh_config:\n%s", s)
 	}
 }
+
+// A ~/.ssh/config that is a symlink (into a dotfiles repository) stays a symlink through
+// install and uninstall: the file it points at is what changes.
+func TestInstallUninstallKeepASymlinkedConfig(t *testing.T) {
+	dir := t.TempDir()
+	dotfiles := filepath.Join(dir, "dotfiles")
+	_ = os.MkdirAll(dotfiles, 0o700)
+	target := filepath.Join(dotfiles, "ssh_config")
+	user := "Host work\n  HostName work.example\n"
+	if err := os.WriteFile(target, []byte(user), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	sshDir := filepath.Join(dir, ".ssh")
+	_ = os.MkdirAll(sshDir, 0o700)
+	// Two hops, the first relative: .ssh/config -> ../dotfiles/link -> ssh_config.
+	if err := os.Symlink("ssh_config", filepath.Join(dotfiles, "link")); err != nil {
+		t.Fatal(err)
+	}
+	userCfg := filepath.Join(sshDir, "config")
+	if err := os.Symlink("../dotfiles/link", userCfg); err != nil {
+		t.Fatal(err)
+	}
+	stillLinks := func(when string) {
+		t.Helper()
+		for _, l := range []string{userCfg, filepath.Join(dotfiles, "link")} {
+			if st, err := os.Lstat(l); err != nil || st.Mode()&os.ModeSymlink == 0 {
+				t.Fatalf("after %s: %s is no longer a symlink (%v)", when, l, err)
+			}
+		}
+		if st, _ := os.Stat(target); st.Mode().Perm() != 0o640 {
+			t.Errorf("after %s: target mode %v, want 0640 kept", when, st.Mode().Perm())
+		}
+		if left, _ := filepath.Glob(filepath.Join(dotfiles, ".ssh_config.*")); len(left) > 0 {
+			t.Errorf("after %s: temporary files left: %v", when, left)
+		}
+	}
+
+	if changed, err := Install(userCfg, "/x/ssh_config"); err != nil || !changed {
+		t.Fatalf("Install = %v, %v", changed, err)
+	}
+	stillLinks("install")
+	b, _ := os.ReadFile(target)
+	if !strings.HasPrefix(string(b), beginMarker) || !strings.HasSuffix(string(b), user) {
+		t.Errorf("target after install:\n%s", b)
+	}
+	if removed, err := Uninstall(userCfg); err != nil || !removed {
+		t.Fatalf("Uninstall = %v, %v", removed, err)
+	}
+	stillLinks("uninstall")
+	if b, _ := os.ReadFile(target); string(b) != user {
+		t.Errorf("target after uninstall: %q, want %q", b, user)
+	}
+
+	// A dangling link is written through: its target is created.
+	dangling := filepath.Join(dir, "dangling")
+	_ = os.Symlink(filepath.Join(dotfiles, "new_config"), dangling)
+	if _, err := Install(dangling, "/x/ssh_config"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(dangling); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("dangling link replaced by a file")
+	}
+	if !Installed(filepath.Join(dotfiles, "new_config")) {
+		t.Errorf("target of the dangling link has no block")
+	}
+
+	// A loop is refused with an error, not followed forever.
+	loop := filepath.Join(dir, "loop")
+	_ = os.Symlink("loop", loop)
+	if _, err := Install(loop, "/x/ssh_config"); err == nil {
+		t.Error("Install through a symlink loop succeeded")
+	}
+}
