@@ -120,19 +120,20 @@ var (
 // file name completion. TestCompletionCoversNameCommands checks that every command whose
 // usage takes a VM or NAME is here.
 var argCompletions = map[string]argCompletion{
-	"vm start":   {kind: vmNames, many: true, states: stopped},
-	"vm stop":    {kind: vmNames, many: true, states: running},
-	"vm restart": {kind: vmNames, many: true, states: running},
-	"vm kill":    {kind: vmNames, many: true, states: running},
-	"vm delete":  {kind: vmNames, many: true},
-	"vm show":    {kind: vmNames},
-	"vm logs":    {kind: vmNames},
-	"vm exec":    {kind: vmNames, states: running},
-	"vm ssh":     {kind: vmNames, states: running},
-	"vm ports":   {kind: vmNames, states: running},
-	"vm forward": {kind: vmNames, states: running},
-	"vm set":     {kind: vmNames, states: stopped},
-	"vm watch":   {kind: vmNames},
+	"vm start":     {kind: vmNames, many: true, states: stopped},
+	"vm stop":      {kind: vmNames, many: true, states: running},
+	"vm restart":   {kind: vmNames, many: true, states: running},
+	"vm kill":      {kind: vmNames, many: true, states: running},
+	"vm delete":    {kind: vmNames, many: true},
+	"vm show":      {kind: vmNames},
+	"vm logs":      {kind: vmNames},
+	"vm exec":      {kind: vmNames, states: running},
+	"vm ssh":       {kind: vmNames, states: running},
+	"vm ssh-proxy": {kind: vmNames, states: running},
+	"vm ports":     {kind: vmNames, states: running},
+	"vm forward":   {kind: vmNames, states: running},
+	"vm set":       {kind: vmNames, states: stopped},
+	"vm watch":     {kind: vmNames},
 
 	"vm workspace export": {kind: vmNames},
 

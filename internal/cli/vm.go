@@ -31,7 +31,7 @@ func (a *app) vmCmd() *cobra.Command {
 	}
 	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
 		a.vmExecCmd(), a.vmShowCmd(), a.vmLogsCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmDeleteCmd(), a.vmPruneCmd(), a.vmWatchCmd(),
-		a.vmSSHCmd(), a.vmPortsCmd(), a.vmForwardCmd(), a.vmWorkspaceCmd())
+		a.vmSSHCmd(), a.vmSSHProxyCmd(), a.vmPortsCmd(), a.vmForwardCmd(), a.vmWorkspaceCmd())
 	return c
 }
 

@@ -177,9 +177,10 @@ func TestParseForward(t *testing.T) {
 }
 
 func TestSSHArgs(t *testing.T) {
-	target := api.SSHTarget{VM: "dev", Address: "172.16.0.2:22", User: "root", KeyFile: "/k", KnownHosts: "/kh", HostAlias: "dev.vm"}
-	got := strings.Join(sshArgs(target, false, []string{"uname", "-a"}), " ")
-	for _, want := range []string{"-i /k", "UserKnownHostsFile=/kh", "StrictHostKeyChecking=yes", "HostKeyAlias=dev.vm", "-p 22", "root@172.16.0.2 -- uname -a"} {
+	target := api.SSHTarget{VM: "dev", GuestAddress: "127.0.0.1:22", User: "root", KeyFile: "/k", KnownHosts: "/kh", HostAlias: "dev.vm"}
+	got := strings.Join(sshArgs(target, "/usr/bin/banger", false, []string{"uname", "-a"}), " ")
+	for _, want := range []string{"-i /k", "UserKnownHostsFile=/kh", "StrictHostKeyChecking=yes", "HostKeyAlias=dev.vm",
+		"ProxyCommand=/usr/bin/banger vm ssh-proxy dev", "root@dev.vm -- uname -a"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ssh args %q lack %q", got, want)
 		}
@@ -187,7 +188,7 @@ func TestSSHArgs(t *testing.T) {
 	if strings.Contains(got, " -t ") {
 		t.Errorf("no tty requested but -t given: %q", got)
 	}
-	if tty := strings.Join(sshArgs(target, true, nil), " "); !strings.Contains(tty, " -t ") || strings.Contains(tty, "--") {
+	if tty := strings.Join(sshArgs(target, "/usr/bin/banger", true, nil), " "); !strings.Contains(tty, " -t ") || strings.Contains(tty, "--") {
 		t.Errorf("interactive args: %q", tty)
 	}
 }

@@ -47,7 +47,7 @@ func (d *Daemon) handleSSH(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.SSHTarget{
-		VM: t.VM.Name, Address: t.Address, User: "root", KeyFile: t.KeyFile, KnownHosts: t.KnownHosts,
+		VM: t.VM.Name, GuestAddress: t.GuestAddress, User: "root", KeyFile: t.KeyFile, KnownHosts: t.KnownHosts,
 		HostAlias: t.HostAlias, SSHConfig: d.vms.SSHConfigFile(),
 	})
 }

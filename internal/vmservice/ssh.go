@@ -195,11 +195,9 @@ func (s *Service) writeSSHConfig(ctx context.Context) {
 	}
 	var hosts []sshkeys.Host
 	for _, vm := range vms {
-		if vm.IP != "" {
-			hosts = append(hosts, sshkeys.Host{Name: vm.Name, IP: vm.IP})
-		}
+		hosts = append(hosts, sshkeys.Host{Name: vm.Name})
 	}
-	if err := sshkeys.WriteConfig(s.SSHConfigFile(), s.SSHKeyFile(), s.KnownHostsFile(), hosts); err != nil {
+	if err := sshkeys.WriteConfig(s.SSHConfigFile(), s.SSHKeyFile(), s.KnownHostsFile(), s.cliPath, hosts); err != nil {
 		s.log.Warn("write ssh_config", "err", err)
 	}
 }
@@ -212,13 +210,15 @@ func (s *Service) forgetSSH(ctx context.Context, vm store.VM) {
 	s.writeSSHConfig(ctx)
 }
 
-// SSHTarget is what `banger vm ssh` needs to connect.
+// SSHTarget is what `banger vm ssh` needs to connect. The connection is carried through the
+// daemon and the VM's agent (Dial with "tcp", GuestAddress), never to the guest's network
+// address: that works whether or not the caller's network namespace routes to the bridge.
 type SSHTarget struct {
-	VM         store.VM
-	Address    string // host:port
-	KeyFile    string
-	KnownHosts string
-	HostAlias  string
+	VM           store.VM
+	GuestAddress string // where sshd listens, as the guest sees it: 127.0.0.1:22 mostly
+	KeyFile      string
+	KnownHosts   string
+	HostAlias    string
 }
 
 // SSH returns how to reach a running VM's sshd, waiting (up to wait) until sshd listens.
@@ -230,19 +230,15 @@ func (s *Service) SSH(ctx context.Context, ref string, wait time.Duration) (SSHT
 	if vm.State != StateRunning {
 		return SSHTarget{}, conflictf("vm %q is %s; start it first (`banger vm start %s`)", vm.Name, vm.State, vm.Name)
 	}
-	if vm.IP == "" {
-		return SSHTarget{}, conflictf("vm %q has no network address, so ssh cannot reach it; `banger vm exec %s -- CMD` works without one", vm.Name, vm.Name)
-	}
-	t := SSHTarget{VM: vm, Address: net.JoinHostPort(vm.IP, "22"), KeyFile: s.SSHKeyFile(), KnownHosts: s.KnownHostsFile(), HostAlias: hostAlias(vm.Name)}
+	t := SSHTarget{VM: vm, KeyFile: s.SSHKeyFile(), KnownHosts: s.KnownHostsFile(), HostAlias: hostAlias(vm.Name)}
 	deadline := time.Now().Add(wait)
 	var ssh *agent.SSHStatus // what the agent recorded about sshd, once it has
 	for {
 		ports, err := s.Ports(ctx, vm.Name)
 		if err == nil {
-			for _, p := range ports {
-				if p.Port == 22 && (p.Proto == "tcp" || p.Proto == "tcp6") {
-					return t, nil
-				}
+			if addr, ok := sshdAddress(ports); ok {
+				t.GuestAddress = addr
+				return t, nil
 			}
 		}
 		if c, _, aerr := s.agentOf(ctx, vm.Name); aerr == nil {
@@ -269,6 +265,29 @@ func (s *Service) SSH(ctx context.Context, ref string, wait time.Duration) (SSHT
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// sshdAddress is the address inside the guest to connect to sshd on port 22: loopback when
+// sshd listens on every address (or on loopback), its own address otherwise.
+func sshdAddress(ports []agent.Port) (string, bool) {
+	found := ""
+	for _, p := range ports {
+		if p.Port != 22 || (p.Proto != "tcp" && p.Proto != "tcp6") {
+			continue
+		}
+		ip := net.ParseIP(p.Addr)
+		switch {
+		case ip == nil:
+			continue
+		case ip.IsUnspecified() && p.Proto == "tcp", ip.Equal(net.IPv4(127, 0, 0, 1)):
+			return "127.0.0.1:22", true // the best answer: no need to look further
+		case ip.IsUnspecified(), ip.Equal(net.IPv6loopback):
+			found = "[::1]:22"
+		case found == "":
+			found = net.JoinHostPort(p.Addr, "22")
+		}
+	}
+	return found, found != ""
 }
 
 // Ports lists a running VM's listening sockets.
