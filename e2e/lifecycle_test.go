@@ -102,7 +102,17 @@ func TestLifecycle(t *testing.T) {
 	if vm := show(t, "life"); vm.State != "stopped" || vm.PID != 0 {
 		t.Fatalf("after stop: %+v", vm)
 	}
+	// Stopping a stopped VM does nothing and says so; so does starting a running one.
+	if r := mustBanger(t, "vm", "stop", "life"); !strings.Contains(r.stdout+r.stderr, "life is already stopped") || strings.Contains(r.stderr, "stopping:") {
+		t.Errorf("stop of a stopped VM: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	if r, _ := banger(nil, "vm", "stop", "nosuchvm"); r.code == 0 || strings.Contains(r.stderr, "stopping:") {
+		t.Errorf("stop of a VM that does not exist: exit %d stderr %q; want the error alone", r.code, r.stderr)
+	}
 	mustBanger(t, "vm", "start", "life")
+	if r := mustBanger(t, "vm", "start", "life"); !strings.Contains(r.stdout+r.stderr, "life is already running") || strings.Contains(r.stdout+r.stderr, "ready in") {
+		t.Errorf("start of a running VM: stdout %q stderr %q", r.stdout, r.stderr)
+	}
 	if got := guest(t, "life", "cat", "/root/persist"); got != "kept" {
 		t.Errorf("after stop/start /root/persist = %q, want the VM disk kept", got)
 	}

@@ -187,6 +187,9 @@ type Event struct {
 	Bundle  *Bundle      `json:"bundle,omitempty"`
 	Timings []StepTiming `json:"timings,omitempty"`
 	Error   *Error       `json:"error,omitempty"`
+	// Unchanged, on a result, says the VM already was in the state asked for (start of a
+	// running VM, stop of a stopped one): nothing was done.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // StepTiming is how long one start step took.

@@ -152,10 +152,13 @@ func (a *app) vmStartCmd() *cobra.Command {
 			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
 				r := newRenderer(a.stderr)
 				start := time.Now()
-				vm, err := cl.StartVM(c.Context(), ref, r.Event)
+				vm, unchanged, err := cl.StartVM(c.Context(), ref, r.Event)
 				r.Finish("")
 				if err != nil {
 					return "", err
+				}
+				if unchanged {
+					return vm.Name + " is already running", nil
 				}
 				return fmt.Sprintf("started %s (ready in %.1fs)", vm.Name, time.Since(start).Seconds()), nil
 			})
@@ -176,10 +179,15 @@ VMM's own shutdown and finally kill it. The disk is kept; start the VM again wit
 		RunE: func(c *cobra.Command, refs []string) error {
 			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
 				r := newRenderer(a.stderr)
-				vm, err := cl.StopVM(c.Context(), ref, timeout, r.Event)
+				vm, unchanged, err := cl.StopVM(c.Context(), ref, timeout, r.Event)
 				r.Finish("")
 				if err != nil {
 					return "", err
+				}
+				if unchanged && vm.State == "stopped" {
+					return vm.Name + " is already stopped", nil
+				} else if unchanged {
+					return vm.Name + " is not running (" + vm.State + ")", nil
 				}
 				return "stopped " + vm.Name, nil
 			})

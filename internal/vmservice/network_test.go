@@ -67,7 +67,7 @@ func TestAddressesNamesAndNAT(t *testing.T) {
 		t.Errorf("taps %v, want one per running VM", taps)
 	}
 
-	if _, err := e.svc.Stop(ctx, "a", time.Second); err != nil {
+	if _, _, err := e.svc.Stop(ctx, "a", time.Second, Observer{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := dns.Lookup("a"); ok {

@@ -506,13 +506,15 @@ func TestLifecycleCreateNoStartStartStopRestartKill(t *testing.T) {
 		t.Fatalf("Start = %s, %v; want running", vm.State, err)
 	}
 	first, _ := Record(vm)
-	if again, _, err := e.svc.Start(ctx, "dev", Observer{}); err != nil || again.State != StateRunning {
-		t.Errorf("starting a running VM = %s, %v; want a no-op", again.State, err)
+	if again, timings, err := e.svc.Start(ctx, "dev", Observer{}); err != nil || again.State != StateRunning || timings != nil {
+		t.Errorf("starting a running VM = %s, %v, %d steps; want a no-op", again.State, err, len(timings))
 	}
 
-	vm, err = e.svc.Stop(ctx, "dev", 5*time.Second)
-	if err != nil || vm.State != StateStopped || vm.LastError != "" {
-		t.Fatalf("Stop = %+v, %v; want stopped without error", vm, err)
+	var stages []string
+	heard := Observer{Progress: func(u progress.Update) { stages = append(stages, u.Message) }}
+	vm, stopped, err := e.svc.Stop(ctx, "dev", 5*time.Second, heard)
+	if err != nil || vm.State != StateStopped || vm.LastError != "" || !stopped || len(stages) != 1 {
+		t.Fatalf("Stop = %+v, %v, %v, stages %q; want stopped without error, one stage", vm, stopped, err, stages)
 	}
 	if _, err := os.Stat(filepath.Join(vm.Dir, diskFile)); err != nil {
 		t.Errorf("stop must keep the disk: %v", err)
@@ -520,8 +522,12 @@ func TestLifecycleCreateNoStartStartStopRestartKill(t *testing.T) {
 	if _, err := os.Stat(e.svc.runtimeDir(vm.ID)); !os.IsNotExist(err) {
 		t.Errorf("stop must remove the sockets: %v", err)
 	}
-	if again, err := e.svc.Stop(ctx, "dev", time.Second); err != nil || again.State != StateStopped {
-		t.Errorf("stopping a stopped VM = %s, %v; want a no-op", again.State, err)
+	stages = nil
+	if again, stopped, err := e.svc.Stop(ctx, "dev", time.Second, heard); err != nil || again.State != StateStopped || stopped || len(stages) != 0 {
+		t.Errorf("stopping a stopped VM = %s, %v, %v, stages %q; want a no-op that says nothing", again.State, stopped, err, stages)
+	}
+	if _, _, err := e.svc.Stop(ctx, "nosuchvm", time.Second, heard); err == nil || len(stages) != 0 {
+		t.Errorf("stopping a VM that does not exist: %v, stages %q; want the error alone", err, stages)
 	}
 
 	vm, err = e.svc.Restart(ctx, "dev", 5*time.Second, Observer{})
@@ -591,7 +597,7 @@ func TestSet(t *testing.T) {
 	if _, err := e.svc.Set(ctx, "dev", SetRequest{VCPU: &two}); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "stop it first") {
 		t.Errorf("set on a running VM: err = %v, want Conflict saying to stop it", err)
 	}
-	if _, err := e.svc.Stop(ctx, "dev", time.Second); err != nil {
+	if _, _, err := e.svc.Stop(ctx, "dev", time.Second, Observer{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Set(ctx, "dev", SetRequest{}); !errors.Is(err, failure.Invalid) {
@@ -632,7 +638,7 @@ func TestPruneDeletesOnlyVMsThatDoNotRun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.svc.Stop(ctx, "stopped", time.Second); err != nil {
+	if _, _, err := e.svc.Stop(ctx, "stopped", time.Second, Observer{}); err != nil {
 		t.Fatal(err)
 	}
 	deleted, err := e.svc.Prune(ctx)
