@@ -78,11 +78,11 @@ func (a *app) exitCode(err error) int {
 		return ee.code
 	}
 	var ue *usageError
-	isUsage := errors.As(err, &ue) || isCobraUsage(err)
+	var ae *api.Error
+	isUsage := errors.As(err, &ue) || isCobraUsage(err) || (errors.As(err, &ae) && ae.Code == "usage")
 	// err.Error() keeps any context wrapped around a daemon error; an *api.Error's own text
 	// is its Message.
 	fmt.Fprintf(a.stderr, "banger: %s\n", oneLine(err.Error()))
-	var ae *api.Error
 	if errors.As(err, &ae) && ae.Hint != "" {
 		fmt.Fprintf(a.stderr, "hint: %s\n", oneLine(ae.Hint))
 	}

@@ -84,6 +84,8 @@ func TestExitCode(t *testing.T) {
 			"banger: kernel \"debian-9\" not found\nhint: run `banger kernel list`\n"},
 		{"a wrapped daemon error keeps its context and its hint", fmt.Errorf("pull: %w", apiErr), 1,
 			"banger: pull: kernel \"debian-9\" not found\nhint: run `banger kernel list`\n"},
+		{"a daemon's usage error (a bad flag value it found) exits 2", &api.Error{Code: "usage", Message: "--vcpu flag: 500 vCPUs is more than the host's 2 CPUs; use at most 2"}, 2,
+			"banger: --vcpu flag: 500 vCPUs is more than the host's 2 CPUs; use at most 2\n" + helpLine + "\n"},
 		{"a daemon error without a hint prints no hint line", &api.Error{Code: "internal", Message: "disk full"}, 1,
 			"banger: disk full\n"},
 		{"a multi-line message is folded to one line without blank parts", errors.New("first\n\n  second\t\nthird\n"), 1,

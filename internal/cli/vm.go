@@ -17,6 +17,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/workspace"
 )
 
@@ -49,7 +50,14 @@ func (f *sizeFlags) register(c *cobra.Command) {
 }
 
 // apply puts the flags the user set into req; unset flags stay nil for the daemon to resolve.
+// It also checks the --name already in req, so that a bad name is a usage error (exit 2) like
+// every other bad flag value.
 func (f *sizeFlags) apply(c *cobra.Command, req *api.CreateVMRequest) error {
+	if req.Name != "" {
+		if err := names.Validate(req.Name); err != nil {
+			return usagef("--name: %v", err)
+		}
+	}
 	if c.Flags().Changed("vcpu") {
 		v := f.vcpu
 		req.VCPU = &v

@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
@@ -400,5 +401,17 @@ func TestSystemdUnitLeavesVMsAlone(t *testing.T) {
 		if !strings.Contains(unit, want) {
 			t.Errorf("bangerd.service lacks %q: stopping the service must end bangerd only, never the VMMs in its cgroup", want)
 		}
+	}
+}
+
+// A flag value the service refused answers "usage", so the CLI exits 2 as for any other
+// bad command line; the same error from a config value stays "invalid".
+func TestAPIErrorOfAFlagValueIsUsage(t *testing.T) {
+	flagErr := failure.Wrap(failure.Invalid, &config.FlagError{Flag: "--vcpu", Err: errors.New("--vcpu flag: 500 vCPUs is more than the host's 2 CPUs")})
+	if e := apiError(flagErr); e.Code != "usage" || statusOf(e) != http.StatusBadRequest {
+		t.Errorf("apiError(flag error) = %+v (status %d), want usage/400", e, statusOf(e))
+	}
+	if e := apiError(failure.Wrap(failure.Invalid, errors.New("vm_defaults.vcpu: bad"))); e.Code != "invalid" {
+		t.Errorf("apiError(config error) = %+v, want invalid", e)
 	}
 }

@@ -83,7 +83,10 @@ func apiError(err error) *api.Error {
 		return ae
 	}
 	code := "failed"
+	var fe *config.FlagError
 	switch {
+	case errors.As(err, &fe):
+		code = "usage"
 	case errors.Is(err, failure.Invalid):
 		code = "invalid"
 	case errors.Is(err, failure.NotFound), errors.Is(err, store.ErrNotFound):
@@ -96,7 +99,7 @@ func apiError(err error) *api.Error {
 
 func statusOf(e *api.Error) int {
 	switch e.Code {
-	case "invalid":
+	case "invalid", "usage":
 		return http.StatusBadRequest
 	case "not_found":
 		return http.StatusNotFound

@@ -13,6 +13,7 @@ import (
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -201,7 +202,7 @@ func (s *Service) Set(ctx context.Context, ref string, req SetRequest) (store.VM
 	spec, err := config.ResolveVMSpec(config.Overrides{VCPU: req.VCPU, MemoryBytes: req.MemoryBytes, DiskBytes: req.DiskBytes}, cfg,
 		config.HostFacts{CPUs: facts.CPUs, MemoryBytes: facts.MemoryBytes})
 	if err != nil {
-		return vm, invalidf("%v", err)
+		return vm, failure.Wrap(failure.Invalid, err)
 	}
 	var old config.VMSpec
 	_ = json.Unmarshal(vm.Spec, &old)
