@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -250,4 +251,38 @@ func TestOneLine(t *testing.T) {
 			t.Errorf("oneLine(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
+}
+
+// A missing argument is named, with where to find one, and exits 2; cobra's "accepts 1
+// arg(s), received 0" reaches no one.
+func TestMissingArgumentsSayWhatIsMissing(t *testing.T) {
+	for args, want := range map[string]string{
+		"vm show":             "banger: vm show needs a VM name; see `banger vm list`\n",
+		"vm forward dev":      "banger: vm forward needs [BIND:]HOSTPORT:GUESTPORT (e.g. 8080:80)\n",
+		"image show":          "banger: image show needs an image name; see `banger image list`\n",
+		"kernel show":         "banger: kernel show needs a kernel name; see `banger kernel list`\n",
+		"vm start":            "banger: vm start needs a VM name; see `banger vm list`\n",
+		"vm show a b":         "banger: vm show takes 1 argument (VM); got 2: \"a\" \"b\"\n",
+		"vm list extra":       "banger: vm list takes no arguments; got \"extra\"\n",
+		"image import":        "banger: image import needs a file\n",
+		"completion":          "banger: completion needs one of bash, zsh, fish, powershell\n",
+		"vm workspace export": "banger: vm workspace export needs a VM name; see `banger vm list`\n",
+	} {
+		r := runCLI(t, strings.Fields(args)...)
+		if r.code != ExitUsage || !strings.HasPrefix(r.stderr, want) {
+			t.Errorf("banger %s: exit %d stderr %q; want 2 and %q", args, r.code, r.stderr, want)
+		}
+	}
+	// No command anywhere lets cobra's own wording through.
+	a := &app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}
+	walk(a.rootCmd(), func(c *cobra.Command) {
+		if c.Args == nil || c.HasSubCommands() {
+			return
+		}
+		for _, args := range [][]string{nil, {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}} {
+			if err := c.Args(c, args); err != nil && strings.Contains(err.Error(), "arg(s)") {
+				t.Errorf("%s with %d arguments: %q", c.CommandPath(), len(args), err)
+			}
+		}
+	})
 }
