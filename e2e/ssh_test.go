@@ -53,7 +53,7 @@ func outside(t *testing.T, stdin io.Reader, name string, args ...string) result 
 func TestSSHWithoutPromptsAndAMismatchIsRefused(t *testing.T) {
 	ensureWarm(t)
 	mustBanger(t, "vm", "create", "--name", "sshd", "--memory", "768M")
-	defer mustBanger(t, "vm", "delete", "sshd")
+	defer mustBanger(t, "vm", "delete", "-f", "sshd")
 	bin := filepath.Join(h.bin, "banger")
 
 	r := outside(t, nil, bin, "vm", "ssh", "sshd", "--", "echo", "hello over ssh from", "$(hostname)")
@@ -169,7 +169,7 @@ func (s *safeBuffer) String() string {
 func TestPortsAndForward(t *testing.T) {
 	ensureWarm(t)
 	mustBanger(t, "vm", "create", "--name", "fwd", "--memory", "768M", "--no-nat")
-	defer mustBanger(t, "vm", "delete", "fwd")
+	defer mustBanger(t, "vm", "delete", "-f", "fwd")
 	// A service on the guest's loopback only: forwarding reaches it, the network would not.
 	hello := "while IFS= read -r l; do l=${l%$(printf '\\r')}; [ -n \"$l\" ] || break; done\n" +
 		"printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nforwarded\\n'\n"

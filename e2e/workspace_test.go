@@ -139,7 +139,7 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 	if strings.TrimSpace(r.stdout) != "wsd" || !strings.Contains(r.stderr, "workspace at /root/proj") {
 		t.Fatalf("-d: stdout %q stderr %s", r.stdout, r.stderr)
 	}
-	defer mustBanger(t, "vm", "delete", "wsd")
+	defer mustBanger(t, "vm", "delete", "-f", "wsd")
 	if got := guest(t, "wsd", "sh", "-c", "pwd; cat README.md"); got != "/root/proj\nv2" {
 		t.Errorf("vm exec in the workspace: %q", got)
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -258,7 +259,7 @@ func (a *app) run(parent context.Context, p runPlan) error {
 		defer signal.Stop(hold)
 		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := cl.DeleteVM(dctx, vm.ID); err != nil {
+		if err := cl.DeleteVM(dctx, vm.ID, true); err != nil {
 			fmt.Fprintf(a.stderr, "banger: could not delete vm %s: %v\nhint: delete it with `banger vm delete %s`\n", vm.Name, err, vm.Name)
 			if execErr == nil && code == 0 {
 				code = ExitError
@@ -321,23 +322,40 @@ func (a *app) printVMs(vms []api.VM) error {
 }
 
 func (a *app) vmDeleteCmd() *cobra.Command {
+	var force bool
 	c := &cobra.Command{
 		Use:     "delete VM...",
 		Aliases: []string{"rm"},
 		Short:   "Delete VMs with their disks",
-		Long:    "Stop each VM if it runs and delete it with its disk and record. Each VM is named by its name, id or a unique prefix of either.",
+		Long: `Delete each VM with its disk and record. Each VM is named by its name, id or a unique prefix
+of either. A running VM is deleted only with -f (which ends it at once, as ` + "`vm kill`" + ` does) or
+after a yes on the terminal; without a terminal it is refused, as ` + "`docker rm`" + ` does.`,
 		Example: `  banger vm delete brave-otter
-  banger vm rm dev test`,
+  banger vm rm dev test
+  banger vm delete -f still-running`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, refs []string) error {
 			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
-				if err := cl.DeleteVM(c.Context(), ref); err != nil {
+				sure := force
+				if !sure && isTerminal(a.stdin) {
+					// Ask before the daemon would refuse; it still checks (the VM may start meanwhile).
+					if vm, err := cl.GetVM(c.Context(), ref); err == nil && vm.State == "running" {
+						fmt.Fprintf(a.stderr, "%s is running. Delete it and its disk? [y/N] ", vm.Name)
+						line, _ := bufio.NewReader(a.stdin).ReadString('\n')
+						if ans := strings.ToLower(strings.TrimSpace(line)); ans != "y" && ans != "yes" {
+							return vm.Name + " kept", nil
+						}
+						sure = true
+					}
+				}
+				if err := cl.DeleteVM(c.Context(), ref, sure); err != nil {
 					return "", err
 				}
 				return "deleted " + ref, nil
 			})
 		},
 	}
+	c.Flags().BoolVarP(&force, "force", "f", false, "delete running VMs too, without asking")
 	return c
 }
 

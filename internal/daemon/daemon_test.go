@@ -153,7 +153,11 @@ func TestCreateStreamsEventsThenExecAndDelete(t *testing.T) {
 		t.Errorf("exec = %+v %v stdout %q stderr %q", exit, err, out.String(), errb.String())
 	}
 
-	if err := h.c.DeleteVM(context.Background(), "dev"); err != nil {
+	// A running VM is deleted only when forced.
+	if err := h.c.DeleteVM(context.Background(), "dev", false); apiErr(t, err).Code != "conflict" || !strings.Contains(err.Error(), "delete -f dev") {
+		t.Errorf("delete of a running VM without force: %v; want a conflict naming -f", err)
+	}
+	if err := h.c.DeleteVM(context.Background(), "dev", true); err != nil {
 		t.Fatal(err)
 	}
 	if vms, _ := h.c.ListVMs(context.Background()); len(vms) != 0 {
@@ -181,7 +185,7 @@ func TestErrorsAreClassified(t *testing.T) {
 	if _, err := h.c.GetVM(ctx, "missing"); apiErr(t, err).Code != "not_found" {
 		t.Errorf("get missing: %v", err)
 	}
-	if err := h.c.DeleteVM(ctx, "missing"); apiErr(t, err).Code != "not_found" {
+	if err := h.c.DeleteVM(ctx, "missing", false); apiErr(t, err).Code != "not_found" {
 		t.Errorf("delete missing: %v", err)
 	}
 	_, err = h.c.Exec(ctx, "missing", api.ExecRequest{Argv: []string{"true"}}, wire.CallerIO{Stdout: io.Discard, Stderr: io.Discard})

@@ -194,7 +194,7 @@ func (d *Daemon) handleGetVM(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) handleDeleteVM(w http.ResponseWriter, r *http.Request) {
 	// A delete must finish even if the client goes away half way.
 	ctx := context.WithoutCancel(r.Context())
-	vm, err := d.vms.Delete(ctx, r.PathValue("ref"))
+	vm, err := d.vms.Delete(ctx, r.PathValue("ref"), r.URL.Query().Get("force") == "1")
 	if err != nil {
 		writeError(w, err)
 		return

@@ -79,7 +79,7 @@ func TestAddressesNamesAndNAT(t *testing.T) {
 	if taps, _ := n.Taps(); len(taps) != 2 {
 		t.Errorf("taps after stop: %v", taps)
 	}
-	if _, err := e.svc.Delete(ctx, "b"); err != nil {
+	if _, err := e.svc.Delete(ctx, "b", true); err != nil {
 		t.Fatal(err)
 	}
 	// b's address is free again; a keeps its own while stopped.
@@ -94,7 +94,7 @@ func TestAddressesNamesAndNAT(t *testing.T) {
 		t.Errorf("teardown with VMs running: %v, want Conflict", err)
 	}
 	for _, name := range []string{"a", "c", "d"} {
-		if _, err := e.svc.Delete(ctx, name); err != nil {
+		if _, err := e.svc.Delete(ctx, name, true); err != nil {
 			t.Fatal(err)
 		}
 	}

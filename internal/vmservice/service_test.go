@@ -157,7 +157,7 @@ func TestCreateExecDelete(t *testing.T) {
 		t.Errorf("exec = %+v %v, stdout %q stderr %q; want exit 5 with separate streams", exit, err, out.String(), errb.String())
 	}
 
-	if _, err := e.svc.Delete(context.Background(), "dev"); err != nil {
+	if _, err := e.svc.Delete(context.Background(), "dev", true); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	e.assertNothingLeft()
@@ -263,7 +263,7 @@ func TestUnreachableGuestIsKeptWhenAsked(t *testing.T) {
 					t.Errorf("VMM %d still running", m.Record().PID)
 				}
 			}
-			if _, err := e.svc.Delete(context.Background(), "dev"); err != nil {
+			if _, err := e.svc.Delete(context.Background(), "dev", true); err != nil {
 				t.Fatal(err)
 			}
 			e.assertNothingLeft()
@@ -453,11 +453,11 @@ func TestReconcileAfterDaemonRestart(t *testing.T) {
 	if err != nil || exit.Code != 0 {
 		t.Errorf("exec in adopted VM = %+v, %v", exit, err)
 	}
-	if _, err := e.svc.Delete(ctx, "alive"); err != nil {
+	if _, err := e.svc.Delete(ctx, "alive", true); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"dead", "half-started"} {
-		if _, err := e.svc.Delete(ctx, n); err != nil {
+		if _, err := e.svc.Delete(ctx, n, true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -547,7 +547,7 @@ func TestLifecycleCreateNoStartStartStopRestartKill(t *testing.T) {
 	if _, err := e.svc.Kill(ctx, "dev", 0); !errors.Is(err, failure.Conflict) {
 		t.Errorf("killing a stopped VM: err = %v, want Conflict", err)
 	}
-	if _, err := e.svc.Delete(ctx, "dev"); err != nil {
+	if _, err := e.svc.Delete(ctx, "dev", true); err != nil {
 		t.Fatal(err)
 	}
 	e.assertNothingLeft()
