@@ -173,18 +173,23 @@ func TestPortsAndForward(t *testing.T) {
 	// A service on the guest's loopback only: forwarding reaches it, the network would not.
 	hello := "while IFS= read -r l; do l=${l%$(printf '\\r')}; [ -n \"$l\" ] || break; done\n" +
 		"printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nforwarded\\n'\n"
+	// The same service on every address: vm ports offers its URL (it answers HTTP), where sshd
+	// gets its address alone.
 	if r, err := bangerStdin(strings.NewReader(hello), nil, "vm", "exec", "fwd", "--", "sh", "-c",
-		"cat > /usr/local/bin/http-hello; setsid systemd-socket-activate -l 127.0.0.1:9090 -a --inetd sh /usr/local/bin/http-hello >/dev/null 2>&1 </dev/null &"); err != nil || r.code != 0 {
+		"cat > /usr/local/bin/http-hello; for l in 127.0.0.1:9090 0.0.0.0:9091; do setsid systemd-socket-activate -l $l -a --inetd sh /usr/local/bin/http-hello >/dev/null 2>&1 </dev/null & done"); err != nil || r.code != 0 {
 		t.Fatalf("start server: %v %+v", err, r)
 	}
 
 	waitFor(t, func() bool {
 		r := mustBanger(t, "vm", "ports", "fwd")
-		return strings.Contains(r.stdout, "9090") && strings.Contains(r.stdout, "http://fwd.vm:22")
-	}, "ports 9090 and 22 (sshd starts late in the boot) in vm ports")
+		return strings.Contains(r.stdout, "9090") && strings.Contains(r.stdout, "9091") && strings.Contains(r.stdout, "fwd.vm:22")
+	}, "ports 9090, 9091 and 22 (sshd starts late in the boot) in vm ports")
 	r := mustBanger(t, "vm", "ports", "fwd")
-	if !strings.Contains(r.stdout, "http://fwd.vm:22") || !strings.Contains(r.stdout, "sshd") {
-		t.Errorf("vm ports lacks sshd with its URL:\n%s", r.stdout)
+	if !strings.Contains(r.stdout, " fwd.vm:22") || strings.Contains(r.stdout, "http://fwd.vm:22") || !strings.Contains(r.stdout, "sshd") {
+		t.Errorf("vm ports: sshd must be listed with fwd.vm:22 and no URL:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stdout, "http://fwd.vm:9091") || strings.Contains(r.stdout, "fwd.vm:9090") {
+		t.Errorf("vm ports: the HTTP service on every address must have its URL, the loopback one nothing:\n%s", r.stdout)
 	}
 
 	cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "forward", "fwd", "18090:9090")

@@ -7,7 +7,10 @@ type Port struct {
 	Port    int    `json:"port"`
 	PID     int    `json:"pid,omitempty"`
 	Process string `json:"process,omitempty"`
-	// URL is http://<name>.vm:<port> for TCP ports reachable from the host.
+	// Reach is <name>.vm:<port> for TCP ports that listen beyond the guest's loopback.
+	Reach string `json:"reach,omitempty"`
+	// URL is http://<name>.vm:<port> for those of them whose service answered an HTTP
+	// request when listed.
 	URL string `json:"url,omitempty"`
 }
 

@@ -166,7 +166,9 @@ func (a *app) vmPortsCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "ports VM",
 		Short: "List the ports a VM listens on",
-		Long:  "List the sockets listening in a running VM (read by its agent), with the process and, for TCP ports the host can reach, the VM's http://NAME.vm:PORT URL.",
+		Long: `List the sockets listening in a running VM (read by its agent), with the process and, for TCP
+ports that listen beyond the guest's loopback, where to reach them: http://NAME.vm:PORT when
+the service answered an HTTP request, NAME.vm:PORT otherwise (sshd, databases, …).`,
 		Example: `  banger vm ports dev
   banger vm ports dev --json`,
 		Args: cobra.ExactArgs(1),
@@ -182,13 +184,17 @@ func (a *app) vmPortsCmd() *cobra.Command {
 
 func (a *app) printPorts(ports []api.Port) error {
 	tw := a.newTable()
-	fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPROCESS\tURL")
+	fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPROCESS\tREACH AT")
 	for _, p := range ports {
 		proc := p.Process
 		if p.PID != 0 {
 			proc += " (" + strconv.Itoa(p.PID) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, p.URL)
+		reach := p.URL
+		if reach == "" {
+			reach = p.Reach
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, reach)
 	}
 	return tw.Flush()
 }

@@ -2,15 +2,19 @@ package vmservice
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -738,5 +742,50 @@ func TestNewDiskCarriesTheSSHFiles(t *testing.T) {
 	}
 	if entries, _ := filepath.Glob(filepath.Join(vm.Dir, ".seed-*")); len(entries) != 0 {
 		t.Errorf("staging left behind: %v", entries)
+	}
+}
+
+// SpeaksHTTP tells an HTTP server from one that speaks first (sshd's banner), one that answers
+// something else and one that never answers; the silent one costs one probe timeout, not more.
+func TestSpeaksHTTP(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.create(CreateRequest{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	serve := func(handle func(net.Conn)) int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); handle(c) }()
+			}
+		}()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	httpd := serve(func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err == nil && req.Method == http.MethodHead && req.Host == "dev.vm" {
+			io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\n")
+		}
+	})
+	sshd := serve(func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n"); io.Copy(io.Discard, c) })
+	other := serve(func(c net.Conn) { io.WriteString(c, "220 smtp ready\r\n") })
+	silent := serve(func(c net.Conn) { io.Copy(io.Discard, c) })
+	start := time.Now()
+	got := e.svc.SpeaksHTTP(context.Background(), "dev", "dev.vm", []ListenAddr{
+		{"127.0.0.1", httpd}, {"127.0.0.1", sshd}, {"127.0.0.1", other}, {"127.0.0.1", silent}, {"not-an-ip", httpd},
+	})
+	if want := []bool{true, false, false, false, false}; !slices.Equal(got, want) {
+		t.Errorf("SpeaksHTTP = %v, want %v", got, want)
+	}
+	if took := time.Since(start); took > httpProbeTimeout+time.Second {
+		t.Errorf("probing took %s; a silent port must cost at most one probe timeout (%s)", took, httpProbeTimeout)
 	}
 }
