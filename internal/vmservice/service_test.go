@@ -319,6 +319,14 @@ func TestCreateRejectsBadRequests(t *testing.T) {
 	if _, err := e.create(CreateRequest{Name: "dev"}); !errors.Is(err, failure.Conflict) {
 		t.Errorf("duplicate name: err = %v, want failure.Conflict", err)
 	}
+	// An unknown kernel: the error names the VM only when the user named it; a generated
+	// name belongs to a VM that never existed.
+	if _, err := e.create(CreateRequest{Kernel: "nosuch"}); err == nil || strings.Contains(err.Error(), "vm ") {
+		t.Errorf("unknown kernel, generated name: err = %v; want the kernel's error alone", err)
+	}
+	if _, err := e.create(CreateRequest{Name: "mine", Kernel: "nosuch"}); err == nil || !strings.Contains(err.Error(), `vm "mine": unknown kernel nosuch`) {
+		t.Errorf("unknown kernel, given name: err = %v; want it to name the VM", err)
+	}
 }
 
 func TestGeneratedNameAndResolve(t *testing.T) {
