@@ -27,7 +27,7 @@ func (a *app) vmCmd() *cobra.Command {
 		Use:   "vm",
 		Short: "Create, run commands in, list and delete VMs",
 		Long:  "Commands that manage VMs. `banger vm run` is the one-command way in.",
-		Example: `  banger vm run --rm -- make test
+		Example: `  banger vm run . -- make test
   banger vm list
   banger vm delete brave-otter`,
 	}
@@ -84,6 +84,17 @@ func (f *sizeFlags) apply(c *cobra.Command, req *api.CreateVMRequest) error {
 	return nil
 }
 
+// noteUnshippedRepo tells someone who runs `vm run` without PATH inside a git work tree that
+// nothing of it was shipped, and how to ship it: the bare sandbox is what they asked for, but
+// perhaps not what they meant.
+func (a *app) noteUnshippedRepo() {
+	if cwd, err := os.Getwd(); err == nil {
+		if repo, err := workspace.Open(cwd); err == nil {
+			fmt.Fprintf(a.stderr, "note: no PATH given, so nothing of %s is shipped; `banger vm run . [-- COMMAND]` ships this repository\n", repo.Top)
+		}
+	}
+}
+
 func (a *app) vmRunCmd() *cobra.Command {
 	var (
 		rm     bool
@@ -96,9 +107,10 @@ func (a *app) vmRunCmd() *cobra.Command {
 		sizes  sizeFlags
 	)
 	c := &cobra.Command{
-		Use:   "run [flags] [-- COMMAND [ARG...]]",
+		Use:   "run [PATH] [flags] [-- COMMAND [ARG...]]",
 		Short: "Boot a fresh VM and run a command, or a shell, in it",
-		Long: `Boot a fresh VM and run COMMAND in it. The command's stdout and stderr stream back as they
+		Long: `Boot a fresh VM, ship PATH's git work tree into it (its tracked files, to /root/NAME) and run
+COMMAND there; without PATH nothing is shipped and COMMAND runs in a bare sandbox. The command's stdout and stderr stream back as they
 are written (stdout to stdout; banger's own messages go to stderr) and banger exits with the
 command's status. With --rm the VM is deleted afterwards, whatever happened; without it the
 VM keeps running.
@@ -108,7 +120,9 @@ Without COMMAND it opens an interactive ssh session instead; leaving it leaves t
 
 The kernel and the default image are fetched and built on first use, which takes a minute;
 later runs only boot. Arguments after -- reach the guest exactly as given (no re-quoting).`,
-		Example: `  banger vm run
+		Example: `  banger vm run . -- make test
+  banger vm run ~/src/app
+  banger vm run
   banger vm run --rm -- uname -a
   banger vm run --rm -- sh -c 'echo hello from $(hostname); exit 42'; echo $?
   banger vm run --rm --vcpu 2 --memory 2G -- cat /etc/os-release > os-release.txt`,
@@ -141,6 +155,9 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 				list workspace.List
 				err  error
 			)
+			if len(pathArgs) == 0 {
+				a.noteUnshippedRepo()
+			}
 			if len(pathArgs) == 1 {
 				if repo, list, err = a.listWorkspace(pathArgs[0], ws); err != nil {
 					return err

@@ -1,8 +1,12 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -190,5 +194,30 @@ func TestSSHArgs(t *testing.T) {
 	}
 	if tty := strings.Join(sshArgs(target, "/usr/bin/banger", true, nil), " "); !strings.Contains(tty, " -t ") || strings.Contains(tty, "--") {
 		t.Errorf("interactive args: %q", tty)
+	}
+}
+
+// vm run without PATH inside a git work tree says that nothing was shipped and how to ship it;
+// outside one it says nothing.
+func TestRunWithoutPathInARepoSaysNothingIsShipped(t *testing.T) {
+	repo := t.TempDir()
+	if out, err := exec.Command("git", "init", "-q", repo).CombinedOutput(); err != nil {
+		t.Skipf("git init: %v %s", err, out)
+	}
+	if err := os.MkdirAll(filepath.Join(repo, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Join(repo, "sub"))
+	var stderr bytes.Buffer
+	(&app{stderr: &stderr}).noteUnshippedRepo()
+	top, _ := filepath.EvalSymlinks(repo)
+	if !strings.Contains(stderr.String(), "nothing of "+top+" is shipped") || !strings.Contains(stderr.String(), "banger vm run . [-- COMMAND]") {
+		t.Errorf("in a repo: %q", stderr.String())
+	}
+	t.Chdir(t.TempDir())
+	stderr.Reset()
+	(&app{stderr: &stderr}).noteUnshippedRepo()
+	if stderr.Len() != 0 {
+		t.Errorf("outside a repo: %q, want nothing", stderr.String())
 	}
 }
