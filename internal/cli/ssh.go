@@ -65,7 +65,12 @@ func (a *app) ssh(ctx context.Context, cl *client.Client, ref string, command []
 	if err != nil {
 		return ExitError, &api.Error{Code: "invalid", Message: "ssh is not installed", Hint: "install it (Debian: apt-get install openssh-client), or use `banger vm exec` which needs no ssh"}
 	}
+	// sshd starts late in a boot: say what the wait is for when it is not ready at once.
+	waiting := time.AfterFunc(time.Second, func() {
+		fmt.Fprintf(a.stderr, "banger: waiting for sshd in %s to listen (it starts late in the guest's boot)\n", ref)
+	})
 	t, err := cl.SSH(ctx, ref, 90*time.Second)
+	waiting.Stop()
 	if err != nil {
 		return ExitError, err
 	}
