@@ -284,12 +284,8 @@ func (a *app) vmShowCmd() *cobra.Command {
 }
 
 func (a *app) printVM(vm api.VM) error {
-	tw := a.newTable()
-	row := func(k, v string) {
-		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
-		}
-	}
+	f := a.newFields()
+	row := f.row
 	row("name", vm.Name)
 	row("id", vm.ID)
 	row("state", vm.State)
@@ -319,9 +315,18 @@ func (a *app) printVM(vm api.VM) error {
 	if vm.AutoRemove {
 		row("ephemeral", "yes (deleted when its command ends)")
 	}
+	if w := vm.Workspace; w != nil {
+		ws := w.HostPath + " -> " + w.GuestPath
+		if w.Branch != "" {
+			ws += " (branch " + w.Branch + ")"
+		}
+		row("workspace", ws)
+		row("shipped", fmt.Sprintf("%d files, %s, HEAD %.12s, %s (%s)", w.Files, bytesize.Format(w.Bytes), w.Head,
+			w.ShippedAt.Local().Format(time.RFC3339), ago(w.ShippedAt)))
+	}
 	row("dir", vm.Dir)
 	row("created", vm.CreatedAt.Local().Format(time.RFC3339)+" ("+ago(vm.CreatedAt)+")")
-	return tw.Flush()
+	return f.flush()
 }
 
 func reason(r string) string {

@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -219,5 +221,36 @@ func TestRunWithoutPathInARepoSaysNothingIsShipped(t *testing.T) {
 	(&app{stderr: &stderr}).noteUnshippedRepo()
 	if stderr.Len() != 0 {
 		t.Errorf("outside a repo: %q, want nothing", stderr.String())
+	}
+}
+
+// vm, image and kernel show share one layout ("name:  value", empty rows left out), and vm show
+// includes the workspace (it was only in --json).
+func TestShowCommandsShareOneLayoutAndVMShowHasTheWorkspace(t *testing.T) {
+	var out bytes.Buffer
+	a := &app{stdout: &out}
+	now := time.Now()
+	vm := api.VM{Name: "dev", ID: "abc", State: "running", VCPU: 1, MemoryMiB: 1024, DiskBytes: 8 << 30, VMM: "qemu", Accel: "tcg", CreatedAt: now,
+		Workspace: &api.Workspace{HostPath: "/home/u/proj", GuestPath: "/root/proj", Head: "0123456789abcdef", Files: 12, Bytes: 3 << 20, ShippedAt: now}}
+	if err := a.printVM(vm); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "workspace:") || !strings.Contains(out.String(), "/home/u/proj -> /root/proj") || !strings.Contains(out.String(), "12 files") {
+		t.Errorf("vm show lacks the workspace:\n%s", out.String())
+	}
+	if err := a.printKernel(api.Kernel{Name: "debian-6.1", Release: "6.1.0", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.printImage(api.Image{Name: "debian-bookworm", Version: "1", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`^[a-z][a-z0-9 ]*: +\S`)
+	for _, l := range strings.Split(out.String(), "\n") {
+		if l == "" || strings.HasPrefix(l, "VERSION") {
+			break // image show's table of versions follows its fields
+		}
+		if !row.MatchString(l) {
+			t.Errorf("line %q is not a \"name:  value\" row", l)
+		}
 	}
 }
