@@ -254,3 +254,41 @@ func TestShowCommandsShareOneLayoutAndVMShowHasTheWorkspace(t *testing.T) {
 		}
 	}
 }
+
+// --dry-run lists names as git ls-files does: one name, one line, and nothing a terminal
+// would act on. The expectations are git's own output (core.quotePath).
+func TestDryRunQuotesNamesAsGitDoes(t *testing.T) {
+	for in, want := range map[string]string{
+		"src/main.go":    "src/main.go",
+		"two\nlines":     `"two\nlines"`,
+		"tab\there":      `"tab\there"`,
+		`quote"d`:        `"quote\"d"`,
+		`back\slash`:     `"back\\slash"`,
+		"caf\xc3\xa9":    `"caf\303\251"`,
+		"\x1b]0;owned\a": `"\033]0;owned\a"`,
+		"with space":     "with space",
+	} {
+		if got := quotePath(in); got != want {
+			t.Errorf("quotePath(%q) = %s, want %s", in, got, want)
+		}
+	}
+	// The same as git, where git is here.
+	repo := t.TempDir()
+	if exec.Command("git", "init", "-q", repo).Run() != nil {
+		return
+	}
+	name := "odd\nname \x1b[2J caf\xc3\xa9"
+	if err := os.WriteFile(filepath.Join(repo, name), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("git", "-C", repo, "add", "-A").Run(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("git", "-C", repo, "ls-files").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := quotePath(name); got+"\n" != string(out) {
+		t.Errorf("quotePath(%q) = %s; git ls-files says %s", name, got, out)
+	}
+}
