@@ -14,7 +14,8 @@ LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) \
 
 # Debian packages banger needs on the host (it shells out to the tools of the field only).
 # kmod: depmod indexes a kernel's modules for its module disk.
-DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod
+# bash-completion: loads the completion script make install puts in place, in new shells.
+DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod bash-completion
 # And those the end-to-end tests need: an OCI registry they run on loopback, and a static
 # busybox they build small images from.
 TEST_DEPS := docker-registry busybox-static

@@ -156,7 +156,7 @@ func (b *bench) deleteVMs() int {
 	}
 	n := 0
 	for _, vm := range vms {
-		if b.client.DeleteVM(ctx, vm.ID) == nil {
+		if b.client.DeleteVM(ctx, vm.ID, true) == nil {
 			n++
 		}
 	}

@@ -155,7 +155,7 @@ func (b *bench) steps() error {
 		}
 		host = append(host, h)
 		start = time.Now()
-		if err := b.client.DeleteVM(b.ctx, ev.VM.ID); err != nil {
+		if err := b.client.DeleteVM(b.ctx, ev.VM.ID, true); err != nil {
 			return err
 		}
 		del = append(del, time.Since(start))
@@ -236,7 +236,7 @@ func (b *bench) workspace() error {
 	if r.err != nil {
 		return r.err
 	}
-	defer func() { _ = b.client.DeleteVM(context.Background(), "bench-ws") }()
+	defer func() { _ = b.client.DeleteVM(context.Background(), "bench-ws", true) }()
 	v, err := b.client.Version(b.ctx)
 	if err != nil {
 		return err
@@ -349,7 +349,7 @@ func (b *bench) footprint() error {
 	var vms []api.VM
 	defer func() {
 		for _, vm := range vms {
-			_ = b.client.DeleteVM(context.Background(), vm.ID)
+			_ = b.client.DeleteVM(context.Background(), vm.ID, true)
 		}
 	}()
 	for i := 0; i < 4; i++ {
@@ -419,7 +419,7 @@ func (b *bench) restart() error {
 	if r := bangerRun(b, args...); r.err != nil {
 		return r.err
 	}
-	defer bangerRun(b, "vm", "delete", "bench-restart")
+	defer bangerRun(b, "vm", "delete", "-f", "bench-restart")
 	var stops, starts []time.Duration
 	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
 		r := bangerRun(b, "vm", "stop", "bench-restart")

@@ -404,8 +404,11 @@ func TestBadInputIsRefusedCleanly(t *testing.T) {
 		code int
 		want string
 	}{
-		{"invalid name", []string{"vm", "run", "--rm", "--name", "Bad_Name", "--", "true"}, 1, `VM name "Bad_Name"`},
-		{"zero vcpus", []string{"vm", "run", "--rm", "--vcpu", "0", "--", "true"}, 1, "--vcpu"},
+		// Every bad flag value is a usage error (exit 2), whether the CLI or the daemon finds it.
+		{"invalid name", []string{"vm", "run", "--rm", "--name", "Bad_Name", "--", "true"}, 2, `VM name "Bad_Name" has '_' at position 4 (try "bad-name")`},
+		{"zero vcpus", []string{"vm", "run", "--rm", "--vcpu", "0", "--", "true"}, 2, "--vcpu"},
+		{"too many vcpus", []string{"vm", "run", "--rm", "--vcpu", "500", "--", "true"}, 2, "--vcpu"},
+		{"too much memory", []string{"vm", "run", "--rm", "--memory", "100T", "--", "true"}, 2, "--memory"},
 		{"bad memory", []string{"vm", "run", "--rm", "--memory", "lots", "--", "true"}, 2, "--memory"},
 		{"unknown flag", []string{"vm", "run", "--bogus", "--", "true"}, 2, "unknown flag"},
 	}

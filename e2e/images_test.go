@@ -208,7 +208,7 @@ func vmImage(t *testing.T, vm string) string {
 func deleteVMs(t *testing.T, names ...string) {
 	t.Cleanup(func() {
 		for _, n := range names {
-			banger(nil, "vm", "delete", n)
+			banger(nil, "vm", "delete", "-f", n)
 		}
 	})
 }
@@ -309,7 +309,7 @@ func TestPullFromRegistryBootAndRun(t *testing.T) {
 	if got := guest(t, "e2e-pid1", "cat", "/srv/cache/new"); got != "fresh" {
 		t.Errorf("restarted VM: %q", got)
 	}
-	mustBanger(t, "vm", "delete", "e2e-pid1")
+	mustBanger(t, "vm", "delete", "-f", "e2e-pid1")
 	mustBanger(t, "image", "cache", "prune")
 	if img = imageShow(t, "e2e-bb"); len(img.Versions) != 1 {
 		t.Errorf("after the VM is gone and a prune: %d versions; want only the current one", len(img.Versions))
@@ -397,7 +397,7 @@ func TestGoldenImageRunsDocker(t *testing.T) {
 	if mods := guest(t, "e2e-docker", "sh", "-c", "lsmod | cut -d' ' -f1"); !strings.Contains(mods, "overlay") || !strings.Contains(mods, "br_netfilter") {
 		t.Errorf("modules loaded in the guest: %s; want overlay and br_netfilter (from the module disk)", mods)
 	}
-	mustBanger(t, "vm", "delete", "e2e-docker")
+	mustBanger(t, "vm", "delete", "-f", "e2e-docker")
 	assertNothingLeft(t)
 }
 
@@ -522,7 +522,7 @@ func TestKernelImportAndRemove(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "used by VM e2e-kernel") {
 		t.Errorf("kernel rm while a VM boots it: exit %d: %s", r.code, r.stderr)
 	}
-	mustBanger(t, "vm", "delete", "e2e-kernel")
+	mustBanger(t, "vm", "delete", "-f", "e2e-kernel")
 	mustBanger(t, "kernel", "rm", "e2e-local")
 	if r := mustBanger(t, "kernel", "list"); strings.Contains(r.stdout, "e2e-local") {
 		t.Errorf("removed kernel still listed:\n%s", r.stdout)

@@ -102,7 +102,17 @@ func TestLifecycle(t *testing.T) {
 	if vm := show(t, "life"); vm.State != "stopped" || vm.PID != 0 {
 		t.Fatalf("after stop: %+v", vm)
 	}
+	// Stopping a stopped VM does nothing and says so; so does starting a running one.
+	if r := mustBanger(t, "vm", "stop", "life"); !strings.Contains(r.stdout+r.stderr, "life is already stopped") || strings.Contains(r.stderr, "stopping:") {
+		t.Errorf("stop of a stopped VM: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	if r, _ := banger(nil, "vm", "stop", "nosuchvm"); r.code == 0 || strings.Contains(r.stderr, "stopping:") {
+		t.Errorf("stop of a VM that does not exist: exit %d stderr %q; want the error alone", r.code, r.stderr)
+	}
 	mustBanger(t, "vm", "start", "life")
+	if r := mustBanger(t, "vm", "start", "life"); !strings.Contains(r.stdout+r.stderr, "life is already running") || strings.Contains(r.stdout+r.stderr, "ready in") {
+		t.Errorf("start of a running VM: stdout %q stderr %q", r.stdout, r.stderr)
+	}
 	if got := guest(t, "life", "cat", "/root/persist"); got != "kept" {
 		t.Errorf("after stop/start /root/persist = %q, want the VM disk kept", got)
 	}
@@ -148,12 +158,20 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("vm show after set: %+v", vm)
 	}
 
+	// A running VM is not deleted without -f (or a yes on a terminal; stdin is none here).
+	if r, _ := banger(nil, "vm", "delete", "life"); r.code != 1 || !strings.Contains(r.stderr, "vm delete -f life") {
+		t.Errorf("delete of a running VM without -f: exit %d stderr %q; want a refusal naming -f", r.code, r.stderr)
+	}
+	if vm := show(t, "life"); vm.State != "running" {
+		t.Errorf("after a refused delete: %+v", vm)
+	}
+
 	// kill ends in stopped, not error.
 	mustBanger(t, "vm", "kill", "life")
 	if vm := show(t, "life"); vm.State != "stopped" || vm.LastError != "" {
 		t.Errorf("after kill: %+v", vm)
 	}
-	mustBanger(t, "vm", "delete", "life")
+	mustBanger(t, "vm", "delete", "-f", "life")
 	assertNothingLeft(t)
 }
 
@@ -191,7 +209,7 @@ func TestConcurrentCreates(t *testing.T) {
 			t.Errorf("hostname in %s = %q", name, got)
 		}
 	}
-	mustBanger(t, "vm", "delete", "conc-0", "conc-1")
+	mustBanger(t, "vm", "delete", "-f", "conc-0", "conc-1")
 	assertNothingLeft(t)
 }
 
@@ -210,7 +228,7 @@ func TestPrune(t *testing.T) {
 	if vm := show(t, "prune-running"); vm.State != "running" {
 		t.Errorf("prune touched a running VM: %+v", vm)
 	}
-	mustBanger(t, "vm", "delete", "prune-running")
+	mustBanger(t, "vm", "delete", "-f", "prune-running")
 	assertNothingLeft(t)
 }
 
@@ -238,7 +256,7 @@ func TestDaemonCrashKeepsVMs(t *testing.T) {
 			t.Errorf("after daemon %s: %+v", sig, vm)
 		}
 	}
-	mustBanger(t, "vm", "delete", "survivor")
+	mustBanger(t, "vm", "delete", "-f", "survivor")
 	assertNothingLeft(t)
 }
 
@@ -269,7 +287,7 @@ func TestVMMCrashIsNoticed(t *testing.T) {
 	if len(entries) != 0 {
 		t.Errorf("runtime files of the dead VM left: %v", entries)
 	}
-	mustBanger(t, "vm", "delete", "victim")
+	mustBanger(t, "vm", "delete", "-f", "victim")
 	assertNothingLeft(t)
 }
 
@@ -343,6 +361,6 @@ func TestRunKeepsAVMThatNeverBecameReachable(t *testing.T) {
 	if got := guest(t, "unreachable", "echo", "up"); got != "up" {
 		t.Errorf("after start: %q", got)
 	}
-	mustBanger(t, "vm", "delete", "unreachable")
+	mustBanger(t, "vm", "delete", "-f", "unreachable")
 	assertNothingLeft(t)
 }

@@ -87,7 +87,7 @@ func TestGuestsReachEachOtherAndTheHostByName(t *testing.T) {
 
 	mustBanger(t, "vm", "create", "--name", "alpha", "--memory", "768M")
 	mustBanger(t, "vm", "create", "--name", "beta", "--memory", "768M", "--no-nat")
-	defer mustBanger(t, "vm", "delete", "alpha", "beta")
+	defer mustBanger(t, "vm", "delete", "-f", "alpha", "beta")
 	a, b := show(t, "alpha"), show(t, "beta")
 	if a.State != "running" || b.State != "running" {
 		t.Fatalf("states %s %s", a.State, b.State)
@@ -153,7 +153,7 @@ func TestNATRulesGoWithTheLastVM(t *testing.T) {
 	if rules := natRules(t); len(rules) != 1 {
 		t.Errorf("after start: %v", rules)
 	}
-	mustBanger(t, "vm", "delete", "natted")
+	mustBanger(t, "vm", "delete", "-f", "natted")
 	if rules := natRules(t); len(rules) != 0 {
 		t.Errorf("after delete: %v, want the table gone", rules)
 	}
@@ -195,7 +195,7 @@ func TestGuestResolvesThroughTheForwarder(t *testing.T) {
 	defer mustBanger(t, "daemon", "stop")
 
 	mustBanger(t, "vm", "create", "--name", "resolver", "--memory", "768M")
-	defer mustBanger(t, "vm", "delete", "resolver")
+	defer mustBanger(t, "vm", "delete", "-f", "resolver")
 	if got := guest(t, "resolver", "getent", "hosts", "upstream.test"); !strings.HasPrefix(got, "192.0.2.55") {
 		t.Errorf("guest resolved upstream.test to %q, want the test upstream's answer", got)
 	}

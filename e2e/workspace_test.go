@@ -140,7 +140,7 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 	if strings.TrimSpace(r.stdout) != "wsd" || !strings.Contains(r.stderr, "workspace at /root/proj") {
 		t.Fatalf("-d: stdout %q stderr %s", r.stdout, r.stderr)
 	}
-	defer mustBanger(t, "vm", "delete", "wsd")
+	defer mustBanger(t, "vm", "delete", "-f", "wsd")
 	if got := guest(t, "wsd", "sh", "-c", "pwd; cat README.md"); got != "/root/proj\nv2" {
 		t.Errorf("vm exec in the workspace: %q", got)
 	}
@@ -219,16 +219,10 @@ func TestBareWorkspaceOpensAShellInTheRepo(t *testing.T) {
 	repo := testRepo(t)
 	// Without a command: ssh. With stdin not a terminal, the remote shell reads its commands
 	// from it, which is how this test drives the interactive shape.
-	cmd := exec.Command("ip", "netns", "exec", h.netns, filepath.Join(h.bin, "banger"), "vm", "run", "--rm", repo)
-	cmd.Env = h.env
-	cmd.Stdin = strings.NewReader("pwd\ncat README.md\nexit 5\n")
-	out, err := cmd.Output()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	}
-	if code != 5 || string(out) != "/root/proj\nv2\n" {
-		t.Errorf("bare workspace: exit %d stdout %q", code, out)
+	// It runs outside the bridge's namespace: ssh goes through banger, not to the guest's address.
+	r := outside(t, strings.NewReader("pwd\ncat README.md\nexit 5\n"), filepath.Join(h.bin, "banger"), "vm", "run", "--rm", repo)
+	if r.code != 5 || r.stdout != "/root/proj\nv2\n" {
+		t.Errorf("bare workspace: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
 	assertNothingLeft(t)
 }

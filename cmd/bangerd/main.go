@@ -48,6 +48,7 @@ func main() {
 	err = daemon.Run(ctx, daemon.Options{
 		Layout:    layout,
 		AgentPath: agentPath,
+		CLIPath:   findCLI(),
 		TestHooks: os.Getenv("BANGER_TEST_HOOKS") == "1",
 		Log:       lg,
 	})
@@ -55,6 +56,19 @@ func main() {
 		lg.Error("bangerd: " + err.Error())
 		os.Exit(1)
 	}
+}
+
+// findCLI locates the banger CLI installed beside this binary ($PREFIX/bin, or a build tree's
+// bin/), which banger's ssh_config runs as its ProxyCommand; "banger" from PATH otherwise.
+func findCLI() string {
+	if self, err := os.Executable(); err == nil {
+		self, _ = filepath.EvalSymlinks(self)
+		c := filepath.Join(filepath.Dir(self), "banger")
+		if st, err := os.Stat(c); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return c
+		}
+	}
+	return "banger"
 }
 
 // findAgent locates banger-agent relative to this binary, so installs under any PREFIX work

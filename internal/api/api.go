@@ -51,8 +51,9 @@ type Version struct {
 
 // Error is the body of every non-2xx answer and of "error" events.
 type Error struct {
-	// Code is a stable machine-readable class: "invalid", "not_found", "conflict",
-	// "failed", "internal".
+	// Code is a stable machine-readable class: "invalid", "usage" (invalid because of a
+	// value the user gave as a command-line flag), "not_found", "conflict", "failed",
+	// "internal".
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	// Hint says what to do about it, when there is something to do.
@@ -187,6 +188,9 @@ type Event struct {
 	Bundle  *Bundle      `json:"bundle,omitempty"`
 	Timings []StepTiming `json:"timings,omitempty"`
 	Error   *Error       `json:"error,omitempty"`
+	// Unchanged, on a result, says the VM already was in the state asked for (start of a
+	// running VM, stop of a stopped one): nothing was done.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // StepTiming is how long one start step took.

@@ -7,20 +7,24 @@ type Port struct {
 	Port    int    `json:"port"`
 	PID     int    `json:"pid,omitempty"`
 	Process string `json:"process,omitempty"`
-	// URL is http://<name>.vm:<port> for TCP ports reachable from the host.
+	// Reach is <name>.vm:<port> for TCP ports that listen beyond the guest's loopback.
+	Reach string `json:"reach,omitempty"`
+	// URL is http://<name>.vm:<port> for those of them whose service answered an HTTP
+	// request when listed.
 	URL string `json:"url,omitempty"`
 }
 
 // SSHTarget says how to reach a running VM's sshd (GET /v1/vms/{ref}/ssh, which waits until
-// sshd listens).
+// sshd listens). The connection goes through the forward endpoint to GuestAddress (what
+// `banger vm ssh-proxy` does), never to the guest's network address.
 type SSHTarget struct {
-	VM         string `json:"vm"`
-	Address    string `json:"address"` // ip:22
-	User       string `json:"user"`
-	KeyFile    string `json:"key_file"`
-	KnownHosts string `json:"known_hosts"`
-	HostAlias  string `json:"host_alias"` // <name>.vm: the name its host key is recorded under
-	SSHConfig  string `json:"ssh_config"` // banger's ssh_config, for `ssh <name>.vm`
+	VM           string `json:"vm"`
+	GuestAddress string `json:"guest_address"` // where sshd listens inside the guest: 127.0.0.1:22
+	User         string `json:"user"`
+	KeyFile      string `json:"key_file"`
+	KnownHosts   string `json:"known_hosts"`
+	HostAlias    string `json:"host_alias"` // <name>.vm: the name its host key is recorded under
+	SSHConfig    string `json:"ssh_config"` // banger's ssh_config, for `ssh <name>.vm`
 }
 
 // ForwardRequest is the body of POST /v1/vms/{ref}/forward (Upgrade: banger-forward): the

@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -34,14 +38,15 @@ its script.`,
 		gen                        func(root *cobra.Command, a *app) error
 	}{
 		{"bash", "Print the bash completion script",
-			`Print the bash completion script. It needs the bash-completion package (Debian:
-apt-get install bash-completion). Install it for every user in /etc/bash_completion.d/banger, or
-for yourself in ~/.local/share/bash-completion/completions/banger; new shells pick it up. To try
-it in the current shell only: source <(banger completion bash).`,
+			`Print the bash completion script. It uses the bash-completion package when it is loaded
+(Debian: apt-get install bash-completion) and works without it too (bash --norc). Install it for
+every user in /etc/bash_completion.d/banger, or for yourself in
+~/.local/share/bash-completion/completions/banger; new shells pick it up. To try it in the
+current shell only: source <(banger completion bash).`,
 			`  banger completion bash > /etc/bash_completion.d/banger
   banger completion bash > ~/.local/share/bash-completion/completions/banger
   source <(banger completion bash)`,
-			func(root *cobra.Command, a *app) error { return root.GenBashCompletionV2(a.stdout, true) }},
+			func(root *cobra.Command, a *app) error { return genBash(root, a.stdout) }},
 		{"zsh", "Print the zsh completion script",
 			`Print the zsh completion script. Put it in a directory of your $fpath as _banger, e.g.
 ~/.zfunc/_banger, and make sure ~/.zshrc has, before compinit runs:
@@ -120,19 +125,20 @@ var (
 // file name completion. TestCompletionCoversNameCommands checks that every command whose
 // usage takes a VM or NAME is here.
 var argCompletions = map[string]argCompletion{
-	"vm start":   {kind: vmNames, many: true, states: stopped},
-	"vm stop":    {kind: vmNames, many: true, states: running},
-	"vm restart": {kind: vmNames, many: true, states: running},
-	"vm kill":    {kind: vmNames, many: true, states: running},
-	"vm delete":  {kind: vmNames, many: true},
-	"vm show":    {kind: vmNames},
-	"vm logs":    {kind: vmNames},
-	"vm exec":    {kind: vmNames, states: running},
-	"vm ssh":     {kind: vmNames, states: running},
-	"vm ports":   {kind: vmNames, states: running},
-	"vm forward": {kind: vmNames, states: running},
-	"vm set":     {kind: vmNames, states: stopped},
-	"vm watch":   {kind: vmNames},
+	"vm start":     {kind: vmNames, many: true, states: stopped},
+	"vm stop":      {kind: vmNames, many: true, states: running},
+	"vm restart":   {kind: vmNames, many: true, states: running},
+	"vm kill":      {kind: vmNames, many: true, states: running},
+	"vm delete":    {kind: vmNames, many: true},
+	"vm show":      {kind: vmNames},
+	"vm logs":      {kind: vmNames},
+	"vm exec":      {kind: vmNames, states: running},
+	"vm ssh":       {kind: vmNames, states: running},
+	"vm ssh-proxy": {kind: vmNames, states: running},
+	"vm ports":     {kind: vmNames, states: running},
+	"vm forward":   {kind: vmNames, states: running},
+	"vm set":       {kind: vmNames, states: stopped},
+	"vm watch":     {kind: vmNames},
 
 	"vm workspace export": {kind: vmNames},
 
@@ -306,4 +312,54 @@ func eachCommand(c *cobra.Command, fn func(*cobra.Command)) {
 	for _, sub := range c.Commands() {
 		eachCommand(sub, fn)
 	}
+}
+
+// bashShims stand in for the bash-completion package's _get_comp_words_by_ref and _filedir,
+// which cobra's script calls: without the package (a plain bash, a minimal image) every TAB
+// printed "command not found". With the package loaded, its functions are used.
+const bashShims = `
+# banger: fallbacks for when the bash-completion package is not loaded.
+__banger_comp_words()
+{
+    if declare -F _get_comp_words_by_ref >/dev/null 2>&1; then
+        _get_comp_words_by_ref "$@" cur prev words cword
+        return
+    fi
+    words=("${COMP_WORDS[@]}")
+    cword=$COMP_CWORD
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD-1]}
+}
+
+__banger_filedir()
+{
+    if declare -F _filedir >/dev/null 2>&1; then
+        _filedir "$@"
+        return
+    fi
+    local IFS=$'\n'
+    if [[ $1 == -d ]]; then
+        COMPREPLY+=($(compgen -d -- "$cur"))
+    else
+        COMPREPLY+=($(compgen -f -- "$cur"))
+    fi
+}
+`
+
+// genBash writes cobra's bash completion script with its calls into the bash-completion
+// package routed through bashShims.
+func genBash(root *cobra.Command, w io.Writer) error {
+	var b bytes.Buffer
+	if err := root.GenBashCompletionV2(&b, true); err != nil {
+		return err
+	}
+	script := b.String()
+	const words = `_get_comp_words_by_ref "$@" cur prev words cword`
+	if !strings.Contains(script, words) || !strings.Contains(script, "_filedir") {
+		return errors.New("bash completion: cobra's script no longer has the calls banger routes through its fallbacks; update genBash")
+	}
+	script = strings.ReplaceAll(script, words, `__banger_comp_words "$@"`)
+	script = regexp.MustCompile(`\b_filedir\b`).ReplaceAllString(script, "__banger_filedir")
+	_, err := io.WriteString(w, script+bashShims)
+	return err
 }

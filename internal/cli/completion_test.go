@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -231,5 +232,42 @@ func TestCompletionCoversNameCommands(t *testing.T) {
 		if !paths[p] {
 			t.Errorf("argCompletions has %q, which is no command", p)
 		}
+	}
+}
+
+// The bash script completes in a plain bash without the bash-completion package: every TAB
+// used to print "_get_comp_words_by_ref: command not found".
+func TestBashCompletionWorksWithoutBashCompletionPackage(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	dir := t.TempDir()
+	a := &app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}
+	var script bytes.Buffer
+	if err := genBash(a.rootCmd(), &script); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "banger.bash"), script.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The script asks `banger __complete …`; this banger answers as the real one would.
+	fake := "#!/bin/sh\nprintf 'vm\\nversion-x\\nimage\\n:4\\n'\n"
+	if err := os.WriteFile(filepath.Join(dir, "banger"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bash, "--norc", "--noprofile", "-c", `source ./banger.bash
+COMP_WORDS=(banger v); COMP_CWORD=1; COMP_LINE="banger v"; COMP_POINT=8
+__start_banger banger v banger 2>&1 | grep -v 'compopt: not currently executing'
+__start_banger banger v banger 2>/dev/null
+echo "reply: ${COMPREPLY[*]}"`)
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin", "HOME=" + dir}
+	out, err := cmd.CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "reply:") {
+		t.Fatalf("bash: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "not found") || !strings.Contains(string(out), "reply: vm version-x") {
+		t.Errorf("completing `banger v` in bash --norc:\n%s", out)
 	}
 }

@@ -19,6 +19,20 @@ func (a *app) newTable() *tabwriter.Writer {
 	return tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 }
 
+// fields writes the "name:  value" rows of the show commands (vm, image, kernel show): one
+// layout for all of them, the names aligned, a row with no value left out.
+type fields struct{ tw *tabwriter.Writer }
+
+func (a *app) newFields() *fields { return &fields{a.newTable()} }
+
+func (f *fields) row(name, value string) {
+	if value != "" {
+		fmt.Fprintf(f.tw, "%s:\t%s\n", name, value)
+	}
+}
+
+func (f *fields) flush() error { return f.tw.Flush() }
+
 // printFetched connects, gets a value with get and prints it: as JSON with asJSON, else with
 // table. It is the body of the list and show commands.
 func printFetched[T any](a *app, ctx context.Context, asJSON bool, get func(cl *client.Client) (T, error), table func(T) error) error {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -137,14 +138,14 @@ type imageManifest struct {
 }
 
 func (a *app) printImage(img api.Image) error {
-	tw := a.newTable()
-	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	f := a.newFields()
+	row := f.row
 	row("name", img.Name)
 	row("version", img.Version)
 	row("size", bytesize.Format(img.SizeBytes))
-	row("kernel", dash(img.Kernel))
-	row("source", dash(img.Source))
-	row("created", img.CreatedAt.Local().Format("2006-01-02 15:04:05")+" ("+ago(img.CreatedAt)+")")
+	row("kernel", img.Kernel)
+	row("source", img.Source)
+	row("created", img.CreatedAt.Local().Format(time.RFC3339)+" ("+ago(img.CreatedAt)+")")
 	row("dir", img.Dir)
 	var m imageManifest
 	if jsonInto(img.Manifest, &m) {
@@ -165,11 +166,11 @@ func (a *app) printImage(img api.Image) error {
 			row("note", n)
 		}
 	}
-	if err := tw.Flush(); err != nil {
+	if err := f.flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(a.stdout)
-	tw = a.newTable()
+	tw := a.newTable()
 	fmt.Fprintln(tw, "VERSION\tSIZE\tCREATED\tUSED BY")
 	for _, v := range img.Versions {
 		mark := ""

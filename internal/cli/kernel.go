@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -98,20 +99,20 @@ func (a *app) kernelShowCmd() *cobra.Command {
 }
 
 func (a *app) printKernel(k api.Kernel) error {
-	tw := a.newTable()
-	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	f := a.newFields()
+	row := f.row
 	row("name", k.Name)
 	row("release", k.Release)
-	row("source", dash(k.Source))
+	row("source", k.Source)
 	if k.Package != "" {
 		row("package", k.Package+" "+k.Version)
 	}
 	row("modules", yesNo(k.Modules))
 	row("own initrd", yesNo(k.Initrd))
-	row("installed", k.CreatedAt.Local().Format("2006-01-02 15:04:05")+" ("+ago(k.CreatedAt)+")")
+	row("installed", k.CreatedAt.Local().Format(time.RFC3339)+" ("+ago(k.CreatedAt)+")")
 	row("dir", k.Dir)
-	row("used by", dash(strings.Join(k.UsedBy, ", ")))
-	return tw.Flush()
+	row("used by", strings.Join(k.UsedBy, ", "))
+	return f.flush()
 }
 
 func (a *app) kernelPullCmd() *cobra.Command {

@@ -152,10 +152,13 @@ func (a *app) vmStartCmd() *cobra.Command {
 			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
 				r := newRenderer(a.stderr)
 				start := time.Now()
-				vm, err := cl.StartVM(c.Context(), ref, r.Event)
+				vm, unchanged, err := cl.StartVM(c.Context(), ref, r.Event)
 				r.Finish("")
 				if err != nil {
 					return "", err
+				}
+				if unchanged {
+					return vm.Name + " is already running", nil
 				}
 				return fmt.Sprintf("started %s (ready in %.1fs)", vm.Name, time.Since(start).Seconds()), nil
 			})
@@ -176,10 +179,15 @@ VMM's own shutdown and finally kill it. The disk is kept; start the VM again wit
 		RunE: func(c *cobra.Command, refs []string) error {
 			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
 				r := newRenderer(a.stderr)
-				vm, err := cl.StopVM(c.Context(), ref, timeout, r.Event)
+				vm, unchanged, err := cl.StopVM(c.Context(), ref, timeout, r.Event)
 				r.Finish("")
 				if err != nil {
 					return "", err
+				}
+				if unchanged && vm.State == "stopped" {
+					return vm.Name + " is already stopped", nil
+				} else if unchanged {
+					return vm.Name + " is not running (" + vm.State + ")", nil
 				}
 				return "stopped " + vm.Name, nil
 			})
@@ -276,12 +284,8 @@ func (a *app) vmShowCmd() *cobra.Command {
 }
 
 func (a *app) printVM(vm api.VM) error {
-	tw := a.newTable()
-	row := func(k, v string) {
-		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
-		}
-	}
+	f := a.newFields()
+	row := f.row
 	row("name", vm.Name)
 	row("id", vm.ID)
 	row("state", vm.State)
@@ -311,9 +315,18 @@ func (a *app) printVM(vm api.VM) error {
 	if vm.AutoRemove {
 		row("ephemeral", "yes (deleted when its command ends)")
 	}
+	if w := vm.Workspace; w != nil {
+		ws := w.HostPath + " -> " + w.GuestPath
+		if w.Branch != "" {
+			ws += " (branch " + w.Branch + ")"
+		}
+		row("workspace", ws)
+		row("shipped", fmt.Sprintf("%d files, %s, HEAD %.12s, %s (%s)", w.Files, bytesize.Format(w.Bytes), w.Head,
+			w.ShippedAt.Local().Format(time.RFC3339), ago(w.ShippedAt)))
+	}
 	row("dir", vm.Dir)
 	row("created", vm.CreatedAt.Local().Format(time.RFC3339)+" ("+ago(vm.CreatedAt)+")")
-	return tw.Flush()
+	return f.flush()
 }
 
 func reason(r string) string {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -78,11 +79,11 @@ func (a *app) exitCode(err error) int {
 		return ee.code
 	}
 	var ue *usageError
-	isUsage := errors.As(err, &ue) || isCobraUsage(err)
+	var ae *api.Error
+	isUsage := errors.As(err, &ue) || isCobraUsage(err) || (errors.As(err, &ae) && ae.Code == "usage")
 	// err.Error() keeps any context wrapped around a daemon error; an *api.Error's own text
 	// is its Message.
 	fmt.Fprintf(a.stderr, "banger: %s\n", oneLine(err.Error()))
-	var ae *api.Error
 	if errors.As(err, &ae) && ae.Hint != "" {
 		fmt.Fprintf(a.stderr, "hint: %s\n", oneLine(ae.Hint))
 	}
@@ -152,11 +153,77 @@ func typeUsageErrors(c *cobra.Command) {
 	if check := c.Args; check != nil {
 		c.Args = func(c *cobra.Command, args []string) error {
 			if err := check(c, args); err != nil {
-				return &usageError{err.Error()}
+				return argsError(c, args, err)
 			}
 			return nil
 		}
 	}
+}
+
+// argsError says which argument is missing, or that there are too many, from the command's
+// Use line ("show VM", "forward VM [BIND:]HOSTPORT:GUESTPORT"), where cobra says
+// "accepts 1 arg(s), received 0".
+func argsError(c *cobra.Command, args []string, err error) error {
+	path := strings.TrimPrefix(c.CommandPath(), "banger ")
+	want := positionals(c.Use)
+	if len(args) < len(want) {
+		w := want[len(args)]
+		what, see := describeArg(c, w)
+		return usagef("%s needs %s%s", path, what, see)
+	}
+	if len(want) == 0 && len(args) > 0 {
+		return usagef("%s takes no arguments; got %s", path, strings.Join(quoteAll(args), " "))
+	}
+	if len(want) > 0 && len(args) > len(want) && !strings.HasSuffix(want[len(want)-1], "...") && !strings.HasSuffix(want[len(want)-1], "…") {
+		return usagef("%s takes %d argument%s (%s); got %d: %s", path, len(want), map[bool]string{true: "s"}[len(want) > 1], strings.Join(want, " "), len(args), strings.Join(quoteAll(args), " "))
+	}
+	return &usageError{err.Error()}
+}
+
+// positionals are the required arguments of a Use line: the words after the command's name up
+// to the first flag, option in brackets or "--".
+func positionals(use string) []string {
+	var out []string
+	for _, w := range strings.Fields(use)[1:] {
+		if strings.HasPrefix(w, "-") || strings.HasPrefix(w, "[-") || w == "[flags]" || (strings.HasPrefix(w, "[") && strings.HasSuffix(w, "]")) {
+			break
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// describeArg names what an argument of the Use line is, and where to find one.
+func describeArg(c *cobra.Command, w string) (what, see string) {
+	base := strings.TrimRight(w, ".…")
+	base, _, _ = strings.Cut(base, "[")
+	kind := ""
+	if c.Parent() != nil {
+		kind = c.Parent().Name() // vm, image, kernel, workspace…
+	}
+	switch {
+	case base == "VM":
+		return "a VM name", "; see `banger vm list`"
+	case base == "NAME" && (kind == "image" || kind == "kernel"):
+		return "a" + map[bool]string{true: "n"}[kind == "image"] + " " + kind + " name", "; see `banger " + kind + " list`"
+	case base == "NAME|OCI-REF":
+		return "an image name or an OCI reference (e.g. docker.io/library/alpine:3.20)", "; see `banger image list --available`"
+	case strings.Contains(base, "|"):
+		return "one of " + strings.ReplaceAll(base, "|", ", "), ""
+	case base == "FILE":
+		return "a file", ""
+	case strings.Contains(w, "HOSTPORT:GUESTPORT"):
+		return "[BIND:]HOSTPORT:GUESTPORT (e.g. 8080:80)", ""
+	}
+	return base, ""
+}
+
+func quoteAll(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = strconv.Quote(a)
+	}
+	return out
 }
 
 func (a *app) rootCmd() *cobra.Command {

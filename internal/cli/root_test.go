@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +85,8 @@ func TestExitCode(t *testing.T) {
 			"banger: kernel \"debian-9\" not found\nhint: run `banger kernel list`\n"},
 		{"a wrapped daemon error keeps its context and its hint", fmt.Errorf("pull: %w", apiErr), 1,
 			"banger: pull: kernel \"debian-9\" not found\nhint: run `banger kernel list`\n"},
+		{"a daemon's usage error (a bad flag value it found) exits 2", &api.Error{Code: "usage", Message: "--vcpu flag: 500 vCPUs is more than the host's 2 CPUs; use at most 2"}, 2,
+			"banger: --vcpu flag: 500 vCPUs is more than the host's 2 CPUs; use at most 2\n" + helpLine + "\n"},
 		{"a daemon error without a hint prints no hint line", &api.Error{Code: "internal", Message: "disk full"}, 1,
 			"banger: disk full\n"},
 		{"a multi-line message is folded to one line without blank parts", errors.New("first\n\n  second\t\nthird\n"), 1,
@@ -127,14 +130,14 @@ func TestCobraErrorsAreUsageErrors(t *testing.T) {
 		{"unknown top-level command, no suggestion", []string{"frobnicate"}, `unknown command "frobnicate" for "banger"`},
 		{"unknown subcommand of a group", []string{"vm", "bogus"}, `unknown command "bogus" for "banger vm"`},
 		{"misspelt subcommand of a group, with a suggestion", []string{"kernel", "pul"}, `unknown command "pul" for "banger kernel"; did you mean pull?`},
-		{"argument to a command that takes none", []string{"daemon", "status", "extra"}, `unknown command "extra" for "banger daemon status"`},
+		{"argument to a command that takes none", []string{"daemon", "status", "extra"}, `daemon status takes no arguments; got "extra"`},
 		{"unknown flag", []string{"vm", "list", "--bogus"}, "unknown flag: --bogus"},
 		{"unknown shorthand flag", []string{"vm", "run", "-z", "--", "true"}, "unknown shorthand flag: 'z' in -z"},
 		{"flag value of the wrong type", []string{"vm", "run", "--vcpu", "two", "--", "true"}, `invalid argument "two" for "--vcpu" flag`},
 		{"flag without its value", []string{"vm", "run", "--memory"}, "flag needs an argument: --memory"},
-		{"missing argument", []string{"kernel", "pull"}, "accepts 1 arg(s), received 0"},
-		{"too many arguments", []string{"kernel", "pull", "a", "b"}, "accepts 1 arg(s), received 2"},
-		{"nothing to delete", []string{"vm", "delete"}, "requires at least 1 arg(s), only received 0"},
+		{"missing argument", []string{"kernel", "pull"}, "kernel pull needs a kernel name; see `banger kernel list`"},
+		{"too many arguments", []string{"kernel", "pull", "a", "b"}, `kernel pull takes 1 argument (NAME); got 2: "a" "b"`},
+		{"nothing to delete", []string{"vm", "delete"}, "vm delete needs a VM name; see `banger vm list`"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,4 +251,37 @@ func TestOneLine(t *testing.T) {
 			t.Errorf("oneLine(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
+}
+
+// A missing argument is named, with where to find one, and exits 2; cobra's "accepts 1
+// arg(s), received 0" reaches no one.
+func TestMissingArgumentsSayWhatIsMissing(t *testing.T) {
+	for args, want := range map[string]string{
+		"vm show":             "banger: vm show needs a VM name; see `banger vm list`\n",
+		"vm forward dev":      "banger: vm forward needs [BIND:]HOSTPORT:GUESTPORT (e.g. 8080:80)\n",
+		"image show":          "banger: image show needs an image name; see `banger image list`\n",
+		"kernel show":         "banger: kernel show needs a kernel name; see `banger kernel list`\n",
+		"vm start":            "banger: vm start needs a VM name; see `banger vm list`\n",
+		"vm show a b":         "banger: vm show takes 1 argument (VM); got 2: \"a\" \"b\"\n",
+		"vm list extra":       "banger: vm list takes no arguments; got \"extra\"\n",
+		"image import":        "banger: image import needs a file\n",
+		"vm workspace export": "banger: vm workspace export needs a VM name; see `banger vm list`\n",
+	} {
+		r := runCLI(t, strings.Fields(args)...)
+		if r.code != ExitUsage || !strings.HasPrefix(r.stderr, want) {
+			t.Errorf("banger %s: exit %d stderr %q; want 2 and %q", args, r.code, r.stderr, want)
+		}
+	}
+	// No command anywhere lets cobra's own wording through.
+	a := &app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}
+	walk(a.rootCmd(), func(c *cobra.Command) {
+		if c.Args == nil || c.HasSubCommands() {
+			return
+		}
+		for _, args := range [][]string{nil, {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}} {
+			if err := c.Args(c, args); err != nil && strings.Contains(err.Error(), "arg(s)") {
+				t.Errorf("%s with %d arguments: %q", c.CommandPath(), len(args), err)
+			}
+		}
+	})
 }

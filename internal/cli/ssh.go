@@ -24,28 +24,38 @@ import (
 )
 
 // sshArgs are the arguments of the system ssh for a target: banger's key and known_hosts,
-// strict host key checking (the host key was recorded before the VM first booted), and the
-// VM's .vm name as the key's alias.
-func sshArgs(t api.SSHTarget, tty bool, command []string) []string {
-	host, port, _ := net.SplitHostPort(t.Address)
+// strict host key checking (the host key was recorded before the VM first booted), the VM's
+// .vm name as the key's alias, and banger itself (cli) as the ProxyCommand that carries the
+// connection through the daemon and the VM's agent. ssh never dials the guest's address, so
+// it works wherever the CLI runs, in the namespace that holds the bridge or not.
+func sshArgs(t api.SSHTarget, cli string, tty bool, command []string) []string {
 	args := []string{
 		"-i", t.KeyFile,
 		"-o", "IdentitiesOnly=yes",
 		"-o", "UserKnownHostsFile=" + t.KnownHosts,
 		"-o", "StrictHostKeyChecking=yes",
 		"-o", "HostKeyAlias=" + t.HostAlias,
+		"-o", "CheckHostIP=no",
+		"-o", "ProxyCommand=" + sshkeys.ProxyCommand(cli, t.VM),
 		"-o", "LogLevel=ERROR",
-		"-p", port,
 	}
 	if tty {
 		args = append(args, "-t")
 	}
-	args = append(args, t.User+"@"+host)
+	args = append(args, t.User+"@"+t.HostAlias)
 	if len(command) > 0 {
 		args = append(args, "--")
 		args = append(args, command...)
 	}
 	return args
+}
+
+// selfPath is this CLI's executable, for ssh's ProxyCommand.
+func selfPath() string {
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return "banger"
 }
 
 // ssh runs the system ssh to a VM and returns its exit status. With dir and no command, the
@@ -55,7 +65,12 @@ func (a *app) ssh(ctx context.Context, cl *client.Client, ref string, command []
 	if err != nil {
 		return ExitError, &api.Error{Code: "invalid", Message: "ssh is not installed", Hint: "install it (Debian: apt-get install openssh-client), or use `banger vm exec` which needs no ssh"}
 	}
+	// sshd starts late in a boot: say what the wait is for when it is not ready at once.
+	waiting := time.AfterFunc(time.Second, func() {
+		fmt.Fprintf(a.stderr, "banger: waiting for sshd in %s to listen (it starts late in the guest's boot)\n", ref)
+	})
 	t, err := cl.SSH(ctx, ref, 90*time.Second)
+	waiting.Stop()
 	if err != nil {
 		return ExitError, err
 	}
@@ -64,7 +79,7 @@ func (a *app) ssh(ctx context.Context, cl *client.Client, ref string, command []
 		command = []string{"cd " + shellQuote(dir) + " && exec \"${SHELL:-/bin/sh}\" -l"}
 		tty = isTerminal(a.stdin)
 	}
-	cmd := exec.Command(sshBin, sshArgs(t, tty, command)...)
+	cmd := exec.Command(sshBin, sshArgs(t, selfPath(), tty, command)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = a.stdin, a.stdout, a.stderr
 	// ssh owns the terminal now: Ctrl-C belongs to the remote side.
 	signal.Ignore(os.Interrupt, syscall.SIGQUIT)
@@ -112,12 +127,53 @@ guest's shell, as ssh does). It waits for sshd to listen first.`,
 	}
 }
 
+func (a *app) vmSSHProxyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ssh-proxy VM",
+		Short: "Carry one ssh connection to a VM's sshd through banger (ssh's ProxyCommand)",
+		Long: `Connect standard input and output to the VM's sshd, through banger's daemon and the VM's
+agent: no route to the VM's address is needed and nothing is sent to it, so ssh works from any
+network namespace. It waits for sshd to listen first. ` + "`banger vm ssh`" + ` and banger's ssh_config
+(` + "`banger ssh-config`" + `) run it as ssh's ProxyCommand; you do not need to type it.`,
+		Example: `  ssh -o ProxyCommand='banger vm ssh-proxy dev' -o HostKeyAlias=dev.vm root@dev.vm`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := a.connect(c.Context())
+			if err != nil {
+				return err
+			}
+			t, err := cl.SSH(c.Context(), args[0], 90*time.Second)
+			if err != nil {
+				return err
+			}
+			conn, err := cl.Forward(c.Context(), t.VM, "tcp", t.GuestAddress)
+			if err != nil {
+				return fmt.Errorf("connect to sshd in %s: %w", t.VM, err)
+			}
+			defer conn.Close()
+			go func() {
+				_, _ = io.Copy(conn, a.stdin)
+				if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+					_ = cw.CloseWrite()
+				}
+			}()
+			// The connection ends when sshd's side does; ssh then sees our output close.
+			if _, err := io.Copy(a.stdout, conn); err != nil && !errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("ssh connection to %s: %w", t.VM, err)
+			}
+			return nil
+		},
+	}
+}
+
 func (a *app) vmPortsCmd() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "ports VM",
 		Short: "List the ports a VM listens on",
-		Long:  "List the sockets listening in a running VM (read by its agent), with the process and, for TCP ports the host can reach, the VM's http://NAME.vm:PORT URL.",
+		Long: `List the sockets listening in a running VM (read by its agent), with the process and, for TCP
+ports that listen beyond the guest's loopback, where to reach them: http://NAME.vm:PORT when
+the service answered an HTTP request, NAME.vm:PORT otherwise (sshd, databases, …).`,
 		Example: `  banger vm ports dev
   banger vm ports dev --json`,
 		Args: cobra.ExactArgs(1),
@@ -133,13 +189,17 @@ func (a *app) vmPortsCmd() *cobra.Command {
 
 func (a *app) printPorts(ports []api.Port) error {
 	tw := a.newTable()
-	fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPROCESS\tURL")
+	fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPROCESS\tREACH AT")
 	for _, p := range ports {
 		proc := p.Process
 		if p.PID != 0 {
 			proc += " (" + strconv.Itoa(p.PID) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, p.URL)
+		reach := p.URL
+		if reach == "" {
+			reach = p.Reach
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, reach)
 	}
 	return tw.Flush()
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/workspace"
 )
 
@@ -25,13 +27,13 @@ func (a *app) vmCmd() *cobra.Command {
 		Use:   "vm",
 		Short: "Create, run commands in, list and delete VMs",
 		Long:  "Commands that manage VMs. `banger vm run` is the one-command way in.",
-		Example: `  banger vm run --rm -- make test
+		Example: `  banger vm run . -- make test
   banger vm list
   banger vm delete brave-otter`,
 	}
 	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
 		a.vmExecCmd(), a.vmShowCmd(), a.vmLogsCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmDeleteCmd(), a.vmPruneCmd(), a.vmWatchCmd(),
-		a.vmSSHCmd(), a.vmPortsCmd(), a.vmForwardCmd(), a.vmWorkspaceCmd())
+		a.vmSSHCmd(), a.vmSSHProxyCmd(), a.vmPortsCmd(), a.vmForwardCmd(), a.vmWorkspaceCmd())
 	return c
 }
 
@@ -49,7 +51,14 @@ func (f *sizeFlags) register(c *cobra.Command) {
 }
 
 // apply puts the flags the user set into req; unset flags stay nil for the daemon to resolve.
+// It also checks the --name already in req, so that a bad name is a usage error (exit 2) like
+// every other bad flag value.
 func (f *sizeFlags) apply(c *cobra.Command, req *api.CreateVMRequest) error {
+	if req.Name != "" {
+		if err := names.Validate(req.Name); err != nil {
+			return usagef("--name: %v", err)
+		}
+	}
 	if c.Flags().Changed("vcpu") {
 		v := f.vcpu
 		req.VCPU = &v
@@ -75,6 +84,17 @@ func (f *sizeFlags) apply(c *cobra.Command, req *api.CreateVMRequest) error {
 	return nil
 }
 
+// noteUnshippedRepo tells someone who runs `vm run` without PATH inside a git work tree that
+// nothing of it was shipped, and how to ship it: the bare sandbox is what they asked for, but
+// perhaps not what they meant.
+func (a *app) noteUnshippedRepo() {
+	if cwd, err := os.Getwd(); err == nil {
+		if repo, err := workspace.Open(cwd); err == nil {
+			fmt.Fprintf(a.stderr, "note: no PATH given, so nothing of %s is shipped; `banger vm run . [-- COMMAND]` ships this repository\n", repo.Top)
+		}
+	}
+}
+
 func (a *app) vmRunCmd() *cobra.Command {
 	var (
 		rm     bool
@@ -87,9 +107,10 @@ func (a *app) vmRunCmd() *cobra.Command {
 		sizes  sizeFlags
 	)
 	c := &cobra.Command{
-		Use:   "run [flags] [-- COMMAND [ARG...]]",
+		Use:   "run [PATH] [flags] [-- COMMAND [ARG...]]",
 		Short: "Boot a fresh VM and run a command, or a shell, in it",
-		Long: `Boot a fresh VM and run COMMAND in it. The command's stdout and stderr stream back as they
+		Long: `Boot a fresh VM, ship PATH's git work tree into it (its tracked files, to /root/NAME) and run
+COMMAND there; without PATH nothing is shipped and COMMAND runs in a bare sandbox. The command's stdout and stderr stream back as they
 are written (stdout to stdout; banger's own messages go to stderr) and banger exits with the
 command's status. With --rm the VM is deleted afterwards, whatever happened; without it the
 VM keeps running.
@@ -99,7 +120,9 @@ Without COMMAND it opens an interactive ssh session instead; leaving it leaves t
 
 The kernel and the default image are fetched and built on first use, which takes a minute;
 later runs only boot. Arguments after -- reach the guest exactly as given (no re-quoting).`,
-		Example: `  banger vm run
+		Example: `  banger vm run . -- make test
+  banger vm run ~/src/app
+  banger vm run
   banger vm run --rm -- uname -a
   banger vm run --rm -- sh -c 'echo hello from $(hostname); exit 42'; echo $?
   banger vm run --rm --vcpu 2 --memory 2G -- cat /etc/os-release > os-release.txt`,
@@ -132,6 +155,9 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 				list workspace.List
 				err  error
 			)
+			if len(pathArgs) == 0 {
+				a.noteUnshippedRepo()
+			}
 			if len(pathArgs) == 1 {
 				if repo, list, err = a.listWorkspace(pathArgs[0], ws); err != nil {
 					return err
@@ -250,7 +276,7 @@ func (a *app) run(parent context.Context, p runPlan) error {
 		defer signal.Stop(hold)
 		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := cl.DeleteVM(dctx, vm.ID); err != nil {
+		if err := cl.DeleteVM(dctx, vm.ID, true); err != nil {
 			fmt.Fprintf(a.stderr, "banger: could not delete vm %s: %v\nhint: delete it with `banger vm delete %s`\n", vm.Name, err, vm.Name)
 			if execErr == nil && code == 0 {
 				code = ExitError
@@ -313,23 +339,40 @@ func (a *app) printVMs(vms []api.VM) error {
 }
 
 func (a *app) vmDeleteCmd() *cobra.Command {
+	var force bool
 	c := &cobra.Command{
 		Use:     "delete VM...",
 		Aliases: []string{"rm"},
 		Short:   "Delete VMs with their disks",
-		Long:    "Stop each VM if it runs and delete it with its disk and record. Each VM is named by its name, id or a unique prefix of either.",
+		Long: `Delete each VM with its disk and record. Each VM is named by its name, id or a unique prefix
+of either. A running VM is deleted only with -f (which ends it at once, as ` + "`vm kill`" + ` does) or
+after a yes on the terminal; without a terminal it is refused, as ` + "`docker rm`" + ` does.`,
 		Example: `  banger vm delete brave-otter
-  banger vm rm dev test`,
+  banger vm rm dev test
+  banger vm delete -f still-running`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, refs []string) error {
 			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
-				if err := cl.DeleteVM(c.Context(), ref); err != nil {
+				sure := force
+				if !sure && isTerminal(a.stdin) {
+					// Ask before the daemon would refuse; it still checks (the VM may start meanwhile).
+					if vm, err := cl.GetVM(c.Context(), ref); err == nil && vm.State == "running" {
+						fmt.Fprintf(a.stderr, "%s is running. Delete it and its disk? [y/N] ", vm.Name)
+						line, _ := bufio.NewReader(a.stdin).ReadString('\n')
+						if ans := strings.ToLower(strings.TrimSpace(line)); ans != "y" && ans != "yes" {
+							return vm.Name + " kept", nil
+						}
+						sure = true
+					}
+				}
+				if err := cl.DeleteVM(c.Context(), ref, sure); err != nil {
 					return "", err
 				}
 				return "deleted " + ref, nil
 			})
 		},
 	}
+	c.Flags().BoolVarP(&force, "force", "f", false, "delete running VMs too, without asking")
 	return c
 }
 

@@ -1,10 +1,16 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -177,9 +183,10 @@ func TestParseForward(t *testing.T) {
 }
 
 func TestSSHArgs(t *testing.T) {
-	target := api.SSHTarget{VM: "dev", Address: "172.16.0.2:22", User: "root", KeyFile: "/k", KnownHosts: "/kh", HostAlias: "dev.vm"}
-	got := strings.Join(sshArgs(target, false, []string{"uname", "-a"}), " ")
-	for _, want := range []string{"-i /k", "UserKnownHostsFile=/kh", "StrictHostKeyChecking=yes", "HostKeyAlias=dev.vm", "-p 22", "root@172.16.0.2 -- uname -a"} {
+	target := api.SSHTarget{VM: "dev", GuestAddress: "127.0.0.1:22", User: "root", KeyFile: "/k", KnownHosts: "/kh", HostAlias: "dev.vm"}
+	got := strings.Join(sshArgs(target, "/usr/bin/banger", false, []string{"uname", "-a"}), " ")
+	for _, want := range []string{"-i /k", "UserKnownHostsFile=/kh", "StrictHostKeyChecking=yes", "HostKeyAlias=dev.vm",
+		"ProxyCommand=/usr/bin/banger vm ssh-proxy dev", "root@dev.vm -- uname -a"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ssh args %q lack %q", got, want)
 		}
@@ -187,7 +194,101 @@ func TestSSHArgs(t *testing.T) {
 	if strings.Contains(got, " -t ") {
 		t.Errorf("no tty requested but -t given: %q", got)
 	}
-	if tty := strings.Join(sshArgs(target, true, nil), " "); !strings.Contains(tty, " -t ") || strings.Contains(tty, "--") {
+	if tty := strings.Join(sshArgs(target, "/usr/bin/banger", true, nil), " "); !strings.Contains(tty, " -t ") || strings.Contains(tty, "--") {
 		t.Errorf("interactive args: %q", tty)
+	}
+}
+
+// vm run without PATH inside a git work tree says that nothing was shipped and how to ship it;
+// outside one it says nothing.
+func TestRunWithoutPathInARepoSaysNothingIsShipped(t *testing.T) {
+	repo := t.TempDir()
+	if out, err := exec.Command("git", "init", "-q", repo).CombinedOutput(); err != nil {
+		t.Skipf("git init: %v %s", err, out)
+	}
+	if err := os.MkdirAll(filepath.Join(repo, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Join(repo, "sub"))
+	var stderr bytes.Buffer
+	(&app{stderr: &stderr}).noteUnshippedRepo()
+	top, _ := filepath.EvalSymlinks(repo)
+	if !strings.Contains(stderr.String(), "nothing of "+top+" is shipped") || !strings.Contains(stderr.String(), "banger vm run . [-- COMMAND]") {
+		t.Errorf("in a repo: %q", stderr.String())
+	}
+	t.Chdir(t.TempDir())
+	stderr.Reset()
+	(&app{stderr: &stderr}).noteUnshippedRepo()
+	if stderr.Len() != 0 {
+		t.Errorf("outside a repo: %q, want nothing", stderr.String())
+	}
+}
+
+// vm, image and kernel show share one layout ("name:  value", empty rows left out), and vm show
+// includes the workspace (it was only in --json).
+func TestShowCommandsShareOneLayoutAndVMShowHasTheWorkspace(t *testing.T) {
+	var out bytes.Buffer
+	a := &app{stdout: &out}
+	now := time.Now()
+	vm := api.VM{Name: "dev", ID: "abc", State: "running", VCPU: 1, MemoryMiB: 1024, DiskBytes: 8 << 30, VMM: "qemu", Accel: "tcg", CreatedAt: now,
+		Workspace: &api.Workspace{HostPath: "/home/u/proj", GuestPath: "/root/proj", Head: "0123456789abcdef", Files: 12, Bytes: 3 << 20, ShippedAt: now}}
+	if err := a.printVM(vm); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "workspace:") || !strings.Contains(out.String(), "/home/u/proj -> /root/proj") || !strings.Contains(out.String(), "12 files") {
+		t.Errorf("vm show lacks the workspace:\n%s", out.String())
+	}
+	if err := a.printKernel(api.Kernel{Name: "debian-6.1", Release: "6.1.0", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.printImage(api.Image{Name: "debian-bookworm", Version: "1", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`^[a-z][a-z0-9 ]*: +\S`)
+	for _, l := range strings.Split(out.String(), "\n") {
+		if l == "" || strings.HasPrefix(l, "VERSION") {
+			break // image show's table of versions follows its fields
+		}
+		if !row.MatchString(l) {
+			t.Errorf("line %q is not a \"name:  value\" row", l)
+		}
+	}
+}
+
+// --dry-run lists names as git ls-files does: one name, one line, and nothing a terminal
+// would act on. The expectations are git's own output (core.quotePath).
+func TestDryRunQuotesNamesAsGitDoes(t *testing.T) {
+	for in, want := range map[string]string{
+		"src/main.go":    "src/main.go",
+		"two\nlines":     `"two\nlines"`,
+		"tab\there":      `"tab\there"`,
+		`quote"d`:        `"quote\"d"`,
+		`back\slash`:     `"back\\slash"`,
+		"caf\xc3\xa9":    `"caf\303\251"`,
+		"\x1b]0;owned\a": `"\033]0;owned\a"`,
+		"with space":     "with space",
+	} {
+		if got := quotePath(in); got != want {
+			t.Errorf("quotePath(%q) = %s, want %s", in, got, want)
+		}
+	}
+	// The same as git, where git is here.
+	repo := t.TempDir()
+	if exec.Command("git", "init", "-q", repo).Run() != nil {
+		return
+	}
+	name := "odd\nname \x1b[2J caf\xc3\xa9"
+	if err := os.WriteFile(filepath.Join(repo, name), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("git", "-C", repo, "add", "-A").Run(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("git", "-C", repo, "ls-files").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := quotePath(name); got+"\n" != string(out) {
+		t.Errorf("quotePath(%q) = %s; git ls-files says %s", name, got, out)
 	}
 }

@@ -74,7 +74,7 @@ func (a *app) listWorkspace(dir string, o wsOptions) (*workspace.Repo, workspace
 // dryRun prints exactly what would ship: one path per line on stdout, the total on stderr.
 func (a *app) dryRun(repo *workspace.Repo, list workspace.List, o wsOptions) error {
 	for _, f := range list.Files {
-		fmt.Fprintln(a.stdout, f.Path)
+		fmt.Fprintln(a.stdout, quotePath(f.Path))
 	}
 	fmt.Fprintf(a.stderr, "banger: %d files, %s, from %s to %s (dry run: nothing was shipped)\n",
 		len(list.Files), bytesize.Format(list.Bytes), repo.Top, o.guestDir(repo))
@@ -130,6 +130,54 @@ func uploadTar(ctx context.Context, cl *client.Client, vm string, req api.Upload
 	res, err := cl.Upload(ctx, vm, req, pr)
 	pr.Close()
 	return res, err
+}
+
+// quotePath writes a path the way git ls-files does (core.quotePath): as it is when it is plain
+// printable ASCII without '"' and '\\', else in double quotes with C escapes and octal bytes. A
+// name with a newline stays on one line, and no name can send control sequences to a terminal.
+func quotePath(p string) string {
+	plain := true
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return p
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; c {
+		case '\a':
+			b.WriteString(`\a`)
+		case '\b':
+			b.WriteString(`\b`)
+		case '\t':
+			b.WriteString(`\t`)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\v':
+			b.WriteString(`\v`)
+		case '\f':
+			b.WriteString(`\f`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '"':
+			b.WriteString(`\"`)
+		case '\\':
+			b.WriteString(`\\`)
+		default:
+			if c < 0x20 || c >= 0x7f {
+				fmt.Fprintf(&b, "\\%03o", c)
+			} else {
+				b.WriteByte(c)
+			}
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // shipBranch clones a bundle of the history in the guest, checks out a new branch at --from

@@ -173,8 +173,15 @@ func (c *Client) GetVM(ctx context.Context, ref string) (api.VM, error) {
 }
 
 // DeleteVM stops (if needed) and deletes a VM with its disk.
-func (c *Client) DeleteVM(ctx context.Context, ref string) error {
-	return c.do(ctx, http.MethodDelete, api.PathVM+url.PathEscape(ref), nil, nil)
+//
+// A running VM is deleted only with force; without it the daemon refuses (conflict), so that a
+// VM someone is using is not lost to a typo.
+func (c *Client) DeleteVM(ctx context.Context, ref string, force bool) error {
+	path := api.PathVM + url.PathEscape(ref)
+	if force {
+		path += "?force=1"
+	}
+	return c.do(ctx, http.MethodDelete, path, nil, nil)
 }
 
 // CreateVM creates and starts a VM, passing every event to onEvent, and returns the ready VM.

@@ -12,30 +12,33 @@ import (
 )
 
 // vmOp runs a VM operation that streams events and returns the VM it ends with.
-func (c *Client) vmOp(ctx context.Context, ref, action string, body any, onEvent func(api.Event)) (api.VM, error) {
+func (c *Client) vmOp(ctx context.Context, ref, action string, body any, onEvent func(api.Event)) (api.VM, bool, error) {
 	res, err := c.stream(ctx, http.MethodPost, api.PathVM+url.PathEscape(ref)+"/"+action, body, onEvent)
 	if err != nil {
-		return api.VM{}, err
+		return api.VM{}, false, err
 	}
 	if res.VM == nil {
-		return api.VM{}, fmt.Errorf("daemon finished %s but sent no VM", action)
+		return api.VM{}, false, fmt.Errorf("daemon finished %s but sent no VM", action)
 	}
-	return *res.VM, nil
+	return *res.VM, res.Unchanged, nil
 }
 
-// StartVM boots a created or stopped VM until its agent answers.
-func (c *Client) StartVM(ctx context.Context, ref string, onEvent func(api.Event)) (api.VM, error) {
+// StartVM boots a created or stopped VM until its agent answers. unchanged says it already
+// ran: nothing was done.
+func (c *Client) StartVM(ctx context.Context, ref string, onEvent func(api.Event)) (vm api.VM, unchanged bool, err error) {
 	return c.vmOp(ctx, ref, "start", nil, onEvent)
 }
 
-// StopVM shuts a VM down gracefully (0: the daemon's default timeout).
-func (c *Client) StopVM(ctx context.Context, ref string, timeout time.Duration, onEvent func(api.Event)) (api.VM, error) {
+// StopVM shuts a VM down gracefully (0: the daemon's default timeout). unchanged says it was
+// not running: nothing was done.
+func (c *Client) StopVM(ctx context.Context, ref string, timeout time.Duration, onEvent func(api.Event)) (vm api.VM, unchanged bool, err error) {
 	return c.vmOp(ctx, ref, "stop", api.StopRequest{Timeout: timeout}, onEvent)
 }
 
 // RestartVM stops a VM gracefully and boots it again.
 func (c *Client) RestartVM(ctx context.Context, ref string, timeout time.Duration, onEvent func(api.Event)) (api.VM, error) {
-	return c.vmOp(ctx, ref, "restart", api.StopRequest{Timeout: timeout}, onEvent)
+	vm, _, err := c.vmOp(ctx, ref, "restart", api.StopRequest{Timeout: timeout}, onEvent)
+	return vm, err
 }
 
 // KillVM sends a signal (0: SIGKILL) to a VM's VMM and waits for it to exit.

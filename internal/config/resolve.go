@@ -79,22 +79,40 @@ type HostFacts struct {
 	MemoryBytes int64
 }
 
+// FlagError is a value given by a command-line flag that ResolveVMSpec refused: a usage error,
+// where a refused config value is not.
+type FlagError struct {
+	Flag string // e.g. "--vcpu"
+	Err  error
+}
+
+func (e *FlagError) Error() string { return e.Err.Error() }
+func (e *FlagError) Unwrap() error { return e.Err }
+
+// fromFlag marks err as caused by the flag's value when the value came from the flag.
+func fromFlag[T int | int64](r Resolved[T], flag string, err error) error {
+	if err != nil && r.Source == SourceFlag {
+		return &FlagError{Flag: flag, Err: err}
+	}
+	return err
+}
+
 // ResolveVMSpec sizes a VM. Each parameter comes from, in order: the flag in o, the
 // [vm_defaults] value in c, a heuristic from h, or the built-in floor when the heuristic falls
 // below it. Explicit values (flag or config) are validated against the floors and the host,
 // and errors name where the bad value came from ("--vcpu flag" or
-// "vm_defaults.vcpu in /path/config.toml").
+// "vm_defaults.vcpu in /path/config.toml"); a bad flag value is a *FlagError.
 func ResolveVMSpec(o Overrides, c Config, h HostFacts) (VMSpec, error) {
 	var s VMSpec
 	var err error
 	if s.VCPU, err = resolveVCPU(o, c, h); err != nil {
-		return VMSpec{}, err
+		return VMSpec{}, fromFlag(s.VCPU, FlagVCPU, err)
 	}
 	if s.MemoryMiB, err = resolveMemory(o, c, h); err != nil {
-		return VMSpec{}, err
+		return VMSpec{}, fromFlag(s.MemoryMiB, FlagMemory, err)
 	}
 	if s.DiskBytes, err = resolveDisk(o, c); err != nil {
-		return VMSpec{}, err
+		return VMSpec{}, fromFlag(s.DiskBytes, FlagDisk, err)
 	}
 	return s, nil
 }

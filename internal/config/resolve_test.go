@@ -2,6 +2,8 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/bytesize"
@@ -183,6 +185,12 @@ func TestResolveVMSpecErrors(t *testing.T) {
 			}
 			if err.Error() != tt.want {
 				t.Errorf("ResolveVMSpec error\n got: %s\nwant: %s", err, tt.want)
+			}
+			// A value from a flag is the user's command line: a *FlagError naming the flag.
+			var fe *FlagError
+			fromFlag := strings.HasPrefix(tt.want, "--")
+			if errors.As(err, &fe) != fromFlag || (fromFlag && !strings.HasPrefix(tt.want, fe.Flag+" ")) {
+				t.Errorf("ResolveVMSpec error %q: FlagError %+v, want one only for flag values", err, fe)
 			}
 		})
 	}

@@ -38,6 +38,8 @@ type Options struct {
 	Layout paths.Layout
 	// AgentPath is the banger-agent binary put into initramfs images.
 	AgentPath string
+	// CLIPath is the banger CLI, run by banger's ssh_config as ProxyCommand.
+	CLIPath string
 	// TestHooks enables request headers that inject faults (end-to-end tests only).
 	TestHooks bool
 	Log       *slog.Logger
@@ -128,7 +130,7 @@ func Run(ctx context.Context, o Options) error {
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
 			Artifacts: cat, Drivers: []vmm.Driver{qd, fd}, Log: lg,
-			Net: net, DNS: dns, DNSPort: cfg.DNSPort,
+			Net: net, DNS: dns, DNSPort: cfg.DNSPort, CLIPath: o.CLIPath,
 		}),
 		catalog:  cat,
 		ops:      newOperations(),

@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
@@ -152,7 +153,11 @@ func TestCreateStreamsEventsThenExecAndDelete(t *testing.T) {
 		t.Errorf("exec = %+v %v stdout %q stderr %q", exit, err, out.String(), errb.String())
 	}
 
-	if err := h.c.DeleteVM(context.Background(), "dev"); err != nil {
+	// A running VM is deleted only when forced.
+	if err := h.c.DeleteVM(context.Background(), "dev", false); apiErr(t, err).Code != "conflict" || !strings.Contains(err.Error(), "delete -f dev") {
+		t.Errorf("delete of a running VM without force: %v; want a conflict naming -f", err)
+	}
+	if err := h.c.DeleteVM(context.Background(), "dev", true); err != nil {
 		t.Fatal(err)
 	}
 	if vms, _ := h.c.ListVMs(context.Background()); len(vms) != 0 {
@@ -180,7 +185,7 @@ func TestErrorsAreClassified(t *testing.T) {
 	if _, err := h.c.GetVM(ctx, "missing"); apiErr(t, err).Code != "not_found" {
 		t.Errorf("get missing: %v", err)
 	}
-	if err := h.c.DeleteVM(ctx, "missing"); apiErr(t, err).Code != "not_found" {
+	if err := h.c.DeleteVM(ctx, "missing", false); apiErr(t, err).Code != "not_found" {
 		t.Errorf("delete missing: %v", err)
 	}
 	_, err = h.c.Exec(ctx, "missing", api.ExecRequest{Argv: []string{"true"}}, wire.CallerIO{Stdout: io.Discard, Stderr: io.Discard})
@@ -400,5 +405,17 @@ func TestSystemdUnitLeavesVMsAlone(t *testing.T) {
 		if !strings.Contains(unit, want) {
 			t.Errorf("bangerd.service lacks %q: stopping the service must end bangerd only, never the VMMs in its cgroup", want)
 		}
+	}
+}
+
+// A flag value the service refused answers "usage", so the CLI exits 2 as for any other
+// bad command line; the same error from a config value stays "invalid".
+func TestAPIErrorOfAFlagValueIsUsage(t *testing.T) {
+	flagErr := failure.Wrap(failure.Invalid, &config.FlagError{Flag: "--vcpu", Err: errors.New("--vcpu flag: 500 vCPUs is more than the host's 2 CPUs")})
+	if e := apiError(flagErr); e.Code != "usage" || statusOf(e) != http.StatusBadRequest {
+		t.Errorf("apiError(flag error) = %+v (status %d), want usage/400", e, statusOf(e))
+	}
+	if e := apiError(failure.Wrap(failure.Invalid, errors.New("vm_defaults.vcpu: bad"))); e.Code != "invalid" {
+		t.Errorf("apiError(config error) = %+v, want invalid", e)
 	}
 }

@@ -29,12 +29,17 @@ func (d *Daemon) observer(op *operation) vmservice.Observer {
 
 // vmResult publishes the final event of a VM operation.
 func vmResult(op *operation, vm store.VM, timings []steps.Timing, err error) {
+	vmOutcome(op, vm, timings, false, err)
+}
+
+// vmOutcome is vmResult that can say nothing was done (the VM already was as asked).
+func vmOutcome(op *operation, vm store.VM, timings []steps.Timing, unchanged bool, err error) {
 	if err != nil {
 		op.fail(err)
 		return
 	}
 	out := toAPIVM(vm)
-	ev := api.Event{Type: api.EventResult, VM: &out}
+	ev := api.Event{Type: api.EventResult, VM: &out, Unchanged: unchanged}
 	for _, t := range timings {
 		ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
 	}
@@ -62,7 +67,7 @@ func (d *Daemon) handleStartVM(w http.ResponseWriter, r *http.Request) {
 	ref := r.PathValue("ref")
 	d.runOp(w, r, "vm.start", d.opTarget(r), false, func(ctx context.Context, op *operation) {
 		vm, timings, err := d.vms.Start(ctx, ref, d.observer(op))
-		vmResult(op, vm, timings, err)
+		vmOutcome(op, vm, timings, timings == nil, err)
 	})
 }
 
@@ -74,9 +79,8 @@ func (d *Daemon) handleStopVM(w http.ResponseWriter, r *http.Request) {
 	}
 	ref := r.PathValue("ref")
 	d.runOp(w, r, "vm.stop", d.opTarget(r), false, func(ctx context.Context, op *operation) {
-		op.progress().Stage("vm.stop", "stopping: asking the guest to power off")
-		vm, err := d.vms.Stop(ctx, ref, req.Timeout)
-		vmResult(op, vm, nil, err)
+		vm, stopped, err := d.vms.Stop(ctx, ref, req.Timeout, d.observer(op))
+		vmOutcome(op, vm, nil, !stopped, err)
 	})
 }
 
@@ -88,7 +92,6 @@ func (d *Daemon) handleRestartVM(w http.ResponseWriter, r *http.Request) {
 	}
 	ref := r.PathValue("ref")
 	d.runOp(w, r, "vm.restart", d.opTarget(r), false, func(ctx context.Context, op *operation) {
-		op.progress().Stage("vm.stop", "stopping: asking the guest to power off")
 		vm, err := d.vms.Restart(ctx, ref, req.Timeout, d.observer(op))
 		vmResult(op, vm, nil, err)
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/vmservice"
 )
 
 // Handlers for reaching guests: ports, ssh, forwarding.
@@ -19,14 +20,32 @@ func (d *Daemon) handlePorts(w http.ResponseWriter, r *http.Request) {
 	}
 	vm, _ := d.vms.Resolve(r.Context(), r.PathValue("ref"))
 	out := make([]api.Port, 0, len(ports))
+	var probes []int // indexes into out of the ports to ask whether they speak HTTP
 	for _, p := range ports {
 		ap := api.Port{Proto: p.Proto, Addr: p.Addr, Port: p.Port, PID: p.PID, Process: p.Process}
 		if (p.Proto == "tcp" || p.Proto == "tcp6") && !isLoopback(p.Addr) && vm.IP != "" {
-			ap.URL = "http://" + vm.Name + ".vm:" + strconv.Itoa(p.Port)
+			ap.Reach = vm.Name + ".vm:" + strconv.Itoa(p.Port)
+			probes = append(probes, len(out))
 		}
 		out = append(out, ap)
 	}
+	// Only services that answer HTTP get a URL; sshd on 22 gets its address alone.
+	isHTTP := d.vms.SpeaksHTTP(r.Context(), vm.Name, vm.Name+".vm", portsOf(out, probes))
+	for i, j := range probes {
+		if isHTTP[i] {
+			out[j].URL = "http://" + out[j].Reach
+		}
+	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// portsOf is the ports of out at the indexes idx.
+func portsOf(out []api.Port, idx []int) []vmservice.ListenAddr {
+	l := make([]vmservice.ListenAddr, len(idx))
+	for i, j := range idx {
+		l[i] = vmservice.ListenAddr{Addr: out[j].Addr, Port: out[j].Port}
+	}
+	return l
 }
 
 func isLoopback(addr string) bool {
@@ -47,7 +66,7 @@ func (d *Daemon) handleSSH(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.SSHTarget{
-		VM: t.VM.Name, Address: t.Address, User: "root", KeyFile: t.KeyFile, KnownHosts: t.KnownHosts,
+		VM: t.VM.Name, GuestAddress: t.GuestAddress, User: "root", KeyFile: t.KeyFile, KnownHosts: t.KnownHosts,
 		HostAlias: t.HostAlias, SSHConfig: d.vms.SSHConfigFile(),
 	})
 }

@@ -83,7 +83,10 @@ func apiError(err error) *api.Error {
 		return ae
 	}
 	code := "failed"
+	var fe *config.FlagError
 	switch {
+	case errors.As(err, &fe):
+		code = "usage"
 	case errors.Is(err, failure.Invalid):
 		code = "invalid"
 	case errors.Is(err, failure.NotFound), errors.Is(err, store.ErrNotFound):
@@ -96,7 +99,7 @@ func apiError(err error) *api.Error {
 
 func statusOf(e *api.Error) int {
 	switch e.Code {
-	case "invalid":
+	case "invalid", "usage":
 		return http.StatusBadRequest
 	case "not_found":
 		return http.StatusNotFound
@@ -191,7 +194,7 @@ func (d *Daemon) handleGetVM(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) handleDeleteVM(w http.ResponseWriter, r *http.Request) {
 	// A delete must finish even if the client goes away half way.
 	ctx := context.WithoutCancel(r.Context())
-	vm, err := d.vms.Delete(ctx, r.PathValue("ref"))
+	vm, err := d.vms.Delete(ctx, r.PathValue("ref"), r.URL.Query().Get("force") == "1")
 	if err != nil {
 		writeError(w, err)
 		return

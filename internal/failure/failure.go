@@ -19,22 +19,25 @@ var (
 type kindError struct {
 	kind error
 	msg  string
+	err  error // the cause, for errors.Is/As; nil for New
 }
 
 func (e *kindError) Error() string        { return e.msg }
 func (e *kindError) Is(target error) bool { return target == e.kind }
+func (e *kindError) Unwrap() error        { return e.err }
 
 // New returns an error of the given kind with a message formatted as by fmt.Sprintf.
 func New(kind error, format string, args ...any) error {
 	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
 }
 
-// Wrap gives err a kind, keeping its message. A nil err stays nil.
+// Wrap gives err a kind, keeping its message and its chain (errors.Is/As still find what err
+// wraps). A nil err stays nil.
 func Wrap(kind error, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &kindError{kind: kind, msg: err.Error()}
+	return &kindError{kind: kind, msg: err.Error(), err: err}
 }
 
 // Classified reports whether err (or an error it wraps) has a kind.

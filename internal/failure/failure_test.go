@@ -1,6 +1,7 @@
 package failure
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -23,5 +24,14 @@ func TestKinds(t *testing.T) {
 	}
 	if Classified(errors.New("plain")) {
 		t.Error("a plain error has no kind")
+	}
+}
+
+// A kind is added to an error, not put in its place: what the error wraps is still found.
+func TestWrapKeepsTheChain(t *testing.T) {
+	cause := fmt.Errorf("import: %w", context.Canceled)
+	err := Wrap(Invalid, cause)
+	if !errors.Is(err, Invalid) || !errors.Is(err, context.Canceled) || err.Error() != cause.Error() {
+		t.Errorf("Wrap(Invalid, %v) = %v: Is(Invalid) %v, Is(Canceled) %v", cause, err, errors.Is(err, Invalid), errors.Is(err, context.Canceled))
 	}
 }

@@ -88,17 +88,23 @@ func buildEnv(req agent.ExecRequest, imageEnv []string) []string {
 }
 
 // lookPath resolves argv0 against the command's own PATH, the way a shell would, and maps
-// failures to the shell's exit codes (127 not found, 126 not executable).
-func lookPath(argv0 string, env []string) (string, int, error) {
+// failures to the shell's exit codes (127 not found, 126 not executable). Relative names
+// (./bin/tool, bin/tool) and relative PATH entries resolve against dir, the command's working
+// directory, as they do for `sh -c` run there.
+func lookPath(argv0 string, env []string, dir string) (string, int, error) {
 	if strings.Contains(argv0, "/") {
-		st, err := os.Stat(argv0)
+		p := argv0
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		st, err := os.Stat(p)
 		if err != nil {
 			return "", 127, fmt.Errorf("%s: %w", argv0, err)
 		}
 		if st.IsDir() || st.Mode()&0o111 == 0 {
 			return "", 126, fmt.Errorf("%s: permission denied", argv0)
 		}
-		return argv0, 0, nil
+		return p, 0, nil
 	}
 	path := defaultPath
 	for _, kv := range env {
@@ -107,11 +113,11 @@ func lookPath(argv0 string, env []string) (string, int, error) {
 		}
 	}
 	denied := ""
-	for _, dir := range filepath.SplitList(path) {
-		if dir == "" {
-			dir = "."
+	for _, d := range filepath.SplitList(path) {
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d) // "" and "." are the working directory
 		}
-		p := filepath.Join(dir, argv0)
+		p := filepath.Join(d, argv0)
 		st, err := os.Stat(p)
 		if err != nil || st.IsDir() {
 			continue
@@ -138,10 +144,6 @@ func runExec(lg *log.Logger, r *wire.Reader, w *wire.Writer, req agent.ExecReque
 
 func execute(lg *log.Logger, r *wire.Reader, w *wire.Writer, req agent.ExecRequest) wire.ExitMsg {
 	env := commandEnv(req)
-	path, code, err := lookPath(req.Argv[0], env)
-	if err != nil {
-		return wire.ExitMsg{Code: code, Error: err.Error()}
-	}
 	dir := req.Dir
 	if dir == "" {
 		dir = "/root"
@@ -151,6 +153,10 @@ func execute(lg *log.Logger, r *wire.Reader, w *wire.Writer, req agent.ExecReque
 	}
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return wire.ExitMsg{Code: 1, Error: fmt.Sprintf("working directory %s does not exist in the guest", dir)}
+	}
+	path, code, err := lookPath(req.Argv[0], env, dir)
+	if err != nil {
+		return wire.ExitMsg{Code: code, Error: err.Error()}
 	}
 
 	cmd := exec.Command(path, req.Argv[1:]...)

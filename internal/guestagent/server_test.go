@@ -121,6 +121,34 @@ func TestExecWorkingDirectoryAndEnv(t *testing.T) {
 	}
 }
 
+// A relative program resolves against the command's working directory, as `sh -c` run there
+// would do it, not against the agent's own.
+func TestExecRelativeProgramResolvesInTheCommandsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "tool"), []byte("#!/bin/sh\necho tool ran in $(pwd) with $1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := connect(t)
+	for _, argv0 := range []string{"./bin/tool", "bin/tool"} {
+		r := run(t, c, agent.ExecRequest{Argv: []string{argv0, "x"}, Dir: dir}, nil, nil)
+		if want := "tool ran in " + dir + " with x\n"; r.exit.Code != 0 || r.stdout != want {
+			t.Errorf("%s: exit %+v stdout %q, want %q", argv0, r.exit, r.stdout, want)
+		}
+	}
+	// A relative PATH entry is relative to the working directory too.
+	r := run(t, c, agent.ExecRequest{Argv: []string{"tool", "y"}, Dir: dir, Env: []string{"PATH=bin:/usr/bin:/bin"}}, nil, nil)
+	if want := "tool ran in " + dir + " with y\n"; r.exit.Code != 0 || r.stdout != want {
+		t.Errorf("PATH=bin: exit %+v stdout %q, want %q", r.exit, r.stdout, want)
+	}
+	r = run(t, c, agent.ExecRequest{Argv: []string{"./bin/nope"}, Dir: dir}, nil, nil)
+	if r.exit.Code != 127 {
+		t.Errorf("missing relative program: %+v, want 127", r.exit)
+	}
+}
+
 func TestExecSignalIsDelivered(t *testing.T) {
 	c := connect(t)
 	signals := make(chan int, 1)

@@ -16,25 +16,54 @@ const MaxLen = 63
 // starting nor ending with '-'. The error says what is wrong and what is allowed.
 func Validate(name string) error {
 	const rule = "names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+	problem := ""
 	switch {
 	case name == "":
 		return fmt.Errorf("VM name is empty; %s", rule)
 	case len(name) > MaxLen:
-		return fmt.Errorf("VM name %q is %d characters long; %s", name, len(name), rule)
+		problem = fmt.Sprintf("is %d characters long", len(name))
 	case name[0] == '-' || name[len(name)-1] == '-':
-		return fmt.Errorf("VM name %q starts or ends with '-'; %s", name, rule)
+		problem = "starts or ends with '-'"
 	}
 	for i, r := range name {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+		if problem != "" {
+			break
+		}
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			problem = fmt.Sprintf("has %q at position %d", r, i+1)
+		}
+	}
+	if problem == "" {
+		return nil
+	}
+	if s := Suggest(name); s != "" {
+		problem += fmt.Sprintf(" (try %q)", s)
+	}
+	return fmt.Errorf("VM name %q %s; %s", name, problem, rule)
+}
+
+// Suggest makes a valid name out of an invalid one — lower case, every run of other
+// characters one '-', no '-' at either end, at most MaxLen long — or returns "" when nothing
+// of it is left. Whatever it returns passes Validate.
+func Suggest(name string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteRune(r)
 			continue
 		}
-		hint := ""
-		if r >= 'A' && r <= 'Z' {
-			hint = fmt.Sprintf(" (try %q)", strings.ToLower(name))
-		}
-		return fmt.Errorf("VM name %q has %q at position %d%s; %s", name, r, i+1, hint, rule)
+		dash = true
 	}
-	return nil
+	s := b.String()
+	if len(s) > MaxLen {
+		s = strings.TrimRight(s[:MaxLen], "-")
+	}
+	return s
 }
 
 var adjectives = []string{

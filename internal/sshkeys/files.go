@@ -164,13 +164,14 @@ func readLines(path string) ([]string, error) {
 // Host is one VM in banger's ssh_config.
 type Host struct {
 	Name string // VM name; the entry is for <name>.vm
-	IP   string
 }
 
 // WriteConfig replaces banger's ssh_config (path) with one Host block per VM, using the given
-// client key and known_hosts file. `ssh <name>.vm` then works from any terminal once the file
+// client key and known_hosts file. Every block reaches its VM through ProxyCommand(cli, name):
+// the connection goes through banger's daemon and the VM's agent, never to the guest's
+// address, so `ssh <name>.vm` works from any terminal and any network namespace once the file
 // is included from ~/.ssh/config.
-func WriteConfig(path, keyPath, knownHosts string, hosts []Host) error {
+func WriteConfig(path, keyPath, knownHosts, cli string, hosts []Host) error {
 	fileMu.Lock()
 	defer fileMu.Unlock()
 	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
@@ -179,15 +180,32 @@ func WriteConfig(path, keyPath, knownHosts string, hosts []Host) error {
 	b.WriteString("# `banger ssh-config --install`.\n")
 	for _, h := range hosts {
 		fmt.Fprintf(&b, "\nHost %s.vm\n", h.Name)
-		fmt.Fprintf(&b, "  HostName %s\n", h.IP)
 		b.WriteString("  User root\n")
+		fmt.Fprintf(&b, "  ProxyCommand %s\n", ProxyCommand(cli, h.Name))
 		fmt.Fprintf(&b, "  IdentityFile %s\n", quote(keyPath))
 		b.WriteString("  IdentitiesOnly yes\n")
 		fmt.Fprintf(&b, "  UserKnownHostsFile %s\n", quote(knownHosts))
 		fmt.Fprintf(&b, "  HostKeyAlias %s.vm\n", h.Name)
 		b.WriteString("  StrictHostKeyChecking yes\n")
+		b.WriteString("  CheckHostIP no\n")
 	}
 	return writeAtomic(path, []byte(b.String()), 0o644)
+}
+
+// ProxyCommand is the ssh ProxyCommand that carries a connection to VM vm's sshd through
+// banger (`banger vm ssh-proxy VM`), with cli the path of the banger CLI. ssh runs it with
+// the user's shell after expanding %-tokens, so the path is shell-quoted and its % doubled.
+// VM names are DNS labels and need neither.
+func ProxyCommand(cli, vm string) string {
+	return strings.ReplaceAll(shellQuote(cli), "%", "%%") + " vm ssh-proxy " + vm
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:,@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func quote(p string) string {

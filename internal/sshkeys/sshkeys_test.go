@@ -141,15 +141,34 @@ func TestInstallCreatesTheFileAndMovesAnOldBlockFirst(t *testing.T) {
 
 func TestWriteConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ssh_config")
-	err := WriteConfig(path, "/k/id ed", "/s/known_hosts", []Host{{Name: "web", IP: "172.16.0.3"}, {Name: "dev", IP: "172.16.0.2"}})
+	err := WriteConfig(path, "/k/id ed", "/s/known_hosts", "/opt/my tools/banger", []Host{{Name: "web"}, {Name: "dev"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
 	s := string(b)
-	if strings.Index(s, "Host dev.vm") > strings.Index(s, "Host web.vm") || !strings.Contains(s, "HostName 172.16.0.2") ||
-		!strings.Contains(s, `IdentityFile "/k/id ed"`) || !strings.Contains(s, "StrictHostKeyChecking yes") || !strings.Contains(s, "HostKeyAlias web.vm") {
+	if strings.Index(s, "Host dev.vm") > strings.Index(s, "Host web.vm") ||
+		!strings.Contains(s, `IdentityFile "/k/id ed"`) || !strings.Contains(s, "StrictHostKeyChecking yes") || !strings.Contains(s, "HostKeyAlias web.vm") ||
+		!strings.Contains(s, "ProxyCommand '/opt/my tools/banger' vm ssh-proxy dev\n") {
 		t.Errorf("ssh_config:\n%s", s)
+	}
+	// No entry names a guest address: ssh must never dial one from wherever it runs.
+	if strings.Contains(s, "HostName") {
+		t.Errorf("ssh_config names a HostName:\n%s", s)
+	}
+}
+
+func TestProxyCommandQuotesForTheShellAndSSHTokens(t *testing.T) {
+	for cli, want := range map[string]string{
+		"/usr/local/bin/banger": "/usr/local/bin/banger vm ssh-proxy dev",
+		"/home/a b/banger":      "'/home/a b/banger' vm ssh-proxy dev",
+		"/x/it's/banger":        `'/x/it'\''s/banger' vm ssh-proxy dev`,
+		"/x/100%/banger":        "'/x/100%%/banger' vm ssh-proxy dev",
+		"/x/$(touch pwned)/b":   "'/x/$(touch pwned)/b' vm ssh-proxy dev",
+	} {
+		if got := ProxyCommand(cli, "dev"); got != want {
+			t.Errorf("ProxyCommand(%q) = %q, want %q", cli, got, want)
+		}
 	}
 }
 

@@ -113,6 +113,15 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 		return store.VM{}, nil, conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", name, name)
 	}
 
+	// Errors before the VM is recorded name it only when the user did: a generated name
+	// belongs to a VM that never existed.
+	forVM := func(err error) error {
+		if req.Name == "" {
+			return err
+		}
+		return fmt.Errorf("vm %q: %w", name, err)
+	}
+
 	facts, err := s.host.ReadFacts()
 	if err != nil {
 		return store.VM{}, nil, err
@@ -138,7 +147,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	}
 	img, err := s.artifacts.Image(ctx, imageName, obs.Progress)
 	if err != nil {
-		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
+		return store.VM{}, nil, forVM(err)
 	}
 	if img.OlderRecipe {
 		obs.notice(fmt.Sprintf("image %s was built from an older form of its recipe (banger was upgraded since); "+
@@ -156,7 +165,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	}
 	kern, err := s.artifacts.Kernel(ctx, kernelName, obs.Progress)
 	if err != nil {
-		return store.VM{}, nil, fmt.Errorf("vm %q: %w", name, err)
+		return store.VM{}, nil, forVM(err)
 	}
 
 	id, err := newID()

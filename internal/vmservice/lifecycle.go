@@ -184,8 +184,9 @@ func (s *Service) OpenExec(ctx context.Context, ref string, req agent.ExecReques
 	return st, vm, nil
 }
 
-// Delete ends a VM's VMM if it runs and removes its disk, files and record.
-func (s *Service) Delete(ctx context.Context, ref string) (store.VM, error) {
+// Delete removes a VM's disk, files and record. A VM whose VMM runs is refused (conflict)
+// unless force is set; then its VMM is ended first.
+func (s *Service) Delete(ctx context.Context, ref string, force bool) (store.VM, error) {
 	vm, err := s.Resolve(ctx, ref)
 	if err != nil {
 		return vm, err
@@ -198,6 +199,9 @@ func (s *Service) Delete(ctx context.Context, ref string) (store.VM, error) {
 		return vm, notFoundf("vm %q no longer exists", ref)
 	} else if err != nil {
 		return vm, err
+	}
+	if !force && s.instance(vm.ID) != nil {
+		return vm, conflictf("vm %q is %s; stop it first (`banger vm stop %s`), or delete it as it runs with `banger vm delete -f %s`", vm.Name, vm.State, vm.Name, vm.Name)
 	}
 	if err := s.destroy(ctx, vm); err != nil {
 		return vm, fmt.Errorf("delete vm %q: %w", vm.Name, err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banger-dev/banger/internal/agent"
+
 	"github.com/banger-dev/banger/internal/dnsserver"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/hostnet"
@@ -65,7 +67,7 @@ func TestAddressesNamesAndNAT(t *testing.T) {
 		t.Errorf("taps %v, want one per running VM", taps)
 	}
 
-	if _, err := e.svc.Stop(ctx, "a", time.Second); err != nil {
+	if _, _, err := e.svc.Stop(ctx, "a", time.Second, Observer{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := dns.Lookup("a"); ok {
@@ -77,7 +79,7 @@ func TestAddressesNamesAndNAT(t *testing.T) {
 	if taps, _ := n.Taps(); len(taps) != 2 {
 		t.Errorf("taps after stop: %v", taps)
 	}
-	if _, err := e.svc.Delete(ctx, "b"); err != nil {
+	if _, err := e.svc.Delete(ctx, "b", true); err != nil {
 		t.Fatal(err)
 	}
 	// b's address is free again; a keeps its own while stopped.
@@ -92,7 +94,7 @@ func TestAddressesNamesAndNAT(t *testing.T) {
 		t.Errorf("teardown with VMs running: %v, want Conflict", err)
 	}
 	for _, name := range []string{"a", "c", "d"} {
-		if _, err := e.svc.Delete(ctx, name); err != nil {
+		if _, err := e.svc.Delete(ctx, name, true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -119,5 +121,23 @@ func TestAddressPoolExhaustionIsClear(t *testing.T) {
 	_, err := e.create(CreateRequest{Name: "one-too-many", NoStart: true})
 	if !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "bigger network") {
 		t.Errorf("sixth VM in a /29: %v, want a Conflict pointing at bridge_cidr", err)
+	}
+}
+
+func TestSSHDAddressPrefersLoopback(t *testing.T) {
+	for _, c := range []struct {
+		ports []agent.Port
+		want  string
+	}{
+		{[]agent.Port{{Proto: "tcp6", Addr: "::", Port: 22}, {Proto: "tcp", Addr: "0.0.0.0", Port: 22}}, "127.0.0.1:22"},
+		{[]agent.Port{{Proto: "tcp6", Addr: "::", Port: 22}}, "[::1]:22"},
+		{[]agent.Port{{Proto: "tcp", Addr: "172.16.0.5", Port: 22}}, "172.16.0.5:22"},
+		{[]agent.Port{{Proto: "tcp", Addr: "127.0.0.1", Port: 22}, {Proto: "tcp", Addr: "0.0.0.0", Port: 80}}, "127.0.0.1:22"},
+		{[]agent.Port{{Proto: "udp", Addr: "0.0.0.0", Port: 22}, {Proto: "tcp", Addr: "0.0.0.0", Port: 2222}}, ""},
+	} {
+		got, ok := sshdAddress(c.ports)
+		if got != c.want || ok != (c.want != "") {
+			t.Errorf("sshdAddress(%v) = %q, %v; want %q", c.ports, got, ok, c.want)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -27,29 +28,34 @@ const (
 
 // Stop shuts a VM down gracefully: the agent powers the guest off; if the VMM has not exited
 // within timeout, the VMM's own shutdown is tried, then the VMM is killed. The VM ends in
-// state stopped with its disk kept. Stopping a VM that is not running does nothing.
-func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (store.VM, error) {
+// state stopped with its disk kept; obs hears the stage once a shutdown begins. Stopping a VM
+// that is not running does nothing and returns stopped false (a VM whose VMM was already gone
+// is recorded as stopped and counts as stopped now).
+func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration, obs Observer) (vm store.VM, stopped bool, err error) {
 	vm, unlock, err := s.resolveLocked(ctx, ref)
 	if err != nil {
-		return vm, err
+		return vm, false, err
 	}
 	defer unlock()
 	in := s.instance(vm.ID)
 	if in == nil {
 		if vmmExpected(vm) {
-			return s.markStopped(ctx, vm, "")
+			vm, err = s.markStopped(ctx, vm, "")
+			return vm, err == nil, err
 		}
-		return vm, nil
+		return vm, false, nil
 	}
+	obs.Progress.Stage("vm.stop", "stopping: asking the guest to power off")
 	if timeout <= 0 {
 		timeout = DefaultStopTimeout
 	}
 	if err := s.store.SetVMState(ctx, vm.ID, StateStopping, ""); err != nil {
-		return vm, err
+		return vm, false, err
 	}
 	how := s.shutdown(ctx, in, timeout)
 	s.log.Info("stopped VM", "vm", vm.Name, "how", how)
-	return s.markStopped(ctx, vm, "")
+	vm, err = s.markStopped(ctx, vm, "")
+	return vm, err == nil, err
 }
 
 // resolveLocked resolves ref, locks the VM and reads it again under the lock (it may have
@@ -122,7 +128,7 @@ func (s *Service) markStopped(ctx context.Context, vm store.VM, lastError string
 
 // Restart stops a VM (gracefully) and starts it again: a fresh boot.
 func (s *Service) Restart(ctx context.Context, ref string, timeout time.Duration, obs Observer) (store.VM, error) {
-	if _, err := s.Stop(ctx, ref, timeout); err != nil {
+	if _, _, err := s.Stop(ctx, ref, timeout, obs); err != nil {
 		return store.VM{}, err
 	}
 	vm, _, err := s.Start(ctx, ref, obs)
@@ -196,7 +202,7 @@ func (s *Service) Set(ctx context.Context, ref string, req SetRequest) (store.VM
 	spec, err := config.ResolveVMSpec(config.Overrides{VCPU: req.VCPU, MemoryBytes: req.MemoryBytes, DiskBytes: req.DiskBytes}, cfg,
 		config.HostFacts{CPUs: facts.CPUs, MemoryBytes: facts.MemoryBytes})
 	if err != nil {
-		return vm, invalidf("%v", err)
+		return vm, failure.Wrap(failure.Invalid, err)
 	}
 	var old config.VMSpec
 	_ = json.Unmarshal(vm.Spec, &old)

@@ -51,6 +51,7 @@ type Service struct {
 	net       *hostnet.Net      // nil: VMs get no network
 	dns       *dnsserver.Server // nil: no .vm names
 	dnsPort   int               // loopback port of the DNS server for the host (0: none)
+	cliPath   string            // the banger CLI, for ssh_config's ProxyCommand
 	natMu     sync.Mutex
 
 	mu      sync.Mutex
@@ -73,6 +74,9 @@ type Options struct {
 	// 127.0.0.1:DNSPort when DNSPort is set.
 	DNS     *dnsserver.Server
 	DNSPort int
+	// CLIPath is the banger CLI that banger's ssh_config runs as ProxyCommand
+	// (`banger vm ssh-proxy VM`); "banger" (found on PATH) when empty.
+	CLIPath string
 }
 
 // New returns a Service.
@@ -88,6 +92,7 @@ func New(o Options) *Service {
 		net:       o.Net,
 		dns:       o.DNS,
 		dnsPort:   o.DNSPort,
+		cliPath:   o.CLIPath,
 		locks:     map[string]*sync.Mutex{},
 		running:   map[string]*instance{},
 	}
@@ -96,6 +101,9 @@ func New(o Options) *Service {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.cliPath == "" {
+		s.cliPath = "banger"
 	}
 	return s
 }

@@ -2,15 +2,19 @@ package vmservice
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -157,7 +161,7 @@ func TestCreateExecDelete(t *testing.T) {
 		t.Errorf("exec = %+v %v, stdout %q stderr %q; want exit 5 with separate streams", exit, err, out.String(), errb.String())
 	}
 
-	if _, err := e.svc.Delete(context.Background(), "dev"); err != nil {
+	if _, err := e.svc.Delete(context.Background(), "dev", true); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	e.assertNothingLeft()
@@ -263,7 +267,7 @@ func TestUnreachableGuestIsKeptWhenAsked(t *testing.T) {
 					t.Errorf("VMM %d still running", m.Record().PID)
 				}
 			}
-			if _, err := e.svc.Delete(context.Background(), "dev"); err != nil {
+			if _, err := e.svc.Delete(context.Background(), "dev", true); err != nil {
 				t.Fatal(err)
 			}
 			e.assertNothingLeft()
@@ -314,6 +318,14 @@ func TestCreateRejectsBadRequests(t *testing.T) {
 	}
 	if _, err := e.create(CreateRequest{Name: "dev"}); !errors.Is(err, failure.Conflict) {
 		t.Errorf("duplicate name: err = %v, want failure.Conflict", err)
+	}
+	// An unknown kernel: the error names the VM only when the user named it; a generated
+	// name belongs to a VM that never existed.
+	if _, err := e.create(CreateRequest{Kernel: "nosuch"}); err == nil || strings.Contains(err.Error(), "vm ") {
+		t.Errorf("unknown kernel, generated name: err = %v; want the kernel's error alone", err)
+	}
+	if _, err := e.create(CreateRequest{Name: "mine", Kernel: "nosuch"}); err == nil || !strings.Contains(err.Error(), `vm "mine": unknown kernel nosuch`) {
+		t.Errorf("unknown kernel, given name: err = %v; want it to name the VM", err)
 	}
 }
 
@@ -453,11 +465,11 @@ func TestReconcileAfterDaemonRestart(t *testing.T) {
 	if err != nil || exit.Code != 0 {
 		t.Errorf("exec in adopted VM = %+v, %v", exit, err)
 	}
-	if _, err := e.svc.Delete(ctx, "alive"); err != nil {
+	if _, err := e.svc.Delete(ctx, "alive", true); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"dead", "half-started"} {
-		if _, err := e.svc.Delete(ctx, n); err != nil {
+		if _, err := e.svc.Delete(ctx, n, true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -506,13 +518,15 @@ func TestLifecycleCreateNoStartStartStopRestartKill(t *testing.T) {
 		t.Fatalf("Start = %s, %v; want running", vm.State, err)
 	}
 	first, _ := Record(vm)
-	if again, _, err := e.svc.Start(ctx, "dev", Observer{}); err != nil || again.State != StateRunning {
-		t.Errorf("starting a running VM = %s, %v; want a no-op", again.State, err)
+	if again, timings, err := e.svc.Start(ctx, "dev", Observer{}); err != nil || again.State != StateRunning || timings != nil {
+		t.Errorf("starting a running VM = %s, %v, %d steps; want a no-op", again.State, err, len(timings))
 	}
 
-	vm, err = e.svc.Stop(ctx, "dev", 5*time.Second)
-	if err != nil || vm.State != StateStopped || vm.LastError != "" {
-		t.Fatalf("Stop = %+v, %v; want stopped without error", vm, err)
+	var stages []string
+	heard := Observer{Progress: func(u progress.Update) { stages = append(stages, u.Message) }}
+	vm, stopped, err := e.svc.Stop(ctx, "dev", 5*time.Second, heard)
+	if err != nil || vm.State != StateStopped || vm.LastError != "" || !stopped || len(stages) != 1 {
+		t.Fatalf("Stop = %+v, %v, %v, stages %q; want stopped without error, one stage", vm, stopped, err, stages)
 	}
 	if _, err := os.Stat(filepath.Join(vm.Dir, diskFile)); err != nil {
 		t.Errorf("stop must keep the disk: %v", err)
@@ -520,8 +534,12 @@ func TestLifecycleCreateNoStartStartStopRestartKill(t *testing.T) {
 	if _, err := os.Stat(e.svc.runtimeDir(vm.ID)); !os.IsNotExist(err) {
 		t.Errorf("stop must remove the sockets: %v", err)
 	}
-	if again, err := e.svc.Stop(ctx, "dev", time.Second); err != nil || again.State != StateStopped {
-		t.Errorf("stopping a stopped VM = %s, %v; want a no-op", again.State, err)
+	stages = nil
+	if again, stopped, err := e.svc.Stop(ctx, "dev", time.Second, heard); err != nil || again.State != StateStopped || stopped || len(stages) != 0 {
+		t.Errorf("stopping a stopped VM = %s, %v, %v, stages %q; want a no-op that says nothing", again.State, stopped, err, stages)
+	}
+	if _, _, err := e.svc.Stop(ctx, "nosuchvm", time.Second, heard); err == nil || len(stages) != 0 {
+		t.Errorf("stopping a VM that does not exist: %v, stages %q; want the error alone", err, stages)
 	}
 
 	vm, err = e.svc.Restart(ctx, "dev", 5*time.Second, Observer{})
@@ -541,7 +559,7 @@ func TestLifecycleCreateNoStartStartStopRestartKill(t *testing.T) {
 	if _, err := e.svc.Kill(ctx, "dev", 0); !errors.Is(err, failure.Conflict) {
 		t.Errorf("killing a stopped VM: err = %v, want Conflict", err)
 	}
-	if _, err := e.svc.Delete(ctx, "dev"); err != nil {
+	if _, err := e.svc.Delete(ctx, "dev", true); err != nil {
 		t.Fatal(err)
 	}
 	e.assertNothingLeft()
@@ -591,7 +609,7 @@ func TestSet(t *testing.T) {
 	if _, err := e.svc.Set(ctx, "dev", SetRequest{VCPU: &two}); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "stop it first") {
 		t.Errorf("set on a running VM: err = %v, want Conflict saying to stop it", err)
 	}
-	if _, err := e.svc.Stop(ctx, "dev", time.Second); err != nil {
+	if _, _, err := e.svc.Stop(ctx, "dev", time.Second, Observer{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Set(ctx, "dev", SetRequest{}); !errors.Is(err, failure.Invalid) {
@@ -632,7 +650,7 @@ func TestPruneDeletesOnlyVMsThatDoNotRun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.svc.Stop(ctx, "stopped", time.Second); err != nil {
+	if _, _, err := e.svc.Stop(ctx, "stopped", time.Second, Observer{}); err != nil {
 		t.Fatal(err)
 	}
 	deleted, err := e.svc.Prune(ctx)
@@ -732,5 +750,50 @@ func TestNewDiskCarriesTheSSHFiles(t *testing.T) {
 	}
 	if entries, _ := filepath.Glob(filepath.Join(vm.Dir, ".seed-*")); len(entries) != 0 {
 		t.Errorf("staging left behind: %v", entries)
+	}
+}
+
+// SpeaksHTTP tells an HTTP server from one that speaks first (sshd's banner), one that answers
+// something else and one that never answers; the silent one costs one probe timeout, not more.
+func TestSpeaksHTTP(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.create(CreateRequest{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	serve := func(handle func(net.Conn)) int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); handle(c) }()
+			}
+		}()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	httpd := serve(func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err == nil && req.Method == http.MethodHead && req.Host == "dev.vm" {
+			io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\n")
+		}
+	})
+	sshd := serve(func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n"); io.Copy(io.Discard, c) })
+	other := serve(func(c net.Conn) { io.WriteString(c, "220 smtp ready\r\n") })
+	silent := serve(func(c net.Conn) { io.Copy(io.Discard, c) })
+	start := time.Now()
+	got := e.svc.SpeaksHTTP(context.Background(), "dev", "dev.vm", []ListenAddr{
+		{"127.0.0.1", httpd}, {"127.0.0.1", sshd}, {"127.0.0.1", other}, {"127.0.0.1", silent}, {"not-an-ip", httpd},
+	})
+	if want := []bool{true, false, false, false, false}; !slices.Equal(got, want) {
+		t.Errorf("SpeaksHTTP = %v, want %v", got, want)
+	}
+	if took := time.Since(start); took > httpProbeTimeout+time.Second {
+		t.Errorf("probing took %s; a silent port must cost at most one probe timeout (%s)", took, httpProbeTimeout)
 	}
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -195,11 +198,9 @@ func (s *Service) writeSSHConfig(ctx context.Context) {
 	}
 	var hosts []sshkeys.Host
 	for _, vm := range vms {
-		if vm.IP != "" {
-			hosts = append(hosts, sshkeys.Host{Name: vm.Name, IP: vm.IP})
-		}
+		hosts = append(hosts, sshkeys.Host{Name: vm.Name})
 	}
-	if err := sshkeys.WriteConfig(s.SSHConfigFile(), s.SSHKeyFile(), s.KnownHostsFile(), hosts); err != nil {
+	if err := sshkeys.WriteConfig(s.SSHConfigFile(), s.SSHKeyFile(), s.KnownHostsFile(), s.cliPath, hosts); err != nil {
 		s.log.Warn("write ssh_config", "err", err)
 	}
 }
@@ -212,13 +213,15 @@ func (s *Service) forgetSSH(ctx context.Context, vm store.VM) {
 	s.writeSSHConfig(ctx)
 }
 
-// SSHTarget is what `banger vm ssh` needs to connect.
+// SSHTarget is what `banger vm ssh` needs to connect. The connection is carried through the
+// daemon and the VM's agent (Dial with "tcp", GuestAddress), never to the guest's network
+// address: that works whether or not the caller's network namespace routes to the bridge.
 type SSHTarget struct {
-	VM         store.VM
-	Address    string // host:port
-	KeyFile    string
-	KnownHosts string
-	HostAlias  string
+	VM           store.VM
+	GuestAddress string // where sshd listens, as the guest sees it: 127.0.0.1:22 mostly
+	KeyFile      string
+	KnownHosts   string
+	HostAlias    string
 }
 
 // SSH returns how to reach a running VM's sshd, waiting (up to wait) until sshd listens.
@@ -230,19 +233,15 @@ func (s *Service) SSH(ctx context.Context, ref string, wait time.Duration) (SSHT
 	if vm.State != StateRunning {
 		return SSHTarget{}, conflictf("vm %q is %s; start it first (`banger vm start %s`)", vm.Name, vm.State, vm.Name)
 	}
-	if vm.IP == "" {
-		return SSHTarget{}, conflictf("vm %q has no network address, so ssh cannot reach it; `banger vm exec %s -- CMD` works without one", vm.Name, vm.Name)
-	}
-	t := SSHTarget{VM: vm, Address: net.JoinHostPort(vm.IP, "22"), KeyFile: s.SSHKeyFile(), KnownHosts: s.KnownHostsFile(), HostAlias: hostAlias(vm.Name)}
+	t := SSHTarget{VM: vm, KeyFile: s.SSHKeyFile(), KnownHosts: s.KnownHostsFile(), HostAlias: hostAlias(vm.Name)}
 	deadline := time.Now().Add(wait)
 	var ssh *agent.SSHStatus // what the agent recorded about sshd, once it has
 	for {
 		ports, err := s.Ports(ctx, vm.Name)
 		if err == nil {
-			for _, p := range ports {
-				if p.Port == 22 && (p.Proto == "tcp" || p.Proto == "tcp6") {
-					return t, nil
-				}
+			if addr, ok := sshdAddress(ports); ok {
+				t.GuestAddress = addr
+				return t, nil
 			}
 		}
 		if c, _, aerr := s.agentOf(ctx, vm.Name); aerr == nil {
@@ -271,6 +270,29 @@ func (s *Service) SSH(ctx context.Context, ref string, wait time.Duration) (SSHT
 	}
 }
 
+// sshdAddress is the address inside the guest to connect to sshd on port 22: loopback when
+// sshd listens on every address (or on loopback), its own address otherwise.
+func sshdAddress(ports []agent.Port) (string, bool) {
+	found := ""
+	for _, p := range ports {
+		if p.Port != 22 || (p.Proto != "tcp" && p.Proto != "tcp6") {
+			continue
+		}
+		ip := net.ParseIP(p.Addr)
+		switch {
+		case ip == nil:
+			continue
+		case ip.IsUnspecified() && p.Proto == "tcp", ip.Equal(net.IPv4(127, 0, 0, 1)):
+			return "127.0.0.1:22", true // the best answer: no need to look further
+		case ip.IsUnspecified(), ip.Equal(net.IPv6loopback):
+			found = "[::1]:22"
+		case found == "":
+			found = net.JoinHostPort(p.Addr, "22")
+		}
+	}
+	return found, found != ""
+}
+
 // Ports lists a running VM's listening sockets.
 func (s *Service) Ports(ctx context.Context, ref string) ([]agent.Port, error) {
 	c, vm, err := s.agentOf(ctx, ref)
@@ -282,6 +304,68 @@ func (s *Service) Ports(ctx context.Context, ref string) ([]agent.Port, error) {
 		return nil, fmt.Errorf("vm %q: %w", vm.Name, err)
 	}
 	return ports, nil
+}
+
+// ListenAddr is a TCP listening address in a guest, as Ports reports it.
+type ListenAddr struct {
+	Addr string // 0.0.0.0, ::, or a specific address
+	Port int
+}
+
+// Bounds of SpeaksHTTP: a guest decides how many ports it lists and how slowly it answers.
+const (
+	httpProbeMax      = 32 // ports probed per call; the rest count as not HTTP
+	httpProbeParallel = 8
+	httpProbeTimeout  = 1500 * time.Millisecond
+)
+
+// SpeaksHTTP asks each listening address of a running VM, through its agent, whether an HTTP
+// server answers there (a HEAD request, host as its Host header) and reports which did. A
+// server that speaks first (sshd's banner), says anything but "HTTP/", or stays silent for
+// httpProbeTimeout does not. At most httpProbeMax ports are probed.
+func (s *Service) SpeaksHTTP(ctx context.Context, ref, host string, addrs []ListenAddr) []bool {
+	out := make([]bool, len(addrs))
+	sem := make(chan struct{}, httpProbeParallel)
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		if i >= httpProbeMax {
+			break
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i] = s.probeHTTP(ctx, ref, host, a)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (s *Service) probeHTTP(ctx context.Context, ref, host string, a ListenAddr) bool {
+	ctx, cancel := context.WithTimeout(ctx, httpProbeTimeout)
+	defer cancel()
+	addr := a.Addr
+	if ip := net.ParseIP(addr); ip == nil {
+		return false
+	} else if ip.IsUnspecified() && ip.To4() != nil {
+		addr = "127.0.0.1"
+	} else if ip.IsUnspecified() {
+		addr = "::1"
+	}
+	conn, _, err := s.Dial(ctx, ref, "tcp", net.JoinHostPort(addr, strconv.Itoa(a.Port)))
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() }) // bounds the write and the read
+	defer stop()
+	if _, err := io.WriteString(conn, "HEAD / HTTP/1.0\r\nHost: "+host+"\r\nUser-Agent: banger\r\n\r\n"); err != nil {
+		return false
+	}
+	var b [5]byte
+	_, err = io.ReadFull(conn, b[:])
+	return err == nil && string(b[:]) == "HTTP/"
 }
 
 // Dial connects to network/address inside a running VM, through its agent.

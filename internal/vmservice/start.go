@@ -155,7 +155,8 @@ func (s *Service) prepareBoot(ctx context.Context, vm *store.VM, obs Observer) (
 }
 
 // Start boots a created or stopped VM until its agent answers. If it fails, the VMM is ended,
-// the disk kept, and the VM is left in state error with the reason.
+// the disk kept, and the VM is left in state error with the reason. A VM that is already
+// running is returned as it is, with nil timings: nothing was done.
 func (s *Service) Start(ctx context.Context, ref string, obs Observer) (store.VM, []steps.Timing, error) {
 	vm, err := s.Resolve(ctx, ref)
 	if err != nil {
