@@ -359,7 +359,10 @@ func (s *Service) pullOCI(ctx context.Context, req PullRequest, p progress.Func)
 		return image.Manifest{}, err
 	}
 	started := time.Now()
-	res, err := oci.Pull(ctx, oci.PullOptions{Ref: req.Ref, Cache: s.ociCache(), Tree: tree, Progress: p, Transport: s.o.OCITransport})
+	// The image may unpack to no more than the disk it is asked to fit (when a size is given;
+	// oci's default otherwise).
+	res, err := oci.Pull(ctx, oci.PullOptions{Ref: req.Ref, Cache: s.ociCache(), Tree: tree, Progress: p, Transport: s.o.OCITransport,
+		Limits: oci.Limits{Bytes: req.Size}})
 	if err != nil {
 		return image.Manifest{}, fmt.Errorf("pull %s: %w", req.Ref, err)
 	}

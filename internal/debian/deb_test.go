@@ -3,11 +3,14 @@ package debian
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/untar"
 )
 
 func writeTemp(t *testing.T, name string, data []byte) string {
@@ -118,11 +121,11 @@ func TestExtractDebRefusesEscapes(t *testing.T) {
 			{name: "./sub/", typ: tar.TypeDir},
 			{name: "./d", typ: tar.TypeSymlink, linkname: "sub"},
 			{name: "./d/f", body: "x"},
-		}, "not a directory", "./d/f"},
+		}, "symlink", "./d/f"},
 		{"dot symlink then parent link", all, []tarEntry{
 			{name: "./x", typ: tar.TypeSymlink, linkname: "."},
 			{name: "./x/y", typ: tar.TypeSymlink, linkname: ".."},
-		}, "not a directory", "./x/y"},
+		}, "symlink", "./x/y"},
 		{"hard link outside", all, []tarEntry{{name: "./h", typ: tar.TypeLink, linkname: "../../etc/passwd"}}, "hard link", "./h"},
 		{"hard link to missing entry", all, []tarEntry{{name: "./h", typ: tar.TypeLink, linkname: "./nothing"}}, "hard link", "./h"},
 	}
@@ -192,5 +195,18 @@ func TestReadArOddSizesAndPadding(t *testing.T) {
 	want := "a=odd bb=even c=x"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("members = %q; want %q", strings.Join(got, " "), want)
+	}
+}
+
+// A package whose data is larger than the limits is refused, naming the entry.
+func TestExtractDebLimits(t *testing.T) {
+	saved := debLimits
+	t.Cleanup(func() { debLimits = saved })
+	debLimits = untar.Limits{Bytes: 10}
+	deb := writeTemp(t, "p.deb", buildDeb(t, "gz", tarEntry{name: "./a", body: "12345678"}, tarEntry{name: "./b", body: "12345678"}))
+	err := ExtractDeb(deb, t.TempDir(), nil)
+	var le *untar.LimitError
+	if !errors.As(err, &le) || le.Entry != "./b" {
+		t.Fatalf("err = %v; want a LimitError naming ./b", err)
 	}
 }

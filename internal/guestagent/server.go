@@ -119,7 +119,7 @@ func (s *Server) serveStream(st net.Conn) {
 			_ = agent.EncodeReply(w, agent.Reply{Error: "untar request without a destination"})
 			return
 		}
-		res, err := untar(r, *req.Untar)
+		res, err := receiveUpload(r, *req.Untar)
 		rep := agent.Reply{Untar: &res}
 		if err != nil {
 			s.Log.Printf("untar into %s: %v", req.Untar.Dest, err)

@@ -119,6 +119,32 @@ func TestRealPullDebian61(t *testing.T) {
 		t.Fatalf("EnsureInitramfs: %v", err)
 	}
 	t.Logf("EnsureInitramfs: %s in %v", filepath.Base(path), time.Since(t0).Round(time.Millisecond))
+
+	// The real module tree goes through a kernel bundle and comes back whole.
+	t0 = time.Now()
+	out := filepath.Join(t.TempDir(), "k.bundle")
+	res, err := ExportBundle(context.Background(), m, out, nil)
+	if err != nil {
+		t.Fatalf("ExportBundle: %v", err)
+	}
+	bf, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bf.Close()
+	back, err := ImportBundle(context.Background(), bf, "copy", filepath.Join(t.TempDir(), "copy"), nil)
+	if err != nil {
+		t.Fatalf("ImportBundle: %v", err)
+	}
+	want, _ := filepath.Glob(filepath.Join(m.ModulesPath(), "kernel", "*", "*"))
+	got, _ := filepath.Glob(filepath.Join(back.Dir, filepath.FromSlash(back.ModulesDir), "kernel", "*", "*"))
+	if len(got) != len(want) || len(got) == 0 {
+		t.Errorf("module tree after a bundle round trip: %d entries under kernel/*/, want %d", len(got), len(want))
+	}
+	if _, err := os.Stat(back.ModulesDiskPath()); err != nil {
+		t.Errorf("module disk after import: %v", err)
+	}
+	t.Logf("bundle round trip (%d bytes): %v", res.Size, time.Since(t0).Round(time.Millisecond))
 }
 
 func payloadCodec(t *testing.T, bz []byte) string {

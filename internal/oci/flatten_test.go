@@ -38,7 +38,7 @@ func device(name string, typ byte) e { return e{name: name, typ: typ, mode: 0o60
 func withMode(x e, mode int64) e     { x.mode = mode; return x }
 func owned(x e, uid, gid int) e      { x.uid, x.gid = uid, gid; return x }
 func withXattr(x e, k, v string) e   { x.xattrs = map[string]string{k: v}; return x }
-func layerTar(t *testing.T, es ...e) []byte {
+func layerTar(t testing.TB, es ...e) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
@@ -74,7 +74,7 @@ type sandbox struct {
 	parent, tree, outside string
 }
 
-func newSandbox(t *testing.T) sandbox {
+func newSandbox(t testing.TB) sandbox {
 	t.Helper()
 	p := t.TempDir()
 	s := sandbox{parent: p, tree: filepath.Join(p, "tree"), outside: filepath.Join(p, "outside")}
@@ -85,7 +85,7 @@ func newSandbox(t *testing.T) sandbox {
 }
 
 // untouched fails the test if anything outside the tree changed.
-func (s sandbox) untouched(t *testing.T) {
+func (s sandbox) untouched(t testing.TB) {
 	t.Helper()
 	entries, _ := os.ReadDir(s.parent)
 	if len(entries) != 2 {
@@ -107,7 +107,7 @@ func (s sandbox) untouched(t *testing.T) {
 
 func apply(t *testing.T, tree string, layers ...[]byte) (*Flattener, error) {
 	t.Helper()
-	f, err := NewFlattener(tree)
+	f, err := NewFlattener(tree, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestFlattenRejectsAttacks(t *testing.T) {
 		{"write through a relative symlink", func(s sandbox) [][]e {
 			return [][]e{{dir("a/"), symlink("a/b", ".."), file("a/b/x", "x")}}
 		}, "a/b/x", "symlink"},
-		{"relative symlink escaping the root", func(sandbox) [][]e { return [][]e{{symlink("etc/up", "../../outside")}} }, "etc/up", "escapes the image root"},
+		{"relative symlink escaping the root", func(sandbox) [][]e { return [][]e{{symlink("etc/up", "../../outside")}} }, "etc/up", "escapes the root"},
 		{"whiteout through a symlink", func(s sandbox) [][]e {
 			return [][]e{{symlink("evil", s.outside)}, {file("evil/.wh.passwd", "")}}
 		}, "evil/.wh.passwd", "symlink"},
@@ -292,7 +292,7 @@ func TestFlattenRejectsAttacks(t *testing.T) {
 			return [][]e{{symlink("evil", s.outside), hardlink("pw", "evil/passwd")}}
 		}, "pw", "symlink"},
 		{"hard link to a directory", func(sandbox) [][]e { return [][]e{{dir("d/"), hardlink("l", "d")}} }, "l", "directory"},
-		{"hard link to nothing", func(sandbox) [][]e { return [][]e{{hardlink("l", "missing")}} }, "l", "not in the image"},
+		{"hard link to nothing", func(sandbox) [][]e { return [][]e{{hardlink("l", "missing")}} }, "l", "not in the tree"},
 		{"block device outside /dev", func(sandbox) [][]e { return [][]e{{device("disk", tar.TypeBlock)}} }, "disk", "device node outside /dev"},
 		{"char device outside /dev", func(sandbox) [][]e { return [][]e{{device("usr/mem", tar.TypeChar)}} }, "usr/mem", "device node outside /dev"},
 		{"name component too long for ext4", func(sandbox) [][]e { return [][]e{{file("d/"+huge, "x")}} }, ("d/" + huge)[:100] + "… (302 bytes)", "300 bytes"},
@@ -312,28 +312,9 @@ func TestFlattenRejectsAttacks(t *testing.T) {
 				t.Fatal("accepted")
 			}
 			if !strings.Contains(err.Error(), "entry \""+tt.entry) || !strings.Contains(err.Error(), tt.why) {
-				t.Errorf("error = %v\nwant one naming entry %q and saying %q", err, shortName(tt.entry), tt.why)
+				t.Errorf("error = %v\nwant one naming entry %q and saying %q", err, tt.entry, tt.why)
 			}
 			s.untouched(t)
 		})
-	}
-}
-
-func TestCheckSymlink(t *testing.T) {
-	for _, tt := range []struct {
-		rel, target string
-		ok          bool
-	}{
-		{"usr/lib/x", "../../bin/y", true},
-		{"usr/lib/x", "../../../bin/y", false},
-		{"lib64", "usr/lib64", true},
-		{"x", "..", false},
-		{"a/b/c", "./../d/../..", true},
-		{"a/b/c", "/absolute/anything", true},
-		{"a", "", false},
-	} {
-		if err := checkSymlink(tt.rel, tt.target); (err == nil) != tt.ok {
-			t.Errorf("checkSymlink(%q, %q) = %v; want ok %v", tt.rel, tt.target, err, tt.ok)
-		}
 	}
 }

@@ -51,6 +51,44 @@ type PullOptions struct {
 	// nil is the Docker config's (~/.docker/config.json, credential helpers).
 	Transport http.RoundTripper
 	Keychain  authn.Keychain
+	// Limits bound what the registry may make Pull read and write; zero fields take
+	// DefaultLimits'.
+	Limits Limits
+}
+
+// Limits bound a pull. Everything from a registry is hostile until checked: a manifest or a
+// configuration is refused before it is parsed if larger than its cap, an image with too many
+// layers before anything is downloaded, and layers that unpack to more than Bytes (sparse
+// files count at their full size) or hold more than Entries entries when they get there.
+type Limits struct {
+	Bytes         int64 // unpacked size of the image (regular files, all layers); the image's disk size when known
+	Entries       int64 // tar entries over all layers
+	Layers        int
+	ManifestBytes int64 // each manifest and index
+	ConfigBytes   int64
+}
+
+// DefaultLimits apply where PullOptions.Limits says nothing.
+var DefaultLimits = Limits{Bytes: 32 << 30, Entries: 4 << 20, Layers: 128, ManifestBytes: 4 << 20, ConfigBytes: 8 << 20}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.Bytes > 0 {
+		d.Bytes = l.Bytes
+	}
+	if l.Entries > 0 {
+		d.Entries = l.Entries
+	}
+	if l.Layers > 0 {
+		d.Layers = l.Layers
+	}
+	if l.ManifestBytes > 0 {
+		d.ManifestBytes = l.ManifestBytes
+	}
+	if l.ConfigBytes > 0 {
+		d.ConfigBytes = l.ConfigBytes
+	}
+	return d
 }
 
 // Result describes a pulled image.
@@ -91,25 +129,44 @@ func ParseReference(ref string) (name.Reference, error) {
 }
 
 // Pull resolves opts.Ref for linux/amd64, fetches the layers the cache lacks (verifying each
-// one's digest) and flattens all of them, oldest first, into opts.Tree.
-func Pull(ctx context.Context, opts PullOptions) (Result, error) {
+// one's digest) and flattens all of them, oldest first, into opts.Tree, within opts.Limits.
+// When it fails, opts.Tree is left empty.
+func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
 	ref, err := ParseReference(opts.Ref)
 	if err != nil {
 		return Result{}, err
 	}
+	limits := opts.Limits.withDefaults()
+	defer func() {
+		if err != nil {
+			emptyDir(opts.Tree)
+		}
+	}()
 	keychain := opts.Keychain
 	if keychain == nil {
 		keychain = authn.DefaultKeychain
 	}
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(Platform), remote.WithAuthFromKeychain(keychain),
 		remote.WithUserAgent("banger")}
-	if opts.Transport != nil {
-		ropts = append(ropts, remote.WithTransport(opts.Transport))
+	transport := opts.Transport
+	if transport == nil {
+		transport = remote.DefaultTransport
 	}
+	ropts = append(ropts, remote.WithTransport(manifestCap{transport, limits.ManifestBytes}))
 	opts.Progress.Stage(StageResolve, "resolving "+ref.Name()+" for linux/amd64")
 	img, err := remote.Image(ref, ropts...)
 	if err != nil {
 		return Result{}, fmt.Errorf("image %s: %w", ref.Name(), err)
+	}
+	manifest, err := img.Manifest()
+	if err != nil {
+		return Result{}, fmt.Errorf("image %s: read its manifest: %w", ref.Name(), err)
+	}
+	if n := len(manifest.Layers); n > limits.Layers {
+		return Result{}, fmt.Errorf("image %s has %d layers; the limit is %d", ref.Name(), n, limits.Layers)
+	}
+	if size := manifest.Config.Size; size < 0 || size > limits.ConfigBytes {
+		return Result{}, fmt.Errorf("image %s: its configuration (%s) is %d bytes; the limit is %d", ref.Name(), manifest.Config.Digest, size, limits.ConfigBytes)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
@@ -126,10 +183,10 @@ func Pull(ctx context.Context, opts PullOptions) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("image %s: list layers: %w", ref.Name(), err)
 	}
-	res := Result{Reference: ref.Name(), Digest: digest.String(), Config: Config{Env: cfg.Config.Env, Entrypoint: cfg.Config.Entrypoint,
+	res = Result{Reference: ref.Name(), Digest: digest.String(), Config: Config{Env: cfg.Config.Env, Entrypoint: cfg.Config.Entrypoint,
 		Cmd: cfg.Config.Cmd, WorkingDir: cfg.Config.WorkingDir, User: cfg.Config.User}}
 	var missing []v1.Layer
-	var total int64
+	var total, compressed int64
 	for _, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
@@ -139,6 +196,10 @@ func Pull(ctx context.Context, opts PullOptions) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("image %s: layer %s: %w", ref.Name(), d, err)
 		}
+		if size < 0 || size > limits.Bytes-compressed {
+			return Result{}, fmt.Errorf("image %s: layer %s: its layers' compressed sizes add up to more than the image may unpack to (%d bytes)", ref.Name(), d, limits.Bytes)
+		}
+		compressed += size
 		mt, _ := l.MediaType()
 		if !mt.IsLayer() || mt == types.DockerForeignLayer {
 			return Result{}, fmt.Errorf("image %s: layer %s has media type %s, which is not a Linux filesystem layer", ref.Name(), d, mt)
@@ -166,10 +227,11 @@ func Pull(ctx context.Context, opts PullOptions) (Result, error) {
 	res.Downloaded = done
 
 	// Flatten, oldest layer first.
-	fl, err := NewFlattener(opts.Tree)
+	fl, err := NewFlattener(opts.Tree, limits)
 	if err != nil {
 		return Result{}, err
 	}
+	defer fl.Close()
 	for i, l := range res.Layers {
 		opts.Progress.Report(progress.Update{Stage: StageFlatten, Message: fmt.Sprintf("flattening layer %d of %d", i+1, len(res.Layers)), Done: int64(i), Total: int64(len(res.Layers))})
 		if err := ctx.Err(); err != nil {
@@ -326,6 +388,53 @@ func (c Cache) Prune(keep map[string]bool, dryRun bool) ([]Blob, error) {
 		}
 	}
 	return removed, nil
+}
+
+// manifestCap refuses manifest responses larger than max before anything parses them: a
+// declared length over it at once, a longer body as it is read.
+type manifestCap struct {
+	rt  http.RoundTripper
+	max int64
+}
+
+func (m manifestCap) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := m.rt.RoundTrip(req)
+	if err != nil || !strings.Contains(req.URL.Path, "/manifests/") || req.Method == http.MethodHead {
+		return resp, err
+	}
+	if resp.ContentLength > m.max {
+		resp.Body.Close()
+		return nil, fmt.Errorf("the manifest at %s is %d bytes; the limit is %d", req.URL.Redacted(), resp.ContentLength, m.max)
+	}
+	resp.Body = &cappedBody{rc: resp.Body, left: m.max, what: "the manifest at " + req.URL.Redacted()}
+	return resp, nil
+}
+
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64 // bytes still allowed
+	what string
+}
+
+func (c *cappedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1] // one byte more than allowed tells a body over the cap
+	}
+	n, err := c.rc.Read(p)
+	if c.left -= int64(n); c.left < 0 {
+		return n - 1, fmt.Errorf("%s is larger than the limit", c.what)
+	}
+	return n, err
+}
+
+func (c *cappedBody) Close() error { return c.rc.Close() }
+
+// emptyDir removes what dir holds, leaving it there.
+func emptyDir(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
 }
 
 type countWriter struct {

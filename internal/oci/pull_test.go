@@ -3,12 +3,15 @@ package oci
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -19,7 +22,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/untar"
 )
 
 // testRegistry runs go-containerregistry's in-memory registry on loopback and pushes an
@@ -142,6 +148,152 @@ func TestPullCorruptCachedBlobIsNotTrusted(t *testing.T) {
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".part") {
 			t.Errorf("partial download left: %s", e.Name())
+		}
+	}
+}
+
+// sparseLayer is a gzipped layer holding one PAX GNU sparse 1.0 file of size bytes, all hole
+// but its last byte: a couple of hundred bytes that expand to size.
+func sparseLayer(t *testing.T, name string, size int64) []byte {
+	t.Helper()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(sparseLayerRaw(t, name, size))
+	zw.Close()
+	return gz.Bytes()
+}
+
+// sparseLayerRaw is sparseLayer uncompressed.
+func sparseLayerRaw(t testing.TB, name string, size int64) []byte {
+	var out bytes.Buffer
+	block := func(name string, typ byte, n int) {
+		var h [512]byte
+		copy(h[0:], name)
+		copy(h[100:], "0000644\x00")
+		copy(h[108:], "0000000\x00")
+		copy(h[116:], "0000000\x00")
+		copy(h[124:], fmt.Sprintf("%011o\x00", n))
+		copy(h[136:], fmt.Sprintf("%011o\x00", 1700000000))
+		h[156] = typ
+		copy(h[257:], "ustar\x0000")
+		copy(h[148:], "        ")
+		sum := 0
+		for _, c := range h {
+			sum += int(c)
+		}
+		copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
+		out.Write(h[:])
+	}
+	pad := func() {
+		if n := out.Len() % 512; n != 0 {
+			out.Write(make([]byte, 512-n))
+		}
+	}
+	rec := func(k, v string) string {
+		body := " " + k + "=" + v + "\n"
+		n := len(body) + 1
+		for len(fmt.Sprint(n))+len(body) != n {
+			n++
+		}
+		return fmt.Sprint(n) + body
+	}
+	pax := rec("GNU.sparse.major", "1") + rec("GNU.sparse.minor", "0") + rec("GNU.sparse.name", name) + rec("GNU.sparse.realsize", fmt.Sprint(size))
+	block("PaxHeaders/"+name, 'x', len(pax))
+	out.WriteString(pax)
+	pad()
+	block("GNUSparseFile.0/"+name, '0', 513)
+	out.WriteString("1\n" + fmt.Sprint(size-1) + "\n1\n")
+	pad()
+	out.WriteString("z")
+	pad()
+	out.Write(make([]byte, 1024))
+	return out.Bytes()
+}
+
+// A layer of a few hundred bytes holding a 1 GiB sparse file is written sparse, not as 1 GiB
+// of zeros on the host's disk.
+func TestPullWritesSparseFilesSparse(t *testing.T) {
+	const size = 1 << 30
+	layer := sparseLayer(t, "var/log/lastlog", size)
+	ref, _ := testRegistry(t, "test/sparse:1", "amd64", layer)
+	tree := t.TempDir()
+	if _, err := Pull(context.Background(), PullOptions{Ref: ref, Cache: Cache{Dir: t.TempDir()}, Tree: tree, Keychain: authn.NewMultiKeychain()}); err != nil {
+		t.Fatalf("Pull: %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(tree, "var/log/lastlog"))
+	if err != nil || fi.Size() != size {
+		t.Fatalf("lastlog: %v, %v", fi, err)
+	}
+	if used := fi.Sys().(*syscall.Stat_t).Blocks * 512; used > 1<<20 {
+		t.Errorf("a %d-byte layer made a file taking %d bytes on disk; want it sparse", len(layer), used)
+	}
+}
+
+// Each limit refuses the image with an error naming what is over it, and leaves the tree
+// empty.
+func TestPullLimits(t *testing.T) {
+	big := layerTar(t, file("a", strings.Repeat("x", 3000)), file("b", strings.Repeat("y", 3000)))
+	small := layerTar(t, file("c", "z"))
+	ref, _ := testRegistry(t, "test/limits:1", "amd64", big, small)
+	bigDigest := layerDigest(t, big)
+	for _, tt := range []struct {
+		limits Limits
+		want   []string
+	}{
+		{Limits{Bytes: 5000}, []string{"layer " + bigDigest, `entry "b"`, "total size"}},
+		{Limits{Entries: 2}, []string{"layer sha256:", `entry "c"`, "entry count"}},
+		{Limits{Layers: 1}, []string{"2 layers", "limit is 1"}},
+		{Limits{ConfigBytes: 64}, []string{"configuration", "limit is 64"}},
+		{Limits{ManifestBytes: 100}, []string{"manifest", "the limit is 100"}},
+	} {
+		tree := t.TempDir()
+		os.WriteFile(filepath.Join(tree, "before"), nil, 0o644)
+		_, err := Pull(context.Background(), PullOptions{Ref: ref, Cache: Cache{Dir: t.TempDir()}, Tree: tree, Keychain: authn.NewMultiKeychain(), Limits: tt.limits})
+		if err == nil {
+			t.Errorf("%+v: pulled", tt.limits)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%+v: error %q lacks %q", tt.limits, err, w)
+			}
+		}
+		if entries, _ := os.ReadDir(tree); len(entries) != 0 {
+			t.Errorf("%+v: a refused pull left %d entries in the tree", tt.limits, len(entries))
+		}
+	}
+	// The sparse file counts at the size it expands to.
+	ref2, _ := testRegistry(t, "test/sparse-limit:1", "amd64", sparseLayer(t, "big", 1<<30))
+	_, err := Pull(context.Background(), PullOptions{Ref: ref2, Cache: Cache{Dir: t.TempDir()}, Tree: t.TempDir(), Keychain: authn.NewMultiKeychain(), Limits: Limits{Bytes: 1 << 29}})
+	var le *untar.LimitError
+	if !errors.As(err, &le) || le.Entry != "big" {
+		t.Errorf("sparse layer over the limit: %v; want an untar.LimitError naming big", err)
+	}
+}
+
+func layerDigest(t *testing.T, data []byte) string {
+	t.Helper()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// A manifest sent without a length is cut at the cap as it is read.
+func TestCappedBody(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		ok   bool
+	}{{"12345", true}, {"123456", false}, {"", true}} {
+		c := &cappedBody{rc: io.NopCloser(strings.NewReader(tt.body)), left: 5, what: "the manifest"}
+		b, err := io.ReadAll(c)
+		if tt.ok && (err != nil || string(b) != tt.body) || !tt.ok && (err == nil || len(b) > 5) {
+			t.Errorf("%q: read %q, %v", tt.body, b, err)
 		}
 	}
 }
