@@ -51,6 +51,10 @@ func testRepo(t *testing.T) string {
 	if err := os.Symlink("README.md", filepath.Join(dir, "readme-link")); err != nil {
 		t.Fatal(err)
 	}
+	// Tracked although .gitignore matches it (cJSON has 72 such files): it ships, and its
+	// changes in the guest come back.
+	writeFile(t, filepath.Join(dir, "tracked.log"), "tracked and ignored\n", 0o644)
+	git(t, dir, "add", "-f", "tracked.log")
 	git(t, dir, "add", ".")
 	git(t, dir, "commit", "-q", "-m", "one")
 	writeFile(t, filepath.Join(dir, "README.md"), "v2\n", 0o644)
@@ -68,11 +72,11 @@ func TestWorkspaceDryRunIsExactAndStartsNothing(t *testing.T) {
 	}
 	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	sort.Strings(got)
-	want := []string{".gitignore", "README.md", "data.bin", "readme-link", "scripts/run.sh"}
+	want := []string{".gitignore", "README.md", "data.bin", "readme-link", "scripts/run.sh", "tracked.log"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("dry-run list %q, want %q", got, want)
 	}
-	if !regexp.MustCompile(`5 files, \d+B, from .*proj to /root/proj \(dry run`).MatchString(r.stderr) || !strings.Contains(r.stderr, "1 untracked file(s)") {
+	if !regexp.MustCompile(`6 files, \d+B, from .*proj to /root/proj \(dry run`).MatchString(r.stderr) || !strings.Contains(r.stderr, "1 untracked file(s)") {
 		t.Errorf("dry-run stderr:\n%s", r.stderr)
 	}
 	r, _ = banger(nil, "vm", "run", "--dry-run", "--include-untracked", repo)
@@ -158,7 +162,7 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 	}
 
 	// Changes in the guest come back as a patch the host applies.
-	guest(t, "wsd", "sh", "-c", `printf 'v4 from the guest\n' > README.md && printf '\000\001new binary' > new.bin && rm scripts/run.sh && mkdir -p docs && echo doc > docs/a.md`)
+	guest(t, "wsd", "sh", "-c", `printf 'v4 from the guest\n' > README.md && printf '\000\001new binary' > new.bin && rm scripts/run.sh && mkdir -p docs && echo doc > docs/a.md && echo changed in the guest > tracked.log && echo build output > build.log`)
 	r = mustBanger(t, "vm", "workspace", "export", "wsd")
 	patch := r.stdout
 	if !strings.Contains(patch, "GIT binary patch") || !strings.Contains(patch, "deleted file mode") {
@@ -175,6 +179,13 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(repo, "scripts/run.sh")); !os.IsNotExist(err) {
 		t.Errorf("run.sh should be deleted by the patch: %v", err)
+	}
+	// The tracked file .gitignore matches came back; a new ignored file did not.
+	if b, _ := os.ReadFile(filepath.Join(repo, "tracked.log")); string(b) != "changed in the guest\n" {
+		t.Errorf("tracked.log after apply: %q; a change to a shipped file that .gitignore matches must be exported", b)
+	}
+	if strings.Contains(patch, "build.log") {
+		t.Errorf("the patch carries build.log, a new file .gitignore matches:\n%.2000s", patch)
 	}
 }
 

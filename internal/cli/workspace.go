@@ -314,13 +314,15 @@ includes commits made in the guest.`,
 			} else {
 				// The shipped state, rebuilt from the stream the guest kept, against the
 				// workspace now; both go through one throwaway index so that git sees renames,
-				// modes and binary files as it would in the host's work tree.
+				// modes and binary files as it would in the host's work tree. Every shipped file
+				// is added (-f: a tracked file that .gitignore also matches shipped too), so
+				// that its changes are exported; new files count when not ignored.
 				script = fmt.Sprintf(`set -e; k=%s; d=%s
 [ -f "$k" ] || { echo "banger: the guest has no record of what was shipped to $d; ship it again with banger vm exec --sync" >&2; exit 3; }
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 %s extract --zstd "$k" "$t/shipped"
 export GIT_DIR="$t/git" GIT_INDEX_FILE="$t/index"; git init -q --bare "$GIT_DIR"; git config core.compression 0
-GIT_WORK_TREE="$t/shipped" git add -A; base=$(git write-tree)
+GIT_WORK_TREE="$t/shipped" git add -A -f; base=$(git write-tree)
 GIT_WORK_TREE="$d" git add -A; git diff --cached --binary "$base"`, shellQuote(shippedTar(dest)), shellQuote(dest), agent.GuestBinary)
 			}
 			w := a.stdout
