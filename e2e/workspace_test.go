@@ -293,3 +293,51 @@ func processCPU(t *testing.T, pid int) time.Duration {
 	stime, _ := strconv.Atoi(f[12])
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
 }
+
+// workspace export --base takes what the user would type on the host: a branch, a tag, or a
+// branch with commits the guest never got (its history is sent first).
+func TestWorkspaceExportBaseTakesHostRefs(t *testing.T) {
+	ensureWarm(t)
+	repo := testRepo(t)
+	git(t, repo, "tag", "v1", "HEAD~1")
+	r := mustBanger(t, "vm", "run", "-d", "--name", "wsbase", "--memory", "768M", "--branch", "feature", repo)
+	if strings.TrimSpace(r.stdout) != "wsbase" {
+		t.Fatalf("vm run -d --branch: %q %s", r.stdout, r.stderr)
+	}
+	defer mustBanger(t, "vm", "delete", "-f", "wsbase")
+	guest(t, "wsbase", "sh", "-c", `echo from the guest > guest.txt && git add guest.txt && git -c user.name=g -c user.email=g@g commit -q -m guest`)
+	// A host branch the guest never saw.
+	git(t, repo, "checkout", "-q", "-b", "other")
+	writeFile(t, filepath.Join(repo, "other.txt"), "only on the host\n", 0o644)
+	git(t, repo, "add", "other.txt")
+	git(t, repo, "commit", "-q", "-m", "other")
+	git(t, repo, "checkout", "-q", "main")
+
+	for _, tc := range []struct {
+		base      string
+		want, not []string
+	}{
+		{"main", []string{"guest.txt"}, []string{"README.md", "other.txt"}},
+		{"v1", []string{"guest.txt", "README.md"}, []string{"other.txt"}},
+		{"other", []string{"guest.txt", "other.txt"}, nil}, // other.txt: the guest's tree lacks it
+	} {
+		r, _ := banger(nil, "vm", "workspace", "export", "wsbase", "--base", tc.base)
+		if r.code != 0 {
+			t.Errorf("--base %s: exit %d stderr %s", tc.base, r.code, r.stderr)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stdout, "b/"+w) {
+				t.Errorf("--base %s: the patch lacks %s:\n%.1500s", tc.base, w, r.stdout)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(r.stdout, "b/"+n) {
+				t.Errorf("--base %s: the patch has %s:\n%.1500s", tc.base, n, r.stdout)
+			}
+		}
+	}
+	if r, _ := banger(nil, "vm", "workspace", "export", "wsbase", "--base", "no-such-ref"); r.code != 2 || !strings.Contains(r.stderr, `"no-such-ref" is not a commit`) {
+		t.Errorf("--base no-such-ref: exit %d stderr %s", r.code, r.stderr)
+	}
+}
