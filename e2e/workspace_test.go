@@ -187,6 +187,35 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 	if strings.Contains(patch, "build.log") {
 		t.Errorf("the patch carries build.log, a new file .gitignore matches:\n%.2000s", patch)
 	}
+
+	// Everything the guest changed was exported, so a sync may replace it; a file deleted on
+	// the host is deleted in the guest too, and the next export does not bring it back.
+	git(t, repo, "add", "-A")
+	git(t, repo, "commit", "-q", "-m", "the guest's work")
+	git(t, repo, "rm", "-q", "data.bin")
+	git(t, repo, "commit", "-q", "-m", "rm data.bin")
+	r = mustBanger(t, "vm", "exec", "wsd", "--sync", "--", "sh", "-c", "test -e data.bin && echo data.bin-still-there; cat README.md")
+	if r.stdout != "v4 from the guest\n" {
+		t.Errorf("after a sync of a host deletion: %q (stderr %s)", r.stdout, r.stderr)
+	}
+	if r := mustBanger(t, "vm", "workspace", "export", "wsd"); r.stdout != "" {
+		t.Errorf("export right after a sync: %.1500s; want no change", r.stdout)
+	}
+	// A change in the guest that was not exported stops a sync, and nothing is overwritten.
+	guest(t, "wsd", "sh", "-c", "echo unexported guest edit > README.md")
+	writeFile(t, filepath.Join(repo, "README.md"), "v5\n", 0o644)
+	git(t, repo, "commit", "-q", "-am", "five")
+	r, _ = banger(nil, "vm", "exec", "wsd", "--sync", "--", "true")
+	if r.code != 1 || !strings.Contains(r.stderr, "M  README.md") && !strings.Contains(r.stderr, "M\tREADME.md") || !strings.Contains(r.stderr, "vm workspace export wsd") {
+		t.Errorf("sync over an unexported change: exit %d stderr %s; want 1, the file and the way out", r.code, r.stderr)
+	}
+	if got := guest(t, "wsd", "cat", "README.md"); got != "unexported guest edit" {
+		t.Errorf("a refused sync changed README.md: %q", got)
+	}
+	// --force discards it.
+	if r := mustBanger(t, "vm", "exec", "wsd", "--sync", "--force", "--", "cat", "README.md"); r.stdout != "v5\n" {
+		t.Errorf("sync --force: %q", r.stdout)
+	}
 }
 
 func TestFileSync(t *testing.T) {

@@ -51,6 +51,43 @@ func shippedTar(guestDir string) string {
 	return cacheDir + "/shipped" + strings.ReplaceAll(path.Clean(guestDir), "/", "_") + ".tar.zst"
 }
 
+// exportedTree is where the guest keeps the git tree of a plain workspace as `vm workspace
+// export` last exported it: `vm exec --sync` may replace that state without losing work.
+func exportedTree(guestDir string) string {
+	return cacheDir + "/exported" + strings.ReplaceAll(path.Clean(guestDir), "/", "_")
+}
+
+// syncCheckScript is the guest side of `vm exec --sync` before the new state ships: it refuses
+// (exit 10, listing the files) when the workspace has changes since it was shipped that
+// were not exported, unless force; with force, files the guest added go (what it changed or
+// deleted ships again). It keeps the old stream at $k.prev for pruneScript.
+func syncCheckScript(dest string, force bool) string {
+	return fmt.Sprintf(`set -e; k=%s; d=%s; e=%s; force=%t
+[ -f "$k" ] || { echo "banger: the guest has no record of what was shipped to $d; ship it with banger vm run again" >&2; exit 3; }
+t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+%s extract --zstd "$k" "$t/shipped"
+export GIT_DIR="$t/git" GIT_INDEX_FILE="$t/index"; git init -q --bare "$GIT_DIR"; git config core.compression 0
+GIT_WORK_TREE="$t/shipped" git add -A -f; base=$(git write-tree)
+GIT_WORK_TREE="$d" git add -A; now=$(git write-tree)
+if [ "$now" != "$base" ] && [ "$now" != "$(cat "$e" 2>/dev/null)" ]; then
+  if [ "$force" != true ]; then
+    echo "banger: the workspace in the guest has changes that were not exported:" >&2
+    git diff --cached --name-status "$base" | head -n 50 | sed 's/^/  /' >&2
+    exit 10
+  fi
+  git diff --cached --name-only -z --diff-filter=A "$base" | (cd "$d" && xargs -0 -r rm -f --)
+fi
+cp -f "$k" "$k.prev"`, shellQuote(shippedTar(dest)), shellQuote(dest), shellQuote(exportedTree(dest)), force, agent.GuestBinary)
+}
+
+// pruneScript is the guest side of `vm exec --sync` after the new state shipped: what the old
+// stream shipped and the new one does not is removed (files deleted on the host).
+func pruneScript(dest string) string {
+	return fmt.Sprintf(`set -e; k=%s; e=%s
+%s prune "$k.prev" "$k" %s
+rm -f "$k.prev" "$e"`, shellQuote(shippedTar(dest)), shellQuote(exportedTree(dest)), agent.GuestBinary, shellQuote(dest))
+}
+
 // shippedRef is the ref that marks, in a workspace shipped with --branch, the state it was
 // shipped in (the branch's commit with the uncommitted changes on top).
 const shippedRef = "refs/banger/shipped"
@@ -366,7 +403,8 @@ t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 %s extract --zstd "$k" "$t/shipped"
 export GIT_DIR="$t/git" GIT_INDEX_FILE="$t/index"; git init -q --bare "$GIT_DIR"; git config core.compression 0
 GIT_WORK_TREE="$t/shipped" git add -A -f; base=$(git write-tree)
-GIT_WORK_TREE="$d" git add -A; git diff --cached --binary "$base"`, shellQuote(shippedTar(dest)), shellQuote(dest), agent.GuestBinary)
+GIT_WORK_TREE="$d" git add -A; git diff --cached --binary "$base"
+git write-tree > %s`, shellQuote(shippedTar(dest)), shellQuote(dest), agent.GuestBinary, shellQuote(exportedTree(dest)))
 			}
 			w := a.stdout
 			if out != "" {
