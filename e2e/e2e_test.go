@@ -405,7 +405,7 @@ func TestBadInputIsRefusedCleanly(t *testing.T) {
 		want string
 	}{
 		// Every bad flag value is a usage error (exit 2), whether the CLI or the daemon finds it.
-		{"invalid name", []string{"vm", "run", "--rm", "--name", "Bad_Name", "--", "true"}, 2, `VM name "Bad_Name" has '_' at position 4 (try "bad-name")`},
+		{"invalid name", []string{"vm", "run", "--rm", "--name", "Bad_Name", "--", "true"}, 2, `VM name "Bad_Name" has 'B' at position 1 (try "bad-name")`},
 		{"zero vcpus", []string{"vm", "run", "--rm", "--vcpu", "0", "--", "true"}, 2, "--vcpu"},
 		{"too many vcpus", []string{"vm", "run", "--rm", "--vcpu", "500", "--", "true"}, 2, "--vcpu"},
 		{"too much memory", []string{"vm", "run", "--rm", "--memory", "100T", "--", "true"}, 2, "--memory"},

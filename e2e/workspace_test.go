@@ -51,6 +51,10 @@ func testRepo(t *testing.T) string {
 	if err := os.Symlink("README.md", filepath.Join(dir, "readme-link")); err != nil {
 		t.Fatal(err)
 	}
+	// Tracked although .gitignore matches it (cJSON has 72 such files): it ships, and its
+	// changes in the guest come back.
+	writeFile(t, filepath.Join(dir, "tracked.log"), "tracked and ignored\n", 0o644)
+	git(t, dir, "add", "-f", "tracked.log")
 	git(t, dir, "add", ".")
 	git(t, dir, "commit", "-q", "-m", "one")
 	writeFile(t, filepath.Join(dir, "README.md"), "v2\n", 0o644)
@@ -68,11 +72,11 @@ func TestWorkspaceDryRunIsExactAndStartsNothing(t *testing.T) {
 	}
 	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	sort.Strings(got)
-	want := []string{".gitignore", "README.md", "data.bin", "readme-link", "scripts/run.sh"}
+	want := []string{".gitignore", "README.md", "data.bin", "readme-link", "scripts/run.sh", "tracked.log"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("dry-run list %q, want %q", got, want)
 	}
-	if !regexp.MustCompile(`5 files, \d+B, from .*proj to /root/proj \(dry run`).MatchString(r.stderr) || !strings.Contains(r.stderr, "1 untracked file(s)") {
+	if !regexp.MustCompile(`6 files, \d+B, from .*proj to /root/proj \(dry run`).MatchString(r.stderr) || !strings.Contains(r.stderr, "1 untracked file(s)") {
 		t.Errorf("dry-run stderr:\n%s", r.stderr)
 	}
 	r, _ = banger(nil, "vm", "run", "--dry-run", "--include-untracked", repo)
@@ -158,7 +162,7 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 	}
 
 	// Changes in the guest come back as a patch the host applies.
-	guest(t, "wsd", "sh", "-c", `printf 'v4 from the guest\n' > README.md && printf '\000\001new binary' > new.bin && rm scripts/run.sh && mkdir -p docs && echo doc > docs/a.md`)
+	guest(t, "wsd", "sh", "-c", `printf 'v4 from the guest\n' > README.md && printf '\000\001new binary' > new.bin && rm scripts/run.sh && mkdir -p docs && echo doc > docs/a.md && echo changed in the guest > tracked.log && echo build output > build.log`)
 	r = mustBanger(t, "vm", "workspace", "export", "wsd")
 	patch := r.stdout
 	if !strings.Contains(patch, "GIT binary patch") || !strings.Contains(patch, "deleted file mode") {
@@ -175,6 +179,42 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(repo, "scripts/run.sh")); !os.IsNotExist(err) {
 		t.Errorf("run.sh should be deleted by the patch: %v", err)
+	}
+	// The tracked file .gitignore matches came back; a new ignored file did not.
+	if b, _ := os.ReadFile(filepath.Join(repo, "tracked.log")); string(b) != "changed in the guest\n" {
+		t.Errorf("tracked.log after apply: %q; a change to a shipped file that .gitignore matches must be exported", b)
+	}
+	if strings.Contains(patch, "build.log") {
+		t.Errorf("the patch carries build.log, a new file .gitignore matches:\n%.2000s", patch)
+	}
+
+	// Everything the guest changed was exported, so a sync may replace it; a file deleted on
+	// the host is deleted in the guest too, and the next export does not bring it back.
+	git(t, repo, "add", "-A")
+	git(t, repo, "commit", "-q", "-m", "the guest's work")
+	git(t, repo, "rm", "-q", "data.bin")
+	git(t, repo, "commit", "-q", "-m", "rm data.bin")
+	r = mustBanger(t, "vm", "exec", "wsd", "--sync", "--", "sh", "-c", "test -e data.bin && echo data.bin-still-there; cat README.md")
+	if r.stdout != "v4 from the guest\n" {
+		t.Errorf("after a sync of a host deletion: %q (stderr %s)", r.stdout, r.stderr)
+	}
+	if r := mustBanger(t, "vm", "workspace", "export", "wsd"); r.stdout != "" {
+		t.Errorf("export right after a sync: %.1500s; want no change", r.stdout)
+	}
+	// A change in the guest that was not exported stops a sync, and nothing is overwritten.
+	guest(t, "wsd", "sh", "-c", "echo unexported guest edit > README.md")
+	writeFile(t, filepath.Join(repo, "README.md"), "v5\n", 0o644)
+	git(t, repo, "commit", "-q", "-am", "five")
+	r, _ = banger(nil, "vm", "exec", "wsd", "--sync", "--", "true")
+	if r.code != 1 || !strings.Contains(r.stderr, "M  README.md") && !strings.Contains(r.stderr, "M\tREADME.md") || !strings.Contains(r.stderr, "vm workspace export wsd") {
+		t.Errorf("sync over an unexported change: exit %d stderr %s; want 1, the file and the way out", r.code, r.stderr)
+	}
+	if got := guest(t, "wsd", "cat", "README.md"); got != "unexported guest edit" {
+		t.Errorf("a refused sync changed README.md: %q", got)
+	}
+	// --force discards it.
+	if r := mustBanger(t, "vm", "exec", "wsd", "--sync", "--force", "--", "cat", "README.md"); r.stdout != "v5\n" {
+		t.Errorf("sync --force: %q", r.stdout)
 	}
 }
 
@@ -281,4 +321,52 @@ func processCPU(t *testing.T, pid int) time.Duration {
 	utime, _ := strconv.Atoi(f[11])
 	stime, _ := strconv.Atoi(f[12])
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// workspace export --base takes what the user would type on the host: a branch, a tag, or a
+// branch with commits the guest never got (its history is sent first).
+func TestWorkspaceExportBaseTakesHostRefs(t *testing.T) {
+	ensureWarm(t)
+	repo := testRepo(t)
+	git(t, repo, "tag", "v1", "HEAD~1")
+	r := mustBanger(t, "vm", "run", "-d", "--name", "wsbase", "--memory", "768M", "--branch", "feature", repo)
+	if strings.TrimSpace(r.stdout) != "wsbase" {
+		t.Fatalf("vm run -d --branch: %q %s", r.stdout, r.stderr)
+	}
+	defer mustBanger(t, "vm", "delete", "-f", "wsbase")
+	guest(t, "wsbase", "sh", "-c", `echo from the guest > guest.txt && git add guest.txt && git -c user.name=g -c user.email=g@g commit -q -m guest`)
+	// A host branch the guest never saw.
+	git(t, repo, "checkout", "-q", "-b", "other")
+	writeFile(t, filepath.Join(repo, "other.txt"), "only on the host\n", 0o644)
+	git(t, repo, "add", "other.txt")
+	git(t, repo, "commit", "-q", "-m", "other")
+	git(t, repo, "checkout", "-q", "main")
+
+	for _, tc := range []struct {
+		base      string
+		want, not []string
+	}{
+		{"main", []string{"guest.txt"}, []string{"README.md", "other.txt"}},
+		{"v1", []string{"guest.txt", "README.md"}, []string{"other.txt"}},
+		{"other", []string{"guest.txt", "other.txt"}, nil}, // other.txt: the guest's tree lacks it
+	} {
+		r, _ := banger(nil, "vm", "workspace", "export", "wsbase", "--base", tc.base)
+		if r.code != 0 {
+			t.Errorf("--base %s: exit %d stderr %s", tc.base, r.code, r.stderr)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stdout, "b/"+w) {
+				t.Errorf("--base %s: the patch lacks %s:\n%.1500s", tc.base, w, r.stdout)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(r.stdout, "b/"+n) {
+				t.Errorf("--base %s: the patch has %s:\n%.1500s", tc.base, n, r.stdout)
+			}
+		}
+	}
+	if r, _ := banger(nil, "vm", "workspace", "export", "wsbase", "--base", "no-such-ref"); r.code != 2 || !strings.Contains(r.stderr, `"no-such-ref" is not a commit`) {
+		t.Errorf("--base no-such-ref: exit %d stderr %s", r.code, r.stderr)
+	}
 }

@@ -36,8 +36,11 @@ func main() {
 	if len(os.Args) >= 2 && os.Args[1] == "extract" {
 		os.Exit(extract(os.Args[2:]))
 	}
+	if len(os.Args) >= 2 && os.Args[1] == "prune" {
+		os.Exit(prune(os.Args[2:]))
+	}
 	if len(os.Args) < 2 || os.Args[1] != "serve" {
-		fmt.Fprintf(os.Stderr, "usage: banger-agent serve\n       banger-agent extract [--zstd] FILE DIR\n\nbanger-agent runs inside banger guests; it is not meant to be started by hand.\n")
+		fmt.Fprintf(os.Stderr, "usage: banger-agent serve\n       banger-agent extract [--zstd] FILE DIR\n       banger-agent prune OLD.tar.zst NEW.tar.zst DIR\n\nbanger-agent runs inside banger guests; it is not meant to be started by hand.\n")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -78,6 +81,20 @@ func extract(args []string) int {
 	}
 	if _, err := guestagent.ExtractFile(args[0], compression, args[1]); err != nil {
 		fmt.Fprintf(os.Stderr, "banger-agent extract %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// prune is `banger-agent prune OLD NEW DIR`: it removes from DIR what the shipped stream OLD
+// put there and NEW no longer ships (a workspace sync's deletions).
+func prune(args []string) int {
+	if len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: banger-agent prune OLD.tar.zst NEW.tar.zst DIR")
+		return 2
+	}
+	if _, err := guestagent.PruneShipped(args[0], args[1], args[2]); err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent prune %s: %v\n", args[2], err)
 		return 1
 	}
 	return 0

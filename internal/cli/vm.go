@@ -155,9 +155,6 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 				list workspace.List
 				err  error
 			)
-			if len(pathArgs) == 0 {
-				a.noteUnshippedRepo()
-			}
 			if len(pathArgs) == 1 {
 				if repo, list, err = a.listWorkspace(pathArgs[0], ws); err != nil {
 					return err
@@ -175,6 +172,9 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, AutoRemove: rm, NoNAT: noNAT, CancelOnDisconnect: true, KeepUnreachable: true}
 			if err := sizes.apply(c, &req); err != nil {
 				return err
+			}
+			if len(pathArgs) == 0 {
+				a.noteUnshippedRepo()
 			}
 			return a.run(c.Context(), runPlan{req: req, command: command, rm: rm, detach: detach, repo: repo, list: list, ws: ws})
 		},

@@ -51,6 +51,43 @@ func shippedTar(guestDir string) string {
 	return cacheDir + "/shipped" + strings.ReplaceAll(path.Clean(guestDir), "/", "_") + ".tar.zst"
 }
 
+// exportedTree is where the guest keeps the git tree of a plain workspace as `vm workspace
+// export` last exported it: `vm exec --sync` may replace that state without losing work.
+func exportedTree(guestDir string) string {
+	return cacheDir + "/exported" + strings.ReplaceAll(path.Clean(guestDir), "/", "_")
+}
+
+// syncCheckScript is the guest side of `vm exec --sync` before the new state ships: it refuses
+// (exit 10, listing the files) when the workspace has changes since it was shipped that
+// were not exported, unless force; with force, files the guest added go (what it changed or
+// deleted ships again). It keeps the old stream at $k.prev for pruneScript.
+func syncCheckScript(dest string, force bool) string {
+	return fmt.Sprintf(`set -e; k=%s; d=%s; e=%s; force=%t
+[ -f "$k" ] || { echo "banger: the guest has no record of what was shipped to $d; ship it with banger vm run again" >&2; exit 3; }
+t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+%s extract --zstd "$k" "$t/shipped"
+export GIT_DIR="$t/git" GIT_INDEX_FILE="$t/index"; git init -q --bare "$GIT_DIR"; git config core.compression 0
+GIT_WORK_TREE="$t/shipped" git add -A -f; base=$(git write-tree)
+GIT_WORK_TREE="$d" git add -A; now=$(git write-tree)
+if [ "$now" != "$base" ] && [ "$now" != "$(cat "$e" 2>/dev/null)" ]; then
+  if [ "$force" != true ]; then
+    echo "banger: the workspace in the guest has changes that were not exported:" >&2
+    git diff --cached --name-status "$base" | head -n 50 | sed 's/^/  /' >&2
+    exit 10
+  fi
+  git diff --cached --name-only -z --diff-filter=A "$base" | (cd "$d" && xargs -0 -r rm -f --)
+fi
+cp -f "$k" "$k.prev"`, shellQuote(shippedTar(dest)), shellQuote(dest), shellQuote(exportedTree(dest)), force, agent.GuestBinary)
+}
+
+// pruneScript is the guest side of `vm exec --sync` after the new state shipped: what the old
+// stream shipped and the new one does not is removed (files deleted on the host).
+func pruneScript(dest string) string {
+	return fmt.Sprintf(`set -e; k=%s; e=%s
+%s prune "$k.prev" "$k" %s
+rm -f "$k.prev" "$e"`, shellQuote(shippedTar(dest)), shellQuote(exportedTree(dest)), agent.GuestBinary, shellQuote(dest))
+}
+
 // shippedRef is the ref that marks, in a workspace shipped with --branch, the state it was
 // shipped in (the branch's commit with the uncommitted changes on top).
 const shippedRef = "refs/banger/shipped"
@@ -196,26 +233,7 @@ func (a *app) shipBranch(ctx context.Context, cl *client.Client, vm string, repo
 		return err
 	}
 	ship := cacheDir + "/ship-" + repo.Name
-	_, err = uploadTar(ctx, cl, vm, api.UploadRequest{Dest: ship}, func(w io.Writer) error {
-		var bundle bytes.Buffer
-		if err := repo.Bundle(&bundle, commit); err != nil {
-			return err
-		}
-		tw := tar.NewWriter(w)
-		for _, f := range []struct {
-			name string
-			data []byte
-		}{{"ws.bundle", bundle.Bytes()}, {"ws.patch", []byte(diff)}} {
-			if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o600, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
-				return err
-			}
-			if _, err := tw.Write(f.data); err != nil {
-				return err
-			}
-		}
-		return tw.Close()
-	})
-	if err != nil {
+	if err := uploadHistory(ctx, cl, vm, repo, commit, ship, diff); err != nil {
 		return err
 	}
 	script := fmt.Sprintf(`set -e
@@ -240,6 +258,63 @@ git update-ref %s "$(git -c user.name=banger -c user.email=banger@localhost comm
 		return fmt.Errorf("setting up branch %s in the guest failed (exit %d)", o.branch, code)
 	}
 	return nil
+}
+
+// uploadHistory puts into the guest directory dir a git bundle of everything reachable from
+// commit (ws.bundle) and, when patch is not empty, the patch (ws.patch).
+func uploadHistory(ctx context.Context, cl *client.Client, vm string, repo *workspace.Repo, commit, dir, patch string) error {
+	_, err := uploadTar(ctx, cl, vm, api.UploadRequest{Dest: dir}, func(w io.Writer) error {
+		var bundle bytes.Buffer
+		if err := repo.Bundle(&bundle, commit); err != nil {
+			return err
+		}
+		tw := tar.NewWriter(w)
+		for _, f := range []struct {
+			name string
+			data []byte
+		}{{"ws.bundle", bundle.Bytes()}, {"ws.patch", []byte(patch)}} {
+			if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o600, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
+				return err
+			}
+			if _, err := tw.Write(f.data); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	})
+	return err
+}
+
+// exportBase resolves --base as the user typed it — a branch or tag of the host's repository,
+// or any commit there — and makes sure the guest's copy of a --branch workspace has that
+// commit (only the shipped branch's history went in), sending its history when it does not.
+func (a *app) exportBase(ctx context.Context, cl *client.Client, vm api.VM, base string) (string, error) {
+	w := vm.Workspace
+	repo, err := workspace.Open(w.HostPath)
+	if err != nil {
+		return "", fmt.Errorf("--base %s needs the workspace's repository on the host: %w", base, err)
+	}
+	commit, err := repo.ResolveCommit(base)
+	if err != nil {
+		return "", usagef("--base: %v", err)
+	}
+	has := fmt.Sprintf("cd %s && git cat-file -e %s^{commit} 2>/dev/null", shellQuote(w.GuestPath), commit)
+	if code, err := a.guestScript(ctx, cl, vm.Name, has); err != nil || code == 0 {
+		return commit, err
+	}
+	dir := cacheDir + "/base-" + repo.Name
+	if err := uploadHistory(ctx, cl, vm.Name, repo, commit, dir, ""); err != nil {
+		return "", err
+	}
+	fetch := fmt.Sprintf(`set -e; s=%s; cd %s
+git fetch -q "$s/ws.bundle" '+refs/banger/*:refs/banger/base/*'
+git for-each-ref --format='delete %%(refname)' refs/banger/base | git update-ref --stdin
+rm -rf "$s"`, shellQuote(dir), shellQuote(w.GuestPath))
+	code, err := a.guestScript(ctx, cl, vm.Name, fetch)
+	if err == nil && code != 0 {
+		err = fmt.Errorf("sending %s (%s) to the guest's copy of the workspace failed (exit %d)", base, commit, code)
+	}
+	return commit, err
 }
 
 // guestScript runs a shell script in the guest with its output on banger's stderr.
@@ -288,8 +363,9 @@ func (a *app) vmWorkspaceCmd() *cobra.Command {
 		Short: "Get the guest's changes as a git patch",
 		Long: `Print the changes made in the VM's workspace since it was shipped, as a binary git patch that
 ` + "`git apply`" + ` takes in the host's work tree (new, changed and deleted files; binary files too). With
---base REF (for a workspace shipped with --branch) the patch is against REF instead, so it
-includes commits made in the guest.`,
+--base REF (for a workspace shipped with --branch) the patch is against REF — a branch, tag or
+commit of the host's repository, as you would give it to git there — so it includes commits
+made in the guest.`,
 		Example: `  banger vm workspace export dev | git apply
   banger vm workspace export dev -o guest.patch
   banger vm workspace export dev --base main > since-main.patch`,
@@ -308,20 +384,27 @@ includes commits made in the guest.`,
 				if vm.Workspace.Branch == "" {
 					return usagef("--base needs a workspace shipped with --branch (it has git history in the guest)")
 				}
-				script = fmt.Sprintf(`set -e; cd %s; i=$(mktemp); trap 'rm -f "$i"' EXIT; export GIT_INDEX_FILE="$i"; git read-tree HEAD; git add -A; git diff --cached --binary %s`, shellQuote(dest), shellQuote(base))
+				commit, err := a.exportBase(c.Context(), cl, vm, base)
+				if err != nil {
+					return err
+				}
+				script = fmt.Sprintf(`set -e; cd %s; i=$(mktemp); trap 'rm -f "$i"' EXIT; export GIT_INDEX_FILE="$i"; git read-tree HEAD; git add -A; git diff --cached --binary %s`, shellQuote(dest), commit)
 			} else if vm.Workspace.Branch != "" {
 				script = fmt.Sprintf(`set -e; cd %s; i=$(mktemp); trap 'rm -f "$i"' EXIT; cp .git/index "$i"; export GIT_INDEX_FILE="$i"; git add -A; git diff --cached --binary %s`, shellQuote(dest), shippedRef)
 			} else {
 				// The shipped state, rebuilt from the stream the guest kept, against the
 				// workspace now; both go through one throwaway index so that git sees renames,
-				// modes and binary files as it would in the host's work tree.
+				// modes and binary files as it would in the host's work tree. Every shipped file
+				// is added (-f: a tracked file that .gitignore also matches shipped too), so
+				// that its changes are exported; new files count when not ignored.
 				script = fmt.Sprintf(`set -e; k=%s; d=%s
 [ -f "$k" ] || { echo "banger: the guest has no record of what was shipped to $d; ship it again with banger vm exec --sync" >&2; exit 3; }
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 %s extract --zstd "$k" "$t/shipped"
 export GIT_DIR="$t/git" GIT_INDEX_FILE="$t/index"; git init -q --bare "$GIT_DIR"; git config core.compression 0
-GIT_WORK_TREE="$t/shipped" git add -A; base=$(git write-tree)
-GIT_WORK_TREE="$d" git add -A; git diff --cached --binary "$base"`, shellQuote(shippedTar(dest)), shellQuote(dest), agent.GuestBinary)
+GIT_WORK_TREE="$t/shipped" git add -A -f; base=$(git write-tree)
+GIT_WORK_TREE="$d" git add -A; git diff --cached --binary "$base"
+git write-tree > %s`, shellQuote(shippedTar(dest)), shellQuote(dest), agent.GuestBinary, shellQuote(exportedTree(dest)))
 			}
 			w := a.stdout
 			if out != "" {
@@ -342,7 +425,7 @@ GIT_WORK_TREE="$d" git add -A; git diff --cached --binary "$base"`, shellQuote(s
 			return nil
 		},
 	}
-	export.Flags().StringVar(&base, "base", "", "diff against this commit in the guest (workspaces shipped with --branch)")
+	export.Flags().StringVar(&base, "base", "", "diff against this branch, tag or commit of the host's repository (workspaces shipped with --branch)")
 	export.Flags().StringVarP(&out, "output", "o", "", "write the patch to this file instead of stdout")
 	c.AddCommand(export)
 	return c

@@ -222,8 +222,19 @@ const (
 )
 
 // IncludeBlock is what --install adds: an Include of banger's ssh_config, fenced by markers.
-func IncludeBlock(sshConfig string) string {
-	return beginMarker + "\n# Added by `banger ssh-config --install`; remove with `banger ssh-config --uninstall`.\nInclude " + quote(sshConfig) + "\n" + endMarker + "\n"
+func IncludeBlock(sshConfig string) string { return includeBlock(sshConfig, false) }
+
+// createdNote marks, inside the block, a config file that Install created: Uninstall then
+// removes the file again when nothing else is left in it, so the user's HOME is as it was.
+const createdNote = "# banger created this file; `banger ssh-config --uninstall` removes it again while nothing else is in it."
+
+func includeBlock(sshConfig string, created bool) string {
+	note := ""
+	if created {
+		note = createdNote + "\n"
+	}
+	return beginMarker + "\n# Added by `banger ssh-config --install`; remove with `banger ssh-config --uninstall`.\n" + note +
+		"Include " + quote(sshConfig) + "\n" + endMarker + "\n"
 }
 
 // Install adds the Include block to the user's ssh config at userConfig (creating it 0600 if
@@ -236,7 +247,9 @@ func Install(userConfig, sshConfig string) (bool, error) {
 		return false, err
 	}
 	content := string(b)
-	block := IncludeBlock(sshConfig)
+	// A file that did not exist (or that an earlier install created) is marked as banger's.
+	created := os.IsNotExist(err) || strings.Contains(content, createdNote)
+	block := includeBlock(sshConfig, created)
 	if rest, had := removeBlock(content); had {
 		if strings.HasPrefix(content, block) {
 			return false, nil // already installed, as is
@@ -269,6 +282,18 @@ func Uninstall(userConfig string) (bool, error) {
 	rest, had := removeBlock(string(b))
 	if !had {
 		return false, nil
+	}
+	if strings.Contains(string(b), createdNote) && strings.TrimSpace(rest) == "" {
+		// banger made this file and nothing else is in it: leave no empty config behind. A
+		// symlinked config keeps its link; the file banger made at its end goes.
+		target, err := resolveLinks(userConfig)
+		if err != nil {
+			return false, err
+		}
+		if err := os.Remove(target); err != nil {
+			return false, err
+		}
+		return true, syncDir(filepath.Dir(target))
 	}
 	st, err := os.Stat(userConfig)
 	if err != nil {

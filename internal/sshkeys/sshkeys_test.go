@@ -244,3 +244,74 @@ func TestInstallUninstallKeepASymlinkedConfig(t *testing.T) {
 		t.Error("Install through a symlink loop succeeded")
 	}
 }
+
+// Uninstall restores the absence of a config that install created; a file with something
+// else in it stays, and a file that existed (empty or not) is never removed.
+func TestUninstallRemovesTheConfigInstallCreated(t *testing.T) {
+	dir := t.TempDir()
+	userCfg := filepath.Join(dir, "config")
+	if _, err := Install(userCfg, "/x/ssh_config"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(userCfg, "/y/ssh_config"); err != nil { // reinstalled after banger moved
+		t.Fatal(err)
+	}
+	if removed, err := Uninstall(userCfg); err != nil || !removed {
+		t.Fatalf("Uninstall = %v, %v", removed, err)
+	}
+	if _, err := os.Lstat(userCfg); !os.IsNotExist(err) {
+		t.Errorf("after install into no file and uninstall, the file is still there: %v", err)
+	}
+
+	// Created by install, then the user added a host: the user's part stays.
+	if _, err := Install(userCfg, "/x/ssh_config"); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.OpenFile(userCfg, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("Host mine\n  User me\n")
+	f.Close()
+	if _, err := Uninstall(userCfg); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(userCfg); err != nil || string(b) != "Host mine\n  User me\n" {
+		t.Errorf("after uninstall with the user's host: %q, %v", b, err)
+	}
+
+	// An empty file the user had stays.
+	other := filepath.Join(dir, "existing")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(other, "/x/ssh_config"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Uninstall(other); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(other); err != nil || len(b) != 0 {
+		t.Errorf("an existing empty config: %q, %v; want it kept, empty", b, err)
+	}
+}
+
+// A dangling symlinked config: install creates its target, uninstall removes the target and
+// keeps the user's link.
+func TestUninstallKeepsADanglingLinkItFilled(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "config")
+	target := filepath.Join(dir, "dotfiles-config")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(link, "/x/ssh_config"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Uninstall(link); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link: %v %v; want it kept", st, err)
+	}
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Errorf("the target install made is still there: %v", err)
+	}
+}
