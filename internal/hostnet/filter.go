@@ -377,7 +377,15 @@ func trimNUL(b []byte) []byte {
 // re-apply go to report.
 func (n *Net) WatchUplink(done <-chan struct{}, report func(error)) error {
 	updates := make(chan netlink.RouteUpdate, 16)
-	opts := netlink.RouteSubscribeOptions{ErrorCallback: report}
+	opts := netlink.RouteSubscribeOptions{ErrorCallback: func(err error) {
+		select {
+		case <-done: // the socket closing on the way out is no news
+		default:
+			if report != nil {
+				report(fmt.Errorf("watch routes for uplink changes: %w", err))
+			}
+		}
+	}}
 	if n.ns.IsOpen() {
 		opts.Namespace = &n.ns
 	}

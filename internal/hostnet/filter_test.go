@@ -254,6 +254,27 @@ func TestFilterLetsGuestsOnlyWhereTheyBelong(t *testing.T) {
 		}
 	}
 
+	// NAT guests follow the default route: away and back.
+	done := make(chan struct{})
+	defer close(done)
+	if err := n.WatchUplink(done, func(err error) { t.Errorf("uplink watch: %v", err) }); err != nil {
+		t.Fatal(err)
+	}
+	uplinks := func(want string) {
+		t.Helper()
+		var st FilterState
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if st, err = n.Filter(); err == nil && strings.Join(st.Uplinks, ",") == want {
+				return
+			}
+		}
+		t.Fatalf("uplinks %v (%v), want %q after the default route changed", st.Uplinks, err, want)
+	}
+	run(t, "ip", "-n", host, "route", "del", "default")
+	uplinks("")
+	run(t, "ip", "-n", host, "route", "add", "default", "via", "10.99.0.2")
+	uplinks("up0")
+
 	// Teardown leaves nothing.
 	if err := n.SetGuests(nil); err != nil {
 		t.Fatal(err)
