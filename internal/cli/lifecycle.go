@@ -65,7 +65,7 @@ can capture it. With --no-start the VM is only created (state created); start it
 	c.Flags().StringVar(&image, "image", "", "image to boot (default: default_image_name from config, else debian-bookworm)")
 	c.Flags().StringVar(&kernel, "kernel", "", "kernel to boot (default: the image's kernel, else default_kernel from config, else debian-6.1)")
 	c.Flags().BoolVar(&noStart, "no-start", false, "only create the VM; do not boot it")
-	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches the host and other VMs only")
+	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches other VMs and banger's DNS only")
 	sizes.register(c)
 	return c
 }

@@ -181,7 +181,7 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 	}
 	c.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command or session ends (also on failure or Ctrl-C)")
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "create the VM, ship the workspace, install its tools, and return")
-	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches the host and other VMs only")
+	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches other VMs and banger's DNS only")
 	c.Flags().StringVar(&name, "name", "", "VM name (a DNS label; default: generated, e.g. brave-otter)")
 	c.Flags().StringVar(&image, "image", "", "image to boot (default: default_image_name from config, else debian-bookworm)")
 	c.Flags().StringVar(&kernel, "kernel", "", "kernel to boot (default: the image's kernel, else default_kernel from config, else debian-6.1)")

@@ -142,6 +142,19 @@ func applyNetwork(c *Config, f *file) error {
 		}
 		c.DNSPort = int(*f.DNSPort)
 	}
+	if f.HostPorts != nil {
+		if len(f.HostPorts) > 256 {
+			return badKey(keyHostPorts, "%d ports; list at most 256", len(f.HostPorts))
+		}
+		ports := make([]uint16, 0, len(f.HostPorts))
+		for i, p := range f.HostPorts {
+			if p < 1 || p > 65535 {
+				return badKey(keyHostPorts, "entry %d, %d, is not a port; use 1-65535", i+1, p)
+			}
+			ports = append(ports, uint16(p))
+		}
+		c.HostPortsOpenToGuests = ports
+	}
 	return nil
 }
 

@@ -129,6 +129,12 @@ type Config struct {
 	// Default 53530.
 	DNSPort int
 
+	// HostPortsOpenToGuests are the host's TCP and UDP ports guests may connect to, on any of
+	// the host's addresses, besides banger's DNS server (port 53 on the bridge address, always
+	// open). Every other connection from a guest to the host is dropped. Key
+	// host_ports_open_to_guests, array of integers 1-65535. Default: none.
+	HostPortsOpenToGuests []uint16
+
 	// VMDefaults size new VMs when no flag says otherwise. Table [vm_defaults].
 	VMDefaults VMDefaults
 

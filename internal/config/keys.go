@@ -23,6 +23,7 @@ type file struct {
 	NetworkNamespace *string     `toml:"network_namespace"`
 	DNSUpstreams     []string    `toml:"dns_upstreams"`
 	DNSPort          *int64      `toml:"dns_port"`
+	HostPorts        []int64     `toml:"host_ports_open_to_guests"`
 	VMDefaults       *fileVMDefs `toml:"vm_defaults"`
 	FileSync         []fileSync  `toml:"file_sync"`
 }
@@ -58,6 +59,7 @@ const (
 	keyBridgeCIDR       = "bridge_cidr"
 	keyNetworkNamespace = "network_namespace"
 	keyDNSUpstreams     = "dns_upstreams"
+	keyHostPorts        = "host_ports_open_to_guests"
 	keyDNSPort          = "dns_port"
 	keyVMDefaults       = "vm_defaults"
 	keyVCPU             = "vm_defaults.vcpu"
@@ -88,6 +90,7 @@ var keyTypes = []struct{ key, want string }{
 	{keyNetworkNamespace, "a string (a name under /run/netns, or a path)"},
 	{keyDNSUpstreams, `an array of strings such as ["1.1.1.1", "10.0.0.2:53"]`},
 	{keyDNSPort, "an integer port"},
+	{keyHostPorts, "an array of integer ports such as [8080, 5432]"},
 	{keyVMDefaults, "a table"},
 	{keyVCPU, "an integer"},
 	{keyMemoryMiB, "an integer number of MiB"},

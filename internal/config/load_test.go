@@ -128,6 +128,7 @@ func TestLoadAcceptsEveryKey(t *testing.T) {
 		{"network_namespace", `network_namespace = "sandbox"`, func(c *Config) { c.NetworkNamespace = "sandbox" }},
 		{"dns_upstreams", `dns_upstreams = ["1.1.1.1", "10.0.0.2:5353", "::1"]`, func(c *Config) { c.DNSUpstreams = []string{"1.1.1.1", "10.0.0.2:5353", "::1"} }},
 		{"dns_port", `dns_port = 5300`, func(c *Config) { c.DNSPort = 5300 }},
+		{"host_ports_open_to_guests", `host_ports_open_to_guests = [5432, 3142]`, func(c *Config) { c.HostPortsOpenToGuests = []uint16{5432, 3142} }},
 		{"file_sync", "[[file_sync]]\nhost = \"~/.gitconfig\"\nguest = \"~/.gitconfig\"\n[[file_sync]]\nhost = \"/etc/ssl/mine\"\nguest = \"/root/certs/\"\nmode = \"0644\"",
 			func(c *Config) {
 				c.FileSync = []FileSync{{Host: "/home/ann/.gitconfig", Guest: "/root/.gitconfig"}, {Host: "/etc/ssl/mine", Guest: "/root/certs", Mode: 0o644}}
@@ -205,7 +206,7 @@ disk_size = "16G"
 func TestLoadErrors(t *testing.T) {
 	known := "known keys are default_image_name, default_kernel, ssh_key_path, firecracker_bin, " +
 		"jailer_enabled, jailer_bin, jailer_chroot_base, jailer_uid, jailer_gid, vmm, qemu_bin, " +
-		"debian_mirror, boot_timeout, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
+		"debian_mirror, boot_timeout, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, host_ports_open_to_guests, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
 	tests := []struct {
 		name    string
 		content string
@@ -227,6 +228,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bridge_cidr host bits", `bridge_cidr = "172.16.0.1/24"`, `$F:1: bridge_cidr: 172.16.0.1/24 has host bits set; did you mean "172.16.0.0/24"?`},
 		{"dns_upstreams not an address", `dns_upstreams = ["1.1.1.1", "dns.google"]`, `$F:1: dns_upstreams: entry 2, "dns.google": want an IP address, optionally with :port`},
 		{"dns_port out of range", `dns_port = 70000`, `$F:1: dns_port: 70000 is not a port; use 1-65535`},
+		{"host port out of range", `host_ports_open_to_guests = [22, 0]`, `$F:1: host_ports_open_to_guests: entry 2, 0, is not a port; use 1-65535`},
 		// Unknown keys.
 		{"unknown key", "colour = 1", `$F:1:1: unknown key "colour"; ` + known},
 		{"misspelt key", "defalt_kernel = \"x\"", `$F:1:1: unknown key "defalt_kernel" (did you mean "default_kernel"?); ` + known},

@@ -140,6 +140,14 @@ func Run(ctx context.Context, o Options) error {
 	if err := d.vms.Reconcile(ctx); err != nil {
 		lg.Error("reconcile", "err", err)
 	}
+	if net != nil {
+		// NAT guests leave through the default route's interface: follow it when it changes.
+		done := make(chan struct{})
+		defer close(done)
+		if err := net.WatchUplink(done, func(err error) { lg.Warn("packet filter", "err", err) }); err != nil {
+			lg.Warn("NAT guests will not follow a change of default route until the next VM start or stop", "err", err)
+		}
+	}
 
 	ln, err := listenSocket(l.Socket, net.Listen, lg)
 	if err != nil {
@@ -204,7 +212,7 @@ func openNetwork(cfg config.Config, l paths.Layout, lg *slog.Logger) (*hostnet.N
 	if v := os.Getenv("BANGER_NETWORK_NAMESPACE"); v != "" {
 		ns = v
 	}
-	net, err := hostnet.Open(hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: ns, StateDir: l.StateDir})
+	net, err := hostnet.Open(hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: ns, StateDir: l.StateDir, OpenPorts: cfg.HostPortsOpenToGuests})
 	if err != nil {
 		return nil, nil, fmt.Errorf("guest network: %w", err)
 	}
@@ -212,6 +220,6 @@ func openNetwork(cfg config.Config, l paths.Layout, lg *slog.Logger) (*hostnet.N
 	if len(upstreams) == 0 {
 		upstreams = dnsserver.HostUpstreams("/etc/resolv.conf", net.HostIP().String())
 	}
-	lg.Info("guest network", "bridge", cfg.BridgeName, "cidr", cfg.BridgeCIDR, "netns", ns, "dns_upstreams", upstreams)
+	lg.Info("guest network", "bridge", cfg.BridgeName, "cidr", cfg.BridgeCIDR, "netns", ns, "dns_upstreams", upstreams, "host_ports_open_to_guests", cfg.HostPortsOpenToGuests)
 	return net, dnsserver.New(upstreams, net.Dial, lg), nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
@@ -141,9 +142,11 @@ type Bridge struct {
 
 // NFTables is the result of a read-only listing of nftables tables.
 type NFTables struct {
-	Err         error // the listing failed (no nf_tables, or no permission)
-	BangerTable bool
-	NATRules    int // masquerade rules in banger's table
+	Err error // the listing failed (no nf_tables, or no permission)
+	// Filter is banger's packet filter as the kernel holds it.
+	Filter hostnet.FilterState
+	// OpenPorts are the config's host_ports_open_to_guests.
+	OpenPorts []uint16
 }
 
 // Disk is the free space where the state directory is.
@@ -501,15 +504,39 @@ func (c *checker) nftables() {
 			c.add("nftables", Warn, "cannot list nftables tables as uid "+fmt.Sprint(c.f.UID)+": "+oneLine(n.Err.Error()), "run `banger doctor` as root to check nftables")
 			return
 		}
-		c.add("nftables", Fail, "listing nftables tables failed: "+oneLine(n.Err.Error())+"; VMs' outbound NAT needs nf_tables",
-			"`modprobe nf_tables nft_chain_nat nft_masq` (a kernel with CONFIG_NF_TABLES, CONFIG_NFT_NAT and CONFIG_NFT_MASQ)")
+		c.add("nftables", Fail, "listing nftables tables failed: "+oneLine(n.Err.Error())+"; VMs do not start without their packet filter",
+			"`modprobe nf_tables nft_chain_nat nft_masq nft_ct` (a kernel with CONFIG_NF_TABLES, CONFIG_NF_TABLES_INET, CONFIG_NF_TABLES_BRIDGE, CONFIG_NFT_CT, CONFIG_NFT_NAT and CONFIG_NFT_MASQ)")
 		return
 	}
-	table := "no banger table yet (made with the first VM that has NAT)"
-	if n.BangerTable {
-		table = fmt.Sprintf("table banger has %d masquerade rule(s)", n.NATRules)
+	f := n.Filter
+	if f.Legacy {
+		c.add("nftables", Warn, "table ip banger of an older banger is loaded: it masquerades guests without filtering their traffic",
+			"`banger daemon stop`; the next banger command starts the daemon, which replaces it with the packet filter")
+		return
 	}
-	c.pass("nftables", "nf_tables answers (read-only listing); %s", table)
+	if !f.Present {
+		c.pass("nftables", "nf_tables answers (read-only listing); no packet filter yet (banger adds it when a VM starts)")
+		return
+	}
+	host := "DNS (53)"
+	if len(n.OpenPorts) > 0 {
+		ps := make([]string, len(n.OpenPorts))
+		for i, p := range n.OpenPorts {
+			ps[i] = fmt.Sprint(p)
+		}
+		host += " and port(s) " + strings.Join(ps, ", ")
+	}
+	detail := fmt.Sprintf("packet filter on: %d guest(s) may send only from their own MAC and IPv4 address; guests reach the host only on %s; %d NAT guest(s)", f.Guests, host, len(f.NAT))
+	if len(f.Uplinks) == 0 {
+		if len(f.NAT) > 0 {
+			c.add("nftables", Warn, detail+", but there is no IPv4 default route, so no guest reaches beyond the host",
+				"give the host (or network_namespace) a default route; banger follows it when it appears")
+			return
+		}
+		c.pass("nftables", "%s; no IPv4 default route", detail)
+		return
+	}
+	c.pass("nftables", "%s leave through %s, masqueraded; --no-nat guests reach only the bridge", detail, strings.Join(f.Uplinks, ", "))
 }
 
 // Free space thresholds for the state directory: the default kernel and image take about

@@ -13,6 +13,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
@@ -61,7 +62,7 @@ func healthy() Facts {
 		DebianKeyring: true,
 		Tun:           Tun{Exists: true, CharDev: true, Required: true},
 		Bridge:        Bridge{Name: "banger0", Module: "loaded", Exists: true, Type: "bridge"},
-		NFTables:      NFTables{BangerTable: true, NATRules: 2},
+		NFTables:      NFTables{Filter: hostnet.FilterState{Present: true, Guests: 3, NAT: []netip.Addr{netip.MustParseAddr("172.16.0.2"), netip.MustParseAddr("172.16.0.4")}, Uplinks: []string{"eth0"}}},
 		Disk:          Disk{Path: l.StateDir, Free: 120 << 30, Total: 500 << 30},
 		Daemon: Daemon{Socket: l.Socket, Running: true, SocketMode: 0o600, SocketUID: 0,
 			Version: api.Version{Version: testCLI.Version, Commit: testCLI.Commit, Date: testCLI.Date, API: "v1", PID: 4242, StateDir: l.StateDir}},

@@ -346,23 +346,19 @@ func realNet(cfg config.Config, l paths.Layout) NetFacts {
 			nf.NFTables.Err = err
 			return nil
 		}
-		tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
-		if err != nil {
+		if _, err := conn.ListTables(); err != nil {
 			nf.NFTables.Err = err
-			return nil
-		}
-		for _, t := range tables {
-			if t.Name == hostnet.TableName {
-				nf.NFTables.BangerTable = true
-			}
 		}
 		return nil
 	})
-	if nf.NFTables.BangerTable {
-		if rules, err := n.NATRules(); err == nil {
-			nf.NFTables.NATRules = len(rules)
+	if nf.NFTables.Err == nil {
+		if st, err := n.Filter(); err != nil {
+			nf.NFTables.Err = err
+		} else {
+			nf.NFTables.Filter = st
 		}
 	}
+	nf.NFTables.OpenPorts = cfg.HostPortsOpenToGuests
 	nf.ResolvedActive = n.ResolvedActive()
 	if nf.ResolvedActive && nf.BridgeExists {
 		nf.Routed, _ = n.DomainRouted()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
 )
 
@@ -112,7 +114,7 @@ func TestGatherFromFakeRoot(t *testing.T) {
 			return "", fmt.Errorf("unexpected %s", name)
 		},
 		Net: func(cfg config.Config, l paths.Layout) NetFacts {
-			return NetFacts{NFTables: NFTables{BangerTable: true, NATRules: 1}}
+			return NetFacts{NFTables: NFTables{Filter: hostnet.FilterState{Present: true, NAT: []netip.Addr{netip.MustParseAddr("172.16.0.2")}}}}
 		},
 		Daemon: func(ctx context.Context, socket string) Daemon { return Daemon{Socket: socket} },
 		Firecracker: func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, string, error) {
@@ -143,7 +145,7 @@ func TestGatherFromFakeRoot(t *testing.T) {
 		{"git missing", f.Tools["git"].Err != nil, true},
 		{"bridge builtin", f.Bridge.Module, "builtin"},
 		{"tun missing from the fake root", f.Tun.Exists, false},
-		{"nftables from Net", f.NFTables.NATRules, 1},
+		{"nftables from Net", len(f.NFTables.Filter.NAT), 1},
 		{"cgroup v2 root", f.Cgroup.V2Root, false},
 		{"favordynmods mount option", f.Cgroup.FavorDynmods, false},
 		{"favordynmods on the command line (before --)", f.Cgroup.Cmdline, true},

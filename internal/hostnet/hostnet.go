@@ -1,5 +1,5 @@
 // Package hostnet owns every change banger makes to the host's network: the bridge, one tap per
-// VM, the nftables masquerade rules, IP forwarding, and the routing of the vm DNS domain
+// VM, the nftables packet filter (anti-spoofing, what guests may reach, NAT), IP forwarding, and the routing of the vm DNS domain
 // through systemd-resolved. Nothing else in banger touches host networking, so this is the one
 // package a privileged helper will take over.
 //
@@ -34,6 +34,9 @@ type Config struct {
 	NetNS string
 	// StateDir holds small markers (e.g. that banger turned IP forwarding on).
 	StateDir string
+	// OpenPorts are the host's TCP and UDP ports guests may connect to besides banger's DNS
+	// (config host_ports_open_to_guests).
+	OpenPorts []uint16
 }
 
 // Net is banger's guest network on one host (or namespace).
@@ -41,6 +44,8 @@ type Net struct {
 	cfg Config
 	ns  netns.NsHandle // -1 when working in the current namespace
 	mu  sync.Mutex
+	// guests is the last SetGuests list, for re-applying the filter.
+	guests []Guest
 }
 
 // Open checks cfg and opens the namespace, if one is named.

@@ -71,28 +71,34 @@ func TestBridgeTapAndNATLiveInTheNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ips := []netip.Addr{netip.MustParseAddr("172.30.0.2"), netip.MustParseAddr("172.30.0.3")}
-	if err := n.SetNAT(ips); err != nil {
+	guests := []Guest{GuestOf(id, netip.MustParseAddr("172.30.0.2"), true), GuestOf("fedcba9876543210", netip.MustParseAddr("172.30.0.3"), true)}
+	if err := n.SetGuests(guests); err != nil {
 		t.Fatal(err)
 	}
+	if err := n.SetGuests(guests); err != nil {
+		t.Fatalf("applying the same guests again: %v", err)
+	}
 	got, err := n.NATRules()
-	if err != nil || len(got) != 2 || got[0] != ips[0] || got[1] != ips[1] {
-		t.Errorf("NAT rules = %v, %v; want %v", got, err, ips)
+	if err != nil || len(got) != 2 || got[0] != guests[0].IP || got[1] != guests[1].IP {
+		t.Errorf("NAT rules = %v, %v; want %v and %v", got, err, guests[0].IP, guests[1].IP)
 	}
 	if fwd := strings.TrimSpace(inNS(t, ns, "cat", ipForward)); fwd != "1" {
 		t.Errorf("ip_forward in the namespace = %s, want 1 while VMs need NAT", fwd)
 	}
-	if err := n.SetNAT(ips[:1]); err != nil {
+	if err := n.SetGuests(guests[:1]); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := n.NATRules(); len(got) != 1 {
 		t.Errorf("after dropping one VM: %v", got)
 	}
-	if err := n.SetNAT(nil); err != nil {
+	if err := n.SetGuests(nil); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := n.NATRules(); len(got) != 0 {
-		t.Errorf("after the last VM: %v, want no table", got)
+	if st, err := n.Filter(); err != nil || st.Present || len(st.NAT) != 0 {
+		t.Errorf("after the last VM: %+v %v, want no tables", st, err)
+	}
+	if tables := inNS(t, ns, "nft", "list", "tables"); strings.Contains(tables, TableName) {
+		t.Errorf("tables after the last VM:\n%s", tables)
 	}
 	if fwd := strings.TrimSpace(inNS(t, ns, "cat", ipForward)); fwd != "0" {
 		t.Errorf("ip_forward = %s, want it off again since banger turned it on", fwd)
@@ -116,10 +122,10 @@ func TestForwardingLeftOnWhenItWasOnBefore(t *testing.T) {
 	ns := testNS(t)
 	inNS(t, ns, "sh", "-c", "echo 1 > "+ipForward)
 	n := open(t, ns)
-	if err := n.SetNAT([]netip.Addr{netip.MustParseAddr("172.30.0.2")}); err != nil {
+	if err := n.SetGuests([]Guest{GuestOf("x", netip.MustParseAddr("172.30.0.2"), true)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.SetNAT(nil); err != nil {
+	if err := n.SetGuests(nil); err != nil {
 		t.Fatal(err)
 	}
 	if fwd := strings.TrimSpace(inNS(t, ns, "cat", ipForward)); fwd != "1" {

@@ -82,6 +82,12 @@ func (s *Service) networkStep(b *boot) steps.Step {
 			if err := s.net.AddTap(vm.ID); err != nil {
 				return err
 			}
+			// The guest's filter rules exist before it boots: until then its tap takes nothing
+			// in. Without them the VM does not start.
+			if err := s.syncFilter(ctx, vm); err != nil {
+				_ = s.net.DeleteTap(vm.ID)
+				return err
+			}
 			s.ensureDNS(b.obs)
 			b.nic = &vmm.NIC{Tap: hostnet.TapName(vm.ID), MAC: hostnet.MAC(vm.ID).String()}
 			return nil
@@ -90,7 +96,12 @@ func (s *Service) networkStep(b *boot) steps.Step {
 			if b.nic == nil {
 				return nil
 			}
-			return s.net.DeleteTap(vm.ID)
+			err := s.net.DeleteTap(vm.ID)
+			s.forgetStarting(vm.ID)
+			if ferr := s.syncFilter(ctx, nil); ferr != nil {
+				s.log.Error("update the packet filter", "err", ferr)
+			}
+			return err
 		},
 	}
 }
@@ -127,7 +138,7 @@ func (s *Service) netCmdline(vm *store.VM) string {
 		vm.IP, s.net.CIDR().Bits(), host, host, hostnet.MAC(vm.ID))
 }
 
-// announce makes a running VM known: its name in DNS, its NAT rule.
+// announce makes a running VM known: its name in DNS, its filter rules.
 func (s *Service) announce(ctx context.Context, vm *store.VM) {
 	if !s.networking() || vm.IP == "" {
 		return
@@ -138,7 +149,10 @@ func (s *Service) announce(ctx context.Context, vm *store.VM) {
 			s.dns.Set(vm.Name, ip)
 		}
 	}
-	s.syncNAT(ctx)
+	s.forgetStarting(vm.ID)
+	if err := s.syncFilter(ctx, nil); err != nil {
+		s.log.Error("update the packet filter", "err", err)
+	}
 }
 
 // withdraw undoes announce and removes the VM's tap, once its VMM is gone.
@@ -152,34 +166,58 @@ func (s *Service) withdraw(ctx context.Context, vm store.VM) {
 	if err := s.net.DeleteTap(vm.ID); err != nil {
 		s.log.Warn("delete tap", "vm", vm.Name, "err", err)
 	}
-	s.syncNAT(ctx)
+	s.forgetStarting(vm.ID)
+	if err := s.syncFilter(ctx, nil); err != nil {
+		s.log.Error("update the packet filter", "err", err)
+	}
 }
 
-// syncNAT makes the masquerade rules match the running VMs that want NAT. It serializes
-// itself so that an older view of the VMs never overwrites a newer one.
-func (s *Service) syncNAT(ctx context.Context) {
-	s.natMu.Lock()
-	defer s.natMu.Unlock()
+// syncFilter makes the packet filter match the VMs on the bridge: the running ones, those
+// this daemon runs, those being started, and starting (when not nil), which joins them. It
+// serializes itself so that an older view of the VMs never overwrites a newer one.
+func (s *Service) syncFilter(ctx context.Context, starting *store.VM) error {
+	s.filterMu.Lock()
+	defer s.filterMu.Unlock()
+	if starting != nil {
+		if s.starting == nil {
+			s.starting = map[string]store.VM{}
+		}
+		s.starting[starting.ID] = *starting
+	}
 	vms, err := s.store.ListVMs(context.WithoutCancel(ctx))
 	if err != nil {
-		s.log.Error("sync NAT: list VMs", "err", err)
-		return
+		return fmt.Errorf("update the packet filter: list VMs: %w", err)
 	}
-	var ips []netip.Addr
+	var guests []hostnet.Guest
+	seen := map[string]bool{}
+	add := func(vm store.VM) {
+		ip, err := netip.ParseAddr(vm.IP)
+		if err != nil || seen[vm.ID] {
+			return
+		}
+		seen[vm.ID] = true
+		guests = append(guests, hostnet.GuestOf(vm.ID, ip, vm.NAT))
+	}
+	for _, vm := range s.starting {
+		add(vm)
+	}
 	for _, vm := range vms {
-		if vm.NAT && vm.IP != "" && (vm.State == StateRunning || s.instance(vm.ID) != nil) {
-			if ip, err := netip.ParseAddr(vm.IP); err == nil {
-				ips = append(ips, ip)
-			}
+		if vm.IP != "" && (vm.State == StateRunning || s.instance(vm.ID) != nil) {
+			add(vm)
 		}
 	}
-	if err := s.net.SetNAT(ips); err != nil {
-		s.log.Error("sync NAT", "err", err)
-	}
+	return s.net.SetGuests(guests)
+}
+
+// forgetStarting ends a VM's start: it is announced, or its start was undone.
+func (s *Service) forgetStarting(id string) {
+	s.filterMu.Lock()
+	defer s.filterMu.Unlock()
+	delete(s.starting, id)
 }
 
 // reconcileNetwork, after a daemon restart, names the running VMs in DNS again, restores the
-// NAT rules and removes taps whose VM is not running.
+// packet filter and removes taps whose VM is not running.
 func (s *Service) reconcileNetwork(ctx context.Context) {
 	if !s.networking() {
 		return
@@ -215,10 +253,12 @@ func (s *Service) reconcileNetwork(ctx context.Context) {
 			s.ensureDNS(Observer{})
 		}
 	}
-	s.syncNAT(ctx)
+	if err := s.syncFilter(ctx, nil); err != nil {
+		s.log.Error("restore the packet filter", "err", err)
+	}
 }
 
-// TeardownNetwork removes banger's host network state — NAT table, resolved routing, DNS
+// TeardownNetwork removes banger's host network state — packet filter, resolved routing, DNS
 // listeners, the bridge — when no VM runs. It is what `banger system teardown` does; the next
 // VM start sets everything up again.
 func (s *Service) TeardownNetwork(ctx context.Context) error {
@@ -239,7 +279,7 @@ func (s *Service) TeardownNetwork(ctx context.Context) error {
 		return conflictf("VMs still run (%s); stop them first (`banger vm stop %s`)", strings.Join(running, ", "), strings.Join(running, " "))
 	}
 	var errs []error
-	if err := s.net.SetNAT(nil); err != nil {
+	if err := s.net.SetGuests(nil); err != nil {
 		errs = append(errs, err)
 	}
 	if err := s.net.UnrouteDomain(); err != nil {

@@ -62,6 +62,9 @@ func TestAddressesNamesAndNAT(t *testing.T) {
 	if len(nat) != 2 {
 		t.Errorf("NAT rules %v, want a and c (b has --no-nat)", nat)
 	}
+	if st, err := n.Filter(); err != nil || st.Guests != 3 {
+		t.Errorf("packet filter %+v %v, want anti-spoofing rules for all three VMs (b too)", st, err)
+	}
 	taps, _ := n.Taps()
 	if len(taps) != 3 {
 		t.Errorf("taps %v, want one per running VM", taps)

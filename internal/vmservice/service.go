@@ -52,7 +52,10 @@ type Service struct {
 	dns       *dnsserver.Server // nil: no .vm names
 	dnsPort   int               // loopback port of the DNS server for the host (0: none)
 	cliPath   string            // the banger CLI, for ssh_config's ProxyCommand
-	natMu     sync.Mutex
+	// filterMu serializes packet filter updates; starting holds the VMs between their tap's
+	// creation and their announcement (by id), so the filter knows them before they boot.
+	filterMu sync.Mutex
+	starting map[string]store.VM
 
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM id: operations on one VM serialize
