@@ -132,7 +132,7 @@ func (s *Service) fetchKernel(ctx context.Context, e KernelEntry, p progress.Fun
 			return kernel.Manifest{}, err
 		}
 		mirror := s.mirror()
-		archive := &debian.Archive{Mirror: mirror, Suite: e.Debian.Suite, CacheDir: s.o.Layout.DownloadsDir()}
+		archive := &debian.Archive{Mirror: mirror, Suite: e.Debian.Suite, CacheDir: s.o.Layout.DownloadsDir(), Client: s.o.Download}
 		p.Stage(kernel.StageResolve, fmt.Sprintf("fetching kernel %s from %s", e.Name, mirror))
 		m, err = kernel.Pull(ctx, kernel.Entry{Name: e.Name, Suite: e.Debian.Suite, Package: e.Debian.Package}, archive, fresh, p)
 	default:

@@ -1,10 +1,11 @@
 package debian
 
 import (
+	"github.com/banger-dev/banger/internal/download"
+
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +14,9 @@ import (
 // Archive is one suite, component and architecture of a Debian archive mirror. Everything it
 // returns has been verified through the archive's signed chain: InRelease signature → Release
 // SHA256 list → Packages index → package SHA256. The zero values of Component, Arch, Keyring,
-// Client and Now select "main", "amd64", DefaultKeyring, http.DefaultClient and time.Now.
+// Client and Now select "main", "amd64", DefaultKeyring, a download.Client with its default
+// timeouts, and time.Now. Every download is bounded by the size the signed chain declares
+// for it.
 //
 // An Archive fetches the Release and the Packages index once and keeps them for its lifetime;
 // create a new Archive to see a newer archive state. It is safe for concurrent use.
@@ -23,7 +26,7 @@ type Archive struct {
 	Component string
 	Arch      string
 	Keyring   *Keyring
-	Client    *http.Client
+	Client    *download.Client
 	CacheDir  string // where Download keeps verified packages, named by SHA-256
 	Now       func() time.Time
 
@@ -60,9 +63,9 @@ func (a *Archive) arch() string {
 	return a.Arch
 }
 
-func (a *Archive) client() *http.Client {
+func (a *Archive) client() *download.Client {
 	if a.Client == nil {
-		return http.DefaultClient
+		return &download.Client{}
 	}
 	return a.Client
 }
