@@ -133,6 +133,9 @@ func (s *Service) fetchKernel(ctx context.Context, e KernelEntry, p progress.Fun
 		}
 		mirror := s.mirror()
 		archive := &debian.Archive{Mirror: mirror, Suite: e.Debian.Suite, CacheDir: s.o.Layout.DownloadsDir(), Client: s.o.Download}
+		if s.o.Store != nil {
+			archive.History = s.o.Store // refuse a Release older than one accepted before
+		}
 		p.Stage(kernel.StageResolve, fmt.Sprintf("fetching kernel %s from %s", e.Name, mirror))
 		m, err = kernel.Pull(ctx, kernel.Entry{Name: e.Name, Suite: e.Debian.Suite, Package: e.Debian.Package}, archive, fresh, p)
 	default:

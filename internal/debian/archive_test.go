@@ -73,6 +73,7 @@ type fakeArchive struct {
 type releaseSpec struct {
 	suite, codename string
 	validUntil      time.Time
+	date            time.Time // zero: an hour ago
 	byHash          bool
 	signer          *openpgp.Entity
 	sigConfig       *packet.Config
@@ -204,7 +205,10 @@ func (f *fakeArchive) publish(spec releaseSpec) {
 	}
 	var rel strings.Builder
 	fmt.Fprintf(&rel, "Origin: Debian\nSuite: %s\nCodename: %s\n", spec.suite, spec.codename)
-	fmt.Fprintf(&rel, "Date: %s\n", time.Now().Add(-time.Hour).UTC().Format(time.RFC1123))
+	if spec.date.IsZero() {
+		spec.date = time.Now().Add(-time.Hour)
+	}
+	fmt.Fprintf(&rel, "Date: %s\n", spec.date.UTC().Format(time.RFC1123))
 	if !spec.validUntil.IsZero() {
 		fmt.Fprintf(&rel, "Valid-Until: %s\n", spec.validUntil.UTC().Format(time.RFC1123))
 	}
