@@ -25,7 +25,7 @@ import (
 )
 
 // newTestKey generates an Ed25519 signing key created at the given time (zero: now).
-func newTestKey(t *testing.T, created time.Time) *openpgp.Entity {
+func newTestKey(t testing.TB, created time.Time) *openpgp.Entity {
 	t.Helper()
 	cfg := &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA}
 	if !created.IsZero() {
@@ -38,7 +38,7 @@ func newTestKey(t *testing.T, created time.Time) *openpgp.Entity {
 	return e
 }
 
-func clearsignBytes(t *testing.T, key *openpgp.Entity, cfg *packet.Config, text []byte) []byte {
+func clearsignBytes(t testing.TB, key *openpgp.Entity, cfg *packet.Config, text []byte) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	w, err := clearsign.Encode(&b, key.PrivateKey, cfg)
