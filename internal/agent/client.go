@@ -26,10 +26,40 @@ func YamuxConfig() *yamux.Config {
 	return c
 }
 
+// Deadlines of unary calls: a guest that accepts a request and never answers fails the call
+// with ErrNoReply after this long, whatever the caller's context allows. Provisioning
+// restarts units (sshd), which a guest under software emulation may take minutes to do.
+const (
+	CallTimeout      = 15 * time.Second
+	ProvisionTimeout = 2 * time.Minute
+)
+
+// ErrNoReply is matched by the error of a call the guest did not answer in time.
+var ErrNoReply = errors.New("the guest agent did not answer in time")
+
 // Client talks to one guest's agent over an established, handshaken connection.
 type Client struct {
 	session *yamux.Session
 	version string
+	// timeouts overrides CallTimeout/ProvisionTimeout by op (tests shorten them).
+	timeouts map[string]time.Duration
+}
+
+// timeout is how long a unary call of op may wait for its reply.
+func (c *Client) timeout(op string) time.Duration {
+	if d, ok := c.timeouts[op]; ok {
+		return d
+	}
+	if op == OpProvision {
+		return ProvisionTimeout
+	}
+	return CallTimeout
+}
+
+// withDeadline bounds ctx by op's timeout; the cause it ends with matches ErrNoReply.
+func (c *Client) withDeadline(ctx context.Context, op string) (context.Context, context.CancelFunc) {
+	d := c.timeout(op)
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("%w (no reply to %s within %s; the guest may be overloaded or its agent stuck: retry, or restart the VM)", ErrNoReply, op, d))
 }
 
 // Connect runs the handshake on conn and starts the multiplexer. On error conn is closed.
@@ -89,10 +119,15 @@ func (c *Client) Open(ctx context.Context, req Request) (net.Conn, error) {
 	return r.s, nil
 }
 
-// call sends a unary request and decodes its reply.
+// call sends a unary request and decodes its reply, waiting at most the op's timeout.
 func (c *Client) call(ctx context.Context, req Request) (Reply, error) {
+	ctx, cancel := c.withDeadline(ctx, req.Op)
+	defer cancel()
 	s, err := c.Open(ctx, req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return Reply{}, fmt.Errorf("agent: %s: %w", req.Op, context.Cause(ctx))
+		}
 		return Reply{}, err
 	}
 	defer s.Close()
@@ -101,7 +136,7 @@ func (c *Client) call(ctx context.Context, req Request) (Reply, error) {
 	var rep Reply
 	if err := wire.NewReader(s).NextJSON(wire.Reply, &rep); err != nil {
 		if ctx.Err() != nil {
-			return Reply{}, fmt.Errorf("agent: %s: %w", req.Op, ctx.Err())
+			return Reply{}, fmt.Errorf("agent: %s: %w", req.Op, context.Cause(ctx))
 		}
 		return Reply{}, fmt.Errorf("agent: %s: %w", req.Op, err)
 	}
@@ -169,15 +204,25 @@ func (c *Client) Ports(ctx context.Context) ([]Port, error) {
 
 // Dial connects to an address inside the guest and returns a connection carrying its bytes.
 func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, error) {
-	s, err := c.Open(ctx, Request{Op: OpDial, Dial: &DialRequest{Network: network, Address: address}})
+	// The connection, once made, lives as long as the caller wants; only the wait for the
+	// guest's answer to the dial is bounded.
+	rctx, cancel := c.withDeadline(ctx, OpDial)
+	defer cancel()
+	s, err := c.Open(rctx, Request{Op: OpDial, Dial: &DialRequest{Network: network, Address: address}})
 	if err != nil {
-		return nil, err
+		if rctx.Err() != nil {
+			err = context.Cause(rctx)
+		}
+		return nil, fmt.Errorf("connect to %s %s in the guest: %w", network, address, err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(rctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
 	var rep Reply
 	err = wire.NewReader(s).NextJSON(wire.Reply, &rep)
 	stop()
 	_ = s.SetDeadline(time.Time{})
+	if err != nil && rctx.Err() != nil {
+		err = context.Cause(rctx)
+	}
 	if err == nil && rep.Error != "" {
 		err = errors.New(rep.Error)
 	}

@@ -43,6 +43,14 @@ const (
 	KindKernel = "kernel"
 )
 
+// Bounds of the zstd decoder: a frame may declare a window of up to 3.75 TB, which the
+// decoder would allocate before decoding a byte; banger writes bundles with windows of a few
+// MiB (zstd's -19 uses 8 MiB), so a larger one is refused as hostile.
+const (
+	zstdMaxWindow = 32 << 20
+	zstdMaxMemory = 64 << 20
+)
+
 // maxManifest bounds manifest.json, which is read into memory.
 const maxManifest = 1 << 20
 
@@ -257,7 +265,8 @@ func copyMember(ctx context.Context, tw *tar.Writer, f File, mtime time.Time, re
 // is exactly what the manifest says and nothing else is in the bundle; dir then holds partial
 // files the caller removes.
 func Read(ctx context.Context, r io.Reader, dir string, check func(Manifest) error, report progress.Func) (Manifest, error) {
-	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2))
+	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2),
+		zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderMaxMemory(zstdMaxMemory))
 	if err != nil {
 		return Manifest{}, fmt.Errorf("not a bundle (zstd): %w", err)
 	}

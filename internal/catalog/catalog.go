@@ -25,6 +25,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/flight"
 	"github.com/banger-dev/banger/internal/image"
@@ -75,9 +76,9 @@ type Options struct {
 	Config    func() (config.Config, error)
 	AgentPath string
 	Log       *slog.Logger
-	// HTTPClient downloads remote bundles; nil is http.DefaultClient. OCITransport carries
-	// registry requests; nil is the default transport.
-	HTTPClient   *http.Client
+	// Download fetches remote bundles and Debian files; nil is a download.Client with its
+	// default timeouts. OCITransport carries registry requests; nil is the default transport.
+	Download     *download.Client
 	OCITransport http.RoundTripper
 }
 

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/kernel"
 )
@@ -72,8 +73,11 @@ type DebianKernel struct {
 // optionally signed: Signature is the base64 ed25519 signature of the pinned sha256 (its 64
 // hex digits) by the key <config dir>/keys/<Key>.pub.
 type RemoteBundle struct {
-	URL       string `json:"url"`
-	SHA256    string `json:"sha256"`
+	URL    string `json:"url"`
+	SHA256 string `json:"sha256"`
+	// Size is the bundle's size in bytes; a download is cut off past it (past
+	// download.MaxSize when it is 0) and must end exactly at it.
+	Size      int64  `json:"size,omitempty"`
 	Signature string `json:"signature,omitempty"`
 	Key       string `json:"key,omitempty"`
 }
@@ -163,6 +167,9 @@ func (b *RemoteBundle) validate() error {
 	}
 	if _, err := hex.DecodeString(b.SHA256); err != nil || len(b.SHA256) != 64 {
 		return fmt.Errorf("bundle sha256 %q is not 64 hex digits; a remote bundle must be pinned", b.SHA256)
+	}
+	if b.Size < 0 || b.Size > download.MaxSize {
+		return fmt.Errorf("bundle size %d is not between 0 (unknown) and %d", b.Size, download.MaxSize)
 	}
 	if (b.Signature == "") != (b.Key == "") {
 		return errors.New(`a bundle signature needs both "signature" and "key"`)

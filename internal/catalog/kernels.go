@@ -1,9 +1,10 @@
 package catalog
 
 import (
+	"github.com/banger-dev/banger/internal/durable"
+
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -131,7 +132,10 @@ func (s *Service) fetchKernel(ctx context.Context, e KernelEntry, p progress.Fun
 			return kernel.Manifest{}, err
 		}
 		mirror := s.mirror()
-		archive := &debian.Archive{Mirror: mirror, Suite: e.Debian.Suite, CacheDir: s.o.Layout.DownloadsDir()}
+		archive := &debian.Archive{Mirror: mirror, Suite: e.Debian.Suite, CacheDir: s.o.Layout.DownloadsDir(), Client: s.o.Download}
+		if s.o.Store != nil {
+			archive.History = s.o.Store // refuse a Release older than one accepted before
+		}
 		p.Stage(kernel.StageResolve, fmt.Sprintf("fetching kernel %s from %s", e.Name, mirror))
 		m, err = kernel.Pull(ctx, kernel.Entry{Name: e.Name, Suite: e.Debian.Suite, Package: e.Debian.Package}, archive, fresh, p)
 	default:
@@ -160,16 +164,16 @@ func (s *Service) fetchKernel(ctx context.Context, e KernelEntry, p progress.Fun
 func (s *Service) install(ctx context.Context, m kernel.Manifest, fresh string) error {
 	final := filepath.Join(s.o.Layout.KernelsDir(), m.Name)
 	old := filepath.Join(s.o.Layout.KernelsDir(), "."+m.Name+".old-"+randomSuffix())
-	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// Staged, fsynced, renamed, and the directory fsynced: after a crash the kernel is the
+	// old one or the new one, complete.
+	moved, err := durable.Replace(fresh, final, old)
+	if err != nil {
 		os.RemoveAll(fresh)
-		return fmt.Errorf("replace kernel %s: %w", m.Name, err)
-	}
-	if err := os.Rename(fresh, final); err != nil {
-		os.RemoveAll(fresh)
-		_ = os.Rename(old, final)
 		return fmt.Errorf("install kernel %s: %w", m.Name, err)
 	}
-	os.RemoveAll(old)
+	if moved != "" {
+		os.RemoveAll(moved)
+	}
 	m.Dir = final
 	manifest, _ := json.Marshal(m)
 	if err := s.o.Store.PutKernel(ctx, &store.Kernel{Name: m.Name, Release: m.Release, Dir: final, Manifest: manifest}); err != nil {

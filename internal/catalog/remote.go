@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -44,30 +43,27 @@ func (s *Service) fetchBundle(ctx context.Context, b RemoteBundle, p progress.Fu
 	}
 	u, _ := url.Parse(b.URL)
 	var body io.ReadCloser
-	var total int64
+	total := b.Size
 	if u.Scheme == "file" {
 		f, err := os.Open(u.Path)
 		if err != nil {
 			return "", fmt.Errorf("bundle %s: %w", b.URL, err)
 		}
-		if fi, err := f.Stat(); err == nil {
+		if fi, err := f.Stat(); err == nil && total == 0 {
 			total = fi.Size()
 		}
 		body = f
 	} else {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.URL, nil)
+		// Cut off past the declared size (or download.MaxSize), before hashing the excess;
+		// a server that stops sending fails the download instead of hanging it.
+		resp, err := s.o.Download.Get(ctx, b.URL, b.Size)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("bundle: %w", err)
 		}
-		resp, err := s.httpClient().Do(req)
-		if err != nil {
-			return "", fmt.Errorf("download bundle %s: %w", b.URL, err)
+		if total == 0 {
+			total = resp.Size
 		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return "", fmt.Errorf("download bundle %s: %s", b.URL, resp.Status)
-		}
-		body, total = resp.Body, resp.ContentLength
+		body = resp
 	}
 	defer body.Close()
 	tmp, err := os.CreateTemp(dir, ".part-*")
@@ -97,6 +93,10 @@ func (s *Service) fetchBundle(ctx context.Context, b RemoteBundle, p progress.Fu
 				p.Report(progress.Update{Stage: StageFetch, Message: "downloading " + b.URL, Done: done, Total: total})
 			}
 		}
+		if b.Size > 0 && done > b.Size {
+			tmp.Close()
+			return "", fmt.Errorf("bundle %s is larger than the %d bytes its catalog entry declares; refusing it", b.URL, b.Size)
+		}
 		if rerr == io.EOF {
 			break
 		}
@@ -107,6 +107,9 @@ func (s *Service) fetchBundle(ctx context.Context, b RemoteBundle, p progress.Fu
 	}
 	if err := tmp.Close(); err != nil {
 		return "", err
+	}
+	if b.Size > 0 && done != b.Size {
+		return "", fmt.Errorf("bundle %s is %d bytes, its catalog entry declares %d; retry, or the server sends a different file", b.URL, done, b.Size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != b.SHA256 {
 		return "", fmt.Errorf("bundle %s has sha256 %s, but the catalog pins %s; refusing it (the file changed or was tampered with)", b.URL, got, b.SHA256)
@@ -142,11 +145,4 @@ func (s *Service) checkSignature(b RemoteBundle) error {
 		return fmt.Errorf("bundle %s: the signature does not verify with key %q; refusing it", b.URL, b.Key)
 	}
 	return nil
-}
-
-func (s *Service) httpClient() *http.Client {
-	if s.o.HTTPClient != nil {
-		return s.o.HTTPClient
-	}
-	return http.DefaultClient
 }

@@ -1,10 +1,11 @@
 package debian
 
 import (
+	"github.com/banger-dev/banger/internal/download"
+
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +14,9 @@ import (
 // Archive is one suite, component and architecture of a Debian archive mirror. Everything it
 // returns has been verified through the archive's signed chain: InRelease signature → Release
 // SHA256 list → Packages index → package SHA256. The zero values of Component, Arch, Keyring,
-// Client and Now select "main", "amd64", DefaultKeyring, http.DefaultClient and time.Now.
+// Client and Now select "main", "amd64", DefaultKeyring, a download.Client with its default
+// timeouts, and time.Now. Every download is bounded by the size the signed chain declares
+// for it.
 //
 // An Archive fetches the Release and the Packages index once and keeps them for its lifetime;
 // create a new Archive to see a newer archive state. It is safe for concurrent use.
@@ -23,9 +26,13 @@ type Archive struct {
 	Component string
 	Arch      string
 	Keyring   *Keyring
-	Client    *http.Client
+	Client    *download.Client
 	CacheDir  string // where Download keeps verified packages, named by SHA-256
 	Now       func() time.Time
+	// History, when set, protects against rollback: a Release dated before the newest one
+	// accepted from this mirror and suite is refused with ErrRollback, and each accepted
+	// Release's Date is recorded.
+	History ReleaseHistory
 
 	mu      sync.Mutex
 	release *Release
@@ -60,9 +67,9 @@ func (a *Archive) arch() string {
 	return a.Arch
 }
 
-func (a *Archive) client() *http.Client {
+func (a *Archive) client() *download.Client {
 	if a.Client == nil {
-		return http.DefaultClient
+		return &download.Client{}
 	}
 	return a.Client
 }
@@ -114,8 +121,48 @@ func (a *Archive) releaseLocked(ctx context.Context) (*Release, error) {
 		return nil, fmt.Errorf("verify %s: signed Release is for suite %q (codename %q), not %q; the mirror may be misconfigured or replaying another suite",
 			url, rel.Suite, rel.Codename, a.Suite)
 	}
+	if err := a.checkRollback(ctx, url, rel); err != nil {
+		return nil, err
+	}
 	a.release = rel
 	return rel, nil
+}
+
+// ReleaseHistory remembers, per mirror and suite, the Date of the newest Release accepted,
+// so that an older one — validly signed but replayed by a stale or hostile mirror — is
+// refused. Implementations must be safe for concurrent use.
+type ReleaseHistory interface {
+	// NewestDebianRelease returns the Date recorded for mirror and suite; ok is false when
+	// none is.
+	NewestDebianRelease(ctx context.Context, mirror, suite string) (date time.Time, ok bool, err error)
+	// RecordDebianRelease records date for mirror and suite unless a later one is recorded.
+	RecordDebianRelease(ctx context.Context, mirror, suite string, date time.Time) error
+}
+
+// ErrRollback is matched by the error for a Release older than one accepted before from the
+// same mirror and suite.
+var ErrRollback = errors.New("the mirror serves an older Release than it did before")
+
+// checkRollback refuses rel if History has a newer Release for this mirror and suite, and
+// records rel's Date otherwise.
+func (a *Archive) checkRollback(ctx context.Context, url string, rel *Release) error {
+	if a.History == nil {
+		return nil
+	}
+	mirror := strings.TrimRight(a.Mirror, "/")
+	newest, ok, err := a.History.NewestDebianRelease(ctx, mirror, a.Suite)
+	if err != nil {
+		return fmt.Errorf("verify %s: read the newest Release accepted before: %w", url, err)
+	}
+	if ok && rel.Date.Before(newest) {
+		return fmt.Errorf("verify %s: %w: the signed Release is dated %s, but one dated %s was accepted from this mirror before; "+
+			"the mirror is stale or replaying old metadata: wait for it to catch up or use another mirror",
+			url, ErrRollback, rel.Date.UTC().Format(time.RFC3339), newest.UTC().Format(time.RFC3339))
+	}
+	if err := a.History.RecordDebianRelease(ctx, mirror, a.Suite, rel.Date); err != nil {
+		return fmt.Errorf("verify %s: record the Release's date: %w", url, err)
+	}
+	return nil
 }
 
 // ErrNoPackage is matched by the error of Resolve for a package the archive does not have.

@@ -36,15 +36,21 @@ const maxControlLine = 1 << 20
 // A stop error returned by fn ends parsing early without being reported.
 func readParagraphs(r io.Reader, fn func(paragraph) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
-	p := paragraph{}
+	// Lines of each field, joined when the paragraph ends: appending each continuation line
+	// to a string would copy the value so far every time, quadratic in a field's length.
+	fields := map[string][]string{}
 	last := "" // field that continuation lines extend
 	lineNo := 0
 	flush := func() error {
-		if len(p) == 0 {
+		if len(fields) == 0 {
 			return nil
 		}
+		p := make(paragraph, len(fields))
+		for name, lines := range fields {
+			p[name] = strings.Join(lines, "\n")
+		}
 		err := fn(p)
-		p = paragraph{}
+		clear(fields)
 		last = ""
 		return err
 	}
@@ -68,13 +74,13 @@ func readParagraphs(r io.Reader, fn func(paragraph) error) error {
 			if last == "" {
 				return fmt.Errorf("line %d: continuation line without a field", lineNo)
 			}
-			p[last] += "\n" + strings.TrimSpace(line)
+			fields[last] = append(fields[last], strings.TrimSpace(line))
 		default:
 			name, value, ok := strings.Cut(line, ":")
 			if !ok || name == "" || strings.ContainsAny(name, " \t") {
 				return fmt.Errorf("line %d: malformed field %q", lineNo, truncate(line, 60))
 			}
-			p[name] = strings.TrimSpace(value)
+			fields[name] = []string{strings.TrimSpace(value)}
 			last = name
 		}
 	}

@@ -20,6 +20,10 @@ import (
 // thousand files.
 var debLimits = untar.Limits{Bytes: 8 << 30, Entries: 500_000, EntryBytes: 2 << 30}
 
+// zstdMaxWindow bounds the window a data.tar.zst may declare, which the decoder allocates
+// up front: dpkg-deb writes at most 8 MiB (level 19); a frame claiming more is refused.
+const zstdMaxWindow = 32 << 20
+
 // ExtractDeb extracts into dstDir (created if missing) the entries of the .deb's data.tar.{xz,
 // zst,gz} that keep accepts. keep sees archive paths cleaned and relative ("boot/vmlinuz-…",
 // "lib/modules/6.1.0-50-cloud-amd64/kernel"); a nil keep accepts everything. Regular files,
@@ -110,7 +114,8 @@ func decompressor(name string, r io.Reader) (io.Reader, func(), error) {
 		xr, err := xz.NewReader(r)
 		return xr, func() {}, err
 	case "data.tar.zst":
-		zr, err := zstd.NewReader(r)
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderMaxMemory(2*zstdMaxWindow))
 		if err != nil {
 			return nil, nil, err
 		}

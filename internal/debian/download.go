@@ -43,11 +43,11 @@ func (a *Archive) Download(ctx context.Context, pkg Package, report progress.Fun
 	url := strings.TrimRight(a.Mirror, "/") + "/" + pkg.Filename
 	report.Report(progress.Update{Stage: StageDownload, Message: pkg.Name + " " + pkg.Version, Total: pkg.Size})
 
-	resp, err := a.open(ctx, url)
+	body, err := a.open(ctx, url, pkg.Size)
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
+	defer body.Close()
 
 	tmp, err := os.CreateTemp(a.CacheDir, ".download-*.deb")
 	if err != nil {
@@ -56,7 +56,7 @@ func (a *Archive) Download(ctx context.Context, pkg Package, report progress.Fun
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	h := sha256.New()
 	counter := &countingWriter{report: report, stage: StageDownload, total: pkg.Size}
-	n, err := io.Copy(io.MultiWriter(tmp, h, counter), io.LimitReader(resp.Body, pkg.Size+1))
+	n, err := io.Copy(io.MultiWriter(tmp, h, counter), body)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}

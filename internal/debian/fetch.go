@@ -2,47 +2,20 @@ package debian
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"net/http"
+
+	"github.com/banger-dev/banger/internal/download"
 )
 
-var errNotFound = errors.New("not found")
+var errNotFound = download.ErrNotFound
 
-// get fetches url into memory, refusing bodies larger than limit.
+// get fetches url into memory, refusing bodies larger than limit (the size the signed chain
+// declares, or a bound for the InRelease).
 func (a *Archive) get(ctx context.Context, url string, limit int64) ([]byte, error) {
-	resp, err := a.open(ctx, url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("download %s: %w", url, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("download %s: larger than the expected %d bytes", url, limit)
-	}
-	return data, nil
+	return a.client().Bytes(ctx, url, limit)
 }
 
-// open issues a GET and returns the response if the status is 200.
-func (a *Archive) open(ctx context.Context, url string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("request %s: %w", url, err)
-	}
-	resp, err := a.client().Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch %s (is the mirror reachable?): %w", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusNotFound {
-			return nil, fmt.Errorf("fetch %s: %s: %w", url, resp.Status, errNotFound)
-		}
-		return nil, fmt.Errorf("fetch %s: %s", url, resp.Status)
-	}
-	return resp, nil
+// open issues a GET for a body of at most limit bytes and returns it if the status is 200.
+func (a *Archive) open(ctx context.Context, url string, limit int64) (io.ReadCloser, error) {
+	return a.client().Get(ctx, url, limit)
 }

@@ -40,7 +40,7 @@ type tarEntry struct {
 	mode     int64
 }
 
-func buildTar(t *testing.T, entries ...tarEntry) []byte {
+func buildTar(t testing.TB, entries ...tarEntry) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
@@ -74,7 +74,7 @@ func buildTar(t *testing.T, entries ...tarEntry) []byte {
 }
 
 // compress compresses data for a data.tar member name suffix: "xz", "zst", "gz" or "".
-func compress(t *testing.T, codec string, data []byte) []byte {
+func compress(t testing.TB, codec string, data []byte) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	switch codec {
@@ -111,7 +111,7 @@ func compress(t *testing.T, codec string, data []byte) []byte {
 }
 
 // buildDeb returns a .deb whose data.tar.<codec> holds entries.
-func buildDeb(t *testing.T, codec string, entries ...tarEntry) []byte {
+func buildDeb(t testing.TB, codec string, entries ...tarEntry) []byte {
 	t.Helper()
 	dataName := "data.tar"
 	if codec != "" {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/download"
 )
 
 // realArchive returns an Archive on the host's mirror, or skips the test when running with
@@ -25,7 +27,7 @@ func realArchive(t *testing.T, suite string) *Archive {
 		t.Skipf("mirror %s unreachable, skipping real-mirror test: %v", mirror, err)
 	}
 	resp.Body.Close()
-	return &Archive{Mirror: mirror, Suite: suite, Client: client, CacheDir: t.TempDir()}
+	return &Archive{Mirror: mirror, Suite: suite, Client: &download.Client{HTTP: client}, CacheDir: t.TempDir()}
 }
 
 func TestRealBookwormInRelease(t *testing.T) {

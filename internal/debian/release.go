@@ -31,6 +31,13 @@ type FileHash struct {
 	SHA256 string
 }
 
+// MaxClockSkew is how far in the future a Release's Date may lie: a clock that far off here,
+// or a Release dated that far ahead, is refused.
+const MaxClockSkew = 24 * time.Hour
+
+// ErrFutureRelease is matched by the error for a Release dated more than MaxClockSkew ahead.
+var ErrFutureRelease = errors.New("the Release is dated in the future")
+
 // VerifyInRelease checks that data is an OpenPGP clearsigned message with a valid, unexpired
 // signature by a key in keyring, then parses the signed text (and only that) as a Release.
 // A Valid-Until in the past is rejected: it means a stale mirror or replayed metadata.
@@ -54,6 +61,10 @@ func VerifyInRelease(data []byte, keyring *Keyring, now time.Time) (*Release, er
 		return nil, fmt.Errorf("parse signed Release: %w", err)
 	}
 	rel.SignedBy = fingerprint(signer)
+	if rel.Date.After(now.Add(MaxClockSkew)) {
+		return nil, fmt.Errorf("%w: Date %s is more than %s after this host's clock (%s); check the host's clock, or the mirror serves forged metadata",
+			ErrFutureRelease, rel.Date.UTC().Format(time.RFC3339), MaxClockSkew, now.UTC().Format(time.RFC3339))
+	}
 	if !rel.ValidUntil.IsZero() && now.After(rel.ValidUntil) {
 		return nil, fmt.Errorf("expired at %s (Valid-Until); the mirror serves stale or replayed metadata",
 			rel.ValidUntil.UTC().Format(time.RFC3339))

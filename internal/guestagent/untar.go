@@ -107,7 +107,10 @@ func extract(src io.Reader, compression, dest string) (agent.UntarResult, error)
 		return res, fmt.Errorf("destination %q is not an absolute path", dest)
 	}
 	if compression == "zstd" {
-		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1))
+		// The host compresses with zstd's fastest level (a small window); a frame declaring
+		// a window above 32 MiB is refused rather than allocated.
+		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(32<<20), zstd.WithDecoderMaxMemory(64<<20))
 		if err != nil {
 			return res, err
 		}

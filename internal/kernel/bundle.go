@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"github.com/banger-dev/banger/internal/durable"
+
 	"archive/tar"
 	"context"
 	"errors"
@@ -191,7 +193,7 @@ func ImportBundle(ctx context.Context, r io.Reader, name, dest string, report pr
 	if err := writeManifest(staging, m); err != nil {
 		return Manifest{}, err
 	}
-	if err := os.Rename(staging, dest); err != nil {
+	if err := durable.Publish(staging, dest); err != nil {
 		return Manifest{}, err
 	}
 	published = true

@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"github.com/banger-dev/banger/internal/durable"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -107,7 +109,7 @@ func Import(ctx context.Context, opts ImportOptions) (Manifest, error) {
 	if err := ctx.Err(); err != nil {
 		return Manifest{}, err
 	}
-	if err := os.Rename(staging, opts.Dest); err != nil {
+	if err := durable.Publish(staging, opts.Dest); err != nil {
 		return Manifest{}, fmt.Errorf("publish %s: %w", opts.Dest, err)
 	}
 	published = true

@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"github.com/banger-dev/banger/internal/durable"
+
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
@@ -208,7 +210,7 @@ func (m Manifest) BootInitramfs(agentPath string) (string, error) {
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return "", fmt.Errorf("build initramfs: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	if err := durable.Rename(tmp.Name(), dst); err != nil {
 		return "", fmt.Errorf("publish initramfs: %w", err)
 	}
 	// Initramfs files of older agent builds are not needed any more: a VM reads its initramfs

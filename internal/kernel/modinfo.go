@@ -94,6 +94,9 @@ func sortedUnique(s []string) []string {
 // maxModuleSize bounds a decompressed module; the largest real ones are a few tens of MB.
 const maxModuleSize = 256 << 20
 
+// zstdMaxWindow bounds the window a zstd-compressed module may declare.
+const zstdMaxWindow = 32 << 20
+
 // ReadModuleFile returns a module file's contents, decompressing .ko.xz, .ko.zst and .ko.gz.
 func ReadModuleFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
@@ -110,7 +113,10 @@ func ReadModuleFile(path string) ([]byte, error) {
 		}
 		r = xr
 	case strings.HasSuffix(path, ".zst"):
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		// Kbuild compresses modules with zstd's default level (a 2 MiB window at most);
+		// a frame declaring a larger window than zstdMaxWindow is refused, not allocated.
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderMaxMemory(2*zstdMaxWindow))
 		if err != nil {
 			return nil, fmt.Errorf("decompress module %s: %w", path, err)
 		}

@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"github.com/banger-dev/banger/internal/durable"
+
 	"context"
 	"errors"
 	"fmt"
@@ -55,7 +57,7 @@ func EnsureModulesDisk(ctx context.Context, m Manifest) (string, error) {
 	if err := ext4.FromTree(ctx, ext4.Options{Tree: dir, Output: tmp, Label: ModulesDiskLabel}); err != nil {
 		return "", fmt.Errorf("kernel %s: pack modules into %s: %w", m.Name, ModulesDiskName, err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := durable.Rename(tmp, dst); err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("kernel %s: publish %s: %w", m.Name, ModulesDiskName, err)
 	}

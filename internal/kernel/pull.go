@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"github.com/banger-dev/banger/internal/durable"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,7 +134,7 @@ func Pull(ctx context.Context, entry Entry, archive *debian.Archive, dstDir stri
 	if err := ctx.Err(); err != nil {
 		return Manifest{}, err
 	}
-	if err := os.Rename(staging, dstDir); err != nil {
+	if err := durable.Publish(staging, dstDir); err != nil {
 		return Manifest{}, fmt.Errorf("kernel %s: publish %s: %w", entry.Name, dstDir, err)
 	}
 	published = true

@@ -22,6 +22,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/progress"
 )
 
@@ -136,7 +137,7 @@ func (m *testMirror) archive(t *testing.T) *debian.Archive {
 		Mirror:   m.srv.URL + "/debian",
 		Suite:    "bookworm",
 		Keyring:  debian.NewKeyring(openpgp.EntityList{m.key}),
-		Client:   m.srv.Client(),
+		Client:   &download.Client{HTTP: m.srv.Client()},
 		CacheDir: filepath.Join(t.TempDir(), "cache"),
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/progress"
 )
 
@@ -35,7 +36,7 @@ func TestRealPullDebian61(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	archive := &debian.Archive{Mirror: mirror, Suite: entry.Suite, Client: client, CacheDir: t.TempDir()}
+	archive := &debian.Archive{Mirror: mirror, Suite: entry.Suite, Client: &download.Client{HTTP: client}, CacheDir: t.TempDir()}
 	dst := filepath.Join(t.TempDir(), entry.Name)
 
 	var mu sync.Mutex

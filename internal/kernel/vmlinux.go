@@ -26,7 +26,9 @@ const (
 
 // maxVmlinuxSize bounds the uncompressed size taken from the payload trailer, so a corrupt
 // header cannot make us allocate without limit. Real stripped x86-64 kernels are 30–100 MB.
-const maxVmlinuxSize = 512 << 20
+// The trailer is not trusted beyond that: output buffers grow with what actually decodes,
+// so a tiny payload claiming maxVmlinuxSize costs what it decodes to, not the claim.
+const maxVmlinuxSize = 256 << 20
 
 // ExtractVmlinux returns the ELF kernel image carried, compressed, inside an x86 bzImage. The
 // payload is located through the boot protocol header (never by scanning for magic bytes),
@@ -118,18 +120,18 @@ func detectCodec(p []byte) codec {
 // readExactly reads a decompressor that must produce exactly size bytes, then confirms it
 // ends there (which also makes the decompressor verify its trailing checksum).
 func readExactly(r io.Reader, size int) ([]byte, error) {
-	out := make([]byte, size)
-	if n, err := io.ReadFull(r, out); err != nil {
+	var out bytes.Buffer
+	n, err := out.ReadFrom(io.LimitReader(r, int64(size)+1))
+	if err != nil {
 		return nil, fmt.Errorf("after %d of %d bytes: %w", n, size, err)
 	}
-	extra, err := io.Copy(io.Discard, io.LimitReader(r, 1))
-	if err != nil {
-		return nil, err
-	}
-	if extra != 0 {
+	if n > int64(size) {
 		return nil, fmt.Errorf("stream holds more than the recorded %d bytes", size)
 	}
-	return out, nil
+	if n < int64(size) {
+		return nil, fmt.Errorf("after %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)
+	}
+	return out.Bytes(), nil
 }
 
 func gunzip(stream []byte, size int) ([]byte, error) {
@@ -142,12 +144,14 @@ func gunzip(stream []byte, size int) ([]byte, error) {
 }
 
 func unzstd(stream []byte, size int) ([]byte, error) {
+	// DecodeAll decodes into its output (no separate window buffer) and sizes that output by
+	// what the input can decode to; MaxMemory stops it past maxVmlinuxSize.
 	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxVmlinuxSize+1))
 	if err != nil {
 		return nil, err
 	}
 	defer d.Close()
-	return d.DecodeAll(stream, make([]byte, 0, size))
+	return d.DecodeAll(stream, nil)
 }
 
 // lz4 legacy frame, as written by "lz4 -l" for CONFIG_KERNEL_LZ4 and read by the kernel's
@@ -162,8 +166,10 @@ func unlz4Legacy(stream []byte, size int) ([]byte, error) {
 	if len(stream) < 4 || binary.LittleEndian.Uint32(stream) != lz4LegacyMagic {
 		return nil, errors.New("missing lz4 legacy frame magic")
 	}
-	out := make([]byte, size)
-	n := 0
+	// Blocks decode into blk and are appended: out grows with what decodes, not to the size
+	// the trailer claims.
+	var out []byte
+	blk := make([]byte, lz4LegacyMaxBlock)
 	maxCompressed := uint32(lz4.CompressBlockBound(lz4LegacyMaxBlock))
 	for pos := 4; pos < len(stream); {
 		if len(stream)-pos < 4 {
@@ -180,15 +186,15 @@ func unlz4Legacy(stream []byte, size int) ([]byte, error) {
 		if int(blockSize) > len(stream)-pos {
 			return nil, fmt.Errorf("lz4 block at offset %d needs %d bytes, only %d remain; truncated kernel?", pos-4, blockSize, len(stream)-pos)
 		}
-		dst := out[n:min(size, n+lz4LegacyMaxBlock)]
+		dst := blk[:min(size-len(out), lz4LegacyMaxBlock)]
 		m, err := lz4.UncompressBlock(stream[pos:pos+int(blockSize)], dst)
 		if err != nil {
-			return nil, fmt.Errorf("lz4 block at offset %d (output offset %d, recorded total %d) is corrupt or larger than recorded: %w", pos-4, n, size, err)
+			return nil, fmt.Errorf("lz4 block at offset %d (output offset %d, recorded total %d) is corrupt or larger than recorded: %w", pos-4, len(out), size, err)
 		}
-		n += m
+		out = append(out, dst[:m]...)
 		pos += int(blockSize)
 	}
-	return out[:n], nil
+	return out, nil
 }
 
 // checkX86ELF verifies that b starts with an x86-64 executable ELF image.

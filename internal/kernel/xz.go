@@ -34,7 +34,7 @@ func unxz(stream []byte, size int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 0, size)
+	var out []byte // grows with what decodes, not to the size the trailer claims
 	pos := 12
 	for {
 		if pos >= len(stream) {

@@ -81,6 +81,17 @@ INSERT INTO image_versions (name, version, dir, manifest, size_bytes, created_at
 UPDATE vms SET image = image || '@' || (SELECT version FROM images WHERE images.name = vms.image)
 	WHERE instr(image, '@') = 0 AND image IN (SELECT name FROM images);
 `,
+	// 4: Debian rollback protection: the Date of the newest signed Release accepted from each
+	// mirror and suite (fixed-width UTC text, so it orders as time), so an older one is refused.
+	`
+CREATE TABLE debian_releases (
+	mirror      TEXT NOT NULL,
+	suite       TEXT NOT NULL,
+	newest_date TEXT NOT NULL,
+	updated_at  TEXT NOT NULL,
+	PRIMARY KEY (mirror, suite)
+) STRICT;
+`,
 }
 
 // SchemaVersion is the schema version this binary creates and understands.
