@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/banger-dev/banger/internal/termtext"
 	"github.com/banger-dev/banger/internal/wire"
 )
 
@@ -133,8 +134,8 @@ func (c *Client) call(ctx context.Context, req Request) (Reply, error) {
 	defer s.Close()
 	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	var rep Reply
-	if err := wire.NewReader(s).NextJSON(wire.Reply, &rep); err != nil {
+	rep, err := ReadReply(wire.NewReader(s))
+	if err != nil {
 		if ctx.Err() != nil {
 			return Reply{}, fmt.Errorf("agent: %s: %w", req.Op, context.Cause(ctx))
 		}
@@ -185,6 +186,48 @@ func DecodeRequest(r *wire.Reader) (Request, error) {
 	return req, nil
 }
 
+// Bounds on the strings of a Reply, which the guest writes and the host stores, logs and
+// prints: an error message is cut at MaxReplyError bytes, other strings at MaxReplyField.
+// The guest's list of ports is cut at MaxReplyPorts entries.
+const (
+	MaxReplyError = 1 << 10
+	MaxReplyField = 256
+	MaxReplyPorts = 4096
+)
+
+// ReadReply reads a stream's Reply frame and bounds what the guest put in it (see
+// MaxReplyError). The strings stay as the guest wrote them otherwise: whoever prints them on
+// a terminal escapes them (package termtext).
+func ReadReply(r *wire.Reader) (Reply, error) {
+	var rep Reply
+	if err := r.NextJSON(wire.Reply, &rep); err != nil {
+		return Reply{}, err
+	}
+	rep.Error = termtext.Truncate(rep.Error, MaxReplyError)
+	if len(rep.Ports) > MaxReplyPorts {
+		rep.Ports = rep.Ports[:MaxReplyPorts]
+	}
+	for i := range rep.Ports {
+		p := &rep.Ports[i]
+		p.Proto = termtext.Truncate(p.Proto, MaxReplyField)
+		p.Addr = termtext.Truncate(p.Addr, MaxReplyField)
+		p.Process = termtext.Truncate(p.Process, MaxReplyField)
+	}
+	if h := rep.Health; h != nil {
+		h.AgentVersion = termtext.Truncate(h.AgentVersion, MaxReplyField)
+		h.BootID = termtext.Truncate(h.BootID, MaxReplyField)
+		h.Hostname = termtext.Truncate(h.Hostname, MaxReplyField)
+		h.Init = termtext.Truncate(h.Init, MaxReplyField)
+		if s := h.SSH; s != nil {
+			s.State = termtext.Truncate(s.State, MaxReplyField)
+			s.Reason = termtext.Truncate(s.Reason, MaxReplyError)
+			s.Sshd = termtext.Truncate(s.Sshd, MaxReplyField)
+			s.Via = termtext.Truncate(s.Via, MaxReplyField)
+		}
+	}
+	return rep, nil
+}
+
 // EncodeReply is a helper for the agent side: it writes rep as the stream's Reply frame.
 func EncodeReply(w *wire.Writer, rep Reply) error {
 	return w.WriteJSON(wire.Reply, rep)
@@ -216,8 +259,7 @@ func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, e
 		return nil, fmt.Errorf("connect to %s %s in the guest: %w", network, address, err)
 	}
 	stop := context.AfterFunc(rctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
-	var rep Reply
-	err = wire.NewReader(s).NextJSON(wire.Reply, &rep)
+	rep, err := ReadReply(wire.NewReader(s))
 	stop()
 	_ = s.SetDeadline(time.Time{})
 	if err != nil && rctx.Err() != nil {
@@ -245,8 +287,8 @@ func (c *Client) Upload(ctx context.Context, req UntarRequest, src io.Reader) (U
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	sendErr := wire.SendStream(wire.NewWriter(s), src)
-	var rep Reply
-	if err := wire.NewReader(s).NextJSON(wire.Reply, &rep); err != nil {
+	rep, err := ReadReply(wire.NewReader(s))
+	if err != nil {
 		return UntarResult{}, errors.Join(fmt.Errorf("upload into %s: %w", dest, err), sendErr)
 	}
 	if rep.Error != "" {

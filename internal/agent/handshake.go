@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 const (
@@ -20,6 +22,8 @@ const (
 	ackWord  = "BANGER-ACK"
 	goWord   = "BANGER-GO"
 	maxLine  = 256
+	// maxVersion bounds the agent version a guest announces.
+	maxVersion = 64
 )
 
 // syncInterval is how often the host repeats its SYNC line until the guest answers.
@@ -133,7 +137,8 @@ func awaitAck(br *bufio.Reader, nonce string) (string, error) {
 		if len(f) >= 2 && f[0] == ackWord && f[1] == nonce {
 			version := ""
 			if len(f) >= 3 {
-				version = f[2]
+				// The guest's word, shown to the user: bounded and escaped.
+				version = termtext.CleanLine(termtext.Truncate(f[2], maxVersion))
 			}
 			return version, nil
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/termtext"
 	"github.com/banger-dev/banger/internal/wire"
 )
 
@@ -90,7 +91,7 @@ func (a *app) exec(cl *client.Client, ref string, argv []string, dir string) (in
 		fmt.Fprintln(a.stdout)
 	}
 	if exit.Error != "" {
-		fmt.Fprintf(a.stderr, "banger: %s\n", exit.Error)
+		fmt.Fprintf(a.stderr, "banger: %s\n", termtext.CleanLine(exit.Error))
 	}
 	return exit.Code, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // The shapes many commands share: ask the daemon for something and print it as a table or
@@ -27,7 +28,8 @@ func (a *app) newFields() *fields { return &fields{a.newTable()} }
 
 func (f *fields) row(name, value string) {
 	if value != "" {
-		fmt.Fprintf(f.tw, "%s:\t%s\n", name, value)
+		// Values can come from the guest (a last error quoting its console): escaped.
+		fmt.Fprintf(f.tw, "%s:\t%s\n", name, termtext.CleanLine(value))
 	}
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/termtext"
 	"github.com/banger-dev/banger/internal/workspace"
 )
 
@@ -357,7 +359,14 @@ func (a *app) vmLogsCmd() *cobra.Command {
 			if vmmLog {
 				source = "vmm"
 			}
-			return cl.Logs(ctx, args[0], source, follow, a.stdout)
+			// The console is the guest's: on a terminal its escape sequences are shown, not
+			// run. Piped or redirected, the bytes stay as they are.
+			if !isTerminal(a.stdout) {
+				return cl.Logs(ctx, args[0], source, follow, a.stdout)
+			}
+			tw := termtext.NewWriter(a.stdout)
+			err = cl.Logs(ctx, args[0], source, follow, tw)
+			return errors.Join(err, tw.Flush())
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // isTerminal reports whether f is a terminal.
@@ -165,18 +166,18 @@ func (r *renderer) Event(ev api.Event) {
 	switch ev.Type {
 	case api.EventSpec:
 		if ev.Spec != nil {
-			r.println("spec: %s", ev.Spec.Summary)
+			r.println("spec: %s", termtext.CleanLine(ev.Spec.Summary))
 		}
 	case api.EventNotice:
-		r.println("note: %s", ev.Message)
+		r.println("note: %s", termtext.CleanLine(ev.Message))
 	case api.EventProgress:
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		newStage := ev.Stage != r.stage || (ev.Message != "" && ev.Message != r.message && ev.Total == 0)
+		newStage := ev.Stage != r.stage || (ev.Message != "" && termtext.CleanLine(ev.Message) != r.message && ev.Total == 0)
 		if newStage {
 			r.stage, r.stageStart = ev.Stage, time.Now()
 			if ev.Message != "" {
-				r.message = ev.Message
+				r.message = termtext.CleanLine(ev.Message)
 			}
 			r.done, r.tot = 0, 0
 			if !r.live {
@@ -203,7 +204,7 @@ func (r *renderer) Finish(msg string) {
 	r.clear()
 	r.stage = ""
 	if msg != "" {
-		fmt.Fprintf(r.w, "banger: %s\n", msg)
+		fmt.Fprintf(r.w, "banger: %s\n", termtext.CleanLine(msg))
 	}
 }
 

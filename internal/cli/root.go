@@ -17,6 +17,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/termtext"
 	"github.com/banger-dev/banger/internal/version"
 )
 
@@ -31,6 +32,15 @@ const (
 type exitError struct{ code int }
 
 func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// exitStatusCode turns a status that came from the guest into a process exit status. Only
+// 0–255 survive exit(2) (256 would become 0, a success); anything outside is reported as 255.
+func exitStatusCode(code int) int {
+	if code < 0 || code > 255 {
+		return 255
+	}
+	return code
+}
 
 // usageError marks command-line mistakes (exit 2).
 type usageError struct{ msg string }
@@ -76,7 +86,7 @@ func (a *app) exitCode(err error) int {
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
-		return ee.code
+		return exitStatusCode(ee.code)
 	}
 	var ue *usageError
 	var ae *api.Error
@@ -103,7 +113,9 @@ func oneLine(s string) string {
 			parts = append(parts, l)
 		}
 	}
-	return strings.Join(parts, "; ")
+	// Errors can quote the guest (agent messages, console lines): escape what a terminal
+	// would act on.
+	return termtext.CleanLine(strings.Join(parts, "; "))
 }
 
 // isCobraUsage recognises the command-line errors cobra makes where banger cannot type them
@@ -290,7 +302,7 @@ func (a *app) connect(ctx context.Context) (*client.Client, error) {
 	_, err = c.Ensure(ctx, client.StartOptions{
 		StateDir: l.StateDir,
 		LogPath:  l.LogFile(),
-		Notice:   func(msg string) { fmt.Fprintf(a.stderr, "banger: %s\n", msg) },
+		Notice:   func(msg string) { fmt.Fprintf(a.stderr, "banger: %s\n", termtext.CleanLine(msg)) },
 	})
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/sshkeys"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // sshArgs are the arguments of the system ssh for a target: banger's key and known_hosts,
@@ -199,7 +200,10 @@ func (a *app) printPorts(ports []api.Port) error {
 		if reach == "" {
 			reach = p.Reach
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, reach)
+		// Everything but the port number comes from the guest (a process can name itself
+		// anything, escape sequences included).
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", termtext.CleanLine(p.Proto), termtext.CleanLine(p.Addr), p.Port,
+			termtext.CleanLine(proc), termtext.CleanLine(reach))
 	}
 	return tw.Flush()
 }

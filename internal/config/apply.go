@@ -89,6 +89,16 @@ func apply(c *Config, f *file, home string) error {
 		}
 		c.BootTimeout = d
 	}
+	if f.ConsoleLogSize != nil {
+		b, perr := bytesize.Parse(*f.ConsoleLogSize)
+		if perr != nil {
+			return badKey(keyConsoleLogSize, "%v", perr)
+		}
+		if b < MinConsoleLogSize || b > MaxConsoleLogSize {
+			return badKey(keyConsoleLogSize, "%s is outside %s to %s", bytesize.Format(b), bytesize.Format(MinConsoleLogSize), bytesize.Format(MaxConsoleLogSize))
+		}
+		c.ConsoleLogSize = b
+	}
 	if err := applyNetwork(c, f); err != nil {
 		return err
 	}

@@ -28,6 +28,10 @@ const (
 	DefaultImageName   = "debian-bookworm"
 	DefaultKernel      = "debian-6.1"
 	DefaultBootTimeout = 3 * time.Minute
+	// DefaultConsoleLogSize, MinConsoleLogSize and MaxConsoleLogSize bound console_log_size.
+	DefaultConsoleLogSize = 4 * bytesize.MiB
+	MinConsoleLogSize     = 64 * bytesize.KiB
+	MaxConsoleLogSize     = 1 * bytesize.GiB
 	DefaultSSHKeyName  = "id_ed25519" // inside paths.Layout.SSHDir()
 	DefaultJailerDir   = "jailer"     // inside the state dir: the default jailer_chroot_base
 	DefaultBridgeName  = "banger0"
@@ -103,6 +107,12 @@ type Config struct {
 	// BootTimeout is how long to wait for a VM's agent to answer after starting it.
 	// Key boot_timeout, Go duration string such as "3m" or "90s", > 0. Default 3m.
 	BootTimeout time.Duration
+
+	// ConsoleLogSize caps each VM's guest console log: console.log is renamed to
+	// console.log.1 (replacing it) when it would grow past the cap, so a guest's console
+	// takes at most twice this on disk. Key console_log_size, size string from "64K" to "1G".
+	// Default 4M.
+	ConsoleLogSize int64
 
 	// BridgeName is the host bridge every VM's tap joins. Key bridge_name, string of 1-15
 	// characters. Default "banger0".
@@ -187,6 +197,7 @@ func Default(l paths.Layout) Config {
 		JailerChrootBase: filepath.Join(l.StateDir, DefaultJailerDir),
 		VMM:              VMMAuto,
 		BootTimeout:      DefaultBootTimeout,
+		ConsoleLogSize:   DefaultConsoleLogSize,
 		BridgeName:       DefaultBridgeName,
 		BridgeCIDR:       netip.MustParsePrefix(DefaultBridgeCIDR),
 		DNSPort:          DefaultDNSPort,

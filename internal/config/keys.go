@@ -18,6 +18,7 @@ type file struct {
 	QEMUBin          *string     `toml:"qemu_bin"`
 	DebianMirror     *string     `toml:"debian_mirror"`
 	BootTimeout      *string     `toml:"boot_timeout"`
+	ConsoleLogSize   *string     `toml:"console_log_size"`
 	BridgeName       *string     `toml:"bridge_name"`
 	BridgeCIDR       *string     `toml:"bridge_cidr"`
 	NetworkNamespace *string     `toml:"network_namespace"`
@@ -55,6 +56,7 @@ const (
 	keyQEMUBin          = "qemu_bin"
 	keyDebianMirror     = "debian_mirror"
 	keyBootTimeout      = "boot_timeout"
+	keyConsoleLogSize   = "console_log_size"
 	keyBridgeName       = "bridge_name"
 	keyBridgeCIDR       = "bridge_cidr"
 	keyNetworkNamespace = "network_namespace"
@@ -85,6 +87,7 @@ var keyTypes = []struct{ key, want string }{
 	{keyQEMUBin, "a string path"},
 	{keyDebianMirror, "a string URL"},
 	{keyBootTimeout, `a duration string such as "3m" or "90s"`},
+	{keyConsoleLogSize, `a size string such as "4M"`},
 	{keyBridgeName, "a string"},
 	{keyBridgeCIDR, `a string such as "172.16.0.0/24"`},
 	{keyNetworkNamespace, "a string (a name under /run/netns, or a path)"},

@@ -24,6 +24,9 @@ type Config struct {
 
 	// Dir holds the VM's files the driver creates: console log, VMM log.
 	Dir string
+	// ConsoleLogSize caps the guest console log (console.log, rotated to console.log.1 at
+	// the cap); 0 means DefaultConsoleLogSize. The daemon writes it, never the VMM.
+	ConsoleLogSize int64
 	// RuntimeDir holds the driver's sockets; it is kept short for the 108-byte limit.
 	RuntimeDir string
 
@@ -65,8 +68,10 @@ type Record struct {
 	StartTime uint64            `json:"start_time"` // /proc/<pid>/stat field 22: tells a reused pid apart
 	Sockets   map[string]string `json:"sockets,omitempty"`
 	Console   string            `json:"console,omitempty"` // guest console log
-	Log       string            `json:"log,omitempty"`     // the VMM's own log
-	Extra     json.RawMessage   `json:"extra,omitempty"`
+	// ConsoleMax caps each console log file (see ConsoleLog); 0 means the default.
+	ConsoleMax int64           `json:"console_max,omitempty"`
+	Log        string          `json:"log,omitempty"` // the VMM's own log
+	Extra      json.RawMessage `json:"extra,omitempty"`
 }
 
 // ErrGone is returned by Attach when the recorded process no longer runs.
@@ -82,9 +87,10 @@ type Driver interface {
 	// the daemon. If Start fails, nothing it started is left running.
 	Start(ctx context.Context, cfg Config) (Machine, error)
 
-	// Attach finds a machine again from its Record after a daemon restart. It returns an
-	// error wrapping ErrGone if the recorded process is not running any more (or the pid now
-	// belongs to another process).
+	// Attach finds a machine again from its Record after a daemon restart and takes over
+	// copying its guest console into the capped console log. It returns an error wrapping
+	// ErrGone if the recorded process is not running any more (or the pid now belongs to
+	// another process).
 	Attach(rec Record) (Machine, error)
 }
 
@@ -100,7 +106,8 @@ type Machine interface {
 	// Kill ends the VMM process at once and waits until it is gone.
 	Kill() error
 
-	// Done is closed when the VMM process has exited.
+	// Done is closed when the VMM process has exited and the guest console it wrote is in
+	// the console log.
 	Done() <-chan struct{}
 }
 

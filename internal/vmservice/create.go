@@ -260,7 +260,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 			},
 		})
 	} else {
-		b = &boot{vm: &vm, driver: driver, accel: accel, kernel: kern, image: img, timeout: cfg.BootTimeout, obs: obs, creating: true, keepUnreachable: req.KeepUnreachable}
+		b = &boot{vm: &vm, driver: driver, accel: accel, kernel: kern, image: img, timeout: cfg.BootTimeout, consoleMax: cfg.ConsoleLogSize, obs: obs, creating: true, keepUnreachable: req.KeepUnreachable}
 		list = append(list, s.bootSteps(b)...)
 	}
 	hooks := s.hooks(name, req.FailStep, req.PauseStep)

@@ -25,7 +25,9 @@ type boot struct {
 	kernel  catalog.Kernel
 	image   catalog.Image
 	timeout time.Duration
-	obs     Observer
+	// consoleMax caps the guest console log (config console_log_size).
+	consoleMax int64
+	obs        Observer
 	// creating: the boot is part of a create, which stays in state creating until the VM is
 	// ready, so that a daemon crash half way undoes the whole create.
 	creating bool
@@ -66,7 +68,8 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 					Kernel: b.kernel.Vmlinux, Initrd: b.kernel.Initrd,
 					Cmdline: GuestCmdline(vm.Name) + s.netCmdline(vm) + modulesCmdline(b),
 					NIC:     b.nic, NetNS: netns,
-					Disks: bootDisks(b),
+					Disks:          bootDisks(b),
+					ConsoleLogSize: b.consoleMax,
 				})
 				if err != nil {
 					return err
@@ -151,7 +154,7 @@ func (s *Service) prepareBoot(ctx context.Context, vm *store.VM, obs Observer) (
 	if err != nil {
 		return nil, fmt.Errorf("vm %q: %w", vm.Name, err)
 	}
-	return &boot{vm: vm, driver: d, accel: accel.Accel, kernel: kern, image: img, timeout: cfg.BootTimeout, obs: obs}, nil
+	return &boot{vm: vm, driver: d, accel: accel.Accel, kernel: kern, image: img, timeout: cfg.BootTimeout, consoleMax: cfg.ConsoleLogSize, obs: obs}, nil
 }
 
 // Start boots a created or stopped VM until its agent answers. If it fails, the VMM is ended,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 )
 
 // CallerIO is what the calling side of an exec session connects to the command.
@@ -65,11 +66,7 @@ func Call(rw io.ReadWriter, cio CallerIO) (ExitMsg, error) {
 				return ExitMsg{}, fmt.Errorf("write command stderr: %w", err)
 			}
 		case Exit:
-			var m ExitMsg
-			if err := json.Unmarshal(p, &m); err != nil {
-				return ExitMsg{}, fmt.Errorf("decode exit status: %w", err)
-			}
-			return m, nil
+			return decodeExit(p)
 		default:
 			return ExitMsg{}, fmt.Errorf("exec session: unexpected %q frame", t)
 		}
@@ -119,4 +116,23 @@ func SendStream(w *Writer, r io.Reader) error {
 			return fmt.Errorf("read upload source: %w", err)
 		}
 	}
+}
+
+// maxExitError bounds the message of an ExitMsg, which the guest writes.
+const maxExitError = 1 << 10
+
+// decodeExit decodes an Exit frame's payload, cutting its message at maxExitError bytes.
+func decodeExit(p []byte) (ExitMsg, error) {
+	var m ExitMsg
+	if err := json.Unmarshal(p, &m); err != nil {
+		return ExitMsg{}, fmt.Errorf("decode exit status: %w", err)
+	}
+	if len(m.Error) > maxExitError {
+		cut := maxExitError
+		for cut > 0 && !utf8.RuneStart(m.Error[cut]) {
+			cut--
+		}
+		m.Error = m.Error[:cut] + "…"
+	}
+	return m, nil
 }

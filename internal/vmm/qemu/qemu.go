@@ -2,6 +2,8 @@
 // machine type and virtio-mmio devices, under KVM where the host has hardware
 // virtualization and under TCG (software emulation) elsewhere. The guest agent is reached
 // over a virtio-serial port whose host end is a unix socket; QMP serves shutdown and pause.
+// The guest's serial console is a unix socket too: the daemon reads it into a capped
+// vmm.ConsoleLog, so that QEMU never writes an unbounded file.
 package qemu
 
 import (
@@ -46,8 +48,9 @@ func (d *Driver) binary() string {
 
 // Socket names in the runtime dir.
 const (
-	agentSocket = "agent.sock"
-	qmpSocket   = "qmp.sock"
+	agentSocket   = "agent.sock"
+	qmpSocket     = "qmp.sock"
+	consoleSocket = "console.sock"
 )
 
 // socketWait bounds how long Start waits for QEMU to create its sockets and build the machine.
@@ -58,8 +61,15 @@ const socketWait = 15 * time.Second
 func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // Args returns QEMU's command line for cfg (without the binary). It is exported for the
-// benchmark harness, which boots the same machine without banger.
+// benchmark harness, which boots the same machine without banger: there QEMU writes the
+// console to console.log itself and the guest runs at once. Start instead starts QEMU
+// paused with the console on a socket, and resumes it once the daemon reads that socket.
 func (d *Driver) Args(cfg vmm.Config) []string {
+	return d.args(cfg, []string{"-chardev", "file,id=console,path=" + optValue(filepath.Join(cfg.Dir, "console.log")) + ",append=on"})
+}
+
+// args is QEMU's command line with console as the chardev options of the serial console.
+func (d *Driver) args(cfg vmm.Config, console []string) []string {
 	accel := []string{"-accel", "kvm", "-cpu", "host"}
 	cmdline := cfg.Cmdline + " console=ttyS0"
 	if cfg.Accel != host.KVM {
@@ -79,9 +89,9 @@ func (d *Driver) Args(cfg vmm.Config) []string {
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-kernel", cfg.Kernel,
 		"-append", strings.TrimSpace(cmdline),
-		"-chardev", "file,id=console,path="+optValue(filepath.Join(cfg.Dir, "console.log"))+",append=on",
-		"-serial", "chardev:console",
 	)
+	args = append(args, console...)
+	args = append(args, "-serial", "chardev:console")
 	if cfg.Initrd != "" {
 		args = append(args, "-initrd", cfg.Initrd)
 	}
@@ -124,8 +134,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 		}
 	}
 	sockets := map[string]string{
-		"agent": filepath.Join(cfg.RuntimeDir, agentSocket),
-		"qmp":   filepath.Join(cfg.RuntimeDir, qmpSocket),
+		"agent":   filepath.Join(cfg.RuntimeDir, agentSocket),
+		"qmp":     filepath.Join(cfg.RuntimeDir, qmpSocket),
+		"console": filepath.Join(cfg.RuntimeDir, consoleSocket),
 	}
 	if err := vmm.ClearSockets("qemu", sockets); err != nil {
 		return nil, err
@@ -138,7 +149,11 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	defer logFile.Close()
 	fmt.Fprintf(logFile, "--- %s starting %s\n", time.Now().UTC().Format(time.RFC3339), bin)
 
-	cmd := exec.Command(bin, d.Args(cfg)...)
+	// -S: the guest's vCPUs wait until the console is read (see attachConsole), so that no
+	// early boot output is lost.
+	cmd := exec.Command(bin, append(d.args(cfg, []string{
+		"-chardev", "socket,id=console,path=" + optValue(sockets["console"]) + ",server=on,wait=off",
+	}), "-S")...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Dir = cfg.Dir
@@ -149,19 +164,60 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	m := &machine{
 		proc: proc,
 		rec: vmm.Record{
-			Driver:    "qemu",
-			PID:       proc.PID,
-			StartTime: proc.StartTime,
-			Sockets:   sockets,
-			Console:   filepath.Join(cfg.Dir, "console.log"),
-			Log:       logPath,
+			Driver:     "qemu",
+			PID:        proc.PID,
+			StartTime:  proc.StartTime,
+			Sockets:    sockets,
+			Console:    filepath.Join(cfg.Dir, "console.log"),
+			ConsoleMax: vmm.ConsoleLogCap(cfg.ConsoleLogSize),
+			Log:        logPath,
 		},
 	}
+	m.done = m.proc.Done()
 	if err := m.waitReady(ctx); err != nil {
 		_ = m.Kill()
 		return nil, err
 	}
+	if err := m.attachConsole(ctx); err != nil {
+		_ = m.Kill()
+		return nil, err
+	}
+	if err := qmpExecute(ctx, m.rec.Sockets["qmp"], "cont"); err != nil {
+		_ = m.Kill()
+		return nil, fmt.Errorf("qemu: start the guest's vCPUs: %w", err)
+	}
 	return m, nil
+}
+
+// consoleDrain bounds how long Done waits, after QEMU exited, for the console's last bytes
+// to reach the log.
+const consoleDrain = 5 * time.Second
+
+// attachConsole connects to QEMU's console socket and copies what the guest writes there into
+// the VM's capped console log until QEMU exits; Done then waits for the copy to finish.
+func (m *machine) attachConsole(ctx context.Context) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", m.rec.Sockets["console"])
+	if err != nil {
+		return fmt.Errorf("qemu: connect to the guest console: %w", err)
+	}
+	pumped, err := vmm.PumpConsole(conn, m.rec.Console, m.rec.ConsoleMax)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("qemu: %w", err)
+	}
+	exited := m.proc.Done()
+	done := make(chan struct{})
+	go func() {
+		<-exited
+		select {
+		case <-pumped:
+		case <-time.After(consoleDrain):
+		}
+		close(done)
+	}()
+	m.done = done
+	return nil
 }
 
 // Attach implements vmm.Driver.
@@ -173,16 +229,26 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &machine{proc: proc, rec: rec}, nil
+	m := &machine{proc: proc, rec: rec, done: proc.Done()}
+	// Take the console over again (a VM started by an earlier daemon); what the guest wrote
+	// while no daemon read it is lost, never buffered without bound. A machine from before
+	// the console socket has none: QEMU writes its log itself.
+	if rec.Sockets["console"] != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = m.attachConsole(ctx)
+	}
+	return m, nil
 }
 
 type machine struct {
 	proc *vmm.Process
 	rec  vmm.Record
+	done <-chan struct{} // the process exited and the console is copied
 }
 
 func (m *machine) Record() vmm.Record    { return m.rec }
-func (m *machine) Done() <-chan struct{} { return m.proc.Done() }
+func (m *machine) Done() <-chan struct{} { return m.done }
 
 func (m *machine) Kill() error { return m.proc.Kill(10 * time.Second) }
 
