@@ -409,7 +409,15 @@ func (l layoutDir) image(raw []byte, desc v1.Descriptor) (v1.Image, error) {
 // files are then read in place.
 type archive struct {
 	file    string
+	r       io.ReaderAt // the archive while it is being opened
+	reopen  func() (io.ReaderAt, io.Closer, error)
 	entries map[string]archiveEntry
+}
+
+// archiveReader is what an archive is read from: an *os.File, or a *bytes.Reader in fuzzing.
+type archiveReader interface {
+	io.ReaderAt
+	io.ReadSeeker
 }
 
 type archiveEntry struct {
@@ -433,7 +441,16 @@ func openArchive(file, ref string, limits Limits) (v1.Image, error) {
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("docker archive %s is not a regular file", file)
 	}
-	a := archive{file: file, entries: map[string]archiveEntry{}}
+	return readArchive(file, f, func() (io.ReaderAt, io.Closer, error) {
+		f, err := os.Open(file)
+		return f, f, err
+	}, ref, limits)
+}
+
+// readArchive opens the image ref names (or the only one) in the archive f; its layers are
+// read through reopen.
+func readArchive(file string, f archiveReader, reopen func() (io.ReaderAt, io.Closer, error), ref string, limits Limits) (v1.Image, error) {
+	a := archive{file: file, r: f, reopen: reopen, entries: map[string]archiveEntry{}}
 	tr := tar.NewReader(f)
 	for n := int64(0); ; n++ {
 		h, err := tr.Next()
@@ -526,7 +543,7 @@ func openArchive(file, ref string, limits Limits) (v1.Image, error) {
 		}
 		open := func() (io.ReadCloser, error) { return a.openEntry(e) }
 		magic := make([]byte, 4)
-		if _, err := f.ReadAt(magic, e.off); err != nil && e.size >= 4 {
+		if _, err := io.NewSectionReader(f, e.off, e.size).ReadAt(magic, 0); err != nil && e.size >= 4 {
 			return nil, fmt.Errorf("docker archive %s: layer %s: %w", file, lp, err)
 		}
 		mt, d := types.OCIUncompressedLayer, cf.RootFS.DiffIDs[i]
@@ -571,15 +588,16 @@ func (a archive) resolve(name string) (archiveEntry, error) {
 	return archiveEntry{}, fmt.Errorf("docker archive %s: %s: too many levels of symbolic links", a.file, name)
 }
 
+// openEntry opens a layer file, through a new handle on the archive.
 func (a archive) openEntry(e archiveEntry) (io.ReadCloser, error) {
-	f, err := os.Open(a.file)
+	r, c, err := a.reopen()
 	if err != nil {
 		return nil, fmt.Errorf("docker archive: %w", err)
 	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{io.NewSectionReader(f, e.off, e.size), f}, nil
+	}{io.NewSectionReader(r, e.off, e.size), c}, nil
 }
 
 // read reads a small file of the archive, refusing one over max bytes.
@@ -591,10 +609,5 @@ func (a archive) read(name string, max int64) ([]byte, error) {
 	if e.size > max {
 		return nil, fmt.Errorf("docker archive %s: %s is %d bytes; the limit is %d", a.file, name, e.size, max)
 	}
-	rc, err := a.openEntry(e)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return readCapped(rc, max, "docker archive "+a.file+": "+name)
+	return readCapped(io.NewSectionReader(a.r, e.off, e.size), max, "docker archive "+a.file+": "+name)
 }

@@ -345,7 +345,7 @@ func TestPullFromDockerArchive(t *testing.T) {
 
 // handArchive writes a docker-archive the way docker save does: uncompressed layers in
 // <id>/layer.tar, the configuration as <hex>.json, a repeated layer as a symlink to the first.
-func handArchive(t *testing.T, tag string, layers ...[]byte) string {
+func handArchive(t testing.TB, tag string, layers ...[]byte) string {
 	t.Helper()
 	cfg := v1.ConfigFile{OS: "linux", Architecture: "amd64", RootFS: v1.RootFS{Type: "layers"}}
 	var buf bytes.Buffer
