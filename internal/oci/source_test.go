@@ -120,7 +120,8 @@ func TestParseSource(t *testing.T) {
 }
 
 func TestPullFromLayout(t *testing.T) {
-	one := testImage(t, "amd64", layerTar(t, dir("etc/"), file("etc/marker", "one\n")), layerTar(t, file("etc/motd", "hi")))
+	// umoci names the root directory "/" in its layers.
+	one := testImage(t, "amd64", layerTar(t, dir("/"), dir("etc/"), file("etc/marker", "one\n")), layerTar(t, file("etc/motd", "hi")))
 	two := testImage(t, "amd64", layerTar(t, dir("etc/"), file("etc/marker", "two\n")))
 	dir := writeLayout(t, map[string]v1.Image{"1": one, "2": two})
 
