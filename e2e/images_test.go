@@ -598,7 +598,7 @@ func TestPullFromDisk(t *testing.T) {
 	// Refusals say what is wrong, and leave no image behind.
 	for _, c := range []struct{ ref, want string }{
 		{"oci:" + layout + ":2", `has no image named "2" (its names: 1)`},
-		{"docker-archive:" + archive + ":e2e/other:1", "has no image tagged e2e/other:1 (its tags: e2e/disk:1)"},
+		{"docker-archive:" + archive + ":e2e/other:1", "has no image tagged e2e/other:1 (its tags: docker.io/e2e/disk:1)"},
 		{"oci:" + filepath.Join(work, "missing"), "no such file or directory"},
 	} {
 		r, _ := banger(nil, "image", "pull", c.ref, "--name", "e2e-refused")

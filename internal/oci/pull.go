@@ -147,6 +147,9 @@ func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
 	opts.Progress.Stage(StageResolve, "resolving "+what+" for linux/amd64")
 	img, err := src.image(ctx, opts, limits)
 	if err != nil {
+		if src.IsLocal() {
+			return Result{}, err // it names the directory or file
+		}
 		return Result{}, fmt.Errorf("image %s: %w", what, err)
 	}
 	manifest, err := img.Manifest()
