@@ -414,6 +414,13 @@ type archive struct {
 	entries map[string]archiveEntry
 }
 
+// Bounds on the index of an archive's entries kept in memory: docker save writes a few
+// entries per layer, with names of a digest's length.
+const (
+	maxArchiveEntries = 16 << 10
+	maxArchiveName    = 1024
+)
+
 // archiveReader is what an archive is read from: an *os.File, or a *bytes.Reader in fuzzing.
 type archiveReader interface {
 	io.ReaderAt
@@ -460,8 +467,11 @@ func readArchive(file string, f archiveReader, reopen func() (io.ReaderAt, io.Cl
 		if err != nil {
 			return nil, fmt.Errorf("docker archive %s: %w (want a tar written by docker save or skopeo)", file, err)
 		}
-		if n >= limits.Entries {
-			return nil, fmt.Errorf("docker archive %s has more than %d entries", file, limits.Entries)
+		if n >= maxArchiveEntries {
+			return nil, fmt.Errorf("docker archive %s has more than %d entries; docker save writes a few per layer", file, maxArchiveEntries)
+		}
+		if len(h.Name) > maxArchiveName || len(h.Linkname) > maxArchiveName {
+			continue // no file docker save writes has such a name; not kept in memory
 		}
 		name := path.Clean(strings.TrimPrefix(h.Name, "./"))
 		switch h.Typeflag {

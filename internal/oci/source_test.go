@@ -428,3 +428,18 @@ func TestPickFromIndexRefusals(t *testing.T) {
 	_, err = pickFromIndex(ix(d, d), "", "/l")
 	wantErr(t, err, "holds 2 images; name one with oci:/l:REF (its names: none)")
 }
+
+// An archive's index is bounded: one with more entries than docker save ever writes is refused
+// before anything is parsed.
+func TestDockerArchiveEntriesAreBounded(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i := range maxArchiveEntries + 1 {
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("d%d/", i), Typeflag: tar.TypeDir, Mode: 0o755})
+	}
+	tw.Close()
+	f := filepath.Join(t.TempDir(), "many.tar")
+	os.WriteFile(f, buf.Bytes(), 0o644)
+	_, _, err := pullInto(t, "docker-archive:"+f, Limits{})
+	wantErr(t, err, fmt.Sprintf("has more than %d entries", maxArchiveEntries))
+}
