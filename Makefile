@@ -18,7 +18,7 @@ LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) \
 DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod bash-completion
 # And those the end-to-end tests need: an OCI registry they run on loopback, and a static
 # busybox they build small images from.
-TEST_DEPS := docker-registry busybox-static
+TEST_DEPS := docker-registry busybox-static umoci skopeo
 
 .PHONY: help build install uninstall deps test-deps test unit e2e lint fuzz clean bench firecracker-test
 

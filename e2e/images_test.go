@@ -529,3 +529,90 @@ func TestKernelImportAndRemove(t *testing.T) {
 	}
 	assertNothingLeft(t)
 }
+
+// TestPullFromDisk pulls images that are on disk, made by the real tools: an OCI image layout
+// that umoci builds from busybox-static, and the docker-archive skopeo converts it to. The
+// layout is named by a relative path (the client makes it absolute: the daemon's directory
+// differs); both flatten to the same files, and the archive's image boots.
+func TestPullFromDisk(t *testing.T) {
+	for _, tool := range []string{"umoci", "skopeo"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (apt-get install umoci skopeo; make test-deps does): %v", tool, err)
+		}
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox-static is not installed (make test-deps installs it): %v", err)
+	}
+	work := t.TempDir()
+	root := filepath.Join(work, "rootfs")
+	for _, d := range []string{"bin", "etc", "root"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	os.WriteFile(filepath.Join(root, "bin/busybox"), bb, 0o755)
+	for _, applet := range []string{"sh", "cat", "ls", "echo"} {
+		os.Symlink("busybox", filepath.Join(root, "bin", applet))
+	}
+	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/from-disk"), []byte("made by umoci\n"), 0o644)
+	layout := filepath.Join(work, "e2e-disk")
+	archive := filepath.Join(work, "e2e-archive.tar")
+	for _, argv := range [][]string{
+		{"umoci", "init", "--layout", layout},
+		{"umoci", "new", "--image", layout + ":1"},
+		{"umoci", "insert", "--image", layout + ":1", root, "/"},
+		{"umoci", "config", "--image", layout + ":1", "--config.cmd", "/bin/sh", "--os", "linux", "--architecture", "amd64"},
+		{"skopeo", "copy", "oci:" + layout + ":1", "docker-archive:" + archive + ":e2e/disk:1"},
+	} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+	}
+	cwd, _ := os.Getwd()
+	rel, err := filepath.Rel(cwd, layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		banger(nil, "image", "delete", "e2e-disk-1")
+		banger(nil, "image", "delete", "e2e-archive")
+	})
+
+	// Names come from the directory and REF, and from the archive's file name.
+	mustBanger(t, "image", "pull", "oci:"+rel+":1")
+	fromLayout := imageShow(t, "e2e-disk-1")
+	if !strings.HasPrefix(fromLayout.Source, "oci:oci:"+layout+":1@sha256:") {
+		t.Errorf("image from the layout: source %q, want oci:oci:%s:1@sha256:…", fromLayout.Source, layout)
+	}
+	mustBanger(t, "image", "pull", "docker-archive:"+archive)
+	fromArchive := imageShow(t, "e2e-archive")
+	if !strings.HasPrefix(fromArchive.Source, "oci:docker-archive:"+archive+"@sha256:") {
+		t.Errorf("image from the archive: source %q", fromArchive.Source)
+	}
+	// skopeo stored the layer uncompressed, so the digests differ; the files must not.
+	if len(fromLayout.Manifest.Notes) == 0 || len(fromArchive.Manifest.Notes) == 0 || fromLayout.Manifest.Notes[0] != fromArchive.Manifest.Notes[0] ||
+		!strings.Contains(fromLayout.Manifest.Notes[0], "flattened 1 layers") {
+		t.Errorf("flattening notes differ: layout %q, archive %q", fromLayout.Manifest.Notes, fromArchive.Manifest.Notes)
+	}
+
+	// Refusals say what is wrong, and leave no image behind.
+	for _, c := range []struct{ ref, want string }{
+		{"oci:" + layout + ":2", `has no image named "2" (its names: 1)`},
+		{"docker-archive:" + archive + ":e2e/other:1", "has no image tagged e2e/other:1 (its tags: docker.io/e2e/disk:1)"},
+		{"oci:" + filepath.Join(work, "missing"), "no such file or directory"},
+	} {
+		r, _ := banger(nil, "image", "pull", c.ref, "--name", "e2e-refused")
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("image pull %s: exit %d, stderr %q; want it refused saying %q", c.ref, r.code, r.stderr, c.want)
+		}
+	}
+	if r, _ := banger(nil, "image", "show", "e2e-refused"); r.code == 0 {
+		t.Error("a refused pull left an image e2e-refused")
+	}
+
+	r := mustBanger(t, "vm", "run", "--rm", "--image", "e2e-archive", "--", "cat", "/etc/from-disk")
+	if strings.TrimSpace(r.stdout) != "made by umoci" {
+		t.Errorf("vm run on the image from the archive: %q", r.stdout)
+	}
+	assertNothingLeft(t)
+}

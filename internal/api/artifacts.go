@@ -69,7 +69,7 @@ type Kernel struct {
 
 // ImagePullRequest is the body of POST /v1/images/pull.
 type ImagePullRequest struct {
-	Ref       string `json:"ref"`            // a catalog name or an OCI reference
+	Ref       string `json:"ref"`            // a catalog name, an OCI reference, oci:/abs/dir[:REF] or docker-archive:/abs/file[:NAME:TAG]
 	Name      string `json:"name,omitempty"` // derived from Ref when empty
 	SizeBytes int64  `json:"size_bytes,omitempty"`
 	Kernel    string `json:"kernel,omitempty"`

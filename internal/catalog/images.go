@@ -267,7 +267,8 @@ type PullRequest struct {
 }
 
 // PullImage gets an image: a catalog entry by name (built, pulled or downloaded as the entry
-// says), or any OCI reference, pulled for linux/amd64 and turned into an ext4 image. It
+// says), or any OCI image source (oci.ParseSource: a registry reference, an OCI layout
+// directory, a docker-archive file), pulled for linux/amd64 and turned into an ext4 image. It
 // becomes a new version of the image; concurrent pulls of the same image share one run.
 func (s *Service) PullImage(ctx context.Context, req PullRequest, p progress.Func) (ImageInfo, error) {
 	cat, err := s.Catalog()
@@ -290,15 +291,15 @@ func (s *Service) PullImage(ctx context.Context, req PullRequest, p progress.Fun
 		}
 		return s.ShowImage(ctx, name)
 	}
-	ref, err := oci.ParseReference(req.Ref)
+	src, err := oci.ParseSource(req.Ref)
 	if err != nil {
-		return ImageInfo{}, failure.New(failure.Invalid, "%q is neither a catalog image (%s) nor an OCI reference: %v", req.Ref, cat.imageNames(), err)
+		return ImageInfo{}, failure.New(failure.Invalid, "%q is neither a catalog image (%s) nor an OCI image source: %v", req.Ref, cat.imageNames(), err)
 	}
 	if req.Name == "" {
-		req.Name = NameFromReference(ref.Context().RepositoryStr(), ref.Identifier())
+		req.Name = NameFromReference(src.NameParts())
 		// A derived name never replaces an image of another origin (pulling debian:bookworm
 		// must not replace the debian-bookworm built from the recipe).
-		if cur, err := s.o.Store.GetImage(ctx, req.Name); err == nil && !strings.HasPrefix(cur.Source, "oci:"+ref.Name()+"@") {
+		if cur, err := s.o.Store.GetImage(ctx, req.Name); err == nil && !strings.HasPrefix(cur.Source, "oci:"+src.String()+"@") {
 			return ImageInfo{}, failure.New(failure.Conflict, "an image named %q already exists (%s); give this one another name with --name", req.Name, describeSource(cur.Source))
 		}
 	} else if !entryName.MatchString(req.Name) {

@@ -11,6 +11,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/oci"
 )
 
 func (a *app) imageCmd() *cobra.Command {
@@ -185,21 +186,38 @@ func (a *app) printImage(img api.Image) error {
 func (a *app) imagePullCmd() *cobra.Command {
 	var name, size, kernel string
 	c := &cobra.Command{
-		Use:   "pull NAME|OCI-REF",
-		Short: "Pull an image: a catalog name or any OCI image",
+		Use:   "pull NAME|OCI-REF|oci:DIR[:REF]|docker-archive:FILE[:NAME:TAG]",
+		Short: "Pull an image: a catalog name, any OCI image, or one on disk",
 		Long: `Get an image: a name from the catalog (banger image list --available), built or downloaded as
 its entry says, or any OCI reference (debian:bookworm, ghcr.io/org/img:tag,
 localhost:5000/x@sha256:…), pulled for linux/amd64 with layers cached by digest, flattened and
 packed into a read-only ext4 image sized to its contents.
 
+Images on disk are read with the transport names skopeo and podman use:
+  oci:DIR[:REF]                   an OCI image layout directory (skopeo copy, umoci, buildah,
+                                  podman save --format oci-dir); REF is the image's
+                                  org.opencontainers.image.ref.name (default: the only image,
+                                  else "latest"); a multi-platform index gives its linux/amd64 image
+  docker-archive:FILE[:NAME:TAG]  a docker save (or skopeo, podman save) tar; NAME:TAG picks an
+                                  image when the file holds several
+They get the same checks and limits as a registry pull: sizes are capped before anything is
+parsed, every blob is checked against its digest, and no symlink leads out of the directory.
+The name defaults to the directory's name and REF, or the archive's NAME:TAG.
+
 An image without systemd boots with banger's agent as its init; banger vm run and vm exec work in
 any image. Pulling again makes a new version; VMs keep the version they were created from.`,
 		Example: `  banger image pull debian:bookworm-slim
   banger image pull localhost:5000/team/devbox:1 --name devbox --kernel debian-6.1
+  banger image pull oci:./build/devbox-layout:1
+  banger image pull docker-archive:devbox.tar --name devbox
   banger vm run --rm --image devbox -- uname -a`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			req := api.ImagePullRequest{Ref: args[0], Name: name, Kernel: kernel}
+			ref, err := absSource(args[0])
+			if err != nil {
+				return err
+			}
+			req := api.ImagePullRequest{Ref: ref, Name: name, Kernel: kernel}
 			if size != "" {
 				n, err := bytesize.Parse(size)
 				if err != nil {
@@ -218,6 +236,30 @@ any image. Pulling again makes a new version; VMs keep the version they were cre
 	c.Flags().StringVar(&size, "size", "", "size of the image's ext4 (e.g. 2G; default: its contents plus headroom)")
 	c.Flags().StringVar(&kernel, "kernel", "", "kernel its VMs boot unless told otherwise (default: default_kernel)")
 	return c
+}
+
+// absSource makes the path of an oci: or docker-archive: source absolute: the daemon that
+// reads it runs in another directory. Anything else is returned as it is.
+func absSource(ref string) (string, error) {
+	for _, t := range []string{oci.TransportLayout, oci.TransportArchive} {
+		rest, ok := strings.CutPrefix(ref, t)
+		if !ok {
+			continue
+		}
+		p, name, hasName := strings.Cut(rest, ":")
+		if p == "" {
+			return "", usagef("%q names no path: want %sPATH", ref, t)
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		if hasName {
+			abs += ":" + name
+		}
+		return t + abs, nil
+	}
+	return ref, nil
 }
 
 func (a *app) imageBuildCmd() *cobra.Command {

@@ -32,6 +32,12 @@ type result struct {
 // tested here must fail before they need the daemon.
 func runCLI(t *testing.T, args ...string) result {
 	t.Helper()
+	return runCLIWithPath(t, "", args...)
+}
+
+// runCLIWithPath is runCLI with more directories (extra) after the fake bangerd's in PATH.
+func runCLIWithPath(t *testing.T, extra string, args ...string) result {
+	t.Helper()
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "bangerd-was-started")
 	bin := filepath.Join(dir, "bin")
@@ -49,7 +55,11 @@ func runCLI(t *testing.T, args ...string) result {
 	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "run"))
 	t.Setenv("BANGER_SOCKET", socket)
-	t.Setenv("PATH", bin)
+	if extra != "" {
+		t.Setenv("PATH", bin+":"+extra)
+	} else {
+		t.Setenv("PATH", bin)
+	}
 
 	var stdout, stderr bytes.Buffer
 	a := &app{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}

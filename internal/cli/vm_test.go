@@ -292,3 +292,46 @@ func TestDryRunQuotesNamesAsGitDoes(t *testing.T) {
 		t.Errorf("quotePath(%q) = %s; git ls-files says %s", name, got, out)
 	}
 }
+
+// vm run --branch --dry-run lists what ships: the tree of --from with the uncommitted
+// changes on top, not the work tree's files.
+func TestDryRunBranchCountsTheShippedCommit(t *testing.T) {
+	repo := t.TempDir()
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@t"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v: %s", args, err, out)
+		}
+	}
+	gitPath, err := exec.LookPath("git")
+	if err != nil || exec.Command("git", "init", "-q", repo).Run() != nil {
+		t.Skip("git not installed")
+	}
+	run := func(args ...string) result { return runCLIWithPath(t, filepath.Dir(gitPath), args...) }
+	for _, f := range []string{"a.txt", "b.txt"} {
+		os.WriteFile(filepath.Join(repo, f), []byte(f), 0o644)
+	}
+	git("add", "-A")
+	git("commit", "-q", "-m", "one")
+	git("tag", "one")
+	for _, f := range []string{"c.txt", "d.txt", "e.txt"} {
+		os.WriteFile(filepath.Join(repo, f), []byte(f), 0o644)
+	}
+	git("add", "-A")
+	git("commit", "-q", "-m", "two")
+	os.WriteFile(filepath.Join(repo, "a.txt"), []byte("changed"), 0o644)
+
+	r := run("vm", "run", repo, "--branch", "try", "--from", "one", "--dry-run")
+	if r.code != 0 || r.stdout != "a.txt\nb.txt\n" || !strings.Contains(r.stderr, "banger: 2 files, 12B,") {
+		t.Fatalf("exit %d\nstdout %q\nstderr %q\nwant a.txt and b.txt (12 bytes with a.txt's change)", r.code, r.stdout, r.stderr)
+	}
+	r = run("vm", "run", repo, "--branch", "try", "--dry-run")
+	if r.code != 0 || strings.Count(r.stdout, "\n") != 5 {
+		t.Fatalf("from HEAD: exit %d, stdout %q, stderr %q; want 5 files", r.code, r.stdout, r.stderr)
+	}
+	r = run("vm", "run", repo, "--branch", "try", "--from", "nope", "--dry-run")
+	if r.code == 0 || !strings.Contains(r.stderr, `"nope" is not a commit`) {
+		t.Fatalf("--from nope: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -92,7 +92,8 @@ rm -f "$k.prev" "$e"`, shellQuote(shippedTar(dest)), shellQuote(exportedTree(des
 // shipped in (the branch's commit with the uncommitted changes on top).
 const shippedRef = "refs/banger/shipped"
 
-// listWorkspace opens the repository and lists what ships, telling about untracked files.
+// listWorkspace opens the repository and lists what ships (with --branch: the tree of
+// --from plus the uncommitted changes), telling about untracked files.
 func (a *app) listWorkspace(dir string, o wsOptions) (*workspace.Repo, workspace.List, error) {
 	repo, err := workspace.Open(dir)
 	if err != nil {
@@ -101,6 +102,25 @@ func (a *app) listWorkspace(dir string, o wsOptions) (*workspace.Repo, workspace
 	list, err := repo.Files(o.includeUntracked)
 	if err != nil {
 		return nil, list, err
+	}
+	if o.branch != "" {
+		// --branch ships --from's tree with the uncommitted changes on top: count that.
+		from := o.from
+		if from == "" {
+			from = "HEAD"
+		}
+		commit, err := repo.ResolveCommit(from)
+		if err != nil {
+			return nil, workspace.List{}, &api.Error{Code: "invalid", Message: err.Error()}
+		}
+		untracked := list.Untracked
+		if list, err = repo.BranchFiles(commit); err != nil {
+			return nil, list, err
+		}
+		if untracked > 0 {
+			fmt.Fprintf(a.stderr, "note: %d untracked file(s) in %s are not shipped (--branch ships commits and changes to tracked files)\n", untracked, repo.Top)
+		}
+		return repo, list, nil
 	}
 	if list.Untracked > 0 {
 		fmt.Fprintf(a.stderr, "note: %d untracked file(s) in %s are not shipped; --include-untracked ships them (ignored files never ship)\n", list.Untracked, repo.Top)

@@ -23,7 +23,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/banger-dev/banger/internal/progress"
@@ -41,7 +40,9 @@ var Platform = v1.Platform{OS: "linux", Architecture: "amd64"}
 
 // PullOptions say what to pull and where.
 type PullOptions struct {
-	Ref string // an OCI reference: "debian:bookworm", "ghcr.io/org/img:tag", "host:5000/x@sha256:…"
+	// Ref is what ParseSource reads: an OCI reference ("debian:bookworm", "ghcr.io/org/img:tag",
+	// "host:5000/x@sha256:…"), "oci:/abs/layout[:REF]" or "docker-archive:/abs/file.tar[:NAME:TAG]".
+	Ref string
 	// Cache holds layer blobs by digest (Cache.Dir/blobs/sha256/<hex>).
 	Cache Cache
 	// Tree is an existing, empty directory the layers are flattened into.
@@ -93,7 +94,7 @@ func (l Limits) withDefaults() Limits {
 
 // Result describes a pulled image.
 type Result struct {
-	Reference string  `json:"reference"` // fully qualified, e.g. "index.docker.io/library/debian:bookworm"
+	Reference string  `json:"reference"` // Source.String(): "index.docker.io/library/debian:bookworm", "oci:/srv/img:1"
 	Digest    string  `json:"digest"`    // of the linux/amd64 image manifest
 	Layers    []Layer `json:"layers"`
 	Config    Config  `json:"config"`
@@ -128,81 +129,74 @@ func ParseReference(ref string) (name.Reference, error) {
 	return r, nil
 }
 
-// Pull resolves opts.Ref for linux/amd64, fetches the layers the cache lacks (verifying each
+// Pull resolves opts.Ref (see ParseSource) for linux/amd64, fetches the layers the cache lacks (verifying each
 // one's digest) and flattens all of them, oldest first, into opts.Tree, within opts.Limits.
 // When it fails, opts.Tree is left empty.
 func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
-	ref, err := ParseReference(opts.Ref)
+	src, err := ParseSource(opts.Ref)
 	if err != nil {
 		return Result{}, err
 	}
+	what := src.String()
 	limits := opts.Limits.withDefaults()
 	defer func() {
 		if err != nil {
 			emptyDir(opts.Tree)
 		}
 	}()
-	keychain := opts.Keychain
-	if keychain == nil {
-		keychain = authn.DefaultKeychain
-	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(Platform), remote.WithAuthFromKeychain(keychain),
-		remote.WithUserAgent("banger")}
-	transport := opts.Transport
-	if transport == nil {
-		transport = remote.DefaultTransport
-	}
-	ropts = append(ropts, remote.WithTransport(manifestCap{transport, limits.ManifestBytes}))
-	opts.Progress.Stage(StageResolve, "resolving "+ref.Name()+" for linux/amd64")
-	img, err := remote.Image(ref, ropts...)
+	opts.Progress.Stage(StageResolve, "resolving "+what+" for linux/amd64")
+	img, err := src.image(ctx, opts, limits)
 	if err != nil {
-		return Result{}, fmt.Errorf("image %s: %w", ref.Name(), err)
+		if src.IsLocal() {
+			return Result{}, err // it names the directory or file
+		}
+		return Result{}, fmt.Errorf("image %s: %w", what, err)
 	}
 	manifest, err := img.Manifest()
 	if err != nil {
-		return Result{}, fmt.Errorf("image %s: read its manifest: %w", ref.Name(), err)
+		return Result{}, fmt.Errorf("image %s: read its manifest: %w", what, err)
 	}
 	if n := len(manifest.Layers); n > limits.Layers {
-		return Result{}, fmt.Errorf("image %s has %d layers; the limit is %d", ref.Name(), n, limits.Layers)
+		return Result{}, fmt.Errorf("image %s has %d layers; the limit is %d", what, n, limits.Layers)
 	}
 	if size := manifest.Config.Size; size < 0 || size > limits.ConfigBytes {
-		return Result{}, fmt.Errorf("image %s: its configuration (%s) is %d bytes; the limit is %d", ref.Name(), manifest.Config.Digest, size, limits.ConfigBytes)
+		return Result{}, fmt.Errorf("image %s: its configuration (%s) is %d bytes; the limit is %d", what, manifest.Config.Digest, size, limits.ConfigBytes)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return Result{}, fmt.Errorf("image %s: read its configuration: %w", ref.Name(), err)
+		return Result{}, fmt.Errorf("image %s: read its configuration: %w", what, err)
 	}
 	if cfg.OS != "" && cfg.OS != Platform.OS || cfg.Architecture != "" && cfg.Architecture != Platform.Architecture {
-		return Result{}, fmt.Errorf("image %s is for %s/%s; banger guests need linux/amd64", ref.Name(), cfg.OS, cfg.Architecture)
+		return Result{}, fmt.Errorf("image %s is for %s/%s; banger guests need linux/amd64", what, cfg.OS, cfg.Architecture)
 	}
 	digest, err := img.Digest()
 	if err != nil {
-		return Result{}, fmt.Errorf("image %s: %w", ref.Name(), err)
+		return Result{}, fmt.Errorf("image %s: %w", what, err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return Result{}, fmt.Errorf("image %s: list layers: %w", ref.Name(), err)
+		return Result{}, fmt.Errorf("image %s: list layers: %w", what, err)
 	}
-	res = Result{Reference: ref.Name(), Digest: digest.String(), Config: Config{Env: cfg.Config.Env, Entrypoint: cfg.Config.Entrypoint,
+	res = Result{Reference: what, Digest: digest.String(), Config: Config{Env: cfg.Config.Env, Entrypoint: cfg.Config.Entrypoint,
 		Cmd: cfg.Config.Cmd, WorkingDir: cfg.Config.WorkingDir, User: cfg.Config.User}}
 	var missing []v1.Layer
 	var total, compressed int64
 	for _, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
-			return Result{}, fmt.Errorf("image %s: %w", ref.Name(), err)
+			return Result{}, fmt.Errorf("image %s: %w", what, err)
 		}
 		size, err := l.Size()
 		if err != nil {
-			return Result{}, fmt.Errorf("image %s: layer %s: %w", ref.Name(), d, err)
+			return Result{}, fmt.Errorf("image %s: layer %s: %w", what, d, err)
 		}
 		if size < 0 || size > limits.Bytes-compressed {
-			return Result{}, fmt.Errorf("image %s: layer %s: its layers' compressed sizes add up to more than the image may unpack to (%d bytes)", ref.Name(), d, limits.Bytes)
+			return Result{}, fmt.Errorf("image %s: layer %s: its layers' compressed sizes add up to more than the image may unpack to (%d bytes)", what, d, limits.Bytes)
 		}
 		compressed += size
 		mt, _ := l.MediaType()
 		if !mt.IsLayer() || mt == types.DockerForeignLayer {
-			return Result{}, fmt.Errorf("image %s: layer %s has media type %s, which is not a Linux filesystem layer", ref.Name(), d, mt)
+			return Result{}, fmt.Errorf("image %s: layer %s has media type %s, which is not a Linux filesystem layer", what, d, mt)
 		}
 		res.Layers = append(res.Layers, Layer{Digest: d.String(), Size: size, MediaType: string(mt)})
 		if !opts.Cache.Has(d.String(), size) {
@@ -220,7 +214,7 @@ func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
 			opts.Progress.Report(progress.Update{Stage: StageDownload, Message: msg, Done: done + n, Total: total})
 		})
 		if err != nil {
-			return Result{}, fmt.Errorf("image %s: layer %s: %w", ref.Name(), d, err)
+			return Result{}, fmt.Errorf("image %s: layer %s: %w", what, d, err)
 		}
 		done += n
 	}
@@ -238,11 +232,11 @@ func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
 			return Result{}, err
 		}
 		if err := opts.Cache.apply(fl, l.Digest); err != nil {
-			return Result{}, fmt.Errorf("image %s: %w", ref.Name(), err)
+			return Result{}, fmt.Errorf("image %s: %w", what, err)
 		}
 	}
 	if err := fl.Finish(); err != nil {
-		return Result{}, fmt.Errorf("image %s: %w", ref.Name(), err)
+		return Result{}, fmt.Errorf("image %s: %w", what, err)
 	}
 	res.Stats = fl.Stats()
 	return res, nil

@@ -235,11 +235,15 @@ func shortName(s string) string {
 }
 
 // CleanName turns a tar entry name into a clean path relative to the root ("." for the root
-// itself), or says why it is refused: "./" prefixes and trailing slashes are fine; empty and
-// absolute names, ".." components, NUL bytes and names too long for ext4 are not.
+// itself), or says why it is refused: "./" prefixes and trailing slashes are fine, and so is
+// "/" for the root itself (umoci writes it); empty and absolute names, ".." components, NUL
+// bytes and names too long for ext4 are not.
 func CleanName(name string) (string, error) {
 	if name == "" {
 		return "", errors.New("empty name")
+	}
+	if strings.Trim(name, "/") == "" {
+		return ".", nil
 	}
 	if strings.HasPrefix(name, "/") {
 		return "", errors.New("absolute path; entries must be relative to the root")

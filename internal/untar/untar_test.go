@@ -334,7 +334,7 @@ func TestWhiteouts(t *testing.T) {
 }
 
 func TestCleanName(t *testing.T) {
-	for name, ok := range map[string]bool{"a/b": true, "./a/": true, ".": true, "": false, "/a": false, "a/../b": false, "..": false, "a\x00b": false} {
+	for name, ok := range map[string]bool{"a/b": true, "./a/": true, ".": true, "/": true, "//": true, "": false, "/a": false, "/.": false, "a/../b": false, "..": false, "a\x00b": false} {
 		if _, err := CleanName(name); (err == nil) != ok {
 			t.Errorf("CleanName(%q) = %v; want ok %v", name, err, ok)
 		}

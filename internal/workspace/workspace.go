@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -140,6 +141,67 @@ func (r *Repo) Files(includeUntracked bool) (List, error) {
 			l.Untracked++
 		}
 	}
+	return l, nil
+}
+
+// BranchFiles lists what a --branch workspace ships: the files of commit's tree (not the
+// work tree's HEAD), with the work tree's uncommitted changes to tracked files on top, as the
+// guest applies them. Submodules are not in a bundle and are not listed; untracked files
+// do not ship. The order is by path.
+func (r *Repo) BranchFiles(commit string) (List, error) {
+	tree, err := git(r.Top, "ls-tree", "-r", "-l", "-z", commit)
+	if err != nil {
+		return List{}, err
+	}
+	files := map[string]File{}
+	for _, rec := range strings.Split(tree, "\x00") {
+		meta, p, ok := strings.Cut(rec, "\t")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(meta) // mode type object size
+		if len(f) != 4 || f[1] != "blob" {
+			continue // a submodule's commit
+		}
+		size, err := strconv.ParseInt(f[3], 10, 64)
+		if err != nil {
+			return List{}, fmt.Errorf("git ls-tree %s: size %q of %s", commit, f[3], p)
+		}
+		files[p] = File{Path: p, Size: size, Link: f[0] == "120000"}
+	}
+	if r.Head() != "" {
+		changed, err := git(r.Top, "diff", "--name-status", "-z", "--no-renames", "--ignore-submodules", "HEAD")
+		if err != nil {
+			return List{}, err
+		}
+		recs := strings.Split(changed, "\x00")
+		for i := 0; i+1 < len(recs); i += 2 {
+			status, p := recs[i], recs[i+1]
+			if status == "D" {
+				delete(files, p)
+				continue
+			}
+			st, err := os.Lstat(filepath.Join(r.Top, p))
+			if err != nil {
+				delete(files, p)
+				continue
+			}
+			switch {
+			case st.Mode().IsRegular():
+				files[p] = File{Path: p, Size: st.Size()}
+			case st.Mode()&fs.ModeSymlink != 0:
+				files[p] = File{Path: p, Size: st.Size(), Link: true}
+			}
+		}
+	}
+	var l List
+	for _, f := range files {
+		l.Files = append(l.Files, f)
+		if !f.Link {
+			l.Bytes += f.Size
+		}
+	}
+	sort.Slice(l.Files, func(i, j int) bool { return l.Files[i].Path < l.Files[j].Path })
 	return l, nil
 }
 

@@ -191,3 +191,53 @@ func TestBundleAndDiff(t *testing.T) {
 		t.Error("ResolveCommit accepted a missing ref")
 	}
 }
+
+// A --branch workspace ships the tree of the commit it starts at, with the work tree's
+// uncommitted changes on top: that is what must be counted, not the work tree's files.
+func TestBranchFiles(t *testing.T) {
+	top := repo(t)
+	first := strings.TrimSpace(run(t, top, "git", "rev-parse", "HEAD"))
+	write(t, filepath.Join(top, "later.txt"), "only in the second commit\n", 0o644)
+	run(t, top, "git", "add", "later.txt")
+	run(t, top, "git", "commit", "-q", "-m", "later")
+	r, _ := Open(top)
+
+	l, err := r.BranchFiles(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gone.txt is deleted in the work tree; later.txt is not in the first commit; the
+	// submodule's files and untracked notes.txt are not in a bundle.
+	want := ".gitignore .gitmodules README.md link.md scripts/build.sh"
+	if got := strings.Join(paths(l), " "); got != want {
+		t.Errorf("files shipped from %s = %s\nwant %s", first[:7], got, want)
+	}
+	var readme, link File
+	for _, f := range l.Files {
+		switch f.Path {
+		case "README.md":
+			readme = f
+		case "link.md":
+			link = f
+		}
+	}
+	if readme.Size != int64(len("hello, changed\n")) || !link.Link || link.Size != int64(len("README.md")) {
+		t.Errorf("README.md %+v (want the work tree's size), link.md %+v", readme, link)
+	}
+	wantBytes := int64(len("*.log\nbuild/\n") + len("hello, changed\n") + len("#!/bin/sh\necho build\n"))
+	gm, _ := os.ReadFile(filepath.Join(top, ".gitmodules"))
+	if wantBytes += int64(len(gm)); l.Bytes != wantBytes {
+		t.Errorf("bytes = %d, want %d", l.Bytes, wantBytes)
+	}
+
+	l, err = r.BranchFiles(r.Head())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(paths(l), " "); got != ".gitignore .gitmodules README.md later.txt link.md scripts/build.sh" {
+		t.Errorf("files shipped from HEAD = %s", got)
+	}
+	if _, err := r.BranchFiles("no-such-ref"); err == nil {
+		t.Error("BranchFiles accepted a missing commit")
+	}
+}

@@ -1,0 +1,33 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The daemon reads oci: and docker-archive: paths from its own directory: the client makes
+// them absolute first, and leaves registry references alone.
+func TestAbsSource(t *testing.T) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ in, want string }{
+		{"oci:build/layout:1", "oci:" + filepath.Join(cwd, "build/layout") + ":1"},
+		{"oci:./layout", "oci:" + filepath.Join(cwd, "layout")},
+		{"oci:/abs/layout:v2", "oci:/abs/layout:v2"},
+		{"docker-archive:img.tar", "docker-archive:" + filepath.Join(cwd, "img.tar")},
+		{"docker-archive:../img.tar:team/x:1", "docker-archive:" + filepath.Join(filepath.Dir(cwd), "img.tar") + ":team/x:1"},
+		{"debian:bookworm", "debian:bookworm"},
+		{"localhost:5000/oci:1", "localhost:5000/oci:1"},
+	} {
+		got, err := absSource(c.in)
+		if err != nil || got != c.want {
+			t.Errorf("absSource(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+	if _, err := absSource("oci::x"); err == nil {
+		t.Error("oci::x (no path) was taken")
+	}
+}
