@@ -24,7 +24,7 @@ TEST_DEPS := docker-registry busybox-static umoci skopeo
 
 help:
 	@echo "make deps       install the host packages banger uses (apt-get; needs root)"
-	@echo "make test-deps  install what the end-to-end tests use besides (docker-registry, busybox-static)"
+	@echo "make test-deps  install what the end-to-end tests use besides (docker-registry, busybox-static, umoci, skopeo)"
 	@echo "make build      build bin/banger, bin/bangerd, bin/banger-agent"
 	@echo "make install    install under PREFIX (default /usr/local)"
 	@echo "make uninstall  stop the daemon and remove the installed files (user data stays)"
