@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/progress"
 )
 
@@ -150,7 +151,8 @@ func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
 		remote.WithUserAgent("banger")}
 	transport := opts.Transport
 	if transport == nil {
-		transport = remote.DefaultTransport
+		// Dial, TLS handshake and response headers each have a timeout.
+		transport = download.NewHTTPClient().Transport
 	}
 	ropts = append(ropts, remote.WithTransport(manifestCap{transport, limits.ManifestBytes}))
 	opts.Progress.Stage(StageResolve, "resolving "+ref.Name()+" for linux/amd64")
@@ -287,6 +289,9 @@ func (c Cache) fetch(ctx context.Context, l v1.Layer, report func(int64)) (int64
 	if err != nil {
 		return 0, fmt.Errorf("download: %w", err)
 	}
+	// A registry that stops sending fails the pull instead of hanging it. (The size is
+	// capped by go-containerregistry's verifying reader, at the manifest's size.)
+	rc = download.Guard(rc, 0, "layer "+d.String())
 	defer rc.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".part-*")
 	if err != nil {
