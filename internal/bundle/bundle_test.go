@@ -81,7 +81,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // craft writes a bundle by hand: manifest m (nil: none) then the members in order.
-func craft(t *testing.T, m any, members ...[2]string) []byte {
+func craft(t testing.TB, m any, members ...[2]string) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	zw, _ := zstd.NewWriter(&b)

@@ -61,7 +61,7 @@ func (a *Archive) Download(ctx context.Context, pkg Package, report progress.Fun
 		err = cerr
 	}
 	if err != nil {
-		return "", fmt.Errorf("download %s: %w (after %d of %d bytes)", url, err, n, pkg.Size)
+		return "", fmt.Errorf("package %s %s: %w (after %d of %d bytes)", pkg.Name, pkg.Version, err, n, pkg.Size)
 	}
 	if n != pkg.Size {
 		return "", fmt.Errorf("download %s: got %d bytes, the signed index says %d; retry, or the mirror is serving a different file", url, n, pkg.Size)

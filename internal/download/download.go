@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -178,4 +179,43 @@ func (c *Client) Bytes(ctx context.Context, url string, limit int64) ([]byte, er
 	}
 	defer b.Close()
 	return io.ReadAll(b)
+}
+
+// Guard returns rc wrapped so that when no byte arrives for stall (<= 0: DefaultStall), rc is
+// closed and the blocked read fails with ErrStalled, naming what. For bodies that come
+// through other clients (registry blobs); Client.Get guards its own. Close the result.
+func Guard(rc io.ReadCloser, stall time.Duration, what string) io.ReadCloser {
+	if stall <= 0 {
+		stall = DefaultStall
+	}
+	g := &guarded{rc: rc, stall: stall, what: what}
+	g.timer = time.AfterFunc(stall, func() {
+		g.stalled.Store(true)
+		rc.Close()
+	})
+	return g
+}
+
+type guarded struct {
+	rc      io.ReadCloser
+	stall   time.Duration
+	what    string
+	timer   *time.Timer
+	stalled atomic.Bool
+}
+
+func (g *guarded) Read(p []byte) (int, error) {
+	n, err := g.rc.Read(p)
+	if n > 0 {
+		g.timer.Reset(g.stall)
+	}
+	if err != nil && err != io.EOF && g.stalled.Load() {
+		return n, fmt.Errorf("%s: %w: no data for %s (is the server or the network overloaded? retry)", g.what, ErrStalled, g.stall)
+	}
+	return n, err
+}
+
+func (g *guarded) Close() error {
+	g.timer.Stop()
+	return g.rc.Close()
 }

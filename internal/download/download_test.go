@@ -120,3 +120,15 @@ func TestDefaultClientHasTimeouts(t *testing.T) {
 		t.Fatalf("transport %+v lacks timeouts", tr)
 	}
 }
+
+func TestGuardClosesAStalledReader(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { pw.Write([]byte("abc")) }() // then nothing, never closed
+	g := Guard(pr, 100*time.Millisecond, "layer sha256:x")
+	defer g.Close()
+	got, err := io.ReadAll(g)
+	if !errors.Is(err, ErrStalled) || string(got) != "abc" || !strings.Contains(err.Error(), "layer sha256:x") {
+		t.Fatalf("ReadAll = %q, %v; want abc then ErrStalled naming the layer", got, err)
+	}
+}

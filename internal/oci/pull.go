@@ -25,6 +25,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/progress"
 )
 
@@ -281,6 +282,9 @@ func (c Cache) fetch(ctx context.Context, l v1.Layer, report func(int64)) (int64
 	if err != nil {
 		return 0, fmt.Errorf("download: %w", err)
 	}
+	// A registry that stops sending fails the pull instead of hanging it. (The size is
+	// capped by go-containerregistry's verifying reader, at the manifest's size.)
+	rc = download.Guard(rc, 0, "layer "+d.String())
 	defer rc.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".part-*")
 	if err != nil {

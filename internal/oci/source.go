@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/banger-dev/banger/internal/download"
 )
 
 // Transport prefixes of the image sources that are not registries, as skopeo and podman
@@ -129,7 +131,8 @@ func (s Source) image(ctx context.Context, opts PullOptions, limits Limits) (v1.
 	}
 	transport := opts.Transport
 	if transport == nil {
-		transport = remote.DefaultTransport
+		// Dial, TLS handshake and response headers each have a timeout.
+		transport = download.NewHTTPClient().Transport
 	}
 	return remote.Image(s.ref, remote.WithContext(ctx), remote.WithPlatform(Platform), remote.WithAuthFromKeychain(keychain),
 		remote.WithUserAgent("banger"), remote.WithTransport(manifestCap{transport, limits.ManifestBytes}))
