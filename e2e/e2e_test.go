@@ -226,7 +226,9 @@ func assertNothingLeft(t *testing.T) {
 
 // TestRunAsBrandNewUser is the walking skeleton's promise: an empty HOME, one command, the
 // kernel fetched, the image built, a real boot, the command's output streamed back with
-// stdout and stderr kept apart, its exit status propagated, and nothing left behind.
+// stdout and stderr kept apart, its exit status propagated, and nothing left behind. It must be
+// the first test that boots: go test runs files in name order, so a test file that boots sorts
+// after e2e_test.go.
 func TestRunAsBrandNewUser(t *testing.T) {
 	r, err := banger(nil, "vm", "run", "--rm", "--", "sh", "-c", "echo hello from $(hostname); uname -r; echo to-stderr >&2; exit 42")
 	if err != nil {
