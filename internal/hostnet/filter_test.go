@@ -254,6 +254,11 @@ func TestFilterLetsGuestsOnlyWhereTheyBelong(t *testing.T) {
 		}
 	}
 
+	if t.Failed() {
+		out, _ := exec.Command("ip", "netns", "exec", host, "nft", "list", "ruleset").CombinedOutput()
+		t.Logf("ruleset:\n%s", out)
+	}
+
 	// NAT guests follow the default route: away and back.
 	done := make(chan struct{})
 	defer close(done)

@@ -195,6 +195,12 @@ func (s *Service) syncFilter(ctx context.Context, starting *store.VM) error {
 		if err != nil || seen[vm.ID] {
 			return
 		}
+		if !s.net.CIDR().Contains(ip) {
+			// An address from before bridge_cidr changed: the VM cannot be on this bridge, and
+			// its rules would only make the filter refuse the whole list.
+			s.log.Warn("VM address outside bridge_cidr; its traffic is dropped", "vm", vm.Name, "ip", ip, "bridge_cidr", s.net.CIDR())
+			return
+		}
 		seen[vm.ID] = true
 		guests = append(guests, hostnet.GuestOf(vm.ID, ip, vm.NAT))
 	}
