@@ -32,11 +32,11 @@ const (
 	DefaultConsoleLogSize = 4 * bytesize.MiB
 	MinConsoleLogSize     = 64 * bytesize.KiB
 	MaxConsoleLogSize     = 1 * bytesize.GiB
-	DefaultSSHKeyName  = "id_ed25519" // inside paths.Layout.SSHDir()
-	DefaultJailerDir   = "jailer"     // inside the state dir: the default jailer_chroot_base
-	DefaultBridgeName  = "banger0"
-	DefaultBridgeCIDR  = "172.16.0.0/24"
-	DefaultDNSPort     = 53530
+	DefaultSSHKeyName     = "id_ed25519" // inside paths.Layout.SSHDir()
+	DefaultJailerDir      = "jailer"     // inside the state dir: the default jailer_chroot_base
+	DefaultBridgeName     = "banger0"
+	DefaultBridgeCIDR     = "172.16.0.0/24"
+	DefaultDNSPort        = 53530
 )
 
 // Config is the effective configuration: built-in defaults overlaid with config.toml.
