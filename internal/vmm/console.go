@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Console log bounds. The guest writes its console as fast as it likes; the daemon, not the
@@ -116,12 +117,17 @@ func (c *ConsoleLog) Close() error {
 }
 
 // PumpConsole copies the guest's console from r into the console log at path (capped at
-// max, see OpenConsoleLog) until r ends, then closes r and the log. It returns once the log
-// is open, or with the error opening it; done (if not nil) is closed when the copy ends.
-func PumpConsole(r io.ReadCloser, path string, max int64) (done <-chan struct{}, err error) {
+// max, see OpenConsoleLog) until r ends, then closes r and the log. A non-empty header is
+// written first as a line of its own starting with "--- " (a boot or reattach marker, which
+// LogTail skips). It returns once the log is open, or with the error opening it; done is
+// closed when the copy ends.
+func PumpConsole(r io.ReadCloser, path string, max int64, header string) (done <-chan struct{}, err error) {
 	log, err := OpenConsoleLog(path, max)
 	if err != nil {
 		return nil, err
+	}
+	if header != "" {
+		_, _ = fmt.Fprintf(log, "--- %s %s\n", time.Now().UTC().Format(time.RFC3339), header)
 	}
 	ch := make(chan struct{})
 	go func() {
@@ -178,8 +184,8 @@ func NewConsoleFIFO(path string) (*ConsoleFIFO, error) {
 
 // Pump copies the pipe into the console log (see PumpConsole) until every writer has closed
 // it; the caller must have closed Writer by then.
-func (c *ConsoleFIFO) Pump(log string, max int64) (<-chan struct{}, error) {
-	return PumpConsole(c.reader, log, max)
+func (c *ConsoleFIFO) Pump(log string, max int64, header string) (<-chan struct{}, error) {
+	return PumpConsole(c.reader, log, max, header)
 }
 
 // Close closes both ends (for a start that failed before Pump).
@@ -191,7 +197,7 @@ func (c *ConsoleFIFO) Close() {
 // ReopenConsoleFIFO opens the read end of a console pipe again (a new daemon taking over a
 // running VM's console) and pumps it into the log; what the VMM wrote while nobody read is
 // lost. It fails if path is not a named pipe.
-func ReopenConsoleFIFO(path, log string, max int64) (<-chan struct{}, error) {
+func ReopenConsoleFIFO(path, log string, max int64, header string) (<-chan struct{}, error) {
 	st, err := os.Lstat(path)
 	if err != nil {
 		return nil, err
@@ -203,5 +209,5 @@ func ReopenConsoleFIFO(path, log string, max int64) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	return PumpConsole(r, log, max)
+	return PumpConsole(r, log, max, header)
 }

@@ -19,7 +19,7 @@ func TestConsoleLogStaysWithinItsCap(t *testing.T) {
 	path := filepath.Join(dir, "console.log")
 	const capBytes = MinConsoleLogSize
 	r, w := io.Pipe()
-	done, err := PumpConsole(r, path, capBytes)
+	done, err := PumpConsole(r, path, capBytes, "boot")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestConsoleFIFOCopiesAProcessStdout(t *testing.T) {
 	}
 	fifo.Writer.Close()
 	log := filepath.Join(dir, "console.log")
-	done, err := fifo.Pump(log, MinConsoleLogSize)
+	done, err := fifo.Pump(log, MinConsoleLogSize, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestConsoleFIFOCopiesAProcessStdout(t *testing.T) {
 			t.Errorf("%s: %v, %v", p, st, err)
 		}
 	}
-	if _, err := ReopenConsoleFIFO(log, filepath.Join(dir, "x.log"), 0); err == nil {
+	if _, err := ReopenConsoleFIFO(log, filepath.Join(dir, "x.log"), 0, ""); err == nil {
 		t.Error("ReopenConsoleFIFO accepted a regular file")
 	}
 }

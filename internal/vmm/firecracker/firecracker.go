@@ -406,7 +406,7 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 		ConsoleMax: vmm.ConsoleLogCap(cfg.ConsoleLogSize),
 		Log:        logPath,
 	}
-	pumped, err := fifo.Pump(rec.Console, rec.ConsoleMax)
+	pumped, err := fifo.Pump(rec.Console, rec.ConsoleMax, fmt.Sprintf("banger: firecracker (pid %d) starts the guest", rec.PID))
 	if err != nil {
 		_ = proc.Kill(10 * time.Second)
 		if ex.Jail != "" {
@@ -584,7 +584,7 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 	// while no daemon read it is lost.
 	var pumped <-chan struct{}
 	if ex.ConsoleFIFO != "" {
-		pumped, _ = vmm.ReopenConsoleFIFO(ex.ConsoleFIFO, rec.Console, rec.ConsoleMax)
+		pumped, _ = vmm.ReopenConsoleFIFO(ex.ConsoleFIFO, rec.Console, rec.ConsoleMax, "banger: a restarted daemon reads the console again (output in between is lost)")
 	}
 	return newMachine(proc, rec, ex, pumped), nil
 }

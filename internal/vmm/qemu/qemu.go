@@ -181,7 +181,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 		return nil, err
 	}
 	actx, cancel := context.WithDeadline(ctx, deadline)
-	err = m.attachConsole(actx)
+	err = m.attachConsole(actx, fmt.Sprintf("banger: qemu (pid %d) starts the guest", m.rec.PID))
 	cancel()
 	if err != nil {
 		_ = m.Kill()
@@ -200,7 +200,7 @@ const consoleDrain = 5 * time.Second
 
 // attachConsole connects to QEMU's console socket and copies what the guest writes there into
 // the VM's capped console log until QEMU exits; Done then waits for the copy to finish.
-func (m *machine) attachConsole(ctx context.Context) error {
+func (m *machine) attachConsole(ctx context.Context, header string) error {
 	var d net.Dialer
 	var conn net.Conn
 	for {
@@ -222,7 +222,7 @@ func (m *machine) attachConsole(ctx context.Context) error {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	pumped, err := vmm.PumpConsole(conn, m.rec.Console, m.rec.ConsoleMax)
+	pumped, err := vmm.PumpConsole(conn, m.rec.Console, m.rec.ConsoleMax, header)
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("qemu: %w", err)
@@ -257,7 +257,7 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 	if rec.Sockets["console"] != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = m.attachConsole(ctx)
+		_ = m.attachConsole(ctx, "banger: a restarted daemon reads the console again (output in between is lost)")
 	}
 	return m, nil
 }
