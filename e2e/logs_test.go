@@ -56,6 +56,11 @@ func TestGuestFloodingItsConsoleCannotFillTheHost(t *testing.T) {
 		return strings.Contains(mustBanger(t, "vm", "logs", "flood").stdout, "AFTER-RESTART")
 	}, "console output after a daemon restart in vm logs")
 
+	// systemd's messages are in the journal, not on the console: --journal shows them.
+	if j := mustBanger(t, "vm", "logs", "--journal", "flood").stdout; !strings.Contains(j, "systemd") {
+		t.Errorf("vm logs --journal shows no systemd messages:\n%.2000s", j)
+	}
+
 	mustBanger(t, "vm", "delete", "-f", "flood")
 	assertNothingLeft(t)
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Console log bounds. The guest writes its console as fast as it likes; the daemon, not the
@@ -115,12 +117,17 @@ func (c *ConsoleLog) Close() error {
 }
 
 // PumpConsole copies the guest's console from r into the console log at path (capped at
-// max, see OpenConsoleLog) until r ends, then closes r and the log. It returns once the log
-// is open, or with the error opening it; done (if not nil) is closed when the copy ends.
-func PumpConsole(r io.ReadCloser, path string, max int64) (done <-chan struct{}, err error) {
+// max, see OpenConsoleLog) until r ends, then closes r and the log. A non-empty header is
+// written first as a line of its own starting with "--- " (a boot or reattach marker, which
+// LogTail skips). It returns once the log is open, or with the error opening it; done is
+// closed when the copy ends.
+func PumpConsole(r io.ReadCloser, path string, max int64, header string) (done <-chan struct{}, err error) {
 	log, err := OpenConsoleLog(path, max)
 	if err != nil {
 		return nil, err
+	}
+	if header != "" {
+		_, _ = fmt.Fprintf(log, "--- %s %s\n", time.Now().UTC().Format(time.RFC3339), header)
 	}
 	ch := make(chan struct{})
 	go func() {
@@ -141,4 +148,66 @@ func PumpConsole(r io.ReadCloser, path string, max int64) (done <-chan struct{},
 		}
 	}()
 	return ch, nil
+}
+
+// ConsoleFIFO is the named pipe a VMM that writes its guest console to stdout (Firecracker)
+// writes into, and the daemon reads from: the pipe, unlike a file, holds at most a pipe
+// buffer when nobody reads.
+type ConsoleFIFO struct {
+	// Writer is the VMM's end (its stdout and stderr); close it once the VMM has started.
+	Writer *os.File
+	path   string
+	reader *os.File
+}
+
+// NewConsoleFIFO makes a named pipe at path (replacing any file there) and opens both ends.
+func NewConsoleFIFO(path string) (*ConsoleFIFO, error) {
+	_ = os.Remove(path)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		return nil, fmt.Errorf("make console pipe %s: %w", path, err)
+	}
+	// The read end first, non-blocking so that the open does not wait for a writer; the
+	// write end then opens at once.
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("open console pipe %s: %w", path, err)
+	}
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		r.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("open console pipe %s: %w", path, err)
+	}
+	return &ConsoleFIFO{Writer: w, path: path, reader: r}, nil
+}
+
+// Pump copies the pipe into the console log (see PumpConsole) until every writer has closed
+// it; the caller must have closed Writer by then.
+func (c *ConsoleFIFO) Pump(log string, max int64, header string) (<-chan struct{}, error) {
+	return PumpConsole(c.reader, log, max, header)
+}
+
+// Close closes both ends (for a start that failed before Pump).
+func (c *ConsoleFIFO) Close() {
+	c.Writer.Close()
+	c.reader.Close()
+}
+
+// ReopenConsoleFIFO opens the read end of a console pipe again (a new daemon taking over a
+// running VM's console) and pumps it into the log; what the VMM wrote while nobody read is
+// lost. It fails if path is not a named pipe.
+func ReopenConsoleFIFO(path, log string, max int64, header string) (<-chan struct{}, error) {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode()&os.ModeNamedPipe == 0 {
+		return nil, fmt.Errorf("%s is not a named pipe", path)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	return PumpConsole(r, log, max, header)
 }

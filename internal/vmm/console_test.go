@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +19,7 @@ func TestConsoleLogStaysWithinItsCap(t *testing.T) {
 	path := filepath.Join(dir, "console.log")
 	const capBytes = MinConsoleLogSize
 	r, w := io.Pipe()
-	done, err := PumpConsole(r, path, capBytes)
+	done, err := PumpConsole(r, path, capBytes, "boot")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,4 +117,40 @@ func BenchmarkLogTail1GiB(b *testing.B) {
 		LogTail(path, 8)
 	}
 	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N), "µs/tail")
+}
+
+// A VMM that writes its console to stdout (Firecracker) writes into the pipe; the copy ends
+// when the process exits, within the cap.
+func TestConsoleFIFOCopiesAProcessStdout(t *testing.T) {
+	dir := t.TempDir()
+	fifo, err := NewConsoleFIFO(filepath.Join(dir, "console.fifo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", "yes 'a console line' | head -c 300000; echo last words >&2")
+	cmd.Stdout, cmd.Stderr = fifo.Writer, fifo.Writer
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fifo.Writer.Close()
+	log := filepath.Join(dir, "console.log")
+	done, err := fifo.Pump(log, MinConsoleLogSize, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if got := LogTail(log, 1); got != "last words" {
+		t.Errorf("LogTail = %q", got)
+	}
+	for _, p := range []string{log, log + RotatedSuffix} {
+		if st, err := os.Stat(p); err != nil || st.Size() > MinConsoleLogSize {
+			t.Errorf("%s: %v, %v", p, st, err)
+		}
+	}
+	if _, err := ReopenConsoleFIFO(log, filepath.Join(dir, "x.log"), 0, ""); err == nil {
+		t.Error("ReopenConsoleFIFO accepted a regular file")
+	}
 }

@@ -46,6 +46,7 @@ const (
 	metricsFile = "firecracker.metrics"
 	apiSocket   = "api.sock"
 	vsockSocket = "vsock.sock"
+	consoleFIFO = "console.fifo"
 )
 
 // socketWait bounds how long Start waits for the API socket.
@@ -131,6 +132,9 @@ type extra struct {
 	GID     int    `json:"gid,omitempty"`
 	Jailer  string `json:"jailer,omitempty"`
 	JailerV string `json:"jailer_version,omitempty"`
+	// ConsoleFIFO is the named pipe Firecracker writes the guest console to (its stdout);
+	// the daemon copies it into the capped console log.
+	ConsoleFIFO string `json:"console_fifo,omitempty"`
 }
 
 // StartTimings are the durations of Start's phases.
@@ -147,6 +151,7 @@ type Machine struct {
 	rec     vmm.Record
 	ex      extra
 	timings StartTimings
+	done    <-chan struct{} // the process exited and its console output is in the log
 
 	cleanOnce sync.Once
 	cleanErr  error
@@ -302,13 +307,23 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 			return nil, fmt.Errorf("firecracker: %w", err)
 		}
 	}
-	console, err := os.OpenFile(filepath.Join(cfg.Dir, consoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// The guest console is Firecracker's stdout: a pipe the daemon copies into the capped
+	// console log, never a file Firecracker writes without bound.
+	fifoPath := filepath.Join(cfg.RuntimeDir, consoleFIFO)
+	fifo, err := vmm.NewConsoleFIFO(fifoPath)
 	if err != nil {
-		return nil, fmt.Errorf("firecracker: open console log: %w", err)
+		return nil, fmt.Errorf("firecracker: %w", err)
 	}
-	defer console.Close()
+	pumping := false
+	defer func() {
+		if !pumping {
+			fifo.Close()
+			os.Remove(fifoPath)
+		}
+	}()
+	console := fifo.Writer
 
-	ex := extra{Version: info.Version.String()}
+	ex := extra{Version: info.Version.String(), ConsoleFIFO: fifoPath}
 	// Until PUT /logger, Firecracker logs to stdout, which is the guest console: keep it to
 	// warnings so that the console holds the guest's output only.
 	levelArgs := []string{"--level", "Warning"}
@@ -372,6 +387,7 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 	cmd.Dir = cfg.Dir
 	began := time.Now()
 	proc, err := vmm.SpawnIn(cfg.NetNS, cmd)
+	console.Close() // Firecracker has its own copy; the pipe ends when it exits
 	if err != nil {
 		if ex.Jail != "" {
 			_ = removeJail(ex.Jail, cfg.ID)
@@ -381,14 +397,25 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 		}
 		return nil, fmt.Errorf("firecracker: start %s: %w", cmd.Path, err)
 	}
-	m := newMachine(proc, vmm.Record{
-		Driver:    Name,
-		PID:       proc.PID,
-		StartTime: proc.StartTime,
-		Sockets:   sockets,
-		Console:   filepath.Join(cfg.Dir, consoleFile),
-		Log:       logPath,
-	}, ex)
+	rec := vmm.Record{
+		Driver:     Name,
+		PID:        proc.PID,
+		StartTime:  proc.StartTime,
+		Sockets:    sockets,
+		Console:    filepath.Join(cfg.Dir, consoleFile),
+		ConsoleMax: vmm.ConsoleLogCap(cfg.ConsoleLogSize),
+		Log:        logPath,
+	}
+	pumped, err := fifo.Pump(rec.Console, rec.ConsoleMax, fmt.Sprintf("banger: firecracker (pid %d) starts the guest", rec.PID))
+	if err != nil {
+		_ = proc.Kill(10 * time.Second)
+		if ex.Jail != "" {
+			_ = removeJail(ex.Jail, cfg.ID)
+		}
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	pumping = true
+	m := newMachine(proc, rec, ex, pumped)
 	if err := m.configure(ctx, began, buildPlan(cfg, p)); err != nil {
 		_ = m.Kill()
 		return nil, err
@@ -424,11 +451,29 @@ func placeInJail(j *jail, cfg vmm.Config, logPath, metricsPath string) (paths, e
 	return p, nil
 }
 
-func newMachine(proc *vmm.Process, rec vmm.Record, ex extra) *Machine {
+// consoleDrain bounds how long Done waits, after Firecracker exited, for the console's last
+// bytes to reach the log.
+const consoleDrain = 5 * time.Second
+
+// newMachine wraps a running process; pumped (nil: no console copy) is closed when its
+// console is copied to the end.
+func newMachine(proc *vmm.Process, rec vmm.Record, ex extra, pumped <-chan struct{}) *Machine {
 	if b, err := json.Marshal(ex); err == nil {
 		rec.Extra = b
 	}
-	m := &Machine{proc: proc, rec: rec, ex: ex}
+	m := &Machine{proc: proc, rec: rec, ex: ex, done: proc.Done()}
+	if pumped != nil {
+		done := make(chan struct{})
+		go func() {
+			<-proc.Done()
+			select {
+			case <-pumped:
+			case <-time.After(consoleDrain):
+			}
+			close(done)
+		}()
+		m.done = done
+	}
 	// Whoever ends the process (Kill, the guest powering off, a crash), its jail and sockets
 	// go with it: nothing in them outlives the process.
 	go func() {
@@ -513,6 +558,7 @@ func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error
 }
 
 func (m *Machine) exitedDuringStart() error {
+	<-m.done // Firecracker's last words reach the console log
 	return fmt.Errorf("firecracker exited during start: %s", vmm.LogTail(m.rec.Console, 5))
 }
 
@@ -534,14 +580,20 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 		_ = stale.cleanup()
 		return nil, err
 	}
-	return newMachine(proc, rec, ex), nil
+	// Take the console over again (a VM started by an earlier daemon); what the guest wrote
+	// while no daemon read it is lost.
+	var pumped <-chan struct{}
+	if ex.ConsoleFIFO != "" {
+		pumped, _ = vmm.ReopenConsoleFIFO(ex.ConsoleFIFO, rec.Console, rec.ConsoleMax, "banger: a restarted daemon reads the console again (output in between is lost)")
+	}
+	return newMachine(proc, rec, ex, pumped), nil
 }
 
 // Record implements vmm.Machine.
 func (m *Machine) Record() vmm.Record { return m.rec }
 
 // Done implements vmm.Machine.
-func (m *Machine) Done() <-chan struct{} { return m.proc.Done() }
+func (m *Machine) Done() <-chan struct{} { return m.done }
 
 // Timings returns how long Start's phases took.
 func (m *Machine) Timings() StartTimings { return m.timings }
@@ -570,6 +622,9 @@ func (m *Machine) cleanup() error {
 		var errs []error
 		if m.ex.Jail != "" {
 			errs = append(errs, removeJail(m.ex.Jail, m.ex.JailID))
+		}
+		if m.ex.ConsoleFIFO != "" {
+			_ = os.Remove(m.ex.ConsoleFIFO)
 		}
 		for _, s := range m.rec.Sockets {
 			if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {

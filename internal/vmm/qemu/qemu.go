@@ -62,8 +62,8 @@ func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // Args returns QEMU's command line for cfg (without the binary). It is exported for the
 // benchmark harness, which boots the same machine without banger: there QEMU writes the
-// console to console.log itself and the guest runs at once. Start instead starts QEMU
-// paused with the console on a socket, and resumes it once the daemon reads that socket.
+// console to console.log itself. Start instead puts the console on a socket that QEMU waits
+// on (wait=on): the guest runs only once the daemon reads it.
 func (d *Driver) Args(cfg vmm.Config) []string {
 	return d.args(cfg, []string{"-chardev", "file,id=console,path=" + optValue(filepath.Join(cfg.Dir, "console.log")) + ",append=on"})
 }
@@ -149,11 +149,12 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	defer logFile.Close()
 	fmt.Fprintf(logFile, "--- %s starting %s\n", time.Now().UTC().Format(time.RFC3339), bin)
 
-	// -S: the guest's vCPUs wait until the console is read (see attachConsole), so that no
-	// early boot output is lost.
-	cmd := exec.Command(bin, append(d.args(cfg, []string{
-		"-chardev", "socket,id=console,path=" + optValue(sockets["console"]) + ",server=on,wait=off",
-	}), "-S")...)
+	// wait=on: QEMU waits, before it builds the machine, until the daemon connects to the
+	// console (see attachConsole), so that no early boot output is lost. Later connections
+	// (a restarted daemon) need no wait.
+	cmd := exec.Command(bin, d.args(cfg, []string{
+		"-chardev", "socket,id=console,path=" + optValue(sockets["console"]) + ",server=on,wait=on",
+	})...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Dir = cfg.Dir
@@ -174,17 +175,21 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 		},
 	}
 	m.done = m.proc.Done()
-	if err := m.waitReady(ctx); err != nil {
+	deadline := time.Now().Add(socketWait)
+	if err := m.waitSocket(ctx, m.rec.Sockets["console"], deadline); err != nil {
 		_ = m.Kill()
 		return nil, err
 	}
-	if err := m.attachConsole(ctx); err != nil {
+	actx, cancel := context.WithDeadline(ctx, deadline)
+	err = m.attachConsole(actx, fmt.Sprintf("banger: qemu (pid %d) starts the guest", m.rec.PID))
+	cancel()
+	if err != nil {
 		_ = m.Kill()
 		return nil, err
 	}
-	if err := qmpExecute(ctx, m.rec.Sockets["qmp"], "cont"); err != nil {
+	if err := m.waitReady(ctx, deadline); err != nil {
 		_ = m.Kill()
-		return nil, fmt.Errorf("qemu: start the guest's vCPUs: %w", err)
+		return nil, err
 	}
 	return m, nil
 }
@@ -195,13 +200,29 @@ const consoleDrain = 5 * time.Second
 
 // attachConsole connects to QEMU's console socket and copies what the guest writes there into
 // the VM's capped console log until QEMU exits; Done then waits for the copy to finish.
-func (m *machine) attachConsole(ctx context.Context) error {
+func (m *machine) attachConsole(ctx context.Context, header string) error {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", m.rec.Sockets["console"])
-	if err != nil {
-		return fmt.Errorf("qemu: connect to the guest console: %w", err)
+	var conn net.Conn
+	for {
+		var err error
+		conn, err = d.DialContext(ctx, "unix", m.rec.Sockets["console"])
+		if err == nil {
+			break
+		}
+		// QEMU binds its socket before it listens on it: refused right after the file
+		// appears means "not yet".
+		if !errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
+			return fmt.Errorf("qemu: connect to the guest console: %w", err)
+		}
+		select {
+		case <-m.proc.Done():
+			return m.exitedDuringStart()
+		case <-ctx.Done():
+			return fmt.Errorf("qemu: connect to the guest console: %w", ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
 	}
-	pumped, err := vmm.PumpConsole(conn, m.rec.Console, m.rec.ConsoleMax)
+	pumped, err := vmm.PumpConsole(conn, m.rec.Console, m.rec.ConsoleMax, header)
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("qemu: %w", err)
@@ -236,7 +257,7 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 	if rec.Sockets["console"] != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = m.attachConsole(ctx)
+		_ = m.attachConsole(ctx, "banger: a restarted daemon reads the console again (output in between is lost)")
 	}
 	return m, nil
 }
@@ -255,10 +276,11 @@ func (m *machine) Kill() error { return m.proc.Kill(10 * time.Second) }
 // waitReady waits until QEMU has created its sockets and built the machine. The sockets alone
 // do not show that QEMU started: it creates them before it loads the kernel, and exits if that
 // fails. Its QMP monitor answers commands only once the machine is built.
-func (m *machine) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(socketWait)
-	if err := m.waitSockets(ctx, deadline); err != nil {
-		return err
+func (m *machine) waitReady(ctx context.Context, deadline time.Time) error {
+	for _, s := range m.rec.Sockets {
+		if err := m.waitSocket(ctx, s, deadline); err != nil {
+			return err
+		}
 	}
 	qctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -295,15 +317,10 @@ func (m *machine) exitedDuringStart() error {
 	return fmt.Errorf("qemu exited during start: %s", vmm.LogTail(m.rec.Log, 5))
 }
 
-func (m *machine) waitSockets(ctx context.Context, deadline time.Time) error {
+// waitSocket waits until QEMU has created the socket at path.
+func (m *machine) waitSocket(ctx context.Context, path string, deadline time.Time) error {
 	for {
-		ready := true
-		for _, s := range m.rec.Sockets {
-			if _, err := os.Stat(s); err != nil {
-				ready = false
-			}
-		}
-		if ready {
+		if _, err := os.Stat(path); err == nil {
 			return nil
 		}
 		select {
