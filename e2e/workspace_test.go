@@ -39,11 +39,19 @@ func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 }
 
 // testRepo makes a repository with tracked, executable, symlinked, binary, ignored and
-// untracked files, and a second commit.
+// untracked files, names with a space and a newline, a submodule, and a second commit.
 func testRepo(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "proj")
+	sub := filepath.Join(filepath.Dir(dir), "lib")
+	git(t, filepath.Dir(dir), "init", "-q", "-b", "main", sub)
+	writeFile(t, filepath.Join(sub, "lib.c"), "int lib;\n", 0o644)
+	git(t, sub, "add", ".")
+	git(t, sub, "commit", "-q", "-m", "lib")
 	git(t, filepath.Dir(dir), "init", "-q", "-b", "main", dir)
+	writeFile(t, filepath.Join(dir, "two words.txt"), "space\n", 0o644)
+	writeFile(t, filepath.Join(dir, "new\nline"), "newline\n", 0o644)
+	git(t, dir, "-c", "protocol.file.allow=always", "submodule", "add", "-q", sub, "third_party/lib")
 	writeFile(t, filepath.Join(dir, "README.md"), "v1\n", 0o644)
 	writeFile(t, filepath.Join(dir, "scripts/run.sh"), "#!/bin/sh\necho ran from $(pwd)\n", 0o755)
 	writeFile(t, filepath.Join(dir, "data.bin"), "\x00\x01\x02binary\xff", 0o644)
@@ -72,11 +80,12 @@ func TestWorkspaceDryRunIsExactAndStartsNothing(t *testing.T) {
 	}
 	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	sort.Strings(got)
-	want := []string{".gitignore", "README.md", "data.bin", "readme-link", "scripts/run.sh", "tracked.log"}
-	if strings.Join(got, " ") != strings.Join(want, " ") {
+	// Quoted as git ls-files quotes them; the submodule's files are listed, not the submodule.
+	want := []string{`"new\nline"`, ".gitignore", ".gitmodules", "README.md", "data.bin", "readme-link", "scripts/run.sh", "third_party/lib/lib.c", "tracked.log", "two words.txt"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("dry-run list %q, want %q", got, want)
 	}
-	if !regexp.MustCompile(`6 files, \d+B, from .*proj to /root/proj \(dry run`).MatchString(r.stderr) || !strings.Contains(r.stderr, "1 untracked file(s)") {
+	if !regexp.MustCompile(`10 files, \d+B, from .*proj to /root/proj \(dry run`).MatchString(r.stderr) || !strings.Contains(r.stderr, "1 untracked file(s)") {
 		t.Errorf("dry-run stderr:\n%s", r.stderr)
 	}
 	r, _ = banger(nil, "vm", "run", "--dry-run", "--include-untracked", repo)
@@ -93,11 +102,11 @@ func TestWorkspaceCommandRunsInTheRepoWithItsStatus(t *testing.T) {
 	ensureWarm(t)
 	repo := testRepo(t)
 	r, err := banger(nil, "vm", "run", "--rm", repo, "--", "sh", "-c",
-		`pwd; ./scripts/run.sh; cat README.md; readlink readme-link; test -x scripts/run.sh && echo exec-bit; test -e scratch.txt || echo no-untracked; test -e debug.log || echo no-ignored; exit 42`)
+		`pwd; ./scripts/run.sh; cat README.md; readlink readme-link; test -x scripts/run.sh && echo exec-bit; test -e scratch.txt || echo no-untracked; test -e debug.log || echo no-ignored; cat third_party/lib/lib.c "two words.txt" new*line; exit 42`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "/root/proj\nran from /root/proj\nv2\nREADME.md\nexec-bit\nno-untracked\nno-ignored\n"
+	want := "/root/proj\nran from /root/proj\nv2\nREADME.md\nexec-bit\nno-untracked\nno-ignored\nint lib;\nspace\nnewline\n"
 	if r.code != 42 || r.stdout != want {
 		t.Errorf("exit %d stdout %q, want 42 and %q\nstderr:\n%s", r.code, r.stdout, want, r.stderr)
 	}
