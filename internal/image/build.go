@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/durable"
 	"github.com/banger-dev/banger/internal/ext4"
 )
 
@@ -228,7 +229,7 @@ func (b *build) publish(ctx context.Context, out string, m Manifest) error {
 	if err := writeSynced(filepath.Join(out, BuildLogFile), logData, 0o644); err != nil {
 		return fmt.Errorf("copy build log: %w", err)
 	}
-	if err := syncDir(out); err != nil {
+	if err := durable.SyncDir(out); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -240,7 +241,7 @@ func (b *build) publish(ctx context.Context, out string, m Manifest) error {
 	if err := os.Rename(out, b.opts.Dest); err != nil {
 		return fmt.Errorf("publish %s: %w", b.opts.Dest, err)
 	}
-	return syncDir(filepath.Dir(b.opts.Dest))
+	return durable.SyncDir(filepath.Dir(b.opts.Dest))
 }
 
 // resolveOptional returns the recipe with the optional packages the archive has added to its

@@ -247,15 +247,3 @@ func fileSHA256(ctx context.Context, p string, report progress.Func) (string, er
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}

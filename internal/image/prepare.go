@@ -15,6 +15,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/durable"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/progress"
 )
@@ -261,7 +262,7 @@ func publishDir(ctx context.Context, out, dest string, m Manifest) error {
 	if err := writeManifest(out, m); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
-	if err := syncDir(out); err != nil {
+	if err := durable.SyncDir(out); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -273,7 +274,7 @@ func publishDir(ctx context.Context, out, dest string, m Manifest) error {
 	if err := os.Rename(out, dest); err != nil {
 		return fmt.Errorf("publish %s: %w", dest, err)
 	}
-	return syncDir(filepath.Dir(dest))
+	return durable.SyncDir(filepath.Dir(dest))
 }
 
 // RegisterOptions say which host ext4 file to adopt as an image.

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/banger-dev/banger/internal/durable"
 )
 
 // fileMu serializes banger's edits of its own files (known_hosts, ssh_config) in this process.
@@ -27,43 +29,7 @@ func writeAtomic(path string, content []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(content); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
+	return durable.WriteFile(path, content, mode)
 }
 
 // maxLinks bounds the symlinks followed from one path, as the kernel does (ELOOP).
@@ -293,7 +259,7 @@ func Uninstall(userConfig string) (bool, error) {
 		if err := os.Remove(target); err != nil {
 			return false, err
 		}
-		return true, syncDir(filepath.Dir(target))
+		return true, durable.SyncDir(filepath.Dir(target))
 	}
 	st, err := os.Stat(userConfig)
 	if err != nil {
