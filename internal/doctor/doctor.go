@@ -18,8 +18,8 @@ import (
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
-	"github.com/banger-dev/banger/internal/vmservice"
 )
 
 // Status is a check's verdict.
@@ -58,7 +58,7 @@ type Facts struct {
 	Host         config.HostFacts
 
 	KVM         KVM
-	VMM         vmservice.VMMFacts // what vmservice.ChooseVMM decides on
+	VMM         vmm.Facts // what vmm.Choose decides on
 	Firecracker Firecracker
 	Jailer      Jailer
 	QEMU        QEMU
@@ -221,7 +221,7 @@ type NX struct {
 
 // Check turns facts into verdicts, in the order they are printed.
 func Check(f Facts) []Result {
-	choice, choiceErr := vmservice.ChooseVMM(f.Config.VMM, f.Config.Path, f.VMM)
+	choice, choiceErr := vmm.Choose(f.Config.VMM, f.Config.Path, f.VMM)
 	c := checker{f: f, choice: choice, choiceErr: choiceErr}
 	c.arch()
 	c.user()
@@ -259,7 +259,7 @@ func Failed(rs []Result) bool {
 
 type checker struct {
 	f         Facts
-	choice    vmservice.VMMChoice
+	choice    vmm.Choice
 	choiceErr error
 	out       []Result
 }

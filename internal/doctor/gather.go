@@ -219,7 +219,7 @@ func gatherKVM(env *Env) KVM {
 }
 
 // probeFirecracker asks the Firecracker driver, configured as the daemon configures it, about
-// its binary and jailer. avail and availErr are what vmservice.ChooseVMM decides on.
+// its binary and jailer. avail and availErr are what vmm.Choose decides on.
 func probeFirecracker(ctx context.Context, cfg config.Config) (Firecracker, Jailer, string, error) {
 	d := &firecracker.Driver{Binary: cfg.FirecrackerBin, Jailer: firecracker.JailerOptions{
 		Enabled: cfg.JailerEnabled, Binary: cfg.JailerBin, ChrootBase: cfg.JailerChrootBase,

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -304,80 +303,15 @@ func GuestCmdline(name string) string {
 	return "banger.lower=vda banger.upper=vdb systemd.hostname=" + name + " panic=-1 quiet loglevel=4"
 }
 
-// VMMChoice is the VMM that runs new VMs, and why.
-type VMMChoice struct {
-	Driver string     // "firecracker" or "qemu"
-	Accel  host.Accel // how guests execute
-	// Reason is one line saying why. When Notice is set it explains a fallback (or software
-	// emulation) that users should be told about.
-	Reason string
-	Notice bool
-}
-
-// VMMFacts are what the choice of VMM depends on.
-type VMMFacts struct {
-	// Accel says whether KVM runs real guests here (host.Root.DetectAccel).
-	Accel host.AccelChoice
-	// Firecracker describes a usable Firecracker binary ("firecracker 1.14.2 at /usr/bin/
-	// firecracker"); FirecrackerErr says why there is none (not found, unsupported version,
-	// driver not built in). Exactly one of them is set.
-	Firecracker    string
-	FirecrackerErr error
-}
-
-// ChooseVMM decides which VMM runs new VMs for the configured vmm key (configPath names the
-// file in errors). "auto" picks Firecracker when a supported binary is found and KVM runs
-// real guests, QEMU otherwise with a notice saying why; "firecracker" fails with what to do
-// when it cannot work. It is a pure function of its inputs so that `banger doctor` can show
-// the same decision and reason.
-func ChooseVMM(want config.VMM, configPath string, f VMMFacts) (VMMChoice, error) {
-	kvm := f.Accel.Accel == host.KVM
-	switch want {
-	case config.VMMQEMU:
-		c := VMMChoice{Driver: "qemu", Accel: f.Accel.Accel, Reason: `vmm = "qemu" in ` + configPath}
-		if !kvm {
-			c.Reason = "using QEMU software emulation (TCG), so boots take seconds: " + f.Accel.Reason
-			c.Notice = true
-		}
-		return c, nil
-	case config.VMMFirecracker:
-		var problems []string
-		if f.FirecrackerErr != nil {
-			problems = append(problems, f.FirecrackerErr.Error())
-		}
-		if !kvm {
-			problems = append(problems, "Firecracker needs KVM that runs real guests and here "+f.Accel.Reason+"; use a host with hardware virtualization (vmx/svm)")
-		}
-		if len(problems) > 0 {
-			return VMMChoice{}, invalidf("vmm = \"firecracker\" in %s, but %s; or set vmm = \"auto\" (or \"qemu\") to use QEMU", configPath, strings.Join(problems, "; and "))
-		}
-		return VMMChoice{Driver: "firecracker", Accel: host.KVM, Reason: `vmm = "firecracker" in ` + configPath + ": " + f.Firecracker}, nil
-	}
-	// auto
-	switch {
-	case kvm && f.FirecrackerErr == nil:
-		return VMMChoice{Driver: "firecracker", Accel: host.KVM, Reason: f.Firecracker + ", and KVM runs real guests"}, nil
-	case kvm:
-		return VMMChoice{Driver: "qemu", Accel: host.KVM, Notice: true,
-			Reason: "using QEMU with KVM, not Firecracker: " + f.FirecrackerErr.Error()}, nil
-	default:
-		reason := "using QEMU software emulation (TCG), so boots take seconds: " + f.Accel.Reason
-		if f.FirecrackerErr == nil {
-			reason += " (" + f.Firecracker + " is installed but needs that)"
-		}
-		return VMMChoice{Driver: "qemu", Accel: host.TCG, Notice: true, Reason: reason}, nil
-	}
-}
-
 // firecrackerProber is the part of the Firecracker driver the choice needs (an interface, so
 // that this package does not depend on the driver).
 type firecrackerProber interface {
 	Available(ctx context.Context) (string, error)
 }
 
-// VMMFacts gathers the facts ChooseVMM decides on, for this host and the registered drivers.
-func (s *Service) VMMFacts(ctx context.Context) VMMFacts {
-	f := VMMFacts{Accel: s.host.DetectAccel()}
+// VMMFacts gathers the facts vmm.Choose decides on, for this host and the registered drivers.
+func (s *Service) VMMFacts(ctx context.Context) vmm.Facts {
+	f := vmm.Facts{Accel: s.host.DetectAccel()}
 	d, ok := s.drivers["firecracker"].(firecrackerProber)
 	if !ok {
 		f.FirecrackerErr = errors.New("this build of banger has no Firecracker driver")
@@ -387,9 +321,9 @@ func (s *Service) VMMFacts(ctx context.Context) VMMFacts {
 	return f
 }
 
-// chooseDriver picks the VMM for a new VM (ChooseVMM) and tells the observer about fallbacks.
+// chooseDriver picks the VMM for a new VM (vmm.Choose) and tells the observer about fallbacks.
 func (s *Service) chooseDriver(ctx context.Context, cfg config.Config, obs Observer) (vmm.Driver, host.Accel, error) {
-	c, err := ChooseVMM(cfg.VMM, cfg.Path, s.VMMFacts(ctx))
+	c, err := vmm.Choose(cfg.VMM, cfg.Path, s.VMMFacts(ctx))
 	if err != nil {
 		return nil, "", err
 	}
