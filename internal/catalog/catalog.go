@@ -1,9 +1,9 @@
-// Package catalog owns what VMs boot: kernels and root images. It knows them by name from an
-// embedded catalog plus the user's catalog files (recipes built here, OCI images, bundles
-// pinned by sha256, Debian kernels), fetches or builds them on first use, pulls, imports,
-// registers, exports and deletes them, and records them in the store. Concurrent requests
-// for the same one share a single download or build; a failed or interrupted one leaves
-// nothing published (stage, verify, rename).
+// Package catalog owns what VMs boot: kernels and root images. It knows them by name from the
+// catalog files (package catalogfile: the embedded catalog plus the user's; recipes built
+// here, OCI images, bundles pinned by sha256, Debian kernels), fetches or builds them on
+// first use, pulls, imports, registers, exports and deletes them, and records them in the
+// store. Concurrent requests for the same one share a single download or build; a failed or
+// interrupted one leaves nothing published (stage, verify, rename).
 //
 // Images are versioned by the sha256 of their rootfs: a VM pins the version it was created
 // from, every version stays while a VM uses it, and versions no VM uses any more are
@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/debian"
 	"github.com/banger-dev/banger/internal/download"
@@ -115,10 +116,10 @@ func (s *Service) mirror() string {
 }
 
 // Catalog returns the built-in catalog merged with the user's catalog files.
-func (s *Service) Catalog() (Catalog, error) {
-	c, err := loadCatalog(s.o.Layout.ConfigDir)
+func (s *Service) Catalog() (catalogfile.Catalog, error) {
+	c, err := catalogfile.Load(s.o.Layout.ConfigDir)
 	if err != nil {
-		return Catalog{}, failure.Wrap(failure.Invalid, err)
+		return catalogfile.Catalog{}, failure.Wrap(failure.Invalid, err)
 	}
 	return c, nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/bundle"
+	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/oci"
@@ -84,7 +85,7 @@ func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image
 	e, ok := cat.Image(name)
 	if !ok {
 		return Image{}, failure.New(failure.NotFound, "image %q is not installed and no catalog has it (available: %s); pull an OCI image with `banger image pull REF --name %s`",
-			name, cat.imageNames(), name)
+			name, cat.ImageNames(), name)
 	}
 	if _, err := s.getEntry(ctx, e, e.Name, 0, p, false); err != nil {
 		return Image{}, err
@@ -150,7 +151,7 @@ func (s *Service) installedImage(ctx context.Context, name string) (Image, error
 // getEntry builds, pulls or downloads a catalog entry as image name, coalesced with any other
 // request for the same name; size applies to OCI entries (0: sized to the contents). Unless
 // replace, an image that appeared meanwhile is kept.
-func (s *Service) getEntry(ctx context.Context, e ImageEntry, name string, size int64, p progress.Func, replace bool) (image.Manifest, error) {
+func (s *Service) getEntry(ctx context.Context, e catalogfile.ImageEntry, name string, size int64, p progress.Func, replace bool) (image.Manifest, error) {
 	m, _, err := s.images.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
 		if !replace {
 			if _, err := s.installedImage(ctx, name); err == nil {
@@ -190,7 +191,7 @@ func (s *Service) BuildImage(ctx context.Context, name string, p progress.Func) 
 	return s.ShowImage(ctx, name)
 }
 
-func recipeImages(c Catalog) []string {
+func recipeImages(c catalogfile.Catalog) []string {
 	var out []string
 	for _, e := range c.Images {
 		if e.Kind == image.SourceRecipe {
@@ -200,7 +201,7 @@ func recipeImages(c Catalog) []string {
 	return out
 }
 
-func (s *Service) buildRecipe(ctx context.Context, e ImageEntry, name string, p progress.Func) (image.Manifest, error) {
+func (s *Service) buildRecipe(ctx context.Context, e catalogfile.ImageEntry, name string, p progress.Func) (image.Manifest, error) {
 	recipe, err := image.BuiltinRecipe(e.Recipe)
 	if err != nil {
 		return image.Manifest{}, failure.Wrap(failure.NotFound, err)
@@ -293,7 +294,7 @@ func (s *Service) PullImage(ctx context.Context, req PullRequest, p progress.Fun
 	}
 	src, err := oci.ParseSource(req.Ref)
 	if err != nil {
-		return ImageInfo{}, failure.New(failure.Invalid, "%q is neither a catalog image (%s) nor an OCI image source: %v", req.Ref, cat.imageNames(), err)
+		return ImageInfo{}, failure.New(failure.Invalid, "%q is neither a catalog image (%s) nor an OCI image source: %v", req.Ref, cat.ImageNames(), err)
 	}
 	if req.Name == "" {
 		req.Name = NameFromReference(src.NameParts())
@@ -302,7 +303,7 @@ func (s *Service) PullImage(ctx context.Context, req PullRequest, p progress.Fun
 		if cur, err := s.o.Store.GetImage(ctx, req.Name); err == nil && !strings.HasPrefix(cur.Source, "oci:"+src.String()+"@") {
 			return ImageInfo{}, failure.New(failure.Conflict, "an image named %q already exists (%s); give this one another name with --name", req.Name, describeSource(cur.Source))
 		}
-	} else if !entryName.MatchString(req.Name) {
+	} else if !catalogfile.ValidName(req.Name) {
 		return ImageInfo{}, failure.New(failure.Invalid, "image name %q must be lower-case letters, digits, '.' and '-'", req.Name)
 	}
 	if _, _, err := s.images.Do(ctx, req.Name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
@@ -418,7 +419,7 @@ type RegisterRequest struct {
 
 // RegisterImage adopts a host ext4 file (copied, sparse) as a new version of an image.
 func (s *Service) RegisterImage(ctx context.Context, req RegisterRequest, p progress.Func) (ImageInfo, error) {
-	if !entryName.MatchString(req.Name) {
+	if !catalogfile.ValidName(req.Name) {
 		return ImageInfo{}, failure.New(failure.Invalid, "image name %q must be lower-case letters, digits, '.' and '-'", req.Name)
 	}
 	abs, err := filepath.Abs(req.Rootfs)
@@ -477,7 +478,7 @@ func (s *Service) ExportImage(ctx context.Context, ref, path string, p progress.
 // ImportImage installs an image bundle file as a new version of the image it holds (or of
 // name). The bundle is verified completely before anything is published.
 func (s *Service) ImportImage(ctx context.Context, path, name string, p progress.Func) (ImageInfo, error) {
-	if name != "" && !entryName.MatchString(name) {
+	if name != "" && !catalogfile.ValidName(name) {
 		return ImageInfo{}, failure.New(failure.Invalid, "image name %q must be lower-case letters, digits, '.' and '-'", name)
 	}
 	abs, err := filepath.Abs(path)

@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/store"
@@ -227,7 +228,7 @@ func TestCatalogFiles(t *testing.T) {
 	if e, ok := cat.Kernel("debian-6.1"); !ok || e.Debian.Package != "linux-image-cloud-amd64" || e.Debian.Suite != "bookworm" {
 		t.Errorf("builtin kernel entry = %+v", e)
 	}
-	dir := filepath.Join(l.ConfigDir, CatalogDir)
+	dir := filepath.Join(l.ConfigDir, catalogfile.Dir)
 	os.MkdirAll(dir, 0o700)
 	sum := strings.Repeat("ab", 32)
 	os.WriteFile(filepath.Join(dir, "10-team.json"), []byte(`{"images": [
@@ -287,7 +288,7 @@ func bundleServer(t *testing.T, s *Service) (url, sum string) {
 
 func writeCatalog(t *testing.T, s *Service, entries ...string) {
 	t.Helper()
-	dir := filepath.Join(s.o.Layout.ConfigDir, CatalogDir)
+	dir := filepath.Join(s.o.Layout.ConfigDir, catalogfile.Dir)
 	os.MkdirAll(dir, 0o700)
 	os.WriteFile(filepath.Join(dir, "test.json"), []byte(`{"images": [`+strings.Join(entries, ",")+`]}`), 0o644)
 }

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/durable"
 
 	"context"
@@ -104,7 +105,7 @@ func (s *Service) getKernel(ctx context.Context, name string, p progress.Func, r
 		if _, err := s.o.Store.GetKernel(ctx, name); err == nil {
 			return kernel.Manifest{}, failure.New(failure.Invalid, "kernel %s was imported, not pulled: no catalog has it; import it again with `banger kernel import`", name)
 		}
-		return kernel.Manifest{}, failure.New(failure.NotFound, "unknown kernel %q; known kernels: %s (or import one with `banger kernel import`)", name, cat.kernelNames())
+		return kernel.Manifest{}, failure.New(failure.NotFound, "unknown kernel %q; known kernels: %s (or import one with `banger kernel import`)", name, cat.KernelNames())
 	}
 	m, _, err := s.kernels.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (kernel.Manifest, error) {
 		if !replace {
@@ -118,7 +119,7 @@ func (s *Service) getKernel(ctx context.Context, name string, p progress.Func, r
 	return m, err
 }
 
-func (s *Service) fetchKernel(ctx context.Context, e KernelEntry, p progress.Func) (kernel.Manifest, error) {
+func (s *Service) fetchKernel(ctx context.Context, e catalogfile.KernelEntry, p progress.Func) (kernel.Manifest, error) {
 	dir := s.o.Layout.KernelsDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return kernel.Manifest{}, err
@@ -193,7 +194,7 @@ type ImportKernelRequest struct {
 // ImportKernel adopts a locally built kernel under a new name; see kernel.Import for what it
 // takes and how such a kernel boots banger images.
 func (s *Service) ImportKernel(ctx context.Context, req ImportKernelRequest, p progress.Func) (KernelInfo, error) {
-	if !entryName.MatchString(req.Name) {
+	if !catalogfile.ValidName(req.Name) {
 		return KernelInfo{}, failure.New(failure.Invalid, "kernel name %q must be lower-case letters, digits, '.' and '-'", req.Name)
 	}
 	if _, err := s.o.Store.GetKernel(ctx, req.Name); err == nil {

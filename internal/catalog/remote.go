@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/bundle"
+	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/progress"
 )
 
@@ -29,7 +30,7 @@ func (s *Service) bundlesDir() string { return filepath.Join(s.o.Layout.CacheDir
 // fetchBundle returns a local file holding the remote bundle, downloading it unless the cache
 // has it. The file's sha256 must be the pinned one and, when the entry is signed, the
 // signature must verify with the named trusted key; otherwise nothing is kept.
-func (s *Service) fetchBundle(ctx context.Context, b RemoteBundle, p progress.Func) (string, error) {
+func (s *Service) fetchBundle(ctx context.Context, b catalogfile.RemoteBundle, p progress.Func) (string, error) {
 	if err := s.checkSignature(b); err != nil {
 		return "", err
 	}
@@ -120,12 +121,16 @@ func (s *Service) fetchBundle(ctx context.Context, b RemoteBundle, p progress.Fu
 	return dst, nil
 }
 
+// KeysDir is the directory, inside banger's config directory, holding the public keys
+// (<name>.pub: base64 of a 32-byte ed25519 key) that bundle signatures are checked against.
+const KeysDir = "keys"
+
 // checkSignature verifies a signed entry's signature over its pinned sha256.
-func (s *Service) checkSignature(b RemoteBundle) error {
+func (s *Service) checkSignature(b catalogfile.RemoteBundle) error {
 	if b.Signature == "" {
 		return nil
 	}
-	if !entryName.MatchString(b.Key) {
+	if !catalogfile.ValidName(b.Key) {
 		return fmt.Errorf("bundle %s: signing key name %q is invalid", b.URL, b.Key)
 	}
 	keyPath := filepath.Join(s.o.Layout.ConfigDir, KeysDir, b.Key+".pub")

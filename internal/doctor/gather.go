@@ -19,7 +19,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
-	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/ext4"
@@ -442,7 +442,7 @@ func findAgent(daemon string, getenv func(string) string) (string, error) {
 // catalogs say about them.
 func gatherArtifacts(l paths.Layout, cfg config.Config) (img, kern Artifact) {
 	img = Artifact{Name: cfg.DefaultImageName}
-	cat, err := catalog.New(catalog.Options{Layout: l}).Catalog()
+	cat, err := catalogfile.Load(l.ConfigDir)
 	if err != nil {
 		img.CatalogErr = err
 	}

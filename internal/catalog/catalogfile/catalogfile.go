@@ -1,4 +1,9 @@
-package catalog
+// Package catalogfile owns the catalog's files: the format of the list of images and kernels
+// that can be had by name, its built-in copy (embedded) and the user's catalog files that add
+// to or override it, read, validated and merged. It only reads; fetching and building what an
+// entry names is package catalog's. It is a package of its own so that `banger doctor` can
+// say what the default image and kernel are without linking the daemon's side.
+package catalogfile
 
 import (
 	"bytes"
@@ -25,13 +30,9 @@ import (
 //go:embed catalog.json
 var builtinCatalog []byte
 
-// CatalogDir is the directory, inside banger's config directory, whose *.json files add to or
+// Dir is the directory, inside banger's config directory, whose *.json files add to or
 // override the built-in catalog, in file name order.
-const CatalogDir = "catalogs"
-
-// KeysDir is the directory, inside banger's config directory, holding the public keys
-// (<name>.pub: base64 of a 32-byte ed25519 key) that bundle signatures are checked against.
-const KeysDir = "keys"
+const Dir = "catalogs"
 
 // Catalog is the list of images and kernels that can be had by name.
 type Catalog struct {
@@ -83,6 +84,10 @@ type RemoteBundle struct {
 }
 
 var entryName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
+
+// ValidName reports whether name can name an image, a kernel or a signing key: lower-case
+// letters, digits, '.' and '-', starting with a letter or digit, at most 63 bytes.
+func ValidName(name string) bool { return entryName.MatchString(name) }
 
 // parseCatalog reads one catalog file (from names it in errors and entries).
 func parseCatalog(data []byte, from string) (Catalog, error) {
@@ -177,14 +182,15 @@ func (b *RemoteBundle) validate() error {
 	return nil
 }
 
-// loadCatalog merges the built-in catalog with the user's catalog files: a user entry
-// replaces a built-in (or earlier) one of the same name.
-func loadCatalog(configDir string) (Catalog, error) {
+// Load merges the built-in catalog with the user's catalog files (configDir/catalogs/*.json):
+// a user entry replaces a built-in (or earlier) one of the same name. A file that cannot be
+// read or parsed, or holds an invalid entry, fails the whole load with an error naming it.
+func Load(configDir string) (Catalog, error) {
 	c, err := parseCatalog(builtinCatalog, "builtin")
 	if err != nil {
 		return Catalog{}, err // a broken binary; the tests catch it
 	}
-	files, _ := filepath.Glob(filepath.Join(configDir, CatalogDir, "*.json"))
+	files, _ := filepath.Glob(filepath.Join(configDir, Dir, "*.json"))
 	sort.Strings(files)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -240,7 +246,8 @@ func (c Catalog) Kernel(name string) (KernelEntry, bool) {
 	return KernelEntry{}, false
 }
 
-func (c Catalog) imageNames() string {
+// ImageNames lists the names of its images, comma-separated, for error messages.
+func (c Catalog) ImageNames() string {
 	var names []string
 	for _, e := range c.Images {
 		names = append(names, e.Name)
@@ -248,7 +255,8 @@ func (c Catalog) imageNames() string {
 	return strings.Join(names, ", ")
 }
 
-func (c Catalog) kernelNames() string {
+// KernelNames lists the names of its kernels, comma-separated, for error messages.
+func (c Catalog) KernelNames() string {
 	var names []string
 	for _, e := range c.Kernels {
 		names = append(names, e.Name)
