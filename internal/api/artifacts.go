@@ -67,6 +67,14 @@ type Kernel struct {
 	Manifest  json.RawMessage `json:"manifest,omitempty"`
 }
 
+// Prefixes of the ImagePullRequest.Ref forms that name a file or directory rather than a
+// registry image, as skopeo and podman spell them (package oci parses them). The client makes
+// the path after them absolute: the daemon runs in another directory.
+const (
+	LayoutPrefix  = "oci:"            // oci:PATH[:REF], an OCI image layout directory
+	ArchivePrefix = "docker-archive:" // docker-archive:FILE[:NAME:TAG], a `docker save` tar
+)
+
 // ImagePullRequest is the body of POST /v1/images/pull.
 type ImagePullRequest struct {
 	Ref       string `json:"ref"`            // a catalog name, an OCI reference, oci:/abs/dir[:REF] or docker-archive:/abs/file[:NAME:TAG]

@@ -11,7 +11,6 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
-	"github.com/banger-dev/banger/internal/oci"
 )
 
 func (a *app) imageCmd() *cobra.Command {
@@ -241,7 +240,7 @@ any image. Pulling again makes a new version; VMs keep the version they were cre
 // absSource makes the path of an oci: or docker-archive: source absolute: the daemon that
 // reads it runs in another directory. Anything else is returned as it is.
 func absSource(ref string) (string, error) {
-	for _, t := range []string{oci.TransportLayout, oci.TransportArchive} {
+	for _, t := range []string{api.LayoutPrefix, api.ArchivePrefix} {
 		rest, ok := strings.CutPrefix(ref, t)
 		if !ok {
 			continue

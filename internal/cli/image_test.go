@@ -4,7 +4,20 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/oci"
 )
+
+// The client makes the paths of the sources the daemon's oci package reads from disk
+// absolute; it knows their prefixes from api (the CLI does not link oci), so they must be
+// the same.
+func TestLocalSourcePrefixesAreOCIs(t *testing.T) {
+	if api.LayoutPrefix != oci.TransportLayout || api.ArchivePrefix != oci.TransportArchive {
+		t.Errorf("api prefixes %q, %q differ from oci's transports %q, %q",
+			api.LayoutPrefix, api.ArchivePrefix, oci.TransportLayout, oci.TransportArchive)
+	}
+}
 
 // The daemon reads oci: and docker-archive: paths from its own directory: the client makes
 // them absolute first, and leaves registry references alone.
