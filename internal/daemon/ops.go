@@ -84,22 +84,6 @@ func (r *operations) list() []api.Operation {
 	return out
 }
 
-// running returns the newest unfinished operation on target, if any.
-func (r *operations) running(target string) *operation {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var best *operation
-	for _, op := range r.ops {
-		op.mu.Lock()
-		match := !op.done && op.info.Target == target
-		op.mu.Unlock()
-		if match && (best == nil || op.info.Started.After(best.info.Started)) {
-			best = op
-		}
-	}
-	return best
-}
-
 func (op *operation) snapshot() api.Operation {
 	op.mu.Lock()
 	defer op.mu.Unlock()

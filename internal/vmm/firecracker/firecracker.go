@@ -183,11 +183,10 @@ type plan struct {
 // paths maps host files to the paths Firecracker is given: the same ones unjailed, in-jail
 // ones when jailed.
 type paths struct {
-	kernel, initrd   string
-	disks            []string
-	log, metrics     string
-	vsock            string
-	networkIfaceTaps []string // host tap names (later: networking)
+	kernel, initrd string
+	disks          []string
+	log, metrics   string
+	vsock          string
 }
 
 // buildPlan turns a VM config and the paths Firecracker sees into the API requests.
@@ -207,10 +206,7 @@ func buildPlan(cfg vmm.Config, p paths) plan {
 			IsReadOnly:   d.ReadOnly,
 		})
 	}
-	for i, tap := range p.networkIfaceTaps {
-		pl.Networks = append(pl.Networks, NetworkInterface{IfaceID: fmt.Sprintf("eth%d", i), HostDevName: tap})
-	}
-	if cfg.NIC != nil && len(p.networkIfaceTaps) == 0 {
+	if cfg.NIC != nil {
 		pl.Networks = append(pl.Networks, NetworkInterface{IfaceID: "eth0", HostDevName: cfg.NIC.Tap, GuestMAC: cfg.NIC.MAC})
 	}
 	return pl

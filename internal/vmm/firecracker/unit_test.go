@@ -87,11 +87,11 @@ func TestBuildPlan(t *testing.T) {
 		t.Errorf("vsock %+v logger %+v metrics %+v", pl.Vsock, pl.Logger, pl.Metrics)
 	}
 	if len(pl.Networks) != 0 {
-		t.Errorf("networks = %+v; want none until networking is wired", pl.Networks)
+		t.Errorf("networks = %+v; want none without a NIC", pl.Networks)
 	}
-	p.networkIfaceTaps = []string{"bgtap0"}
-	if n := buildPlan(cfg, p).Networks; len(n) != 1 || n[0] != (NetworkInterface{IfaceID: "eth0", HostDevName: "bgtap0"}) {
-		t.Errorf("networks = %+v", n)
+	cfg.NIC = &vmm.NIC{Tap: "bgtap0", MAC: "02:42:ac:10:00:02"}
+	if n := buildPlan(cfg, p).Networks; len(n) != 1 || n[0] != (NetworkInterface{IfaceID: "eth0", HostDevName: "bgtap0", GuestMAC: "02:42:ac:10:00:02"}) {
+		t.Errorf("networks = %+v; want eth0 on the NIC's tap with its MAC", n)
 	}
 }
 
