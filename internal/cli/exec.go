@@ -8,12 +8,14 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/termtext"
 	"github.com/banger-dev/banger/internal/wire"
+	"github.com/banger-dev/banger/internal/workspace"
 )
 
 // exec runs argv in a VM with this process's stdio and returns the command's exit status.
@@ -94,4 +96,117 @@ func (a *app) exec(cl *client.Client, ref string, argv []string, dir string) (in
 		fmt.Fprintf(a.stderr, "banger: %s\n", termtext.CleanLine(exit.Error))
 	}
 	return exit.Code, nil
+}
+
+func (a *app) vmExecCmd() *cobra.Command {
+	var (
+		guestPath   string
+		sync, force bool
+	)
+	c := &cobra.Command{
+		Use:   "exec VM [--guest-path P] [--sync [--force]] -- COMMAND [ARG...]",
+		Short: "Run a command in a running VM",
+		Long: `Run COMMAND in a running VM through its agent, in the workspace ` + "`vm run ./repo`" + ` shipped (or
+--guest-path, or root's home). stdout and stderr stream back separately (a pty when stdin and
+stdout are terminals), stdin is passed through, signals are forwarded, and banger exits with
+the command's status. In a workspace with a mise config the command runs under ` + "`mise exec`" + `.
+banger warns when the host's repository has moved on since the workspace was shipped; --sync
+makes the guest's workspace what the host would ship now, deletions included. It refuses when
+the guest has changes that were not exported (` + "`banger vm workspace export`" + ` gets them;
+--force discards them).`,
+		Example: `  banger vm exec dev -- uname -a
+  banger vm exec dev --sync -- make test
+  echo hi | banger vm exec dev -- cat`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			dash := c.ArgsLenAtDash()
+			if dash != 1 || len(args) < 2 {
+				return usagef("give the VM and then the command after --: banger vm exec VM -- COMMAND")
+			}
+			cl, vm, err := a.connectVM(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			argv, dir := args[1:], guestPath
+			if ws := vm.Workspace; ws != nil {
+				if dir == "" {
+					dir = ws.GuestPath
+				}
+				if err := a.checkWorkspace(c.Context(), cl, vm.Name, ws, sync, force); err != nil {
+					return err
+				}
+				if hasMiseConfig(ws.HostPath) && (guestPath == "" || guestPath == ws.GuestPath) {
+					argv = miseWrapped(argv)
+				}
+			} else if sync {
+				return usagef("vm %s has no workspace to sync; ship one with `banger vm run ./repo`", vm.Name)
+			}
+			if force && !sync {
+				return usagef("--force goes with --sync: it discards the guest's changes that were not exported")
+			}
+			code, err := a.exec(cl, vm.Name, argv, dir)
+			if err != nil {
+				return err
+			}
+			return exitStatus(code)
+		},
+	}
+	c.Flags().StringVar(&guestPath, "guest-path", "", "directory to run in (default: the VM's workspace, else root's home)")
+	c.Flags().BoolVar(&sync, "sync", false, "make the guest's workspace what the host would ship now (deletions included) before running")
+	c.Flags().BoolVar(&force, "force", false, "with --sync: discard the guest's changes that were not exported")
+	return c
+}
+
+// checkWorkspace warns when the host's repository has commits the VM's workspace lacks, and
+// with --sync makes the guest's workspace what the host would ship now.
+func (a *app) checkWorkspace(ctx context.Context, cl *client.Client, vm string, ws *api.Workspace, sync, force bool) error {
+	repo, err := workspace.Open(ws.HostPath)
+	if err != nil {
+		if sync {
+			return &api.Error{Code: "invalid", Message: fmt.Sprintf("cannot sync vm %s's workspace: %v", vm, err)}
+		}
+		return nil // the repository is not here (another machine, moved): nothing to compare
+	}
+	if sync {
+		return a.syncWorkspace(ctx, cl, vm, repo, ws, force)
+	}
+	if head := repo.Head(); head != "" && ws.Head != "" && head != ws.Head {
+		fmt.Fprintf(a.stderr, "note: vm %s's workspace was shipped at %.12s; %s is at %.12s now (--sync ships it again)\n", vm, ws.Head, ws.HostPath, head)
+	}
+	return nil
+}
+
+// syncWorkspace is `vm exec --sync`: the guest's workspace becomes what the host would ship
+// now. Changes in the guest that were not exported stop it (exit 1, naming the files), unless
+// force; files the host no longer ships are removed in the guest afterwards.
+func (a *app) syncWorkspace(ctx context.Context, cl *client.Client, vm string, repo *workspace.Repo, ws *api.Workspace, force bool) error {
+	if ws.Branch != "" {
+		return &api.Error{Code: "invalid", Message: fmt.Sprintf("vm %s's workspace was shipped with --branch (a git checkout in the guest); --sync ships plain workspaces only", vm),
+			Hint: "commit in the guest and fetch from it, or `banger vm workspace export " + vm + "`"}
+	}
+	list, err := repo.Files(false)
+	if err != nil {
+		return err
+	}
+	code, err := a.guestScript(ctx, cl, vm, syncCheckScript(ws.GuestPath, force))
+	if err != nil {
+		return err
+	}
+	switch code {
+	case 0:
+	case 10:
+		return &api.Error{Code: "conflict", Message: fmt.Sprintf("not syncing vm %s: its workspace has changes that were not exported (listed above)", vm),
+			Hint: "get them with `banger vm workspace export " + vm + " | git apply`, or discard them with `banger vm exec " + vm + " --sync --force -- …`"}
+	default:
+		return fmt.Errorf("checking vm %s's workspace before the sync failed (exit %d)", vm, code)
+	}
+	if _, err := a.ship(ctx, cl, vm, repo, list, wsOptions{guestPath: ws.GuestPath}); err != nil {
+		return err
+	}
+	if code, err := a.guestScript(ctx, cl, vm, pruneScript(ws.GuestPath)); err != nil {
+		return err
+	} else if code != 0 {
+		return fmt.Errorf("removing the files the host no longer ships from vm %s failed (exit %d)", vm, code)
+	}
+	return nil
 }

@@ -2,11 +2,8 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -20,8 +17,6 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/client"
-	"github.com/banger-dev/banger/internal/termtext"
-	"github.com/banger-dev/banger/internal/workspace"
 )
 
 func (a *app) vmCreateCmd() *cobra.Command {
@@ -340,98 +335,6 @@ func reason(r string) string {
 	return ": " + r
 }
 
-func (a *app) vmLogsCmd() *cobra.Command {
-	var follow, vmmLog, journal bool
-	c := &cobra.Command{
-		Use:   "logs VM",
-		Short: "Print a VM's console log, journal or VMM log",
-		Long: `Print the guest's serial console log: the kernel's messages and whatever the guest writes to
-its console, from the daemon's copy (kept after the VM stops; capped by console_log_size).
-systemd and the services log to the guest's journal instead: --journal prints this boot's
-journal of a running VM (journalctl in the guest, through its agent). With --vmm, the VMM's
-own log. With -f, keep printing what is appended until Ctrl-C. On a terminal, escape
-sequences in the guest's output are shown, not run.`,
-		Example: `  banger vm logs dev
-  banger vm logs -f dev
-  banger vm logs --journal -f dev
-  banger vm logs --vmm dev`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			cl, err := a.connect(ctx)
-			if err != nil {
-				return err
-			}
-			if journal && vmmLog {
-				return usagef("--journal and --vmm name different logs; give one")
-			}
-			source := "console"
-			if vmmLog {
-				source = "vmm"
-			}
-			// The console is the guest's: on a terminal its escape sequences are shown, not
-			// run. Piped or redirected, the bytes stay as they are.
-			out := a.stdout
-			var tw *termtext.Writer
-			if isTerminal(a.stdout) {
-				tw = termtext.NewWriter(a.stdout)
-				out = tw
-			}
-			if journal {
-				err = a.printJournal(ctx, cl, args[0], follow, out)
-			} else {
-				err = cl.Logs(ctx, args[0], source, follow, out)
-			}
-			if tw != nil {
-				err = errors.Join(err, tw.Flush())
-			}
-			return err
-		},
-	}
-	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
-	c.Flags().BoolVar(&vmmLog, "vmm", false, "the VMM's own log instead of the guest console")
-	c.Flags().BoolVar(&journal, "journal", false, "the guest's journal (systemd and services; running VMs) instead of the console")
-	return c
-}
-
-// printJournal prints a running guest's journal of this boot, following it with follow.
-func (a *app) printJournal(ctx context.Context, cl *client.Client, ref string, follow bool, out io.Writer) error {
-	argv := []string{"journalctl", "--no-pager", "--boot", "--output=short-precise"}
-	if follow {
-		argv = append(argv, "--follow")
-	}
-	var stderr bytes.Buffer
-	exit, err := cl.Exec(ctx, ref, api.ExecRequest{Argv: argv}, wireIO(nil, out, &limitedBuffer{b: &stderr, max: 4 << 10}))
-	if ctx.Err() != nil {
-		return nil // Ctrl-C ends a follow
-	}
-	if err != nil {
-		return err
-	}
-	if exit.Code != 0 {
-		why := strings.TrimSpace(stderr.String())
-		if why == "" {
-			why = exit.Error
-		}
-		return fmt.Errorf("journalctl in vm %s failed (exit %d): %s; images without systemd have no journal: use banger vm logs %s for the console", ref, exit.Code, why, ref)
-	}
-	return nil
-}
-
-// limitedBuffer keeps the first max bytes written to it and drops the rest.
-type limitedBuffer struct {
-	b   *bytes.Buffer
-	max int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.max - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
 func (a *app) vmPruneCmd() *cobra.Command {
 	var force bool
 	c := &cobra.Command{
@@ -480,119 +383,6 @@ func (a *app) vmPruneCmd() *cobra.Command {
 	}
 	c.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	return c
-}
-
-func (a *app) vmExecCmd() *cobra.Command {
-	var (
-		guestPath   string
-		sync, force bool
-	)
-	c := &cobra.Command{
-		Use:   "exec VM [--guest-path P] [--sync [--force]] -- COMMAND [ARG...]",
-		Short: "Run a command in a running VM",
-		Long: `Run COMMAND in a running VM through its agent, in the workspace ` + "`vm run ./repo`" + ` shipped (or
---guest-path, or root's home). stdout and stderr stream back separately (a pty when stdin and
-stdout are terminals), stdin is passed through, signals are forwarded, and banger exits with
-the command's status. In a workspace with a mise config the command runs under ` + "`mise exec`" + `.
-banger warns when the host's repository has moved on since the workspace was shipped; --sync
-makes the guest's workspace what the host would ship now, deletions included. It refuses when
-the guest has changes that were not exported (` + "`banger vm workspace export`" + ` gets them;
---force discards them).`,
-		Example: `  banger vm exec dev -- uname -a
-  banger vm exec dev --sync -- make test
-  echo hi | banger vm exec dev -- cat`,
-		Args: cobra.MinimumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			dash := c.ArgsLenAtDash()
-			if dash != 1 || len(args) < 2 {
-				return usagef("give the VM and then the command after --: banger vm exec VM -- COMMAND")
-			}
-			cl, vm, err := a.connectVM(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			argv, dir := args[1:], guestPath
-			if ws := vm.Workspace; ws != nil {
-				if dir == "" {
-					dir = ws.GuestPath
-				}
-				if err := a.checkWorkspace(c.Context(), cl, vm.Name, ws, sync, force); err != nil {
-					return err
-				}
-				if hasMiseConfig(ws.HostPath) && (guestPath == "" || guestPath == ws.GuestPath) {
-					argv = miseWrapped(argv)
-				}
-			} else if sync {
-				return usagef("vm %s has no workspace to sync; ship one with `banger vm run ./repo`", vm.Name)
-			}
-			if force && !sync {
-				return usagef("--force goes with --sync: it discards the guest's changes that were not exported")
-			}
-			code, err := a.exec(cl, vm.Name, argv, dir)
-			if err != nil {
-				return err
-			}
-			return exitStatus(code)
-		},
-	}
-	c.Flags().StringVar(&guestPath, "guest-path", "", "directory to run in (default: the VM's workspace, else root's home)")
-	c.Flags().BoolVar(&sync, "sync", false, "make the guest's workspace what the host would ship now (deletions included) before running")
-	c.Flags().BoolVar(&force, "force", false, "with --sync: discard the guest's changes that were not exported")
-	return c
-}
-
-// checkWorkspace warns when the host's repository has commits the VM's workspace lacks, and
-// with --sync makes the guest's workspace what the host would ship now.
-func (a *app) checkWorkspace(ctx context.Context, cl *client.Client, vm string, ws *api.Workspace, sync, force bool) error {
-	repo, err := workspace.Open(ws.HostPath)
-	if err != nil {
-		if sync {
-			return &api.Error{Code: "invalid", Message: fmt.Sprintf("cannot sync vm %s's workspace: %v", vm, err)}
-		}
-		return nil // the repository is not here (another machine, moved): nothing to compare
-	}
-	if sync {
-		return a.syncWorkspace(ctx, cl, vm, repo, ws, force)
-	}
-	if head := repo.Head(); head != "" && ws.Head != "" && head != ws.Head {
-		fmt.Fprintf(a.stderr, "note: vm %s's workspace was shipped at %.12s; %s is at %.12s now (--sync ships it again)\n", vm, ws.Head, ws.HostPath, head)
-	}
-	return nil
-}
-
-// syncWorkspace is `vm exec --sync`: the guest's workspace becomes what the host would ship
-// now. Changes in the guest that were not exported stop it (exit 1, naming the files), unless
-// force; files the host no longer ships are removed in the guest afterwards.
-func (a *app) syncWorkspace(ctx context.Context, cl *client.Client, vm string, repo *workspace.Repo, ws *api.Workspace, force bool) error {
-	if ws.Branch != "" {
-		return &api.Error{Code: "invalid", Message: fmt.Sprintf("vm %s's workspace was shipped with --branch (a git checkout in the guest); --sync ships plain workspaces only", vm),
-			Hint: "commit in the guest and fetch from it, or `banger vm workspace export " + vm + "`"}
-	}
-	list, err := repo.Files(false)
-	if err != nil {
-		return err
-	}
-	code, err := a.guestScript(ctx, cl, vm, syncCheckScript(ws.GuestPath, force))
-	if err != nil {
-		return err
-	}
-	switch code {
-	case 0:
-	case 10:
-		return &api.Error{Code: "conflict", Message: fmt.Sprintf("not syncing vm %s: its workspace has changes that were not exported (listed above)", vm),
-			Hint: "get them with `banger vm workspace export " + vm + " | git apply`, or discard them with `banger vm exec " + vm + " --sync --force -- …`"}
-	default:
-		return fmt.Errorf("checking vm %s's workspace before the sync failed (exit %d)", vm, code)
-	}
-	if _, err := a.ship(ctx, cl, vm, repo, list, wsOptions{guestPath: ws.GuestPath}); err != nil {
-		return err
-	}
-	if code, err := a.guestScript(ctx, cl, vm, pruneScript(ws.GuestPath)); err != nil {
-		return err
-	} else if code != 0 {
-		return fmt.Errorf("removing the files the host no longer ships from vm %s failed (exit %d)", vm, code)
-	}
-	return nil
 }
 
 func (a *app) vmSetCmd() *cobra.Command {
