@@ -98,7 +98,7 @@ func (a *app) exitCode(err error) int {
 		fmt.Fprintf(a.stderr, "hint: %s\n", oneLine(ae.Hint))
 	}
 	if isUsage {
-		fmt.Fprintln(a.stderr, "run `banger --help` (or add --help to the command) for usage")
+		fmt.Fprintln(a.stderr, "hint: run `banger --help` (or add --help to the command) for usage")
 		return ExitUsage
 	}
 	return ExitError

@@ -16,7 +16,7 @@ import (
 )
 
 // helpLine is the last line of every usage error.
-const helpLine = "run `banger --help` (or add --help to the command) for usage"
+const helpLine = "hint: run `banger --help` (or add --help to the command) for usage"
 
 // result is what one banger invocation produced.
 type result struct {
