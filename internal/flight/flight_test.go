@@ -6,12 +6,20 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/banger-dev/banger/internal/progress"
 )
 
+// The tests run in synctest bubbles: synctest.Wait returns once every goroutine of the test
+// is blocked, so "every caller has joined" and "the run has reacted" are facts, not guesses
+// made by sleeping.
+
 func TestConcurrentCallersShareOneRun(t *testing.T) {
+	synctest.Test(t, testConcurrentCallersShareOneRun)
+}
+
+func testConcurrentCallersShareOneRun(t *testing.T) {
 	var g Group[int]
 	var runs atomic.Int32
 	release := make(chan struct{})
@@ -35,7 +43,7 @@ func TestConcurrentCallersShareOneRun(t *testing.T) {
 			results[i] = v
 		}(i)
 	}
-	time.Sleep(50 * time.Millisecond) // let every caller join the run
+	synctest.Wait() // every caller has joined the run and waits for it
 	close(release)
 	wg.Wait()
 	if runs.Load() != 1 {
@@ -52,6 +60,10 @@ func TestConcurrentCallersShareOneRun(t *testing.T) {
 }
 
 func TestLeavingCallerDoesNotCancelOthers(t *testing.T) {
+	synctest.Test(t, testLeavingCallerDoesNotCancelOthers)
+}
+
+func testLeavingCallerDoesNotCancelOthers(t *testing.T) {
 	var g Group[string]
 	started := make(chan struct{})
 	release := make(chan struct{})
@@ -70,7 +82,7 @@ func TestLeavingCallerDoesNotCancelOthers(t *testing.T) {
 	<-started
 	valc := make(chan string, 1)
 	go func() { v, _, _ := g.Do(context.Background(), "k", nil, fn); valc <- v }()
-	time.Sleep(20 * time.Millisecond)
+	synctest.Wait() // the patient caller has joined the run
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("impatient caller: err = %v, want context.Canceled", err)
@@ -82,14 +94,20 @@ func TestLeavingCallerDoesNotCancelOthers(t *testing.T) {
 }
 
 func TestLastCallerLeavingCancelsTheRun(t *testing.T) {
+	synctest.Test(t, testLastCallerLeavingCancelsTheRun)
+}
+
+func testLastCallerLeavingCancelsTheRun(t *testing.T) {
 	var g Group[int]
+	started := make(chan struct{})
 	cancelled := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		time.Sleep(20 * time.Millisecond)
+		<-started
 		cancel()
 	}()
 	_, _, err := g.Do(ctx, "k", nil, func(ctx context.Context, p progress.Func) (int, error) {
+		close(started)
 		<-ctx.Done()
 		close(cancelled)
 		return 0, ctx.Err()
@@ -97,9 +115,10 @@ func TestLastCallerLeavingCancelsTheRun(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
+	synctest.Wait() // the run has reacted to its caller leaving, if it ever will
 	select {
 	case <-cancelled:
-	case <-time.After(2 * time.Second):
+	default:
 		t.Fatal("the run was not cancelled after its only caller left")
 	}
 }
