@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -67,19 +68,62 @@ func TestRendererByteUpdatesPrintNoLines(t *testing.T) {
 	}
 }
 
+// TestRendererNonTerminalIsPlain runs in a synctest bubble: the sleep moves the bubble's clock
+// past several ticks of a live renderer at once, and synctest.Wait returns only when any
+// goroutine the renderer started has done what those ticks make it do.
 func TestRendererNonTerminalIsPlain(t *testing.T) {
 	t.Setenv("NO_COLOR", "")
-	var out bytes.Buffer
-	r := newRenderer(&out)
-	if r.live || r.color {
-		t.Errorf("renderer on a bytes.Buffer: live=%v color=%v, want both false", r.live, r.color)
-	}
-	r.Event(progressEv("vm.boot", "booting", 0, 0))
-	time.Sleep(150 * time.Millisecond) // a live renderer would have redrawn by now
-	r.Finish("ready")
-	if s := out.String(); strings.ContainsAny(s, "\r\x1b") {
-		t.Errorf("renderer on a non-terminal wrote terminal controls: %q", s)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		r := newRenderer(&out)
+		if r.live || r.color {
+			t.Errorf("renderer on a bytes.Buffer: live=%v color=%v, want both false", r.live, r.color)
+		}
+		r.Event(progressEv("vm.boot", "booting", 0, 0))
+		time.Sleep(time.Second) // ten ticks: a live renderer would have redrawn
+		synctest.Wait()
+		r.Finish("ready")
+		if s := out.String(); strings.ContainsAny(s, "\r\x1b") {
+			t.Errorf("renderer on a non-terminal wrote terminal controls: %q", s)
+		}
+	})
+}
+
+// TestRendererTickRedrawsTheLiveLine checks, on synctest's clock, that a live renderer redraws
+// its line every 100ms with the elapsed time, and that Finish stops the redraws.
+func TestRendererTickRedrawsTheLiveLine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		r := liveRenderer(&out, 120, false)
+		ticked := make(chan struct{})
+		go func() { r.tick(); close(ticked) }()
+		r.Event(progressEv("vm.boot", "booting", 0, 0))
+		snapshot := func() string {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return out.String()
+		}
+		if n := strings.Count(snapshot(), "\r\x1b[K"); n != 1 {
+			t.Fatalf("the event drew %d times, want once", n)
+		}
+		time.Sleep(300 * time.Millisecond)
+		synctest.Wait()
+		s := snapshot()
+		if n := strings.Count(s, "\r\x1b[K"); n != 4 {
+			t.Errorf("after 300ms the live line was drawn %d times, want 4 (the event, then a tick every 100ms): %q", n, s)
+		}
+		if line := visible(s); !strings.HasSuffix(line, "booting (0.3s)") {
+			t.Errorf("live line after 300ms = %q, want the message and 0.3s elapsed", line)
+		}
+		r.Finish("")
+		<-ticked // Finish ends the ticker goroutine
+		before := snapshot()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if after := snapshot(); after != before {
+			t.Errorf("the renderer drew after Finish: %q", after[len(before):])
+		}
+	})
 }
 
 func TestRendererFinishWithoutMessagePrintsNothing(t *testing.T) {
