@@ -134,6 +134,10 @@ func lookPath(argv0 string, env []string, dir string) (string, int, error) {
 	return "", 127, fmt.Errorf("%s: command not found", argv0)
 }
 
+// inputDone, when set (by tests), is called once a command's input loop has seen its caller go
+// away, with the command's pid (its process group) and whether the group was sent SIGHUP.
+var inputDone atomic.Pointer[func(pid int, hungUp bool)]
+
 // runExec runs one command for the stream's lifetime and always ends with an Exit frame.
 func runExec(lg *log.Logger, r *wire.Reader, w *wire.Writer, req agent.ExecRequest) {
 	exit := execute(lg, r, w, req)
@@ -253,11 +257,15 @@ func execute(lg *log.Logger, r *wire.Reader, w *wire.Writer, req agent.ExecReque
 		for {
 			t, p, err := r.Next()
 			if err != nil {
-				if !exited.Load() {
+				hungUp := !exited.Load()
+				if hungUp {
 					_ = syscall.Kill(-pid, syscall.SIGHUP)
 				}
 				if !req.TTY {
 					closeStdin()
+				}
+				if f := inputDone.Load(); f != nil {
+					(*f)(pid, hungUp)
 				}
 				return
 			}

@@ -2,6 +2,7 @@ package guestagent
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -253,30 +254,134 @@ func TestCommandEnv(t *testing.T) {
 	}
 }
 
-func TestExecBackgroundDaemonSurvivesTheSession(t *testing.T) {
-	c := connect(t)
+// hangupChild is a shell command that starts, in the background and in the command's process
+// group, a process that reports on the FIFO report: "ready <pid>" once its traps are set, then
+// "hup" or "term" for the first of those signals it gets, after which it exits. The command
+// itself goes on only once the process is ready (it waits on the FIFO ready), so a hangup
+// can never reach the process before its traps are set.
+func hangupChild(report, ready string) string {
+	script := `trap 'echo hup >&3; exit' HUP; trap 'echo term >&3; exit' TERM; exec 3>` + report + `; echo ready $$ >&3; echo >` + ready + `; while :; do sleep 1; done`
+	return "sh -c '" + strings.ReplaceAll(script, "'", `'\''`) + "' </dev/null >/dev/null 2>&1 & read x <" + ready + ";"
+}
+
+// hangupFIFOs makes the two FIFOs of a hangupChild and opens the report FIFO for reading.
+// It is opened read-write so that neither side's open blocks and a read waits for a line.
+func hangupFIFOs(t *testing.T) (report, ready string, r *bufio.Reader) {
+	t.Helper()
 	dir := t.TempDir()
-	pidFile := filepath.Join(dir, "pid")
-	// A command that starts a daemon and returns at once, as `vm exec … &` users do.
-	r := run(t, c, agent.ExecRequest{Argv: []string{"sh", "-c", "setsid sh -c 'echo $$ > " + pidFile + "; exec sleep 30' </dev/null >/dev/null 2>&1 &"}}, strings.NewReader(""), nil)
-	if r.exit.Code != 0 {
-		t.Fatalf("exit %+v", r.exit)
+	report, ready = filepath.Join(dir, "report"), filepath.Join(dir, "ready")
+	for _, p := range []string{report, ready} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	f, err := os.OpenFile(report, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return report, ready, bufio.NewReader(f)
+}
+
+// watchHangups reports, for each exec input loop that sees its caller go away, the command's
+// pid and whether its process group was sent SIGHUP.
+func watchHangups(t *testing.T) <-chan [2]int {
+	t.Helper()
+	ch := make(chan [2]int, 16)
+	f := func(pid int, hungUp bool) {
+		v := [2]int{pid, 0}
+		if hungUp {
+			v[1] = 1
+		}
+		select {
+		case ch <- v:
+		default:
+		}
+	}
+	inputDone.Store(&f)
+	t.Cleanup(func() { inputDone.Store(nil) })
+	return ch
+}
+
+// awaitInputDone waits for the input loop of the command whose process group is pgid.
+func awaitInputDone(ch <-chan [2]int, pgid int) (hungUp bool) {
+	for {
+		if v := <-ch; v[0] == pgid {
+			return v[1] == 1
+		}
+	}
+}
+
+// readyChild reads the hangupChild's first report and returns its process group.
+func readyChild(t *testing.T, br *bufio.Reader) int {
+	t.Helper()
+	line, err := br.ReadString('\n')
 	var pid int
-	deadline := time.Now().Add(5 * time.Second)
-	for pid == 0 && time.Now().Before(deadline) {
-		b, _ := os.ReadFile(pidFile)
-		fmt.Sscan(strings.TrimSpace(string(b)), &pid)
-		time.Sleep(10 * time.Millisecond)
+	if _, serr := fmt.Sscanf(line, "ready %d", &pid); err != nil || serr != nil {
+		t.Fatalf("background process: read %q, %v; want \"ready <pid>\"", line, err)
 	}
-	if pid == 0 {
-		t.Fatal("the background process never started")
+	pgid, err := syscall.Getpgid(pid)
+	if err != nil {
+		t.Fatal(err)
 	}
-	defer syscall.Kill(pid, syscall.SIGKILL)
-	time.Sleep(300 * time.Millisecond) // the session is over; a hangup would have landed by now
-	if err := syscall.Kill(pid, 0); err != nil {
-		t.Errorf("the background process died with the session: %v", err)
-	}
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+	return pgid
+}
+
+// firstSignal sends SIGTERM to the process group pgid and returns the hangupChild's report of
+// the first signal it got: "term" if nothing came before the test's SIGTERM. Any SIGHUP the
+// agent sent before it reported the session's end is pending by then and is reported first.
+func firstSignal(br *bufio.Reader, pgid int) string {
+	_ = syscall.Kill(-pgid, syscall.SIGTERM) // the group is gone if a hangup ended it
+	line, _ := br.ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// TestExecHangupOnlyWhileTheCommandRuns checks both sides of the hangup rule with a process
+// that reports the signals it gets. While the command runs, a caller going away sends SIGHUP
+// to the command's process group. Once the command has exited, the background processes it
+// left in its group on purpose (`vm exec … &`) are not hung up when the session ends: after
+// the agent has handled the caller going away, the process's first signal is the SIGTERM the
+// test sends, not a SIGHUP.
+func TestExecHangupOnlyWhileTheCommandRuns(t *testing.T) {
+	hangups := watchHangups(t)
+	c := connect(t)
+
+	t.Run("caller leaves a running command", func(t *testing.T) {
+		report, ready, br := hangupFIFOs(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		execDone := make(chan error, 1)
+		go func() {
+			_, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", hangupChild(report, ready) + " wait"}}, wire.CallerIO{})
+			execDone <- err
+		}()
+		pgid := readyChild(t, br)
+		cancel() // the caller goes away
+		if !awaitInputDone(hangups, pgid) {
+			t.Error("the agent did not hang up a running command whose caller went away")
+		}
+		if got := firstSignal(br, pgid); got != "hup" {
+			t.Errorf("the command's process group got %q first, want SIGHUP when the caller went away", got)
+		}
+		<-execDone // Exec returns once the command has ended
+	})
+
+	t.Run("command exited, its background process stays", func(t *testing.T) {
+		report, ready, br := hangupFIFOs(t)
+		// A command that starts a daemon and returns at once, as `vm exec … &` users do.
+		r := run(t, c, agent.ExecRequest{Argv: []string{"sh", "-c", hangupChild(report, ready)}}, strings.NewReader(""), nil)
+		if r.exit.Code != 0 {
+			t.Fatalf("exit %+v", r.exit)
+		}
+		pgid := readyChild(t, br)
+		if awaitInputDone(hangups, pgid) {
+			t.Error("the agent hung up the process group of a command that had exited")
+		}
+		if got := firstSignal(br, pgid); got != "term" {
+			t.Errorf("the background process got %q before the test's SIGTERM, want nothing: it must survive the session", got)
+		}
+	})
 }
 
 func TestProvisionWritesFilesWithTheirModes(t *testing.T) {
