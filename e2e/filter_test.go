@@ -7,13 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // udpSink records every datagram a UDP socket in a namespace receives: payload → source.
@@ -24,36 +21,13 @@ type udpSink struct {
 
 func listenUDPIn(t *testing.T, ns, addr string) *udpSink {
 	t.Helper()
-	type res struct {
-		pc  net.PacketConn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			ch <- res{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			ch <- res{nil, err}
-			return
-		}
-		pc, err := net.ListenPacket("udp4", addr)
-		ch <- res{pc, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen on %s in %s: %v", addr, ns, r.err)
-	}
-	t.Cleanup(func() { r.pc.Close() })
+	pc := listenPacketIn(t, ns, "udp4", addr)
+	t.Cleanup(func() { pc.Close() })
 	s := &udpSink{got: map[string]netip.Addr{}}
 	go func() {
 		buf := make([]byte, 512)
 		for {
-			n, from, err := r.pc.ReadFrom(buf)
+			n, from, err := pc.ReadFrom(buf)
 			if err != nil {
 				return
 			}

@@ -43,8 +43,8 @@ func natRules(t *testing.T) []netip.Addr {
 	return ips
 }
 
-// listenInNetns opens a UDP socket on loopback inside the test namespace.
-func listenInNetns(t *testing.T, addr string) net.PacketConn {
+// listenPacketIn opens a packet socket (network "udp", "udp4") on addr inside namespace ns.
+func listenPacketIn(t *testing.T, ns, network, addr string) net.PacketConn {
 	t.Helper()
 	type res struct {
 		pc  net.PacketConn
@@ -53,7 +53,7 @@ func listenInNetns(t *testing.T, addr string) net.PacketConn {
 	ch := make(chan res, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		target, err := netns.GetFromName(h.netns)
+		target, err := netns.GetFromName(ns)
 		if err != nil {
 			ch <- res{nil, err}
 			return
@@ -63,12 +63,12 @@ func listenInNetns(t *testing.T, addr string) net.PacketConn {
 			ch <- res{nil, err}
 			return
 		}
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := net.ListenPacket(network, addr)
 		ch <- res{pc, err}
 	}()
 	r := <-ch
 	if r.err != nil {
-		t.Fatal(r.err)
+		t.Fatalf("listen on %s in %s: %v", addr, ns, r.err)
 	}
 	return r.pc
 }
@@ -167,7 +167,7 @@ func TestNATRulesGoWithTheLastVM(t *testing.T) {
 // runs on loopback inside the namespace, and resolves a name from a guest through it.
 func TestGuestResolvesThroughTheForwarder(t *testing.T) {
 	ensureWarm(t)
-	pc := listenInNetns(t, "127.0.0.1:5354")
+	pc := listenPacketIn(t, h.netns, "udp", "127.0.0.1:5354")
 	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
