@@ -17,7 +17,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -41,21 +40,9 @@ func testRegistry(t *testing.T, repo, arch string, layers ...[]byte) (ref string
 
 func pushImage(t *testing.T, ref, arch string, layers ...[]byte) {
 	t.Helper()
-	img := empty.Image
-	for _, l := range layers {
-		data := l
-		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, layer); err != nil {
-			t.Fatal(err)
-		}
-	}
+	img := testImage(t, arch, layers...)
 	cfg, _ := img.ConfigFile()
 	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture = "linux", arch
-	cfg.Config.Cmd = []string{"/bin/sh"}
 	cfg.Config.Env = []string{"PATH=/bin"}
 	img, err := mutate.ConfigFile(img, cfg)
 	if err != nil {
