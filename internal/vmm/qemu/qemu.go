@@ -203,24 +203,15 @@ const consoleDrain = 5 * time.Second
 func (m *machine) attachConsole(ctx context.Context, header string) error {
 	var d net.Dialer
 	var conn net.Conn
-	for {
-		var err error
+	err := m.untilListening(ctx, func() (err error) {
 		conn, err = d.DialContext(ctx, "unix", m.rec.Sockets["console"])
-		if err == nil {
-			break
-		}
-		// QEMU binds its socket before it listens on it: refused right after the file
-		// appears means "not yet".
-		if !errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
-			return fmt.Errorf("qemu: connect to the guest console: %w", err)
-		}
-		select {
-		case <-m.proc.Done():
-			return m.exitedDuringStart()
-		case <-ctx.Done():
-			return fmt.Errorf("qemu: connect to the guest console: %w", ctx.Err())
-		case <-time.After(2 * time.Millisecond):
-		}
+		return err
+	})
+	if errors.Is(err, errExited) {
+		return m.exitedDuringStart()
+	}
+	if err != nil {
+		return fmt.Errorf("qemu: connect to the guest console: %w", err)
 	}
 	pumped, err := vmm.PumpConsole(conn, m.rec.Console, m.rec.ConsoleMax, header)
 	if err != nil {
@@ -284,19 +275,9 @@ func (m *machine) waitReady(ctx context.Context, deadline time.Time) error {
 	}
 	qctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	var err error
-	for {
-		err = qmpExecute(qctx, m.rec.Sockets["qmp"], "query-status")
-		// QEMU binds its socket before it listens on it: a refused connection right after the
-		// file appears means "not yet", not "gone".
-		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || qctx.Err() != nil {
-			break
-		}
-		select {
-		case <-m.proc.Done():
-			return m.exitedDuringStart()
-		case <-time.After(2 * time.Millisecond):
-		}
+	err := m.untilListening(qctx, func() error { return qmpExecute(qctx, m.rec.Sockets["qmp"], "query-status") })
+	if errors.Is(err, errExited) {
+		return m.exitedDuringStart()
 	}
 	if err == nil {
 		return nil
@@ -311,6 +292,27 @@ func (m *machine) waitReady(ctx context.Context, deadline time.Time) error {
 	case <-time.After(2 * time.Second):
 	}
 	return fmt.Errorf("qemu does not answer on its QMP socket: %v; see %s", err, m.rec.Log)
+}
+
+// errExited is what untilListening returns when QEMU exits while it waits.
+var errExited = errors.New("qemu exited")
+
+// untilListening calls try until it returns anything but "connection refused", and returns
+// that. QEMU binds its sockets before it listens on them: a refused connection right after the
+// file appears means "not yet", not "gone". It returns errExited if QEMU exits meanwhile, and
+// try's error once ctx is done.
+func (m *machine) untilListening(ctx context.Context, try func() error) error {
+	for {
+		err := try()
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-m.proc.Done():
+			return errExited
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 func (m *machine) exitedDuringStart() error {
