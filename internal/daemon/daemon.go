@@ -30,7 +30,9 @@ import (
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
+	"github.com/banger-dev/banger/internal/vmnet"
 	"github.com/banger-dev/banger/internal/vmservice"
+	"github.com/banger-dev/banger/internal/vmssh"
 )
 
 // Options configure a daemon.
@@ -130,7 +132,8 @@ func Run(ctx context.Context, o Options) error {
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
 			Artifacts: cat, Drivers: []vmm.Driver{qd, fd}, Log: lg,
-			Net: net, DNS: dns, DNSPort: cfg.DNSPort, CLIPath: o.CLIPath,
+			Network: vmnet.New(vmnet.Options{Net: net, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
+			SSH:     vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
 		}),
 		catalog:  cat,
 		ops:      newOperations(),

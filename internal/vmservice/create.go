@@ -91,25 +91,65 @@ func (s *Service) runtimeDir(id string) string {
 	return filepath.Join(s.layout.VMRuntimeDir(), id)
 }
 
-// Create makes a VM and boots it until its agent answers. On any failure everything it made
-// is undone — record, files, disk, process — and the root cause is returned.
+// Create makes a VM and boots it until its agent answers: it resolves a plan (name, size,
+// VMM, image and kernel), then runs the plan's steps. On any failure everything it made is
+// undone — record, files, disk, process — and the root cause is returned.
 func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (store.VM, []steps.Timing, error) {
+	c, err := s.plan(ctx, req, obs)
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+	defer c.release() // after the steps: the VM's record (or its undo) decides if the image version stays
+	unlock := s.lock(c.vm.ID)
+	defer unlock()
+	timings, err := steps.Run(ctx, s.createSteps(c), s.hooks(c.name, req.FailStep, req.PauseStep))
+	if err != nil {
+		return store.VM{}, timings, s.createFailed(ctx, c, err)
+	}
+	return c.vm, timings, nil
+}
+
+// creation is a create resolved before anything is made: the VM to record and what its
+// steps need.
+type creation struct {
+	req CreateRequest
+	obs Observer
+	// name is the name the create started with (the step hooks log it); rename, non-nil only
+	// for a generated name, picks another when a concurrent create took it.
+	name   string
+	rename func() string
+	vm     store.VM
+	// boot is what starting the VM needs; nil for a create without start.
+	boot *boot
+	// release hands back the image version the create holds; the record keeps it from then.
+	release func()
+}
+
+// keep says whether the undo spares the record, the VM's directory and its disk: the guest
+// never answered and the request asked to keep such a VM.
+func (c *creation) keep() bool {
+	return c.req.KeepUnreachable && c.boot != nil && c.boot.unreachable
+}
+
+// plan resolves a create: the name, the VM's size from the request, config and host, the
+// VMM, the image and the kernel (fetched or built when missing). It makes nothing but the
+// artifacts; on failure it holds nothing.
+func (s *Service) plan(ctx context.Context, req CreateRequest, obs Observer) (c *creation, err error) {
 	cfg, err := s.config()
 	if err != nil {
-		return store.VM{}, nil, failure.Wrap(failure.Invalid, err)
+		return nil, failure.Wrap(failure.Invalid, err)
 	}
+	c = &creation{req: req, obs: obs, name: req.Name, release: func() {}}
 
 	// A generated name can still be taken by a concurrent create before this one records
 	// its VM; the record step then picks another (rename). A name the user gave never changes.
-	name := req.Name
-	var rename func() string
-	if name == "" {
-		rename = func() string { return s.NewName(ctx) }
-		name = rename()
-	} else if err := names.Validate(name); err != nil {
-		return store.VM{}, nil, failure.Wrap(failure.Invalid, err)
-	} else if _, err := s.store.GetVM(ctx, name); err == nil {
-		return store.VM{}, nil, conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", name, name)
+	if c.name == "" {
+		c.rename = func() string { return s.NewName(ctx) }
+		c.name = c.rename()
+	} else if err := names.Validate(c.name); err != nil {
+		return nil, failure.Wrap(failure.Invalid, err)
+	} else if _, err := s.store.GetVM(ctx, c.name); err == nil {
+		return nil, conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", c.name, c.name)
 	}
 
 	// Errors before the VM is recorded name it only when the user did: a generated name
@@ -118,17 +158,17 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 		if req.Name == "" {
 			return err
 		}
-		return fmt.Errorf("vm %q: %w", name, err)
+		return fmt.Errorf("vm %q: %w", c.name, err)
 	}
 
 	facts, err := s.host.ReadFacts()
 	if err != nil {
-		return store.VM{}, nil, err
+		return nil, err
 	}
 	spec, err := config.ResolveVMSpec(config.Overrides{VCPU: req.VCPU, MemoryBytes: req.MemoryBytes, DiskBytes: req.DiskBytes}, cfg,
 		config.HostFacts{CPUs: facts.CPUs, MemoryBytes: facts.MemoryBytes})
 	if err != nil {
-		return store.VM{}, nil, failure.Wrap(failure.Invalid, err)
+		return nil, failure.Wrap(failure.Invalid, err)
 	}
 	if obs.Spec != nil {
 		obs.Spec(spec)
@@ -136,7 +176,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 
 	driver, accel, err := s.chooseDriver(ctx, cfg, obs)
 	if err != nil {
-		return store.VM{}, nil, err
+		return nil, err
 	}
 
 	// The image first: it may name the kernel its VMs boot (flag > image > config).
@@ -146,14 +186,19 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	}
 	img, err := s.artifacts.Image(ctx, imageName, obs.Progress)
 	if err != nil {
-		return store.VM{}, nil, forVM(err)
+		return nil, forVM(err)
 	}
 	if img.OlderRecipe {
 		obs.notice(fmt.Sprintf("image %s was built from an older form of its recipe (banger was upgraded since); "+
 			"rebuild it with `banger image build %s` to get the changes", img.Name, img.Name))
 	}
 	if r, ok := s.artifacts.(interface{ Release(catalog.Image) }); ok {
-		defer r.Release(img) // from here on the VM's record (or its undo) decides if the version stays
+		c.release = func() { r.Release(img) }
+		defer func() {
+			if err != nil {
+				c.release()
+			}
+		}()
 	}
 	kernelName := req.Kernel
 	if kernelName == "" {
@@ -164,20 +209,20 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 	}
 	kern, err := s.artifacts.Kernel(ctx, kernelName, obs.Progress)
 	if err != nil {
-		return store.VM{}, nil, forVM(err)
+		return nil, forVM(err)
 	}
 
 	id, err := newID()
 	if err != nil {
-		return store.VM{}, nil, err
+		return nil, err
 	}
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
-		return store.VM{}, nil, err
+		return nil, err
 	}
-	vm := store.VM{
+	c.vm = store.VM{
 		ID:         id,
-		Name:       name,
+		Name:       c.name,
 		State:      StateCreating,
 		Image:      img.Ref(), // name@version: the VM keeps booting this version
 		Kernel:     kern.Name,
@@ -191,20 +236,24 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 		Spec:       specJSON,
 		NAT:        !req.NoNAT,
 	}
-	unlock := s.lock(id)
-	defer unlock()
+	if !req.NoStart {
+		c.boot = &boot{vm: &c.vm, driver: driver, accel: accel, kernel: kern, image: img, timeout: cfg.BootTimeout,
+			consoleMax: cfg.ConsoleLogSize, obs: obs, creating: true, keepUnreachable: req.KeepUnreachable}
+	}
+	return c, nil
+}
 
-	rt := s.runtimeDir(id)
-	diskPath := filepath.Join(vm.Dir, diskFile)
-	var b *boot
-	// keep says whether the undo spares the record, the VM's directory and its disk.
-	keep := func() bool { return req.KeepUnreachable && b != nil && b.unreachable }
+// createSteps are a create's steps: record, dirs and disk, then the boot steps (or, without
+// start, the record's state created). The caller holds the VM's lock.
+func (s *Service) createSteps(c *creation) []steps.Step {
+	vm := &c.vm
+	rt := s.runtimeDir(vm.ID)
 	list := []steps.Step{
 		{
 			Name: StepRecord,
-			Do:   func(ctx context.Context) error { return s.createRecord(ctx, &vm, rename) },
+			Do:   func(ctx context.Context) error { return s.createRecord(ctx, vm, c.rename) },
 			Undo: func(ctx context.Context) error {
-				if keep() {
+				if c.keep() {
 					return nil
 				}
 				return s.store.DeleteVM(ctx, vm.ID)
@@ -219,52 +268,54 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 					}
 				}
 				// The host key exists before the guest does: known_hosts is right from the start.
-				return s.ensureHostKey(&vm)
+				return s.ssh.EnsureHostKey(sshVM(vm))
 			},
 			Undo: func(ctx context.Context) error {
-				if keep() {
+				if c.keep() {
 					return os.RemoveAll(rt)
 				}
-				s.forgetSSH(ctx, vm)
+				s.forgetSSH(ctx, *vm)
 				return errors.Join(os.RemoveAll(vm.Dir), os.RemoveAll(rt))
 			},
 		},
 		{
 			Name: StepDisk,
 			Do: func(ctx context.Context) error {
-				obs.Progress.Stage("vm.disk", fmt.Sprintf("creating %s disk", bytesize.Format(vm.DiskBytes)))
-				seed, err := s.diskSeed(&vm)
+				c.obs.Progress.Stage("vm.disk", fmt.Sprintf("creating %s disk", bytesize.Format(vm.DiskBytes)))
+				seed, err := s.ssh.Seed(sshVM(vm))
 				if err != nil {
 					return err
 				}
 				if seed != "" {
 					defer os.RemoveAll(seed)
 				}
-				if err := disk.CreateExt4From(ctx, diskPath, vm.DiskBytes, "banger-disk", seed); err != nil {
+				if err := disk.CreateExt4From(ctx, filepath.Join(vm.Dir, diskFile), vm.DiskBytes, "banger-disk", seed); err != nil {
 					return err
 				}
-				if b != nil {
-					b.seeded = seed != ""
+				if c.boot != nil {
+					c.boot.seeded = seed != ""
 				}
 				return nil
 			},
 		},
 	}
-	if req.NoStart {
-		list = append(list, steps.Step{
+	if c.boot == nil {
+		return append(list, steps.Step{
 			Name: "created",
 			Do: func(ctx context.Context) error {
 				vm.State = StateCreated
-				return s.store.UpdateVM(ctx, &vm)
+				return s.store.UpdateVM(ctx, vm)
 			},
 		})
-	} else {
-		b = &boot{vm: &vm, driver: driver, accel: accel, kernel: kern, image: img, timeout: cfg.BootTimeout, consoleMax: cfg.ConsoleLogSize, obs: obs, creating: true, keepUnreachable: req.KeepUnreachable}
-		list = append(list, s.bootSteps(b)...)
 	}
-	hooks := s.hooks(name, req.FailStep, req.PauseStep)
-	timings, err := steps.Run(ctx, list, hooks)
-	if err != nil && keep() {
+	return append(list, s.bootSteps(c.boot)...)
+}
+
+// createFailed is the error of a create whose steps failed (and were undone). A VM kept
+// because its guest never answered is recorded as stopped, to be looked into.
+func (s *Service) createFailed(ctx context.Context, c *creation, err error) error {
+	vm := &c.vm
+	if c.keep() {
 		// The undo ended the VMM and took the VM off the network; what is left is a stopped
 		// VM to look into. It is no longer ephemeral: nothing deletes it behind the user's back.
 		cause := err
@@ -273,27 +324,24 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (
 			cause = se.Err
 		}
 		vm.State, vm.LastError, vm.Runtime, vm.AutoRemove = StateStopped, cause.Error(), nil, false
-		if uerr := s.store.UpdateVM(context.WithoutCancel(ctx), &vm); uerr != nil {
-			return store.VM{}, timings, errors.Join(fmt.Errorf("vm %q: %w", vm.Name, err), uerr)
+		if uerr := s.store.UpdateVM(context.WithoutCancel(ctx), vm); uerr != nil {
+			return errors.Join(fmt.Errorf("vm %q: %w", vm.Name, err), uerr)
 		}
-		return store.VM{}, timings, fmt.Errorf("vm %q never became reachable: %w\nthe VM is kept, stopped, to be looked into: "+
+		return fmt.Errorf("vm %q never became reachable: %w\nthe VM is kept, stopped, to be looked into: "+
 			"`banger vm logs %s` shows its console, `banger vm start %s` tries again, `banger vm delete %s` removes it",
 			vm.Name, err, vm.Name, vm.Name, vm.Name)
 	}
-	if err != nil {
-		var se *steps.Error
-		if errors.As(err, &se) {
-			if failure.Classified(se.Err) {
-				return store.VM{}, timings, err
-			}
-			if errors.Is(err, context.Canceled) {
-				return store.VM{}, timings, fmt.Errorf("vm %q: creation cancelled at step %s; everything it made was removed", vm.Name, se.Step)
-			}
-			return store.VM{}, timings, fmt.Errorf("vm %q: start failed at step %s: %w", vm.Name, se.Step, err)
+	var se *steps.Error
+	if errors.As(err, &se) {
+		if failure.Classified(se.Err) {
+			return err
 		}
-		return store.VM{}, timings, err
+		if errors.Is(err, context.Canceled) {
+			return fmt.Errorf("vm %q: creation cancelled at step %s; everything it made was removed", vm.Name, se.Step)
+		}
+		return fmt.Errorf("vm %q: start failed at step %s: %w", vm.Name, se.Step, err)
 	}
-	return vm, timings, nil
+	return err
 }
 
 // GuestCmdline is the kernel command line for banger's initramfs agent. vda is the image,

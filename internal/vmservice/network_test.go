@@ -16,6 +16,7 @@ import (
 	"github.com/banger-dev/banger/internal/dnsserver"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/banger-dev/banger/internal/vmnet"
 )
 
 // networkedEnv is newEnv with real guest networking in a network namespace made for the test
@@ -38,7 +39,7 @@ func networkedEnv(t *testing.T) (*env, *hostnet.Net, *dnsserver.Server) {
 	t.Cleanup(func() { n.Close() })
 	dns := dnsserver.New(nil, n.Dial, nil)
 	t.Cleanup(func() { dns.Close() })
-	e.svc.net, e.svc.dns = n, dns
+	e.svc.net = vmnet.New(vmnet.Options{Net: n, DNS: dns})
 	return e, n, dns
 }
 

@@ -12,14 +12,13 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/catalog"
 	"github.com/banger-dev/banger/internal/config"
-	"github.com/banger-dev/banger/internal/dnsserver"
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
-	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmssh"
 )
 
 // VM states.
@@ -48,14 +47,8 @@ type Service struct {
 	artifacts Artifacts
 	drivers   map[string]vmm.Driver
 	log       *slog.Logger
-	net       *hostnet.Net      // nil: VMs get no network
-	dns       *dnsserver.Server // nil: no .vm names
-	dnsPort   int               // loopback port of the DNS server for the host (0: none)
-	cliPath   string            // the banger CLI, for ssh_config's ProxyCommand
-	// filterMu serializes packet filter updates; starting holds the VMs between their tap's
-	// creation and their announcement (by id), so the filter knows them before they boot.
-	filterMu sync.Mutex
-	starting map[string]store.VM
+	net       Network // nil: VMs get no network
+	ssh       SSHAccess
 
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM id: operations on one VM serialize
@@ -71,15 +64,12 @@ type Options struct {
 	Artifacts Artifacts
 	Drivers   []vmm.Driver
 	Log       *slog.Logger
-	// Net is guest networking (bridge, taps, NAT); nil gives VMs no network device.
-	Net *hostnet.Net
-	// DNS answers <name>.vm; it listens on the bridge once the bridge exists, and on
-	// 127.0.0.1:DNSPort when DNSPort is set.
-	DNS     *dnsserver.Server
-	DNSPort int
-	// CLIPath is the banger CLI that banger's ssh_config runs as ProxyCommand
-	// (`banger vm ssh-proxy VM`); "banger" (found on PATH) when empty.
-	CLIPath string
+	// Network is guest networking (addresses, taps, packet filter, .vm names); nil gives VMs
+	// no network device.
+	Network Network
+	// SSH keeps banger's ssh files (host keys, known_hosts, ssh_config, client key); nil:
+	// those of Layout, with `banger` on PATH as ssh_config's ProxyCommand.
+	SSH SSHAccess
 }
 
 // New returns a Service.
@@ -92,10 +82,8 @@ func New(o Options) *Service {
 		artifacts: o.Artifacts,
 		drivers:   map[string]vmm.Driver{},
 		log:       o.Log,
-		net:       o.Net,
-		dns:       o.DNS,
-		dnsPort:   o.DNSPort,
-		cliPath:   o.CLIPath,
+		net:       o.Network,
+		ssh:       o.SSH,
 		locks:     map[string]*sync.Mutex{},
 		running:   map[string]*instance{},
 	}
@@ -105,8 +93,8 @@ func New(o Options) *Service {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	if s.cliPath == "" {
-		s.cliPath = "banger"
+	if s.ssh == nil {
+		s.ssh = vmssh.New(vmssh.Options{Layout: o.Layout, Config: o.Config})
 	}
 	return s
 }

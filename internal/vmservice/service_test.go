@@ -728,7 +728,7 @@ func TestNewDiskCarriesTheSSHFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := filepath.Join(vm.Dir, diskFile)
-	key, err := os.ReadFile(filepath.Join(vm.Dir, hostKeyFile))
+	key, err := os.ReadFile(filepath.Join(vm.Dir, "ssh_host_ed25519_key"))
 	if err != nil {
 		t.Fatal(err)
 	}

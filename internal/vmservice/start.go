@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/steps"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmnet"
 )
 
 // boot is what starting a VM needs, resolved before its steps run.
@@ -37,9 +38,9 @@ type boot struct {
 	// seeded: the VM's new disk already holds the ssh files; provisioning is not needed.
 	seeded bool
 
-	in  *instance
-	cli *agent.Client
-	nic *vmm.NIC
+	in   *instance
+	cli  *agent.Client
+	link *vmnet.Link // the VM's network device, once the network step attached it
 }
 
 // bootSteps connect the VM to the network, start the VMM and wait for the guest agent:
@@ -50,7 +51,7 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 	rt := s.runtimeDir(vm.ID)
 	netns := ""
 	if s.networking() {
-		netns = s.net.NetNSPath()
+		netns = s.net.Info().Namespace
 	}
 	return []steps.Step{
 		s.networkStep(b),
@@ -66,8 +67,8 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 					ID: vm.ID, Name: vm.Name, Dir: vm.Dir, RuntimeDir: rt,
 					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: b.accel,
 					Kernel: b.kernel.Vmlinux, Initrd: b.kernel.Initrd,
-					Cmdline: GuestCmdline(vm.Name) + s.netCmdline(vm) + modulesCmdline(b),
-					NIC:     b.nic, NetNS: netns,
+					Cmdline: GuestCmdline(vm.Name) + netCmdline(b.link) + modulesCmdline(b),
+					NIC:     nicOf(b.link), NetNS: netns,
 					Disks:          bootDisks(b),
 					ConsoleLogSize: b.consoleMax,
 				})
