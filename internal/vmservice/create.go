@@ -139,17 +139,9 @@ func (s *Service) plan(ctx context.Context, req CreateRequest, obs Observer) (c 
 	if err != nil {
 		return nil, failure.Wrap(failure.Invalid, err)
 	}
-	c = &creation{req: req, obs: obs, name: req.Name, release: func() {}}
-
-	// A generated name can still be taken by a concurrent create before this one records
-	// its VM; the record step then picks another (rename). A name the user gave never changes.
-	if c.name == "" {
-		c.rename = func() string { return s.NewName(ctx) }
-		c.name = c.rename()
-	} else if err := names.Validate(c.name); err != nil {
-		return nil, failure.Wrap(failure.Invalid, err)
-	} else if _, err := s.store.GetVM(ctx, c.name); err == nil {
-		return nil, conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", c.name, c.name)
+	c = &creation{req: req, obs: obs}
+	if c.name, c.rename, err = s.newVMName(ctx, req.Name); err != nil {
+		return nil, err
 	}
 
 	// Errors before the VM is recorded name it only when the user did: a generated name
@@ -179,38 +171,16 @@ func (s *Service) plan(ctx context.Context, req CreateRequest, obs Observer) (c 
 		return nil, err
 	}
 
-	// The image first: it may name the kernel its VMs boot (flag > image > config).
-	imageName := req.Image
-	if imageName == "" {
-		imageName = cfg.DefaultImageName
-	}
-	img, err := s.artifacts.Image(ctx, imageName, obs.Progress)
+	img, kern, release, err := s.bootArtifacts(ctx, cfg, req, obs)
 	if err != nil {
 		return nil, forVM(err)
 	}
-	if img.OlderRecipe {
-		obs.notice(fmt.Sprintf("image %s was built from an older form of its recipe (banger was upgraded since); "+
-			"rebuild it with `banger image build %s` to get the changes", img.Name, img.Name))
-	}
-	if r, ok := s.artifacts.(interface{ Release(catalog.Image) }); ok {
-		c.release = func() { r.Release(img) }
-		defer func() {
-			if err != nil {
-				c.release()
-			}
-		}()
-	}
-	kernelName := req.Kernel
-	if kernelName == "" {
-		kernelName = img.Kernel
-	}
-	if kernelName == "" {
-		kernelName = cfg.DefaultKernel
-	}
-	kern, err := s.artifacts.Kernel(ctx, kernelName, obs.Progress)
-	if err != nil {
-		return nil, forVM(err)
-	}
+	c.release = release
+	defer func() {
+		if err != nil {
+			c.release()
+		}
+	}()
 
 	id, err := newID()
 	if err != nil {
@@ -241,6 +211,56 @@ func (s *Service) plan(ctx context.Context, req CreateRequest, obs Observer) (c 
 			consoleMax: cfg.ConsoleLogSize, obs: obs, creating: true, keepUnreachable: req.KeepUnreachable}
 	}
 	return c, nil
+}
+
+// bootArtifacts gets the image and the kernel a new VM boots: the image first, as it may name
+// the kernel (flag > image > config). release hands back the image version it holds; on
+// failure it holds nothing.
+func (s *Service) bootArtifacts(ctx context.Context, cfg config.Config, req CreateRequest, obs Observer) (img catalog.Image, kern catalog.Kernel, release func(), err error) {
+	imageName := req.Image
+	if imageName == "" {
+		imageName = cfg.DefaultImageName
+	}
+	if img, err = s.artifacts.Image(ctx, imageName, obs.Progress); err != nil {
+		return img, kern, nil, err
+	}
+	if img.OlderRecipe {
+		obs.notice(fmt.Sprintf("image %s was built from an older form of its recipe (banger was upgraded since); "+
+			"rebuild it with `banger image build %s` to get the changes", img.Name, img.Name))
+	}
+	release = func() {}
+	if r, ok := s.artifacts.(interface{ Release(catalog.Image) }); ok {
+		release = func() { r.Release(img) }
+	}
+	kernelName := req.Kernel
+	if kernelName == "" {
+		kernelName = img.Kernel
+	}
+	if kernelName == "" {
+		kernelName = cfg.DefaultKernel
+	}
+	if kern, err = s.artifacts.Kernel(ctx, kernelName, obs.Progress); err != nil {
+		release()
+		return img, kern, nil, err
+	}
+	return img, kern, release, nil
+}
+
+// newVMName checks the name a create asks for, or generates one. A generated name can still
+// be taken by a concurrent create before this one records its VM; the record step then picks
+// another with rename (nil for a name the user gave: that one never changes).
+func (s *Service) newVMName(ctx context.Context, asked string) (name string, rename func() string, err error) {
+	if asked == "" {
+		rename = func() string { return s.NewName(ctx) }
+		return rename(), rename, nil
+	}
+	if err := names.Validate(asked); err != nil {
+		return "", nil, failure.Wrap(failure.Invalid, err)
+	}
+	if _, err := s.store.GetVM(ctx, asked); err == nil {
+		return "", nil, conflictf("a VM named %q already exists; pick another name or delete it with `banger vm delete %s`", asked, asked)
+	}
+	return asked, nil, nil
 }
 
 // createSteps are a create's steps: record, dirs and disk, then the boot steps (or, without
