@@ -1,7 +1,9 @@
 // Package vmservice owns the life of VMs: creating one (resolving its size, getting its
 // kernel and image, making its disk, starting its VMM and waiting for its agent) as a list of
 // steps that are undone on failure, running commands in it, deleting it, and reconciling
-// records with real processes when the daemon starts.
+// records with real processes when the daemon starts. It drives the VM's network and its ssh
+// files through two interfaces of its own, Network (package vmnet) and SSHAccess (package
+// vmssh), and keeps none of their state.
 package vmservice
 
 import (
