@@ -19,7 +19,9 @@ const StepNetwork = "network"
 // host's bridge, packet filter and DNS server. Everything crosses it as plain data (no
 // pointer into the service's state), errors the caller acts on carry a package failure kind,
 // and each call returns once its change is in place on the host — so that it can be served
-// from another process (a privileged helper) unchanged.
+// from another process (a privileged helper) unchanged. No call waits on a guest or on
+// traffic; what they wait on is the kernel (links, nftables) and, for Attach, Restore and
+// Teardown, systemd-resolved's resolvectl where it runs — which nothing bounds yet.
 type Network interface {
 	// Info returns the network's fixed facts (bridge, namespace); they do not change while
 	// the service runs.
