@@ -60,6 +60,9 @@ type Service struct {
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM id: operations on one VM serialize
 	running map[string]*instance   // VMs whose VMM this daemon knows to run
+
+	// driverOrder is Options.Drivers: the order of preference for vmm.Choose.
+	driverOrder []vmm.Driver
 }
 
 // Options configure a Service.
@@ -69,7 +72,7 @@ type Options struct {
 	Config    func() (config.Config, error) // loads the current config (re-read per operation)
 	Host      host.Root
 	Artifacts Artifacts
-	Drivers   []vmm.Driver
+	Drivers   []vmm.Driver // in order of preference (see vmm.Choose)
 	Log       *slog.Logger
 	// Net is guest networking (bridge, taps, NAT); nil gives VMs no network device.
 	Net *hostnet.Net
@@ -101,6 +104,7 @@ func New(o Options) *Service {
 	}
 	for _, d := range o.Drivers {
 		s.drivers[d.Name()] = d
+		s.driverOrder = append(s.driverOrder, d)
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -28,22 +29,67 @@ import (
 // DefaultBinary is looked up in PATH when no binary is configured.
 const DefaultBinary = "qemu-system-x86_64"
 
+// Name is the driver's config and record name.
+const Name = "qemu"
+
+// Settings are the driver's part of config.toml.
+type Settings struct {
+	// Binary is the qemu-system-x86_64 to run (a path, or a name looked up in PATH); ""
+	// means DefaultBinary.
+	Binary string
+}
+
+// SettingsFrom picks the driver's settings out of a config.
+func SettingsFrom(c config.Config) Settings { return Settings{Binary: c.QEMUBin} }
+
 // Driver starts QEMU microVMs.
 type Driver struct {
-	// Binary is the qemu-system-x86_64 to run (a path, or a name looked up in PATH).
+	// Binary is used when Settings is nil.
 	Binary string
+	// Settings, when set, supplies the settings afresh for every Probe and Start (the daemon
+	// re-reads config.toml, so that edits apply without a restart); Binary is used otherwise.
+	Settings func() Settings
 	// TSCkHz is passed to TCG guests as tsc_early_khz (0: not passed).
 	TSCkHz int
 }
 
 // Name implements vmm.Driver.
-func (d *Driver) Name() string { return "qemu" }
+func (d *Driver) Name() string { return Name }
 
+// binary is the configured binary (not looked up yet).
 func (d *Driver) binary() string {
-	if d.Binary != "" {
-		return d.Binary
+	s := Settings{Binary: d.Binary}
+	if d.Settings != nil {
+		s = d.Settings()
+	}
+	if s.Binary != "" {
+		return s.Binary
 	}
 	return DefaultBinary
+}
+
+// Probe implements vmm.Driver: QEMU can run VMs here when its binary is found; it runs
+// guests under KVM or, without, under software emulation.
+func (d *Driver) Probe(ctx context.Context) vmm.Probe {
+	name := d.binary()
+	bin, err := exec.LookPath(name)
+	return ProbeResult(name, bin, err)
+}
+
+// ProbeResult is the probe for the configured binary name, found at bin or not found (err).
+// `banger doctor`, which looks binaries up its own way, makes its probe with it too.
+func ProbeResult(name, bin string, err error) vmm.Probe {
+	p := vmm.Probe{Driver: Name, Title: "QEMU"}
+	if err != nil {
+		p.Err = errNotFound(name)
+		return p
+	}
+	p.Found = "qemu at " + bin
+	return p
+}
+
+func errNotFound(name string) error {
+	return fmt.Errorf("%s not found; install it (Debian: apt-get install qemu-system-x86) or set qemu_bin in config.toml", name)
 }
 
 // Socket names in the runtime dir.
@@ -124,9 +170,10 @@ func (d *Driver) args(cfg vmm.Config, console []string) []string {
 
 // Start implements vmm.Driver.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
-	bin, err := exec.LookPath(d.binary())
+	name := d.binary()
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		return nil, fmt.Errorf("qemu: %s not found; install it (Debian: apt-get install qemu-system-x86) or set qemu_bin in config.toml", d.binary())
+		return nil, fmt.Errorf("qemu: %w", errNotFound(name))
 	}
 	for _, dir := range []string{cfg.Dir, cfg.RuntimeDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -165,7 +212,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	m := &machine{
 		proc: proc,
 		rec: vmm.Record{
-			Driver:     "qemu",
+			Driver:     Name,
 			PID:        proc.PID,
 			StartTime:  proc.StartTime,
 			Sockets:    sockets,
@@ -234,11 +281,13 @@ func (m *machine) attachConsole(ctx context.Context, header string) error {
 
 // Attach implements vmm.Driver.
 func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
-	if rec.Driver != "qemu" {
+	if rec.Driver != Name {
 		return nil, fmt.Errorf("qemu: cannot attach a %q machine", rec.Driver)
 	}
 	proc, err := vmm.Watch(rec.PID, rec.StartTime)
 	if err != nil {
+		// A QEMU killed while no daemon ran left its sockets.
+		removeSockets(rec.Sockets)
 		return nil, err
 	}
 	m := &machine{proc: proc, rec: rec, done: proc.Done()}
@@ -262,7 +311,22 @@ type machine struct {
 func (m *machine) Record() vmm.Record    { return m.rec }
 func (m *machine) Done() <-chan struct{} { return m.done }
 
-func (m *machine) Kill() error { return m.proc.Kill(10 * time.Second) }
+// Kill implements vmm.Machine: SIGKILL, wait, then remove the sockets (QEMU removes them
+// when it exits cleanly, never when killed).
+func (m *machine) Kill() error {
+	if err := m.proc.Kill(10 * time.Second); err != nil {
+		return err
+	}
+	removeSockets(m.rec.Sockets)
+	return nil
+}
+
+// removeSockets removes the socket files of a QEMU that is gone.
+func removeSockets(sockets map[string]string) {
+	for _, s := range sockets {
+		_ = os.Remove(s)
+	}
+}
 
 // waitReady waits until QEMU has created its sockets and built the machine. The sockets alone
 // do not show that QEMU started: it creates them before it loads the kernel, and exits if that
