@@ -7,6 +7,7 @@ package vmmtest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -89,8 +90,12 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 
 // Attach implements vmm.Driver; the re-attached machine serves its agent again.
 func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
+	if rec.Driver != Name {
+		return nil, fmt.Errorf("vmmtest: cannot attach a %q machine", rec.Driver)
+	}
 	proc, err := vmm.Watch(rec.PID, rec.StartTime)
 	if err != nil {
+		_ = os.Remove(rec.Sockets["agent"])
 		return nil, err
 	}
 	m := &Machine{proc: proc, rec: rec}
