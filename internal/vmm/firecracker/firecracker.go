@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -510,21 +511,28 @@ func newMachine(proc *vmm.Process, rec vmm.Record, ex extra, pumped <-chan struc
 
 // configure waits for the API socket and sends the plan, then InstanceStart.
 func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error {
-	deadline := began.Add(socketWait)
-	for {
-		if m.apiSocketExists() {
-			break
+	// The socket must exist and answer: Firecracker binds it before it listens.
+	sctx, cancel := context.WithDeadline(ctx, began.Add(socketWait))
+	err := vmm.UntilListening(sctx, m.proc.Done(), func() error {
+		if !m.apiSocketExists() {
+			return syscall.ENOENT
 		}
-		select {
-		case <-m.proc.Done():
-			return m.exitedDuringStart()
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
+		conn, err := m.dialSocket(sctx, "api")
+		if err == nil {
+			conn.Close()
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("firecracker did not create its API socket within %s; see %s", socketWait, m.rec.Console)
-		}
+		return err
+	})
+	cancel()
+	switch {
+	case errors.Is(err, vmm.ErrExited):
+		return m.exitedDuringStart()
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil && sctx.Err() != nil:
+		return fmt.Errorf("firecracker did not serve its API socket within %s (%v); see %s", socketWait, err, m.rec.Console)
+	case err != nil:
+		return fmt.Errorf("firecracker: API socket: %w", err)
 	}
 	m.timings.Socket = time.Since(began)
 

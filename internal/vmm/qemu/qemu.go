@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -254,7 +253,7 @@ func (m *machine) attachConsole(ctx context.Context, header string) error {
 		conn, err = d.DialContext(ctx, "unix", m.rec.Sockets["console"])
 		return err
 	})
-	if errors.Is(err, errExited) {
+	if errors.Is(err, vmm.ErrExited) {
 		return m.exitedDuringStart()
 	}
 	if err != nil {
@@ -340,7 +339,7 @@ func (m *machine) waitReady(ctx context.Context, deadline time.Time) error {
 	qctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	err := m.untilListening(qctx, func() error { return qmpExecute(qctx, m.rec.Sockets["qmp"], "query-status") })
-	if errors.Is(err, errExited) {
+	if errors.Is(err, vmm.ErrExited) {
 		return m.exitedDuringStart()
 	}
 	if err == nil {
@@ -358,25 +357,9 @@ func (m *machine) waitReady(ctx context.Context, deadline time.Time) error {
 	return fmt.Errorf("qemu does not answer on its QMP socket: %v; see %s", err, m.rec.Log)
 }
 
-// errExited is what untilListening returns when QEMU exits while it waits.
-var errExited = errors.New("qemu exited")
-
-// untilListening calls try until it returns anything but "connection refused", and returns
-// that. QEMU binds its sockets before it listens on them: a refused connection right after the
-// file appears means "not yet", not "gone". It returns errExited if QEMU exits meanwhile, and
-// try's error once ctx is done.
+// untilListening is vmm.UntilListening for this QEMU process.
 func (m *machine) untilListening(ctx context.Context, try func() error) error {
-	for {
-		err := try()
-		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-m.proc.Done():
-			return errExited
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	return vmm.UntilListening(ctx, m.proc.Done(), try)
 }
 
 func (m *machine) exitedDuringStart() error {
@@ -385,21 +368,21 @@ func (m *machine) exitedDuringStart() error {
 
 // waitSocket waits until QEMU has created the socket at path.
 func (m *machine) waitSocket(ctx context.Context, path string, deadline time.Time) error {
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		}
-		select {
-		case <-m.proc.Done():
-			return m.exitedDuringStart()
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("qemu did not create its sockets within %s; see %s", socketWait, m.rec.Log)
-		}
+	sctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	err := m.untilListening(sctx, func() error {
+		_, err := os.Stat(path)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, vmm.ErrExited):
+		return m.exitedDuringStart()
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
+	return fmt.Errorf("qemu did not create its sockets within %s (%v); see %s", socketWait, err, m.rec.Log)
 }
 
 // DialAgent implements vmm.Machine.
