@@ -133,7 +133,8 @@ type Machine interface {
 	Record() Record
 
 	// DialAgent opens the byte stream to the guest agent (a virtio-serial port or a vsock
-	// connection), bounded by ctx. Only one stream may be open at a time.
+	// connection), bounded by ctx. Only one stream may be open at a time. On a machine whose
+	// process is gone it returns an error, promptly.
 	DialAgent(ctx context.Context) (net.Conn, error)
 
 	// Kill ends the VMM process at once (SIGKILL) and waits until it is gone, for at most

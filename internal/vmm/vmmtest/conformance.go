@@ -108,6 +108,14 @@ func Conformance(t *testing.T, newHarness func(t *testing.T) Harness) {
 			}
 		}
 		noSockets(t, cfg.RuntimeDir, "after Kill")
+		ctx, cancel := context.WithTimeout(context.Background(), bound)
+		defer cancel()
+		if conn, err := m.DialAgent(ctx); err == nil {
+			conn.Close()
+			t.Error("DialAgent after Kill succeeded; want an error")
+		} else if ctx.Err() != nil {
+			t.Errorf("DialAgent after Kill = %v only once the context was done; want a prompt error", err)
+		}
 		// Idempotent: the started machine again, and the attached one whose process is gone.
 		kill(t, m, "a second Kill")
 		kill(t, attached, "Kill of the attached machine after the process is gone")
