@@ -103,17 +103,17 @@ func Run(ctx context.Context, o Options) error {
 		cfg = config.Default(l)
 	}
 	hostRoot := host.Root("/")
-	qd := &qemu.Driver{Binary: cfg.QEMUBin, TSCkHz: hostRoot.TSCkHz()}
-	fd := &firecracker.Driver{Settings: func() (string, firecracker.JailerOptions) {
+	// Every driver reads its settings afresh per operation; a broken config is reported by
+	// the operation that reads it, and the drivers go on with the one read at start.
+	current := func() config.Config {
 		c, err := loadConfig()
 		if err != nil {
-			c = cfg // a broken config is reported by the operation that reads it
+			return cfg
 		}
-		return c.FirecrackerBin, firecracker.JailerOptions{
-			Enabled: c.JailerEnabled, Binary: c.JailerBin, ChrootBase: c.JailerChrootBase,
-			UID: c.JailerUID, GID: c.JailerGID,
-		}
-	}}
+		return c
+	}
+	qd := &qemu.Driver{TSCkHz: hostRoot.TSCkHz(), Settings: func() qemu.Settings { return qemu.SettingsFrom(current()) }}
+	fd := &firecracker.Driver{Settings: func() firecracker.Settings { return firecracker.SettingsFrom(current()) }}
 	cat := catalog.New(catalog.Options{
 		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg,
 	})
@@ -131,7 +131,7 @@ func Run(ctx context.Context, o Options) error {
 		store: st,
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
-			Artifacts: cat, Drivers: []vmm.Driver{qd, fd}, Log: lg,
+			Artifacts: cat, Drivers: []vmm.Driver{fd, qd}, Log: lg, // vmm = "auto" prefers Firecracker
 			Network: vmnet.New(vmnet.Options{Net: net, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
 			SSH:     vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
 		}),

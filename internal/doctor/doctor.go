@@ -326,8 +326,11 @@ func (c *checker) kvm() {
 
 func (c *checker) vmm() {
 	if c.choiceErr != nil {
-		c.add("vmm", Fail, oneLine(c.choiceErr.Error()),
-			fmt.Sprintf("fix what is named above, or set vmm = \"auto\" in %s to fall back to QEMU", c.f.Config.Path))
+		fix := fmt.Sprintf("fix what is named above, or set vmm = \"auto\" in %s to fall back to QEMU", c.f.Config.Path)
+		if c.f.Config.VMM == config.VMMAuto {
+			fix = "install a VMM that can run here (see the firecracker and qemu checks)"
+		}
+		c.add("vmm", Fail, oneLine(c.choiceErr.Error()), fix)
 		return
 	}
 	c.pass("vmm", "%s (%s): %s", c.choice.Driver, c.choice.Accel, c.choice.Reason)

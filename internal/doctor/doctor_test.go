@@ -16,6 +16,7 @@ import (
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
 )
 
@@ -74,8 +75,15 @@ func healthy() Facts {
 		NX:        NX{Param: "never", ITLB: "Not affected"},
 	}
 	f.VMM.Accel = kvm
-	f.VMM.Firecracker = "firecracker 1.14.2 at /usr/local/bin/firecracker"
+	f.VMM.Drivers = vmmDrivers(f, "firecracker 1.14.2 at /usr/local/bin/firecracker", nil)
 	return f
+}
+
+// vmmDrivers are the probes vmm.Choose decides on, as Gather makes them: Firecracker's (found
+// or fcErr), then QEMU's from f.QEMU.
+func vmmDrivers(f Facts, fcFound string, fcErr error) []vmm.Probe {
+	fc := vmm.Probe{Driver: firecracker.Name, Title: "Firecracker", NeedsKVM: true, Found: fcFound, Err: fcErr}
+	return []vmm.Probe{fc, f.QEMU.probe(f.Config)}
 }
 
 // pvm is a host like the ones this project is developed on: /dev/kvm backed by PVM (so only
@@ -89,7 +97,7 @@ func pvm() Facts {
 	f.VMM.Accel = tcg
 	notFound := errors.New("no firecracker binary in $PATH; get a release (1.8 or newer within 1.x) from https://github.com/firecracker-microvm/firecracker/releases and put it in $PATH or set firecracker_bin")
 	f.Firecracker = Firecracker{Err: notFound}
-	f.VMM.Firecracker, f.VMM.FirecrackerErr = "", notFound
+	f.VMM.Drivers = vmmDrivers(f, "", notFound)
 	f.Jailer = Jailer{Status: firecracker.JailerStatus{Reason: "no jailer found"}}
 	f.Bridge = Bridge{Name: "banger0", Module: "loaded"}
 	f.NFTables = NFTables{}
@@ -124,7 +132,7 @@ func TestGolden(t *testing.T) {
 			f := healthy()
 			err := errors.New("no firecracker binary in $PATH; get a release (1.8 or newer within 1.x) from https://github.com/firecracker-microvm/firecracker/releases and put it in $PATH or set firecracker_bin")
 			f.Firecracker = Firecracker{Err: err}
-			f.VMM.Firecracker, f.VMM.FirecrackerErr = "", err
+			f.VMM.Drivers = vmmDrivers(f, "", err)
 			f.Jailer = Jailer{Status: firecracker.JailerStatus{Reason: "no jailer found"}}
 			return f
 		}},
@@ -134,7 +142,7 @@ func TestGolden(t *testing.T) {
 			f := healthy()
 			f.Config.VMM = config.VMMFirecracker
 			f.Firecracker = Firecracker{Info: firecracker.Info{Binary: "/opt/fc/firecracker", Version: firecracker.Version{Major: 1, Minor: 7}}, Err: oldFC}
-			f.VMM.Firecracker, f.VMM.FirecrackerErr = "", oldFC
+			f.VMM.Drivers = vmmDrivers(f, "", oldFC)
 			return f
 		}},
 		{"jailer-other-release", func() Facts {
@@ -163,6 +171,7 @@ func TestGolden(t *testing.T) {
 			f.UID = 1000
 			f.ConfigErr = errors.New("/home/dev/.config/banger/config.toml:3: vm_defaults.vcpu: want an integer, got a string")
 			f.QEMU = QEMU{Err: errors.New("qemu-system-x86_64 not found")}
+			f.VMM.Drivers = vmmDrivers(f, "", f.Firecracker.Err)
 			for _, name := range []string{"mkfs.ext4", "mmdebstrap", "debootstrap", "ssh", "git", "depmod"} {
 				f.Tools[name] = Tool{Err: notFound}
 			}

@@ -29,6 +29,7 @@ import (
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/sshkeys"
 	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
 )
@@ -52,8 +53,9 @@ type Env struct {
 	// short timeout).
 	Daemon func(ctx context.Context, socket string) Daemon
 	// Firecracker probes the Firecracker binary and jailer as the daemon's driver would
-	// (default: the real driver, configured from cfg).
-	Firecracker func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, string, error)
+	// (default: the real driver, configured from cfg); the vmm.Probe is what vmm.Choose
+	// decides on.
+	Firecracker func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, vmm.Probe)
 	// Getenv reads the environment (default os.Getenv).
 	Getenv func(string) string
 }
@@ -149,8 +151,11 @@ func Gather(ctx context.Context, env Env) Facts {
 
 	f.KVM = gatherKVM(&env)
 	f.VMM.Accel = f.KVM.Accel
-	f.Firecracker, f.Jailer, f.VMM.Firecracker, f.VMM.FirecrackerErr = env.Firecracker(ctx, cfg)
+	var fcProbe vmm.Probe
+	f.Firecracker, f.Jailer, fcProbe = env.Firecracker(ctx, cfg)
 	f.QEMU = gatherQEMU(ctx, &env, cfg)
+	// The daemon's drivers, in its order of preference.
+	f.VMM.Drivers = []vmm.Probe{fcProbe, f.QEMU.probe(cfg)}
 	f.Tools = gatherTools(ctx, &env)
 	f.DebianKeyring = env.exists("/usr/share/keyrings/debian-archive-keyring.gpg")
 
@@ -219,18 +224,23 @@ func gatherKVM(env *Env) KVM {
 }
 
 // probeFirecracker asks the Firecracker driver, configured as the daemon configures it, about
-// its binary and jailer. avail and availErr are what vmm.Choose decides on.
-func probeFirecracker(ctx context.Context, cfg config.Config) (Firecracker, Jailer, string, error) {
-	d := &firecracker.Driver{Binary: cfg.FirecrackerBin, Jailer: firecracker.JailerOptions{
-		Enabled: cfg.JailerEnabled, Binary: cfg.JailerBin, ChrootBase: cfg.JailerChrootBase,
-		UID: cfg.JailerUID, GID: cfg.JailerGID,
-	}}
+// its binary and jailer.
+func probeFirecracker(ctx context.Context, cfg config.Config) (Firecracker, Jailer, vmm.Probe) {
+	d := &firecracker.Driver{Settings: func() firecracker.Settings { return firecracker.SettingsFrom(cfg) }}
 	var fc Firecracker
-	fc.Info, fc.Err = d.Probe(ctx)
+	fc.Info, fc.Err = d.Inspect(ctx)
 	var j Jailer
 	j.Status, j.Err = d.JailerStatus(ctx)
-	avail, availErr := d.Available(ctx)
-	return fc, j, avail, availErr
+	return fc, j, d.Probe(ctx)
+}
+
+// probe is what the QEMU driver's Probe says about the binary doctor found (or did not).
+func (q QEMU) probe(cfg config.Config) vmm.Probe {
+	name := qemu.SettingsFrom(cfg).Binary
+	if name == "" {
+		name = qemu.DefaultBinary
+	}
+	return qemu.ProbeResult(name, q.Binary, q.Err)
 }
 
 var (

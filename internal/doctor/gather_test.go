@@ -14,6 +14,7 @@ import (
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // writeTree creates files (path → content; a path ending in "/" is a directory) under dir.
@@ -117,9 +118,9 @@ func TestGatherFromFakeRoot(t *testing.T) {
 			return NetFacts{NFTables: NFTables{Filter: hostnet.FilterState{Present: true, NAT: []netip.Addr{netip.MustParseAddr("172.16.0.2")}}}}
 		},
 		Daemon: func(ctx context.Context, socket string) Daemon { return Daemon{Socket: socket} },
-		Firecracker: func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, string, error) {
+		Firecracker: func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, vmm.Probe) {
 			err := errors.New("no firecracker")
-			return Firecracker{Err: err}, Jailer{}, "", err
+			return Firecracker{Err: err}, Jailer{}, vmm.Probe{Driver: "firecracker", Err: err}
 		},
 		Getenv: func(string) string { return "" },
 	}
@@ -137,6 +138,7 @@ func TestGatherFromFakeRoot(t *testing.T) {
 		{"cpu virt flag", f.KVM.CPUVirt, true},
 		{"kvm modules", strings.Join(f.KVM.Modules, ","), "kvm_intel"},
 		{"vmm facts carry the accel", f.VMM.Accel.Accel, host.KVM},
+		{"vmm facts carry the probes in the daemon's order", len(f.VMM.Drivers) == 2 && f.VMM.Drivers[0].Driver == "firecracker" && f.VMM.Drivers[1] == vmm.Probe{Driver: "qemu", Title: "QEMU", Found: "qemu at /usr/bin/qemu-system-x86_64"}, true},
 		{"qemu version", f.QEMU.Version, "8.2.1"},
 		{"qemu microvm", f.QEMU.Microvm, true},
 		{"mkfs version", f.Tools["mkfs.ext4"].Version, "1.47.0"},

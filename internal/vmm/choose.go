@@ -10,7 +10,7 @@ import (
 
 // Choice is the VMM that runs new VMs, and why.
 type Choice struct {
-	Driver string     // "firecracker" or "qemu"
+	Driver string     // the chosen driver's name ("firecracker", "qemu")
 	Accel  host.Accel // how guests execute
 	// Reason is one line saying why. When Notice is set it explains a fallback (or software
 	// emulation) that users should be told about.
@@ -22,53 +22,107 @@ type Choice struct {
 type Facts struct {
 	// Accel says whether KVM runs real guests here (host.Root.DetectAccel).
 	Accel host.AccelChoice
-	// Firecracker describes a usable Firecracker binary ("firecracker 1.14.2 at /usr/bin/
-	// firecracker"); FirecrackerErr says why there is none (not found, unsupported version,
-	// driver not built in). Exactly one of them is set.
-	Firecracker    string
-	FirecrackerErr error
+	// Drivers are the drivers' probes (Driver.Probe), in order of preference: with vmm =
+	// "auto" the first one that can run wins.
+	Drivers []Probe
 }
 
 // Choose decides which VMM runs new VMs for the configured vmm key (configPath names the
-// file in errors). "auto" picks Firecracker when a supported binary is found and KVM runs
-// real guests, QEMU otherwise with a notice saying why; "firecracker" fails (failure.Invalid)
-// with what to do when it cannot work. It is a pure function of its inputs so that the daemon
-// (vmservice) and `banger doctor` make the same decision and give the same reason.
+// file in errors). "auto" picks the first driver in f.Drivers whose probe found it usable
+// and whose guests can run here (a driver that needs KVM is skipped without it), with a notice
+// saying why when that is not the first one or guests run under software emulation. A named
+// VMM fails (failure.Invalid) with what to do when it cannot work. It is a pure function of
+// its inputs so that the daemon (vmservice) and `banger doctor` make the same decision and give
+// the same reason.
 func Choose(want config.VMM, configPath string, f Facts) (Choice, error) {
 	kvm := f.Accel.Accel == host.KVM
-	switch want {
-	case config.VMMQEMU:
-		c := Choice{Driver: "qemu", Accel: f.Accel.Accel, Reason: `vmm = "qemu" in ` + configPath}
-		if !kvm {
-			c.Reason = "using QEMU software emulation (TCG), so boots take seconds: " + f.Accel.Reason
+	if want != config.VMMAuto {
+		return chooseNamed(string(want), configPath, f, kvm)
+	}
+	var skipped []Probe
+	for _, p := range f.Drivers {
+		if p.Err != nil || (p.NeedsKVM && !kvm) {
+			skipped = append(skipped, p)
+			continue
+		}
+		c := Choice{Driver: p.Driver, Accel: f.Accel.Accel}
+		switch {
+		case !kvm:
+			c.Reason, c.Notice = softwareEmulation(p, f.Accel), true
+			for _, s := range skipped {
+				if s.Err == nil {
+					c.Reason += " (" + s.Found + " is installed but needs that)"
+				}
+			}
+		case len(skipped) > 0:
+			var titles, why []string
+			for _, s := range skipped {
+				titles = append(titles, s.Title)
+				why = append(why, s.Err.Error())
+			}
+			c.Reason = "using " + p.Title + " with KVM, not " + strings.Join(titles, " or ") + ": " + strings.Join(why, "; ")
 			c.Notice = true
+		default:
+			c.Reason = p.Found + ", and KVM runs real guests"
 		}
 		return c, nil
-	case config.VMMFirecracker:
-		var problems []string
-		if f.FirecrackerErr != nil {
-			problems = append(problems, f.FirecrackerErr.Error())
-		}
-		if !kvm {
-			problems = append(problems, "Firecracker needs KVM that runs real guests and here "+f.Accel.Reason+"; use a host with hardware virtualization (vmx/svm)")
-		}
-		if len(problems) > 0 {
-			return Choice{}, failure.New(failure.Invalid, "vmm = \"firecracker\" in %s, but %s; or set vmm = \"auto\" (or \"qemu\") to use QEMU", configPath, strings.Join(problems, "; and "))
-		}
-		return Choice{Driver: "firecracker", Accel: host.KVM, Reason: `vmm = "firecracker" in ` + configPath + ": " + f.Firecracker}, nil
 	}
-	// auto
+	var why []string
+	for _, p := range f.Drivers {
+		why = append(why, p.Title+": "+strings.Join(p.problems(f.Accel, kvm), "; and "))
+	}
+	if len(why) == 0 {
+		why = append(why, "this build of banger has no VMM driver")
+	}
+	return Choice{}, failure.New(failure.Invalid, "no VMM can run VMs here: %s", strings.Join(why, "; "))
+}
+
+// chooseNamed is Choose for vmm = want.
+func chooseNamed(want, configPath string, f Facts, kvm bool) (Choice, error) {
+	setting := `vmm = "` + want + `" in ` + configPath
+	var p Probe
+	var other *Probe // the first other driver, for the hint
+	for i := range f.Drivers {
+		switch {
+		case f.Drivers[i].Driver == want:
+			p = f.Drivers[i]
+		case other == nil:
+			other = &f.Drivers[i]
+		}
+	}
+	if p.Driver == "" {
+		return Choice{}, failure.New(failure.Invalid, "%s, but this build of banger has no %s driver; set vmm = \"auto\"", setting, want)
+	}
+	if problems := p.problems(f.Accel, kvm); len(problems) > 0 {
+		hint := `set vmm = "auto"`
+		if other != nil {
+			hint += ` (or "` + other.Driver + `") to use ` + other.Title
+		}
+		return Choice{}, failure.New(failure.Invalid, "%s, but %s; or %s", setting, strings.Join(problems, "; and "), hint)
+	}
+	c := Choice{Driver: p.Driver, Accel: f.Accel.Accel, Reason: setting}
 	switch {
-	case kvm && f.FirecrackerErr == nil:
-		return Choice{Driver: "firecracker", Accel: host.KVM, Reason: f.Firecracker + ", and KVM runs real guests"}, nil
-	case kvm:
-		return Choice{Driver: "qemu", Accel: host.KVM, Notice: true,
-			Reason: "using QEMU with KVM, not Firecracker: " + f.FirecrackerErr.Error()}, nil
-	default:
-		reason := "using QEMU software emulation (TCG), so boots take seconds: " + f.Accel.Reason
-		if f.FirecrackerErr == nil {
-			reason += " (" + f.Firecracker + " is installed but needs that)"
-		}
-		return Choice{Driver: "qemu", Accel: host.TCG, Notice: true, Reason: reason}, nil
+	case !kvm:
+		c.Reason, c.Notice = softwareEmulation(p, f.Accel), true
+	case p.NeedsKVM:
+		// A driver that needs KVM says which binary it found: that is what the user checks.
+		c.Reason += ": " + p.Found
 	}
+	return c, nil
+}
+
+// problems says why p cannot run guests here (nil: it can).
+func (p Probe) problems(accel host.AccelChoice, kvm bool) []string {
+	var out []string
+	if p.Err != nil {
+		out = append(out, p.Err.Error())
+	}
+	if p.NeedsKVM && !kvm {
+		out = append(out, p.Title+" needs KVM that runs real guests and here "+accel.Reason+"; use a host with hardware virtualization (vmx/svm)")
+	}
+	return out
+}
+
+func softwareEmulation(p Probe, accel host.AccelChoice) string {
+	return "using " + p.Title + " software emulation (TCG), so boots take seconds: " + accel.Reason
 }

@@ -1,8 +1,12 @@
 package vmm
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"syscall"
+	"time"
 )
 
 // maxSocketPath is the longest unix socket path Linux accepts (sun_path is 108 bytes, one of
@@ -20,4 +24,29 @@ func ClearSockets(driver string, sockets map[string]string) error {
 		_ = os.Remove(s)
 	}
 	return nil
+}
+
+// ErrExited is what UntilListening returns when the VMM process exits while it waits.
+var ErrExited = errors.New("the VMM process exited")
+
+// UntilListening calls try (a dial, a stat, a first request) until it returns anything but
+// "not yet", and returns that: a socket file that does not exist yet (ENOENT) or exists but does
+// not listen yet (ECONNREFUSED: a VMM binds its socket before it listens on it, so a refusal
+// right after the file appears means "not yet", not "gone"). It returns ErrExited when exited
+// (the VMM's Process.Done) is closed first, and try's last error once ctx is done: ctx bounds
+// the wait.
+func UntilListening(ctx context.Context, exited <-chan struct{}, try func() error) error {
+	for {
+		err := try()
+		if err == nil || !(errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist)) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-exited:
+			return ErrExited
+		case <-ctx.Done():
+			return err
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }

@@ -5,8 +5,8 @@
 // package knows VMM details.
 //
 // To add a VMM: implement Driver and Machine in a new sub-package, keep its process detached
-// (Spawn), persist everything needed to find it again in Record, and register it where the
-// daemon chooses drivers.
+// (Spawn), persist everything needed to find it again in Record, run vmmtest.Conformance
+// against it, and add it to the daemon's list of drivers (in order of preference).
 package vmm
 
 import (
@@ -78,47 +78,89 @@ type Record struct {
 // ErrGone is returned by Attach when the recorded process no longer runs.
 var ErrGone = errors.New("VMM process is gone")
 
-// Driver starts machines with one VMM.
+// Probe is what a driver found out about running VMs on this host (Driver.Probe); Choose
+// decides between drivers on their probes.
+type Probe struct {
+	Driver string // the driver's name (Driver.Name)
+	Title  string // how users call the VMM in messages ("QEMU", "Firecracker")
+	// Found describes what the driver would run, for messages ("firecracker 1.14.2 at
+	// /usr/local/bin/firecracker"); set when Err is nil.
+	Found string
+	// Err says why the driver cannot run VMs here and what to do about it (binary missing,
+	// unsupported version); nil when it can, as far as the driver itself goes.
+	Err error
+	// NeedsKVM says that the VMM runs guests only under KVM that runs real guests (it has no
+	// software emulation); Choose skips it on hosts without (host.Root.DetectAccel).
+	NeedsKVM bool
+}
+
+// Driver starts machines with one VMM. A driver reads its settings (binary, jailer, …) afresh
+// in Probe and Start, so that edits of config.toml apply without a daemon restart.
+//
+// The contracts below are checked for every driver by vmmtest.Conformance.
 type Driver interface {
-	// Name is the driver's config name ("qemu", "firecracker").
+	// Name is the driver's config name ("qemu", "firecracker"). It is constant, and it is
+	// the Driver field of every Record the driver makes.
 	Name() string
+
+	// Probe says whether this driver can run VMs here, with the settings in force now. It
+	// runs at most the VMM binary's version query (bounded by ctx), changes nothing on the
+	// host, and does not look at KVM (Probe.NeedsKVM says whether the VMM needs it).
+	Probe(ctx context.Context) Probe
 
 	// Start launches a VMM for cfg and returns once the process runs and its sockets exist;
 	// it does not wait for the guest. The process is detached (own session) so it outlives
-	// the daemon. If Start fails, nothing it started is left running.
+	// the daemon. Start returns within the driver's start bound (15 seconds at most) or
+	// when ctx is done, whichever is first.
+	//
+	// If Start fails, nothing it started is left: no process, no socket in cfg.RuntimeDir,
+	// no jail. Files in cfg.Dir (the VMM's log, the console log) stay, to say why.
 	Start(ctx context.Context, cfg Config) (Machine, error)
 
 	// Attach finds a machine again from its Record after a daemon restart and takes over
-	// copying its guest console into the capped console log. It returns an error wrapping
-	// ErrGone if the recorded process is not running any more (or the pid now belongs to
-	// another process).
+	// copying its guest console into the capped console log; it returns within a few seconds
+	// (a console that does not answer is given up, not waited for). It returns an error
+	// wrapping ErrGone if the recorded process is not running any more or the pid now
+	// belongs to another process (StartTime differs); then it also removes what the gone
+	// process left behind (its sockets, Firecracker's jail), so that ErrGone leaves nothing
+	// to clean up. A Record of another driver is an error that does not wrap ErrGone.
 	Attach(rec Record) (Machine, error)
 }
 
 // Machine is a running VMM process.
 type Machine interface {
-	// Record describes the machine for persistence.
+	// Record describes the machine for persistence; it changes nothing.
 	Record() Record
 
 	// DialAgent opens the byte stream to the guest agent (a virtio-serial port or a vsock
-	// connection). Only one stream may be open at a time.
+	// connection), bounded by ctx. Only one stream may be open at a time. On a machine whose
+	// process is gone it returns an error, promptly.
 	DialAgent(ctx context.Context) (net.Conn, error)
 
-	// Kill ends the VMM process at once and waits until it is gone.
+	// Kill ends the VMM process at once (SIGKILL) and waits until it is gone, for at most
+	// ten seconds (then it returns an error saying so). Once the process is gone it removes
+	// the machine's sockets (and Firecracker's jail): Kill leaves nothing of the machine
+	// but its files in Config.Dir. Kill is idempotent: on a machine that already exited or
+	// was killed it cleans up what is left and returns nil.
 	Kill() error
 
 	// Done is closed when the VMM process has exited and the guest console it wrote is in
-	// the console log.
+	// the console log (a console that goes on after the exit is cut after a few seconds).
 	Done() <-chan struct{}
 }
 
 // Shutdowner is a Machine that can ask its guest to shut down through virtual hardware
-// (ACPI power button, Ctrl-Alt-Del). It returns once the request is delivered.
+// (ACPI power button, Ctrl-Alt-Del). Shutdown returns once the VMM accepted the request,
+// bounded by ctx; whether and when the guest obeys is the caller's to wait for. On a machine
+// whose process is gone it returns an error, promptly.
 type Shutdowner interface {
 	Shutdown(ctx context.Context) error
 }
 
-// Pauser is a Machine whose vCPUs can be paused and resumed.
+// Pauser is a Machine whose vCPUs can be paused and resumed. Pause returns once the vCPUs
+// stopped, Resume once they run again, both bounded by ctx; pausing a paused machine and
+// resuming a running one succeed. On a machine whose process is gone both return an
+// error, promptly.
 type Pauser interface {
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error

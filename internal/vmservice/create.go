@@ -17,7 +17,6 @@ import (
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/failure"
-	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/steps"
@@ -369,40 +368,6 @@ func (s *Service) createFailed(ctx context.Context, c *creation, err error) erro
 // it too.
 func GuestCmdline(name string) string {
 	return "banger.lower=vda banger.upper=vdb systemd.hostname=" + name + " panic=-1 quiet loglevel=4"
-}
-
-// firecrackerProber is the part of the Firecracker driver the choice needs (an interface, so
-// that this package does not depend on the driver).
-type firecrackerProber interface {
-	Available(ctx context.Context) (string, error)
-}
-
-// VMMFacts gathers the facts vmm.Choose decides on, for this host and the registered drivers.
-func (s *Service) VMMFacts(ctx context.Context) vmm.Facts {
-	f := vmm.Facts{Accel: s.host.DetectAccel()}
-	d, ok := s.drivers["firecracker"].(firecrackerProber)
-	if !ok {
-		f.FirecrackerErr = errors.New("this build of banger has no Firecracker driver")
-		return f
-	}
-	f.Firecracker, f.FirecrackerErr = d.Available(ctx)
-	return f
-}
-
-// chooseDriver picks the VMM for a new VM (vmm.Choose) and tells the observer about fallbacks.
-func (s *Service) chooseDriver(ctx context.Context, cfg config.Config, obs Observer) (vmm.Driver, host.Accel, error) {
-	c, err := vmm.Choose(cfg.VMM, cfg.Path, s.VMMFacts(ctx))
-	if err != nil {
-		return nil, "", err
-	}
-	d, ok := s.drivers[c.Driver]
-	if !ok {
-		return nil, "", fmt.Errorf("no %s driver is available in this build", c.Driver)
-	}
-	if c.Notice {
-		obs.notice(c.Reason)
-	}
-	return d, c.Accel, nil
 }
 
 // bootFailure explains why a guest did not come up: the VMM's exit or the boot timeout, with

@@ -55,6 +55,9 @@ type Service struct {
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM id: operations on one VM serialize
 	running map[string]*instance   // VMs whose VMM this daemon knows to run
+
+	// driverOrder is Options.Drivers: the order of preference for vmm.Choose.
+	driverOrder []vmm.Driver
 }
 
 // Options configure a Service.
@@ -64,7 +67,7 @@ type Options struct {
 	Config    func() (config.Config, error) // loads the current config (re-read per operation)
 	Host      host.Root
 	Artifacts Artifacts
-	Drivers   []vmm.Driver
+	Drivers   []vmm.Driver // in order of preference (see vmm.Choose)
 	Log       *slog.Logger
 	// Network is guest networking (addresses, taps, packet filter, .vm names); nil gives VMs
 	// no network device.
@@ -91,6 +94,7 @@ func New(o Options) *Service {
 	}
 	for _, d := range o.Drivers {
 		s.drivers[d.Name()] = d
+		s.driverOrder = append(s.driverOrder, d)
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

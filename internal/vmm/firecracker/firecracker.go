@@ -15,9 +15,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -52,46 +54,74 @@ const (
 // socketWait bounds how long Start waits for the API socket.
 const socketWait = 10 * time.Second
 
-// Driver starts Firecracker microVMs.
-type Driver struct {
+// Settings are the driver's part of config.toml.
+type Settings struct {
 	// Binary is the firecracker to run (a path, or a name looked up in PATH); "" means
-	// "firecracker" in PATH.
+	// DefaultBinary.
 	Binary string
 	// Jailer configures the jailer.
 	Jailer JailerOptions
-	// Settings, when set, supplies Binary and Jailer afresh for every operation (the daemon
-	// re-reads config.toml, so that edits apply without a restart); the fields above are
+}
+
+// SettingsFrom picks the driver's settings out of a config.
+func SettingsFrom(c config.Config) Settings {
+	return Settings{Binary: c.FirecrackerBin, Jailer: JailerOptions{
+		Enabled: c.JailerEnabled, Binary: c.JailerBin, ChrootBase: c.JailerChrootBase,
+		UID: c.JailerUID, GID: c.JailerGID,
+	}}
+}
+
+// Driver starts Firecracker microVMs.
+type Driver struct {
+	// Binary and Jailer are used when Settings is nil.
+	Binary string
+	Jailer JailerOptions
+	// Settings, when set, supplies the settings afresh for every operation (the daemon
+	// re-reads config.toml, so that edits apply without a restart); Binary and Jailer are
 	// used otherwise.
-	Settings func() (binary string, jailer JailerOptions)
+	Settings func() Settings
 
 	mu sync.Mutex // serializes jail id allocation
 }
 
 // settings returns the binary and jailer options in force now.
 func (d *Driver) settings() (string, JailerOptions) {
-	bin, jo := d.Binary, d.Jailer
+	s := Settings{Binary: d.Binary, Jailer: d.Jailer}
 	if d.Settings != nil {
-		bin, jo = d.Settings()
+		s = d.Settings()
 	}
-	if bin == "" {
-		bin = DefaultBinary
+	if s.Binary == "" {
+		s.Binary = DefaultBinary
 	}
-	return bin, jo
+	return s.Binary, s.Jailer
 }
 
 // Name implements vmm.Driver.
 func (d *Driver) Name() string { return Name }
 
-// Info is what Probe found.
+// Probe implements vmm.Driver: Firecracker can run VMs here when a supported binary is found
+// (Inspect); it needs KVM.
+func (d *Driver) Probe(ctx context.Context) vmm.Probe {
+	p := vmm.Probe{Driver: Name, Title: "Firecracker", NeedsKVM: true}
+	info, err := d.Inspect(ctx)
+	if err != nil {
+		p.Err = err
+		return p
+	}
+	p.Found = fmt.Sprintf("firecracker %s at %s", info.Version, info.Binary)
+	return p
+}
+
+// Info is what Inspect found.
 type Info struct {
 	Binary  string  // resolved path
 	Version Version // from `firecracker --version`
 }
 
-// Probe finds the Firecracker binary and checks its version. It returns an error that says
+// Inspect finds the Firecracker binary and checks its version. It returns an error that says
 // what is wrong and what to do when this driver cannot run VMs here; it does not look at
 // KVM (see host.Root.DetectAccel for that).
-func (d *Driver) Probe(ctx context.Context) (Info, error) {
+func (d *Driver) Inspect(ctx context.Context) (Info, error) {
 	name, _ := d.settings()
 	bin, err := exec.LookPath(name)
 	if err != nil {
@@ -116,7 +146,7 @@ func (d *Driver) Probe(ctx context.Context) (Info, error) {
 // the configuration requires a jailer that cannot be used. Running without a jailer is not an
 // error: `banger doctor` shows it as a warning.
 func (d *Driver) JailerStatus(ctx context.Context) (JailerStatus, error) {
-	info, _ := d.Probe(ctx)
+	info, _ := d.Inspect(ctx)
 	_, jo := d.settings()
 	return jo.status(ctx, info.Binary, info.Version)
 }
@@ -271,7 +301,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 // StartMachine is Start returning the concrete machine (its timings are for tests and
 // benchmarks).
 func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, error) {
-	info, err := d.Probe(ctx)
+	info, err := d.Inspect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: %w", err)
 	}
@@ -481,21 +511,28 @@ func newMachine(proc *vmm.Process, rec vmm.Record, ex extra, pumped <-chan struc
 
 // configure waits for the API socket and sends the plan, then InstanceStart.
 func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error {
-	deadline := began.Add(socketWait)
-	for {
-		if m.apiSocketExists() {
-			break
+	// The socket must exist and answer: Firecracker binds it before it listens.
+	sctx, cancel := context.WithDeadline(ctx, began.Add(socketWait))
+	err := vmm.UntilListening(sctx, m.proc.Done(), func() error {
+		if !m.apiSocketExists() {
+			return syscall.ENOENT
 		}
-		select {
-		case <-m.proc.Done():
-			return m.exitedDuringStart()
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
+		conn, err := m.dialSocket(sctx, "api")
+		if err == nil {
+			conn.Close()
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("firecracker did not create its API socket within %s; see %s", socketWait, m.rec.Console)
-		}
+		return err
+	})
+	cancel()
+	switch {
+	case errors.Is(err, vmm.ErrExited):
+		return m.exitedDuringStart()
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil && sctx.Err() != nil:
+		return fmt.Errorf("firecracker did not serve its API socket within %s (%v); see %s", socketWait, err, m.rec.Console)
+	case err != nil:
+		return fmt.Errorf("firecracker: API socket: %w", err)
 	}
 	m.timings.Socket = time.Since(began)
 
@@ -522,7 +559,7 @@ func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error
 		return wrap(err)
 	}
 	// The API's own version is authoritative (the binary may have been replaced since
-	// Probe ran).
+	// Inspect ran).
 	vs, err := c.Version(ctx)
 	m.timings.Calls++
 	if err != nil {
@@ -722,15 +759,4 @@ func (m *Machine) State(ctx context.Context) (string, error) {
 	defer c.Close()
 	info, err := c.Describe(ctx)
 	return info.State, err
-}
-
-// Available says whether this driver can run VMs here as far as Firecracker itself goes: it
-// describes the binary ("firecracker 1.14.2 at /usr/local/bin/firecracker") or says why it
-// cannot be used. KVM is checked by the caller (host.Root.DetectAccel).
-func (d *Driver) Available(ctx context.Context) (string, error) {
-	info, err := d.Probe(ctx)
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("firecracker %s at %s", info.Version, info.Binary), nil
 }

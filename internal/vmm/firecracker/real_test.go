@@ -399,7 +399,7 @@ func TestFirecrackerRealOldVersionRefused(t *testing.T) {
 	if old == "" {
 		t.Skipf("%s is not set; set it to a Firecracker older than 1.8 (e.g. v1.7.0) to test the refusal", envOldFirecracker)
 	}
-	_, err := (&Driver{Binary: old}).Probe(context.Background())
+	_, err := (&Driver{Binary: old}).Inspect(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "too old") {
 		t.Fatalf("Probe(%s) = %v; want a too-old error", old, err)
 	}

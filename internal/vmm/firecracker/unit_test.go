@@ -251,31 +251,31 @@ func TestProbe(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	good := fakeBinary(t, dir, "firecracker", "Firecracker v1.14.2")
-	if info, err := (&Driver{Binary: good}).Probe(ctx); err != nil || info.Version != (Version{1, 14, 2}) || info.Binary != good {
+	if info, err := (&Driver{Binary: good}).Inspect(ctx); err != nil || info.Version != (Version{1, 14, 2}) || info.Binary != good {
 		t.Errorf("Probe(good) = %+v, %v", info, err)
 	}
-	if desc, err := (&Driver{Binary: good}).Available(ctx); err != nil || desc != "firecracker 1.14.2 at "+good {
-		t.Errorf("Available = %q, %v", desc, err)
+	if p := (&Driver{Binary: good}).Probe(ctx); p.Err != nil || p.Found != "firecracker 1.14.2 at "+good || !p.NeedsKVM || p.Driver != Name {
+		t.Errorf("Probe = %+v", p)
 	}
 	old := fakeBinary(t, dir, "firecracker-old", "Firecracker v1.7.0")
-	if _, err := (&Driver{Binary: old}).Probe(ctx); err == nil || !strings.Contains(err.Error(), "1.7.0 is too old") {
+	if _, err := (&Driver{Binary: old}).Inspect(ctx); err == nil || !strings.Contains(err.Error(), "1.7.0 is too old") {
 		t.Errorf("Probe(1.7.0) = %v; want too old", err)
 	}
-	if _, err := (&Driver{Binary: filepath.Join(dir, "nope")}).Probe(ctx); err == nil || !strings.Contains(err.Error(), "firecracker_bin") || !strings.Contains(err.Error(), ReleasesURL) {
+	if _, err := (&Driver{Binary: filepath.Join(dir, "nope")}).Inspect(ctx); err == nil || !strings.Contains(err.Error(), "firecracker_bin") || !strings.Contains(err.Error(), ReleasesURL) {
 		t.Errorf("Probe(missing) = %v; want a hint at firecracker_bin and the releases", err)
 	}
 	// Settings are read afresh on every call (config.toml edits apply without a restart).
 	bin := good
-	d := &Driver{Binary: "/ignored", Settings: func() (string, JailerOptions) { return bin, JailerOptions{} }}
-	if info, err := d.Probe(ctx); err != nil || info.Binary != good {
+	d := &Driver{Binary: "/ignored", Settings: func() Settings { return Settings{Binary: bin} }}
+	if info, err := d.Inspect(ctx); err != nil || info.Binary != good {
 		t.Errorf("Probe with Settings = %+v, %v", info, err)
 	}
 	bin = old
-	if _, err := d.Probe(ctx); err == nil || !strings.Contains(err.Error(), "too old") {
+	if _, err := d.Inspect(ctx); err == nil || !strings.Contains(err.Error(), "too old") {
 		t.Errorf("Probe after the setting changed = %v; want the new binary's verdict", err)
 	}
 	t.Setenv("PATH", t.TempDir())
-	if _, err := (&Driver{}).Probe(ctx); err == nil || !strings.Contains(err.Error(), "in $PATH") {
+	if _, err := (&Driver{}).Inspect(ctx); err == nil || !strings.Contains(err.Error(), "in $PATH") {
 		t.Errorf("Probe(default, empty PATH) = %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -220,5 +221,29 @@ func TestAttachRefusesRecordsItCannotFollow(t *testing.T) {
 	// This process, recorded with another start time: the pid was reused.
 	if _, err := d.Attach(vmm.Record{Driver: "qemu", PID: os.Getpid(), StartTime: st + 1}); !errors.Is(err, vmm.ErrGone) {
 		t.Errorf("Attach of a reused pid = %v, want an error wrapping vmm.ErrGone", err)
+	}
+}
+
+// TestProbeReadsSettingsAfresh: like Firecracker's, QEMU's settings are read on every call (the
+// daemon re-reads config.toml), and a missing binary is a probe that says what to do.
+func TestProbeReadsSettingsAfresh(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "my-qemu")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := bin
+	d := &Driver{Binary: "/ignored", Settings: func() Settings { return Settings{Binary: name} }}
+	if p := d.Probe(context.Background()); p.Err != nil || p.Found != "qemu at "+bin || p.Driver != Name || p.NeedsKVM {
+		t.Errorf("Probe = %+v; want %s found, no KVM needed", p, bin)
+	}
+	name = filepath.Join(dir, "gone")
+	p := d.Probe(context.Background())
+	if p.Err == nil || !strings.Contains(p.Err.Error(), name+" not found") || !strings.Contains(p.Err.Error(), "qemu_bin") {
+		t.Errorf("Probe after the setting changed = %+v; want the new binary not found, with a hint at qemu_bin", p)
+	}
+	_, err := d.Start(context.Background(), vmm.Config{Dir: t.TempDir(), RuntimeDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), name+" not found") {
+		t.Errorf("Start after the setting changed = %v; want the new binary not found", err)
 	}
 }

@@ -17,10 +17,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -28,22 +28,67 @@ import (
 // DefaultBinary is looked up in PATH when no binary is configured.
 const DefaultBinary = "qemu-system-x86_64"
 
+// Name is the driver's config and record name.
+const Name = "qemu"
+
+// Settings are the driver's part of config.toml.
+type Settings struct {
+	// Binary is the qemu-system-x86_64 to run (a path, or a name looked up in PATH); ""
+	// means DefaultBinary.
+	Binary string
+}
+
+// SettingsFrom picks the driver's settings out of a config.
+func SettingsFrom(c config.Config) Settings { return Settings{Binary: c.QEMUBin} }
+
 // Driver starts QEMU microVMs.
 type Driver struct {
-	// Binary is the qemu-system-x86_64 to run (a path, or a name looked up in PATH).
+	// Binary is used when Settings is nil.
 	Binary string
+	// Settings, when set, supplies the settings afresh for every Probe and Start (the daemon
+	// re-reads config.toml, so that edits apply without a restart); Binary is used otherwise.
+	Settings func() Settings
 	// TSCkHz is passed to TCG guests as tsc_early_khz (0: not passed).
 	TSCkHz int
 }
 
 // Name implements vmm.Driver.
-func (d *Driver) Name() string { return "qemu" }
+func (d *Driver) Name() string { return Name }
 
+// binary is the configured binary (not looked up yet).
 func (d *Driver) binary() string {
-	if d.Binary != "" {
-		return d.Binary
+	s := Settings{Binary: d.Binary}
+	if d.Settings != nil {
+		s = d.Settings()
+	}
+	if s.Binary != "" {
+		return s.Binary
 	}
 	return DefaultBinary
+}
+
+// Probe implements vmm.Driver: QEMU can run VMs here when its binary is found; it runs
+// guests under KVM or, without, under software emulation.
+func (d *Driver) Probe(ctx context.Context) vmm.Probe {
+	name := d.binary()
+	bin, err := exec.LookPath(name)
+	return ProbeResult(name, bin, err)
+}
+
+// ProbeResult is the probe for the configured binary name, found at bin or not found (err).
+// `banger doctor`, which looks binaries up its own way, makes its probe with it too.
+func ProbeResult(name, bin string, err error) vmm.Probe {
+	p := vmm.Probe{Driver: Name, Title: "QEMU"}
+	if err != nil {
+		p.Err = errNotFound(name)
+		return p
+	}
+	p.Found = "qemu at " + bin
+	return p
+}
+
+func errNotFound(name string) error {
+	return fmt.Errorf("%s not found; install it (Debian: apt-get install qemu-system-x86) or set qemu_bin in config.toml", name)
 }
 
 // Socket names in the runtime dir.
@@ -124,9 +169,10 @@ func (d *Driver) args(cfg vmm.Config, console []string) []string {
 
 // Start implements vmm.Driver.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
-	bin, err := exec.LookPath(d.binary())
+	name := d.binary()
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		return nil, fmt.Errorf("qemu: %s not found; install it (Debian: apt-get install qemu-system-x86) or set qemu_bin in config.toml", d.binary())
+		return nil, fmt.Errorf("qemu: %w", errNotFound(name))
 	}
 	for _, dir := range []string{cfg.Dir, cfg.RuntimeDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -165,7 +211,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	m := &machine{
 		proc: proc,
 		rec: vmm.Record{
-			Driver:     "qemu",
+			Driver:     Name,
 			PID:        proc.PID,
 			StartTime:  proc.StartTime,
 			Sockets:    sockets,
@@ -207,7 +253,7 @@ func (m *machine) attachConsole(ctx context.Context, header string) error {
 		conn, err = d.DialContext(ctx, "unix", m.rec.Sockets["console"])
 		return err
 	})
-	if errors.Is(err, errExited) {
+	if errors.Is(err, vmm.ErrExited) {
 		return m.exitedDuringStart()
 	}
 	if err != nil {
@@ -234,11 +280,13 @@ func (m *machine) attachConsole(ctx context.Context, header string) error {
 
 // Attach implements vmm.Driver.
 func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
-	if rec.Driver != "qemu" {
+	if rec.Driver != Name {
 		return nil, fmt.Errorf("qemu: cannot attach a %q machine", rec.Driver)
 	}
 	proc, err := vmm.Watch(rec.PID, rec.StartTime)
 	if err != nil {
+		// A QEMU killed while no daemon ran left its sockets.
+		removeSockets(rec.Sockets)
 		return nil, err
 	}
 	m := &machine{proc: proc, rec: rec, done: proc.Done()}
@@ -262,7 +310,22 @@ type machine struct {
 func (m *machine) Record() vmm.Record    { return m.rec }
 func (m *machine) Done() <-chan struct{} { return m.done }
 
-func (m *machine) Kill() error { return m.proc.Kill(10 * time.Second) }
+// Kill implements vmm.Machine: SIGKILL, wait, then remove the sockets (QEMU removes them
+// when it exits cleanly, never when killed).
+func (m *machine) Kill() error {
+	if err := m.proc.Kill(10 * time.Second); err != nil {
+		return err
+	}
+	removeSockets(m.rec.Sockets)
+	return nil
+}
+
+// removeSockets removes the socket files of a QEMU that is gone.
+func removeSockets(sockets map[string]string) {
+	for _, s := range sockets {
+		_ = os.Remove(s)
+	}
+}
 
 // waitReady waits until QEMU has created its sockets and built the machine. The sockets alone
 // do not show that QEMU started: it creates them before it loads the kernel, and exits if that
@@ -276,7 +339,7 @@ func (m *machine) waitReady(ctx context.Context, deadline time.Time) error {
 	qctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	err := m.untilListening(qctx, func() error { return qmpExecute(qctx, m.rec.Sockets["qmp"], "query-status") })
-	if errors.Is(err, errExited) {
+	if errors.Is(err, vmm.ErrExited) {
 		return m.exitedDuringStart()
 	}
 	if err == nil {
@@ -294,25 +357,9 @@ func (m *machine) waitReady(ctx context.Context, deadline time.Time) error {
 	return fmt.Errorf("qemu does not answer on its QMP socket: %v; see %s", err, m.rec.Log)
 }
 
-// errExited is what untilListening returns when QEMU exits while it waits.
-var errExited = errors.New("qemu exited")
-
-// untilListening calls try until it returns anything but "connection refused", and returns
-// that. QEMU binds its sockets before it listens on them: a refused connection right after the
-// file appears means "not yet", not "gone". It returns errExited if QEMU exits meanwhile, and
-// try's error once ctx is done.
+// untilListening is vmm.UntilListening for this QEMU process.
 func (m *machine) untilListening(ctx context.Context, try func() error) error {
-	for {
-		err := try()
-		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-m.proc.Done():
-			return errExited
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	return vmm.UntilListening(ctx, m.proc.Done(), try)
 }
 
 func (m *machine) exitedDuringStart() error {
@@ -321,21 +368,21 @@ func (m *machine) exitedDuringStart() error {
 
 // waitSocket waits until QEMU has created the socket at path.
 func (m *machine) waitSocket(ctx context.Context, path string, deadline time.Time) error {
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		}
-		select {
-		case <-m.proc.Done():
-			return m.exitedDuringStart()
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("qemu did not create its sockets within %s; see %s", socketWait, m.rec.Log)
-		}
+	sctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	err := m.untilListening(sctx, func() error {
+		_, err := os.Stat(path)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, vmm.ErrExited):
+		return m.exitedDuringStart()
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
+	return fmt.Errorf("qemu did not create its sockets within %s (%v); see %s", socketWait, err, m.rec.Log)
 }
 
 // DialAgent implements vmm.Machine.

@@ -7,6 +7,7 @@ package vmmtest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -21,8 +22,10 @@ import (
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
-// Driver is a vmm.Driver whose behaviour tests can steer. It names itself "qemu" because the
-// services ask for their QEMU driver.
+// Name is the fake driver's name, in its Records.
+const Name = "fake"
+
+// Driver is a vmm.Driver whose behaviour tests can steer.
 type Driver struct {
 	mu sync.Mutex
 	// StartErr makes Start fail with it.
@@ -33,12 +36,22 @@ type Driver struct {
 	ExitEarly bool
 	// BootDelay is how long the guest takes before its agent answers.
 	BootDelay time.Duration
+	// ProbeErr makes Probe say that the driver cannot run here.
+	ProbeErr error
 
 	machines []*Machine
 }
 
 // Name implements vmm.Driver.
-func (d *Driver) Name() string { return "qemu" }
+func (d *Driver) Name() string { return Name }
+
+// Probe implements vmm.Driver: the fake runs anywhere (its guests need no KVM) unless
+// ProbeErr says otherwise.
+func (d *Driver) Probe(ctx context.Context) vmm.Probe {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return vmm.Probe{Driver: Name, Title: "the fake VMM", Found: "the fake VMM (vmmtest)", Err: d.ProbeErr}
+}
 
 // Start implements vmm.Driver.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
@@ -77,8 +90,12 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 
 // Attach implements vmm.Driver; the re-attached machine serves its agent again.
 func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
+	if rec.Driver != Name {
+		return nil, fmt.Errorf("vmmtest: cannot attach a %q machine", rec.Driver)
+	}
 	proc, err := vmm.Watch(rec.PID, rec.StartTime)
 	if err != nil {
+		_ = os.Remove(rec.Sockets["agent"])
 		return nil, err
 	}
 	m := &Machine{proc: proc, rec: rec}

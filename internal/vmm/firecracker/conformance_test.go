@@ -1,0 +1,182 @@
+package firecracker
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmtest"
+)
+
+// envRecordedFirecracker, set to a recording (testdata/responses-<version>.json), makes the
+// test binary act as that Firecracker: see recordedFirecracker.
+const envRecordedFirecracker = "BANGER_TEST_RECORDED_FIRECRACKER"
+
+func TestMain(m *testing.M) {
+	if rec := os.Getenv(envRecordedFirecracker); rec != "" {
+		os.Exit(recordedFirecracker(rec, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestConformance runs package vmm's contract suite against the driver with a Firecracker that
+// answers its API as the recorded real one did (a process of this test binary: no KVM, no
+// guest), and against a real Firecracker when BANGER_FIRECRACKER_BIN is set (see real_test.go).
+func TestConformance(t *testing.T) {
+	const version = "1.14.2"
+	recording, err := filepath.Abs(filepath.Join("testdata", "responses-"+version+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(shortDir(t, "bfcbin"), "firecracker")
+	script := fmt.Sprintf("#!/bin/sh\n%s=%s exec %s \"$@\"\n", envRecordedFirecracker, recording, self)
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unjailed := false
+	vmmtest.Conformance(t, func(t *testing.T) vmmtest.Harness {
+		config := func(t *testing.T, kernel string) vmm.Config {
+			dir := t.TempDir()
+			return vmm.Config{
+				ID: "conformance", Name: "conformance", Dir: filepath.Join(dir, "vm"), RuntimeDir: shortDir(t, "bfc"),
+				VCPU: 1, MemoryMiB: 128, Kernel: kernel,
+				Disks: []vmm.Disk{{Path: sparse(t, filepath.Join(dir, "disk.ext4"), 1<<20)}},
+			}
+		}
+		kernel := filepath.Join(t.TempDir(), "vmlinux")
+		if err := os.WriteFile(kernel, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return vmmtest.Harness{
+			Driver: &Driver{Binary: bin, Jailer: JailerOptions{Enabled: &unjailed}},
+			Config: func(t *testing.T) vmm.Config { return config(t, kernel) },
+			// Firecracker rejects the boot source (as recorded) after it started.
+			FailingConfig: func(t *testing.T) vmm.Config { return config(t, "/nonexistent/vmlinux") },
+		}
+	})
+}
+
+func TestFirecrackerRealConformance(t *testing.T) {
+	bin := realFirecracker(t)
+	testKernel(t)
+	unjailed := false
+	vmmtest.Conformance(t, func(t *testing.T) vmmtest.Harness {
+		d := &Driver{Binary: bin, Jailer: JailerOptions{Enabled: &unjailed}}
+		if j := os.Getenv(envJailer); j != "" {
+			d.Jailer = JailerOptions{Binary: j, ChrootBase: shortDir(t, "bjc")}
+		}
+		return vmmtest.Harness{
+			Driver: d,
+			Config: func(t *testing.T) vmm.Config { return testConfig(t, newID(t)) },
+			FailingConfig: func(t *testing.T) vmm.Config {
+				cfg := testConfig(t, newID(t))
+				cfg.Kernel = filepath.Join(t.TempDir(), "no-such-vmlinux")
+				return cfg
+			},
+		}
+	})
+}
+
+// recordedFirecracker is a Firecracker whose API gives the answers in the recording (see
+// recorded_test.go): --version prints the recorded version; with --api-sock it serves each
+// request with the recorded success of the same method and path, and a boot source whose kernel
+// does not exist with the recorded rejection. Successes the recording cannot hold (the boot
+// source, InstanceStart, pausing, resuming and Ctrl-Alt-Del of a started machine) get
+// Firecracker's documented 204. PUT /vsock makes the vsock socket, as Firecracker does.
+func recordedFirecracker(recording string, args []string) int {
+	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(recording), "responses-"), ".json")
+	var sock string
+	for i, a := range args {
+		switch {
+		case a == "--version":
+			fmt.Printf("Firecracker v%s\n", version)
+			return 0
+		case a == "--api-sock" && i+1 < len(args):
+			sock = args[i+1]
+		}
+	}
+	data, err := os.ReadFile(recording)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var exs []exchange
+	if err := json.Unmarshal(data, &exs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	answer := func(w http.ResponseWriter, status int, body string) {
+		body = strings.ReplaceAll(body, "{{version}}", version)
+		if body != "" {
+			w.Header().Set("Content-Type", "application/json")
+		}
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	}
+	recorded := func(name string) (exchange, bool) {
+		for _, ex := range exs {
+			if ex.Name == name {
+				return ex, true
+			}
+		}
+		return exchange{}, false
+	}
+	var mu sync.Mutex
+	var listeners []net.Listener
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Method == "PUT" && r.URL.Path == "/boot-source":
+			var b BootSource
+			_ = json.Unmarshal(body, &b)
+			if _, err := os.Stat(b.KernelImagePath); err != nil {
+				if ex, ok := recorded("missing kernel"); ok {
+					answer(w, ex.Status, ex.Response)
+					return
+				}
+			}
+			answer(w, http.StatusNoContent, "")
+			return
+		case r.Method == "PUT" && r.URL.Path == "/vsock":
+			var v Vsock
+			_ = json.Unmarshal(body, &v)
+			ln, err := net.Listen("unix", v.UDSPath)
+			if err != nil {
+				answer(w, http.StatusBadRequest, fmt.Sprintf(`{"fault_message":%q}`, err.Error()))
+				return
+			}
+			listeners = append(listeners, ln)
+		case r.Method == "PUT" && r.URL.Path == "/actions", r.Method == "PATCH" && r.URL.Path == "/vm":
+			answer(w, http.StatusNoContent, "")
+			return
+		}
+		for _, ex := range exs {
+			if ex.Method == r.Method && ex.Path == r.URL.Path && ex.Status/100 == 2 {
+				answer(w, ex.Status, ex.Response)
+				return
+			}
+		}
+		answer(w, http.StatusBadRequest, `{"fault_message":"the recording has no answer to this request"}`)
+	})
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = http.Serve(ln, handler)
+	return 1
+}
