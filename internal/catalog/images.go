@@ -62,7 +62,7 @@ func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image
 	name, version := SplitRef(ref)
 	if version != "" {
 		v, err := s.o.Store.GetImageVersion(ctx, name, version)
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, failure.NotFound) {
 			return Image{}, failure.New(failure.NotFound, "image %s version %s no longer exists (the image was deleted)", name, version)
 		}
 		if err != nil {

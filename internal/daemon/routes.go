@@ -89,7 +89,7 @@ func apiError(err error) *api.Error {
 		code = "usage"
 	case errors.Is(err, failure.Invalid):
 		code = "invalid"
-	case errors.Is(err, failure.NotFound), errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, failure.NotFound):
 		code = "not_found"
 	case errors.Is(err, failure.Conflict):
 		code = "conflict"
