@@ -119,7 +119,7 @@ func (s *Service) mirror() string {
 func (s *Service) Catalog() (catalogfile.Catalog, error) {
 	c, err := catalogfile.Load(s.o.Layout.ConfigDir)
 	if err != nil {
-		return catalogfile.Catalog{}, failure.Wrap(failure.Invalid, err)
+		return catalogfile.Catalog{}, failure.Default(failure.Invalid, err)
 	}
 	return c, nil
 }

@@ -433,7 +433,7 @@ func (s *Service) RegisterImage(ctx context.Context, req RegisterRequest, p prog
 		}
 		m, err := image.Register(ctx, image.RegisterOptions{Rootfs: abs, Dest: staged, Name: req.Name, Kernel: req.Kernel, Progress: p})
 		if err != nil {
-			return image.Manifest{}, failure.Wrap(failure.Invalid, err)
+			return image.Manifest{}, failure.Default(failure.Invalid, err)
 		}
 		return s.publish(ctx, m, staged, "register:"+abs)
 	})
@@ -495,7 +495,7 @@ func (s *Service) ImportImage(ctx context.Context, path, name string, p progress
 func (s *Service) importBundle(ctx context.Context, path, name, source, kernelName string, p progress.Func) (image.Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return image.Manifest{}, failure.Wrap(failure.Invalid, err)
+		return image.Manifest{}, failure.Default(failure.Invalid, err)
 	}
 	defer f.Close()
 	if err := os.MkdirAll(s.o.Layout.ImagesDir(), 0o700); err != nil {
@@ -508,7 +508,7 @@ func (s *Service) importBundle(ctx context.Context, path, name, source, kernelNa
 		return staged
 	}})
 	if err != nil {
-		return image.Manifest{}, failure.Wrap(failure.Invalid, fmt.Errorf("import %s: %w", path, err))
+		return image.Manifest{}, failure.Default(failure.Invalid, fmt.Errorf("import %s: %w", path, err))
 	}
 	if kernelName != "" && m.Kernel == "" {
 		m.Kernel = kernelName

@@ -215,7 +215,7 @@ func (s *Service) ImportKernel(ctx context.Context, req ImportKernelRequest, p p
 		p.Stage("kernel.import", "importing "+req.Vmlinux)
 		m, err := kernel.Import(ctx, kernel.ImportOptions{Name: req.Name, Vmlinux: abs(req.Vmlinux), Initrd: abs(req.Initrd), Modules: abs(req.Modules), Dest: fresh})
 		if err != nil {
-			return kernel.Manifest{}, failure.Wrap(failure.Invalid, fmt.Errorf("import kernel %s: %w", req.Name, err))
+			return kernel.Manifest{}, failure.Default(failure.Invalid, fmt.Errorf("import kernel %s: %w", req.Name, err))
 		}
 		if err := s.install(ctx, m, fresh); err != nil {
 			return kernel.Manifest{}, err
