@@ -64,8 +64,8 @@ func (s *Store) ListKernels(ctx context.Context) ([]Kernel, error) {
 	return ks, nil
 }
 
-// DeleteKernel removes the kernel named name, or returns an error matching failure.NotFound. It does
-// not check whether VMs still use the kernel.
+// DeleteKernel removes the kernel named name, or returns an error matching failure.NotFound.
+// It does not check whether VMs still use the kernel.
 func (s *Store) DeleteKernel(ctx context.Context, name string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM kernels WHERE name = ?`, name)
 	if err == nil {
