@@ -39,19 +39,19 @@ func TestImportErrorsKeepTheirKind(t *testing.T) {
 
 	garbage := filepath.Join(t.TempDir(), "garbage.bundle")
 	os.WriteFile(garbage, []byte("not a bundle"), 0o644)
-	if _, err := s.ImportImage(context.Background(), garbage, "", nil); failure.Of(err) != failure.Invalid {
+	if _, err := s.Images.Import(context.Background(), garbage, "", nil); failure.Of(err) != failure.Invalid {
 		t.Errorf("import of a file that is no bundle = %v (kind %v), want Invalid", err, failure.Of(err))
 	}
 
 	// Reading /proc/self/mem at offset 0 (never mapped) fails with EIO, as a failing disk does.
-	_, err := s.ImportImage(context.Background(), "/proc/self/mem", "", nil)
+	_, err := s.Images.Import(context.Background(), "/proc/self/mem", "", nil)
 	if !errors.Is(err, syscall.EIO) || failure.Of(err) != failure.IO || errors.Is(err, failure.Invalid) {
 		t.Errorf("import that cannot read its bundle = %v (kind %v), want IO, not Invalid", err, failure.Of(err))
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = s.ImportImage(ctx, imageBundle(t), "", nil)
+	_, err = s.Images.Import(ctx, imageBundle(t), "", nil)
 	if !errors.Is(err, context.Canceled) || errors.Is(err, failure.Invalid) {
 		t.Errorf("cancelled import = %v, want context.Canceled, not Invalid", err)
 	}
