@@ -59,3 +59,19 @@ func TestImportErrorsKeepTheirKind(t *testing.T) {
 		t.Errorf("failed imports left versions %v (%v)", versions, err)
 	}
 }
+
+// A kernel import that cannot read its vmlinux is IO, and one given something that is not a
+// kernel stays Invalid.
+func TestKernelImportErrorsKeepTheirKind(t *testing.T) {
+	s, _, _ := newService(t)
+	_, err := s.Kernels.Import(context.Background(), ImportKernelRequest{Name: "k1", Vmlinux: "/proc/self/mem"}, nil)
+	if failure.Of(err) != failure.IO || errors.Is(err, failure.Invalid) {
+		t.Errorf("import of an unreadable vmlinux = %v (kind %v), want IO, not Invalid", err, failure.Of(err))
+	}
+	junk := filepath.Join(t.TempDir(), "vmlinux")
+	os.WriteFile(junk, []byte("not a kernel"), 0o644)
+	_, err = s.Kernels.Import(context.Background(), ImportKernelRequest{Name: "k2", Vmlinux: junk}, nil)
+	if failure.Of(err) != failure.Invalid {
+		t.Errorf("import of a file that is no kernel = %v (kind %v), want Invalid", err, failure.Of(err))
+	}
+}
