@@ -1,10 +1,6 @@
 package catalog
 
 import (
-	"github.com/banger-dev/banger/internal/catalog/catalogfile"
-	"github.com/banger-dev/banger/internal/durable"
-	"github.com/banger-dev/banger/internal/flight"
-
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,8 +10,11 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/bundle"
+	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/durable"
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/flight"
 	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
