@@ -9,7 +9,10 @@
 package api
 
 import (
+	"context"
 	"time"
+
+	"github.com/banger-dev/banger/internal/failure"
 )
 
 // Routes.
@@ -52,8 +55,8 @@ type Version struct {
 // Error is the body of every non-2xx answer and of "error" events.
 type Error struct {
 	// Code is a stable machine-readable class: "invalid", "usage" (invalid because of a
-	// value the user gave as a command-line flag), "not_found", "conflict", "failed",
-	// "internal".
+	// value the user gave as a command-line flag), "not_found", "conflict", "io" (the host
+	// failed to store or read data), "canceled", "timeout", "failed", "internal".
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	// Hint says what to do about it, when there is something to do.
@@ -61,6 +64,45 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// codeKinds are the codes that carry an error's kind (see failure.Of) across the API; the
+// first code of a kind is the one the daemon answers with.
+var codeKinds = []struct {
+	code string
+	kind error
+}{
+	{"invalid", failure.Invalid},
+	{"usage", failure.Invalid},
+	{"not_found", failure.NotFound},
+	{"conflict", failure.Conflict},
+	{"io", failure.IO},
+	{"canceled", context.Canceled},
+	{"timeout", context.DeadlineExceeded},
+}
+
+// Is reports whether e's code stands for target, so that the client tests an answer's kind
+// as the daemon tested the error: errors.Is(err, failure.NotFound) holds for a "not_found"
+// answer, errors.Is(err, context.Canceled) for a "canceled" one.
+func (e *Error) Is(target error) bool {
+	for _, ck := range codeKinds {
+		if ck.code == e.Code && ck.kind == target {
+			return true
+		}
+	}
+	return false
+}
+
+// CodeOf returns the code for err's kind (failure.Of), or "failed" for an error without one.
+func CodeOf(err error) string {
+	if kind := failure.Of(err); kind != nil {
+		for _, ck := range codeKinds {
+			if ck.kind == kind {
+				return ck.code
+			}
+		}
+	}
+	return "failed"
+}
 
 // ErrorBody wraps Error in answers: {"error": {...}}.
 type ErrorBody struct {

@@ -5,6 +5,11 @@
 // store. Concurrent requests for the same one share a single download or build; a failed or
 // interrupted one leaves nothing published (stage, verify, rename).
 //
+// A Service has two halves, each owning its kind of artifact, its directory and its records:
+// Images (versions, leases to VMs being created, OCI pulls, recipe builds) and Kernels
+// (initramfs and module disks). What they share is the Service's: the catalog files naming
+// what can be had, the cache of remote bundles their entries pin, and the options.
+//
 // Images are versioned by the sha256 of their rootfs: a VM pins the version it was created
 // from, every version stays while a VM uses it, and versions no VM uses any more are
 // collected.
@@ -14,24 +19,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/config"
-	"github.com/banger-dev/banger/internal/debian"
 	"github.com/banger-dev/banger/internal/download"
-	"github.com/banger-dev/banger/internal/failure"
-	"github.com/banger-dev/banger/internal/flight"
-	"github.com/banger-dev/banger/internal/image"
-	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -83,45 +79,47 @@ type Options struct {
 	OCITransport http.RoundTripper
 }
 
-// Service provides kernels and images.
+// Service provides kernels and images: Images and Kernels own theirs. What VMs need of it is
+// Kernel, Image and Release (vmservice.Artifacts).
 type Service struct {
-	o       Options
-	kernels flight.Group[kernel.Manifest]
-	modules flight.Group[string]
-	images  flight.Group[image.Manifest]
-
-	mu sync.Mutex
-	// leases are image versions handed out to VMs being created, by "name@version": the VM's
-	// record may not exist yet, so collection leaves them alone for leaseTime.
-	leases map[string]time.Time
+	*sources
+	Images  *Images
+	Kernels *Kernels
 }
-
-// leaseTime is how long a version handed out by Image is safe from collection without a VM
-// recording it.
-const leaseTime = 10 * time.Minute
 
 // New returns a Service.
 func New(o Options) *Service {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{o: o, leases: map[string]time.Time{}}
-}
-
-func (s *Service) mirror() string {
-	if cfg, err := s.o.Config(); err == nil && cfg.DebianMirror != "" {
-		return cfg.DebianMirror
-	}
-	return debian.DefaultMirror("/")
+	src := &sources{o: o}
+	return &Service{sources: src, Images: newImages(src), Kernels: &Kernels{sources: src}}
 }
 
 // Catalog returns the built-in catalog merged with the user's catalog files.
-func (s *Service) Catalog() (catalogfile.Catalog, error) {
-	c, err := catalogfile.Load(s.o.Layout.ConfigDir)
-	if err != nil {
-		return catalogfile.Catalog{}, failure.Wrap(failure.Invalid, err)
-	}
-	return c, nil
+func (s *Service) Catalog() (catalogfile.Catalog, error) { return s.catalog() }
+
+// Kernel returns the named kernel ready to boot; see Kernels.Get.
+func (s *Service) Kernel(ctx context.Context, name string, p progress.Func) (Kernel, error) {
+	return s.Kernels.Get(ctx, name, p)
+}
+
+// Image returns an image ready to boot, leased to the VM being created; see Images.Get.
+func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image, error) {
+	return s.Images.Get(ctx, ref, p)
+}
+
+// Release ends the lease Image took; see Images.Release.
+func (s *Service) Release(img Image) { s.Images.Release(img) }
+
+// Cleanup removes what interrupted pulls and builds left behind — staging directories next
+// to kernels and images (and inside their directories), image build trees (with any mounts
+// inside them detached first), build logs older than a day — moves images of the layout
+// before versions into version directories, and collects image versions no VM uses. The
+// daemon calls it at start, before any pull or build can run.
+func (s *Service) Cleanup() {
+	s.Kernels.cleanup()
+	s.Images.cleanup()
 }
 
 func randomSuffix() string {
@@ -130,113 +128,9 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// vmsUsing returns the names of the VMs whose record matches.
-func (s *Service) vmsUsing(ctx context.Context, match func(store.VM) bool) ([]string, error) {
-	vms, err := s.o.Store.ListVMs(ctx)
-	if err != nil {
-		return nil, err
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
 	}
-	var names []string
-	for _, vm := range vms {
-		if match(vm) {
-			names = append(names, vm.Name)
-		}
-	}
-	return names, nil
-}
-
-// Cleanup removes what interrupted pulls and builds left behind — staging directories next
-// to kernels and images (and inside image directories), image build trees (with any mounts
-// inside them detached first), build logs older than a day — moves images of the layout
-// before versions into version directories, and collects image versions no VM uses. The
-// daemon calls it at start, before any pull or build can run.
-func (s *Service) Cleanup() {
-	isLeftover := func(n string) bool {
-		if !strings.HasPrefix(n, ".") {
-			return false
-		}
-		for _, mark := range []string{".pull-", ".build-", ".old-", ".staging-", ".import", ".register-", ".tmp-", ".initrd-"} {
-			if strings.Contains(n, mark) {
-				return true
-			}
-		}
-		return false
-	}
-	removeLeftovers := func(dir string) {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if isLeftover(e.Name()) {
-				s.o.Log.Info("removing leftover of an interrupted pull or build", "path", filepath.Join(dir, e.Name()))
-				_ = os.RemoveAll(filepath.Join(dir, e.Name()))
-			}
-		}
-	}
-	for _, dir := range []string{s.o.Layout.KernelsDir(), s.o.Layout.ImagesDir()} {
-		removeLeftovers(dir)
-		// Inside each kernel (initramfs, module disk) and image (versions being made).
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-				removeLeftovers(filepath.Join(dir, e.Name()))
-			}
-		}
-	}
-	if err := image.RemoveLeftovers(s.o.Layout.TmpDir(), 24*time.Hour); err != nil {
-		s.o.Log.Warn("remove image build leftovers", "err", err)
-	}
-	ctx := context.Background()
-	if err := s.adoptLegacyImages(ctx); err != nil {
-		s.o.Log.Warn("move images into version directories", "err", err)
-	}
-	if _, err := s.CollectVersions(ctx, false); err != nil {
-		s.o.Log.Warn("collect unused image versions", "err", err)
-	}
-}
-
-// adoptLegacyImages moves image directories of the layout before versions
-// (images/<name>/rootfs.ext4) to images/<name>/<version>/. A VM running on one keeps its
-// open file; the rename does not disturb it.
-func (s *Service) adoptLegacyImages(ctx context.Context) error {
-	versions, err := s.o.Store.ImageVersions(ctx, "")
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, v := range versions {
-		legacy := filepath.Join(s.o.Layout.ImagesDir(), v.Name)
-		if filepath.Clean(v.Dir) != legacy {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(legacy, image.RootfsFile)); err != nil {
-			continue
-		}
-		aside := filepath.Join(s.o.Layout.ImagesDir(), "."+v.Name+".old-"+randomSuffix())
-		final := filepath.Join(legacy, v.Version)
-		if err := os.Rename(legacy, aside); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := os.Mkdir(legacy, 0o700); err != nil {
-			errs = append(errs, err)
-			_ = os.Rename(aside, legacy)
-			continue
-		}
-		if err := os.Rename(aside, final); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		v.Dir = final
-		img, err := s.o.Store.GetImage(ctx, v.Name)
-		if err == nil && img.Version == v.Version {
-			img.Dir = final
-			err = s.o.Store.PutImage(ctx, &img)
-		} else if err == nil {
-			err = s.o.Store.PutImageVersion(ctx, &v)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-		s.o.Log.Info("moved image into its version directory", "image", v.Name, "version", v.Version)
-	}
-	return errors.Join(errs...)
+	return many
 }

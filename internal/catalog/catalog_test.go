@@ -74,7 +74,7 @@ func TestKernelsListsRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks, err := s.Kernels(context.Background())
+	ks, err := s.Kernels.List(context.Background())
 	if err != nil || len(ks) != 1 || ks[0].Version != "6.1.176-1" || ks[0].Package != "linux-image-6.1.0-50-cloud-amd64" {
 		t.Errorf("Kernels = %+v, %v", ks, err)
 	}

@@ -5,17 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/banger-dev/banger/internal/bundle"
-	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/flight"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/oci"
 	"github.com/banger-dev/banger/internal/progress"
@@ -32,37 +29,65 @@ type ImageInfo struct {
 	Source    string          `json:"source,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
 	Versions  []VersionInfo   `json:"versions,omitempty"`
-	Manifest  json.RawMessage `json:"manifest,omitempty"` // the current version's, in ShowImage
+	Manifest  json.RawMessage `json:"manifest,omitempty"` // the current version's, in Show
 }
 
-// VersionInfo describes one version of an image.
-type VersionInfo struct {
-	Name      string    `json:"name"`
-	Version   string    `json:"version"`
-	Dir       string    `json:"dir"`
-	SizeBytes int64     `json:"size_bytes"`
-	CreatedAt time.Time `json:"created_at"`
-	Current   bool      `json:"current,omitempty"`
-	UsedBy    []string  `json:"used_by,omitempty"` // VMs created from it
+// Images owns the installed images: their versions under <state dir>/images/<name>, their
+// records, the leases on versions handed out to VMs being created, and the work that makes
+// new versions (recipe builds, OCI pulls, bundle imports, registrations), one at a time per
+// image name.
+type Images struct {
+	*sources
+	work flight.Group[image.Manifest]
+
+	mu sync.Mutex
+	// leases are image versions handed out to VMs being created, by "name@version": the VM's
+	// record may not exist yet, so collection leaves them alone for leaseTime.
+	leases map[string]time.Time
 }
 
-// ociDir holds the OCI layer cache: <cache dir>/oci.
-func (s *Service) ociCache() oci.Cache {
-	return oci.Cache{Dir: filepath.Join(s.o.Layout.CacheDir, "oci")}
+// leaseTime is how long a version handed out by Get is safe from collection without a VM
+// recording it.
+const leaseTime = 10 * time.Minute
+
+func newImages(src *sources) *Images {
+	return &Images{sources: src, leases: map[string]time.Time{}}
+}
+
+// cleanup removes what interrupted image work left (staging directories, build trees, old
+// build logs), moves images of the layout before versions into version directories and
+// collects versions no VM uses.
+func (im *Images) cleanup() {
+	im.removeLeftovers(im.o.Layout.ImagesDir())
+	if err := image.RemoveLeftovers(im.o.Layout.TmpDir(), 24*time.Hour); err != nil {
+		im.o.Log.Warn("remove image build leftovers", "err", err)
+	}
+	ctx := context.Background()
+	if err := im.adoptLegacyImages(ctx); err != nil {
+		im.o.Log.Warn("move images into version directories", "err", err)
+	}
+	if _, err := im.CollectVersions(ctx, false); err != nil {
+		im.o.Log.Warn("collect unused image versions", "err", err)
+	}
+}
+
+// ociCache is the OCI layer cache: <cache dir>/oci.
+func (im *Images) ociCache() oci.Cache {
+	return oci.Cache{Dir: filepath.Join(im.o.Layout.CacheDir, "oci")}
 }
 
 // imageDir is where an image's versions live: <state dir>/images/<name>.
-func (s *Service) imageDir(name string) string { return filepath.Join(s.o.Layout.ImagesDir(), name) }
+func (im *Images) imageDir(name string) string { return filepath.Join(im.o.Layout.ImagesDir(), name) }
 
-// Image returns an image ready to boot: "name@version" is exactly that version (what a VM
+// Get returns an image ready to boot: "name@version" is exactly that version (what a VM
 // recorded); a bare name is the current version, fetched or built from its catalog entry
 // first if it is not installed, and leased (safe from collection) until Release or leaseTime
 // passes, for the VM being created from it.
-func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image, error) {
+func (im *Images) Get(ctx context.Context, ref string, p progress.Func) (Image, error) {
 	name, version := SplitRef(ref)
 	if version != "" {
-		v, err := s.o.Store.GetImageVersion(ctx, name, version)
-		if errors.Is(err, store.ErrNotFound) {
+		v, err := im.o.Store.GetImageVersion(ctx, name, version)
+		if errors.Is(err, failure.NotFound) {
 			return Image{}, failure.New(failure.NotFound, "image %s version %s no longer exists (the image was deleted)", name, version)
 		}
 		if err != nil {
@@ -74,11 +99,11 @@ func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image
 		}
 		return img, nil // the VM that recorded it keeps it
 	}
-	if img, err := s.installedImage(ctx, name); err == nil {
-		s.lease(img)
+	if img, err := im.installedImage(ctx, name); err == nil {
+		im.lease(img)
 		return img, nil
 	}
-	cat, err := s.Catalog()
+	cat, err := im.catalog()
 	if err != nil {
 		return Image{}, err
 	}
@@ -87,12 +112,12 @@ func (s *Service) Image(ctx context.Context, ref string, p progress.Func) (Image
 		return Image{}, failure.New(failure.NotFound, "image %q is not installed and no catalog has it (available: %s); pull an OCI image with `banger image pull REF --name %s`",
 			name, cat.ImageNames(), name)
 	}
-	if _, err := s.getEntry(ctx, e, e.Name, 0, p, false); err != nil {
+	if _, err := im.getEntry(ctx, e, e.Name, 0, p, false); err != nil {
 		return Image{}, err
 	}
-	img, err := s.installedImage(ctx, name)
+	img, err := im.installedImage(ctx, name)
 	if err == nil {
-		s.lease(img)
+		im.lease(img)
 	}
 	return img, err
 }
@@ -105,34 +130,34 @@ func manifestKernel(raw json.RawMessage) string {
 	return m.Kernel
 }
 
-func (s *Service) lease(img Image) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.leases[img.Ref()] = time.Now()
+func (im *Images) lease(img Image) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	im.leases[img.Ref()] = time.Now()
 }
 
-// Release ends the lease Image took on a version for a VM being created: once the VM is
+// Release ends the lease Get took on a version for a VM being created: once the VM is
 // recorded (or its create undone) the record decides whether the version stays.
-func (s *Service) Release(img Image) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.leases, img.Ref())
+func (im *Images) Release(img Image) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	delete(im.leases, img.Ref())
 }
 
-func (s *Service) leased(ref string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for r, t := range s.leases {
+func (im *Images) leased(ref string) bool {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for r, t := range im.leases {
 		if time.Since(t) > leaseTime {
-			delete(s.leases, r)
+			delete(im.leases, r)
 		}
 	}
-	_, ok := s.leases[ref]
+	_, ok := im.leases[ref]
 	return ok
 }
 
-func (s *Service) installedImage(ctx context.Context, name string) (Image, error) {
-	rec, err := s.o.Store.GetImage(ctx, name)
+func (im *Images) installedImage(ctx context.Context, name string) (Image, error) {
+	rec, err := im.o.Store.GetImage(ctx, name)
 	if err != nil {
 		return Image{}, err
 	}
@@ -148,384 +173,14 @@ func (s *Service) installedImage(ctx context.Context, name string) (Image, error
 	return img, nil
 }
 
-// getEntry builds, pulls or downloads a catalog entry as image name, coalesced with any other
-// request for the same name; size applies to OCI entries (0: sized to the contents). Unless
-// replace, an image that appeared meanwhile is kept.
-func (s *Service) getEntry(ctx context.Context, e catalogfile.ImageEntry, name string, size int64, p progress.Func, replace bool) (image.Manifest, error) {
-	m, _, err := s.images.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
-		if !replace {
-			if _, err := s.installedImage(ctx, name); err == nil {
-				return image.Manifest{}, nil
-			}
-		}
-		switch e.Kind {
-		case image.SourceRecipe:
-			return s.buildRecipe(ctx, e, name, p)
-		case image.SourceOCI:
-			return s.pullOCI(ctx, PullRequest{Ref: e.OCI, Name: name, Size: size, Kernel: e.Kernel}, p)
-		default:
-			path, err := s.fetchBundle(ctx, *e.Bundle, p)
-			if err != nil {
-				return image.Manifest{}, fmt.Errorf("image %s: %w", name, err)
-			}
-			return s.importBundle(ctx, path, name, "bundle:"+e.Bundle.URL, e.Kernel, p)
-		}
-	})
-	return m, err
-}
-
-// BuildImage builds the named image from its recipe as a new version. VMs created from an
-// older version keep booting it.
-func (s *Service) BuildImage(ctx context.Context, name string, p progress.Func) (ImageInfo, error) {
-	cat, err := s.Catalog()
-	if err != nil {
-		return ImageInfo{}, err
-	}
-	e, ok := cat.Image(name)
-	if !ok || e.Kind != image.SourceRecipe {
-		return ImageInfo{}, failure.New(failure.NotFound, "no recipe builds image %q (images built from recipes: %s)", name, strings.Join(recipeImages(cat), ", "))
-	}
-	if _, err := s.getEntry(ctx, e, name, 0, p, true); err != nil {
-		return ImageInfo{}, err
-	}
-	return s.ShowImage(ctx, name)
-}
-
-func recipeImages(c catalogfile.Catalog) []string {
-	var out []string
-	for _, e := range c.Images {
-		if e.Kind == image.SourceRecipe {
-			out = append(out, e.Name)
-		}
-	}
-	return out
-}
-
-func (s *Service) buildRecipe(ctx context.Context, e catalogfile.ImageEntry, name string, p progress.Func) (image.Manifest, error) {
-	recipe, err := image.BuiltinRecipe(e.Recipe)
-	if err != nil {
-		return image.Manifest{}, failure.Wrap(failure.NotFound, err)
-	}
-	staged, err := s.stagingPath(name, "build")
-	if err != nil {
-		return image.Manifest{}, err
-	}
-	if err := os.MkdirAll(s.o.Layout.TmpDir(), 0o700); err != nil {
-		return image.Manifest{}, err
-	}
-	mirror := s.mirror()
-	p.Stage(image.StageBootstrap, fmt.Sprintf("building image %s from Debian packages (%s)", name, mirror))
-	m, err := image.Build(ctx, image.BuildOptions{Recipe: recipe, Name: name, Mirror: mirror, Dest: staged, WorkDir: s.o.Layout.TmpDir(), Progress: p})
-	if err != nil {
-		return image.Manifest{}, fmt.Errorf("build image %s: %w", name, err)
-	}
-	m.Kernel = e.Kernel
-	if err := image.WriteManifest(staged, m); err != nil {
-		os.RemoveAll(staged)
-		return image.Manifest{}, err
-	}
-	s.o.Log.Info("built image", "name", name, "size", m.RootfsSize, "seconds", m.BuildSeconds)
-	return s.publish(ctx, m, staged, "recipe:"+e.Recipe)
-}
-
-// stagingPath returns a path (not yet existing) to build a new version of an image in, next to
-// where its versions live.
-func (s *Service) stagingPath(name, what string) (string, error) {
-	dir := s.imageDir(name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, "."+what+"-"+randomSuffix()), nil
-}
-
-// publish moves a staged image directory to images/<name>/<version>, makes it the image's
-// current version and collects versions no VM uses any more.
-func (s *Service) publish(ctx context.Context, m image.Manifest, staged, source string) (image.Manifest, error) {
-	final := filepath.Join(s.imageDir(m.Name), m.Version())
-	if _, err := os.Stat(final); err == nil {
-		os.RemoveAll(staged) // the same contents are already here
-	} else if err := os.Rename(staged, final); err != nil {
-		os.RemoveAll(staged)
-		return image.Manifest{}, fmt.Errorf("publish image %s: %w", m.Name, err)
-	}
-	raw, _ := json.Marshal(m)
-	rec := store.Image{Name: m.Name, Version: m.Version(), Dir: final, Manifest: raw, SizeBytes: m.RootfsSize, Kernel: m.Kernel, Source: source}
-	if err := s.o.Store.PutImage(ctx, &rec); err != nil {
-		return image.Manifest{}, fmt.Errorf("record image %s: %w", m.Name, err)
-	}
-	if _, err := s.CollectVersions(ctx, false); err != nil {
-		s.o.Log.Warn("collect unused image versions", "err", err)
-	}
-	return m, nil
-}
-
-// PullRequest asks for an image: a catalog name or an OCI reference.
-type PullRequest struct {
-	Ref    string
-	Name   string // the image's name; derived from Ref when empty
-	Size   int64  // rootfs size in bytes; 0 sizes it to the contents
-	Kernel string // the image's default kernel
-}
-
-// PullImage gets an image: a catalog entry by name (built, pulled or downloaded as the entry
-// says), or any OCI image source (oci.ParseSource: a registry reference, an OCI layout
-// directory, a docker-archive file), pulled for linux/amd64 and turned into an ext4 image. It
-// becomes a new version of the image; concurrent pulls of the same image share one run.
-func (s *Service) PullImage(ctx context.Context, req PullRequest, p progress.Func) (ImageInfo, error) {
-	cat, err := s.Catalog()
-	if err != nil {
-		return ImageInfo{}, err
-	}
-	if e, ok := cat.Image(req.Ref); ok {
-		name := req.Name
-		if name == "" {
-			name = e.Name
-		}
-		if req.Kernel != "" {
-			e.Kernel = req.Kernel
-		}
-		if req.Size != 0 && e.Kind != image.SourceOCI {
-			return ImageInfo{}, failure.New(failure.Invalid, "--size applies to OCI images; %s is a %s", e.Name, e.Kind)
-		}
-		if _, err := s.getEntry(ctx, e, name, req.Size, p, true); err != nil {
-			return ImageInfo{}, err
-		}
-		return s.ShowImage(ctx, name)
-	}
-	src, err := oci.ParseSource(req.Ref)
-	if err != nil {
-		return ImageInfo{}, failure.New(failure.Invalid, "%q is neither a catalog image (%s) nor an OCI image source: %v", req.Ref, cat.ImageNames(), err)
-	}
-	if req.Name == "" {
-		req.Name = NameFromReference(src.NameParts())
-		// A derived name never replaces an image of another origin (pulling debian:bookworm
-		// must not replace the debian-bookworm built from the recipe).
-		if cur, err := s.o.Store.GetImage(ctx, req.Name); err == nil && !strings.HasPrefix(cur.Source, "oci:"+src.String()+"@") {
-			return ImageInfo{}, failure.New(failure.Conflict, "an image named %q already exists (%s); give this one another name with --name", req.Name, describeSource(cur.Source))
-		}
-	} else if !catalogfile.ValidName(req.Name) {
-		return ImageInfo{}, failure.New(failure.Invalid, "image name %q must be lower-case letters, digits, '.' and '-'", req.Name)
-	}
-	if _, _, err := s.images.Do(ctx, req.Name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
-		return s.pullOCI(ctx, req, p)
-	}); err != nil {
-		return ImageInfo{}, err
-	}
-	return s.ShowImage(ctx, req.Name)
-}
-
-func describeSource(src string) string {
-	switch {
-	case src == "":
-		return "built from a recipe"
-	case strings.HasPrefix(src, "recipe:"):
-		return "built from recipe " + strings.TrimPrefix(src, "recipe:")
-	case strings.HasPrefix(src, "oci:"):
-		return "pulled from " + strings.TrimPrefix(src, "oci:")
-	}
-	return src
-}
-
-var nameJunk = regexp.MustCompile(`[^a-z0-9.-]+`)
-
-// NameFromReference derives an image name from an OCI repository and tag or digest:
-// "library/debian" "bookworm" → "debian-bookworm"; "test/busybox" "latest" → "busybox".
-func NameFromReference(repo, id string) string {
-	name := repo[strings.LastIndex(repo, "/")+1:]
-	switch {
-	case strings.HasPrefix(id, "sha256:"):
-		name += "-" + id[7:19]
-	case id != "" && id != "latest":
-		name += "-" + id
-	}
-	name = strings.Trim(nameJunk.ReplaceAllString(strings.ToLower(name), "-"), "-.")
-	if len(name) > 63 {
-		name = strings.TrimRight(name[:63], "-.")
-	}
-	if name == "" {
-		name = "image"
-	}
-	return name
-}
-
-func (s *Service) pullOCI(ctx context.Context, req PullRequest, p progress.Func) (image.Manifest, error) {
-	if err := os.MkdirAll(s.o.Layout.TmpDir(), 0o700); err != nil {
-		return image.Manifest{}, err
-	}
-	tree, err := os.MkdirTemp(s.o.Layout.TmpDir(), "oci-"+req.Name+"-tree-")
-	if err != nil {
-		return image.Manifest{}, err
-	}
-	defer os.RemoveAll(tree)
-	if err := os.Chmod(tree, 0o755); err != nil { // becomes the image's /
-		return image.Manifest{}, err
-	}
-	started := time.Now()
-	// The image may unpack to no more than the disk it is asked to fit (when a size is given;
-	// oci's default otherwise).
-	res, err := oci.Pull(ctx, oci.PullOptions{Ref: req.Ref, Cache: s.ociCache(), Tree: tree, Progress: p, Transport: s.o.OCITransport,
-		Limits: oci.Limits{Bytes: req.Size}})
-	if err != nil {
-		return image.Manifest{}, fmt.Errorf("pull %s: %w", req.Ref, err)
-	}
-	pulled := time.Since(started)
-	var layers []string
-	for _, l := range res.Layers {
-		layers = append(layers, l.Digest)
-	}
-	m := image.Manifest{
-		Source: image.SourceOCI, Kernel: req.Kernel,
-		OCI: &image.OCIOrigin{Reference: res.Reference, Digest: res.Digest, Layers: layers, Env: res.Config.Env,
-			Entrypoint: res.Config.Entrypoint, Cmd: res.Config.Cmd, WorkingDir: res.Config.WorkingDir, User: res.Config.User},
-		StageSeconds: map[string]float64{"oci.pull": round3(pulled.Seconds())},
-	}
-	st := res.Stats
-	m.Notes = append(m.Notes, fmt.Sprintf("flattened %d layers: %d files, %d directories, %d symlinks, %d hard links; %d whiteouts, %d opaque directories applied",
-		len(res.Layers), st.Files, st.Dirs, st.Symlinks, st.Hardlinks, st.Whiteouts, st.OpaqueDirs))
-	if st.DevicesSkipped > 0 {
-		m.Notes = append(m.Notes, fmt.Sprintf("left out %d device nodes under /dev (the guest mounts a devtmpfs there)", st.DevicesSkipped))
-	}
-	if st.XattrsSkipped > 0 {
-		m.Notes = append(m.Notes, fmt.Sprintf("left out %d extended attributes the file system refused", st.XattrsSkipped))
-	}
-	staged, err := s.stagingPath(req.Name, "pull")
-	if err != nil {
-		return image.Manifest{}, err
-	}
-	t0 := time.Now()
-	m, err = image.FromTree(ctx, image.TreeOptions{Tree: tree, Dest: staged, Name: req.Name, Size: req.Size, Manifest: m, Progress: p})
-	if err != nil {
-		return image.Manifest{}, err
-	}
-	m.StageSeconds["image.mkfs"] = round3(time.Since(t0).Seconds())
-	m.BuildSeconds = round3(time.Since(started).Seconds())
-	if err := image.WriteManifest(staged, m); err != nil {
-		os.RemoveAll(staged)
-		return image.Manifest{}, err
-	}
-	s.o.Log.Info("pulled image", "name", req.Name, "ref", res.Reference, "digest", res.Digest, "downloaded", res.Downloaded,
-		"pull_seconds", pulled.Seconds(), "total_seconds", m.BuildSeconds)
-	return s.publish(ctx, m, staged, "oci:"+res.Reference+"@"+res.Digest)
-}
-
-func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
-
-// RegisterRequest asks to adopt a host ext4 file as an image.
-type RegisterRequest struct {
-	Name   string
-	Rootfs string
-	Kernel string
-}
-
-// RegisterImage adopts a host ext4 file (copied, sparse) as a new version of an image.
-func (s *Service) RegisterImage(ctx context.Context, req RegisterRequest, p progress.Func) (ImageInfo, error) {
-	if !catalogfile.ValidName(req.Name) {
-		return ImageInfo{}, failure.New(failure.Invalid, "image name %q must be lower-case letters, digits, '.' and '-'", req.Name)
-	}
-	abs, err := filepath.Abs(req.Rootfs)
-	if err != nil {
-		return ImageInfo{}, err
-	}
-	_, _, err = s.images.Do(ctx, req.Name, p, func(ctx context.Context, p progress.Func) (image.Manifest, error) {
-		staged, err := s.stagingPath(req.Name, "register")
-		if err != nil {
-			return image.Manifest{}, err
-		}
-		m, err := image.Register(ctx, image.RegisterOptions{Rootfs: abs, Dest: staged, Name: req.Name, Kernel: req.Kernel, Progress: p})
-		if err != nil {
-			return image.Manifest{}, failure.Wrap(failure.Invalid, err)
-		}
-		return s.publish(ctx, m, staged, "register:"+abs)
-	})
-	if err != nil {
-		return ImageInfo{}, err
-	}
-	return s.ShowImage(ctx, req.Name)
-}
-
-// ExportImage writes an image (its current version, or "name@version") as a bundle at path.
-func (s *Service) ExportImage(ctx context.Context, ref, path string, p progress.Func) (bundle.Result, error) {
-	name, version := SplitRef(ref)
-	dir := ""
-	if version == "" {
-		rec, err := s.o.Store.GetImage(ctx, name)
-		if err != nil {
-			return bundle.Result{}, err
-		}
-		dir = rec.Dir
-	} else {
-		v, err := s.o.Store.GetImageVersion(ctx, name, version)
-		if err != nil {
-			return bundle.Result{}, err
-		}
-		dir = v.Dir
-	}
-	if !filepath.IsAbs(path) {
-		return bundle.Result{}, failure.New(failure.Invalid, "export path %q must be absolute", path)
-	}
-	if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
-		return bundle.Result{}, failure.New(failure.Invalid, "cannot write %s: its directory does not exist", path)
-	}
-	started := time.Now()
-	res, err := image.Export(ctx, dir, path, p)
-	if err != nil {
-		return bundle.Result{}, fmt.Errorf("export image %s: %w", ref, err)
-	}
-	s.o.Log.Info("exported image", "image", ref, "path", path, "bytes", res.Size, "seconds", time.Since(started).Seconds())
-	return res, nil
-}
-
-// ImportImage installs an image bundle file as a new version of the image it holds (or of
-// name). The bundle is verified completely before anything is published.
-func (s *Service) ImportImage(ctx context.Context, path, name string, p progress.Func) (ImageInfo, error) {
-	if name != "" && !catalogfile.ValidName(name) {
-		return ImageInfo{}, failure.New(failure.Invalid, "image name %q must be lower-case letters, digits, '.' and '-'", name)
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return ImageInfo{}, err
-	}
-	m, err := s.importBundle(ctx, abs, name, "bundle:"+abs, "", p)
-	if err != nil {
-		return ImageInfo{}, err
-	}
-	return s.ShowImage(ctx, m.Name)
-}
-
-func (s *Service) importBundle(ctx context.Context, path, name, source, kernelName string, p progress.Func) (image.Manifest, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return image.Manifest{}, failure.Wrap(failure.Invalid, err)
-	}
-	defer f.Close()
-	if err := os.MkdirAll(s.o.Layout.ImagesDir(), 0o700); err != nil {
-		return image.Manifest{}, err
-	}
-	started := time.Now()
-	var staged string
-	m, err := image.Import(ctx, f, s.o.Layout.ImagesDir(), image.ImportOptions{Name: name, Progress: p, Dest: func(m image.Manifest) string {
-		staged, _ = s.stagingPath(m.Name, "import")
-		return staged
-	}})
-	if err != nil {
-		return image.Manifest{}, failure.Wrap(failure.Invalid, fmt.Errorf("import %s: %w", path, err))
-	}
-	if kernelName != "" && m.Kernel == "" {
-		m.Kernel = kernelName
-		_ = image.WriteManifest(staged, m)
-	}
-	s.o.Log.Info("imported image", "name", m.Name, "version", m.Version(), "path", path, "seconds", time.Since(started).Seconds())
-	return s.publish(ctx, m, staged, source)
-}
-
-// DeleteImage removes an image with all its versions. It is refused while any VM, running or
+// Delete removes an image with all its versions. It is refused while any VM, running or
 // not, was created from the image: the VM's disk is an overlay on it.
-func (s *Service) DeleteImage(ctx context.Context, name string) (ImageInfo, error) {
-	info, err := s.ShowImage(ctx, name)
+func (im *Images) Delete(ctx context.Context, name string) (ImageInfo, error) {
+	info, err := im.Show(ctx, name)
 	if err != nil {
 		return ImageInfo{}, err
 	}
-	users, err := s.vmsUsing(ctx, func(vm store.VM) bool { n, _ := SplitRef(vm.Image); return n == name })
+	users, err := im.vmsUsing(ctx, func(vm store.VM) bool { n, _ := SplitRef(vm.Image); return n == name })
 	if err != nil {
 		return ImageInfo{}, err
 	}
@@ -533,30 +188,23 @@ func (s *Service) DeleteImage(ctx context.Context, name string) (ImageInfo, erro
 		return ImageInfo{}, failure.New(failure.Conflict, "image %s is used by %s %s (their disks are overlays on it); delete %s first with `banger vm delete %s`",
 			name, plural(len(users), "VM", "VMs"), strings.Join(users, ", "), plural(len(users), "it", "them"), strings.Join(users, " "))
 	}
-	if err := s.o.Store.DeleteImage(ctx, name); err != nil {
+	if err := im.o.Store.DeleteImage(ctx, name); err != nil {
 		return ImageInfo{}, err
 	}
-	if err := os.RemoveAll(s.imageDir(name)); err != nil {
+	if err := os.RemoveAll(im.imageDir(name)); err != nil {
 		return info, fmt.Errorf("image %s is forgotten, but removing its files failed: %w", name, err)
 	}
-	s.o.Log.Info("deleted image", "name", name)
+	im.o.Log.Info("deleted image", "name", name)
 	return info, nil
 }
 
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}
-
-// Images lists the installed images with their versions.
-func (s *Service) Images(ctx context.Context) ([]ImageInfo, error) {
-	recs, err := s.o.Store.ListImages(ctx)
+// List lists the installed images with their versions.
+func (im *Images) List(ctx context.Context) ([]ImageInfo, error) {
+	recs, err := im.o.Store.ListImages(ctx)
 	if err != nil {
 		return nil, err
 	}
-	versions, err := s.versionInfos(ctx)
+	versions, err := im.versionInfos(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -574,16 +222,16 @@ func (s *Service) Images(ctx context.Context) ([]ImageInfo, error) {
 	return out, nil
 }
 
-// ShowImage describes one image, with its current manifest.
-func (s *Service) ShowImage(ctx context.Context, name string) (ImageInfo, error) {
+// Show describes one image, with its current manifest.
+func (im *Images) Show(ctx context.Context, name string) (ImageInfo, error) {
 	name, _ = SplitRef(name)
-	imgs, err := s.Images(ctx)
+	imgs, err := im.List(ctx)
 	if err != nil {
 		return ImageInfo{}, err
 	}
 	for _, img := range imgs {
 		if img.Name == name {
-			if rec, err := s.o.Store.GetImage(ctx, name); err == nil {
+			if rec, err := im.o.Store.GetImage(ctx, name); err == nil {
 				img.Manifest = rec.Manifest
 			}
 			return img, nil
@@ -592,133 +240,17 @@ func (s *Service) ShowImage(ctx context.Context, name string) (ImageInfo, error)
 	return ImageInfo{}, failure.New(failure.NotFound, "image %q is not installed; `banger image list` shows the installed ones, `banger image list --available` what can be had", name)
 }
 
-// versionInfos lists every image version with the VMs created from it.
-func (s *Service) versionInfos(ctx context.Context) ([]VersionInfo, error) {
-	versions, err := s.o.Store.ImageVersions(ctx, "")
+// vmsUsing returns the names of the VMs whose record matches.
+func (im *Images) vmsUsing(ctx context.Context, match func(store.VM) bool) ([]string, error) {
+	vms, err := im.o.Store.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	vms, err := s.o.Store.ListVMs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	images, err := s.o.Store.ListImages(ctx)
-	if err != nil {
-		return nil, err
-	}
-	current := map[string]string{}
-	for _, img := range images {
-		current[img.Name] = img.Version
-	}
-	out := make([]VersionInfo, 0, len(versions))
-	for _, v := range versions {
-		info := VersionInfo{Name: v.Name, Version: v.Version, Dir: v.Dir, SizeBytes: v.SizeBytes, CreatedAt: v.CreatedAt, Current: current[v.Name] == v.Version}
-		for _, vm := range vms {
-			n, ver := SplitRef(vm.Image)
-			if n == v.Name && (ver == v.Version || ver == "" && info.Current) {
-				info.UsedBy = append(info.UsedBy, vm.Name)
-			}
-		}
-		sort.Strings(info.UsedBy)
-		out = append(out, info)
-	}
-	return out, nil
-}
-
-// CollectVersions removes image versions that are not current, that no VM was created from
-// and that were not just handed out to a VM being created, and returns them. With dryRun it
-// only says which.
-func (s *Service) CollectVersions(ctx context.Context, dryRun bool) ([]VersionInfo, error) {
-	versions, err := s.versionInfos(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var removed []VersionInfo
-	var errs []error
-	for _, v := range versions {
-		if v.Current || len(v.UsedBy) > 0 || s.leased(v.Name+"@"+v.Version) {
-			continue
-		}
-		if !dryRun {
-			if err := s.o.Store.DeleteImageVersion(ctx, v.Name, v.Version); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if err := os.RemoveAll(v.Dir); err != nil {
-				errs = append(errs, err)
-			}
-			s.o.Log.Info("removed unused image version", "image", v.Name, "version", v.Version)
-		}
-		removed = append(removed, v)
-	}
-	return removed, errors.Join(errs...)
-}
-
-// PruneResult says what a cache prune freed (or would free).
-type PruneResult struct {
-	DryRun   bool          `json:"dry_run"`
-	Layers   []oci.Blob    `json:"layers"`   // OCI layer blobs no image version was made from
-	Bundles  []CachedFile  `json:"bundles"`  // downloaded catalog bundles (downloaded again when needed)
-	Versions []VersionInfo `json:"versions"` // image versions no VM uses
-	Freed    int64         `json:"freed_bytes"`
-}
-
-// CachedFile is a file in the cache.
-type CachedFile struct {
-	Path string `json:"path"`
-	Size int64  `json:"size"`
-}
-
-// PruneCache frees the layer blobs no installed image version was pulled from, the
-// downloaded bundles and the image versions no VM uses; with dryRun it only says what it
-// would free.
-func (s *Service) PruneCache(ctx context.Context, dryRun bool) (PruneResult, error) {
-	res := PruneResult{DryRun: dryRun}
-	var err error
-	if res.Versions, err = s.CollectVersions(ctx, dryRun); err != nil {
-		return res, err
-	}
-	gone := map[string]bool{}
-	for _, v := range res.Versions {
-		gone[v.Name+"@"+v.Version] = true
-		res.Freed += v.SizeBytes
-	}
-	versions, err := s.o.Store.ImageVersions(ctx, "")
-	if err != nil {
-		return res, err
-	}
-	keep := map[string]bool{}
-	for _, v := range versions {
-		if gone[v.Name+"@"+v.Version] {
-			continue
-		}
-		var m image.Manifest
-		if json.Unmarshal(v.Manifest, &m) == nil && m.OCI != nil {
-			for _, l := range m.OCI.Layers {
-				keep[l] = true
-			}
+	var names []string
+	for _, vm := range vms {
+		if match(vm) {
+			names = append(names, vm.Name)
 		}
 	}
-	if res.Layers, err = s.ociCache().Prune(keep, dryRun); err != nil {
-		return res, err
-	}
-	for _, b := range res.Layers {
-		res.Freed += b.Size
-	}
-	entries, _ := os.ReadDir(s.bundlesDir())
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() {
-			continue
-		}
-		p := filepath.Join(s.bundlesDir(), e.Name())
-		if !dryRun {
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return res, err
-			}
-		}
-		res.Bundles = append(res.Bundles, CachedFile{Path: p, Size: info.Size()})
-		res.Freed += info.Size()
-	}
-	return res, nil
+	return names, nil
 }

@@ -46,7 +46,7 @@ func fakeVersion(t *testing.T, s *Service, name, content string) image.Manifest 
 // and the source given.
 func fakeVersionOf(t *testing.T, s *Service, m image.Manifest, content, source string) image.Manifest {
 	t.Helper()
-	staged, err := s.stagingPath(m.Name, "build")
+	staged, err := s.Images.stagingPath(m.Name, "build")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func fakeVersionOf(t *testing.T, s *Service, m image.Manifest, content, source s
 	sum := sha256.Sum256([]byte(content))
 	m.Format, m.RootfsSHA256, m.RootfsSize = 1, hex.EncodeToString(sum[:]), int64(len(content))
 	image.WriteManifest(staged, m)
-	m, err = s.publish(context.Background(), m, staged, source)
+	m, err = s.Images.publish(context.Background(), m, staged, source)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func addVM(t *testing.T, st *store.Store, name, img, kernel string) {
 
 func versionsOf(t *testing.T, s *Service, name string) []string {
 	t.Helper()
-	info, err := s.ShowImage(context.Background(), name)
+	info, err := s.Images.Show(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,25 +113,25 @@ func TestVersionsStayWhileVMsUseThem(t *testing.T) {
 	if vs := versionsOf(t, s, "img"); len(vs) != 2 {
 		t.Errorf("versions after v3 = %v; want v1 and v3", vs)
 	}
-	if _, err := os.Stat(filepath.Join(s.imageDir("img"), v2.Version())); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(s.Images.imageDir("img"), v2.Version())); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("v2's directory is still there: %v", err)
 	}
 	// Deleting the image is refused while vm1 exists.
-	if _, err := s.DeleteImage(ctx, "img"); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "used by VM vm1") {
+	if _, err := s.Images.Delete(ctx, "img"); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "used by VM vm1") {
 		t.Errorf("DeleteImage with a VM on it = %v", err)
 	}
 	st.DeleteVM(ctx, mustVM(t, st, "vm1").ID)
-	removed, err := s.CollectVersions(ctx, false)
+	removed, err := s.Images.CollectVersions(ctx, false)
 	if err != nil || len(removed) != 1 || removed[0].Version != v1.Version() {
 		t.Errorf("CollectVersions after the VM is gone = %+v, %v; want v1", removed, err)
 	}
 	if _, err := s.Image(ctx, "img@"+v1.Version(), nil); !errors.Is(err, failure.NotFound) {
 		t.Errorf("a collected version resolves: %v", err)
 	}
-	if _, err := s.DeleteImage(ctx, "img"); err != nil {
+	if _, err := s.Images.Delete(ctx, "img"); err != nil {
 		t.Errorf("DeleteImage: %v", err)
 	}
-	if _, err := os.Stat(s.imageDir("img")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(s.Images.imageDir("img")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("image directory left after delete: %v", err)
 	}
 }
@@ -163,11 +163,11 @@ func TestKernelInUseIsNotDeleted(t *testing.T) {
 	os.MkdirAll(dir, 0o755)
 	st.PutKernel(ctx, &store.Kernel{Name: "k", Release: "6.1", Dir: dir})
 	addVM(t, st, "a", "img@x", "k")
-	if _, err := s.DeleteKernel(ctx, "k"); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "used by VM a") {
+	if _, err := s.Kernels.Delete(ctx, "k"); !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "used by VM a") {
 		t.Errorf("DeleteKernel with a VM on it = %v", err)
 	}
 	st.DeleteVM(ctx, mustVM(t, st, "a").ID)
-	if _, err := s.DeleteKernel(ctx, "k"); err != nil {
+	if _, err := s.Kernels.Delete(ctx, "k"); err != nil {
 		t.Errorf("DeleteKernel: %v", err)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
@@ -292,7 +292,7 @@ func TestRemoteBundlePinnedAndSigned(t *testing.T) {
 		if _, err := s.Image(ctx, name, nil); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Image(%s) = %v; want %q", name, err, want)
 		}
-		if _, err := s.ShowImage(ctx, name); err == nil {
+		if _, err := s.Images.Show(ctx, name); err == nil {
 			t.Errorf("%s was installed anyway", name)
 		}
 	}
@@ -337,7 +337,7 @@ func TestPullOCICoalescesAndNamesSafely(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = s.PullImage(ctx, PullRequest{Ref: ref.String(), Name: "team"}, nil)
+			_, errs[i] = s.Images.Pull(ctx, PullRequest{Ref: ref.String(), Name: "team"}, nil)
 		}()
 	}
 	wg.Wait()
@@ -349,7 +349,7 @@ func TestPullOCICoalescesAndNamesSafely(t *testing.T) {
 	if vs := versionsOf(t, s, "team"); len(vs) != 1 {
 		t.Errorf("4 concurrent pulls made versions %v; want one", vs)
 	}
-	info, _ := s.ShowImage(ctx, "team")
+	info, _ := s.Images.Show(ctx, "team")
 	var m image.Manifest
 	json.Unmarshal(info.Manifest, &m)
 	if m.Source != image.SourceOCI || m.OCI == nil || len(m.OCI.Layers) != 1 || !strings.HasPrefix(info.Source, "oci:"+ref.String()+"@sha256:") {
@@ -360,18 +360,18 @@ func TestPullOCICoalescesAndNamesSafely(t *testing.T) {
 	// another origin: debian:bookworm must not replace the debian-bookworm built from its
 	// recipe.
 	st.PutImage(ctx, &store.Image{Name: "debian-bookworm", Version: "v", Dir: "/x", Source: "recipe:debian-bookworm"})
-	_, err := s.PullImage(ctx, PullRequest{Ref: ref.String()}, nil)
+	_, err := s.Images.Pull(ctx, PullRequest{Ref: ref.String()}, nil)
 	if !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "--name") {
 		t.Errorf("pull onto the recipe image's name: %v", err)
 	}
-	if _, err := s.PullImage(ctx, PullRequest{Ref: "Not A Ref"}, nil); !errors.Is(err, failure.Invalid) {
+	if _, err := s.Images.Pull(ctx, PullRequest{Ref: "Not A Ref"}, nil); !errors.Is(err, failure.Invalid) {
 		t.Errorf("bad reference: %v", err)
 	}
 	// A failed pull publishes nothing and leaves nothing staged.
-	if _, err := s.PullImage(ctx, PullRequest{Ref: host + "/team/missing:1", Name: "missing"}, nil); err == nil {
+	if _, err := s.Images.Pull(ctx, PullRequest{Ref: host + "/team/missing:1", Name: "missing"}, nil); err == nil {
 		t.Error("pull of a missing image succeeded")
 	}
-	if _, err := s.ShowImage(ctx, "missing"); err == nil {
+	if _, err := s.Images.Show(ctx, "missing"); err == nil {
 		t.Error("a failed pull installed an image")
 	}
 	left, _ := filepath.Glob(filepath.Join(s.o.Layout.ImagesDir(), "*", ".*"))

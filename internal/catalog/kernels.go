@@ -1,9 +1,6 @@
 package catalog
 
 import (
-	"github.com/banger-dev/banger/internal/catalog/catalogfile"
-	"github.com/banger-dev/banger/internal/durable"
-
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,8 +10,11 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/bundle"
+	"github.com/banger-dev/banger/internal/catalog/catalogfile"
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/durable"
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/flight"
 	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
@@ -32,23 +32,35 @@ type KernelInfo struct {
 	Initrd    bool            `json:"initrd"`  // it came with an initramfs of its own
 	UsedBy    []string        `json:"used_by,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
-	Manifest  json.RawMessage `json:"manifest,omitempty"` // in ShowKernel
+	Manifest  json.RawMessage `json:"manifest,omitempty"` // in Show
 }
 
-// Kernel returns the named kernel ready to boot — its initramfs for this agent and its
+// Kernels owns the installed kernels: their directories under <state dir>/kernels/<name>,
+// their records, and the work that makes them (pulls, imports; one at a time per kernel
+// name) and their module disks (one at a time per kernel).
+type Kernels struct {
+	*sources
+	work    flight.Group[kernel.Manifest]
+	modules flight.Group[string]
+}
+
+// cleanup removes what interrupted kernel pulls and imports left.
+func (ks *Kernels) cleanup() { ks.removeLeftovers(ks.o.Layout.KernelsDir()) }
+
+// Get returns the named kernel ready to boot — its initramfs for this agent and its
 // module disk made if needed — getting it from its catalog entry first if it is not here.
-func (s *Service) Kernel(ctx context.Context, name string, p progress.Func) (Kernel, error) {
-	m, err := s.installedKernel(ctx, name)
+func (ks *Kernels) Get(ctx context.Context, name string, p progress.Func) (Kernel, error) {
+	m, err := ks.installedKernel(ctx, name)
 	if err != nil {
-		if m, err = s.getKernel(ctx, name, p, false); err != nil {
+		if m, err = ks.getKernel(ctx, name, p, false); err != nil {
 			return Kernel{}, err
 		}
 	}
-	initrd, err := m.BootInitramfs(s.o.AgentPath)
+	initrd, err := m.BootInitramfs(ks.o.AgentPath)
 	if err != nil {
 		return Kernel{}, fmt.Errorf("kernel %s: build initramfs: %w", name, err)
 	}
-	modules, err := s.modulesDisk(ctx, m, p)
+	modules, err := ks.modulesDisk(ctx, m, p)
 	if err != nil {
 		return Kernel{}, err
 	}
@@ -56,14 +68,14 @@ func (s *Service) Kernel(ctx context.Context, name string, p progress.Func) (Ker
 }
 
 // modulesDisk makes the kernel's module disk once, however many VMs start at the same time.
-func (s *Service) modulesDisk(ctx context.Context, m kernel.Manifest, p progress.Func) (string, error) {
+func (ks *Kernels) modulesDisk(ctx context.Context, m kernel.Manifest, p progress.Func) (string, error) {
 	if m.ModulesDir == "" {
 		return "", nil
 	}
 	if fi, err := os.Stat(m.ModulesDiskPath()); err == nil && fi.Mode().IsRegular() {
 		return m.ModulesDiskPath(), nil
 	}
-	disk, _, err := s.modules.Do(ctx, m.Dir, p, func(ctx context.Context, p progress.Func) (string, error) {
+	disk, _, err := ks.modules.Do(ctx, m.Dir, p, func(ctx context.Context, p progress.Func) (string, error) {
 		p.Stage("kernel.modules", fmt.Sprintf("packing the modules of %s into a read-only disk", m.Release))
 		return kernel.EnsureModulesDisk(ctx, m)
 	})
@@ -71,56 +83,56 @@ func (s *Service) modulesDisk(ctx context.Context, m kernel.Manifest, p progress
 }
 
 // installedKernel returns the manifest of an installed kernel whose files are all present.
-func (s *Service) installedKernel(ctx context.Context, name string) (kernel.Manifest, error) {
-	rec, err := s.o.Store.GetKernel(ctx, name)
+func (ks *Kernels) installedKernel(ctx context.Context, name string) (kernel.Manifest, error) {
+	rec, err := ks.o.Store.GetKernel(ctx, name)
 	if err != nil {
 		return kernel.Manifest{}, err
 	}
 	return kernel.Load(rec.Dir)
 }
 
-// PullKernel gets the named kernel from its catalog entry, replacing an older copy, and
+// Pull gets the named kernel from its catalog entry, replacing an older copy, and
 // returns what it installed.
-func (s *Service) PullKernel(ctx context.Context, name string, p progress.Func) (KernelInfo, error) {
-	m, err := s.getKernel(ctx, name, p, true)
+func (ks *Kernels) Pull(ctx context.Context, name string, p progress.Func) (KernelInfo, error) {
+	m, err := ks.getKernel(ctx, name, p, true)
 	if err != nil {
 		return KernelInfo{}, err
 	}
-	if _, err := m.BootInitramfs(s.o.AgentPath); err != nil {
+	if _, err := m.BootInitramfs(ks.o.AgentPath); err != nil {
 		return KernelInfo{}, fmt.Errorf("kernel %s: build initramfs: %w", name, err)
 	}
-	if _, err := s.modulesDisk(ctx, m, p); err != nil {
+	if _, err := ks.modulesDisk(ctx, m, p); err != nil {
 		return KernelInfo{}, err
 	}
-	return s.ShowKernel(ctx, name)
+	return ks.Show(ctx, name)
 }
 
-func (s *Service) getKernel(ctx context.Context, name string, p progress.Func, replace bool) (kernel.Manifest, error) {
-	cat, err := s.Catalog()
+func (ks *Kernels) getKernel(ctx context.Context, name string, p progress.Func, replace bool) (kernel.Manifest, error) {
+	cat, err := ks.catalog()
 	if err != nil {
 		return kernel.Manifest{}, err
 	}
 	e, ok := cat.Kernel(name)
 	if !ok {
-		if _, err := s.o.Store.GetKernel(ctx, name); err == nil {
+		if _, err := ks.o.Store.GetKernel(ctx, name); err == nil {
 			return kernel.Manifest{}, failure.New(failure.Invalid, "kernel %s was imported, not pulled: no catalog has it; import it again with `banger kernel import`", name)
 		}
 		return kernel.Manifest{}, failure.New(failure.NotFound, "unknown kernel %q; known kernels: %s (or import one with `banger kernel import`)", name, cat.KernelNames())
 	}
-	m, _, err := s.kernels.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (kernel.Manifest, error) {
+	m, _, err := ks.work.Do(ctx, name, p, func(ctx context.Context, p progress.Func) (kernel.Manifest, error) {
 		if !replace {
 			// Another caller may have finished a pull while this one waited to start.
-			if m, err := s.installedKernel(ctx, name); err == nil {
+			if m, err := ks.installedKernel(ctx, name); err == nil {
 				return m, nil
 			}
 		}
-		return s.fetchKernel(ctx, e, p)
+		return ks.fetchKernel(ctx, e, p)
 	})
 	return m, err
 }
 
-func (s *Service) fetchKernel(ctx context.Context, e catalogfile.KernelEntry, p progress.Func) (kernel.Manifest, error) {
-	dir := s.o.Layout.KernelsDir()
+func (ks *Kernels) fetchKernel(ctx context.Context, e catalogfile.KernelEntry, p progress.Func) (kernel.Manifest, error) {
+	dir := ks.o.Layout.KernelsDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return kernel.Manifest{}, err
 	}
@@ -129,19 +141,19 @@ func (s *Service) fetchKernel(ctx context.Context, e catalogfile.KernelEntry, p 
 	var err error
 	switch e.Kind {
 	case kernel.SourceDebian:
-		if err := os.MkdirAll(s.o.Layout.DownloadsDir(), 0o700); err != nil {
+		if err := os.MkdirAll(ks.o.Layout.DownloadsDir(), 0o700); err != nil {
 			return kernel.Manifest{}, err
 		}
-		mirror := s.mirror()
-		archive := &debian.Archive{Mirror: mirror, Suite: e.Debian.Suite, CacheDir: s.o.Layout.DownloadsDir(), Client: s.o.Download}
-		if s.o.Store != nil {
-			archive.History = s.o.Store // refuse a Release older than one accepted before
+		mirror := ks.mirror()
+		archive := &debian.Archive{Mirror: mirror, Suite: e.Debian.Suite, CacheDir: ks.o.Layout.DownloadsDir(), Client: ks.o.Download}
+		if ks.o.Store != nil {
+			archive.History = ks.o.Store // refuse a Release older than one accepted before
 		}
 		p.Stage(kernel.StageResolve, fmt.Sprintf("fetching kernel %s from %s", e.Name, mirror))
 		m, err = kernel.Pull(ctx, kernel.Entry{Name: e.Name, Suite: e.Debian.Suite, Package: e.Debian.Package}, archive, fresh, p)
 	default:
 		var path string
-		if path, err = s.fetchBundle(ctx, *e.Bundle, p); err == nil {
+		if path, err = ks.fetchBundle(ctx, *e.Bundle, p); err == nil {
 			var f *os.File
 			if f, err = os.Open(path); err == nil {
 				m, err = kernel.ImportBundle(ctx, f, e.Name, fresh, p)
@@ -152,19 +164,19 @@ func (s *Service) fetchKernel(ctx context.Context, e catalogfile.KernelEntry, p 
 	if err != nil {
 		return kernel.Manifest{}, fmt.Errorf("pull kernel %s: %w", e.Name, err)
 	}
-	if err := s.install(ctx, m, fresh); err != nil {
+	if err := ks.install(ctx, m, fresh); err != nil {
 		return kernel.Manifest{}, err
 	}
-	s.o.Log.Info("pulled kernel", "name", e.Name, "release", m.Release, "package", m.Package, "version", m.Version)
+	ks.o.Log.Info("pulled kernel", "name", e.Name, "release", m.Release, "package", m.Package, "version", m.Version)
 	return kernel.Load(filepath.Join(dir, e.Name))
 }
 
 // install swaps a staged kernel directory into place and records it. A running VM keeps the
 // files it already opened; a stopped one boots the new kernel next time (its disk does not
 // depend on the kernel).
-func (s *Service) install(ctx context.Context, m kernel.Manifest, fresh string) error {
-	final := filepath.Join(s.o.Layout.KernelsDir(), m.Name)
-	old := filepath.Join(s.o.Layout.KernelsDir(), "."+m.Name+".old-"+randomSuffix())
+func (ks *Kernels) install(ctx context.Context, m kernel.Manifest, fresh string) error {
+	final := filepath.Join(ks.o.Layout.KernelsDir(), m.Name)
+	old := filepath.Join(ks.o.Layout.KernelsDir(), "."+m.Name+".old-"+randomSuffix())
 	// Staged, fsynced, renamed, and the directory fsynced: after a crash the kernel is the
 	// old one or the new one, complete.
 	moved, err := durable.Replace(fresh, final, old)
@@ -177,7 +189,7 @@ func (s *Service) install(ctx context.Context, m kernel.Manifest, fresh string) 
 	}
 	m.Dir = final
 	manifest, _ := json.Marshal(m)
-	if err := s.o.Store.PutKernel(ctx, &store.Kernel{Name: m.Name, Release: m.Release, Dir: final, Manifest: manifest}); err != nil {
+	if err := ks.o.Store.PutKernel(ctx, &store.Kernel{Name: m.Name, Release: m.Release, Dir: final, Manifest: manifest}); err != nil {
 		return fmt.Errorf("record kernel %s: %w", m.Name, err)
 	}
 	return nil
@@ -191,13 +203,13 @@ type ImportKernelRequest struct {
 	Modules string
 }
 
-// ImportKernel adopts a locally built kernel under a new name; see kernel.Import for what it
+// Import adopts a locally built kernel under a new name; see kernel.Import for what it
 // takes and how such a kernel boots banger images.
-func (s *Service) ImportKernel(ctx context.Context, req ImportKernelRequest, p progress.Func) (KernelInfo, error) {
+func (ks *Kernels) Import(ctx context.Context, req ImportKernelRequest, p progress.Func) (KernelInfo, error) {
 	if !catalogfile.ValidName(req.Name) {
 		return KernelInfo{}, failure.New(failure.Invalid, "kernel name %q must be lower-case letters, digits, '.' and '-'", req.Name)
 	}
-	if _, err := s.o.Store.GetKernel(ctx, req.Name); err == nil {
+	if _, err := ks.o.Store.GetKernel(ctx, req.Name); err == nil {
 		return KernelInfo{}, failure.New(failure.Conflict, "a kernel named %s exists; remove it first with `banger kernel rm %s`, or choose another name", req.Name, req.Name)
 	}
 	abs := func(p string) string {
@@ -207,27 +219,27 @@ func (s *Service) ImportKernel(ctx context.Context, req ImportKernelRequest, p p
 		a, _ := filepath.Abs(p)
 		return a
 	}
-	_, _, err := s.kernels.Do(ctx, req.Name, p, func(ctx context.Context, p progress.Func) (kernel.Manifest, error) {
-		if err := os.MkdirAll(s.o.Layout.KernelsDir(), 0o700); err != nil {
+	_, _, err := ks.work.Do(ctx, req.Name, p, func(ctx context.Context, p progress.Func) (kernel.Manifest, error) {
+		if err := os.MkdirAll(ks.o.Layout.KernelsDir(), 0o700); err != nil {
 			return kernel.Manifest{}, err
 		}
-		fresh := filepath.Join(s.o.Layout.KernelsDir(), "."+req.Name+".pull-"+randomSuffix())
+		fresh := filepath.Join(ks.o.Layout.KernelsDir(), "."+req.Name+".pull-"+randomSuffix())
 		p.Stage("kernel.import", "importing "+req.Vmlinux)
 		m, err := kernel.Import(ctx, kernel.ImportOptions{Name: req.Name, Vmlinux: abs(req.Vmlinux), Initrd: abs(req.Initrd), Modules: abs(req.Modules), Dest: fresh})
 		if err != nil {
-			return kernel.Manifest{}, failure.Wrap(failure.Invalid, fmt.Errorf("import kernel %s: %w", req.Name, err))
+			return kernel.Manifest{}, failure.Default(failure.Invalid, fmt.Errorf("import kernel %s: %w", req.Name, err))
 		}
-		if err := s.install(ctx, m, fresh); err != nil {
+		if err := ks.install(ctx, m, fresh); err != nil {
 			return kernel.Manifest{}, err
 		}
-		m, err = kernel.Load(filepath.Join(s.o.Layout.KernelsDir(), req.Name))
+		m, err = kernel.Load(filepath.Join(ks.o.Layout.KernelsDir(), req.Name))
 		if err != nil {
 			return kernel.Manifest{}, err
 		}
-		if _, err := m.BootInitramfs(s.o.AgentPath); err != nil {
+		if _, err := m.BootInitramfs(ks.o.AgentPath); err != nil {
 			return kernel.Manifest{}, fmt.Errorf("kernel %s: build initramfs: %w", req.Name, err)
 		}
-		if _, err := s.modulesDisk(ctx, m, p); err != nil {
+		if _, err := ks.modulesDisk(ctx, m, p); err != nil {
 			return kernel.Manifest{}, err
 		}
 		return m, nil
@@ -235,12 +247,12 @@ func (s *Service) ImportKernel(ctx context.Context, req ImportKernelRequest, p p
 	if err != nil {
 		return KernelInfo{}, err
 	}
-	return s.ShowKernel(ctx, req.Name)
+	return ks.Show(ctx, req.Name)
 }
 
-// ExportKernel writes an installed kernel as a bundle at path (for a catalog entry elsewhere).
-func (s *Service) ExportKernel(ctx context.Context, name, path string, p progress.Func) (bundle.Result, error) {
-	m, err := s.installedKernel(ctx, name)
+// Export writes an installed kernel as a bundle at path (for a catalog entry elsewhere).
+func (ks *Kernels) Export(ctx context.Context, name, path string, p progress.Func) (bundle.Result, error) {
+	m, err := ks.installedKernel(ctx, name)
 	if err != nil {
 		return bundle.Result{}, err
 	}
@@ -250,10 +262,10 @@ func (s *Service) ExportKernel(ctx context.Context, name, path string, p progres
 	return kernel.ExportBundle(ctx, m, path, p)
 }
 
-// DeleteKernel removes an installed kernel. It is refused while any VM, running or not, boots
+// Delete removes an installed kernel. It is refused while any VM, running or not, boots
 // it.
-func (s *Service) DeleteKernel(ctx context.Context, name string) (KernelInfo, error) {
-	info, err := s.ShowKernel(ctx, name)
+func (ks *Kernels) Delete(ctx context.Context, name string) (KernelInfo, error) {
+	info, err := ks.Show(ctx, name)
 	if err != nil {
 		return KernelInfo{}, err
 	}
@@ -261,23 +273,23 @@ func (s *Service) DeleteKernel(ctx context.Context, name string) (KernelInfo, er
 		return KernelInfo{}, failure.New(failure.Conflict, "kernel %s is used by %s %s; delete %s first with `banger vm delete %s`",
 			name, plural(len(info.UsedBy), "VM", "VMs"), strings.Join(info.UsedBy, ", "), plural(len(info.UsedBy), "it", "them"), strings.Join(info.UsedBy, " "))
 	}
-	if err := s.o.Store.DeleteKernel(ctx, name); err != nil {
+	if err := ks.o.Store.DeleteKernel(ctx, name); err != nil {
 		return KernelInfo{}, err
 	}
 	if err := os.RemoveAll(info.Dir); err != nil {
 		return info, fmt.Errorf("kernel %s is forgotten, but removing its files failed: %w", name, err)
 	}
-	s.o.Log.Info("deleted kernel", "name", name)
+	ks.o.Log.Info("deleted kernel", "name", name)
 	return info, nil
 }
 
-// Kernels lists installed kernels.
-func (s *Service) Kernels(ctx context.Context) ([]KernelInfo, error) {
-	recs, err := s.o.Store.ListKernels(ctx)
+// List lists installed kernels.
+func (ks *Kernels) List(ctx context.Context) ([]KernelInfo, error) {
+	recs, err := ks.o.Store.ListKernels(ctx)
 	if err != nil {
 		return nil, err
 	}
-	vms, err := s.o.Store.ListVMs(ctx)
+	vms, err := ks.o.Store.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -301,15 +313,15 @@ func (s *Service) Kernels(ctx context.Context) ([]KernelInfo, error) {
 	return out, nil
 }
 
-// ShowKernel describes one installed kernel, with its manifest.
-func (s *Service) ShowKernel(ctx context.Context, name string) (KernelInfo, error) {
-	ks, err := s.Kernels(ctx)
+// Show describes one installed kernel, with its manifest.
+func (ks *Kernels) Show(ctx context.Context, name string) (KernelInfo, error) {
+	installed, err := ks.List(ctx)
 	if err != nil {
 		return KernelInfo{}, err
 	}
-	for _, k := range ks {
+	for _, k := range installed {
 		if k.Name == name {
-			if rec, err := s.o.Store.GetKernel(ctx, name); err == nil {
+			if rec, err := ks.o.Store.GetKernel(ctx, name); err == nil {
 				k.Manifest = rec.Manifest
 			}
 			return k, nil

@@ -25,16 +25,16 @@ import (
 const StageFetch = "bundle.fetch"
 
 // bundlesDir caches downloaded bundles by sha256: <cache dir>/bundles.
-func (s *Service) bundlesDir() string { return filepath.Join(s.o.Layout.CacheDir, "bundles") }
+func (src *sources) bundlesDir() string { return filepath.Join(src.o.Layout.CacheDir, "bundles") }
 
 // fetchBundle returns a local file holding the remote bundle, downloading it unless the cache
 // has it. The file's sha256 must be the pinned one and, when the entry is signed, the
 // signature must verify with the named trusted key; otherwise nothing is kept.
-func (s *Service) fetchBundle(ctx context.Context, b catalogfile.RemoteBundle, p progress.Func) (string, error) {
-	if err := s.checkSignature(b); err != nil {
+func (src *sources) fetchBundle(ctx context.Context, b catalogfile.RemoteBundle, p progress.Func) (string, error) {
+	if err := src.checkSignature(b); err != nil {
 		return "", err
 	}
-	dir := s.bundlesDir()
+	dir := src.bundlesDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
@@ -57,7 +57,7 @@ func (s *Service) fetchBundle(ctx context.Context, b catalogfile.RemoteBundle, p
 	} else {
 		// Cut off past the declared size (or download.MaxSize), before hashing the excess;
 		// a server that stops sending fails the download instead of hanging it.
-		resp, err := s.o.Download.Get(ctx, b.URL, b.Size)
+		resp, err := src.o.Download.Get(ctx, b.URL, b.Size)
 		if err != nil {
 			return "", fmt.Errorf("bundle: %w", err)
 		}
@@ -126,14 +126,14 @@ func (s *Service) fetchBundle(ctx context.Context, b catalogfile.RemoteBundle, p
 const KeysDir = "keys"
 
 // checkSignature verifies a signed entry's signature over its pinned sha256.
-func (s *Service) checkSignature(b catalogfile.RemoteBundle) error {
+func (src *sources) checkSignature(b catalogfile.RemoteBundle) error {
 	if b.Signature == "" {
 		return nil
 	}
 	if !catalogfile.ValidName(b.Key) {
 		return fmt.Errorf("bundle %s: signing key name %q is invalid", b.URL, b.Key)
 	}
-	keyPath := filepath.Join(s.o.Layout.ConfigDir, KeysDir, b.Key+".pub")
+	keyPath := filepath.Join(src.o.Layout.ConfigDir, KeysDir, b.Key+".pub")
 	data, err := os.ReadFile(keyPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("bundle %s is signed by key %q, which is not trusted here; put its public key in %s", b.URL, b.Key, keyPath)

@@ -106,24 +106,24 @@ func (d *Daemon) exportOp(w http.ResponseWriter, r *http.Request, kind string,
 }
 
 func (d *Daemon) handleListImages(w http.ResponseWriter, r *http.Request) {
-	imgs, err := d.catalog.Images(r.Context())
+	imgs, err := d.catalog.Images.List(r.Context())
 	writeList(w, imgs, err, toAPIImage)
 }
 
 func (d *Daemon) handleShowImage(w http.ResponseWriter, r *http.Request) {
-	img, err := d.catalog.ShowImage(r.Context(), r.PathValue("name"))
+	img, err := d.catalog.Images.Show(r.Context(), r.PathValue("name"))
 	writeOne(w, img, err, toAPIImage)
 }
 
 func (d *Daemon) handleDeleteImage(w http.ResponseWriter, r *http.Request) {
-	img, err := d.catalog.DeleteImage(context.WithoutCancel(r.Context()), r.PathValue("name"))
+	img, err := d.catalog.Images.Delete(context.WithoutCancel(r.Context()), r.PathValue("name"))
 	writeOne(w, img, err, toAPIImage)
 }
 
 func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	resultOp(d, w, r, "image.build", name, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
-		return d.catalog.BuildImage(ctx, name, op.progress())
+		return d.catalog.Images.Build(ctx, name, op.progress())
 	}, imageResult)
 }
 
@@ -138,7 +138,7 @@ func (d *Daemon) handlePullImage(w http.ResponseWriter, r *http.Request) {
 		target = req.Ref
 	}
 	resultOp(d, w, r, "image.pull", target, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
-		return d.catalog.PullImage(ctx, catalog.PullRequest{Ref: req.Ref, Name: req.Name, Size: req.SizeBytes, Kernel: req.Kernel}, op.progress())
+		return d.catalog.Images.Pull(ctx, catalog.PullRequest{Ref: req.Ref, Name: req.Name, Size: req.SizeBytes, Kernel: req.Kernel}, op.progress())
 	}, imageResult)
 }
 
@@ -153,7 +153,7 @@ func (d *Daemon) handleRegisterImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resultOp(d, w, r, "image.register", req.Name, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
-		return d.catalog.RegisterImage(ctx, catalog.RegisterRequest{Name: req.Name, Rootfs: req.Rootfs, Kernel: req.Kernel}, op.progress())
+		return d.catalog.Images.Register(ctx, catalog.RegisterRequest{Name: req.Name, Rootfs: req.Rootfs, Kernel: req.Kernel}, op.progress())
 	}, imageResult)
 }
 
@@ -168,12 +168,12 @@ func (d *Daemon) handleImportImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resultOp(d, w, r, "image.import", req.Path, func(ctx context.Context, op *operation) (catalog.ImageInfo, error) {
-		return d.catalog.ImportImage(ctx, req.Path, req.Name, op.progress())
+		return d.catalog.Images.Import(ctx, req.Path, req.Name, op.progress())
 	}, imageResult)
 }
 
 func (d *Daemon) handleExportImage(w http.ResponseWriter, r *http.Request) {
-	d.exportOp(w, r, "image.export", d.catalog.ExportImage)
+	d.exportOp(w, r, "image.export", d.catalog.Images.Export)
 }
 
 func (d *Daemon) handlePruneImageCache(w http.ResponseWriter, r *http.Request) {
@@ -208,12 +208,12 @@ func (d *Daemon) handleCatalog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	imgs, err := d.catalog.Images(r.Context())
+	imgs, err := d.catalog.Images.List(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	ks, err := d.catalog.Kernels(r.Context())
+	ks, err := d.catalog.Kernels.List(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
@@ -251,24 +251,24 @@ func (d *Daemon) handleCatalog(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleListKernels(w http.ResponseWriter, r *http.Request) {
-	ks, err := d.catalog.Kernels(r.Context())
+	ks, err := d.catalog.Kernels.List(r.Context())
 	writeList(w, ks, err, toAPIKernel)
 }
 
 func (d *Daemon) handleShowKernel(w http.ResponseWriter, r *http.Request) {
-	k, err := d.catalog.ShowKernel(r.Context(), r.PathValue("name"))
+	k, err := d.catalog.Kernels.Show(r.Context(), r.PathValue("name"))
 	writeOne(w, k, err, toAPIKernel)
 }
 
 func (d *Daemon) handleDeleteKernel(w http.ResponseWriter, r *http.Request) {
-	k, err := d.catalog.DeleteKernel(context.WithoutCancel(r.Context()), r.PathValue("name"))
+	k, err := d.catalog.Kernels.Delete(context.WithoutCancel(r.Context()), r.PathValue("name"))
 	writeOne(w, k, err, toAPIKernel)
 }
 
 func (d *Daemon) handlePullKernel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	resultOp(d, w, r, "kernel.pull", name, func(ctx context.Context, op *operation) (catalog.KernelInfo, error) {
-		return d.catalog.PullKernel(ctx, name, op.progress())
+		return d.catalog.Kernels.Pull(ctx, name, op.progress())
 	}, kernelResult)
 }
 
@@ -287,12 +287,12 @@ func (d *Daemon) handleImportKernel(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	resultOp(d, w, r, "kernel.import", req.Name, func(ctx context.Context, op *operation) (catalog.KernelInfo, error) {
-		return d.catalog.ImportKernel(ctx, catalog.ImportKernelRequest{Name: req.Name, Vmlinux: req.Vmlinux, Initrd: req.Initrd, Modules: req.Modules}, op.progress())
+		return d.catalog.Kernels.Import(ctx, catalog.ImportKernelRequest{Name: req.Name, Vmlinux: req.Vmlinux, Initrd: req.Initrd, Modules: req.Modules}, op.progress())
 	}, kernelResult)
 }
 
 func (d *Daemon) handleExportKernel(w http.ResponseWriter, r *http.Request) {
-	d.exportOp(w, r, "kernel.export", d.catalog.ExportKernel)
+	d.exportOp(w, r, "kernel.export", d.catalog.Kernels.Export)
 }
 
 // absolute refuses relative host paths: the daemon's working directory is not the user's.

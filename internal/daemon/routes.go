@@ -15,7 +15,6 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
-	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/version"
@@ -82,20 +81,17 @@ func apiError(err error) *api.Error {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	code := "failed"
+	code := api.CodeOf(err)
 	var fe *config.FlagError
-	switch {
-	case errors.As(err, &fe):
+	if errors.As(err, &fe) && (code == "invalid" || code == "failed") {
 		code = "usage"
-	case errors.Is(err, failure.Invalid):
-		code = "invalid"
-	case errors.Is(err, failure.NotFound), errors.Is(err, store.ErrNotFound):
-		code = "not_found"
-	case errors.Is(err, failure.Conflict):
-		code = "conflict"
 	}
 	return &api.Error{Code: code, Message: err.Error()}
 }
+
+// statusClientClosedRequest answers work cancelled before it ended (nginx's and gRPC
+// gateways' 499): its client went away, or the daemon is shutting down.
+const statusClientClosedRequest = 499
 
 func statusOf(e *api.Error) int {
 	switch e.Code {
@@ -105,7 +101,11 @@ func statusOf(e *api.Error) int {
 		return http.StatusNotFound
 	case "conflict":
 		return http.StatusConflict
-	case "internal":
+	case "canceled":
+		return statusClientClosedRequest
+	case "timeout":
+		return http.StatusGatewayTimeout
+	case "internal", "io":
 		return http.StatusInternalServerError
 	}
 	return http.StatusUnprocessableEntity

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/banger-dev/banger/internal/failure"
 )
 
 // Image is an installed root filesystem image shared read-only by VMs: its current version.
@@ -97,11 +99,11 @@ func (s *Store) PutImageVersion(ctx context.Context, v *ImageVersion) error {
 	return nil
 }
 
-// GetImage returns the image named name, or an error matching ErrNotFound.
+// GetImage returns the image named name, or an error matching failure.NotFound.
 func (s *Store) GetImage(ctx context.Context, name string) (Image, error) {
 	imgs, err := s.queryImages(ctx, `WHERE name = ?`, name)
 	if err == nil && len(imgs) == 0 {
-		err = ErrNotFound
+		err = failure.NotFound
 	}
 	if err != nil {
 		return Image{}, fmt.Errorf("image %q: %w", name, err)
@@ -119,7 +121,7 @@ func (s *Store) ListImages(ctx context.Context) ([]Image, error) {
 }
 
 // DeleteImage removes the image named name and the records of all its versions, or returns an
-// error matching ErrNotFound. It does not check whether VMs still use the image.
+// error matching failure.NotFound. It does not check whether VMs still use the image.
 func (s *Store) DeleteImage(ctx context.Context, name string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -170,7 +172,7 @@ func scanImageVersion(rows *sql.Rows) (v ImageVersion, err error) {
 	return v, nil
 }
 
-// GetImageVersion returns one version of an image, or an error matching ErrNotFound.
+// GetImageVersion returns one version of an image, or an error matching failure.NotFound.
 func (s *Store) GetImageVersion(ctx context.Context, name, version string) (ImageVersion, error) {
 	vs, err := s.ImageVersions(ctx, name)
 	if err != nil {
@@ -181,7 +183,7 @@ func (s *Store) GetImageVersion(ctx context.Context, name, version string) (Imag
 			return v, nil
 		}
 	}
-	return ImageVersion{}, fmt.Errorf("image %q version %q: %w", name, version, ErrNotFound)
+	return ImageVersion{}, fmt.Errorf("image %q version %q: %w", name, version, failure.NotFound)
 }
 
 // DeleteImageVersion forgets one version of an image; the current version cannot be deleted
@@ -193,7 +195,7 @@ func (s *Store) DeleteImageVersion(ctx context.Context, name, version string) er
 		err = notFoundIfNone(res)
 	}
 	if err != nil {
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, failure.NotFound) {
 			return fmt.Errorf("image %q version %q is not a deletable version: %w", name, version, err)
 		}
 		return fmt.Errorf("delete image %q version %q: %w", name, version, err)

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/failure"
 )
 
 func TestImages(t *testing.T) {
@@ -60,7 +62,7 @@ func TestImages(t *testing.T) {
 	if err != nil || len(vs) != 2 || vs[0].Version != "u2" || vs[1].Version != "u1" || vs[1].Dir != "/s/images/ubuntu" {
 		t.Fatalf("ImageVersions = %+v, %v; want u2 then u1", vs, err)
 	}
-	if err := s.DeleteImageVersion(ctx, "ubuntu", "u2"); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteImageVersion(ctx, "ubuntu", "u2"); !errors.Is(err, failure.NotFound) {
 		t.Errorf("DeleteImageVersion(current) = %v; want it refused", err)
 	}
 	if err := s.DeleteImageVersion(ctx, "ubuntu", "u1"); err != nil {
@@ -69,8 +71,8 @@ func TestImages(t *testing.T) {
 	if v, err := s.GetImageVersion(ctx, "ubuntu", "u2"); err != nil || v.Dir != "/s/images/ubuntu2" {
 		t.Errorf("GetImageVersion = %+v, %v", v, err)
 	}
-	if _, err := s.GetImageVersion(ctx, "ubuntu", "u1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("GetImageVersion(deleted) = %v; want ErrNotFound", err)
+	if _, err := s.GetImageVersion(ctx, "ubuntu", "u1"); !errors.Is(err, failure.NotFound) {
+		t.Errorf("GetImageVersion(deleted) = %v; want failure.NotFound", err)
 	}
 	if err := s.PutImage(ctx, &Image{Name: "x"}); err == nil {
 		t.Error("PutImage without a version succeeded")
@@ -80,12 +82,12 @@ func TestImages(t *testing.T) {
 		t.Fatalf("DeleteImage: %v", err)
 	}
 	_, err = s.GetImage(ctx, "ubuntu")
-	if !errors.Is(err, ErrNotFound) || err.Error() != `image "ubuntu": not found` {
-		t.Errorf("GetImage after delete = %v, want `image \"ubuntu\": not found` matching ErrNotFound", err)
+	if !errors.Is(err, failure.NotFound) || err.Error() != `image "ubuntu": not found` {
+		t.Errorf("GetImage after delete = %v, want `image \"ubuntu\": not found` matching failure.NotFound", err)
 	}
 	err = s.DeleteImage(ctx, "ubuntu")
-	if !errors.Is(err, ErrNotFound) || err.Error() != `delete image "ubuntu": not found` {
-		t.Errorf("DeleteImage of a missing image = %v, want ErrNotFound", err)
+	if !errors.Is(err, failure.NotFound) || err.Error() != `delete image "ubuntu": not found` {
+		t.Errorf("DeleteImage of a missing image = %v, want failure.NotFound", err)
 	}
 	if vs, err := s.ImageVersions(ctx, "ubuntu"); err != nil || len(vs) != 0 {
 		t.Errorf("versions after DeleteImage = %+v, %v; want none", vs, err)
@@ -178,10 +180,10 @@ func TestKernels(t *testing.T) {
 		t.Fatalf("DeleteKernel: %v", err)
 	}
 	_, err = s.GetKernel(ctx, "debian-6.1")
-	if !errors.Is(err, ErrNotFound) || err.Error() != `kernel "debian-6.1": not found` {
-		t.Errorf("GetKernel after delete = %v, want ErrNotFound", err)
+	if !errors.Is(err, failure.NotFound) || err.Error() != `kernel "debian-6.1": not found` {
+		t.Errorf("GetKernel after delete = %v, want failure.NotFound", err)
 	}
-	if err := s.DeleteKernel(ctx, "debian-6.1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("DeleteKernel of a missing kernel = %v, want ErrNotFound", err)
+	if err := s.DeleteKernel(ctx, "debian-6.1"); !errors.Is(err, failure.NotFound) {
+		t.Errorf("DeleteKernel of a missing kernel = %v, want failure.NotFound", err)
 	}
 }

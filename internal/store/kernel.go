@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/banger-dev/banger/internal/failure"
 )
 
 // Kernel is a pulled guest kernel (and its modules).
@@ -41,11 +43,11 @@ func (s *Store) PutKernel(ctx context.Context, k *Kernel) error {
 	return nil
 }
 
-// GetKernel returns the kernel named name, or an error matching ErrNotFound.
+// GetKernel returns the kernel named name, or an error matching failure.NotFound.
 func (s *Store) GetKernel(ctx context.Context, name string) (Kernel, error) {
 	ks, err := s.queryKernels(ctx, `WHERE name = ?`, name)
 	if err == nil && len(ks) == 0 {
-		err = ErrNotFound
+		err = failure.NotFound
 	}
 	if err != nil {
 		return Kernel{}, fmt.Errorf("kernel %q: %w", name, err)
@@ -62,8 +64,8 @@ func (s *Store) ListKernels(ctx context.Context) ([]Kernel, error) {
 	return ks, nil
 }
 
-// DeleteKernel removes the kernel named name, or returns an error matching ErrNotFound. It does
-// not check whether VMs still use the kernel.
+// DeleteKernel removes the kernel named name, or returns an error matching failure.NotFound.
+// It does not check whether VMs still use the kernel.
 func (s *Store) DeleteKernel(ctx context.Context, name string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM kernels WHERE name = ?`, name)
 	if err == nil {

@@ -16,10 +16,9 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// Sentinel errors; test with errors.Is.
+// Sentinel errors; test with errors.Is. A record that is not there (no record has that name
+// or id) is failure.NotFound.
 var (
-	// ErrNotFound: no record has that name or id.
-	ErrNotFound = errors.New("not found")
 	// ErrNameTaken: another VM already has that name.
 	ErrNameTaken = errors.New("a vm with that name already exists")
 	// ErrIPTaken: another VM already has that address.

@@ -11,6 +11,8 @@ import (
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/banger-dev/banger/internal/failure"
 )
 
 // timeLayout is fixed-width, so stored timestamps sort as text in time order.
@@ -80,14 +82,14 @@ func uniqueViolation(err error) bool {
 	return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 }
 
-// notFoundIfNone maps a zero-row update or delete to ErrNotFound.
+// notFoundIfNone maps a zero-row update or delete to failure.NotFound.
 func notFoundIfNone(res sql.Result) error {
 	n, err := res.RowsAffected()
 	if err != nil {
 		return err
 	}
 	if n == 0 {
-		return ErrNotFound
+		return failure.NotFound
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/banger-dev/banger/internal/failure"
 )
 
 // VM is one virtual machine's record.
@@ -100,7 +102,7 @@ func vmJSON(v *VM) (spec, runtime any, err error) {
 	return spec, runtime, nil
 }
 
-// GetVM returns the VM named name, or an error matching ErrNotFound.
+// GetVM returns the VM named name, or an error matching failure.NotFound.
 func (s *Store) GetVM(ctx context.Context, name string) (VM, error) {
 	v, err := s.queryVM(ctx, `WHERE name = ?`, name)
 	if err != nil {
@@ -109,7 +111,7 @@ func (s *Store) GetVM(ctx context.Context, name string) (VM, error) {
 	return v, nil
 }
 
-// GetVMByID returns the VM with id, or an error matching ErrNotFound.
+// GetVMByID returns the VM with id, or an error matching failure.NotFound.
 func (s *Store) GetVMByID(ctx context.Context, id string) (VM, error) {
 	v, err := s.queryVM(ctx, `WHERE id = ?`, id)
 	if err != nil {
@@ -124,7 +126,7 @@ func (s *Store) queryVM(ctx context.Context, where string, arg any) (VM, error) 
 		return VM{}, err
 	}
 	if len(vms) == 0 {
-		return VM{}, ErrNotFound
+		return VM{}, failure.NotFound
 	}
 	return vms[0], nil
 }
@@ -186,7 +188,7 @@ func scanVM(rows *sql.Rows) (VM, error) {
 }
 
 // UpdateVM overwrites the record with v.ID with v (every field except ID and CreatedAt) and
-// sets v.UpdatedAt to now. It returns an error matching ErrNotFound if the VM is gone and
+// sets v.UpdatedAt to now. It returns an error matching failure.NotFound if the VM is gone and
 // ErrNameTaken if v was renamed to a name in use.
 func (s *Store) UpdateVM(ctx context.Context, v *VM) error {
 	spec, runtime, err := vmJSON(v)
@@ -213,7 +215,7 @@ func (s *Store) UpdateVM(ctx context.Context, v *VM) error {
 }
 
 // SetVMState sets the state and last error of the VM with id and bumps its UpdatedAt. It
-// returns an error matching ErrNotFound if the VM is gone.
+// returns an error matching failure.NotFound if the VM is gone.
 func (s *Store) SetVMState(ctx context.Context, id, state, lastError string) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state = ?, last_error = ?, updated_at = ? WHERE id = ?`,
 		state, lastError, formatTime(now()), id)
@@ -226,7 +228,7 @@ func (s *Store) SetVMState(ctx context.Context, id, state, lastError string) err
 	return nil
 }
 
-// DeleteVM removes the VM with id, or returns an error matching ErrNotFound.
+// DeleteVM removes the VM with id, or returns an error matching failure.NotFound.
 func (s *Store) DeleteVM(ctx context.Context, id string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM vms WHERE id = ?`, id)
 	if err == nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/failure"
 )
 
 func sampleVM(name string) *VM {
@@ -121,12 +123,12 @@ func TestGetVMNotFound(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
 	_, err := s.GetVM(ctx, "ghost")
-	if !errors.Is(err, ErrNotFound) || err.Error() != `vm "ghost": not found` {
-		t.Errorf("GetVM(ghost) = %v, want `vm \"ghost\": not found` matching ErrNotFound", err)
+	if !errors.Is(err, failure.NotFound) || err.Error() != `vm "ghost": not found` {
+		t.Errorf("GetVM(ghost) = %v, want `vm \"ghost\": not found` matching failure.NotFound", err)
 	}
 	_, err = s.GetVMByID(ctx, "0000000000000000")
-	if !errors.Is(err, ErrNotFound) || err.Error() != `vm id 0000000000000000: not found` {
-		t.Errorf("GetVMByID = %v, want `vm id 0000000000000000: not found` matching ErrNotFound", err)
+	if !errors.Is(err, failure.NotFound) || err.Error() != `vm id 0000000000000000: not found` {
+		t.Errorf("GetVMByID = %v, want `vm id 0000000000000000: not found` matching failure.NotFound", err)
 	}
 }
 
@@ -194,7 +196,7 @@ func TestUpdateVM(t *testing.T) {
 	if !reflect.DeepEqual(got, *v) {
 		t.Errorf("after UpdateVM, GetVMByID =\n %+v\nwant\n %+v", got, *v)
 	}
-	if _, err := s.GetVM(ctx, "dev"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetVM(ctx, "dev"); !errors.Is(err, failure.NotFound) {
 		t.Errorf("old name still resolves after rename: %v", err)
 	}
 }
@@ -215,8 +217,8 @@ func TestUpdateVMErrors(t *testing.T) {
 	}
 	gone := sampleVM("gone")
 	gone.ID = "ffffffffffffffff"
-	if err := s.UpdateVM(ctx, gone); !errors.Is(err, ErrNotFound) {
-		t.Errorf("UpdateVM of a missing VM = %v, want ErrNotFound", err)
+	if err := s.UpdateVM(ctx, gone); !errors.Is(err, failure.NotFound) {
+		t.Errorf("UpdateVM of a missing VM = %v, want failure.NotFound", err)
 	}
 	bad := *a
 	bad.Runtime = json.RawMessage("{")
@@ -254,8 +256,8 @@ func TestSetVMState(t *testing.T) {
 	}
 
 	err = s.SetVMState(ctx, "ffffffffffffffff", "running", "")
-	if !errors.Is(err, ErrNotFound) {
-		t.Errorf("SetVMState on a missing VM = %v, want ErrNotFound", err)
+	if !errors.Is(err, failure.NotFound) {
+		t.Errorf("SetVMState on a missing VM = %v, want failure.NotFound", err)
 	}
 }
 
@@ -269,12 +271,12 @@ func TestDeleteVM(t *testing.T) {
 	if err := s.DeleteVM(ctx, v.ID); err != nil {
 		t.Fatalf("DeleteVM: %v", err)
 	}
-	if _, err := s.GetVMByID(ctx, v.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("GetVMByID after delete = %v, want ErrNotFound", err)
+	if _, err := s.GetVMByID(ctx, v.ID); !errors.Is(err, failure.NotFound) {
+		t.Errorf("GetVMByID after delete = %v, want failure.NotFound", err)
 	}
 	err := s.DeleteVM(ctx, v.ID)
-	if !errors.Is(err, ErrNotFound) || err.Error() != "delete vm id "+v.ID+": not found" {
-		t.Errorf("second DeleteVM = %v, want ErrNotFound naming the id", err)
+	if !errors.Is(err, failure.NotFound) || err.Error() != "delete vm id "+v.ID+": not found" {
+		t.Errorf("second DeleteVM = %v, want failure.NotFound naming the id", err)
 	}
 	if err := s.CreateVM(ctx, sampleVM("dev")); err != nil {
 		t.Errorf("name not free after delete: %v", err)

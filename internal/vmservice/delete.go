@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -20,7 +21,7 @@ func (s *Service) Delete(ctx context.Context, ref string, force bool) (store.VM,
 	defer unlock()
 	// Re-read under the lock: a create may have finished or undone itself meanwhile.
 	vm, err = s.store.GetVMByID(ctx, vm.ID)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, failure.NotFound) {
 		return vm, notFoundf("vm %q no longer exists", ref)
 	} else if err != nil {
 		return vm, err
@@ -64,7 +65,7 @@ func (s *Service) destroy(ctx context.Context, vm store.VM) error {
 	if err := errors.Join(os.RemoveAll(vm.Dir), os.RemoveAll(s.runtimeDir(vm.ID))); err != nil {
 		return fmt.Errorf("remove files: %w", err)
 	}
-	if err := s.store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := s.store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, failure.NotFound) {
 		return err
 	}
 	s.withdraw(ctx, vm)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -47,7 +48,7 @@ func (s *Service) Resolve(ctx context.Context, ref string) (store.VM, error) {
 	}
 	if vm, err := s.store.GetVM(ctx, ref); err == nil {
 		return vm, nil
-	} else if !errors.Is(err, store.ErrNotFound) {
+	} else if !errors.Is(err, failure.NotFound) {
 		return store.VM{}, err
 	}
 	if vm, err := s.store.GetVMByID(ctx, ref); err == nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/catalog"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/steps"
 	"github.com/banger-dev/banger/internal/store"
@@ -231,7 +232,7 @@ func (s *Service) hooks(name, failStep, pauseStep string) steps.Hooks {
 // reload re-reads a VM under its lock: another operation may have changed or deleted it.
 func (s *Service) reload(ctx context.Context, vm store.VM, ref string) (store.VM, error) {
 	fresh, err := s.store.GetVMByID(ctx, vm.ID)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, failure.NotFound) {
 		return vm, notFoundf("vm %q no longer exists", ref)
 	}
 	return fresh, err
