@@ -356,7 +356,8 @@ func (s *Service) createFailed(ctx context.Context, c *creation, err error) erro
 			return err
 		}
 		if errors.Is(err, context.Canceled) {
-			return fmt.Errorf("vm %q: creation cancelled at step %s; everything it made was removed", vm.Name, se.Step)
+			// The kind stays context.Canceled so that the API answers "canceled", not "failed".
+			return failure.New(context.Canceled, "vm %q: creation cancelled at step %s; everything it made was removed", vm.Name, se.Step)
 		}
 		return fmt.Errorf("vm %q: start failed at step %s: %w", vm.Name, se.Step, err)
 	}

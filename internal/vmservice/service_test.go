@@ -226,8 +226,8 @@ func TestCancelDuringBootIsUndone(t *testing.T) {
 		}
 	}}
 	_, _, err := e.svc.Create(ctx, CreateRequest{Name: "dev"}, obs)
-	if err == nil || !strings.Contains(err.Error(), "cancelled") {
-		t.Fatalf("err = %v, want a cancelled create", err)
+	if err == nil || !strings.Contains(err.Error(), "cancelled") || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want a cancelled create that errors.Is context.Canceled", err)
 	}
 	e.assertNothingLeft()
 }
