@@ -46,6 +46,7 @@ func (artifacts) Image(ctx context.Context, name string, p progress.Func) (catal
 
 type harness struct {
 	d      *Daemon
+	srv    *http.Server
 	c      *client.Client
 	driver *vmmtest.Driver
 	layout paths.Layout
@@ -86,16 +87,17 @@ func newHarness(t *testing.T, testHooks bool) *harness {
 			Artifacts: artifacts{}, Drivers: []vmm.Driver{drv}, Log: lg}),
 		catalog:  catalog.New(catalog.Options{Store: st, Layout: l, Config: loadConfig, Log: lg}),
 		ops:      newOperations(),
+		work:     newBackground(),
 		shutdown: make(chan struct{}),
 	}
 	ln, err := listenSocket(l.Socket, net.Listen, lg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: d.routes()}
+	srv := &http.Server{Handler: d.handler()}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
-	return &harness{d: d, c: client.New(l.Socket), driver: drv, layout: l}
+	return &harness{d: d, srv: srv, c: client.New(l.Socket), driver: drv, layout: l}
 }
 
 func (h *harness) create(t *testing.T, req api.CreateVMRequest) (api.VM, []api.Event, error) {
