@@ -302,26 +302,15 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 		// Named up front so that the operation can be found by the VM's name.
 		creq.Name = d.vms.NewName(r.Context())
 	}
-	d.runOp(w, r, "vm.create", creq.Name, req.CancelOnDisconnect, func(ctx context.Context, op *operation) {
-		obs := vmservice.Observer{
-			Progress: op.progress(),
-			Spec:     func(s config.VMSpec) { op.publish(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
-			Notice:   func(msg string) { op.publish(api.Event{Type: api.EventNotice, Message: msg}) },
-		}
+	d.vmOp(w, r, "vm.create", creq.Name, req.CancelOnDisconnect, func(ctx context.Context, obs vmservice.Observer) (vmDone, error) {
 		start := time.Now()
 		vm, timings, err := d.vms.Create(ctx, creq, obs)
 		if err != nil {
 			d.log.Warn("create failed", "name", creq.Name, "err", err)
-			op.fail(err)
-			return
+			return vmDone{}, err
 		}
 		d.log.Info("created VM", "vm", vm.Name, "id", vm.ID, "took", time.Since(start))
-		out := toAPIVM(vm)
-		ev := api.Event{Type: api.EventResult, VM: &out}
-		for _, t := range timings {
-			ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
-		}
-		op.publish(ev)
+		return vmDone{vm: vm, timings: timings}, nil
 	})
 }
 
