@@ -55,10 +55,13 @@ type Daemon struct {
 	vms      *vmservice.Service
 	catalog  *catalog.Service
 	ops      *operations
+	work     *background
 	shutdown chan struct{}
 }
 
-// Run serves until ctx ends or a client asks for shutdown. VMs keep running either way.
+// Run serves until ctx ends or a client asks for shutdown. VMs keep running either way; the
+// daemon's own work (operations, requests, exec sessions) is cancelled and waited for, up to
+// shutdownWait, before the store is closed. A shutdown is not an error: Run returns nil.
 func Run(ctx context.Context, o Options) error {
 	l := o.Layout
 	if err := l.Create(); err != nil {
@@ -117,12 +120,14 @@ func Run(ctx context.Context, o Options) error {
 	cat := catalog.New(catalog.Options{
 		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg,
 	})
-	net, dns, err := openNetwork(cfg, l, lg)
+	// guestNet is where guests' networking lives: the host's namespace or the one
+	// network_namespace names. The daemon's own API socket is not part of it.
+	guestNet, dns, err := openNetwork(cfg, l, lg)
 	if err != nil {
 		return err
 	}
-	if net != nil {
-		defer net.Close()
+	if guestNet != nil {
+		defer guestNet.Close()
 		defer dns.Close()
 	}
 	d := &Daemon{
@@ -132,47 +137,72 @@ func Run(ctx context.Context, o Options) error {
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
 			Artifacts: cat, Drivers: []vmm.Driver{fd, qd}, Log: lg, // vmm = "auto" prefers Firecracker
-			Network: vmnet.New(vmnet.Options{Net: net, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
+			Network: vmnet.New(vmnet.Options{Net: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
 			SSH:     vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
 		}),
 		catalog:  cat,
 		ops:      newOperations(),
+		work:     newBackground(),
 		shutdown: make(chan struct{}),
 	}
 	cat.Cleanup()
 	if err := d.vms.Reconcile(ctx); err != nil {
 		lg.Error("reconcile", "err", err)
 	}
-	if net != nil {
+	if guestNet != nil {
 		// NAT guests leave through the default route's interface: follow it when it changes.
 		done := make(chan struct{})
 		defer close(done)
-		if err := net.WatchUplink(done, func(err error) { lg.Warn("packet filter", "err", err) }); err != nil {
+		if err := guestNet.WatchUplink(done, func(err error) { lg.Warn("packet filter", "err", err) }); err != nil {
 			lg.Warn("NAT guests will not follow a change of default route until the next VM start or stop", "err", err)
 		}
 	}
 
+	// The API socket is the daemon's, in the daemon's own network namespace: never the
+	// guests' (package net, not guestNet).
 	ln, err := listenSocket(l.Socket, net.Listen, lg)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: newTrimmer().wrap(d.routes()), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
+	trim := newTrimmer()
+	defer trim.stop()
+	srv := &http.Server{Handler: trim.wrap(d.handler()), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
 	lg.Info("bangerd started", "version", version.Get().String(), "socket", l.Socket, "state", l.StateDir, "pid", os.Getpid())
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var serveErr error
 	select {
 	case <-ctx.Done():
 	case <-d.shutdown:
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
 	}
 	lg.Info("bangerd stopping; VMs keep running")
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
+	d.stop(srv, shutdownWait)
 	_ = os.Remove(l.Socket)
+	if serveErr != nil {
+		return fmt.Errorf("serve the API on %s: %w", l.Socket, serveErr)
+	}
 	return nil
+}
+
+// handler is the daemon's API: every request counts as the daemon's work (see background).
+func (d *Daemon) handler() http.Handler { return d.work.track(d.routes()) }
+
+// stop ends the daemon's work before the store is closed: it stops taking clients, cancels
+// operations, log follows and exec sessions, and waits up to limit for them and for the
+// requests that finish what they began (deletes) to end. Work still running then is named in
+// the log and cut short by the exit: a stop was asked for, and VMs keep running anyway.
+func (d *Daemon) stop(srv *http.Server, limit time.Duration) {
+	d.work.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	_ = srv.Shutdown(ctx) // closes the socket, then waits for the requests (as wait does)
+	if left := d.work.wait(ctx); len(left) > 0 {
+		d.log.Warn(fmt.Sprintf("work still running %s after the stop began; the exit cuts it short", limit), "work", left)
+		return
+	}
+	d.log.Info("all work ended")
 }
 
 // requestShutdown ends Run after the current answer has been sent.
@@ -215,14 +245,14 @@ func openNetwork(cfg config.Config, l paths.Layout, lg *slog.Logger) (*hostnet.N
 	if v := os.Getenv("BANGER_NETWORK_NAMESPACE"); v != "" {
 		ns = v
 	}
-	net, err := hostnet.Open(hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: ns, StateDir: l.StateDir, OpenPorts: cfg.HostPortsOpenToGuests})
+	guestNet, err := hostnet.Open(hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: ns, StateDir: l.StateDir, OpenPorts: cfg.HostPortsOpenToGuests})
 	if err != nil {
 		return nil, nil, fmt.Errorf("guest network: %w", err)
 	}
 	upstreams := cfg.DNSUpstreams
 	if len(upstreams) == 0 {
-		upstreams = dnsserver.HostUpstreams("/etc/resolv.conf", net.HostIP().String())
+		upstreams = dnsserver.HostUpstreams("/etc/resolv.conf", guestNet.HostIP().String())
 	}
 	lg.Info("guest network", "bridge", cfg.BridgeName, "cidr", cfg.BridgeCIDR, "netns", ns, "dns_upstreams", upstreams, "host_ports_open_to_guests", cfg.HostPortsOpenToGuests)
-	return net, dnsserver.New(upstreams, net.Dial, lg), nil
+	return guestNet, dnsserver.New(upstreams, guestNet.Dial, lg), nil
 }

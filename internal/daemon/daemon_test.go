@@ -46,6 +46,7 @@ func (artifacts) Image(ctx context.Context, name string, p progress.Func) (catal
 
 type harness struct {
 	d      *Daemon
+	srv    *http.Server
 	c      *client.Client
 	driver *vmmtest.Driver
 	layout paths.Layout
@@ -86,16 +87,17 @@ func newHarness(t *testing.T, testHooks bool) *harness {
 			Artifacts: artifacts{}, Drivers: []vmm.Driver{drv}, Log: lg}),
 		catalog:  catalog.New(catalog.Options{Store: st, Layout: l, Config: loadConfig, Log: lg}),
 		ops:      newOperations(),
+		work:     newBackground(),
 		shutdown: make(chan struct{}),
 	}
 	ln, err := listenSocket(l.Socket, net.Listen, lg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: d.routes()}
+	srv := &http.Server{Handler: d.handler()}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
-	return &harness{d: d, c: client.New(l.Socket), driver: drv, layout: l}
+	return &harness{d: d, srv: srv, c: client.New(l.Socket), driver: drv, layout: l}
 }
 
 func (h *harness) create(t *testing.T, req api.CreateVMRequest) (api.VM, []api.Event, error) {
@@ -417,5 +419,33 @@ func TestAPIErrorOfAFlagValueIsUsage(t *testing.T) {
 	}
 	if e := apiError(failure.Wrap(failure.Invalid, errors.New("vm_defaults.vcpu: bad"))); e.Code != "invalid" {
 		t.Errorf("apiError(config error) = %+v, want invalid", e)
+	}
+}
+
+// Every VM operation reaches its client the same way (vmOp): progress as events, then the VM,
+// with the steps' timings when it booted, and "unchanged" when nothing needed doing.
+func TestVMOperationsReportTheirResults(t *testing.T) {
+	h := newHarness(t, false)
+	ctx := context.Background()
+	res, err := h.c.CreateVMResult(ctx, api.CreateVMRequest{Name: "dev"}, nil)
+	if err != nil || res.VM == nil || res.VM.State != "running" || len(res.Timings) == 0 {
+		t.Fatalf("create = %+v, %v; want the running VM with its steps' timings", res, err)
+	}
+	if vm, unchanged, err := h.c.StartVM(ctx, "dev", nil); err != nil || !unchanged || vm.State != "running" {
+		t.Errorf("start of a running VM = %+v, unchanged %v, %v; want it unchanged", vm, unchanged, err)
+	}
+	var stages []string
+	vm, unchanged, err := h.c.StopVM(ctx, "dev", time.Second, func(ev api.Event) { stages = append(stages, ev.Type+":"+ev.Stage) })
+	if err != nil || unchanged || vm.State != "stopped" || len(stages) == 0 {
+		t.Errorf("stop = %+v, unchanged %v, %v, events %v; want it stopped, with its progress", vm, unchanged, err, stages)
+	}
+	if _, unchanged, err := h.c.StopVM(ctx, "dev", time.Second, nil); err != nil || !unchanged {
+		t.Errorf("stop of a stopped VM: unchanged %v, %v; want it unchanged", unchanged, err)
+	}
+	if vm, err := h.c.RestartVM(ctx, "dev", time.Second, nil); err != nil || vm.State != "running" {
+		t.Errorf("restart = %+v, %v; want it running", vm, err)
+	}
+	if _, _, err := h.c.StartVM(ctx, "nope", nil); apiErr(t, err).Code != "not_found" {
+		t.Errorf("start of an unknown VM: %v, want not_found", err)
 	}
 }

@@ -13,9 +13,10 @@ import (
 )
 
 // handleLogs sends a VM's console log (or with source=vmm the VMM's own log) as plain text;
-// with follow=1 it keeps sending what is appended until the client goes away. The console log
-// is rotated at its cap (console.log.1 holds the previous part): the rotated part is sent
-// first, and a follower moves on to the new file when the one it reads is rotated away.
+// with follow=1 it keeps sending what is appended until the client goes away or the daemon
+// stops. The console log is rotated at its cap (console.log.1 holds the previous part): the
+// rotated part is sent first, and a follower moves on to the new file when the one it reads
+// is rotated away.
 func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
 	vm, console, vmmLog, err := d.vms.LogFiles(r.Context(), r.PathValue("ref"))
 	if err != nil {
@@ -85,6 +86,8 @@ func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-r.Context().Done():
+			return
+		case <-d.work.ctx.Done(): // the daemon stops
 			return
 		case <-time.After(200 * time.Millisecond):
 		}

@@ -45,6 +45,15 @@ func (t *trimmer) begin() {
 	}
 }
 
+// stop cancels a pending trim; a request that ends later arms it again.
+func (t *trimmer) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+}
+
 func (t *trimmer) end() {
 	t.mu.Lock()
 	defer t.mu.Unlock()

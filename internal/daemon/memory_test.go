@@ -55,3 +55,19 @@ func TestTrimmerFreesOnceWhenQuiet(t *testing.T) {
 		}
 	})
 }
+
+// A stopping daemon leaves no trim pending behind it.
+func TestTrimmerStopCancelsAPendingTrim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var frees atomic.Int32
+		tr := &trimmer{quiet: time.Second, free: func() { frees.Add(1) }}
+		tr.wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})).
+			ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/vms", nil))
+		tr.stop()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := frees.Load(); n != 0 {
+			t.Errorf("freed %d times after the stop; want 0", n)
+		}
+	})
+}

@@ -238,24 +238,32 @@ func (op *operation) fail(err error) {
 }
 
 // runOp runs fn as an operation and streams its events to the client until it ends. fn must
-// end by publishing a result or an error event. With cancelOnDisconnect the work is cancelled
-// (and undoes itself) when the client goes away; otherwise it goes on, and any client can
-// still watch it through /v1/operations/{id}/events.
+// end by publishing a result or an error event. The work belongs to the daemon, not to the
+// request: it is cancelled (and undoes itself) when the daemon stops, which waits for it.
+// With cancelOnDisconnect it is also cancelled when the client goes away; otherwise it goes
+// on, and any client can still watch it through /v1/operations/{id}/events.
 func (d *Daemon) runOp(w http.ResponseWriter, r *http.Request, kind, target string, cancelOnDisconnect bool, fn func(ctx context.Context, op *operation)) {
 	op := d.ops.start(kind, target)
-	base := context.WithoutCancel(r.Context())
-	if cancelOnDisconnect {
-		base = r.Context()
-	}
-	ctx, cancel := context.WithCancel(base)
-	go func() {
+	started := d.work.start(kind+" "+target, func(ctx context.Context) {
+		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
+		if cancelOnDisconnect {
+			defer context.AfterFunc(r.Context(), cancel)()
+		}
+		defer context.AfterFunc(ctx, func() {
+			if errors.Is(context.Cause(ctx), errStopping) {
+				op.publish(api.Event{Type: api.EventNotice, Message: "bangerd is stopping: " + kind + " is cancelled"})
+			}
+		})()
 		defer func() {
 			// A handler that forgot its final event must not leave watchers hanging.
 			op.publish(api.Event{Type: api.EventError, Error: &api.Error{Code: "internal", Message: kind + " ended without a result"}})
 		}()
 		fn(ctx, op)
-	}()
+	})
+	if !started {
+		op.fail(stoppingError())
+	}
 	op.watch(r.Context(), newEventStream(w).send)
 }
 
@@ -294,26 +302,15 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 		// Named up front so that the operation can be found by the VM's name.
 		creq.Name = d.vms.NewName(r.Context())
 	}
-	d.runOp(w, r, "vm.create", creq.Name, req.CancelOnDisconnect, func(ctx context.Context, op *operation) {
-		obs := vmservice.Observer{
-			Progress: op.progress(),
-			Spec:     func(s config.VMSpec) { op.publish(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
-			Notice:   func(msg string) { op.publish(api.Event{Type: api.EventNotice, Message: msg}) },
-		}
+	d.vmOp(w, r, "vm.create", creq.Name, req.CancelOnDisconnect, func(ctx context.Context, obs vmservice.Observer) (vmDone, error) {
 		start := time.Now()
 		vm, timings, err := d.vms.Create(ctx, creq, obs)
 		if err != nil {
 			d.log.Warn("create failed", "name", creq.Name, "err", err)
-			op.fail(err)
-			return
+			return vmDone{}, err
 		}
 		d.log.Info("created VM", "vm", vm.Name, "id", vm.ID, "took", time.Since(start))
-		out := toAPIVM(vm)
-		ev := api.Event{Type: api.EventResult, VM: &out}
-		for _, t := range timings {
-			ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
-		}
-		op.publish(ev)
+		return vmDone{vm: vm, timings: timings}, nil
 	})
 }
 
@@ -341,8 +338,8 @@ func (d *Daemon) handleExec(w http.ResponseWriter, r *http.Request) {
 }
 
 // splice answers 101 Switching Protocols with the given Upgrade token and copies bytes both
-// ways between the client's connection and remote until either side ends; remote is closed
-// at the end. Errors before the upgrade are answered as usual.
+// ways between the client's connection and remote until either side ends or the daemon
+// stops; remote is closed at the end. Errors before the upgrade are answered as usual.
 func (d *Daemon) splice(w http.ResponseWriter, upgrade string, remote net.Conn) {
 	defer remote.Close()
 	hj, ok := w.(http.Hijacker)
@@ -357,6 +354,7 @@ func (d *Daemon) splice(w http.ResponseWriter, upgrade string, remote net.Conn) 
 	}
 	defer conn.Close()
 	_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+upgrade+"\r\n\r\n")
+	defer context.AfterFunc(d.work.ctx, func() { conn.Close(); remote.Close() })()
 	done := make(chan struct{}, 2)
 	go func() {
 		// Bytes the HTTP server already buffered belong to the session.

@@ -15,31 +15,37 @@ import (
 
 // Handlers of the operations on existing VMs: start, stop, restart, kill, set, prune.
 
-func (d *Daemon) observer(op *operation) vmservice.Observer {
-	return vmservice.Observer{
-		Progress: op.progress(),
-		Spec:     func(s config.VMSpec) { op.publish(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
-		Notice:   func(msg string) { op.publish(api.Event{Type: api.EventNotice, Message: msg}) },
-	}
+// vmDone is what a VM operation did: the VM as it is now, the time its steps took, and
+// whether nothing needed doing (the VM already was as asked).
+type vmDone struct {
+	vm        store.VM
+	timings   []steps.Timing
+	unchanged bool
 }
 
-// vmResult publishes the final event of a VM operation.
-func vmResult(op *operation, vm store.VM, timings []steps.Timing, err error) {
-	vmOutcome(op, vm, timings, false, err)
-}
-
-// vmOutcome is vmResult that can say nothing was done (the VM already was as asked).
-func vmOutcome(op *operation, vm store.VM, timings []steps.Timing, unchanged bool, err error) {
-	if err != nil {
-		op.fail(err)
-		return
-	}
-	out := toAPIVM(vm)
-	ev := api.Event{Type: api.EventResult, VM: &out, Unchanged: unchanged}
-	for _, t := range timings {
-		ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
-	}
-	op.publish(ev)
+// vmOp runs a VM operation (see runOp). It is the one way a VM operation's work reaches its
+// watchers: fn's progress, spec and notices become the operation's events, and what fn
+// returns its final event (the VM with the steps' timings, or the error).
+func (d *Daemon) vmOp(w http.ResponseWriter, r *http.Request, kind, target string, cancelOnDisconnect bool,
+	fn func(ctx context.Context, obs vmservice.Observer) (vmDone, error)) {
+	d.runOp(w, r, kind, target, cancelOnDisconnect, func(ctx context.Context, op *operation) {
+		obs := vmservice.Observer{
+			Progress: op.progress(),
+			Spec:     func(s config.VMSpec) { op.publish(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
+			Notice:   func(msg string) { op.publish(api.Event{Type: api.EventNotice, Message: msg}) },
+		}
+		done, err := fn(ctx, obs)
+		if err != nil {
+			op.fail(err)
+			return
+		}
+		out := toAPIVM(done.vm)
+		ev := api.Event{Type: api.EventResult, VM: &out, Unchanged: done.unchanged}
+		for _, t := range done.timings {
+			ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
+		}
+		op.publish(ev)
+	})
 }
 
 // opTarget names an operation by the VM's name when the reference resolves.
@@ -61,9 +67,9 @@ func decodeOptional(r *http.Request, v any) error {
 
 func (d *Daemon) handleStartVM(w http.ResponseWriter, r *http.Request) {
 	ref := r.PathValue("ref")
-	d.runOp(w, r, "vm.start", d.opTarget(r), false, func(ctx context.Context, op *operation) {
-		vm, timings, err := d.vms.Start(ctx, ref, d.observer(op))
-		vmOutcome(op, vm, timings, timings == nil, err)
+	d.vmOp(w, r, "vm.start", d.opTarget(r), false, func(ctx context.Context, obs vmservice.Observer) (vmDone, error) {
+		vm, timings, err := d.vms.Start(ctx, ref, obs)
+		return vmDone{vm: vm, timings: timings, unchanged: timings == nil}, err
 	})
 }
 
@@ -74,9 +80,9 @@ func (d *Daemon) handleStopVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ref := r.PathValue("ref")
-	d.runOp(w, r, "vm.stop", d.opTarget(r), false, func(ctx context.Context, op *operation) {
-		vm, stopped, err := d.vms.Stop(ctx, ref, req.Timeout, d.observer(op))
-		vmOutcome(op, vm, nil, !stopped, err)
+	d.vmOp(w, r, "vm.stop", d.opTarget(r), false, func(ctx context.Context, obs vmservice.Observer) (vmDone, error) {
+		vm, stopped, err := d.vms.Stop(ctx, ref, req.Timeout, obs)
+		return vmDone{vm: vm, unchanged: !stopped}, err
 	})
 }
 
@@ -87,9 +93,9 @@ func (d *Daemon) handleRestartVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ref := r.PathValue("ref")
-	d.runOp(w, r, "vm.restart", d.opTarget(r), false, func(ctx context.Context, op *operation) {
-		vm, err := d.vms.Restart(ctx, ref, req.Timeout, d.observer(op))
-		vmResult(op, vm, nil, err)
+	d.vmOp(w, r, "vm.restart", d.opTarget(r), false, func(ctx context.Context, obs vmservice.Observer) (vmDone, error) {
+		vm, err := d.vms.Restart(ctx, ref, req.Timeout, obs)
+		return vmDone{vm: vm}, err
 	})
 }
 

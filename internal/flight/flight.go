@@ -43,8 +43,11 @@ func (c *call[T]) report(mu *sync.Mutex) progress.Func {
 
 // Do runs fn for key unless a run for key is already in flight, in which case it waits for
 // that run. p receives the run's progress while this caller waits. If ctx ends first, Do
-// returns ctx's error; the run goes on as long as other callers wait for it. shared reports
-// whether the result came from another caller's run.
+// returns ctx's error; the run goes on as long as other callers wait for it. The last caller
+// to leave cancels the run and waits for it to end (to undo what it began): nothing of a
+// run goes on after every Do that wanted it has returned, so whoever waits for the callers
+// (a stopping daemon) waits for the run too. shared reports whether the result came from
+// another caller's run.
 func (g *Group[T]) Do(ctx context.Context, key string, p progress.Func, fn func(ctx context.Context, p progress.Func) (T, error)) (v T, shared bool, err error) {
 	g.mu.Lock()
 	if g.calls == nil {
@@ -77,13 +80,17 @@ func (g *Group[T]) Do(ctx context.Context, key string, p progress.Func, fn func(
 		g.leave(c, id)
 		return c.val, ok, c.err
 	case <-ctx.Done():
-		g.leave(c, id)
+		if g.leave(c, id) {
+			<-c.done
+		}
 		var zero T
 		return zero, ok, ctx.Err()
 	}
 }
 
-func (g *Group[T]) leave(c *call[T], id int) {
+// leave takes the caller id off c; it cancels the run when no caller is left and reports
+// whether it did.
+func (g *Group[T]) leave(c *call[T], id int) (cancelled bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(c.sinks, id)
@@ -93,6 +100,8 @@ func (g *Group[T]) leave(c *call[T], id int) {
 		case <-c.done:
 		default:
 			c.cancel()
+			return true
 		}
 	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/banger-dev/banger/internal/progress"
 )
@@ -132,4 +133,32 @@ func TestSequentialCallsRunAgain(t *testing.T) {
 	if a != 1 || b != 2 {
 		t.Errorf("got %d then %d, want a fresh run for a later call", a, b)
 	}
+}
+
+// The last caller to leave returns only once the run it cancelled has ended: the run's undo
+// is over before Do returns, so nothing outlives the callers that wanted it.
+func TestLastCallerWaitsForTheCancelledRunToEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g Group[int]
+		var undone atomic.Bool
+		ctx, cancel := context.WithCancel(context.Background())
+		started := make(chan struct{})
+		go func() {
+			<-started
+			cancel()
+		}()
+		_, _, err := g.Do(ctx, "k", nil, func(ctx context.Context, p progress.Func) (int, error) {
+			close(started)
+			<-ctx.Done()
+			time.Sleep(time.Second) // the undo takes a while
+			undone.Store(true)
+			return 0, ctx.Err()
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v, want context.Canceled", err)
+		}
+		if !undone.Load() {
+			t.Error("Do returned before the run it cancelled had ended")
+		}
+	})
 }

@@ -43,9 +43,9 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Hooks observe a run. Any field may be nil.
 type Hooks struct {
-	// Before is called before a step starts; a non-nil error fails that step (tests inject
-	// faults with it).
-	Before func(name string) error
+	// Before is called before a step starts, with the run's context; a non-nil error fails
+	// that step (tests inject faults with it). It must return when ctx is done.
+	Before func(ctx context.Context, name string) error
 	// After is called when a step has finished, with its duration and error.
 	After func(name string, d time.Duration, err error)
 }
@@ -62,7 +62,7 @@ func Run(ctx context.Context, list []Step, h Hooks) ([]Timing, error) {
 		start := time.Now()
 		var err error
 		if h.Before != nil {
-			err = h.Before(s.Name)
+			err = h.Before(ctx, s.Name)
 		}
 		if err == nil {
 			err = ctx.Err()

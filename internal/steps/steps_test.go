@@ -72,7 +72,7 @@ func TestUndoFailureDoesNotHideRootCause(t *testing.T) {
 
 func TestBeforeHookInjectsFault(t *testing.T) {
 	var r recorder
-	inject := Hooks{Before: func(name string) error {
+	inject := Hooks{Before: func(_ context.Context, name string) error {
 		if name == "b" {
 			return errors.New("injected")
 		}

@@ -207,16 +207,25 @@ func (s *Service) Start(ctx context.Context, ref string, obs Observer) (store.VM
 // hooks are the step hooks of create and start: timing logs and the test hooks — failStep
 // fails the named step; pauseStep writes <state dir>/test-paused-at (holding the step name)
 // and then hangs before the named step, so that an end-to-end test can kill the daemon there.
+// The pause ends with the operation's context (the client went away, the daemon stops), or
+// after pauseLimit: it holds the VM's lock, which nothing else may then wait for in vain.
 func (s *Service) hooks(name, failStep, pauseStep string) steps.Hooks {
 	return steps.Hooks{
-		Before: func(step string) error {
+		Before: func(ctx context.Context, step string) error {
 			if pauseStep != "" && pauseStep == step {
 				marker := filepath.Join(s.layout.StateDir, "test-paused-at")
 				if err := os.WriteFile(marker, []byte(step), 0o600); err != nil {
 					return err
 				}
-				time.Sleep(10 * time.Minute)
-				return fmt.Errorf("paused at step %q for too long (test hook)", step)
+				const pauseLimit = 10 * time.Minute
+				t := time.NewTimer(pauseLimit)
+				defer t.Stop()
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("paused at step %q (test hook): %w", step, ctx.Err())
+				case <-t.C:
+					return fmt.Errorf("paused at step %q for more than %s (test hook)", step, pauseLimit)
+				}
 			}
 			if failStep != "" && failStep == step {
 				return fmt.Errorf("fault injected at step %q (test hook)", step)

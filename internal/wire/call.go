@@ -5,12 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"unicode/utf8"
 )
 
 // CallerIO is what the calling side of an exec session connects to the command.
 type CallerIO struct {
-	Stdin   io.Reader // nil: the command's stdin is closed at once
+	// Stdin is the command's input; nil closes the command's stdin at once. It is read only
+	// while Call runs, so that what comes after belongs to the caller (a prompt, the shell).
+	// An *os.File (the terminal, a pipe, a file) is read only when poll(2) says it has
+	// something, and Call stops waiting on it when it returns. Any other reader must not
+	// block (in memory), or its owner must end a Read in progress when Call returns (close
+	// the pipe): Call starts no Read after it has returned, and drops what such a Read brings.
+	Stdin   io.Reader
 	Stdout  io.Writer
 	Stderr  io.Writer
 	Signals <-chan int       // signals to forward to the command; may be nil
@@ -25,8 +32,7 @@ func Call(rw io.ReadWriter, cio CallerIO) (ExitMsg, error) {
 	w := NewWriter(rw)
 	done := make(chan struct{})
 	defer close(done)
-
-	go pumpStdin(w, cio.Stdin, done)
+	defer pumpStdin(w, cio.Stdin)() // runs first: stdin is let go before Call returns
 	go func() {
 		for {
 			select {
@@ -73,29 +79,93 @@ func Call(rw io.ReadWriter, cio CallerIO) (ExitMsg, error) {
 	}
 }
 
-func pumpStdin(w *Writer, stdin io.Reader, done <-chan struct{}) {
+// pumpStdin sends what stdin gives as Stdin frames, and StdinEOF at its end, until the
+// returned stop is called. For an *os.File stop returns once nothing reads it any more; any
+// other reader gets no new Read, but one in progress is left to end as it will (see
+// CallerIO.Stdin). Reading and writing happen on separate goroutines: a write to a command
+// that no longer reads may block for good, a read must not outlive the call.
+func pumpStdin(w *Writer, stdin io.Reader) (stop func()) {
 	if stdin == nil {
-		_ = w.Write(StdinEOF, nil)
-		return
+		go func() { _ = w.Write(StdinEOF, nil) }()
+		return func() {}
 	}
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := stdin.Read(buf)
-		if n > 0 {
+	quit := make(chan struct{})
+	readerDone := make(chan struct{})
+	read := stdin.Read
+	stop = func() { close(quit) }
+	if f, ok := stdin.(*os.File); ok {
+		// Without a wake pipe (out of descriptors) the file is read as any other reader.
+		if pr, err := newPollReader(f, quit); err == nil {
+			read = pr.Read
+			stop = func() {
+				close(quit)
+				pr.wake()
+				<-readerDone
+				pr.release()
+			}
+		}
+	}
+	chunks := make(chan []byte)   // nil: end of stdin
+	written := make(chan bool, 1) // the writer is done with the last chunk; false: it failed
+	go func() {
+		defer close(readerDone)
+		defer close(chunks)
+		buf := make([]byte, 32<<10)
+		for {
 			select {
-			case <-done:
+			case <-quit:
 				return
 			default:
 			}
-			if werr := w.Write(Stdin, buf[:n]); werr != nil {
+			n, err := read(buf)
+			if errors.Is(err, errStopped) {
+				return
+			}
+			var p []byte
+			if n > 0 {
+				p = buf[:n]
+			} else if err == nil {
+				continue
+			}
+			select {
+			case chunks <- p:
+			case <-quit:
+				return
+			}
+			if p == nil {
+				return
+			}
+			select {
+			case ok := <-written:
+				if !ok {
+					return
+				}
+			case <-quit:
+				return
+			}
+			if err != nil {
+				select {
+				case chunks <- nil:
+				case <-quit:
+				}
 				return
 			}
 		}
-		if err != nil {
-			_ = w.Write(StdinEOF, nil)
-			return
+	}()
+	go func() {
+		for p := range chunks {
+			if p == nil {
+				_ = w.Write(StdinEOF, nil)
+				return
+			}
+			err := w.Write(Stdin, p)
+			written <- err == nil
+			if err != nil {
+				return
+			}
 		}
-	}
+	}()
+	return stop
 }
 
 // SendStream sends everything read from r as Stdin frames and ends with StdinEOF: the upload
