@@ -21,7 +21,8 @@ func TestCLIDoesNotLinkTheDaemon(t *testing.T) {
 	const mod = "github.com/banger-dev/banger/internal/"
 	forbidden := map[string]bool{
 		mod + "store": true, mod + "catalog": true, mod + "vmservice": true,
-		mod + "daemon": true, mod + "oci": true,
+		mod + "daemon": true, mod + "oci": true, mod + "vmnet": true, mod + "vmssh": true,
+		mod + "dnsserver": true,
 	}
 	forbiddenPrefixes := []string{"github.com/google/go-containerregistry/", "modernc.org/sqlite"}
 	deps := strings.Fields(string(out))
