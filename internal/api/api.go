@@ -12,24 +12,12 @@ import (
 	"time"
 )
 
-// Routes.
+// Tokens and headers of the API (the routes are in routes.go).
 const (
-	PathVersion  = "/v1/version"
-	PathShutdown = "/v1/shutdown"
-	PathVMs      = "/v1/vms" // GET list, POST create
-	// PathVM + {ref}: GET show, PATCH set, DELETE delete;
-	// + {ref}/start, /stop, /restart, /kill, /exec: POST;
-	// + {ref}/logs?source=console|vmm&follow=1: GET, plain text.
-	PathVM         = "/v1/vms/"
-	PathImages     = "/v1/images"
-	PathImage      = "/v1/images/" // + {name}: GET, DELETE; + {name}/build, /export: POST (see artifacts.go)
-	PathKernels    = "/v1/kernels"
-	PathKernel     = "/v1/kernels/"    // + {name}: GET, DELETE; + {name}/pull, /export: POST
-	PathPrune      = "/v1/vms/prune"   // POST: delete every VM that is not running
-	PathOperations = "/v1/operations"  // GET list
-	PathOperation  = "/v1/operations/" // + {id}/events: GET watch (replay + follow)
-	ExecUpgrade    = "banger-exec"
-	ContentNDJSON  = "application/x-ndjson"
+	// ExecUpgrade is the Upgrade token of RouteExec.
+	ExecUpgrade = "banger-exec"
+	// ContentNDJSON is the Content-Type of operations' event streams.
+	ContentNDJSON = "application/x-ndjson"
 
 	// HeaderInjectFault names a start step to fail on purpose; honoured only by a daemon
 	// started with BANGER_TEST_HOOKS=1 (end-to-end tests of failure cleanup).
