@@ -1,6 +1,6 @@
 // Package api is the daemon's HTTP/JSON API: routes, request and response types, progress
 // events and errors. It is shared by the daemon and its client and imports nothing of
-// either.
+// either; its ExecRequest is the guest agent's (package agent).
 //
 // Every route starts with the API version (/v1/…). Long operations answer with a stream of
 // newline-delimited JSON Events (Content-Type application/x-ndjson) that ends with one event
@@ -10,6 +10,8 @@ package api
 
 import (
 	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
 )
 
 // Tokens and headers of the API (the routes are in routes.go).
@@ -138,15 +140,9 @@ type SetVMRequest struct {
 	DiskBytes *int64 `json:"disk_bytes,omitempty"`
 }
 
-// ExecRequest is the body of POST /v1/vms/{ref}/exec.
-type ExecRequest struct {
-	Argv []string `json:"argv"`
-	Env  []string `json:"env,omitempty"`
-	Dir  string   `json:"dir,omitempty"`
-	TTY  bool     `json:"tty,omitempty"`
-	Rows uint16   `json:"rows,omitempty"`
-	Cols uint16   `json:"cols,omitempty"`
-}
+// ExecRequest is the body of RouteExec: the guest agent's own request, which the daemon
+// passes on as it is, so that the API takes exactly what the agent does.
+type ExecRequest = agent.ExecRequest
 
 // Event types.
 const (

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/failure"
@@ -328,9 +327,7 @@ func (d *Daemon) handleExec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	stream, vm, err := d.vms.OpenExec(r.Context(), r.PathValue("ref"), agent.ExecRequest{
-		Argv: req.Argv, Env: req.Env, Dir: req.Dir, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols,
-	})
+	stream, vm, err := d.vms.OpenExec(r.Context(), r.PathValue("ref"), req)
 	if err != nil {
 		writeError(w, err)
 		return
