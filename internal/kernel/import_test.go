@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/guestinit"
 )
 
 // bannerVmlinux is a fake x86-64 ELF kernel carrying the version banner of release.
@@ -76,7 +78,7 @@ func TestImportBuiltInKernelWithoutModules(t *testing.T) {
 	var init, list bool
 	for _, m := range members {
 		init = init || m.name == "init" && bytes.Equal(m.data, testAgent())
-		list = list || m.name == "lib/modules/6.12.7-fc/"+ModuleListName && len(m.data) == 0
+		list = list || m.name == "lib/modules/6.12.7-fc/"+guestinit.ModuleList && len(m.data) == 0
 	}
 	if !init || !list {
 		t.Errorf("initramfs of a built-in kernel: /init from the agent %v, empty module list %v; want both", init, list)
