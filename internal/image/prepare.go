@@ -190,16 +190,12 @@ func FromTree(ctx context.Context, o TreeOptions) (Manifest, error) {
 		size = (o.Size + mib - 1) / mib * mib
 	}
 	m.TreeBytes, m.TreeInodes, m.RootfsInodes = usage.Bytes, usage.Inodes, inodes
-	out, err := stagingDir(o.Dest)
+	st, err := stagingDir(o.Dest)
 	if err != nil {
 		return Manifest{}, err
 	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(out)
-		}
-	}()
+	defer st.Discard()
+	out := st.Dir
 	o.Progress.Stage(StageMkfs, fmt.Sprintf("mkfs.ext4: %d MiB, %d inodes for %d MiB in %d files", size/mib, inodes, usage.Bytes/mib, usage.Inodes))
 	rootfs := filepath.Join(out, RootfsFile)
 	if err := ext4.FromTree(ctx, ext4.Options{Tree: o.Tree, Output: rootfs, Label: RootfsLabel, Size: size, Inodes: inodes}); err != nil {
@@ -213,10 +209,9 @@ func FromTree(ctx context.Context, o TreeOptions) (Manifest, error) {
 	m.RootfsSize = size
 	m.BuiltAt = started.UTC().Truncate(time.Second)
 	m.BuildSeconds = round3(time.Since(started).Seconds())
-	if err := publishDir(ctx, out, o.Dest, m); err != nil {
+	if err := publishDir(ctx, st, o.Dest, m); err != nil {
 		return Manifest{}, err
 	}
-	published = true
 	return m, nil
 }
 
@@ -244,37 +239,30 @@ func mustTool(name string) string {
 	return p
 }
 
-// stagingDir creates a staging directory next to dest.
-func stagingDir(dest string) (string, error) {
+// stagingDir creates a staging directory next to dest, which must not exist yet. Every file
+// of an image is fsynced as it is written (mkfs.ext4, copies, bundle members, the manifest),
+// so publishing it syncs the directory alone.
+func stagingDir(dest string) (*durable.Staging, error) {
 	if _, err := os.Lstat(dest); err == nil {
-		return "", fmt.Errorf("image directory %s already exists", dest)
+		return nil, fmt.Errorf("image directory %s already exists", dest)
 	}
-	out, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".staging-*")
+	st, err := durable.Stage(filepath.Dir(dest), filepath.Base(dest)+".staging")
 	if err != nil {
-		return "", fmt.Errorf("create staging directory next to %s: %w", dest, err)
+		return nil, err
 	}
-	return out, nil
+	st.FilesSynced = true
+	return st, nil
 }
 
-// publishDir writes the manifest into a staged image directory, syncs it and renames it to
-// dest.
-func publishDir(ctx context.Context, out, dest string, m Manifest) error {
-	if err := writeManifest(out, m); err != nil {
+// publishDir writes the manifest into a staged image directory and publishes it as dest.
+func publishDir(ctx context.Context, st *durable.Staging, dest string, m Manifest) error {
+	if err := writeManifest(st.Dir, m); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
-	}
-	if err := durable.SyncDir(out); err != nil {
-		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if _, err := os.Lstat(dest); err == nil {
-		return fmt.Errorf("%s appeared meanwhile; remove it or choose another name", dest)
-	}
-	if err := os.Rename(out, dest); err != nil {
-		return fmt.Errorf("publish %s: %w", dest, err)
-	}
-	return durable.SyncDir(filepath.Dir(dest))
+	return st.Publish(dest)
 }
 
 // RegisterOptions say which host ext4 file to adopt as an image.
@@ -297,16 +285,12 @@ func Register(ctx context.Context, o RegisterOptions) (Manifest, error) {
 	if err := checkExt4(o.Rootfs); err != nil {
 		return Manifest{}, err
 	}
-	out, err := stagingDir(o.Dest)
+	st, err := stagingDir(o.Dest)
 	if err != nil {
 		return Manifest{}, err
 	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(out)
-		}
-	}()
+	defer st.Discard()
+	out := st.Dir
 	rootfs := filepath.Join(out, RootfsFile)
 	o.Progress.Stage(StageChecksum, "copying "+o.Rootfs)
 	size, err := copySparse(ctx, o.Rootfs, rootfs)
@@ -324,10 +308,9 @@ func Register(ctx context.Context, o RegisterOptions) (Manifest, error) {
 	m := Manifest{Format: manifestFormat, Name: o.Name, Architecture: debian.HostArch(), Source: SourceRegister, Kernel: o.Kernel,
 		RootfsSize: size, RootfsSHA256: sum, BuiltAt: started.UTC().Truncate(time.Second),
 		BuildSeconds: round3(time.Since(started).Seconds()), Notes: []string{"registered from " + abs}}
-	if err := publishDir(ctx, out, o.Dest, m); err != nil {
+	if err := publishDir(ctx, st, o.Dest, m); err != nil {
 		return Manifest{}, err
 	}
-	published = true
 	return m, nil
 }
 
