@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/durable"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/sparse"
 )
 
 // hostsFile is what an image without /etc/hosts gets: container images leave it to the
@@ -349,21 +350,14 @@ func copySparse(ctx context.Context, src, dst string) (int64, error) {
 	}
 	defer out.Close()
 	buf := make([]byte, 1<<20)
-	zero := make([]byte, 4096)
 	var off int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
 		n, rerr := io.ReadFull(in, buf)
-		for i := 0; i < n; i += len(zero) {
-			j := min(i+len(zero), n)
-			if string(buf[i:j]) == string(zero[:j-i]) {
-				continue
-			}
-			if _, err := out.WriteAt(buf[i:j], off+int64(i)); err != nil {
-				return 0, err
-			}
+		if _, err := sparse.WriteAt(out, buf[:n], off); err != nil {
+			return 0, err
 		}
 		off += int64(n)
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
