@@ -495,7 +495,7 @@ func (x *Extractor) fileMetadata(f *os.File, dirfd int, base string, h *tar.Head
 		}
 	}
 	if special != 0 || os.FileMode(mode)&x.umask != 0 {
-		if err := f.Chmod(unixMode(mode | special)); err != nil {
+		if err := f.Chmod(FileMode(mode | special)); err != nil {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
@@ -565,7 +565,9 @@ func setTimes(dirfd int, base string, h *tar.Header) error {
 	return nil
 }
 
-func unixMode(m uint32) os.FileMode {
+// FileMode converts the permission and setuid, setgid and sticky bits of a Unix mode (as tar
+// headers and chmod(2) write them, e.g. 0o4755) to an fs.FileMode; other bits are dropped.
+func FileMode(m uint32) os.FileMode {
 	mode := os.FileMode(m & 0o777)
 	if m&0o4000 != 0 {
 		mode |= os.ModeSetuid
