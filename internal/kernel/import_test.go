@@ -67,13 +67,7 @@ func TestImportBuiltInKernelWithoutModules(t *testing.T) {
 	}
 
 	// It boots with banger's initramfs: the agent as /init and an empty module list.
-	agent := filepath.Join(dir, "agent")
-	os.WriteFile(agent, testAgent(), 0o755)
-	initrd, err := loaded.BootInitramfs(agent)
-	if err != nil {
-		t.Fatalf("BootInitramfs: %v", err)
-	}
-	data, _ := os.ReadFile(initrd)
+	data := bootInitramfs(t, loaded)
 	members := rawNewc(t, data)
 	var init, list bool
 	for _, m := range members {
@@ -111,13 +105,7 @@ func TestImportWithInitrdAndModules(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(m.ModulesPath(), "build")); err == nil {
 			t.Error("the build link into the source tree was copied")
 		}
-		agent := filepath.Join(dir, "agent")
-		os.WriteFile(agent, testAgent(), 0o755)
-		initrd, err := m.BootInitramfs(agent)
-		if err != nil {
-			t.Fatalf("BootInitramfs: %v", err)
-		}
-		data, _ := os.ReadFile(initrd)
+		data := bootInitramfs(t, m)
 		if !bytes.HasPrefix(data, []byte("0707010000-their-archive!\x00\x00\x00")) {
 			t.Fatalf("boot initramfs does not start with the kernel's own, padded to 4 bytes: %q", data[:32])
 		}
