@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -38,9 +37,14 @@ func main() {
 		lg.Error("bangerd: " + err.Error())
 		os.Exit(1)
 	}
-	agentPath, err := findAgent()
+	self, err := os.Executable()
 	if err != nil {
-		lg.Error("bangerd: " + err.Error())
+		lg.Error("bangerd: find own executable: " + err.Error())
+		os.Exit(1)
+	}
+	agentPath, err := paths.Agent(self, os.Getenv)
+	if err != nil {
+		lg.Error("bangerd: " + err.Error() + "; reinstall banger (make install), or set " + paths.EnvAgent + " to it")
 		os.Exit(1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -69,29 +73,4 @@ func findCLI() string {
 		}
 	}
 	return "banger"
-}
-
-// findAgent locates banger-agent relative to this binary, so installs under any PREFIX work
-// side by side: $PREFIX/bin/bangerd uses $PREFIX/lib/banger/banger-agent; a build tree's
-// bin/bangerd uses bin/banger-agent. BANGER_AGENT overrides both.
-func findAgent() (string, error) {
-	if p := os.Getenv("BANGER_AGENT"); p != "" {
-		return p, nil
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("find own executable: %w", err)
-	}
-	self, _ = filepath.EvalSymlinks(self)
-	dir := filepath.Dir(self)
-	candidates := []string{
-		filepath.Join(dir, "..", "lib", "banger", "banger-agent"),
-		filepath.Join(dir, "banger-agent"),
-	}
-	for _, c := range candidates {
-		if st, err := os.Stat(c); err == nil && !st.IsDir() {
-			return filepath.Clean(c), nil
-		}
-	}
-	return "", errors.New("banger-agent not found at " + candidates[0] + " or " + candidates[1] + "; reinstall banger (make install)")
 }

@@ -1,6 +1,6 @@
 // Package api is the daemon's HTTP/JSON API: routes, request and response types, progress
 // events and errors. It is shared by the daemon and its client and imports nothing of
-// either.
+// either; its ExecRequest is the guest agent's (package agent).
 //
 // Every route starts with the API version (/v1/…). Long operations answer with a stream of
 // newline-delimited JSON Events (Content-Type application/x-ndjson) that ends with one event
@@ -12,27 +12,16 @@ import (
 	"context"
 	"time"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/failure"
 )
 
-// Routes.
+// Tokens and headers of the API (the routes are in routes.go).
 const (
-	PathVersion  = "/v1/version"
-	PathShutdown = "/v1/shutdown"
-	PathVMs      = "/v1/vms" // GET list, POST create
-	// PathVM + {ref}: GET show, PATCH set, DELETE delete;
-	// + {ref}/start, /stop, /restart, /kill, /exec: POST;
-	// + {ref}/logs?source=console|vmm&follow=1: GET, plain text.
-	PathVM         = "/v1/vms/"
-	PathImages     = "/v1/images"
-	PathImage      = "/v1/images/" // + {name}: GET, DELETE; + {name}/build, /export: POST (see artifacts.go)
-	PathKernels    = "/v1/kernels"
-	PathKernel     = "/v1/kernels/"    // + {name}: GET, DELETE; + {name}/pull, /export: POST
-	PathPrune      = "/v1/vms/prune"   // POST: delete every VM that is not running
-	PathOperations = "/v1/operations"  // GET list
-	PathOperation  = "/v1/operations/" // + {id}/events: GET watch (replay + follow)
-	ExecUpgrade    = "banger-exec"
-	ContentNDJSON  = "application/x-ndjson"
+	// ExecUpgrade is the Upgrade token of RouteExec.
+	ExecUpgrade = "banger-exec"
+	// ContentNDJSON is the Content-Type of operations' event streams.
+	ContentNDJSON = "application/x-ndjson"
 
 	// HeaderInjectFault names a start step to fail on purpose; honoured only by a daemon
 	// started with BANGER_TEST_HOOKS=1 (end-to-end tests of failure cleanup).
@@ -192,15 +181,9 @@ type SetVMRequest struct {
 	DiskBytes *int64 `json:"disk_bytes,omitempty"`
 }
 
-// ExecRequest is the body of POST /v1/vms/{ref}/exec.
-type ExecRequest struct {
-	Argv []string `json:"argv"`
-	Env  []string `json:"env,omitempty"`
-	Dir  string   `json:"dir,omitempty"`
-	TTY  bool     `json:"tty,omitempty"`
-	Rows uint16   `json:"rows,omitempty"`
-	Cols uint16   `json:"cols,omitempty"`
-}
+// ExecRequest is the body of RouteExec: the guest agent's own request, which the daemon
+// passes on as it is, so that the API takes exactly what the agent does.
+type ExecRequest = agent.ExecRequest
 
 // Event types.
 const (

@@ -5,29 +5,6 @@ import (
 	"time"
 )
 
-// Routes of kernels and images (besides PathImages, PathImage, PathKernels, PathKernel):
-//
-//	GET    /v1/images                 list            GET    /v1/kernels                list
-//	GET    /v1/images/{name}          show            GET    /v1/kernels/{name}         show
-//	DELETE /v1/images/{name}          delete          DELETE /v1/kernels/{name}         delete
-//	POST   /v1/images/{name}/build    build (op)      POST   /v1/kernels/{name}/pull    pull (op)
-//	POST   /v1/images/{name}/export   export (op)     POST   /v1/kernels/{name}/export  export (op)
-//	POST   /v1/images/pull            pull (op)       POST   /v1/kernels/import         import (op)
-//	POST   /v1/images/register        register (op)   GET    /v1/catalog                what can be had
-//	POST   /v1/images/import          import (op)
-//	POST   /v1/images/cache/prune     prune the caches
-//
-// (op): the answer is an operation's event stream ending with a result carrying an Image,
-// a Kernel or a Bundle.
-const (
-	PathImagePull     = "/v1/images/pull"
-	PathImageRegister = "/v1/images/register"
-	PathImageImport   = "/v1/images/import"
-	PathImageCache    = "/v1/images/cache/prune"
-	PathKernelImport  = "/v1/kernels/import"
-	PathCatalog       = "/v1/catalog"
-)
-
 // Image is an installed image and its current version.
 type Image struct {
 	Name      string         `json:"name"`

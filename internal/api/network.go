@@ -36,6 +36,3 @@ type ForwardRequest struct {
 
 // ForwardUpgrade is the Upgrade token of port forwarding connections.
 const ForwardUpgrade = "banger-forward"
-
-// PathTeardown removes banger's host network state (POST; refused while VMs run).
-const PathTeardown = "/v1/system/teardown"

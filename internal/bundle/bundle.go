@@ -29,6 +29,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/sparse"
 )
 
 // ManifestName is the first member of every bundle.
@@ -364,7 +365,7 @@ func extractMember(ctx context.Context, r io.Reader, p string, size int64, repor
 		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
 		if n > 0 {
 			h.Write(buf[:n])
-			if err := writeSparse(out, buf[:n], off); err != nil {
+			if _, err := sparse.WriteAt(out, buf[:n], off); err != nil {
 				return "", err
 			}
 			off += int64(n)
@@ -385,36 +386,6 @@ func extractMember(ctx context.Context, r io.Reader, p string, size int64, repor
 	}
 	report(off)
 	return hex.EncodeToString(h.Sum(nil)), out.Close()
-}
-
-// writeSparse writes b at off, skipping 4 KiB blocks that are all zeros (they read back as
-// zeros from the hole).
-func writeSparse(f *os.File, b []byte, off int64) error {
-	const block = 4096
-	for i := 0; i < len(b); {
-		j := min(i+block, len(b))
-		if !allZero(b[i:j]) {
-			k := j
-			for k < len(b) && !allZero(b[k:min(k+block, len(b))]) {
-				k = min(k+block, len(b))
-			}
-			if _, err := f.WriteAt(b[i:k], off+int64(i)); err != nil {
-				return err
-			}
-			j = k
-		}
-		i = j
-	}
-	return nil
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // hashFile returns a file's sha256 and size.

@@ -121,8 +121,8 @@ func TestNameCompletionWithDaemonDown(t *testing.T) {
 func fakeDaemon(t *testing.T, socket string, hang bool) {
 	t.Helper()
 	mux := http.NewServeMux()
-	reply := func(path string, v any) {
-		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) {
+	reply := func(route api.Route, v any) {
+		mux.HandleFunc(string(route), func(w http.ResponseWriter, r *http.Request) {
 			if hang {
 				<-r.Context().Done()
 				return
@@ -130,10 +130,10 @@ func fakeDaemon(t *testing.T, socket string, hang bool) {
 			_ = json.NewEncoder(w).Encode(v)
 		})
 	}
-	reply(api.PathVMs, []api.VM{{Name: "dev", State: "running", Image: "debian-bookworm"}, {Name: "old", State: "stopped", Image: "alpine"}, {Name: "devbox", State: "running"}})
-	reply(api.PathImages, []api.Image{{Name: "debian-bookworm"}, {Name: "alpine"}})
-	reply(api.PathKernels, []api.Kernel{{Name: "debian-6.1", Release: "6.1.0-28-cloud-amd64"}})
-	reply(api.PathCatalog, api.Catalog{
+	reply(api.RouteListVMs, []api.VM{{Name: "dev", State: "running", Image: "debian-bookworm"}, {Name: "old", State: "stopped", Image: "alpine"}, {Name: "devbox", State: "running"}})
+	reply(api.RouteListImages, []api.Image{{Name: "debian-bookworm"}, {Name: "alpine"}})
+	reply(api.RouteListKernels, []api.Kernel{{Name: "debian-6.1", Release: "6.1.0-28-cloud-amd64"}})
+	reply(api.RouteCatalog, api.Catalog{
 		Images:  []api.CatalogEntry{{Name: "debian-bookworm", Kind: "recipe"}, {Name: "devbox", Kind: "oci", Origin: "registry.example/devbox:3"}},
 		Kernels: []api.CatalogEntry{{Name: "debian-6.1", Kind: "debian"}, {Name: "fc-6.1", Kind: "bundle"}},
 	})

@@ -50,7 +50,21 @@ func New(socket string) *Client {
 // Socket is the daemon socket this client uses.
 func (c *Client) Socket() string { return c.socket }
 
-func (c *Client) newRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
+// target is where a request goes: a route's method and its path with the wildcards filled in.
+type target struct{ method, path string }
+
+// to is route with its wildcards filled in by values (see api.Route.Path).
+func to(route api.Route, values ...string) target {
+	return target{method: route.Method(), path: route.Path(values...)}
+}
+
+// withQuery is t with q as its query string.
+func (t target) withQuery(q url.Values) target {
+	t.path += "?" + q.Encode()
+	return t
+}
+
+func (c *Client) newRequest(ctx context.Context, t target, body any) (*http.Request, error) {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -59,7 +73,7 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body any) 
 		}
 		r = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://bangerd"+path, r)
+	req, err := http.NewRequestWithContext(ctx, t.method, "http://bangerd"+t.path, r)
 	if err != nil {
 		return nil, err
 	}
@@ -73,8 +87,8 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body any) 
 }
 
 // do sends a request and decodes a JSON answer into out (which may be nil).
-func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	req, err := c.newRequest(ctx, method, path, body)
+func (c *Client) do(ctx context.Context, t target, body, out any) error {
+	req, err := c.newRequest(ctx, t, body)
 	if err != nil {
 		return err
 	}
@@ -91,7 +105,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("daemon sent an unreadable answer to %s %s: %w", method, path, err)
+		return fmt.Errorf("daemon sent an unreadable answer to %s %s: %w", t.method, t.path, err)
 	}
 	return nil
 }
@@ -149,26 +163,26 @@ func decodeError(resp *http.Response) error {
 // Version asks the daemon who it is.
 func (c *Client) Version(ctx context.Context) (api.Version, error) {
 	var v api.Version
-	err := c.do(ctx, http.MethodGet, api.PathVersion, nil, &v)
+	err := c.do(ctx, to(api.RouteVersion), nil, &v)
 	return v, err
 }
 
 // Shutdown asks the daemon to exit (VMs keep running).
 func (c *Client) Shutdown(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, api.PathShutdown, nil, nil)
+	return c.do(ctx, to(api.RouteShutdown), nil, nil)
 }
 
 // ListVMs lists every VM.
 func (c *Client) ListVMs(ctx context.Context) ([]api.VM, error) {
 	var vms []api.VM
-	err := c.do(ctx, http.MethodGet, api.PathVMs, nil, &vms)
+	err := c.do(ctx, to(api.RouteListVMs), nil, &vms)
 	return vms, err
 }
 
 // GetVM returns one VM by reference.
 func (c *Client) GetVM(ctx context.Context, ref string) (api.VM, error) {
 	var vm api.VM
-	err := c.do(ctx, http.MethodGet, api.PathVM+url.PathEscape(ref), nil, &vm)
+	err := c.do(ctx, to(api.RouteGetVM, ref), nil, &vm)
 	return vm, err
 }
 
@@ -177,11 +191,11 @@ func (c *Client) GetVM(ctx context.Context, ref string) (api.VM, error) {
 // A running VM is deleted only with force; without it the daemon refuses (conflict), so that a
 // VM someone is using is not lost to a typo.
 func (c *Client) DeleteVM(ctx context.Context, ref string, force bool) error {
-	path := api.PathVM + url.PathEscape(ref)
+	t := to(api.RouteDeleteVM, ref)
 	if force {
-		path += "?force=1"
+		t = t.withQuery(url.Values{"force": {"1"}})
 	}
-	return c.do(ctx, http.MethodDelete, path, nil, nil)
+	return c.do(ctx, t, nil, nil)
 }
 
 // CreateVM creates and starts a VM, passing every event to onEvent, and returns the ready VM.
@@ -196,7 +210,7 @@ func (c *Client) CreateVM(ctx context.Context, req api.CreateVMRequest, onEvent 
 // CreateVMResult is CreateVM returning the whole final event: the VM and the daemon's timing
 // of each start step.
 func (c *Client) CreateVMResult(ctx context.Context, req api.CreateVMRequest, onEvent func(api.Event)) (api.Event, error) {
-	res, err := c.stream(ctx, http.MethodPost, api.PathVMs, req, onEvent)
+	res, err := c.stream(ctx, to(api.RouteCreateVM), req, onEvent)
 	if err != nil {
 		return api.Event{}, err
 	}
@@ -209,19 +223,19 @@ func (c *Client) CreateVMResult(ctx context.Context, req api.CreateVMRequest, on
 // ListOperations lists the daemon's running and recently finished operations.
 func (c *Client) ListOperations(ctx context.Context) ([]api.Operation, error) {
 	var out []api.Operation
-	err := c.do(ctx, http.MethodGet, api.PathOperations, nil, &out)
+	err := c.do(ctx, to(api.RouteListOperations), nil, &out)
 	return out, err
 }
 
 // WatchOperation follows an operation from its first event (whoever started it) and returns
 // its final event.
 func (c *Client) WatchOperation(ctx context.Context, id string, onEvent func(api.Event)) (api.Event, error) {
-	return c.stream(ctx, http.MethodGet, api.PathOperation+url.PathEscape(id)+"/events", nil, onEvent)
+	return c.stream(ctx, to(api.RouteWatchOperation, id), nil, onEvent)
 }
 
 // stream runs an operation and decodes its event stream up to the final event.
-func (c *Client) stream(ctx context.Context, method, path string, body any, onEvent func(api.Event)) (api.Event, error) {
-	req, err := c.newRequest(ctx, method, path, body)
+func (c *Client) stream(ctx context.Context, t target, body any, onEvent func(api.Event)) (api.Event, error) {
+	req, err := c.newRequest(ctx, t, body)
 	if err != nil {
 		return api.Event{}, err
 	}

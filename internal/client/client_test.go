@@ -160,7 +160,7 @@ func TestStream(t *testing.T) {
 			t.Parallel()
 			c := serve(t, tc.handler)
 			var seen []string
-			ev, err := c.stream(context.Background(), http.MethodPost, api.PathVMs, api.CreateVMRequest{Name: "dev"},
+			ev, err := c.stream(context.Background(), to(api.RouteCreateVM), api.CreateVMRequest{Name: "dev"},
 				func(ev api.Event) { seen = append(seen, ev.Message) })
 
 			if strings.Join(seen, "|") != strings.Join(tc.wantSeen, "|") {
@@ -202,7 +202,7 @@ func TestStreamStopsWhenTheContextIsCancelled(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.stream(ctx, http.MethodPost, api.PathVMs, nil, func(api.Event) { cancel() })
+		_, err := c.stream(ctx, to(api.RouteCreateVM), nil, func(api.Event) { cancel() })
 		done <- err
 	}()
 	select {
@@ -238,8 +238,8 @@ func TestCreateVMSendsTheRequestAndReturnsTheVM(t *testing.T) {
 		t.Errorf("CreateVM = %+v, want VM dev running", vm)
 	}
 	req := <-received
-	if req.method != http.MethodPost || req.path != api.PathVMs {
-		t.Errorf("request = %s %s, want POST %s", req.method, req.path, api.PathVMs)
+	if req.method+" "+req.path != string(api.RouteCreateVM) {
+		t.Errorf("request = %s %s, want %s", req.method, req.path, api.RouteCreateVM)
 	}
 	if req.body.Name != "dev" || req.body.VCPU == nil || *req.body.VCPU != 2 {
 		t.Errorf("request body = %+v, want name dev and vcpu 2", req.body)
@@ -287,7 +287,7 @@ func TestNothingListeningIsErrNoDaemon(t *testing.T) {
 func TestVersionWithAnUnreadableAnswerIsAnError(t *testing.T) {
 	t.Parallel()
 	c := serve(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "not json") })
-	if _, err := c.Version(context.Background()); err == nil || !strings.Contains(err.Error(), "unreadable answer to GET "+api.PathVersion) {
-		t.Errorf("Version = %v, want an error about an unreadable answer to GET %s", err, api.PathVersion)
+	if _, err := c.Version(context.Background()); err == nil || !strings.Contains(err.Error(), "unreadable answer to GET /v1/version") {
+		t.Errorf("Version = %v, want an error about an unreadable answer to GET /v1/version", err)
 	}
 }

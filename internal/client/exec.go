@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"io"
-	"net/url"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/wire"
@@ -13,7 +12,7 @@ import (
 // the session's frames (package wire). The caller drives it, e.g. with wire.Call, and
 // closes it.
 func (c *Client) OpenExec(ctx context.Context, ref string, req api.ExecRequest) (io.ReadWriteCloser, error) {
-	return c.openUpgrade(ctx, api.PathVM+url.PathEscape(ref)+"/exec", api.ExecUpgrade, req)
+	return c.openUpgrade(ctx, to(api.RouteExec, ref), api.ExecUpgrade, req)
 }
 
 // Exec runs a command in a running VM with its stdio connected to cio and returns its exit

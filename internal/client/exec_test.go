@@ -19,7 +19,7 @@ import (
 // closed when the client closes its end.
 func upgradingDaemon(t *testing.T, closed chan<- struct{}) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != api.PathVM+"dev/exec" ||
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/vms/dev/exec" ||
 			r.Header.Get("Upgrade") != api.ExecUpgrade || !strings.EqualFold(r.Header.Get("Connection"), "Upgrade") {
 			http.Error(w, "not an exec upgrade: "+r.Method+" "+r.URL.Path, http.StatusBadRequest)
 			return

@@ -76,7 +76,7 @@ func runFakeDaemon() int {
 	}
 	stop := make(chan struct{})
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+api.PathVersion, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(string(api.RouteVersion), func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(api.Version{
 			Version:  os.Getenv(envFakeVersion),
@@ -87,7 +87,7 @@ func runFakeDaemon() int {
 			StateDir: os.Getenv(envFakeStateDir),
 		})
 	})
-	mux.HandleFunc("POST "+api.PathShutdown, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(string(api.RouteShutdown), func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		select {
 		case <-stop:

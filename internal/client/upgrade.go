@@ -7,10 +7,10 @@ import (
 	"net/http"
 )
 
-// openUpgrade sends body to path asking to switch to the upgrade protocol and returns the
+// openUpgrade sends body to t asking to switch to the upgrade protocol and returns the
 // upgraded connection; an ordinary answer is decoded as the daemon's error.
-func (c *Client) openUpgrade(ctx context.Context, path, upgrade string, body any) (io.ReadWriteCloser, error) {
-	req, err := c.newRequest(ctx, http.MethodPost, path, body)
+func (c *Client) openUpgrade(ctx context.Context, t target, upgrade string, body any) (io.ReadWriteCloser, error) {
+	req, err := c.newRequest(ctx, t, body)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"time"
 
@@ -12,8 +11,8 @@ import (
 )
 
 // vmOp runs a VM operation that streams events and returns the VM it ends with.
-func (c *Client) vmOp(ctx context.Context, ref, action string, body any, onEvent func(api.Event)) (api.VM, bool, error) {
-	res, err := c.stream(ctx, http.MethodPost, api.PathVM+url.PathEscape(ref)+"/"+action, body, onEvent)
+func (c *Client) vmOp(ctx context.Context, t target, action string, body any, onEvent func(api.Event)) (api.VM, bool, error) {
+	res, err := c.stream(ctx, t, body, onEvent)
 	if err != nil {
 		return api.VM{}, false, err
 	}
@@ -26,39 +25,39 @@ func (c *Client) vmOp(ctx context.Context, ref, action string, body any, onEvent
 // StartVM boots a created or stopped VM until its agent answers. unchanged says it already
 // ran: nothing was done.
 func (c *Client) StartVM(ctx context.Context, ref string, onEvent func(api.Event)) (vm api.VM, unchanged bool, err error) {
-	return c.vmOp(ctx, ref, "start", nil, onEvent)
+	return c.vmOp(ctx, to(api.RouteStartVM, ref), "start", nil, onEvent)
 }
 
 // StopVM shuts a VM down gracefully (0: the daemon's default timeout). unchanged says it was
 // not running: nothing was done.
 func (c *Client) StopVM(ctx context.Context, ref string, timeout time.Duration, onEvent func(api.Event)) (vm api.VM, unchanged bool, err error) {
-	return c.vmOp(ctx, ref, "stop", api.StopRequest{Timeout: timeout}, onEvent)
+	return c.vmOp(ctx, to(api.RouteStopVM, ref), "stop", api.StopRequest{Timeout: timeout}, onEvent)
 }
 
 // RestartVM stops a VM gracefully and boots it again.
 func (c *Client) RestartVM(ctx context.Context, ref string, timeout time.Duration, onEvent func(api.Event)) (api.VM, error) {
-	vm, _, err := c.vmOp(ctx, ref, "restart", api.StopRequest{Timeout: timeout}, onEvent)
+	vm, _, err := c.vmOp(ctx, to(api.RouteRestartVM, ref), "restart", api.StopRequest{Timeout: timeout}, onEvent)
 	return vm, err
 }
 
 // KillVM sends a signal (0: SIGKILL) to a VM's VMM and waits for it to exit.
 func (c *Client) KillVM(ctx context.Context, ref string, signal int) (api.VM, error) {
 	var vm api.VM
-	err := c.do(ctx, http.MethodPost, api.PathVM+url.PathEscape(ref)+"/kill", api.KillRequest{Signal: signal}, &vm)
+	err := c.do(ctx, to(api.RouteKillVM, ref), api.KillRequest{Signal: signal}, &vm)
 	return vm, err
 }
 
 // SetVM changes the resources of a VM that is not running.
 func (c *Client) SetVM(ctx context.Context, ref string, req api.SetVMRequest) (api.VM, error) {
 	var vm api.VM
-	err := c.do(ctx, http.MethodPatch, api.PathVM+url.PathEscape(ref), req, &vm)
+	err := c.do(ctx, to(api.RouteSetVM, ref), req, &vm)
 	return vm, err
 }
 
 // PruneVMs deletes every VM that is not running and returns them.
 func (c *Client) PruneVMs(ctx context.Context) ([]api.VM, error) {
 	var vms []api.VM
-	err := c.do(ctx, http.MethodPost, api.PathPrune, nil, &vms)
+	err := c.do(ctx, to(api.RoutePruneVMs), nil, &vms)
 	return vms, err
 }
 
@@ -69,7 +68,7 @@ func (c *Client) Logs(ctx context.Context, ref, source string, follow bool, w io
 	if follow {
 		q.Set("follow", "1")
 	}
-	req, err := c.newRequest(ctx, http.MethodGet, api.PathVM+url.PathEscape(ref)+"/logs?"+q.Encode(), nil)
+	req, err := c.newRequest(ctx, to(api.RouteLogs, ref).withQuery(q), nil)
 	if err != nil {
 		return err
 	}

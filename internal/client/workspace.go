@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/wire"
@@ -22,7 +20,7 @@ type UploadResult struct {
 // arrives; nothing is staged on the host) and returns what the guest wrote.
 func (c *Client) Upload(ctx context.Context, ref string, req api.UploadRequest, src io.Reader) (UploadResult, error) {
 	dest := req.Dest
-	rwc, err := c.openUpgrade(ctx, api.PathVM+url.PathEscape(ref)+"/upload", api.UploadUpgrade, req)
+	rwc, err := c.openUpgrade(ctx, to(api.RouteUpload, ref), api.UploadUpgrade, req)
 	if err != nil {
 		return UploadResult{}, err
 	}
@@ -56,5 +54,5 @@ func (c *Client) Upload(ctx context.Context, ref string, req api.UploadRequest, 
 
 // SetWorkspace records what was shipped into a VM.
 func (c *Client) SetWorkspace(ctx context.Context, ref string, ws api.Workspace) error {
-	return c.do(ctx, http.MethodPut, api.PathVM+url.PathEscape(ref)+"/workspace", ws, nil)
+	return c.do(ctx, to(api.RouteSetWorkspace, ref), ws, nil)
 }

@@ -12,7 +12,7 @@ import (
 func TestArtifactHandlersWithNothingInstalled(t *testing.T) {
 	h := newHarness(t, false)
 	ctx := context.Background()
-	for _, p := range []string{api.PathImages, api.PathKernels} {
+	for _, p := range []string{api.RouteListImages.Path(), api.RouteListKernels.Path()} {
 		if code, body := h.raw(t, "GET", p, "", nil); code != 200 || strings.TrimSpace(body) != "[]" {
 			t.Errorf("GET %s = %d %q, want 200 []", p, code, body)
 		}
@@ -30,7 +30,7 @@ func TestArtifactHandlersWithNothingInstalled(t *testing.T) {
 	if _, err := h.c.ExportKernel(ctx, "missing", out, nil); apiErr(t, err).Code != "not_found" {
 		t.Errorf("export missing kernel: %v", err)
 	}
-	if code, body := h.raw(t, "POST", api.PathKernel+"missing/export", `{"path":"rel.bundle"}`, nil); code != 400 || !strings.Contains(body, `output path \"rel.bundle\" must be absolute`) {
+	if code, body := h.raw(t, "POST", api.RouteExportKernel.Path("missing"), `{"path":"rel.bundle"}`, nil); code != 400 || !strings.Contains(body, `output path \"rel.bundle\" must be absolute`) {
 		t.Errorf("relative export path: %d %s", code, body)
 	}
 }

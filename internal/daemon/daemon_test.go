@@ -226,13 +226,13 @@ func TestBadRequestsAreRefused(t *testing.T) {
 	if code, body := h.raw(t, "GET", "/v2/vms", "", nil); code != 404 || !strings.Contains(body, `"not_found"`) || !strings.Contains(body, "no route") {
 		t.Errorf("unknown route: %d %s", code, body)
 	}
-	if code, body := h.raw(t, "POST", api.PathVMs, `{"nmae":"x"}`, nil); code != 400 || !strings.Contains(body, `unknown field \"nmae\"`) {
+	if code, body := h.raw(t, "POST", api.RouteCreateVM.Path(), `{"nmae":"x"}`, nil); code != 400 || !strings.Contains(body, `unknown field \"nmae\"`) {
 		t.Errorf("unknown field: %d %s", code, body)
 	}
-	if code, body := h.raw(t, "POST", api.PathVMs, `{`, nil); code != 400 || !strings.Contains(body, "bad request body") {
+	if code, body := h.raw(t, "POST", api.RouteCreateVM.Path(), `{`, nil); code != 400 || !strings.Contains(body, "bad request body") {
 		t.Errorf("broken JSON: %d %s", code, body)
 	}
-	if code, body := h.raw(t, "POST", api.PathVM+"x/exec", `{"argv":["true"]}`, nil); code != 400 || !strings.Contains(body, "Upgrade") {
+	if code, body := h.raw(t, "POST", api.RouteExec.Path("x"), `{"argv":["true"]}`, nil); code != 400 || !strings.Contains(body, "Upgrade") {
 		t.Errorf("exec without upgrade: %d %s", code, body)
 	}
 	if vms, _ := h.c.ListVMs(context.Background()); len(vms) != 0 {

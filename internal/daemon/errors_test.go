@@ -47,7 +47,7 @@ func TestErrorKindsSurviveTheAPI(t *testing.T) {
 	}
 	statuses := make(chan int, 1)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+api.PathVM+"{ref}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(string(api.RouteGetVM), func(w http.ResponseWriter, r *http.Request) {
 		e := apiError(cases[r.PathValue("ref")].err)
 		statuses <- statusOf(e)
 		writeError(w, e)

@@ -38,7 +38,7 @@ func TestDaemonRefusesClientOfAnotherUser(t *testing.T) {
 		t.Fatalf("dial as nobody: %v", dialErr)
 	}
 	defer conn.Close()
-	req, _ := http.NewRequest(http.MethodPost, "http://bangerd"+api.PathShutdown, nil)
+	req, _ := http.NewRequest(http.MethodPost, "http://bangerd"+api.RouteShutdown.Path(), nil)
 	if err := req.Write(conn); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/progress"
@@ -23,44 +22,45 @@ import (
 
 func (d *Daemon) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+api.PathVersion, d.handleVersion)
-	mux.HandleFunc("POST "+api.PathShutdown, d.handleShutdown)
-	mux.HandleFunc("GET "+api.PathVMs, d.handleListVMs)
-	mux.HandleFunc("POST "+api.PathVMs, d.handleCreateVM)
-	mux.HandleFunc("GET "+api.PathVM+"{ref}", d.handleGetVM)
-	mux.HandleFunc("DELETE "+api.PathVM+"{ref}", d.handleDeleteVM)
-	mux.HandleFunc("POST "+api.PathVM+"{ref}/exec", d.handleExec)
-	mux.HandleFunc("PATCH "+api.PathVM+"{ref}", d.handleSetVM)
-	mux.HandleFunc("POST "+api.PathVM+"{ref}/start", d.handleStartVM)
-	mux.HandleFunc("POST "+api.PathVM+"{ref}/stop", d.handleStopVM)
-	mux.HandleFunc("POST "+api.PathVM+"{ref}/restart", d.handleRestartVM)
-	mux.HandleFunc("POST "+api.PathVM+"{ref}/kill", d.handleKillVM)
-	mux.HandleFunc("GET "+api.PathVM+"{ref}/logs", d.handleLogs)
-	mux.HandleFunc("POST "+api.PathPrune, d.handlePrune)
-	mux.HandleFunc("GET "+api.PathVM+"{ref}/ports", d.handlePorts)
-	mux.HandleFunc("GET "+api.PathVM+"{ref}/ssh", d.handleSSH)
-	mux.HandleFunc("POST "+api.PathVM+"{ref}/forward", d.handleForward)
-	mux.HandleFunc("POST "+api.PathTeardown, d.handleTeardown)
-	mux.HandleFunc("POST "+api.PathVM+"{ref}/upload", d.handleUpload)
-	mux.HandleFunc("PUT "+api.PathVM+"{ref}/workspace", d.handleSetWorkspace)
-	mux.HandleFunc("GET "+api.PathOperations, d.handleListOperations)
-	mux.HandleFunc("GET "+api.PathOperation+"{id}/events", d.handleWatchOperation)
-	mux.HandleFunc("GET "+api.PathImages, d.handleListImages)
-	mux.HandleFunc("POST "+api.PathImage+"{name}/build", d.handleBuildImage)
-	mux.HandleFunc("GET "+api.PathKernels, d.handleListKernels)
-	mux.HandleFunc("POST "+api.PathKernel+"{name}/pull", d.handlePullKernel)
-	mux.HandleFunc("GET "+api.PathImage+"{name}", d.handleShowImage)
-	mux.HandleFunc("DELETE "+api.PathImage+"{name}", d.handleDeleteImage)
-	mux.HandleFunc("POST "+api.PathImage+"{name}/export", d.handleExportImage)
-	mux.HandleFunc("POST "+api.PathImagePull, d.handlePullImage)
-	mux.HandleFunc("POST "+api.PathImageRegister, d.handleRegisterImage)
-	mux.HandleFunc("POST "+api.PathImageImport, d.handleImportImage)
-	mux.HandleFunc("POST "+api.PathImageCache, d.handlePruneImageCache)
-	mux.HandleFunc("GET "+api.PathKernel+"{name}", d.handleShowKernel)
-	mux.HandleFunc("DELETE "+api.PathKernel+"{name}", d.handleDeleteKernel)
-	mux.HandleFunc("POST "+api.PathKernel+"{name}/export", d.handleExportKernel)
-	mux.HandleFunc("POST "+api.PathKernelImport, d.handleImportKernel)
-	mux.HandleFunc("GET "+api.PathCatalog, d.handleCatalog)
+	handle := func(r api.Route, h http.HandlerFunc) { mux.HandleFunc(string(r), h) }
+	handle(api.RouteVersion, d.handleVersion)
+	handle(api.RouteShutdown, d.handleShutdown)
+	handle(api.RouteListVMs, d.handleListVMs)
+	handle(api.RouteCreateVM, d.handleCreateVM)
+	handle(api.RouteGetVM, d.handleGetVM)
+	handle(api.RouteDeleteVM, d.handleDeleteVM)
+	handle(api.RouteExec, d.handleExec)
+	handle(api.RouteSetVM, d.handleSetVM)
+	handle(api.RouteStartVM, d.handleStartVM)
+	handle(api.RouteStopVM, d.handleStopVM)
+	handle(api.RouteRestartVM, d.handleRestartVM)
+	handle(api.RouteKillVM, d.handleKillVM)
+	handle(api.RouteLogs, d.handleLogs)
+	handle(api.RoutePruneVMs, d.handlePrune)
+	handle(api.RoutePorts, d.handlePorts)
+	handle(api.RouteSSH, d.handleSSH)
+	handle(api.RouteForward, d.handleForward)
+	handle(api.RouteTeardown, d.handleTeardown)
+	handle(api.RouteUpload, d.handleUpload)
+	handle(api.RouteSetWorkspace, d.handleSetWorkspace)
+	handle(api.RouteListOperations, d.handleListOperations)
+	handle(api.RouteWatchOperation, d.handleWatchOperation)
+	handle(api.RouteListImages, d.handleListImages)
+	handle(api.RouteBuildImage, d.handleBuildImage)
+	handle(api.RouteListKernels, d.handleListKernels)
+	handle(api.RoutePullKernel, d.handlePullKernel)
+	handle(api.RouteShowImage, d.handleShowImage)
+	handle(api.RouteDeleteImage, d.handleDeleteImage)
+	handle(api.RouteExportImage, d.handleExportImage)
+	handle(api.RoutePullImage, d.handlePullImage)
+	handle(api.RouteRegisterImage, d.handleRegisterImage)
+	handle(api.RouteImportImage, d.handleImportImage)
+	handle(api.RoutePruneImageCache, d.handlePruneImageCache)
+	handle(api.RouteShowKernel, d.handleShowKernel)
+	handle(api.RouteDeleteKernel, d.handleDeleteKernel)
+	handle(api.RouteExportKernel, d.handleExportKernel)
+	handle(api.RouteImportKernel, d.handleImportKernel)
+	handle(api.RouteCatalog, d.handleCatalog)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: "not_found", Message: fmt.Sprintf("no route %s %s in API %s", r.Method, r.URL.Path, version.API),
 			Hint: "the CLI and daemon disagree; run the banger that matches this daemon"})
@@ -324,9 +324,7 @@ func (d *Daemon) handleExec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	stream, vm, err := d.vms.OpenExec(r.Context(), r.PathValue("ref"), agent.ExecRequest{
-		Argv: req.Argv, Env: req.Env, Dir: req.Dir, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols,
-	})
+	stream, vm, err := d.vms.OpenExec(r.Context(), r.PathValue("ref"), req)
 	if err != nil {
 		writeError(w, err)
 		return

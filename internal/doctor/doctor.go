@@ -581,7 +581,7 @@ func (c *checker) daemon() {
 		case d.BinaryErr != nil:
 			c.add("daemon", Fail, "not running, and cannot be started: "+oneLine(d.BinaryErr.Error()), "reinstall banger: `make install`")
 		case d.AgentErr != nil:
-			c.add("daemon", Fail, "not running, and would not start: "+oneLine(d.AgentErr.Error()), "reinstall banger: `make install` (or set BANGER_AGENT)")
+			c.add("daemon", Fail, "not running, and would not start: "+oneLine(d.AgentErr.Error()), "reinstall banger: `make install` (or set "+paths.EnvAgent+")")
 		default:
 			c.pass("daemon", "not running; the next banger command starts %s (socket %s)", d.Binary, d.Socket)
 		}

@@ -175,7 +175,7 @@ func Gather(ctx context.Context, env Env) Facts {
 	if !f.Daemon.Running && f.Daemon.Err == nil && f.Daemon.SocketErr == nil {
 		f.Daemon.Binary, f.Daemon.BinaryErr = client.DaemonBinary()
 		if f.Daemon.BinaryErr == nil {
-			f.Daemon.Agent, f.Daemon.AgentErr = findAgent(f.Daemon.Binary, env.Getenv)
+			f.Daemon.Agent, f.Daemon.AgentErr = paths.Agent(f.Daemon.Binary, env.Getenv)
 		}
 	}
 
@@ -424,28 +424,6 @@ func askDaemon(ctx context.Context, socket string) Daemon {
 		d.SocketUID = int(sys.Uid)
 	}
 	return d
-}
-
-// findAgent finds the banger-agent that bangerd at daemon would use, the way cmd/bangerd's
-// findAgent does: $BANGER_AGENT, else ../lib/banger/banger-agent, else banger-agent next to it.
-func findAgent(daemon string, getenv func(string) string) (string, error) {
-	if p := getenv("BANGER_AGENT"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("BANGER_AGENT=%s: %w", p, err)
-		}
-		return p, nil
-	}
-	if resolved, err := filepath.EvalSymlinks(daemon); err == nil {
-		daemon = resolved
-	}
-	dir := filepath.Dir(daemon)
-	candidates := []string{filepath.Join(dir, "..", "lib", "banger", "banger-agent"), filepath.Join(dir, "banger-agent")}
-	for _, c := range candidates {
-		if st, err := os.Stat(c); err == nil && !st.IsDir() {
-			return filepath.Clean(c), nil
-		}
-	}
-	return "", fmt.Errorf("banger-agent not found at %s or %s", filepath.Clean(candidates[0]), candidates[1])
 }
 
 // gatherArtifacts finds the default image and the kernel it boots: installed, or what the

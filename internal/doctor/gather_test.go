@@ -175,31 +175,6 @@ func TestGatherFromFakeRoot(t *testing.T) {
 	}
 }
 
-func TestFindAgent(t *testing.T) {
-	dir, tree := t.TempDir(), t.TempDir()
-	writeTree(t, dir, map[string]string{"bin/bangerd": "", "lib/banger/banger-agent": ""})
-	writeTree(t, tree, map[string]string{"bin/bangerd": "", "bin/banger-agent": ""})
-	none := func(string) string { return "" }
-	if got, err := findAgent(filepath.Join(dir, "bin/bangerd"), none); err != nil || got != filepath.Join(dir, "lib/banger/banger-agent") {
-		t.Errorf("installed layout: %q, %v", got, err)
-	}
-	if got, err := findAgent(filepath.Join(tree, "bin/bangerd"), none); err != nil || got != filepath.Join(tree, "bin/banger-agent") {
-		t.Errorf("build tree layout: %q, %v", got, err)
-	}
-	if _, err := findAgent(filepath.Join(t.TempDir(), "bin/bangerd"), none); err == nil {
-		t.Error("no agent anywhere: want an error")
-	}
-	env := func(k string) string {
-		if k == "BANGER_AGENT" {
-			return filepath.Join(dir, "missing")
-		}
-		return ""
-	}
-	if _, err := findAgent(filepath.Join(dir, "bin/bangerd"), env); err == nil {
-		t.Error("BANGER_AGENT naming a missing file: want an error")
-	}
-}
-
 // TestRealHostSmoke gathers facts from this machine with a layout in a temporary directory:
 // every check runs, nothing is created in that layout, and no daemon is started.
 func TestRealHostSmoke(t *testing.T) {

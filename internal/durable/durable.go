@@ -107,15 +107,7 @@ func Publish(staged, final string) error {
 	if err := SyncTree(staged); err != nil {
 		return err
 	}
-	if _, err := os.Lstat(final); err == nil {
-		return fmt.Errorf("publish %s: it already exists", final)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("publish %s: %w", final, err)
-	}
-	if err := os.Rename(staged, final); err != nil {
-		return fmt.Errorf("publish %s: %w", final, err)
-	}
-	return SyncDir(filepath.Dir(final))
+	return rename(staged, final)
 }
 
 // Replace puts the staged file or directory at final, replacing whatever is there, and returns

@@ -18,8 +18,8 @@ import (
 // (SIGRTMIN+3/4/5, SIGINT from Ctrl-Alt-Del) and the one of busybox's and sysvinit's halt,
 // poweroff and reboot commands (SIGUSR1, SIGUSR2, SIGTERM).
 var (
-	sigHalt       = syscall.Signal(37) // SIGRTMIN+3 as systemd counts it
-	sigRTPoweroff = syscall.Signal(38) // SIGRTMIN+4
+	sigHalt       = syscall.Signal(37) // SIGRTMIN+3 as systemd counts it (glibc's SIGRTMIN is 34)
+	sigRTPoweroff = syscall.Signal(38) // SIGRTMIN+4: systemd's poweroff, also sent by PoweroffSystem
 	sigReboot     = syscall.Signal(39) // SIGRTMIN+5
 )
 

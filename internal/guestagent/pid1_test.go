@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
 )
 
 func TestInitAction(t *testing.T) {
@@ -31,9 +33,6 @@ func TestInitAction(t *testing.T) {
 			t.Errorf("initAction(%v) = %q; want %q", tt.sig, got, tt.want)
 		}
 	}
-	if sigRTPoweroff != sigPoweroff {
-		t.Error("the agent asks init to power off with a signal init does not take for poweroff")
-	}
 }
 
 func TestCmdlineValue(t *testing.T) {
@@ -50,7 +49,7 @@ func TestCmdlineValue(t *testing.T) {
 type fakeSSH struct {
 	sshEnv
 	ran    []string
-	states []SSHStatus
+	states []agent.SSHStatus
 }
 
 func newFakeSSH(t *testing.T, route bool, files ...string) *fakeSSH {
@@ -63,7 +62,7 @@ func newFakeSSH(t *testing.T, route bool, files ...string) *fakeSSH {
 	f.sshEnv = sshEnv{
 		root: root, hasRoute: func() bool { return route }, waitRoute: 30 * time.Millisecond, pollRoute: 5 * time.Millisecond,
 		logf:       t.Logf,
-		writeState: func(st SSHStatus) { f.states = append(f.states, st) },
+		writeState: func(st agent.SSHStatus) { f.states = append(f.states, st) },
 		run: func(ctx context.Context, argv ...string) (string, error) {
 			f.ran = append(f.ran, strings.Join(argv, " "))
 			if argv[0] == "apk" { // the install puts sshd in place
@@ -79,13 +78,13 @@ func newFakeSSH(t *testing.T, route bool, files ...string) *fakeSSH {
 	return f
 }
 
-func (f *fakeSSH) last() SSHStatus { return f.states[len(f.states)-1] }
+func (f *fakeSSH) last() agent.SSHStatus { return f.states[len(f.states)-1] }
 
 func TestEnsureSSH(t *testing.T) {
 	t.Run("image has sshd, agent is init: keys then sshd", func(t *testing.T) {
 		f := newFakeSSH(t, false, "usr/sbin/sshd")
 		f.ensure(context.Background())
-		if got := strings.Join(f.ran, "; "); got != "ssh-keygen -q -t ed25519 -N  -f /etc/ssh/ssh_host_ed25519_key; /usr/sbin/sshd" || f.last().State != SSHRunning {
+		if got := strings.Join(f.ran, "; "); got != "ssh-keygen -q -t ed25519 -N  -f /etc/ssh/ssh_host_ed25519_key; /usr/sbin/sshd" || f.last().State != agent.SSHRunning {
 			t.Errorf("ran %q, state %+v", got, f.last())
 		}
 	})
@@ -100,7 +99,7 @@ func TestEnsureSSH(t *testing.T) {
 		f := newFakeSSH(t, false, "usr/sbin/sshd")
 		f.systemd = true
 		f.ensure(context.Background())
-		if len(f.ran) != 0 || f.last().State != SSHRunning {
+		if len(f.ran) != 0 || f.last().State != agent.SSHRunning {
 			t.Errorf("ran %q, state %+v; want nothing run", f.ran, f.last())
 		}
 	})
@@ -108,7 +107,7 @@ func TestEnsureSSH(t *testing.T) {
 		f := newFakeSSH(t, false, "sbin/apk")
 		f.ensure(context.Background())
 		st := f.last()
-		if st.State != SSHUnavailable || !strings.Contains(st.Reason, "no default route") || !strings.Contains(st.Reason, "apk add --no-cache openssh-server") || !strings.Contains(st.Reason, "banger vm exec") {
+		if st.State != agent.SSHUnavailable || !strings.Contains(st.Reason, "no default route") || !strings.Contains(st.Reason, "apk add --no-cache openssh-server") || !strings.Contains(st.Reason, "banger vm exec") {
 			t.Errorf("state %+v; want unavailable saying there is no network, what would install it and what still works", st)
 		}
 		if len(f.ran) != 0 {
@@ -121,21 +120,21 @@ func TestEnsureSSH(t *testing.T) {
 		if got := strings.Join(f.ran, "; "); got != "apk add --no-cache openssh-server; ssh-keygen -q -t ed25519 -N  -f /etc/ssh/ssh_host_ed25519_key; /usr/sbin/sshd" {
 			t.Errorf("ran %q", got)
 		}
-		if st := f.last(); st.State != SSHRunning || st.Via != "apk add --no-cache openssh-server" || f.states[0].State != SSHInstalling {
+		if st := f.last(); st.State != agent.SSHRunning || st.Via != "apk add --no-cache openssh-server" || f.states[0].State != agent.SSHInstalling {
 			t.Errorf("states %+v", f.states)
 		}
 	})
 	t.Run("install fails: the package manager's words", func(t *testing.T) {
 		f := newFakeSSH(t, true, "usr/bin/dnf")
 		f.ensure(context.Background())
-		if st := f.last(); st.State != SSHUnavailable || !strings.Contains(st.Reason, "Failed to download metadata") {
+		if st := f.last(); st.State != agent.SSHUnavailable || !strings.Contains(st.Reason, "Failed to download metadata") {
 			t.Errorf("state %+v", st)
 		}
 	})
 	t.Run("no package manager", func(t *testing.T) {
 		f := newFakeSSH(t, true)
 		f.ensure(context.Background())
-		if st := f.last(); st.State != SSHUnavailable || !strings.Contains(st.Reason, "no package manager") {
+		if st := f.last(); st.State != agent.SSHUnavailable || !strings.Contains(st.Reason, "no package manager") {
 			t.Errorf("state %+v", st)
 		}
 	})

@@ -8,9 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sigPoweroff is SIGRTMIN+4 as systemd counts it (glibc's SIGRTMIN is 34).
-const sigPoweroff = syscall.Signal(38)
-
 // PoweroffSystem shuts the guest down: through init when it is systemd (SIGRTMIN+4 starts
 // poweroff.target without needing D-Bus) or the agent's own init (RunInit, which ends every
 // process and makes the file systems read-only first), or directly otherwise.
@@ -22,7 +19,7 @@ func PoweroffSystem() error {
 	if b, err := os.ReadFile("/proc/1/comm"); err == nil {
 		switch strings.TrimSpace(string(b)) {
 		case "systemd", "banger-agent":
-			return syscall.Kill(1, sigPoweroff)
+			return syscall.Kill(1, sigRTPoweroff)
 		}
 	}
 	unix.Sync()

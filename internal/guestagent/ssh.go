@@ -15,20 +15,9 @@ import (
 )
 
 // SSHStatusFile is where the agent records, in the guest, whether sshd runs and why not: JSON
-// of SSHStatus. `banger vm ssh` (and anyone else) reads it through the agent to explain a
+// of agent.SSHStatus (the protocol's type: the health reply carries it). `banger vm ssh` (and anyone else) reads it through the agent to explain a
 // refused connection; agent commands never need sshd.
 const SSHStatusFile = "/run/banger/ssh.json"
-
-// SSH states and status, as recorded in SSHStatusFile (the types belong to the protocol: the
-// health reply carries the status).
-const (
-	SSHRunning     = agent.SSHRunning
-	SSHInstalling  = agent.SSHInstalling
-	SSHUnavailable = agent.SSHUnavailable
-)
-
-// SSHStatus is the content of SSHStatusFile.
-type SSHStatus = agent.SSHStatus
 
 // sshEnv is what EnsureSSH looks at and runs; tests replace it.
 type sshEnv struct {
@@ -39,7 +28,7 @@ type sshEnv struct {
 	waitRoute  time.Duration // how long to wait for a network
 	pollRoute  time.Duration
 	logf       func(string, ...any)
-	writeState func(SSHStatus)
+	writeState func(agent.SSHStatus)
 }
 
 // installers are the package managers EnsureSSH knows, in the order it looks for them.
@@ -75,7 +64,7 @@ func EnsureSSH(ctx context.Context, logf func(string, ...any)) {
 		waitRoute: time.Minute,
 		pollRoute: time.Second,
 		logf:      logf,
-		writeState: func(st SSHStatus) {
+		writeState: func(st agent.SSHStatus) {
 			data, _ := json.Marshal(st)
 			_ = os.MkdirAll(filepath.Dir(SSHStatusFile), 0o755)
 			_ = os.WriteFile(SSHStatusFile, append(data, '\n'), 0o644)
@@ -88,11 +77,11 @@ func EnsureSSH(ctx context.Context, logf func(string, ...any)) {
 }
 
 func (e sshEnv) ensure(ctx context.Context) {
-	st := SSHStatus{Time: time.Now().UTC()}
+	st := agent.SSHStatus{Time: time.Now().UTC()}
 	sshd := e.findSshd()
 	if sshd != "" && e.systemd {
 		// The image's own unit starts it, ordered as the image wants.
-		st.State, st.Sshd, st.Via = SSHRunning, sshd, "the image's systemd unit"
+		st.State, st.Sshd, st.Via = agent.SSHRunning, sshd, "the image's systemd unit"
 		e.writeState(st)
 		return
 	}
@@ -101,7 +90,7 @@ func (e sshEnv) ensure(ctx context.Context) {
 		var err error
 		sshd, via, err = e.install(ctx)
 		if err != nil {
-			st.State, st.Reason = SSHUnavailable, err.Error()
+			st.State, st.Reason = agent.SSHUnavailable, err.Error()
 			e.logf("ssh: %s", st.Reason)
 			e.writeState(st)
 			return
@@ -110,9 +99,9 @@ func (e sshEnv) ensure(ctx context.Context) {
 	}
 	st.Sshd = sshd
 	if err := e.start(ctx, sshd); err != nil {
-		st.State, st.Reason = SSHUnavailable, err.Error()
+		st.State, st.Reason = agent.SSHUnavailable, err.Error()
 	} else {
-		st.State = SSHRunning
+		st.State = agent.SSHRunning
 	}
 	st.Time = time.Now().UTC()
 	e.writeState(st)
@@ -155,7 +144,7 @@ func (e sshEnv) install(ctx context.Context) (sshd, via string, err error) {
 		case <-time.After(e.pollRoute):
 		}
 	}
-	e.writeState(SSHStatus{State: SSHInstalling, Via: via, Time: time.Now().UTC()})
+	e.writeState(agent.SSHStatus{State: agent.SSHInstalling, Via: via, Time: time.Now().UTC()})
 	e.logf("ssh: installing sshd: %s", via)
 	for _, argv := range argvs {
 		if out, err := e.run(ctx, argv...); err != nil {

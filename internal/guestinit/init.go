@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +35,7 @@ const (
 	lowerMount = bangerRun + "/lower"
 	diskMount  = bangerRun + "/disk"
 	modMount   = bangerRun + "/modules"
-	agentPath  = bangerRun + "/banger-agent"
+	agentPath  = agent.GuestBinary // where the host runs the agent's tools too
 	unitDir    = "/run/systemd/system"
 	unitName   = "banger-agent.service"
 )

@@ -100,18 +100,16 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 		return Manifest{}, err
 	}
 
-	out, err := os.MkdirTemp(filepath.Dir(o.Dest), "."+filepath.Base(o.Dest)+".staging-*")
+	st, err := stagingDir(o.Dest)
 	if err != nil {
-		return Manifest{}, fmt.Errorf("create staging directory next to %s: %w", o.Dest, err)
+		return Manifest{}, err
 	}
-	published := false
 	defer func() {
-		if !published {
-			if cerr := os.RemoveAll(out); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
-			}
+		if cerr := st.Discard(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
 		}
 	}()
+	out := st.Dir
 
 	// Optional packages the archive lacks are left out; the manifest says which and why.
 	recipe, skipped, err := b.resolveOptional(ctx, arch)
@@ -206,42 +204,25 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 		SkippedPackages: skipped,
 		Source:          SourceRecipe,
 	}
-	if err := b.publish(ctx, out, m); err != nil {
+	if err := b.publish(ctx, st, m); err != nil {
 		return Manifest{}, err
 	}
-	published = true
 	logFile.Close()
 	os.Remove(b.logPath) // its copy is in the image directory
 	return m, nil
 }
 
-// publish completes the staging directory (manifest, build log), syncs it and renames it to
-// Dest.
-func (b *build) publish(ctx context.Context, out string, m Manifest) error {
-	if err := writeManifest(out, m); err != nil {
-		return fmt.Errorf("write manifest: %w", err)
-	}
+// publish completes the staging directory (build log, manifest) and publishes it as Dest.
+func (b *build) publish(ctx context.Context, st *durable.Staging, m Manifest) error {
 	b.tool.logf("built %s in %.1fs\n", m.Name, m.BuildSeconds)
 	logData, err := os.ReadFile(b.logPath)
 	if err != nil {
 		return fmt.Errorf("read build log: %w", err)
 	}
-	if err := writeSynced(filepath.Join(out, BuildLogFile), logData, 0o644); err != nil {
+	if err := writeSynced(filepath.Join(st.Dir, BuildLogFile), logData, 0o644); err != nil {
 		return fmt.Errorf("copy build log: %w", err)
 	}
-	if err := durable.SyncDir(out); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if _, err := os.Lstat(b.opts.Dest); err == nil {
-		return fmt.Errorf("%s appeared while building; remove it or choose another name", b.opts.Dest)
-	}
-	if err := os.Rename(out, b.opts.Dest); err != nil {
-		return fmt.Errorf("publish %s: %w", b.opts.Dest, err)
-	}
-	return durable.SyncDir(filepath.Dir(b.opts.Dest))
+	return publishDir(ctx, st, b.opts.Dest, m)
 }
 
 // resolveOptional returns the recipe with the optional packages the archive has added to its

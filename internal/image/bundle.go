@@ -11,6 +11,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/bundle"
 	"github.com/banger-dev/banger/internal/debian"
+	"github.com/banger-dev/banger/internal/durable"
 	"github.com/banger-dev/banger/internal/progress"
 )
 
@@ -47,16 +48,13 @@ type ImportOptions struct {
 // image's own manifest against the rootfs), and publishes an image directory. A bundle that is
 // not an image, is for another architecture, or was altered is refused and nothing is left.
 func Import(ctx context.Context, r io.Reader, parent string, o ImportOptions) (Manifest, error) {
-	staging, err := os.MkdirTemp(parent, ".import.staging-*")
+	st, err := durable.Stage(parent, "import.staging")
 	if err != nil {
 		return Manifest{}, err
 	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(staging)
-		}
-	}()
+	defer st.Discard()
+	st.FilesSynced = true // bundle.Read fsyncs every member it writes
+	staging := st.Dir
 	arch := debian.HostArch()
 	bm, err := bundle.Read(ctx, r, staging, func(m bundle.Manifest) error {
 		if err := m.CheckFor(bundle.KindImage, arch); err != nil {
@@ -99,9 +97,8 @@ func Import(ctx context.Context, r io.Reader, parent string, o ImportOptions) (M
 	if err := os.Chmod(filepath.Join(staging, RootfsFile), 0o444); err != nil {
 		return Manifest{}, err
 	}
-	if err := publishDir(ctx, staging, o.Dest(m), m); err != nil {
+	if err := publishDir(ctx, st, o.Dest(m), m); err != nil {
 		return Manifest{}, err
 	}
-	published = true
 	return m, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/durable"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/sparse"
 )
 
 // hostsFile is what an image without /etc/hosts gets: container images leave it to the
@@ -190,16 +191,12 @@ func FromTree(ctx context.Context, o TreeOptions) (Manifest, error) {
 		size = (o.Size + mib - 1) / mib * mib
 	}
 	m.TreeBytes, m.TreeInodes, m.RootfsInodes = usage.Bytes, usage.Inodes, inodes
-	out, err := stagingDir(o.Dest)
+	st, err := stagingDir(o.Dest)
 	if err != nil {
 		return Manifest{}, err
 	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(out)
-		}
-	}()
+	defer st.Discard()
+	out := st.Dir
 	o.Progress.Stage(StageMkfs, fmt.Sprintf("mkfs.ext4: %d MiB, %d inodes for %d MiB in %d files", size/mib, inodes, usage.Bytes/mib, usage.Inodes))
 	rootfs := filepath.Join(out, RootfsFile)
 	if err := ext4.FromTree(ctx, ext4.Options{Tree: o.Tree, Output: rootfs, Label: RootfsLabel, Size: size, Inodes: inodes}); err != nil {
@@ -213,10 +210,9 @@ func FromTree(ctx context.Context, o TreeOptions) (Manifest, error) {
 	m.RootfsSize = size
 	m.BuiltAt = started.UTC().Truncate(time.Second)
 	m.BuildSeconds = round3(time.Since(started).Seconds())
-	if err := publishDir(ctx, out, o.Dest, m); err != nil {
+	if err := publishDir(ctx, st, o.Dest, m); err != nil {
 		return Manifest{}, err
 	}
-	published = true
 	return m, nil
 }
 
@@ -244,37 +240,30 @@ func mustTool(name string) string {
 	return p
 }
 
-// stagingDir creates a staging directory next to dest.
-func stagingDir(dest string) (string, error) {
+// stagingDir creates a staging directory next to dest, which must not exist yet. Every file
+// of an image is fsynced as it is written (mkfs.ext4, copies, bundle members, the manifest),
+// so publishing it syncs the directory alone.
+func stagingDir(dest string) (*durable.Staging, error) {
 	if _, err := os.Lstat(dest); err == nil {
-		return "", fmt.Errorf("image directory %s already exists", dest)
+		return nil, fmt.Errorf("image directory %s already exists", dest)
 	}
-	out, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".staging-*")
+	st, err := durable.Stage(filepath.Dir(dest), filepath.Base(dest)+".staging")
 	if err != nil {
-		return "", fmt.Errorf("create staging directory next to %s: %w", dest, err)
+		return nil, err
 	}
-	return out, nil
+	st.FilesSynced = true
+	return st, nil
 }
 
-// publishDir writes the manifest into a staged image directory, syncs it and renames it to
-// dest.
-func publishDir(ctx context.Context, out, dest string, m Manifest) error {
-	if err := writeManifest(out, m); err != nil {
+// publishDir writes the manifest into a staged image directory and publishes it as dest.
+func publishDir(ctx context.Context, st *durable.Staging, dest string, m Manifest) error {
+	if err := writeManifest(st.Dir, m); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
-	}
-	if err := durable.SyncDir(out); err != nil {
-		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if _, err := os.Lstat(dest); err == nil {
-		return fmt.Errorf("%s appeared meanwhile; remove it or choose another name", dest)
-	}
-	if err := os.Rename(out, dest); err != nil {
-		return fmt.Errorf("publish %s: %w", dest, err)
-	}
-	return durable.SyncDir(filepath.Dir(dest))
+	return st.Publish(dest)
 }
 
 // RegisterOptions say which host ext4 file to adopt as an image.
@@ -297,16 +286,12 @@ func Register(ctx context.Context, o RegisterOptions) (Manifest, error) {
 	if err := checkExt4(o.Rootfs); err != nil {
 		return Manifest{}, err
 	}
-	out, err := stagingDir(o.Dest)
+	st, err := stagingDir(o.Dest)
 	if err != nil {
 		return Manifest{}, err
 	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(out)
-		}
-	}()
+	defer st.Discard()
+	out := st.Dir
 	rootfs := filepath.Join(out, RootfsFile)
 	o.Progress.Stage(StageChecksum, "copying "+o.Rootfs)
 	size, err := copySparse(ctx, o.Rootfs, rootfs)
@@ -324,10 +309,9 @@ func Register(ctx context.Context, o RegisterOptions) (Manifest, error) {
 	m := Manifest{Format: manifestFormat, Name: o.Name, Architecture: debian.HostArch(), Source: SourceRegister, Kernel: o.Kernel,
 		RootfsSize: size, RootfsSHA256: sum, BuiltAt: started.UTC().Truncate(time.Second),
 		BuildSeconds: round3(time.Since(started).Seconds()), Notes: []string{"registered from " + abs}}
-	if err := publishDir(ctx, out, o.Dest, m); err != nil {
+	if err := publishDir(ctx, st, o.Dest, m); err != nil {
 		return Manifest{}, err
 	}
-	published = true
 	return m, nil
 }
 
@@ -366,21 +350,14 @@ func copySparse(ctx context.Context, src, dst string) (int64, error) {
 	}
 	defer out.Close()
 	buf := make([]byte, 1<<20)
-	zero := make([]byte, 4096)
 	var off int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
 		n, rerr := io.ReadFull(in, buf)
-		for i := 0; i < n; i += len(zero) {
-			j := min(i+len(zero), n)
-			if string(buf[i:j]) == string(zero[:j-i]) {
-				continue
-			}
-			if _, err := out.WriteAt(buf[i:j], off+int64(i)); err != nil {
-				return 0, err
-			}
+		if _, err := sparse.WriteAt(out, buf[:n], off); err != nil {
+			return 0, err
 		}
 		off += int64(n)
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {

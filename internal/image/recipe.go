@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/banger-dev/banger/internal/untar"
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -243,22 +244,7 @@ func parseMode(v any) (fs.FileMode, error) {
 	if n <= 0 || n > 0o7777 {
 		return 0, fmt.Errorf("mode %#o is out of range (0001-07777)", n)
 	}
-	return fromUnixMode(uint32(n)), nil
-}
-
-// fromUnixMode converts permission and setuid/setgid/sticky bits to an fs.FileMode.
-func fromUnixMode(m uint32) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
+	return untar.FileMode(uint32(n)), nil
 }
 
 // Hash returns the hex sha256 of the recipe's canonical JSON form: it changes whenever what the

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/untar"
 )
 
 func TestBuiltinRecipesListsDefault(t *testing.T) {
@@ -236,7 +238,7 @@ write = "/etc/default-mode"
 		t.Fatal(err)
 	}
 	want := []Step{
-		{Kind: StepWrite, Path: "/usr/local/bin/x", Content: "#!/bin/sh\n", Mode: fromUnixMode(0o4755)},
+		{Kind: StepWrite, Path: "/usr/local/bin/x", Content: "#!/bin/sh\n", Mode: untar.FileMode(0o4755)},
 		{Kind: StepSymlink, Path: "/etc/l", Target: "../usr/lib/x"},
 		{Kind: StepWrite, Path: "/etc/default-mode"},
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/untar"
 )
 
 // fakeTree makes a small bootstrapped-looking tree and, next to it, an "outside" directory
@@ -111,7 +113,7 @@ func TestApplyDefaultRecipeSteps(t *testing.T) {
 func TestApplyStepsWrite(t *testing.T) {
 	root, _ := fakeTree(t)
 	steps := []Step{
-		{Kind: StepWrite, Path: "/usr/local/bin/tool", Content: "#!/bin/sh\n", Mode: fromUnixMode(0o4755)},
+		{Kind: StepWrite, Path: "/usr/local/bin/tool", Content: "#!/bin/sh\n", Mode: untar.FileMode(0o4755)},
 		{Kind: StepWrite, Path: "/etc/default-mode", Content: "x"},
 	}
 	if err := applySteps(root, steps); err != nil {

@@ -130,16 +130,12 @@ func ImportBundle(ctx context.Context, r io.Reader, name, dest string, report pr
 	if _, err := os.Lstat(dest); err == nil {
 		return Manifest{}, fmt.Errorf("kernel directory %s already exists", dest)
 	}
-	staging, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".pull-*")
+	st, err := durable.Stage(filepath.Dir(dest), filepath.Base(dest)+".pull")
 	if err != nil {
 		return Manifest{}, err
 	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(staging)
-		}
-	}()
+	defer st.Discard()
+	staging := st.Dir
 	arch := debian.HostArch()
 	bm, err := bundle.Read(ctx, r, staging, func(m bundle.Manifest) error {
 		if err := m.CheckFor(bundle.KindKernel, arch); err != nil {
@@ -193,10 +189,9 @@ func ImportBundle(ctx context.Context, r io.Reader, name, dest string, report pr
 	if err := writeManifest(staging, m); err != nil {
 		return Manifest{}, err
 	}
-	if err := durable.Publish(staging, dest); err != nil {
+	if err := st.Publish(dest); err != nil {
 		return Manifest{}, err
 	}
-	published = true
 	m.Dir = dest
 	return m, nil
 }

@@ -64,13 +64,7 @@ func TestKernelBundleRoundTrip(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(got.Dir, bundleModules)); err == nil {
 		t.Error("the module tar was left in the kernel directory")
 	}
-	agent := filepath.Join(dir, "agent")
-	os.WriteFile(agent, testAgent(), 0o755)
-	initrd, err := loaded.BootInitramfs(agent)
-	if err != nil {
-		t.Fatalf("BootInitramfs: %v", err)
-	}
-	data, _ := os.ReadFile(initrd)
+	data := bootInitramfs(t, loaded)
 	if !bytes.HasPrefix(data, []byte("0707010000-their-archive")) || !bytes.Contains(data, []byte("overlay.ko")) {
 		t.Error("boot initramfs lacks the kernel's own archive or the overlay module")
 	}

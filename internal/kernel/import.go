@@ -76,16 +76,12 @@ func Import(ctx context.Context, opts ImportOptions) (Manifest, error) {
 		return Manifest{}, err
 	}
 
-	staging, err := os.MkdirTemp(filepath.Dir(opts.Dest), "."+filepath.Base(opts.Dest)+".pull-*")
+	st, err := durable.Stage(filepath.Dir(opts.Dest), filepath.Base(opts.Dest)+".pull")
 	if err != nil {
-		return Manifest{}, fmt.Errorf("create staging directory: %w", err)
+		return Manifest{}, err
 	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(staging)
-		}
-	}()
+	defer st.Discard()
+	staging := st.Dir
 	m := Manifest{Name: opts.Name, Release: release, Source: SourceImport, Vmlinux: "vmlinux", VmlinuxSize: int64(len(vmlinux)),
 		PulledAt: time.Now().UTC().Truncate(time.Second)}
 	if err := os.WriteFile(filepath.Join(staging, m.Vmlinux), vmlinux, 0o644); err != nil {
@@ -109,10 +105,9 @@ func Import(ctx context.Context, opts ImportOptions) (Manifest, error) {
 	if err := ctx.Err(); err != nil {
 		return Manifest{}, err
 	}
-	if err := durable.Publish(staging, opts.Dest); err != nil {
+	if err := st.Publish(opts.Dest); err != nil {
 		return Manifest{}, fmt.Errorf("publish %s: %w", opts.Dest, err)
 	}
-	published = true
 	m.Dir = opts.Dest
 	return m, nil
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/guestinit"
 )
 
 // bannerVmlinux is a fake x86-64 ELF kernel carrying the version banner of release.
@@ -65,18 +67,12 @@ func TestImportBuiltInKernelWithoutModules(t *testing.T) {
 	}
 
 	// It boots with banger's initramfs: the agent as /init and an empty module list.
-	agent := filepath.Join(dir, "agent")
-	os.WriteFile(agent, testAgent(), 0o755)
-	initrd, err := loaded.BootInitramfs(agent)
-	if err != nil {
-		t.Fatalf("BootInitramfs: %v", err)
-	}
-	data, _ := os.ReadFile(initrd)
+	data := bootInitramfs(t, loaded)
 	members := rawNewc(t, data)
 	var init, list bool
 	for _, m := range members {
 		init = init || m.name == "init" && bytes.Equal(m.data, testAgent())
-		list = list || m.name == "lib/modules/6.12.7-fc/"+ModuleListName && len(m.data) == 0
+		list = list || m.name == "lib/modules/6.12.7-fc/"+guestinit.ModuleList && len(m.data) == 0
 	}
 	if !init || !list {
 		t.Errorf("initramfs of a built-in kernel: /init from the agent %v, empty module list %v; want both", init, list)
@@ -109,13 +105,7 @@ func TestImportWithInitrdAndModules(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(m.ModulesPath(), "build")); err == nil {
 			t.Error("the build link into the source tree was copied")
 		}
-		agent := filepath.Join(dir, "agent")
-		os.WriteFile(agent, testAgent(), 0o755)
-		initrd, err := m.BootInitramfs(agent)
-		if err != nil {
-			t.Fatalf("BootInitramfs: %v", err)
-		}
-		data, _ := os.ReadFile(initrd)
+		data := bootInitramfs(t, m)
 		if !bytes.HasPrefix(data, []byte("0707010000-their-archive!\x00\x00\x00")) {
 			t.Fatalf("boot initramfs does not start with the kernel's own, padded to 4 bytes: %q", data[:32])
 		}

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"github.com/banger-dev/banger/internal/durable"
+	"github.com/banger-dev/banger/internal/guestinit"
 
 	"bufio"
 	"crypto/sha256"
@@ -19,10 +20,6 @@ import (
 	"github.com/klauspost/compress/gzip"
 )
 
-// ModuleListName is the file in /lib/modules/<release>/ that lists the initramfs modules in
-// load order, one path (relative to that directory) per line. The agent loads them in order.
-const ModuleListName = "banger.modules"
-
 // InitramfsOptions says what goes into an initramfs.
 type InitramfsOptions struct {
 	Release    string   // kernel release (uname -r): modules go to /lib/modules/<Release>/
@@ -39,7 +36,7 @@ type InitramfsOptions struct {
 // BuildInitramfs writes a newc cpio initramfs to w: the directories /dev /proc /sys /run /mnt
 // /newroot and /lib/modules/<release>, the /dev/console (5,1) and /dev/null (1,3) device
 // nodes, the agent as /init (mode 0755), every module decompressed at its path under
-// /lib/modules/<release>/, and ModuleListName listing them in load order. The output is
+// /lib/modules/<release>/, and guestinit.ModuleList listing them in load order. The output is
 // deterministic: entries sorted by path, fixed owners and mtimes, so equal inputs give equal
 // bytes.
 func BuildInitramfs(w io.Writer, opts InitramfsOptions) error {
@@ -125,7 +122,7 @@ func initramfsEntries(opts InitramfsOptions, agent []byte) ([]newcEntry, error) 
 		byName[name] = newcEntry{name: name, mode: modeReg | 0o644, data: data}
 		list.WriteString(rel + "\n")
 	}
-	listName := modRoot + "/" + ModuleListName
+	listName := modRoot + "/" + guestinit.ModuleList // what the agent loads, in order
 	byName[listName] = newcEntry{name: listName, mode: modeReg | 0o644, data: []byte(list.String())}
 
 	entries := make([]newcEntry, 0, len(byName))

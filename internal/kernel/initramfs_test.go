@@ -62,6 +62,24 @@ func rawNewc(t *testing.T, b []byte) []cpioMember {
 
 func testAgent() []byte { return []byte("\x7fELF fake agent binary\n") }
 
+// bootInitramfs builds k's boot initramfs with the test agent and returns its bytes.
+func bootInitramfs(t *testing.T, k Manifest) []byte {
+	t.Helper()
+	agent := filepath.Join(t.TempDir(), "agent")
+	if err := os.WriteFile(agent, testAgent(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	initrd, err := k.BootInitramfs(agent)
+	if err != nil {
+		t.Fatalf("BootInitramfs: %v", err)
+	}
+	data, err := os.ReadFile(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 func buildTestInitramfs(t *testing.T, dir string, gz bool) []byte {
 	t.Helper()
 	mods, err := ModuleClosure(dir, GuestModules)

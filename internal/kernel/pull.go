@@ -108,16 +108,12 @@ func Pull(ctx context.Context, entry Entry, archive *debian.Archive, dstDir stri
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return Manifest{}, fmt.Errorf("kernel %s: %w", entry.Name, err)
 	}
-	staging, err := os.MkdirTemp(parent, "."+filepath.Base(dstDir)+".pull-*")
+	st, err := durable.Stage(parent, filepath.Base(dstDir)+".pull")
 	if err != nil {
-		return Manifest{}, fmt.Errorf("kernel %s: create staging directory: %w", entry.Name, err)
+		return Manifest{}, fmt.Errorf("kernel %s: %w", entry.Name, err)
 	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(staging)
-		}
-	}()
+	defer st.Discard()
+	staging := st.Dir
 
 	report.Stage(StageExtract, fmt.Sprintf("extracting %s", filepath.Base(pkg.Filename)))
 	m, err := stageKernel(ctx, debPath, staging)
@@ -134,10 +130,9 @@ func Pull(ctx context.Context, entry Entry, archive *debian.Archive, dstDir stri
 	if err := ctx.Err(); err != nil {
 		return Manifest{}, err
 	}
-	if err := durable.Publish(staging, dstDir); err != nil {
+	if err := st.Publish(dstDir); err != nil {
 		return Manifest{}, fmt.Errorf("kernel %s: publish %s: %w", entry.Name, dstDir, err)
 	}
-	published = true
 	m.Dir = dstDir
 	return m, nil
 }

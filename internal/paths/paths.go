@@ -1,7 +1,8 @@
 // Package paths owns where banger keeps things on the host: the XDG config, state and cache
-// directories, the files and directories derived from them, and the daemon's unix socket.
-// Everything is computed from a Layout, which is built from an injected environment so that
-// tests never read or change the real one.
+// directories, the files and directories derived from them, the daemon's unix socket, and the
+// banger-agent binary that bangerd uses (Agent). The directories are computed from a Layout,
+// which, like Agent, reads an injected environment so that tests never read or change the
+// real one.
 package paths
 
 import (

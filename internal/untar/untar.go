@@ -14,7 +14,6 @@ package untar
 
 import (
 	"archive/tar"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/banger-dev/banger/internal/sparse"
 	"golang.org/x/sys/unix"
 )
 
@@ -495,7 +495,7 @@ func (x *Extractor) fileMetadata(f *os.File, dirfd int, base string, h *tar.Head
 		}
 	}
 	if special != 0 || os.FileMode(mode)&x.umask != 0 {
-		if err := f.Chmod(unixMode(mode | special)); err != nil {
+		if err := f.Chmod(FileMode(mode | special)); err != nil {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
@@ -565,7 +565,9 @@ func setTimes(dirfd int, base string, h *tar.Header) error {
 	return nil
 }
 
-func unixMode(m uint32) os.FileMode {
+// FileMode converts the permission and setuid, setgid and sticky bits of a Unix mode (as tar
+// headers and chmod(2) write them, e.g. 0o4755) to an fs.FileMode; other bits are dropped.
+func FileMode(m uint32) os.FileMode {
 	mode := os.FileMode(m & 0o777)
 	if m&0o4000 != 0 {
 		mode |= os.ModeSetuid
@@ -579,10 +581,6 @@ func unixMode(m uint32) os.FileMode {
 	return mode
 }
 
-const holeBlock = 4096
-
-var zeros [holeBlock]byte
-
 // writeSparse copies size bytes from r to f, seeking over every all-zero block instead of
 // writing it: a sparse entry (or a run of zeros) becomes a hole, not allocated blocks.
 func (x *Extractor) writeSparse(f *os.File, r io.Reader, size int64) error {
@@ -592,26 +590,11 @@ func (x *Extractor) writeSparse(f *os.File, r io.Reader, size int64) error {
 	var off, end int64
 	for off < size {
 		n, err := io.ReadFull(r, x.buf[:min(int64(len(x.buf)), size-off)])
-		b := x.buf[:n]
-		for i := 0; i < len(b); {
-			j := min(i+holeBlock, len(b))
-			if bytes.Equal(b[i:j], zeros[:j-i]) {
-				i = j
-				continue
-			}
-			for j < len(b) {
-				k := min(j+holeBlock, len(b))
-				if bytes.Equal(b[j:k], zeros[:k-j]) {
-					break
-				}
-				j = k
-			}
-			if _, err := f.WriteAt(b[i:j], off+int64(i)); err != nil {
-				return fmt.Errorf("write: %w", err)
-			}
-			end = off + int64(j)
-			i = j
+		e, werr := sparse.WriteAt(f, x.buf[:n], off)
+		if werr != nil {
+			return fmt.Errorf("write: %w", werr)
 		}
+		end = max(end, e)
 		off += int64(n)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
