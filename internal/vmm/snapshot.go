@@ -39,7 +39,8 @@ type Snapshotter interface {
 // from one snapshot, at once; cfg.Disks must be the restored machine's own (a copy of the
 // disks as they were at the snapshot, writable ones not shared with another machine).
 // Restore returns a running machine (its vCPUs resumed), with the same contracts as one
-// Start returned, within the driver's start bound or when ctx is done.
+// Start returned, within a minute (the start bound plus loading the snapshot) or when ctx is
+// done.
 //
 // Restore refuses, before it starts anything, with an error wrapping ErrIncompatibleSnapshot
 // that says why: a snapshot of another driver; one made by another version of the VMM than
