@@ -15,7 +15,13 @@ import (
 
 // TestConformance runs package vmm's contract suite against the real qemu-system-x86_64 under
 // TCG, with a kernel of four instructions that halts: no guest boots, QEMU just runs.
-func TestConformance(t *testing.T) {
+func TestConformance(t *testing.T) { conformance(t, false) }
+
+// TestConformanceShareMemory runs the suite with the guest's RAM in a memfd
+// (vmm.Config.ShareMemory), whose snapshots save it as a file clones map copy-on-write.
+func TestConformanceShareMemory(t *testing.T) { conformance(t, true) }
+
+func conformance(t *testing.T, shareMemory bool) {
 	requireQEMU(t)
 	kernel := haltingKernel(t)
 	vmmtest.Conformance(t, func(t *testing.T) vmmtest.Harness {
@@ -24,7 +30,7 @@ func TestConformance(t *testing.T) {
 			killLeftoversOnCleanup(t, rt)
 			return vmm.Config{
 				ID: "conformance", Name: "conformance", Dir: t.TempDir(), RuntimeDir: rt,
-				VCPU: 1, MemoryMiB: 64, Accel: host.TCG, Kernel: kernel,
+				VCPU: 1, MemoryMiB: 64, Accel: host.TCG, Kernel: kernel, ShareMemory: shareMemory,
 			}
 		}
 		return vmmtest.Harness{
