@@ -15,9 +15,10 @@ import (
 // Snapshotter is a Machine whose VMM can save its guest (vCPU and device state and guest
 // memory) to files that Restorer.Restore starts new machines from.
 //
-// Snapshot writes the snapshot into dir, which must exist and is the caller's: the driver
-// writes only the files it names in Snapshot.Files plus SnapshotFile (snapshot.json, the
-// snapshot's description, written last), and nothing else anywhere. It pauses the guest's
+// Snapshot writes the snapshot into dir, which must exist and is the caller's; it refuses a
+// dir that already holds a snapshot's files. The driver writes only the files it names in
+// Snapshot.Files plus SnapshotFile (snapshot.json, the snapshot's description, written last),
+// and nothing else anywhere. It pauses the guest's
 // vCPUs while it saves and leaves the machine as it found it: a running machine runs again
 // when Snapshot returns, a paused one stays paused, whether Snapshot succeeded or not. The
 // machine's disks are not copied: the guest's disk writes that reached the disk files are
@@ -93,9 +94,13 @@ func (s Snapshot) Path(role string) string {
 
 // Compatible checks the parts of a snapshot every driver compares before a restore: the
 // driver, the VMM version (version is what the driver would run now) and the machine's
-// shape. Its error wraps ErrIncompatibleSnapshot.
+// shape, and that it is well-formed (as ParseSnapshot checks: a Snapshot made in memory is
+// checked too). Its error wraps ErrIncompatibleSnapshot.
 func (s Snapshot) Compatible(driver, version string, cfg Config) error {
 	var why string
+	if err := s.validate(); err != nil {
+		return fmt.Errorf("cannot restore the snapshot in %s: %v: %w", s.Dir, err, ErrIncompatibleSnapshot)
+	}
 	switch {
 	case s.Driver != driver:
 		why = fmt.Sprintf("it was made by the %q driver, not %q", s.Driver, driver)
@@ -131,25 +136,52 @@ func ParseSnapshot(b []byte) (Snapshot, error) {
 	if dec.More() {
 		return Snapshot{}, errors.New("snapshot description: data after the JSON object")
 	}
+	if err := s.validate(); err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot description: %w", err)
+	}
+	return s, nil
+}
+
+// validate checks what ParseSnapshot promises of a snapshot.
+func (s Snapshot) validate() error {
 	switch {
 	case s.Driver == "" || s.VMMVersion == "":
-		return Snapshot{}, errors.New("snapshot description names no driver or VMM version")
+		return errors.New("it names no driver or VMM version")
 	case s.VCPU < 1 || s.VCPU > 1024:
-		return Snapshot{}, fmt.Errorf("snapshot description: %d vCPUs", s.VCPU)
+		return fmt.Errorf("%d vCPUs", s.VCPU)
 	case s.MemoryMiB < 1 || s.MemoryMiB > 16<<20:
-		return Snapshot{}, fmt.Errorf("snapshot description: %d MiB of memory", s.MemoryMiB)
+		return fmt.Errorf("%d MiB of memory", s.MemoryMiB)
 	case s.Disks < 0 || s.Disks > 64:
-		return Snapshot{}, fmt.Errorf("snapshot description: %d disks", s.Disks)
+		return fmt.Errorf("%d disks", s.Disks)
 	case len(s.Files) == 0:
-		return Snapshot{}, errors.New("snapshot description names no files")
+		return errors.New("it names no files")
 	}
 	for role, name := range s.Files {
 		if role == "" || name == "" || name == "." || name == ".." || name == SnapshotFile ||
 			strings.ContainsAny(name, "/\x00") || len(name) > 255 {
-			return Snapshot{}, fmt.Errorf("snapshot description: file %q for %q is not a plain file name", name, role)
+			return fmt.Errorf("file %q for %q is not a plain file name", name, role)
 		}
 	}
-	return s, nil
+	return nil
+}
+
+// CheckSnapshotDir makes sure that dir exists and holds none of a snapshot's files (names
+// and the description), so that a Snapshotter never overwrites, nor on failure removes, a
+// file it did not write.
+func CheckSnapshotDir(dir string, names ...string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("snapshot directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("snapshot directory %s is not a directory", dir)
+	}
+	for _, n := range append(names, SnapshotFile) {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+			return fmt.Errorf("snapshot directory %s already holds %s; snapshot into an empty directory", dir, n)
+		}
+	}
+	return nil
 }
 
 // ReadSnapshot reads the snapshot in dir (its SnapshotFile) and checks it with ParseSnapshot

@@ -128,3 +128,32 @@ func FuzzParseSnapshot(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckSnapshotDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := CheckSnapshotDir(dir, "state"); err != nil {
+		t.Fatalf("an empty directory: %v", err)
+	}
+	for _, name := range []string{"state", SnapshotFile} {
+		d := t.TempDir()
+		if err := os.WriteFile(filepath.Join(d, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckSnapshotDir(d, "state"); err == nil {
+			t.Errorf("a directory holding %s: no error", name)
+		}
+	}
+	if err := CheckSnapshotDir(filepath.Join(dir, "missing"), "state"); err == nil {
+		t.Error("a missing directory: no error")
+	}
+}
+
+// A Snapshot made in memory (not read with ReadSnapshot) is checked on restore too.
+func TestCompatibleRefusesFilesOutsideTheDirectory(t *testing.T) {
+	s := validSnapshot()
+	s.Files = map[string]string{"state": "../../etc/shadow"}
+	cfg := Config{VCPU: 2, MemoryMiB: 512, Disks: []Disk{{Path: "d"}}, NIC: &NIC{}}
+	if err := s.Compatible("qemu", "7.2.22", cfg); !errors.Is(err, ErrIncompatibleSnapshot) {
+		t.Errorf("Compatible = %v; want ErrIncompatibleSnapshot", err)
+	}
+}

@@ -43,6 +43,9 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		return vmm.Snapshot{}, fmt.Errorf("firecracker: snapshot: the machine (pid %d) is gone", m.rec.PID)
 	default:
 	}
+	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
+		return vmm.Snapshot{}, fmt.Errorf("firecracker: snapshot: %w", err)
+	}
 	if m.ex.Jail != "" {
 		return vmm.Snapshot{}, errors.New("firecracker: snapshots of a jailed Firecracker are not supported yet")
 	}

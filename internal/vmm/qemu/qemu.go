@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -49,6 +50,10 @@ type Driver struct {
 	Settings func() Settings
 	// TSCkHz is passed to TCG guests as tsc_early_khz (0: not passed).
 	TSCkHz int
+
+	versionMu sync.Mutex // guards the cached version of the binary (Restore compares it)
+	versionOf versionKey
+	version   string
 }
 
 // Name implements vmm.Driver.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,6 +65,9 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 	case <-m.proc.Done():
 		return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: the machine (pid %d) is gone", m.rec.PID)
 	default:
+	}
+	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
+		return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: %w", err)
 	}
 	var sh shape
 	if len(m.rec.Extra) == 0 || json.Unmarshal(m.rec.Extra, &sh) != nil {
@@ -237,8 +241,41 @@ func (v qmpVersion) String() string {
 	return s
 }
 
-// binaryVersion runs `bin -version` and returns its version as qmpVersion.String does.
-func binaryVersion(ctx context.Context, bin string) (string, error) {
+// binaryVersion returns the version of the QEMU binary at bin, as qmpVersion.String does:
+// from the driver's cache while the file is the same (path, inode, size and modification time),
+// or by running `bin -version`.
+func (d *Driver) binaryVersion(ctx context.Context, bin string) (string, error) {
+	fi, err := os.Stat(bin)
+	if err != nil {
+		return "", fmt.Errorf("qemu: %w", err)
+	}
+	key := versionKey{path: bin, size: fi.Size(), mtime: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		key.ino = st.Ino
+	}
+	d.versionMu.Lock()
+	defer d.versionMu.Unlock()
+	if d.versionOf == key && d.version != "" {
+		return d.version, nil
+	}
+	v, err := runVersion(ctx, bin)
+	if err != nil {
+		return "", err
+	}
+	d.versionOf, d.version = key, v
+	return v, nil
+}
+
+// versionKey tells one QEMU binary file from another (an upgrade replaces it).
+type versionKey struct {
+	path  string
+	ino   uint64
+	size  int64
+	mtime time.Time
+}
+
+// runVersion runs `bin -version` and returns its version as qmpVersion.String does.
+func runVersion(ctx context.Context, bin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "-version").Output()
@@ -260,7 +297,7 @@ func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, snap vmm.Snapshot)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", errNotFound(name))
 	}
-	version, err := binaryVersion(ctx, bin)
+	version, err := d.binaryVersion(ctx, bin)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,9 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) (vmm.Snapshot, error
 		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: machine (pid %d) is gone", m.rec.PID)
 	default:
 	}
+	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
+		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: %w", err)
+	}
 	var sh shape
 	if err := json.Unmarshal(m.rec.Extra, &sh); err != nil {
 		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: the machine's record has no shape: %v", err)

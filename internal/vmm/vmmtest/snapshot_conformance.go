@@ -61,13 +61,27 @@ func snapshot(t *testing.T, h Harness, m vmm.Machine) {
 		t.Logf("snapshot file %s: %d bytes (%d allocated)", role, fi.Size(), allocated(fi))
 	}
 	running(m, "the machine after Snapshot")
+	if _, err := s.Snapshot(ctx, dir); err == nil {
+		t.Error("a second Snapshot into the directory of the first succeeded; want an error")
+	}
+	if again, err := vmm.ReadSnapshot(dir); err != nil || again.VMMVersion != read.VMMVersion {
+		t.Errorf("the first snapshot after a second Snapshot into its directory failed: %+v, %v; want it intact", again, err)
+	}
+	// A paused machine stays paused, and can be saved again.
 	if p, ok := m.(vmm.Pauser); ok {
 		if err := p.Pause(ctx); err != nil {
 			t.Errorf("Pause after Snapshot: %v", err)
 		}
+		if _, err := s.Snapshot(ctx, t.TempDir()); err != nil {
+			t.Errorf("Snapshot of a paused machine: %v", err)
+		}
+		if h.Running != nil && h.Running(t, m) {
+			t.Error("a paused machine runs after Snapshot; want it left paused")
+		}
 		if err := p.Resume(ctx); err != nil {
 			t.Errorf("Resume after Snapshot: %v", err)
 		}
+		running(m, "the machine resumed after a Snapshot while paused")
 	}
 
 	before := children(t)
@@ -124,6 +138,17 @@ func snapshot(t *testing.T, h Harness, m vmm.Machine) {
 			}
 		}
 		running(c, "a restored machine")
+	}
+	// A restored machine can be saved and restored in turn (a fork of a clone).
+	if cs, ok := clones[0].(vmm.Snapshotter); !ok {
+		t.Errorf("restored machine %T does not implement vmm.Snapshotter", clones[0])
+	} else if snap2, err := cs.Snapshot(ctx, t.TempDir()); err != nil {
+		t.Errorf("Snapshot of a restored machine: %v", err)
+	} else if c, err := restore(h.Config(t), snap2); err != nil {
+		t.Errorf("Restore of a restored machine's snapshot: %v", err)
+	} else {
+		running(c, "a machine restored from a restored machine's snapshot")
+		kill(t, c, "Kill of a machine restored from a restored machine's snapshot")
 	}
 	for i, c := range clones {
 		rec := c.Record()
