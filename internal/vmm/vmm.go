@@ -1,7 +1,7 @@
 // Package vmm defines what banger needs from a virtual machine monitor, as a Driver that
 // starts and re-attaches Machines plus small optional capability interfaces (Shutdowner,
-// Pauser) that a Machine implements when its VMM can, and the choice of VMM for new VMs
-// (Choose). Drivers live in sub-packages (vmm/qemu, vmm/firecracker); nothing above this
+// Pauser, Snapshotter; Restorer on the Driver) that a Machine implements when its VMM can,
+// the Snapshot that describes a saved machine, and the choice of VMM for new VMs (Choose). Drivers live in sub-packages (vmm/qemu, vmm/firecracker); nothing above this
 // package knows VMM details.
 //
 // To add a VMM: implement Driver and Machine in a new sub-package, keep its process detached

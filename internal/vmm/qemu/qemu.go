@@ -3,7 +3,8 @@
 // virtualization and under TCG (software emulation) elsewhere. The guest agent is reached
 // over a virtio-serial port whose host end is a unix socket; QMP serves shutdown and pause.
 // The guest's serial console is a unix socket too: the daemon reads it into a capped
-// vmm.ConsoleLog, so that QEMU never writes an unbounded file.
+// vmm.ConsoleLog, so that QEMU never writes an unbounded file. Snapshots are migration
+// streams (see snapshot.go).
 package qemu
 
 import (

@@ -125,7 +125,7 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 	}
 	files := map[string]string{"state": stateFile}
 	if sh.SharedRAM {
-		if err := copyRAM(m.rec.PID, filepath.Join(dir, memoryFile)); err != nil {
+		if err := copyRAM(ctx, m.rec.PID, filepath.Join(dir, memoryFile)); err != nil {
 			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: %w", err)
 		}
 		files["memory"] = memoryFile
@@ -166,8 +166,8 @@ func waitMigration(ctx context.Context, s *qmpSession) error {
 }
 
 // copyRAM copies the guest RAM memfd of QEMU process pid into a new file at dst, keeping its
-// holes (pages the guest never touched) holes.
-func copyRAM(pid int, dst string) error {
+// holes (pages the guest never touched) holes. It stops when ctx is done.
+func copyRAM(ctx context.Context, pid int, dst string) error {
 	src, err := openRAM(pid)
 	if err != nil {
 		return err
@@ -192,8 +192,15 @@ func copyRAM(pid int, dst string) error {
 		if err != nil {
 			return fmt.Errorf("guest RAM: %w", err)
 		}
-		if _, err := io.Copy(io.NewOffsetWriter(out, data), io.NewSectionReader(src, data, hole-data)); err != nil {
-			return fmt.Errorf("guest RAM: copy to %s: %w", dst, err)
+		// In chunks, so that a cancelled snapshot stops within one.
+		for off = data; off < hole; off += ramChunk {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("guest RAM: copy to %s: %w", dst, err)
+			}
+			n := min(ramChunk, hole-off)
+			if _, err := io.Copy(io.NewOffsetWriter(out, off), io.NewSectionReader(src, off, n)); err != nil {
+				return fmt.Errorf("guest RAM: copy to %s: %w", dst, err)
+			}
 		}
 		off = hole
 	}
@@ -202,6 +209,9 @@ func copyRAM(pid int, dst string) error {
 	}
 	return out.Close()
 }
+
+// ramChunk is how much of the guest RAM copyRAM copies between looks at its context.
+const ramChunk = 64 << 20
 
 // openRAM opens the guest RAM memfd of QEMU process pid through /proc.
 func openRAM(pid int) (*os.File, error) {

@@ -34,8 +34,9 @@ const bound = time.Minute
 
 // Conformance checks the contracts stated in package vmm's doc comments against a driver, one
 // subtest per contract: newHarness is called afresh for each. The optional capabilities a
-// Machine may implement (vmm.Shutdowner, vmm.Pauser) have subtests that skip, saying why, when
-// the driver's machines do not implement them. To add a capability, state its contract on its
+// Machine may implement (vmm.Shutdowner, vmm.Pauser, vmm.Snapshotter with the driver's
+// vmm.Restorer) have subtests that skip, saying why, when the driver's machines do not
+// implement them. To add a capability, state its contract on its
 // interface in package vmm and add its subtest to capabilities below.
 func Conformance(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Run("Probe", func(t *testing.T) {
