@@ -13,15 +13,23 @@ import (
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
-// fillingKernel writes 0xdeadbeef over guest memory [fillStart, fillStart+fillSize) and halts.
+// fillingKernel writes 0xdeadbeef over guest memory [fillStart, fillStart+fillSize), then
+// 0xcafebabe over its own first (already run) instruction at kernelEntry, and halts. The last
+// write tells a restored guest's memory from a kernel loaded afresh by the restoring QEMU.
 func fillingKernel(t *testing.T) string {
 	le := binary.LittleEndian
-	code := le.AppendUint32([]byte{0xbf}, fillStart)        // mov edi, fillStart
-	code = le.AppendUint32(append(code, 0xb9), fillSize/4)  // mov ecx, dwords
-	code = le.AppendUint32(append(code, 0xb8), 0xdeadbeef)  // mov eax, pattern
-	code = append(code, 0xf3, 0xab, 0xfa, 0xf4, 0xeb, 0xfd) // rep stosd; cli; hlt; jmp -3
+	code := le.AppendUint32([]byte{0xbf}, fillStart)              // mov edi, fillStart
+	code = le.AppendUint32(append(code, 0xb9), fillSize/4)        // mov ecx, dwords
+	code = le.AppendUint32(append(code, 0xb8), 0xdeadbeef)        // mov eax, pattern
+	code = append(code, 0xf3, 0xab)                               // rep stosd
+	code = le.AppendUint32(append(code, 0xc7, 0x05), kernelEntry) // mov dword [kernelEntry], …
+	code = le.AppendUint32(code, 0xcafebabe)
+	code = append(code, 0xfa, 0xf4, 0xeb, 0xfd) // cli; hlt; jmp -3
 	return kernel(t, code)
 }
+
+// kernelEntry is where kernel loads the code (its PVH entry).
+const kernelEntry = 0x100000
 
 const (
 	fillStart = 2 << 20
@@ -88,8 +96,8 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = m.Kill() })
 			last := fillStart + fillSize - 4
-			// The guest fills its memory at once; wait (bounded) until the last word is written.
-			for readGuest(t, m, last) != "0xdeadbeef" {
+			// The guest fills its memory at once; wait (bounded) until its last write.
+			for readGuest(t, m, kernelEntry) != "0xcafebabe" {
 				select {
 				case <-ctx.Done():
 					t.Fatal("the guest did not fill its memory")
@@ -122,6 +130,9 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 					if got := readGuest(t, c, addr); got != "0xdeadbeef" {
 						t.Errorf("clone %d: guest memory at %#x = %s; want 0xdeadbeef", i, addr, got)
 					}
+				}
+				if got := readGuest(t, c, kernelEntry); got != "0xcafebabe" {
+					t.Errorf("clone %d: guest memory at the kernel's entry = %s; want the guest's 0xcafebabe, not the kernel loaded afresh", i, got)
 				}
 				t.Logf("clone %d private memory: %d KiB (the original's: %d KiB)", i, privateKiB(t, c.Record().PID), privateKiB(t, m.Record().PID))
 			}
