@@ -136,18 +136,7 @@ func (m *Machine) load(ctx context.Context, began time.Time, pl plan, snap vmm.S
 	if m.ex.Version != snap.VMMVersion {
 		return fmt.Errorf("firecracker: cannot restore the snapshot in %s: it was made by firecracker %s, this one is %s: %w", snap.Dir, snap.VMMVersion, m.ex.Version, vmm.ErrIncompatibleSnapshot)
 	}
-	var ex snapshotExtra
-	_ = json.Unmarshal(snap.Extra, &ex)
-	load := SnapshotLoad{
-		SnapshotPath: snap.Path("state"),
-		MemBackend:   MemBackend{BackendType: "File", BackendPath: snap.Path("memory")},
-	}
-	for _, n := range pl.Networks {
-		load.NetworkOverrides = append(load.NetworkOverrides, NetworkOverride{IfaceID: n.IfaceID, HostDevName: n.HostDevName})
-	}
-	if pl.Vsock.UDSPath != ex.Vsock {
-		load.VsockOverride = &VsockOverride{UDSPath: pl.Vsock.UDSPath}
-	}
+	load := loadRequest(pl, snap)
 	if err := c.LoadSnapshot(ctx, load); err != nil {
 		return wrap(err)
 	}
@@ -164,6 +153,25 @@ func (m *Machine) load(ctx context.Context, began time.Time, pl plan, snap vmm.S
 		return wrap(err)
 	}
 	return nil
+}
+
+// loadRequest is PUT /snapshot/load for a machine with plan pl: the snapshot's files, its
+// memory file as a File backend (mapped privately), not resumed (the drives are changed
+// first), and the machine's own tap and vsock socket where they differ from the snapshot's.
+func loadRequest(pl plan, snap vmm.Snapshot) SnapshotLoad {
+	var ex snapshotExtra
+	_ = json.Unmarshal(snap.Extra, &ex) // a bad extra only costs the vsock override's check
+	load := SnapshotLoad{
+		SnapshotPath: snap.Path("state"),
+		MemBackend:   MemBackend{BackendType: "File", BackendPath: snap.Path("memory")},
+	}
+	for _, n := range pl.Networks {
+		load.NetworkOverrides = append(load.NetworkOverrides, NetworkOverride{IfaceID: n.IfaceID, HostDevName: n.HostDevName})
+	}
+	if pl.Vsock.UDSPath != ex.Vsock {
+		load.VsockOverride = &VsockOverride{UDSPath: pl.Vsock.UDSPath}
+	}
+	return load
 }
 
 var (
