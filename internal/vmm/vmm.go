@@ -1,7 +1,7 @@
 // Package vmm defines what banger needs from a virtual machine monitor, as a Driver that
 // starts and re-attaches Machines plus small optional capability interfaces (Shutdowner,
-// Pauser) that a Machine implements when its VMM can, and the choice of VMM for new VMs
-// (Choose). Drivers live in sub-packages (vmm/qemu, vmm/firecracker); nothing above this
+// Pauser, Snapshotter; Restorer on the Driver) that a Machine implements when its VMM can,
+// the Snapshot that describes a saved machine, and the choice of VMM for new VMs (Choose). Drivers live in sub-packages (vmm/qemu, vmm/firecracker); nothing above this
 // package knows VMM details.
 //
 // To add a VMM: implement Driver and Machine in a new sub-package, keep its process detached
@@ -34,6 +34,13 @@ type Config struct {
 	VCPU      int
 	MemoryMiB int
 	Accel     host.Accel
+	// ShareMemory keeps the guest's RAM in shared memory where the VMM needs that for cheap
+	// clones (QEMU: a memfd), so that a snapshot of the machine saves the RAM as a file that
+	// every machine restored from it maps copy-on-write: N clones hold only the pages each
+	// wrote, not N copies. Without it a QEMU snapshot carries the RAM in its migration stream
+	// and each clone holds all of it. Its cost under QEMU: the guest's RAM gets no
+	// transparent huge pages. Drivers whose snapshots always save RAM as a file ignore it.
+	ShareMemory bool
 
 	Kernel  string // ELF vmlinux
 	Initrd  string // initramfs

@@ -307,3 +307,62 @@ func (c *Client) Action(ctx context.Context, action string) error {
 func (c *Client) PatchVM(ctx context.Context, state string) error {
 	return c.do(ctx, http.MethodPatch, "/vm", "vm state "+state, VMState{State: state}, nil)
 }
+
+// Snapshot types of PUT /snapshot/create.
+const SnapshotFull = "Full"
+
+// SnapshotCreate is PUT /snapshot/create (SnapshotCreateParams); the VM must be paused.
+type SnapshotCreate struct {
+	SnapshotType string `json:"snapshot_type,omitempty"`
+	SnapshotPath string `json:"snapshot_path"`
+	MemFilePath  string `json:"mem_file_path"`
+}
+
+// MemBackend is where a loaded snapshot's guest memory comes from (MemoryBackend).
+type MemBackend struct {
+	BackendType string `json:"backend_type"` // "File" (mapped privately) or "Uffd"
+	BackendPath string `json:"backend_path"`
+}
+
+// NetworkOverride gives a restored network interface another tap (NetworkOverride).
+type NetworkOverride struct {
+	IfaceID     string `json:"iface_id"`
+	HostDevName string `json:"host_dev_name"`
+}
+
+// VsockOverride gives a restored vsock device another unix socket (VsockOverride).
+type VsockOverride struct {
+	UDSPath string `json:"uds_path"`
+}
+
+// SnapshotLoad is PUT /snapshot/load (SnapshotLoadParams), allowed only on a Firecracker that
+// has not started a machine.
+type SnapshotLoad struct {
+	SnapshotPath     string            `json:"snapshot_path"`
+	MemBackend       MemBackend        `json:"mem_backend"`
+	ResumeVM         bool              `json:"resume_vm"`
+	NetworkOverrides []NetworkOverride `json:"network_overrides,omitempty"`
+	VsockOverride    *VsockOverride    `json:"vsock_override,omitempty"`
+}
+
+// PartialDrive is PATCH /drives/{id}: another backing file for a drive of a started (or
+// loaded) machine.
+type PartialDrive struct {
+	DriveID    string `json:"drive_id"`
+	PathOnHost string `json:"path_on_host"`
+}
+
+// CreateSnapshot saves the paused machine's state and memory.
+func (c *Client) CreateSnapshot(ctx context.Context, s SnapshotCreate) error {
+	return c.do(ctx, http.MethodPut, "/snapshot/create", "snapshot create", s, nil)
+}
+
+// LoadSnapshot loads a snapshot into a Firecracker that has not started a machine.
+func (c *Client) LoadSnapshot(ctx context.Context, s SnapshotLoad) error {
+	return c.do(ctx, http.MethodPut, "/snapshot/load", "snapshot load", s, nil)
+}
+
+// PatchDrive points a drive at another backing file.
+func (c *Client) PatchDrive(ctx context.Context, d PartialDrive) error {
+	return c.do(ctx, http.MethodPatch, "/drives/"+d.DriveID, "drive "+d.DriveID+" update", d, nil)
+}

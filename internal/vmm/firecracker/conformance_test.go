@@ -1,16 +1,20 @@
 package firecracker
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/vmmtest"
@@ -64,6 +68,7 @@ func TestConformance(t *testing.T) {
 			Config: func(t *testing.T) vmm.Config { return config(t, kernel) },
 			// Firecracker rejects the boot source (as recorded) after it started.
 			FailingConfig: func(t *testing.T) vmm.Config { return config(t, "/nonexistent/vmlinux") },
+			Running:       running,
 		}
 	})
 }
@@ -85,6 +90,7 @@ func TestFirecrackerRealConformance(t *testing.T) {
 				cfg.Kernel = filepath.Join(t.TempDir(), "no-such-vmlinux")
 				return cfg
 			},
+			Running: running,
 		}
 	})
 }
@@ -95,6 +101,28 @@ func TestFirecrackerRealConformance(t *testing.T) {
 // does not exist with the recorded rejection. Successes the recording cannot hold (the boot
 // source, InstanceStart, pausing, resuming and Ctrl-Alt-Del of a started machine) get
 // Firecracker's documented 204. PUT /vsock makes the vsock socket, as Firecracker does.
+// running asks Firecracker whether m's vCPUs run (GET /).
+func running(t *testing.T, m vmm.Machine) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := m.(*Machine).State(ctx)
+	if err != nil {
+		t.Errorf("GET /: %v", err)
+	}
+	return st == StateRunning
+}
+
+// recordedState is what the recorded Firecracker writes as a snapshot's state file (16.5 KB,
+// as the real one's): the network interfaces and vsock socket a load restores.
+type recordedState struct {
+	Magic  string   `json:"magic"`
+	Ifaces []string `json:"ifaces"`
+	Vsock  string   `json:"vsock"`
+}
+
+const recordedStateMagic = "recorded firecracker snapshot"
+
 func recordedFirecracker(recording string, args []string) int {
 	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(recording), "responses-"), ".json")
 	var sock string
@@ -133,13 +161,132 @@ func recordedFirecracker(recording string, args []string) int {
 		}
 		return exchange{}, false
 	}
+	// The snapshot answers (transcribed, see testdata/snapshot-<version>.json).
+	if data, err := os.ReadFile(filepath.Join(filepath.Dir(recording), "snapshot-"+version+".json")); err == nil {
+		var more []exchange
+		if err := json.Unmarshal(data, &more); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		exs = append(exs, more...)
+	}
 	var mu sync.Mutex
 	var listeners []net.Listener
+	state := StateNotStarted
+	memMiB := 128
+	var vsockPath string
+	var ifaces []string
+	answerRecorded := func(w http.ResponseWriter, name string) {
+		ex, ok := recorded(name)
+		if !ok {
+			answer(w, http.StatusBadRequest, fmt.Sprintf(`{"fault_message":"the recording has no answer %q"}`, name))
+			return
+		}
+		answer(w, ex.Status, ex.Response)
+	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
+		case r.Method == "GET" && r.URL.Path == "/":
+			ex, _ := recorded("describe")
+			answer(w, ex.Status, strings.Replace(ex.Response, StateNotStarted, state, 1))
+			return
+		case r.Method == "PUT" && r.URL.Path == "/machine-config":
+			var mc MachineConfig
+			if json.Unmarshal(body, &mc) == nil && mc.MemSizeMiB > 0 {
+				memMiB = mc.MemSizeMiB
+			}
+		case r.Method == "PUT" && r.URL.Path == "/network-interfaces/"+strings.TrimPrefix(r.URL.Path, "/network-interfaces/"):
+			ifaces = append(ifaces, strings.TrimPrefix(r.URL.Path, "/network-interfaces/"))
+			answer(w, http.StatusNoContent, "")
+			return
+		case r.Method == "PUT" && r.URL.Path == "/actions" && strings.Contains(string(body), ActionInstanceStart):
+			state = StateRunning
+			answer(w, http.StatusNoContent, "")
+			return
+		case r.Method == "PATCH" && r.URL.Path == "/vm" && state != StateNotStarted:
+			var v VMState
+			_ = json.Unmarshal(body, &v)
+			if v.State == VMPaused {
+				state = StatePaused
+				answerRecorded(w, "pause running")
+			} else {
+				state = StateRunning
+				answerRecorded(w, "resume loaded")
+			}
+			return
+		case r.Method == "PATCH" && strings.HasPrefix(r.URL.Path, "/drives/"):
+			answer(w, http.StatusNoContent, "")
+			return
+		case r.Method == "PUT" && r.URL.Path == "/snapshot/create":
+			var c SnapshotCreate
+			_ = json.Unmarshal(body, &c)
+			if state != StatePaused {
+				answer(w, http.StatusBadRequest, `{"fault_message":"the recording has no answer to a snapshot of a machine that is not paused"}`)
+				return
+			}
+			st, _ := json.Marshal(recordedState{Magic: recordedStateMagic, Ifaces: ifaces, Vsock: vsockPath})
+			err := os.WriteFile(c.SnapshotPath, append(st, make([]byte, 16500-len(st))...), 0o600)
+			if err == nil {
+				err = os.WriteFile(c.MemFilePath, nil, 0o600)
+			}
+			if err == nil {
+				err = os.Truncate(c.MemFilePath, int64(memMiB)<<20)
+			}
+			if err != nil {
+				answer(w, http.StatusBadRequest, fmt.Sprintf(`{"fault_message":%q}`, err.Error()))
+				return
+			}
+			answerRecorded(w, "snapshot create")
+			return
+		case r.Method == "PUT" && r.URL.Path == "/snapshot/load":
+			if state != StateNotStarted {
+				answerRecorded(w, "second snapshot load")
+				return
+			}
+			var l SnapshotLoad
+			_ = json.Unmarshal(body, &l)
+			var st recordedState
+			b, err := os.ReadFile(l.SnapshotPath)
+			if err == nil {
+				err = json.NewDecoder(strings.NewReader(string(b))).Decode(&st)
+			}
+			if err == nil && st.Magic != recordedStateMagic {
+				err = errors.New("not a snapshot")
+			}
+			if err == nil {
+				_, err = os.Stat(l.MemBackend.BackendPath)
+			}
+			if err != nil {
+				answer(w, http.StatusBadRequest, fmt.Sprintf(`{"fault_message":"Load snapshot error: %s"}`, err))
+				go os.Exit(1)
+				return
+			}
+			for _, o := range l.NetworkOverrides {
+				if !slices.Contains(st.Ifaces, o.IfaceID) {
+					answerRecorded(w, "snapshot load unknown network device")
+					go os.Exit(1) // Firecracker exits after this failure
+					return
+				}
+			}
+			uds := st.Vsock
+			if l.VsockOverride != nil {
+				uds = l.VsockOverride.UDSPath
+			}
+			if uds != "" {
+				ln, err := net.Listen("unix", uds)
+				if err != nil {
+					answer(w, http.StatusBadRequest, fmt.Sprintf(`{"fault_message":%q}`, err.Error()))
+					go os.Exit(1)
+					return
+				}
+				listeners = append(listeners, ln)
+			}
+			state = StatePaused
+			answerRecorded(w, "snapshot load")
+			return
 		case r.Method == "PUT" && r.URL.Path == "/boot-source":
 			var b BootSource
 			_ = json.Unmarshal(body, &b)
@@ -160,6 +307,7 @@ func recordedFirecracker(recording string, args []string) int {
 				return
 			}
 			listeners = append(listeners, ln)
+			vsockPath = v.UDSPath
 		case r.Method == "PUT" && r.URL.Path == "/actions", r.Method == "PATCH" && r.URL.Path == "/vm":
 			answer(w, http.StatusNoContent, "")
 			return

@@ -165,6 +165,12 @@ type extra struct {
 	// ConsoleFIFO is the named pipe Firecracker writes the guest console to (its stdout);
 	// the daemon copies it into the capped console log.
 	ConsoleFIFO string `json:"console_fifo,omitempty"`
+	// The machine's shape, which its snapshots record (absent in records of machines
+	// started before snapshots: those cannot be saved).
+	VCPU      int  `json:"vcpu,omitempty"`
+	MemoryMiB int  `json:"memory_mib,omitempty"`
+	Disks     int  `json:"disks,omitempty"`
+	NIC       bool `json:"nic,omitempty"`
 }
 
 // StartTimings are the durations of Start's phases.
@@ -301,6 +307,11 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 // StartMachine is Start returning the concrete machine (its timings are for tests and
 // benchmarks).
 func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, error) {
+	return d.start(ctx, cfg, nil)
+}
+
+// start starts Firecracker for cfg and boots it, or, with snap, loads the snapshot into it.
+func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) (*Machine, error) {
 	info, err := d.Inspect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: %w", err)
@@ -349,13 +360,17 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 	}()
 	console := fifo.Writer
 
-	ex := extra{Version: info.Version.String(), ConsoleFIFO: fifoPath}
+	ex := extra{Version: info.Version.String(), ConsoleFIFO: fifoPath,
+		VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil}
 	// Until PUT /logger, Firecracker logs to stdout, which is the guest console: keep it to
 	// warnings so that the console holds the guest's output only.
 	levelArgs := []string{"--level", "Warning"}
 	var p paths
 	var cmd *exec.Cmd
 	var j jail
+	if js.Enabled && snap != nil {
+		return nil, errors.New("firecracker: restoring snapshots into a jailed Firecracker is not supported yet; disable the jailer to restore")
+	}
 	if js.Enabled {
 		if j, err = newJail(jo.ChrootBase, info.Binary, cfg.ID); err != nil {
 			return nil, err
@@ -442,7 +457,11 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 	}
 	pumping = true
 	m := newMachine(proc, rec, ex, pumped)
-	if err := m.configure(ctx, began, buildPlan(cfg, p)); err != nil {
+	configure := m.configure
+	if snap != nil {
+		configure = func(ctx context.Context, began time.Time, pl plan) error { return m.load(ctx, began, pl, *snap) }
+	}
+	if err := configure(ctx, began, buildPlan(cfg, p)); err != nil {
 		_ = m.Kill()
 		return nil, err
 	}
@@ -511,6 +530,75 @@ func newMachine(proc *vmm.Process, rec vmm.Record, ex extra, pumped <-chan struc
 
 // configure waits for the API socket and sends the plan, then InstanceStart.
 func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error {
+	if err := m.waitAPI(ctx, began); err != nil {
+		return err
+	}
+	c := m.client()
+	defer c.Close()
+	wrap := m.wrapStartError
+
+	t := time.Now()
+	// The logger first, so that everything after it is in the log file.
+	n, err := pl.apply(ctx, c)
+	m.timings.Calls = n
+	if err != nil {
+		return wrap(err)
+	}
+	if err := m.checkVersion(ctx, c); err != nil {
+		return err
+	}
+	m.timings.Configure = time.Since(t)
+
+	t = time.Now()
+	err = c.Action(ctx, ActionInstanceStart)
+	m.timings.Calls++
+	m.timings.InstanceStart = time.Since(t)
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// wrapStartError replaces the error of a request that failed because Firecracker exited by
+// what Firecracker said when it exited.
+func (m *Machine) wrapStartError(err error) error {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) {
+		select {
+		case <-m.proc.Done():
+			return m.exitedDuringStart()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// checkVersion asks the API for its version (authoritative: the binary may have been
+// replaced since Inspect ran), checks that it is supported and records it.
+func (m *Machine) checkVersion(ctx context.Context, c *Client) error {
+	vs, err := c.Version(ctx)
+	m.timings.Calls++
+	if err != nil {
+		return m.wrapStartError(err)
+	}
+	v, err := ParseVersion(vs)
+	if err == nil {
+		err = CheckSupported(v)
+	}
+	if err != nil {
+		return fmt.Errorf("firecracker: %w", err)
+	}
+	if m.ex.Version != v.String() {
+		m.ex.Version = v.String()
+		if b, err := json.Marshal(m.ex); err == nil {
+			m.rec.Extra = b
+		}
+	}
+	return nil
+}
+
+// waitAPI waits until Firecracker serves its API socket.
+func (m *Machine) waitAPI(ctx context.Context, began time.Time) error {
 	// The socket must exist and answer: Firecracker binds it before it listens.
 	sctx, cancel := context.WithDeadline(ctx, began.Add(socketWait))
 	err := vmm.UntilListening(sctx, m.proc.Done(), func() error {
@@ -535,58 +623,6 @@ func (m *Machine) configure(ctx context.Context, began time.Time, pl plan) error
 		return fmt.Errorf("firecracker: API socket: %w", err)
 	}
 	m.timings.Socket = time.Since(began)
-
-	c := m.client()
-	defer c.Close()
-	wrap := func(err error) error {
-		// A request failing because Firecracker exited says less than its exit does.
-		var apiErr *APIError
-		if !errors.As(err, &apiErr) {
-			select {
-			case <-m.proc.Done():
-				return m.exitedDuringStart()
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-		return err
-	}
-
-	t := time.Now()
-	// The logger first, so that everything after it is in the log file.
-	n, err := pl.apply(ctx, c)
-	m.timings.Calls = n
-	if err != nil {
-		return wrap(err)
-	}
-	// The API's own version is authoritative (the binary may have been replaced since
-	// Inspect ran).
-	vs, err := c.Version(ctx)
-	m.timings.Calls++
-	if err != nil {
-		return wrap(err)
-	}
-	v, err := ParseVersion(vs)
-	if err == nil {
-		err = CheckSupported(v)
-	}
-	if err != nil {
-		return fmt.Errorf("firecracker: %w", err)
-	}
-	if m.ex.Version != v.String() {
-		m.ex.Version = v.String()
-		if b, err := json.Marshal(m.ex); err == nil {
-			m.rec.Extra = b
-		}
-	}
-	m.timings.Configure = time.Since(t)
-
-	t = time.Now()
-	err = c.Action(ctx, ActionInstanceStart)
-	m.timings.Calls++
-	m.timings.InstanceStart = time.Since(t)
-	if err != nil {
-		return wrap(err)
-	}
 	return nil
 }
 

@@ -30,6 +30,9 @@ type exchange struct {
 	Body     json.RawMessage `json:"body,omitempty"`
 	Status   int             `json:"status"`
 	Response string          `json:"response"`
+	// Note says where an answer comes from when it was not recorded by
+	// TestFirecrackerRealRecordedResponses (testdata/snapshot-*.json: transcribed from notes).
+	Note string `json:"note,omitempty"`
 }
 
 // script is the request sequence, in order, on a fresh (not started) Firecracker.
@@ -245,6 +248,44 @@ func TestFirecrackerRealRecordedResponses(t *testing.T) {
 		for i := range want {
 			if i >= len(got) || got[i].Status != want[i].Status || got[i].Response != want[i].Response {
 				t.Errorf("firecracker %s, %s: got %d %s\nrecorded %d %s", v, want[i].Name, got[i].Status, got[i].Response, want[i].Status, want[i].Response)
+			}
+		}
+	}
+}
+
+// TestTranscribedSnapshotAnswers maps the snapshot answers of testdata/snapshot-*.json
+// (transcribed from notes on a real v1.14.2) the way the client does: Firecracker's refusals
+// reach the caller verbatim.
+func TestTranscribedSnapshotAnswers(t *testing.T) {
+	files, _ := filepath.Glob("testdata/snapshot-*.json")
+	if len(files) == 0 {
+		t.Fatal("no snapshot answers in testdata/snapshot-*.json")
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var exs []exchange
+		if err := json.Unmarshal(data, &exs); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, ex := range exs {
+			if ex.Note == "" {
+				t.Errorf("%s: %q does not say where it comes from", f, ex.Name)
+			}
+			err := decodeResponse(ex.Resource, ex.Status, []byte(ex.Response), nil)
+			if ex.Status == http.StatusNoContent {
+				if err != nil {
+					t.Errorf("%s: %v", ex.Name, err)
+				}
+				continue
+			}
+			var fault faultBody
+			_ = json.Unmarshal([]byte(ex.Response), &fault)
+			var apiErr *APIError
+			if !errors.As(err, &apiErr) || apiErr.Fault != fault.FaultMessage || !strings.Contains(err.Error(), fault.FaultMessage) {
+				t.Errorf("%s: %v; want an APIError carrying %q", ex.Name, err, fault.FaultMessage)
 			}
 		}
 	}

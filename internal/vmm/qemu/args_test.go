@@ -247,3 +247,41 @@ func TestProbeReadsSettingsAfresh(t *testing.T) {
 		t.Errorf("Start after the setting changed = %v; want the new binary not found", err)
 	}
 }
+
+// The guest's RAM is anonymous memory unless ShareMemory asks for a memfd that snapshots save
+// as a file; a restored machine maps the snapshot's memory file privately (copy-on-write).
+func TestArgsGuestMemoryBacking(t *testing.T) {
+	d := &Driver{}
+	cfg := testConfig(host.KVM)
+	if args := d.Args(cfg); len(values(args, "-object")) != 0 {
+		t.Errorf("a VM without ShareMemory has a memory backend: %q", values(args, "-object"))
+	}
+	cfg.ShareMemory = true
+	args := d.Args(cfg)
+	if got, want := only(t, args, "-M"), "microvm,x-option-roms=off,memory-backend=microvm.ram"; got != want {
+		t.Errorf("-M %q; want %q", got, want)
+	}
+	if got, want := only(t, args, "-object"), "memory-backend-memfd,id=microvm.ram,size=1024M,share=on"; got != want {
+		t.Errorf("-object %q; want %q", got, want)
+	}
+	args = d.args(cfg, nil, "/snap,1/memory")
+	if got, want := only(t, args, "-object"), "memory-backend-file,id=microvm.ram,size=1024M,mem-path=/snap,,1/memory,share=off"; got != want {
+		t.Errorf("restored: -object %q; want %q", got, want)
+	}
+}
+
+func TestQMPVersionMatchesBinaryVersion(t *testing.T) {
+	for _, tc := range []struct {
+		pkg, want string
+	}{
+		{"Debian 1:7.2+dfsg-7", "7.2.22 (Debian 1:7.2+dfsg-7)"},
+		{" (Debian 1:7.2+dfsg-7)", "7.2.22 (Debian 1:7.2+dfsg-7)"},
+		{"", "7.2.22"},
+	} {
+		var v qmpVersion
+		v.QEMU.Major, v.QEMU.Minor, v.QEMU.Micro, v.Package = 7, 2, 22, tc.pkg
+		if got := v.String(); got != tc.want {
+			t.Errorf("package %q: %q; want %q", tc.pkg, got, tc.want)
+		}
+	}
+}

@@ -1,10 +1,12 @@
 package qemu
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -13,7 +15,13 @@ import (
 
 // TestConformance runs package vmm's contract suite against the real qemu-system-x86_64 under
 // TCG, with a kernel of four instructions that halts: no guest boots, QEMU just runs.
-func TestConformance(t *testing.T) {
+func TestConformance(t *testing.T) { conformance(t, false) }
+
+// TestConformanceShareMemory runs the suite with the guest's RAM in a memfd
+// (vmm.Config.ShareMemory), whose snapshots save it as a file clones map copy-on-write.
+func TestConformanceShareMemory(t *testing.T) { conformance(t, true) }
+
+func conformance(t *testing.T, shareMemory bool) {
 	requireQEMU(t)
 	kernel := haltingKernel(t)
 	vmmtest.Conformance(t, func(t *testing.T) vmmtest.Harness {
@@ -22,7 +30,7 @@ func TestConformance(t *testing.T) {
 			killLeftoversOnCleanup(t, rt)
 			return vmm.Config{
 				ID: "conformance", Name: "conformance", Dir: t.TempDir(), RuntimeDir: rt,
-				VCPU: 1, MemoryMiB: 64, Accel: host.TCG, Kernel: kernel,
+				VCPU: 1, MemoryMiB: 64, Accel: host.TCG, Kernel: kernel, ShareMemory: shareMemory,
 			}
 		}
 		return vmmtest.Harness{
@@ -30,13 +38,39 @@ func TestConformance(t *testing.T) {
 			Config: func(t *testing.T) vmm.Config { return config(t, kernel) },
 			// QEMU starts, creates its sockets and exits: it cannot load the kernel.
 			FailingConfig: func(t *testing.T) vmm.Config { return config(t, filepath.Join(t.TempDir(), "no-such-vmlinux")) },
+			Running:       running,
 		}
 	})
+}
+
+// running asks QEMU whether m's vCPUs run (query-status).
+func running(t *testing.T, m vmm.Machine) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := dialQMP(ctx, m.Record().Sockets["qmp"])
+	if err != nil {
+		t.Errorf("query-status: %v", err)
+		return false
+	}
+	defer s.Close()
+	st, err := s.status()
+	if err != nil {
+		t.Errorf("query-status: %v", err)
+	}
+	return st == "running"
 }
 
 // haltingKernel writes the smallest kernel QEMU's microvm boots: a 32-bit ELF with a PVH entry
 // note (XEN_ELFNOTE_PHYS32_ENTRY) pointing at cli; hlt; jmp back to hlt, loaded at 1 MiB.
 func haltingKernel(t *testing.T) string {
+	t.Helper()
+	return kernel(t, []byte{0xfa, 0xf4, 0xeb, 0xfd}) // cli; hlt; jmp -3
+}
+
+// kernel is haltingKernel with code (32-bit protected mode, flat segments, no paging) at its
+// entry instead.
+func kernel(t *testing.T, code []byte) string {
 	t.Helper()
 	const (
 		entry   = 0x100000
@@ -44,7 +78,6 @@ func haltingKernel(t *testing.T) string {
 		phSize  = 32
 		codeOff = 0x1000
 	)
-	code := []byte{0xfa, 0xf4, 0xeb, 0xfd} // cli; hlt; jmp -3
 	le := binary.LittleEndian
 	note := le.AppendUint32(nil, 4)   // name size
 	note = le.AppendUint32(note, 4)   // desc size

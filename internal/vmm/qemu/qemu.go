@@ -3,12 +3,12 @@
 // virtualization and under TCG (software emulation) elsewhere. The guest agent is reached
 // over a virtio-serial port whose host end is a unix socket; QMP serves shutdown and pause.
 // The guest's serial console is a unix socket too: the daemon reads it into a capped
-// vmm.ConsoleLog, so that QEMU never writes an unbounded file.
+// vmm.ConsoleLog, so that QEMU never writes an unbounded file. Snapshots are migration
+// streams (see snapshot.go).
 package qemu
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -50,6 +51,10 @@ type Driver struct {
 	Settings func() Settings
 	// TSCkHz is passed to TCG guests as tsc_early_khz (0: not passed).
 	TSCkHz int
+
+	versionMu sync.Mutex // guards the cached version of the binary (Restore compares it)
+	versionOf versionKey
+	version   string
 }
 
 // Name implements vmm.Driver.
@@ -113,8 +118,15 @@ func (d *Driver) Args(cfg vmm.Config) []string {
 	return d.args(cfg, []string{"-chardev", "file,id=console,path=" + optValue(filepath.Join(cfg.Dir, "console.log")) + ",append=on"})
 }
 
+// ramID is the id of the guest RAM's memory backend when banger names one: the id QEMU gives
+// microvm's RAM block by default, so that a machine with a named backend and one without
+// migrate to each other.
+const ramID = "microvm.ram"
+
 // args is QEMU's command line with console as the chardev options of the serial console.
-func (d *Driver) args(cfg vmm.Config, console []string) []string {
+// The guest's RAM is anonymous memory unless cfg.ShareMemory (a memfd) or restoreMem (a
+// snapshot's memory file, mapped privately: copy-on-write) says otherwise.
+func (d *Driver) args(cfg vmm.Config, console []string, restoreMem ...string) []string {
 	accel := []string{"-accel", "kvm", "-cpu", "host"}
 	cmdline := cfg.Cmdline + " console=ttyS0"
 	if cfg.Accel != host.KVM {
@@ -123,10 +135,21 @@ func (d *Driver) args(cfg vmm.Config, console []string) []string {
 			cmdline += " tsc_early_khz=" + strconv.Itoa(d.TSCkHz)
 		}
 	}
+	machineOpts := "microvm,x-option-roms=off"
+	var ram []string
+	switch size := strconv.Itoa(cfg.MemoryMiB) + "M"; {
+	case len(restoreMem) > 0:
+		machineOpts += ",memory-backend=" + ramID
+		ram = []string{"-object", "memory-backend-file,id=" + ramID + ",size=" + size + ",mem-path=" + optValue(restoreMem[0]) + ",share=off"}
+	case cfg.ShareMemory:
+		machineOpts += ",memory-backend=" + ramID
+		ram = []string{"-object", "memory-backend-memfd,id=" + ramID + ",size=" + size + ",share=on"}
+	}
 	args := []string{
 		"-name", "banger-" + cfg.Name + ",process=banger-" + cfg.Name,
-		"-M", "microvm,x-option-roms=off",
+		"-M", machineOpts,
 	}
+	args = append(args, ram...)
 	args = append(args, accel...)
 	args = append(args,
 		"-m", strconv.Itoa(cfg.MemoryMiB),
@@ -169,6 +192,16 @@ func (d *Driver) args(cfg vmm.Config, console []string) []string {
 
 // Start implements vmm.Driver.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
+	m, err := d.launch(ctx, cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// launch starts QEMU for cfg as Start does, with restoreMem (nil, or the snapshot's memory
+// file) and extra arguments appended.
+func (d *Driver) launch(ctx context.Context, cfg vmm.Config, restoreMem []string, extra ...string) (*machine, error) {
 	name := d.binary()
 	bin, err := exec.LookPath(name)
 	if err != nil {
@@ -198,9 +231,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	// wait=on: QEMU waits, before it builds the machine, until the daemon connects to the
 	// console (see attachConsole), so that no early boot output is lost. Later connections
 	// (a restarted daemon) need no wait.
-	cmd := exec.Command(bin, d.args(cfg, []string{
+	cmd := exec.Command(bin, append(d.args(cfg, []string{
 		"-chardev", "socket,id=console,path=" + optValue(sockets["console"]) + ",server=on,wait=on",
-	})...)
+	}, restoreMem...), extra...)...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Dir = cfg.Dir
@@ -218,6 +251,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 			Console:    filepath.Join(cfg.Dir, "console.log"),
 			ConsoleMax: vmm.ConsoleLogCap(cfg.ConsoleLogSize),
 			Log:        logPath,
+			Extra:      newShape(cfg, len(restoreMem) == 0 && cfg.ShareMemory),
 		},
 	}
 	m.done = m.proc.Done()
@@ -410,50 +444,3 @@ var (
 	_ vmm.Shutdowner = (*machine)(nil)
 	_ vmm.Pauser     = (*machine)(nil)
 )
-
-// qmpExecute runs one QMP command on a fresh connection.
-func qmpExecute(ctx context.Context, socket, command string) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socket)
-	if err != nil {
-		return fmt.Errorf("qmp %s: %w", command, err)
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	} else {
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	}
-	dec := json.NewDecoder(conn)
-	enc := json.NewEncoder(conn)
-	var greeting map[string]json.RawMessage
-	if err := dec.Decode(&greeting); err != nil {
-		return fmt.Errorf("qmp %s: read greeting: %w", command, err)
-	}
-	for _, c := range []string{"qmp_capabilities", command} {
-		if err := enc.Encode(map[string]string{"execute": c}); err != nil {
-			return fmt.Errorf("qmp %s: %w", c, err)
-		}
-		for {
-			var resp struct {
-				Return json.RawMessage `json:"return"`
-				Error  *struct {
-					Class string `json:"class"`
-					Desc  string `json:"desc"`
-				} `json:"error"`
-				Event string `json:"event"`
-			}
-			if err := dec.Decode(&resp); err != nil {
-				return fmt.Errorf("qmp %s: %w", c, err)
-			}
-			if resp.Event != "" {
-				continue
-			}
-			if resp.Error != nil {
-				return fmt.Errorf("qmp %s: %s: %s", c, resp.Error.Class, resp.Error.Desc)
-			}
-			break
-		}
-	}
-	return nil
-}

@@ -23,6 +23,9 @@ type Harness struct {
 	// FailingConfig is a VM whose Start fails after the VMM process was spawned (a kernel that
 	// does not exist, a runtime directory the VMM cannot use), for the "nothing left" contract.
 	FailingConfig func(t *testing.T) vmm.Config
+	// Running, when set, asks the VMM whether m's vCPUs run (not paused); the Snapshot
+	// subtest checks with it that Snapshot and Restore leave machines running.
+	Running func(t *testing.T, m vmm.Machine) bool
 }
 
 // bound guards against a contract's call that hangs: far above every time bound in package
@@ -31,8 +34,9 @@ const bound = time.Minute
 
 // Conformance checks the contracts stated in package vmm's doc comments against a driver, one
 // subtest per contract: newHarness is called afresh for each. The optional capabilities a
-// Machine may implement (vmm.Shutdowner, vmm.Pauser) have subtests that skip, saying why, when
-// the driver's machines do not implement them. To add a capability, state its contract on its
+// Machine may implement (vmm.Shutdowner, vmm.Pauser, vmm.Snapshotter with the driver's
+// vmm.Restorer) have subtests that skip, saying why, when the driver's machines do not
+// implement them. To add a capability, state its contract on its
 // interface in package vmm and add its subtest to capabilities below.
 func Conformance(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Run("Probe", func(t *testing.T) {
@@ -183,7 +187,7 @@ func Conformance(t *testing.T, newHarness func(t *testing.T) Harness) {
 			h := newHarness(t)
 			m := mustStart(t, h.Driver, h.Config(t))
 			defer m.Kill()
-			c.run(t, m)
+			c.run(t, h, m)
 		})
 	}
 }
@@ -192,9 +196,9 @@ func Conformance(t *testing.T, newHarness func(t *testing.T) Harness) {
 // when the machine does not implement its interface.
 var capabilities = []struct {
 	name string
-	run  func(t *testing.T, m vmm.Machine)
+	run  func(t *testing.T, h Harness, m vmm.Machine)
 }{
-	{"Shutdowner", func(t *testing.T, m vmm.Machine) {
+	{"Shutdowner", func(t *testing.T, _ Harness, m vmm.Machine) {
 		s, ok := m.(vmm.Shutdowner)
 		if !ok {
 			t.Skipf("%T does not implement vmm.Shutdowner", m)
@@ -211,7 +215,7 @@ var capabilities = []struct {
 			t.Errorf("Shutdown after Kill = %v only once the context was done; want a prompt error", err)
 		}
 	}},
-	{"Pauser", func(t *testing.T, m vmm.Machine) {
+	{"Pauser", func(t *testing.T, _ Harness, m vmm.Machine) {
 		p, ok := m.(vmm.Pauser)
 		if !ok {
 			t.Skipf("%T does not implement vmm.Pauser", m)
@@ -235,6 +239,7 @@ var capabilities = []struct {
 			}
 		}
 	}},
+	{"Snapshot", snapshot},
 }
 
 func start(t *testing.T, d vmm.Driver, cfg vmm.Config) (vmm.Machine, error) {

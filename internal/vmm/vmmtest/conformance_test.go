@@ -16,12 +16,13 @@ func TestConformance(t *testing.T) {
 		return Harness{
 			Driver: d,
 			Config: func(t *testing.T) vmm.Config {
-				return vmm.Config{ID: "conf", Name: "conf", Dir: t.TempDir(), RuntimeDir: t.TempDir()}
+				return vmm.Config{ID: "conf", Name: "conf", Dir: t.TempDir(), RuntimeDir: t.TempDir(), VCPU: 1, MemoryMiB: 64}
 			},
 			// The agent socket cannot be made: Start fails after the process was spawned.
 			FailingConfig: func(t *testing.T) vmm.Config {
 				return vmm.Config{ID: "conf", Name: "conf", Dir: t.TempDir(), RuntimeDir: filepath.Join(t.TempDir(), "missing")}
 			},
+			Running: func(t *testing.T, m vmm.Machine) bool { return m.(*Machine).Running() },
 		}
 	})
 }

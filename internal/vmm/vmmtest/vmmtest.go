@@ -7,6 +7,7 @@ package vmmtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -25,6 +26,9 @@ import (
 // Name is the fake driver's name, in its Records.
 const Name = "fake"
 
+// DefaultVersion is the fake VMM's version unless Driver.Version says otherwise.
+const DefaultVersion = "vmmtest-1"
+
 // Driver is a vmm.Driver whose behaviour tests can steer.
 type Driver struct {
 	mu sync.Mutex
@@ -38,6 +42,9 @@ type Driver struct {
 	BootDelay time.Duration
 	// ProbeErr makes Probe say that the driver cannot run here.
 	ProbeErr error
+	// Version is the fake VMM's version, recorded in snapshots and compared on restore;
+	// "" means DefaultVersion. Changing it stands for an upgraded VMM.
+	Version string
 
 	machines []*Machine
 }
@@ -57,6 +64,11 @@ func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.start(cfg, false)
+}
+
+// start starts a machine, paused or not; d.mu is held.
+func (d *Driver) start(cfg vmm.Config, paused bool) (*Machine, error) {
 	if d.StartErr != nil {
 		return nil, d.StartErr
 	}
@@ -71,8 +83,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error)
 	sock := filepath.Join(cfg.RuntimeDir, "agent.sock")
 	console := filepath.Join(cfg.Dir, "console.log")
 	_ = os.WriteFile(console, []byte("[    0.1] fake kernel booting\n[    0.2] fake init says hello\n"), 0o600)
-	m := &Machine{proc: proc, rec: vmm.Record{Driver: d.Name(), PID: proc.PID, StartTime: proc.StartTime,
-		Sockets: map[string]string{"agent": sock}, Console: console, Log: filepath.Join(cfg.Dir, "qemu.log")}}
+	sh, _ := json.Marshal(shape{VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil})
+	m := &Machine{proc: proc, version: d.version(), paused: paused, rec: vmm.Record{Driver: d.Name(), PID: proc.PID, StartTime: proc.StartTime,
+		Sockets: map[string]string{"agent": sock}, Console: console, Log: filepath.Join(cfg.Dir, "qemu.log"), Extra: sh}}
 	if !d.NoAgent {
 		if d.BootDelay > 0 {
 			go func() {
@@ -98,7 +111,7 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 		_ = os.Remove(rec.Sockets["agent"])
 		return nil, err
 	}
-	m := &Machine{proc: proc, rec: rec}
+	m := &Machine{proc: proc, rec: rec, version: d.version()}
 	_ = os.Remove(rec.Sockets["agent"])
 	_ = m.listen()
 	d.mu.Lock()
@@ -123,9 +136,21 @@ func (d *Driver) KillAll() {
 
 // Machine is a stand-in running VM.
 type Machine struct {
-	proc *vmm.Process
-	rec  vmm.Record
-	ln   net.Listener
+	proc    *vmm.Process
+	rec     vmm.Record
+	ln      net.Listener
+	version string
+
+	mu     sync.Mutex
+	paused bool
+}
+
+// shape is the machine's vCPUs, memory and devices, kept in its Record's Extra.
+type shape struct {
+	VCPU      int  `json:"vcpu"`
+	MemoryMiB int  `json:"memory_mib"`
+	Disks     int  `json:"disks"`
+	NIC       bool `json:"nic"`
 }
 
 func (m *Machine) listen() error {

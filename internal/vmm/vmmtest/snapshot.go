@@ -1,0 +1,130 @@
+package vmmtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// The fake's snapshot files: its "device state" starts with stateMagic, its "memory" is a
+// sparse file of the guest's size.
+const (
+	stateFile  = "state"
+	memoryFile = "memory"
+	stateMagic = "vmmtest snapshot\n"
+)
+
+func (d *Driver) version() string {
+	if d.Version != "" {
+		return d.Version
+	}
+	return DefaultVersion
+}
+
+// Running reports whether the machine's (pretend) vCPUs run: not paused and the process alive.
+func (m *Machine) Running() bool {
+	select {
+	case <-m.proc.Done():
+		return false
+	default:
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.paused
+}
+
+// Pause implements vmm.Pauser.
+func (m *Machine) Pause(ctx context.Context) error { return m.setPaused(true) }
+
+// Resume implements vmm.Pauser.
+func (m *Machine) Resume(ctx context.Context) error { return m.setPaused(false) }
+
+func (m *Machine) setPaused(p bool) error {
+	select {
+	case <-m.proc.Done():
+		return fmt.Errorf("vmmtest: machine (pid %d) is gone", m.rec.PID)
+	default:
+	}
+	m.mu.Lock()
+	m.paused = p
+	m.mu.Unlock()
+	return nil
+}
+
+// Snapshot implements vmm.Snapshotter: it writes a state file and a sparse memory file of the
+// guest's size into dir, and leaves the machine paused or running as it was.
+func (m *Machine) Snapshot(ctx context.Context, dir string) (vmm.Snapshot, error) {
+	select {
+	case <-m.proc.Done():
+		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: machine (pid %d) is gone", m.rec.PID)
+	default:
+	}
+	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
+		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: %w", err)
+	}
+	var sh shape
+	if err := json.Unmarshal(m.rec.Extra, &sh); err != nil {
+		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: the machine's record has no shape: %v", err)
+	}
+	snap := vmm.Snapshot{Dir: dir, Driver: Name, VMMVersion: m.version, VCPU: sh.VCPU, MemoryMiB: sh.MemoryMiB,
+		Disks: sh.Disks, NIC: sh.NIC, Files: map[string]string{"state": stateFile, "memory": memoryFile}}
+	err := os.WriteFile(filepath.Join(dir, stateFile), []byte(stateMagic), 0o600)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, memoryFile), nil, 0o600)
+	}
+	if err == nil {
+		err = os.Truncate(filepath.Join(dir, memoryFile), int64(sh.MemoryMiB)<<20)
+	}
+	if err == nil {
+		err = vmm.WriteSnapshot(snap)
+	}
+	if err != nil {
+		vmm.RemoveSnapshotFiles(dir, stateFile, memoryFile)
+		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// Restore implements vmm.Restorer: after the checks every driver makes it reads the state
+// file (a wrong one fails the restore after the process started, as a real VMM's would) and
+// starts a running machine.
+func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, snap vmm.Snapshot) (vmm.Machine, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := snap.Compatible(Name, d.version(), cfg); err != nil {
+		return nil, fmt.Errorf("vmmtest: %w", err)
+	}
+	if d.StartErr != nil {
+		return nil, d.StartErr
+	}
+	m, err := d.start(cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	state, err := os.ReadFile(snap.Path("state"))
+	if err == nil && !bytes.Equal(state, []byte(stateMagic)) {
+		err = errors.New("the state file is not a snapshot's")
+	}
+	if err == nil {
+		_, err = os.Stat(snap.Path("memory"))
+	}
+	if err != nil {
+		_ = m.Kill()
+		d.machines = d.machines[:len(d.machines)-1]
+		return nil, fmt.Errorf("vmmtest: restore from %s: %w", snap.Dir, err)
+	}
+	m.paused = false
+	return m, nil
+}
+
+var (
+	_ vmm.Pauser      = (*Machine)(nil)
+	_ vmm.Snapshotter = (*Machine)(nil)
+	_ vmm.Restorer    = (*Driver)(nil)
+)
