@@ -159,6 +159,14 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 	return *rep.Health, nil
 }
 
+// Renew applies r in a guest that was just restored from a snapshot (see Renewal). It
+// returns once all of r is in effect; a guest whose agent predates OpRenew answers with an
+// error naming the unknown operation.
+func (c *Client) Renew(ctx context.Context, r Renewal) error {
+	_, err := c.call(ctx, Request{Op: OpRenew, Renew: &r})
+	return err
+}
+
 // Poweroff asks the guest to shut down cleanly. The reply comes before the shutdown starts.
 func (c *Client) Poweroff(ctx context.Context) error {
 	_, err := c.call(ctx, Request{Op: OpPoweroff})

@@ -41,6 +41,7 @@ const (
 	OpPorts     = "ports"     // list listening sockets
 	OpDial      = "dial"      // connect to an address in the guest; the stream then carries its bytes
 	OpUntar     = "untar"     // extract the tar stream that follows (Stdin frames) into a directory
+	OpRenew     = "renew"     // after a restore from a snapshot: catch up (clock, entropy) or become a new machine
 )
 
 // Request opens a stream.
@@ -50,6 +51,56 @@ type Request struct {
 	Provision *Provision    `json:"provision,omitempty"`
 	Dial      *DialRequest  `json:"dial,omitempty"`
 	Untar     *UntarRequest `json:"untar,omitempty"`
+	Renew     *Renewal      `json:"renew,omitempty"`
+}
+
+// Limits of a Renewal, checked by both sides.
+const (
+	// MinEntropy and MaxEntropy bound Renewal.Entropy, in bytes.
+	MinEntropy = 32
+	MaxEntropy = 512
+	// MaxRenewalFiles bounds Renewal.HostKeys.
+	MaxRenewalFiles = 16
+)
+
+// Renewal is what the host tells a guest right after its VMM restored it from a snapshot,
+// before the guest runs anything for the user. Every field is optional; the agent applies
+// the ones that are set, in the order of the fields, and replies once all are in effect (an
+// error names the first that failed; the ones before it stay applied).
+//
+// A VM resumed as itself (vm resume) gets Clock and Entropy: its memory is its own, but time
+// went on and its random pool must not repeat what it produced before the suspend. A clone
+// (a fork, a warm start from a boot snapshot) gets every field: it must become a machine of
+// its own, different from its snapshot and from every other clone of it.
+type Renewal struct {
+	// Clock is the host's time when the request was sent; the guest sets its system clock
+	// (and the RTC, where it has one) to it.
+	Clock time.Time `json:"clock,omitzero"`
+	// Entropy is MinEntropy..MaxEntropy bytes of host randomness that the guest credits to
+	// its kernel RNG (RNDADDENTROPY) and that reseeds it (RNDRESEEDCRNG), so that clones of
+	// one snapshot do not produce the same random bytes.
+	Entropy []byte `json:"entropy,omitempty"`
+	// Hostname is the guest's new host name (a DNS label).
+	Hostname string `json:"hostname,omitempty"`
+	// MachineID is the new /etc/machine-id: 32 lowercase hex digits.
+	MachineID string `json:"machine_id,omitempty"`
+	// Network is the guest's new address on banger's network.
+	Network *NetworkIdentity `json:"network,omitempty"`
+	// HostKeys are the guest's new ssh host key files (written as Provision writes files);
+	// the agent then makes sshd use them (reload or restart) if it runs.
+	HostKeys []File `json:"host_keys,omitempty"`
+}
+
+// NetworkIdentity is a guest's identity on banger's network. The agent sets the MAC of the
+// interface that has OldMAC (the one the snapshot's device had), flushes its addresses,
+// routes and neighbour cache, then configures Address, the default route via Gateway and the
+// resolvers; it sends a gratuitous ARP for the new address.
+type NetworkIdentity struct {
+	OldMAC  string   `json:"old_mac"`
+	MAC     string   `json:"mac"`
+	Address string   `json:"address"` // CIDR, e.g. 172.16.0.5/24
+	Gateway string   `json:"gateway"`
+	DNS     []string `json:"dns,omitempty"`
 }
 
 // UntarRequest extracts a tar stream, sent as wire.Stdin frames ended by wire.StdinEOF, into
