@@ -260,10 +260,20 @@ func TestEnsureReportsADaemonThatExitsAtStart(t *testing.T) {
 			if tc.daemon != "" {
 				o.Daemon = tc.daemon
 			}
-
-			start := time.Now()
-			_, err := New(s.socket).Ensure(context.Background(), o)
-			elapsed := time.Since(start)
+			// Ensure must notice the exit, not wait out startWait: with an hour to wait, only
+			// noticing makes it return.
+			setStartWait(t, time.Hour)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := New(s.socket).Ensure(context.Background(), o)
+				errc <- err
+			}()
+			var err error
+			select {
+			case err = <-errc:
+			case <-time.After(time.Minute): // a guard against hanging, not a timing check
+				t.Fatalf("Ensure did not notice that the daemon exited; want it at once, not after waiting out startWait")
+			}
 			if err == nil {
 				t.Fatal("Ensure with a daemon that exits at once: err = nil, want an error")
 			}
@@ -272,9 +282,6 @@ func TestEnsureReportsADaemonThatExitsAtStart(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), earlier) {
 				t.Errorf("error %q quotes an earlier daemon's log line %q as the reason", err, earlier)
-			}
-			if elapsed > startWait/2 {
-				t.Errorf("Ensure took %s to notice; want it at once, not after waiting out startWait (%s)", elapsed, startWait)
 			}
 		})
 	}
@@ -303,8 +310,10 @@ func TestEnsureGivesUpOnADaemonThatNeverAnswers(t *testing.T) {
 			if m := missingFrom(err.Error(), "does not answer", s.socket, s.logPath); m != "" {
 				t.Errorf("error %q lacks %q; want it to say the daemon does not answer on the socket and name the log", err, m)
 			}
-			if elapsed < startWait || elapsed > startWait+3*time.Second {
-				t.Errorf("Ensure gave up after %s, want just over startWait (%s)", elapsed, startWait)
+			// Not before its bound (both clocks are the monotonic one, so this cannot fail on a
+			// slow machine); not on the context's 30 s either: the error says why it gave up.
+			if elapsed < startWait {
+				t.Errorf("Ensure gave up after %s, before its bound startWait (%s)", elapsed, startWait)
 			}
 			if len(s.notices) != 1 || !strings.Contains(s.notices[0], "started daemon") {
 				t.Errorf("notices = %q, want one saying \"started daemon …\"", s.notices)
