@@ -128,7 +128,7 @@ func TestServeListenersServesConcurrentHosts(t *testing.T) {
 	cancel()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute): // a guard against hanging, not a timing check
 		t.Fatal("serveListeners did not return after its context ended")
 	}
 	if strings.Contains(logs.String(), "vsock session:") {
