@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -93,11 +94,14 @@ func TestSyncIsRepeatedUntilAgentListens(t *testing.T) {
 	host, guest := net.Pipe()
 	defer host.Close()
 	go func() {
-		// Swallow what the host sends for a while (the agent is not up yet).
+		// Swallow the first SYNC lines the host sends (the agent is not up yet): only a host
+		// that repeats its SYNC gets an answer. The lines are counted, not timed.
 		br := bufio.NewReader(guest)
-		deadline := time.Now().Add(50 * time.Millisecond)
-		for time.Now().Before(deadline) {
-			_, _ = br.ReadString('\n')
+		for range 3 {
+			if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "BANGER-SYNC ") {
+				t.Errorf("read %q, %v; want a SYNC line", line, err)
+				return
+			}
 		}
 		fakeAgent(t, guest, "")
 	}()
@@ -113,48 +117,51 @@ func TestSyncIsRepeatedUntilAgentListens(t *testing.T) {
 	}
 }
 
+// TestHandshakeGivesUpWithContext runs on synctest's clock (the guest is an in-memory pipe),
+// so Connect must give up exactly when its context ends.
 func TestHandshakeGivesUpWithContext(t *testing.T) {
-	host, guest := net.Pipe()
-	defer guest.Close()
-	go func() { _, _ = io.Copy(io.Discard, guest) }() // a guest that never answers
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := Connect(ctx, host)
-	if err == nil {
-		t.Fatal("Connect succeeded against a silent guest")
-	}
-	if time.Since(start) > 2*time.Second {
-		t.Errorf("Connect took %s to give up, want about the context's 100ms", time.Since(start))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		host, guest := net.Pipe()
+		defer guest.Close()
+		go func() { _, _ = io.Copy(io.Discard, guest) }() // a guest that never answers
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := Connect(ctx, host)
+		if err == nil {
+			t.Fatal("Connect succeeded against a silent guest")
+		}
+		if took := time.Since(start); took != 100*time.Millisecond {
+			t.Errorf("Connect gave up after %s, want when its context ended, after 100ms", took)
+		}
+	})
 }
 
+// TestServerHandshakeAnswersANewNonce runs in a synctest bubble: were ServerHandshake to
+// miss the current nonce's GO, waiting for it would deadlock, which synctest reports.
 func TestServerHandshakeAnswersANewNonce(t *testing.T) {
-	host, guest := net.Pipe()
-	defer host.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := ServerHandshake(guest, "1")
-		done <- err
-	}()
-	br := bufio.NewReader(host)
-	_, _ = io.WriteString(host, "BANGER-SYNC aaa\n")
-	if line, _ := br.ReadString('\n'); line != "BANGER-ACK aaa 1\n" {
-		t.Fatalf("first ack = %q", line)
-	}
-	// The host restarted its handshake with a new nonce.
-	_, _ = io.WriteString(host, "BANGER-SYNC bbb\n")
-	if line, _ := br.ReadString('\n'); line != "BANGER-ACK bbb 1\n" {
-		t.Fatalf("second ack = %q", line)
-	}
-	// A GO for the old nonce is ignored; the current one completes the handshake.
-	_, _ = io.WriteString(host, "BANGER-GO aaa\nBANGER-GO bbb\n")
-	select {
-	case err := <-done:
-		if err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		host, guest := net.Pipe()
+		defer host.Close()
+		done := make(chan error, 1)
+		go func() {
+			_, err := ServerHandshake(guest, "1")
+			done <- err
+		}()
+		br := bufio.NewReader(host)
+		_, _ = io.WriteString(host, "BANGER-SYNC aaa\n")
+		if line, _ := br.ReadString('\n'); line != "BANGER-ACK aaa 1\n" {
+			t.Fatalf("first ack = %q", line)
+		}
+		// The host restarted its handshake with a new nonce.
+		_, _ = io.WriteString(host, "BANGER-SYNC bbb\n")
+		if line, _ := br.ReadString('\n'); line != "BANGER-ACK bbb 1\n" {
+			t.Fatalf("second ack = %q", line)
+		}
+		// A GO for the old nonce is ignored; the current one completes the handshake.
+		_, _ = io.WriteString(host, "BANGER-GO aaa\nBANGER-GO bbb\n")
+		if err := <-done; err != nil {
 			t.Fatalf("ServerHandshake: %v", err)
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("ServerHandshake did not finish on the current nonce's GO")
-	}
+	})
 }

@@ -130,18 +130,21 @@ func openPTY(t *testing.T, rows, cols uint16) (master, tty *os.File) {
 
 // screen collects what is written to a terminal, read from its master side.
 type screen struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{} // closed and replaced whenever bytes arrive
 }
 
 func watch(master *os.File) *screen {
-	s := &screen{}
+	s := &screen{changed: make(chan struct{})}
 	go func() {
 		b := make([]byte, 4096)
 		for {
 			n, err := master.Read(b)
 			s.mu.Lock()
 			s.buf.Write(b[:n])
+			close(s.changed)
+			s.changed = make(chan struct{})
 			s.mu.Unlock()
 			if err != nil {
 				return // the master was closed
@@ -151,22 +154,30 @@ func watch(master *os.File) *screen {
 	return s
 }
 
-// waitFor waits up to two seconds until the terminal received want and returns all it
-// received.
-func (s *screen) waitFor(want string) (string, bool) {
-	deadline := time.Now().Add(2 * time.Second)
+// waitUntil waits until what the terminal received satisfies ok and returns all it received,
+// woken by each write to the terminal. It gives up (returning false) after ten seconds: a
+// guard against hanging when the output never comes, not a timing check.
+func (s *screen) waitUntil(ok func(got string) bool) (string, bool) {
+	guard := time.NewTimer(10 * time.Second)
+	defer guard.Stop()
 	for {
 		s.mu.Lock()
-		got := s.buf.String()
+		got, changed := s.buf.String(), s.changed
 		s.mu.Unlock()
-		if strings.Contains(got, want) {
+		if ok(got) {
 			return got, true
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-guard.C:
 			return got, false
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// waitFor waits until the terminal received want (see waitUntil).
+func (s *screen) waitFor(want string) (string, bool) {
+	return s.waitUntil(func(got string) bool { return strings.Contains(got, want) })
 }
 
 // TestExecTerminal runs a command with stdin and stdout on a terminal: the command gets a pty
@@ -288,7 +299,10 @@ func TestRendererOnATerminal(t *testing.T) {
 				t.Errorf("width() = %d, want the terminal's 40 columns", w)
 			}
 			r.Event(progressEv("vm.boot", "booting; waiting for the guest agent", 0, 0))
-			time.Sleep(250 * time.Millisecond) // the ticker redraws meanwhile
+			// The event draws the live line; wait for the ticker to redraw it.
+			if got, ok := scr.waitUntil(func(got string) bool { return strings.Count(got, "\r\x1b[K") >= 2 }); !ok {
+				t.Fatalf("the ticker never redrew the live line: %q", got)
+			}
 			r.Finish("ready")
 			got, ok := scr.waitFor("banger: ready\r\n")
 			if !ok {

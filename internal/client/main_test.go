@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/version"
@@ -53,6 +56,8 @@ func runFakeDaemon() int {
 		fmt.Fprintln(os.Stderr, fakeFailure)
 		return 1
 	case "silent":
+		// A daemon that never listens: the tests that start it kill it (or it exits after
+		// two minutes, above); nothing waits for this sleep to end.
 		time.Sleep(time.Hour)
 		return 0
 	case "nobody":
@@ -64,6 +69,7 @@ func runFakeDaemon() int {
 		fmt.Fprintf(os.Stderr, "fake bangerd: %v\n", err)
 		return 1
 	}
+	fmt.Println("listening") // for startDirectly: connections are queued from here on
 	if os.Getenv(envFakeMode) == "hang" {
 		var held []net.Conn
 		for {
@@ -167,25 +173,53 @@ func daemonsOn(t *testing.T, socket string) []int {
 }
 
 // killDaemonsOnCleanup makes sure no process started for socket survives the test: at cleanup
-// it SIGKILLs them and waits until they are gone.
+// it SIGKILLs them and waits until each has exited, through a pidfd that becomes readable
+// when the process ends, and looks again for any started meanwhile.
 func killDaemonsOnCleanup(t *testing.T, socket string) {
 	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		for range 10 {
 			pids := daemonsOn(t, socket)
 			if len(pids) == 0 {
 				return
 			}
-			if time.Now().After(deadline) {
-				t.Errorf("processes %v started for %s survive SIGKILL", pids, socket)
-				return
-			}
 			for _, pid := range pids {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+				if err := killAndWait(pid); err != nil {
+					t.Errorf("process %d started for %s: %v", pid, socket, err)
+					return
+				}
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
+		t.Errorf("processes %v started for %s keep coming back", daemonsOn(t, socket), socket)
 	})
+}
+
+// killAndWait sends SIGKILL to pid and waits until it has exited (a zombie at least); a pid
+// that is already gone is fine.
+func killAndWait(pid int) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd_open: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("send SIGKILL: %w", err)
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 10_000) // a guard against hanging, not a timing check
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return fmt.Errorf("wait for its exit: %w", err)
+		case n == 0:
+			return errors.New("survives SIGKILL")
+		}
+		return nil
+	}
 }
 
 // selfBinary is the test binary, which is the fake daemon too.

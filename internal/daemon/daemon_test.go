@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,11 +259,17 @@ func TestFaultInjectionNeedsTestHooks(t *testing.T) {
 	}
 }
 
+// A create whose client goes away is cancelled and undone when the client asked for it
+// (CancelOnDisconnect). The test watches the create's operation to its end, which comes once
+// the create has undone what it did, and checks that it ended cancelled: the boot never
+// finishes on its own, but would time out after cfg.BootTimeout and be undone too.
 func TestClientGoneCancelsCreateWhenAsked(t *testing.T) {
 	h := newHarness(t, false)
 	h.driver.NoAgent = true // the boot never finishes on its own
 	ctx, cancel := context.WithCancel(context.Background())
+	var opID string
 	_, err := h.c.CreateVM(ctx, api.CreateVMRequest{Name: "dev", CancelOnDisconnect: true}, func(ev api.Event) {
+		opID = ev.Operation
 		if ev.Stage == "vm.boot" {
 			cancel()
 		}
@@ -270,19 +277,16 @@ func TestClientGoneCancelsCreateWhenAsked(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		vms, _ := h.c.ListVMs(context.Background())
-		if len(vms) == 0 {
-			entries, _ := os.ReadDir(h.layout.VMsDir())
-			if len(entries) != 0 {
-				t.Errorf("VM files left: %v", entries)
-			}
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	// The operation ends once the create has undone what it made.
+	if _, err := h.c.WatchOperation(context.Background(), opID, nil); err == nil || !strings.Contains(err.Error(), "cancelled") {
+		t.Errorf("the create's operation ended with %v; want it cancelled when its client went away", err)
 	}
-	t.Error("the create was not undone after its client went away")
+	if vms, _ := h.c.ListVMs(context.Background()); len(vms) != 0 {
+		t.Errorf("the create was not undone after its client went away: %+v", vms)
+	}
+	if entries, _ := os.ReadDir(h.layout.VMsDir()); len(entries) != 0 {
+		t.Errorf("VM files left: %v", entries)
+	}
 }
 
 func TestShutdownEndpoint(t *testing.T) {
@@ -290,11 +294,29 @@ func TestShutdownEndpoint(t *testing.T) {
 	if err := h.c.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	// The handler requests the shutdown after its answer is sent, on a goroutine of its own.
 	select {
 	case <-h.d.shutdown:
-	case <-time.After(2 * time.Second):
+	case <-time.After(time.Minute): // a guard against hanging, not a timing check
 		t.Error("shutdown was not requested")
 	}
+}
+
+// startedLog is a log handler that drops every record and closes started when the daemon
+// logs "bangerd started", which it does once its socket listens.
+type startedLog struct {
+	started chan struct{}
+	once    *sync.Once
+}
+
+func (h startedLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h startedLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h startedLog) WithGroup(string) slog.Handler            { return h }
+func (h startedLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "bangerd started" {
+		h.once.Do(func() { close(h.started) })
+	}
+	return nil
 }
 
 func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
@@ -308,21 +330,21 @@ func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Layout: l, AgentPath: "/nonexistent", Log: slog.New(slog.DiscardHandler)}
+	started := make(chan struct{})
+	opts := Options{Layout: l, AgentPath: "/nonexistent", Log: slog.New(startedLog{started: started, once: new(sync.Once)})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, opts) }()
 
-	c := client.New(l.Socket)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := c.Version(context.Background()); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("daemon did not answer")
-		}
-		time.Sleep(20 * time.Millisecond)
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("Run = %v before it started", err)
+	case <-time.After(time.Minute): // a guard against hanging, not a timing check
+		t.Fatal("the daemon did not log that it started")
+	}
+	if _, err := client.New(l.Socket).Version(context.Background()); err != nil {
+		t.Fatalf("the daemon said it started but does not answer: %v", err)
 	}
 	st, err := os.Stat(l.Socket)
 	if err != nil || st.Mode().Perm() != 0o600 {
@@ -342,7 +364,7 @@ func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
 		if err != nil {
 			t.Errorf("Run = %v, want a clean exit on cancellation", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute): // a guard against hanging, not a timing check
 		t.Fatal("Run did not return after cancellation")
 	}
 	if _, err := os.Stat(l.Socket); !os.IsNotExist(err) {
@@ -350,34 +372,53 @@ func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
 	}
 }
 
+// A second client finds a create in flight by the VM's name and watches it from its first
+// event. The boot is held (BootGate) until the watcher has its first event, so the create is
+// in flight for certain while it attaches.
 func TestASecondClientCanWatchACreateInFlight(t *testing.T) {
 	h := newHarness(t, false)
-	h.driver.BootDelay = 500 * time.Millisecond
+	gate := make(chan struct{})
+	var openGate sync.Once
+	t.Cleanup(func() { openGate.Do(func() { close(gate) }) })
+	h.driver.BootGate = gate
+	started := make(chan string, 1) // the operation's ID, once it has published an event
 	created := make(chan error, 1)
 	go func() {
-		_, _, err := h.create(t, api.CreateVMRequest{Name: "dev"})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := h.c.CreateVM(ctx, api.CreateVMRequest{Name: "dev"}, func(ev api.Event) {
+			select {
+			case started <- ev.Operation:
+			default:
+			}
+		})
 		created <- err
 	}()
-	// Find the operation by the VM's name, as `banger vm watch dev` would.
-	var op api.Operation
-	deadline := time.Now().Add(5 * time.Second)
-	for op.ID == "" && time.Now().Before(deadline) {
-		ops, err := h.c.ListOperations(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range ops {
-			if o.Target == "dev" && o.Kind == "vm.create" && !o.Done {
-				op = o
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
+	var id string
+	select {
+	case id = <-started:
+	case err := <-created:
+		t.Fatalf("the create ended before its first event: %v", err)
 	}
-	if op.ID == "" {
-		t.Fatal("no running vm.create operation for dev")
+	// Find the operation by the VM's name, as `banger vm watch dev` would.
+	ops, err := h.c.ListOperations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var op api.Operation
+	for _, o := range ops {
+		if o.Target == "dev" && o.Kind == "vm.create" && !o.Done {
+			op = o
+		}
+	}
+	if op.ID != id {
+		t.Fatalf("operations %+v; want the running vm.create of dev, %s", ops, id)
 	}
 	var seen []string
-	res, err := client.New(h.layout.Socket).WatchOperation(context.Background(), op.ID, func(ev api.Event) { seen = append(seen, ev.Type+":"+ev.Stage) })
+	res, err := client.New(h.layout.Socket).WatchOperation(context.Background(), op.ID, func(ev api.Event) {
+		seen = append(seen, ev.Type+":"+ev.Stage)
+		openGate.Do(func() { close(gate) }) // the watcher is attached: let the boot finish
+	})
 	if err != nil || res.VM == nil || res.VM.Name != "dev" {
 		t.Fatalf("watch = %+v, %v; want the create's result", res, err)
 	}

@@ -304,8 +304,10 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-// TestCreateExt4Timing measures CreateExt4 for the sizes VMs use. It logs the numbers and fails
-// only if creating a disk is far slower than the target (tens of ms for 8 GiB).
+// TestCreateExt4Timing measures CreateExt4 for the sizes VMs use and logs the numbers. It
+// fails on what makes a create slow, not on the time it took: mkfs writing the journal and
+// inode tables, which assume_storage_prezeroed spares it (a few MiB allocated for 8 GiB and
+// for 64 GiB, where mkfs's defaults allocate 68 MiB and 530 MiB).
 func TestCreateExt4Timing(t *testing.T) {
 	requireE2fsprogs(t)
 	dir := t.TempDir()
@@ -326,8 +328,8 @@ func TestCreateExt4Timing(t *testing.T) {
 		median := times[len(times)/2]
 		t.Logf("%2d GiB: median %v (min %v, max %v), %d KiB allocated", size>>30,
 			median.Round(100*time.Microsecond), times[0].Round(100*time.Microsecond), times[len(times)-1].Round(100*time.Microsecond), allocated/1024)
-		if size == 8*gib && median > 500*time.Millisecond && !testing.Short() {
-			t.Errorf("8 GiB disk took %v, want tens of ms", median)
+		if size >= 8*gib && allocated > 16<<20 {
+			t.Errorf("%d GiB disk allocates %d KiB, want a few MiB: mkfs wrote its journal or inode tables", size>>30, allocated/1024)
 		}
 	}
 }

@@ -1,164 +1,130 @@
 package dnsserver
 
 import (
+	"fmt"
+	"io"
 	"net"
-	"os"
-	"runtime"
+	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/miekg/dns"
 )
 
-// silentUpstream is a resolver that reads queries and never answers: every forwarded query
-// waits for its full timeout.
-func silentUpstream(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
-	return pc.LocalAddr().String()
+// silentUpstream is a Dialer to a resolver that reads queries and never answers: every
+// forwarded query waits for its full timeout. It is in memory (net.Pipe), so that the tests
+// using it run on synctest's clock; it counts the sockets the server holds open through it,
+// which are the only sockets a flood of UDP queries makes the server open.
+type silentUpstream struct {
+	mu         sync.Mutex
+	open, peak int
 }
 
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd")
-	}
-	return len(ents)
+func (u *silentUpstream) dial(network, addr string) (net.Conn, error) {
+	server, upstream := net.Pipe()
+	go func() { _, _ = io.Copy(io.Discard, upstream) }() // ends when the server closes its end
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.open++
+	u.peak = max(u.peak, u.open)
+	return &countedConn{Conn: server, u: u}, nil
 }
 
-type peaks struct{ fds, goroutines int }
-
-// sample records the peak open fds and goroutines until stop is closed.
-func sample(t *testing.T, stop <-chan struct{}) <-chan peaks {
-	out := make(chan peaks, 1)
-	go func() {
-		var p peaks
-		for {
-			p.fds = max(p.fds, openFDs(t))
-			p.goroutines = max(p.goroutines, runtime.NumGoroutine())
-			select {
-			case <-stop:
-				out <- p
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	}()
-	return out
+// held returns the sockets open now and the most that were open at once.
+func (u *silentUpstream) held() (open, peak int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.open, u.peak
 }
 
-// flood sends n distinct forwarded queries from one UDP socket bound to src and counts the
-// answers by rcode until quiet for 1.5s (so answers that take longer are not counted).
-// sent runs once all are sent.
-func flood(t *testing.T, src, server string, n int, sent func()) map[int]int {
-	t.Helper()
-	laddr, _ := net.ResolveUDPAddr("udp", src)
-	raddr, _ := net.ResolveUDPAddr("udp", server)
-	c, err := net.DialUDP("udp", laddr, raddr)
-	if err != nil {
-		t.Fatal(err)
+type countedConn struct {
+	net.Conn
+	once sync.Once
+	u    *silentUpstream
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.u.mu.Lock()
+		defer c.u.mu.Unlock()
+		c.u.open--
+	})
+	return c.Conn.Close()
+}
+
+// ask hands s.ServeDNS one A query for name from src ("ip:port") and returns the rcode of its
+// answer, or -1 unless there was exactly one answer.
+func ask(s *Server, src, name string) int {
+	w := &recorder{remote: net.UDPAddrFromAddrPort(netip.MustParseAddrPort(src))}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	s.ServeDNS(w, m)
+	if len(w.msgs) != 1 {
+		return -1
 	}
-	defer c.Close()
-	_ = c.SetReadBuffer(4 << 20)
-	var mu sync.Mutex
-	rcodes := map[int]int{}
-	var got atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		for {
-			_ = c.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
-			k, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			m := new(dns.Msg)
-			if m.Unpack(buf[:k]) == nil {
-				mu.Lock()
-				rcodes[m.Rcode]++
-				mu.Unlock()
-				got.Add(1)
-			}
-		}
-	}()
+	return w.msgs[0].Rcode
+}
+
+// flood hands s n distinct forwarded queries from src, each on its own goroutine as the
+// server's listeners do, all at the same instant of synctest's clock (call it in a bubble).
+// It returns the answers by rcode given before any forwarded query could time out, and a
+// function that waits for the rest and returns them.
+func flood(s *Server, src string, n int) (quick map[int]int, rest func() map[int]int) {
+	answers := make(chan int, n)
 	for i := range n {
-		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn("q"+itoa(i)+".example.test"), dns.TypeA)
-		b, _ := m.Pack()
-		if _, err := c.Write(b); err != nil {
-			t.Fatal(err)
-		}
-		if i%200 == 199 {
-			time.Sleep(time.Millisecond) // let the kernel buffers drain; still ~4,000 in well under a second
-		}
+		go func() { answers <- ask(s, src, fmt.Sprintf("q%d.example.test", i)) }()
 	}
-	if sent != nil {
-		sent()
+	// Every goroutine has been answered or waits on the upstream: the clock has not moved.
+	synctest.Wait()
+	quick = map[int]int{}
+	got := 0
+	for len(answers) > 0 {
+		quick[<-answers]++
+		got++
 	}
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	return rcodes
+	return quick, func() map[int]int {
+		late := map[int]int{}
+		for ; got < n; got++ {
+			late[<-answers]++ // synctest's clock moves on to the forwarded queries' timeout
+		}
+		return late
+	}
 }
 
-func itoa(i int) string {
-	return string(rune('a'+i%26)) + string(rune('a'+(i/26)%26)) + string(rune('a'+(i/676)%26))
-}
-
-// A guest that sends 4,000 queries against a resolver that never answers must not make the
-// daemon hold thousands of sockets and goroutines.
+// A guest that sends 4,000 queries at once against a resolver that never answers must not make
+// the server hold thousands of sockets and goroutines: the first Burst pass the rate limit,
+// Inflight of those are forwarded and wait on the upstream, and every other one is answered at
+// once. On synctest's clock no token refills and no forwarded query times out during the
+// flood, so the counts are exact.
 func TestFloodAgainstASlowUpstreamIsBounded(t *testing.T) {
-	s := New([]string{silentUpstream(t)}, nil, nil)
-	defer s.Close()
-	addr := freeAddr(t)
-	if err := s.Listen(plain{}, addr); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond)
-	baseFDs, baseG := openFDs(t), runtime.NumGoroutine()
-	stop := make(chan struct{})
-	pk := sample(t, stop)
-	var held int
-	rcodes := flood(t, "127.0.0.1:0", addr, 4000, func() {
-		// Queries still waiting on the upstream after the flood: the goroutines a guest can
-		// make the daemon hold. The fewest seen between 0.3 s and 2 s after sending (before
-		// any forwarded query's timeout), so that a backlog of short-lived refusals on a
-		// busy machine is not counted.
-		time.Sleep(300 * time.Millisecond)
-		held = runtime.NumGoroutine() - baseG
-		for range 34 {
-			time.Sleep(50 * time.Millisecond)
-			held = min(held, runtime.NumGoroutine()-baseG)
+	synctest.Test(t, func(t *testing.T) {
+		up := &silentUpstream{}
+		s := New([]string{"127.0.0.1:9"}, up.dial, nil) // dialled through up only
+		l := DefaultLimits
+		const n = 4000
+		quick, rest := flood(s, "127.0.0.1:5353", n)
+		open, _ := up.held()
+		t.Logf("%d queries: answered at once %v, %d waiting on the upstream", n, quick, open)
+		if want := n - l.Burst; quick[dns.RcodeRefused] != want {
+			t.Errorf("%d queries REFUSED at once, want %d: all but the burst of %d", quick[dns.RcodeRefused], want, l.Burst)
+		}
+		if want := l.Burst - l.Inflight; quick[dns.RcodeServerFailure] != want {
+			t.Errorf("%d queries SERVFAIL at once, want %d: the burst less the %d in flight", quick[dns.RcodeServerFailure], want, l.Inflight)
+		}
+		waiting := n
+		for _, k := range quick {
+			waiting -= k
+		}
+		if open != l.Inflight || waiting != l.Inflight {
+			t.Errorf("%d upstream sockets open and %d queries waiting, want %d of each", open, waiting, l.Inflight)
+		}
+		late := rest()
+		synctest.Wait()
+		open, peak := up.held()
+		if late[dns.RcodeServerFailure] != l.Inflight || open != 0 || peak != l.Inflight {
+			t.Errorf("after the upstream timeout: answers %v, %d sockets open, at most %d at once; want %d SERVFAIL, none open, at most %d",
+				late, open, peak, l.Inflight, l.Inflight)
 		}
 	})
-	close(stop)
-	p := <-pk
-	t.Logf("4,000 queries: open fds %d -> peak %d (+%d), goroutines %d -> peak %d (+%d), held after it +%d; answers by rcode %v",
-		baseFDs, p.fds, p.fds-baseFDs, baseG, p.goroutines, p.goroutines-baseG, held, rcodes)
-	const limit = 64 + 16 // DefaultLimits.Inflight and the listeners
-	if extra := p.fds - baseFDs; extra > limit {
-		t.Errorf("peak open fds +%d during the flood, want at most %d", extra, limit)
-	}
-	if held > limit {
-		t.Errorf("%d goroutines still held after the flood, want at most %d", held, limit)
-	}
-	if rcodes[dns.RcodeRefused] == 0 {
-		t.Errorf("no query refused for rate; answers %v", rcodes)
-	}
 }

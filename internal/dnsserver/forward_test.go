@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/miekg/dns"
@@ -141,62 +142,54 @@ func TestForwardedQueriesGetAFreshID(t *testing.T) {
 }
 
 // With the rate limit out of the way, a flood is held to Inflight upstream queries; the rest
-// are answered SERVFAIL at once instead of waiting.
+// are answered SERVFAIL at once instead of waiting (on synctest's clock: before any forwarded
+// query could time out).
 func TestInflightUpstreamQueriesAreBounded(t *testing.T) {
-	s := New([]string{silentUpstream(t)}, nil, nil)
-	l := DefaultLimits
-	l.Inflight, l.Rate, l.Burst, l.Timeout = 8, 1e9, 1e9, 3*time.Second
-	s.SetLimits(l)
-	addr := serve(t, s)
-	time.Sleep(50 * time.Millisecond)
-	baseFDs := openFDs(t)
-	stop := make(chan struct{})
-	pk := sample(t, stop)
-	rcodes := flood(t, "127.0.0.1:0", addr, 500, nil) // counts only answers before the 3 s timeout
-	close(stop)
-	p := <-pk
-	t.Logf("500 queries, 8 in flight: fds +%d, quick answers %v", p.fds-baseFDs, rcodes)
-	if extra := p.fds - baseFDs; extra > 8+8 {
-		t.Errorf("peak open fds +%d, want at most %d", extra, 16)
-	}
-	// Waiting for the upstream would answer none of them before its 3 s timeout; some
-	// datagrams may be dropped by the kernel on a busy machine, hence not all 492.
-	if rcodes[dns.RcodeServerFailure] < 250 {
-		t.Errorf("only %d SERVFAIL of 500 within 1.5 s, want the excess answered at once", rcodes[dns.RcodeServerFailure])
-	}
+	synctest.Test(t, func(t *testing.T) {
+		up := &silentUpstream{}
+		s := New([]string{"127.0.0.1:9"}, up.dial, nil) // dialled through up only
+		l := DefaultLimits
+		l.Inflight, l.Rate, l.Burst, l.Timeout = 8, 1e9, 1e9, 3*time.Second
+		s.SetLimits(l)
+		quick, rest := flood(s, "127.0.0.1:5353", 500)
+		if open, _ := up.held(); quick[dns.RcodeServerFailure] != 500-8 || open != 8 {
+			t.Errorf("500 queries, 8 in flight: answered at once %v with %d upstream sockets open; want 492 SERVFAIL and 8 open", quick, open)
+		}
+		late := rest()
+		synctest.Wait()
+		if open, peak := up.held(); late[dns.RcodeServerFailure] != 8 || open != 0 || peak != 8 {
+			t.Errorf("after the upstream timeout: answers %v, %d sockets open, at most %d at once; want 8 SERVFAIL, none open, at most 8", late, open, peak)
+		}
+	})
 }
 
+// A source gets Burst queries at once, then Rate a second; another source has its own bucket.
+// On synctest's clock no token refills between the queries, so the counts are exact.
 func TestRateIsLimitedPerSource(t *testing.T) {
-	s := New(nil, nil, nil)
-	l := DefaultLimits
-	l.Rate, l.Burst = 5, 20
-	s.SetLimits(l)
-	s.Set("dev", netip.MustParseAddr("172.16.0.5"))
-	addr := serve(t, s)
-	ask := func(src string) int {
-		laddr, _ := net.ResolveUDPAddr("udp", src)
-		c := &dns.Client{Timeout: time.Second, Dialer: &net.Dialer{LocalAddr: laddr}}
-		m := new(dns.Msg)
-		m.SetQuestion("dev.vm.", dns.TypeA)
-		r, _, err := c.Exchange(m, addr)
-		if err != nil {
-			t.Fatalf("query from %s: %v", src, err)
+	synctest.Test(t, func(t *testing.T) {
+		s := New(nil, nil, nil)
+		l := DefaultLimits
+		l.Rate, l.Burst = 5, 20
+		s.SetLimits(l)
+		s.Set("dev", netip.MustParseAddr("172.16.0.5"))
+		asks := func(src string, n int) map[int]int {
+			counts := map[int]int{}
+			for range n {
+				counts[ask(s, src, "dev.vm")]++
+			}
+			return counts
 		}
-		return r.Rcode
-	}
-	counts := map[int]int{}
-	start := time.Now()
-	for range 60 {
-		counts[ask("127.0.0.1:0")]++
-	}
-	// The burst, plus what refilled at 5/s while the queries ran (slowly under -race).
-	most := 20 + int(time.Since(start).Seconds()*5) + 1
-	if counts[dns.RcodeSuccess] < 20 || counts[dns.RcodeSuccess] > most || counts[dns.RcodeRefused] < 60-most {
-		t.Errorf("60 quick queries from one source with burst 20: %v, want 20 to %d answered and the rest REFUSED", counts, most)
-	}
-	if rc := ask("127.0.0.2:0"); rc != dns.RcodeSuccess {
-		t.Errorf("another source is refused too (%s): the limit must be per source", dns.RcodeToString[rc])
-	}
+		if got := asks("127.0.0.1:5353", 60); got[dns.RcodeSuccess] != 20 || got[dns.RcodeRefused] != 40 {
+			t.Errorf("60 queries at once from one source with burst 20: %v, want 20 answered and 40 REFUSED", got)
+		}
+		if got := asks("127.0.0.2:5353", 1); got[dns.RcodeSuccess] != 1 {
+			t.Errorf("another source is refused too (%v): the limit must be per source", got)
+		}
+		time.Sleep(time.Second)
+		if got := asks("127.0.0.1:5353", 6); got[dns.RcodeSuccess] != 5 || got[dns.RcodeRefused] != 1 {
+			t.Errorf("6 queries a second later at 5 a second: %v, want 5 answered and 1 REFUSED", got)
+		}
+	})
 }
 
 func TestRateLimiterMemoryIsBounded(t *testing.T) {
@@ -216,6 +209,18 @@ func TestRateLimiterMemoryIsBounded(t *testing.T) {
 	}
 }
 
+// tcpQuery sends a query for x.vm on c and returns the answer.
+func tcpQuery(c net.Conn) (*dns.Msg, error) {
+	co := &dns.Conn{Conn: c}
+	m := new(dns.Msg)
+	m.SetQuestion("x.vm.", dns.TypeA)
+	if err := co.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	return co.ReadMsg()
+}
+
+// Connections beyond TCPConns are closed at once, unanswered, while the held ones keep working.
 func TestExcessTCPConnectionsAreClosed(t *testing.T) {
 	s := New(nil, nil, nil)
 	l := DefaultLimits
@@ -234,26 +239,23 @@ func TestExcessTCPConnectionsAreClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 		held = append(held, c)
+		// An answer shows the server accepted the connection, which took a slot.
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a guard against hanging, not a timing check
+		if r, err := tcpQuery(c); err != nil || r.Rcode != dns.RcodeNameError {
+			t.Fatalf("query on held connection %d: %v, %v", len(held), r, err)
+		}
 	}
-	time.Sleep(100 * time.Millisecond)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := c.Read(make([]byte, 1)); err != io.EOF && !strings.Contains(err.Error(), "reset") {
-		t.Errorf("fifth connection over a limit of 4: read = %v, want it closed at once", err)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a guard against hanging, not a timing check
+	if r, err := tcpQuery(c); err == nil || (err != io.EOF && !strings.Contains(err.Error(), "reset")) {
+		t.Errorf("fifth connection over a limit of 4: answer %v, %v; want it closed unanswered", r, err)
 	}
 	// A held connection still works.
-	co := &dns.Conn{Conn: held[0]}
-	m := new(dns.Msg)
-	m.SetQuestion("x.vm.", dns.TypeA)
-	if err := co.WriteMsg(m); err != nil {
-		t.Fatal(err)
-	}
-	_ = held[0].SetReadDeadline(time.Now().Add(time.Second))
-	if r, err := co.ReadMsg(); err != nil || r.Rcode != dns.RcodeNameError {
+	if r, err := tcpQuery(held[0]); err != nil || r.Rcode != dns.RcodeNameError {
 		t.Errorf("query on a held connection: %v, %v", r, err)
 	}
 }

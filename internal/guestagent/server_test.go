@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -150,28 +151,84 @@ func TestExecRelativeProgramResolvesInTheCommandsDirectory(t *testing.T) {
 	}
 }
 
+// firstOutput is a command's stdout that closes seen at the first write: the command has
+// started and said so.
+type firstOutput struct {
+	once sync.Once
+	seen chan struct{}
+}
+
+func (f *firstOutput) Write(p []byte) (int, error) {
+	f.once.Do(func() { close(f.seen) })
+	return len(p), nil
+}
+
+// TestExecSignalIsDelivered sends SIGTERM once the command has said it runs, so the signal
+// reaches the running command, not a session that is still starting.
 func TestExecSignalIsDelivered(t *testing.T) {
 	c := connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // a guard against hanging, not a timing check
+	defer cancel()
+	out := &firstOutput{seen: make(chan struct{})}
 	signals := make(chan int, 1)
 	go func() {
-		time.Sleep(200 * time.Millisecond)
-		signals <- int(syscall.SIGTERM)
+		select {
+		case <-out.seen:
+			signals <- int(syscall.SIGTERM)
+		case <-ctx.Done():
+		}
 	}()
-	r := run(t, c, agent.ExecRequest{Argv: []string{"sleep", "30"}}, nil, signals)
-	if r.exit.Code != 128+int(syscall.SIGTERM) || r.exit.Signal != int(syscall.SIGTERM) {
-		t.Errorf("got %+v, want killed by SIGTERM (143)", r.exit)
+	m, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", "echo running; exec sleep 30"}}, wire.CallerIO{Stdout: out, Signals: signals})
+	if err != nil {
+		t.Fatalf("Exec: %v; want the command killed by the SIGTERM sent", err)
+	}
+	if m.Code != 128+int(syscall.SIGTERM) || m.Signal != int(syscall.SIGTERM) {
+		t.Errorf("got %+v, want killed by SIGTERM (143)", m)
 	}
 }
 
+// TestExecBackgroundChildDoesNotHoldTheSession: a command that leaves a background child
+// holding its stdout ends its session anyway. The child blocks until the test releases it,
+// which the test does only after Exec has returned: so Exec returning at all proves that the
+// session ended while the child still held the output open.
 func TestExecBackgroundChildDoesNotHoldTheSession(t *testing.T) {
 	c := connect(t)
-	start := time.Now()
-	r := run(t, c, agent.ExecRequest{Argv: []string{"sh", "-c", "sleep 30 & echo started"}}, nil, nil)
-	if r.exit.Code != 0 || r.stdout != "started\n" {
-		t.Errorf("got exit %d stdout %q", r.exit.Code, r.stdout)
+	fifo := filepath.Join(t.TempDir(), "release")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("session lasted %s: a background child holding stdout must not keep it open", d)
+	// Opened read-write, so that neither this open nor the child's blocks; the child's read
+	// waits for the line release writes.
+	f, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release := func() { once.Do(func() { _, _ = f.WriteString("go\n"); f.Close() }) }
+	// Registered after connect, so it runs before connect's cleanup waits for the session.
+	t.Cleanup(release)
+
+	type result struct {
+		exit wire.ExitMsg
+		out  string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var out bytes.Buffer
+		m, err := c.Exec(context.Background(), agent.ExecRequest{Argv: []string{"sh", "-c", "read x <" + fifo + " & echo started"}}, wire.CallerIO{Stdout: &out})
+		done <- result{m, out.String(), err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second): // a guard against hanging, not a timing check
+		release()
+		<-done
+		t.Fatal("the session stayed open while a background child held the command's stdout")
+	}
+	if r.err != nil || r.exit.Code != 0 || r.out != "started\n" {
+		t.Errorf("got %+v stdout %q (%v); want exit 0 and \"started\\n\"", r.exit, r.out, r.err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -372,6 +373,10 @@ func trimNUL(b []byte) []byte {
 	return b
 }
 
+// uplinkReapplied, when set (by tests), is called after each re-apply WatchUplink makes for a
+// default route change, whether or not it failed.
+var uplinkReapplied atomic.Pointer[func()]
+
 // WatchUplink re-applies the filter whenever an IPv4 default route appears or goes, so NAT
 // guests follow the host to a new uplink. It returns when done is closed; errors of a
 // re-apply go to report.
@@ -399,6 +404,9 @@ func (n *Net) WatchUplink(done <-chan struct{}, report func(error)) error {
 			}
 			if err := n.ReapplyFilter(); err != nil && report != nil {
 				report(fmt.Errorf("re-apply the packet filter after a default route change: %w", err))
+			}
+			if f := uplinkReapplied.Load(); f != nil {
+				(*f)()
 			}
 		}
 	}()

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/banger-dev/banger/internal/failure"
@@ -161,44 +162,48 @@ func TestListVMsOrderedByCreation(t *testing.T) {
 	}
 }
 
+// TestUpdateVM runs on synctest's clock, so that its millisecond sleep makes the update's
+// time exactly that much later than the create's, and the test checks that time exactly.
 func TestUpdateVM(t *testing.T) {
-	s := openTest(t)
-	ctx := context.Background()
-	v := sampleVM("dev")
-	if err := s.CreateVM(ctx, v); err != nil {
-		t.Fatal(err)
-	}
-	created := v.CreatedAt
-	time.Sleep(time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		s := openTest(t)
+		ctx := context.Background()
+		v := sampleVM("dev")
+		if err := s.CreateVM(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		created := v.CreatedAt
+		time.Sleep(time.Millisecond)
 
-	v.Name = "dev2"
-	v.State = "running"
-	v.VMM = "firecracker"
-	v.Accel = "tcg"
-	v.VCPU, v.MemoryMiB, v.DiskBytes = 4, 4096, 16<<30
-	v.Dir = "/elsewhere"
-	v.AutoRemove = false
-	v.Spec = nil
-	v.Runtime = json.RawMessage(`{"pid":99}`)
-	v.LastError = "boom"
-	v.CreatedAt = time.Time{} // ignored by UpdateVM
-	if err := s.UpdateVM(ctx, v); err != nil {
-		t.Fatalf("UpdateVM: %v", err)
-	}
-	if !v.UpdatedAt.After(created) {
-		t.Errorf("UpdatedAt = %v, want after %v", v.UpdatedAt, created)
-	}
-	got, err := s.GetVMByID(ctx, v.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.CreatedAt = created
-	if !reflect.DeepEqual(got, *v) {
-		t.Errorf("after UpdateVM, GetVMByID =\n %+v\nwant\n %+v", got, *v)
-	}
-	if _, err := s.GetVM(ctx, "dev"); !errors.Is(err, failure.NotFound) {
-		t.Errorf("old name still resolves after rename: %v", err)
-	}
+		v.Name = "dev2"
+		v.State = "running"
+		v.VMM = "firecracker"
+		v.Accel = "tcg"
+		v.VCPU, v.MemoryMiB, v.DiskBytes = 4, 4096, 16<<30
+		v.Dir = "/elsewhere"
+		v.AutoRemove = false
+		v.Spec = nil
+		v.Runtime = json.RawMessage(`{"pid":99}`)
+		v.LastError = "boom"
+		v.CreatedAt = time.Time{} // ignored by UpdateVM
+		if err := s.UpdateVM(ctx, v); err != nil {
+			t.Fatalf("UpdateVM: %v", err)
+		}
+		if want := created.Add(time.Millisecond); !v.UpdatedAt.Equal(want) {
+			t.Errorf("UpdatedAt = %v, want the update's time %v", v.UpdatedAt, want)
+		}
+		got, err := s.GetVMByID(ctx, v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.CreatedAt = created
+		if !reflect.DeepEqual(got, *v) {
+			t.Errorf("after UpdateVM, GetVMByID =\n %+v\nwant\n %+v", got, *v)
+		}
+		if _, err := s.GetVM(ctx, "dev"); !errors.Is(err, failure.NotFound) {
+			t.Errorf("old name still resolves after rename: %v", err)
+		}
+	})
 }
 
 func TestUpdateVMErrors(t *testing.T) {
@@ -232,33 +237,37 @@ func TestUpdateVMErrors(t *testing.T) {
 	}
 }
 
+// TestSetVMState runs on synctest's clock, so that its millisecond sleep makes the new state's
+// time exactly that much later than the create's, and the test checks that time exactly.
 func TestSetVMState(t *testing.T) {
-	s := openTest(t)
-	ctx := context.Background()
-	v := sampleVM("dev")
-	if err := s.CreateVM(ctx, v); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Millisecond)
-	if err := s.SetVMState(ctx, v.ID, "failed", "qemu exited with status 1"); err != nil {
-		t.Fatalf("SetVMState: %v", err)
-	}
-	got, err := s.GetVM(ctx, "dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.State != "failed" || got.LastError != "qemu exited with status 1" || !got.UpdatedAt.After(v.UpdatedAt) {
-		t.Errorf("after SetVMState: State %q, LastError %q, UpdatedAt %v (was %v); want failed, the error, later",
-			got.State, got.LastError, got.UpdatedAt, v.UpdatedAt)
-	}
-	if got.Image != v.Image || !reflect.DeepEqual(got.Runtime, v.Runtime) {
-		t.Errorf("SetVMState changed other fields: %+v", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		s := openTest(t)
+		ctx := context.Background()
+		v := sampleVM("dev")
+		if err := s.CreateVM(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+		if err := s.SetVMState(ctx, v.ID, "failed", "qemu exited with status 1"); err != nil {
+			t.Fatalf("SetVMState: %v", err)
+		}
+		got, err := s.GetVM(ctx, "dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != "failed" || got.LastError != "qemu exited with status 1" || !got.UpdatedAt.Equal(v.UpdatedAt.Add(time.Millisecond)) {
+			t.Errorf("after SetVMState: State %q, LastError %q, UpdatedAt %v (was %v); want failed, the error, 1ms later",
+				got.State, got.LastError, got.UpdatedAt, v.UpdatedAt)
+		}
+		if got.Image != v.Image || !reflect.DeepEqual(got.Runtime, v.Runtime) {
+			t.Errorf("SetVMState changed other fields: %+v", got)
+		}
 
-	err = s.SetVMState(ctx, "ffffffffffffffff", "running", "")
-	if !errors.Is(err, failure.NotFound) {
-		t.Errorf("SetVMState on a missing VM = %v, want failure.NotFound", err)
-	}
+		err = s.SetVMState(ctx, "ffffffffffffffff", "running", "")
+		if !errors.Is(err, failure.NotFound) {
+			t.Errorf("SetVMState on a missing VM = %v, want failure.NotFound", err)
+		}
+	})
 }
 
 func TestDeleteVM(t *testing.T) {

@@ -38,8 +38,9 @@ type Driver struct {
 	NoAgent bool
 	// ExitEarly makes the VMM process exit right after it starts (a crashing VMM).
 	ExitEarly bool
-	// BootDelay is how long the guest takes before its agent answers.
-	BootDelay time.Duration
+	// BootGate, when set, holds the boot: the guest's agent answers only once it is closed
+	// (never, if the machine ends first), so that a test can act while a boot is in flight.
+	BootGate <-chan struct{}
 	// ProbeErr makes Probe say that the driver cannot run here.
 	ProbeErr error
 	// Version is the fake VMM's version, recorded in snapshots and compared on restore;
@@ -87,10 +88,13 @@ func (d *Driver) start(cfg vmm.Config, paused bool) (*Machine, error) {
 	m := &Machine{proc: proc, version: d.version(), paused: paused, rec: vmm.Record{Driver: d.Name(), PID: proc.PID, StartTime: proc.StartTime,
 		Sockets: map[string]string{"agent": sock}, Console: console, Log: filepath.Join(cfg.Dir, "qemu.log"), Extra: sh}}
 	if !d.NoAgent {
-		if d.BootDelay > 0 {
+		if gate := d.BootGate; gate != nil {
 			go func() {
-				time.Sleep(d.BootDelay)
-				_ = m.listen()
+				select {
+				case <-gate:
+					_ = m.listen()
+				case <-proc.Done():
+				}
 			}()
 		} else if err := m.listen(); err != nil {
 			_ = proc.Kill(time.Second)
