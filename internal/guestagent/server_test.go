@@ -337,6 +337,8 @@ func hangupFIFOs(t *testing.T) (report, ready string, r *bufio.Reader) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
+	// A guard against a hang, not a timing check: every report comes within milliseconds.
+	_ = f.SetReadDeadline(time.Now().Add(time.Minute))
 	return report, ready, bufio.NewReader(f)
 }
 
@@ -360,11 +362,19 @@ func watchHangups(t *testing.T) <-chan [2]int {
 	return ch
 }
 
-// awaitInputDone waits for the input loop of the command whose process group is pgid.
-func awaitInputDone(ch <-chan [2]int, pgid int) (hungUp bool) {
+// awaitInputDone waits for the input loop of the command whose process group is pgid. The
+// minute is a guard against a hang, not a timing check: the loop ends within milliseconds.
+func awaitInputDone(t *testing.T, ch <-chan [2]int, pgid int) (hungUp bool) {
+	t.Helper()
+	guard := time.After(time.Minute)
 	for {
-		if v := <-ch; v[0] == pgid {
-			return v[1] == 1
+		select {
+		case v := <-ch:
+			if v[0] == pgid {
+				return v[1] == 1
+			}
+		case <-guard:
+			t.Fatalf("the exec input loop of process group %d never ended", pgid)
 		}
 	}
 }
@@ -415,13 +425,17 @@ func TestExecHangupOnlyWhileTheCommandRuns(t *testing.T) {
 		}()
 		pgid := readyChild(t, br)
 		cancel() // the caller goes away
-		if !awaitInputDone(hangups, pgid) {
+		if !awaitInputDone(t, hangups, pgid) {
 			t.Error("the agent did not hang up a running command whose caller went away")
 		}
 		if got := firstSignal(br, pgid); got != "hup" {
 			t.Errorf("the command's process group got %q first, want SIGHUP when the caller went away", got)
 		}
-		<-execDone // Exec returns once the command has ended
+		select { // Exec returns once the command has ended
+		case <-execDone:
+		case <-time.After(time.Minute): // a guard against a hang, not a timing check
+			t.Fatal("Exec did not return after its command was hung up")
+		}
 	})
 
 	t.Run("command exited, its background process stays", func(t *testing.T) {
@@ -432,7 +446,7 @@ func TestExecHangupOnlyWhileTheCommandRuns(t *testing.T) {
 			t.Fatalf("exit %+v", r.exit)
 		}
 		pgid := readyChild(t, br)
-		if awaitInputDone(hangups, pgid) {
+		if awaitInputDone(t, hangups, pgid) {
 			t.Error("the agent hung up the process group of a command that had exited")
 		}
 		if got := firstSignal(br, pgid); got != "term" {
