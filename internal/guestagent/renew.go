@@ -213,9 +213,8 @@ func (linuxSystem) SetHostname(name string) error { return unix.Sethostname([]by
 
 func (linuxSystem) RenewLink(n agent.ParsedNetwork) error { return renewLink(n) }
 
-// ReloadSSH has systemd reload sshd's unit if it has started it, and otherwise sends SIGHUP
-// to every listening sshd (an sshd whose parent is init, not one serving a connection):
-// sshd then executes itself again and reads its configuration and host keys.
+// ReloadSSH has systemd reload sshd's unit if it has started it, and otherwise reloads every
+// listening sshd (an sshd whose parent is init, not one serving a connection) with SIGHUP.
 func (l linuxSystem) ReloadSSH() error {
 	if systemdRuns() {
 		units := startedUnits(filepath.Join(l.root, "run/systemd/units"), []string{"ssh.service", "sshd.service"})
@@ -229,11 +228,98 @@ func (l linuxSystem) ReloadSSH() error {
 		return nil
 	}
 	for _, pid := range listeningSshd("/proc") {
-		if err := unix.Kill(pid, unix.SIGHUP); err != nil && err != unix.ESRCH {
-			return fmt.Errorf("signal sshd (pid %d): %w", pid, err)
+		if err := reloadSshd("/proc", pid, 10*time.Second); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// reloadSshd sends SIGHUP to the sshd pid and waits, at most wait, until it listens again
+// on sockets other than those it had: sshd closes its listeners and executes itself again,
+// and its new listeners are opened once it has read its configuration and host keys.
+func reloadSshd(procRoot string, pid int, wait time.Duration) error {
+	return sshdReload{
+		pid:       pid,
+		signal:    func() error { return unix.Kill(pid, unix.SIGHUP) },
+		listeners: func() map[string]bool { return listeners(procRoot, pid) },
+		alive:     func() bool { return alive(procRoot, pid) },
+	}.run(wait)
+}
+
+// sshdReload is how reloadSshd signals and watches one sshd; tests replace its functions.
+type sshdReload struct {
+	pid       int
+	signal    func() error
+	listeners func() map[string]bool // inodes of its listening sockets
+	alive     func() bool
+}
+
+func (r sshdReload) run(wait time.Duration) error {
+	before := r.listeners()
+	if err := r.signal(); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil // it has gone: nothing to reload
+		}
+		return fmt.Errorf("signal sshd (pid %d): %w", r.pid, err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		now := r.listeners()
+		renewed := len(now) > 0
+		for inode := range now {
+			if before[inode] {
+				renewed = false
+			}
+		}
+		if renewed {
+			return nil
+		}
+		if !r.alive() {
+			return fmt.Errorf("sshd (pid %d) exited when told to read its new host keys; see the guest's logs", r.pid)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sshd (pid %d) did not listen again within %s of being told to read its new host keys", r.pid, wait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid exists and has not exited (a zombie has).
+func alive(procRoot string, pid int) bool {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+// listeners is the inodes of the listening TCP sockets that pid holds.
+func listeners(procRoot string, pid int) map[string]bool {
+	held := map[string]bool{}
+	fdDir := filepath.Join(procRoot, strconv.Itoa(pid), "fd")
+	fds, _ := os.ReadDir(fdDir)
+	for _, fd := range fds {
+		if link, err := os.Readlink(filepath.Join(fdDir, fd.Name())); err == nil && strings.HasPrefix(link, "socket:[") {
+			held[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	out := map[string]bool{}
+	for _, proto := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(filepath.Join(procRoot, "net", proto))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			// sl local remote st … inode: st 0A is LISTEN.
+			if f := strings.Fields(line); len(f) > 9 && f[3] == "0A" && held[f[9]] {
+				out[f[9]] = true
+			}
+		}
+	}
+	return out
 }
 
 // listeningSshd lists the processes named sshd whose parent is PID 1: the daemons that
