@@ -17,15 +17,23 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 )
 
-// inNamespace runs f on a thread of its own inside the network namespace ns. The thread is
-// never switched back: it ends with the goroutine, so no other code runs in ns by mistake.
+// inNamespace runs f on a locked thread inside the network namespace ns, then moves the
+// thread back. A thread that cannot be moved back stays locked: the runtime ends it with
+// the goroutine (or, for the main thread, never runs anything else on it).
 func inNamespace(t *testing.T, ns string, f func() error) error {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // not unlocked: the runtime ends the thread with the goroutine
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer orig.Close()
 		target, err := netns.GetFromName(ns)
 		if err != nil {
+			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
@@ -34,7 +42,11 @@ func inNamespace(t *testing.T, ns string, f func() error) error {
 			done <- err
 			return
 		}
-		done <- f()
+		err = f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- err
 	}()
 	return <-done
 }
