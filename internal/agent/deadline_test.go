@@ -124,4 +124,7 @@ func TestDefaultTimeouts(t *testing.T) {
 	if c.timeout(OpPorts) != CallTimeout || c.timeout(OpHealth) != CallTimeout || c.timeout(OpProvision) != ProvisionTimeout {
 		t.Fatalf("timeouts: ports %s, health %s, provision %s", c.timeout(OpPorts), c.timeout(OpHealth), c.timeout(OpProvision))
 	}
+	if c.timeout(OpRenew) != ProvisionTimeout {
+		t.Fatalf("renew times out after %s, want %s: it reloads sshd as provisioning restarts it", c.timeout(OpRenew), ProvisionTimeout)
+	}
 }
