@@ -42,6 +42,11 @@ type system interface {
 // renew applies r in field order (see agent.Renewal) after checking all of it: an invalid
 // request changes nothing. The error names the first step that failed; the steps before it
 // stay applied, so the host retries the whole renewal (every step replaces).
+//
+// /etc/hosts is rewritten with the network step (the new address, under the new host name or
+// else the current one): a renewal with a Hostname and no Network leaves it as it was. A VM
+// generation ID device, where the VMM has one, needs nothing from the agent: the kernel's
+// vmgenid driver reseeds the RNG by itself when the VMM changes the ID.
 func (s *Server) renew(r agent.Renewal) error {
 	if err := r.Validate(); err != nil {
 		return err
