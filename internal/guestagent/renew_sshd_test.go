@@ -95,8 +95,15 @@ func TestReloadSshdWaitsForNewListeners(t *testing.T) {
 	done := make(chan error, 1)
 	// The wait is a guard against hanging the suite, not a timing check.
 	go func() { done <- reloadSshd("/proc", pid, time.Minute) }()
-	if line, _ := out.ReadString('\n'); line != "hup\n" {
-		t.Fatalf("fake sshd: %q, want hup", line)
+	hup := make(chan string, 1)
+	go func() { line, _ := out.ReadString('\n'); hup <- line }()
+	select {
+	case line := <-hup:
+		if line != "hup\n" {
+			t.Fatalf("fake sshd: %q, want hup", line)
+		}
+	case err := <-done:
+		t.Fatalf("reloadSshd returned (%v) before sshd had its signal", err)
 	}
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		t.Fatal(err)
