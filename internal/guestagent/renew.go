@@ -60,45 +60,45 @@ func (s *Server) renew(r agent.Renewal) error {
 	sys, root := s.system(), s.root()
 	if !r.Clock.IsZero() {
 		if err := sys.SetClock(r.Clock); err != nil {
-			return fmt.Errorf("renew: set the clock to %s: %w", r.Clock.UTC().Format(time.RFC3339Nano), err)
+			return fmt.Errorf("set the clock to %s: %w", r.Clock.UTC().Format(time.RFC3339Nano), err)
 		}
 	}
 	if len(r.Entropy) > 0 {
 		if err := sys.AddEntropy(r.Entropy); err != nil {
-			return fmt.Errorf("renew: seed the kernel's random pool with %d bytes: %w", len(r.Entropy), err)
+			return fmt.Errorf("seed the kernel's random pool with %d bytes: %w", len(r.Entropy), err)
 		}
 	}
 	if r.Hostname != "" {
 		if err := sys.SetHostname(r.Hostname); err != nil {
-			return fmt.Errorf("renew: set the host name to %q: %w", r.Hostname, err)
+			return fmt.Errorf("set the host name to %q: %w", r.Hostname, err)
 		}
 		if err := replaceFile(filepath.Join(root, "etc/hostname"), r.Hostname+"\n"); err != nil {
-			return fmt.Errorf("renew: host name: %w", err)
+			return fmt.Errorf("host name: %w", err)
 		}
 	}
 	if r.MachineID != "" {
 		if err := writeMachineID(root, r.MachineID); err != nil {
-			return fmt.Errorf("renew: machine id: %w", err)
+			return fmt.Errorf("machine id: %w", err)
 		}
 	}
 	if r.Network != nil {
 		if err := sys.RenewLink(net4); err != nil {
-			return fmt.Errorf("renew: network identity %s %s: %w", net4.MAC, net4.Address, err)
+			return fmt.Errorf("network identity %s %s: %w", net4.MAC, net4.Address, err)
 		}
 		hostname := r.Hostname
 		if hostname == "" {
 			hostname, _ = os.Hostname()
 		}
 		if err := renewNameFiles(root, net4, hostname); err != nil {
-			return fmt.Errorf("renew: network identity: %w", err)
+			return fmt.Errorf("network identity: %w", err)
 		}
 	}
 	if len(r.HostKeys) > 0 {
 		if err := provision(agent.Provision{Files: r.HostKeys}, root); err != nil {
-			return fmt.Errorf("renew: host keys: %w", err)
+			return fmt.Errorf("host keys: %w", err)
 		}
 		if err := sys.ReloadSSH(); err != nil {
-			return fmt.Errorf("renew: make sshd use its new host keys: %w", err)
+			return fmt.Errorf("make sshd use its new host keys: %w", err)
 		}
 	}
 	return nil
@@ -118,6 +118,9 @@ func (s *Server) system() system {
 // of this boot stays under the old id); everything started afterwards reads the new one.
 func writeMachineID(root, id string) error {
 	path := filepath.Join(root, "etc/machine-id")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	err := writeFileAtomic(path, []byte(id+"\n"), 0o444)
 	if errors.Is(err, syscall.EBUSY) {
 		err = os.WriteFile(path, []byte(id+"\n"), 0o444)

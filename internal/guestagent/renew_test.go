@@ -144,6 +144,13 @@ func TestRenewOnlyWhatIsSet(t *testing.T) {
 	if entries, _ := os.ReadDir(root); len(entries) != 0 {
 		t.Errorf("files written: %v", entries)
 	}
+	// A machine id alone is written, into an /etc made for it.
+	if err := c.Renew(context.Background(), agent.Renewal{MachineID: "00000000000000000000000000000001"}); err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if got := readFile(t, filepath.Join(root, "etc/machine-id")); got != "00000000000000000000000000000001\n" {
+		t.Errorf("/etc/machine-id = %q", got)
+	}
 	// Without resolvers, resolv.conf stays as it is; hosts follows the new address.
 	r = testRenewal()
 	r.Network.DNS = nil
