@@ -28,8 +28,9 @@ func YamuxConfig() *yamux.Config {
 }
 
 // Deadlines of unary calls: a guest that accepts a request and never answers fails the call
-// with ErrNoReply after this long, whatever the caller's context allows. Provisioning
-// restarts units (sshd), which a guest under software emulation may take minutes to do.
+// with ErrNoReply after this long, whatever the caller's context allows. Provisioning and
+// renewing restart or reload sshd, which a guest under software emulation may take minutes
+// to do.
 const (
 	CallTimeout      = 15 * time.Second
 	ProvisionTimeout = 2 * time.Minute
@@ -51,7 +52,7 @@ func (c *Client) timeout(op string) time.Duration {
 	if d, ok := c.timeouts[op]; ok {
 		return d
 	}
-	if op == OpProvision {
+	if op == OpProvision || op == OpRenew {
 		return ProvisionTimeout
 	}
 	return CallTimeout

@@ -87,13 +87,14 @@ func TestCallsToASilentGuestHaveADeadline(t *testing.T) {
 	}
 	defer c.Close()
 	short := 200 * time.Millisecond
-	c.timeouts = map[string]time.Duration{OpHealth: short, OpPorts: short, OpProvision: short, OpPoweroff: short, OpDial: short}
+	c.timeouts = map[string]time.Duration{OpHealth: short, OpPorts: short, OpProvision: short, OpPoweroff: short, OpDial: short, OpRenew: short}
 
 	calls := map[string]func(context.Context) error{
 		"health":    func(ctx context.Context) error { _, err := c.Health(ctx); return err },
 		"ports":     func(ctx context.Context) error { _, err := c.Ports(ctx); return err },
 		"provision": func(ctx context.Context) error { return c.Provision(ctx, Provision{}) },
 		"poweroff":  func(ctx context.Context) error { return c.Poweroff(ctx) },
+		"renew":     func(ctx context.Context) error { return c.Renew(ctx, Renewal{Clock: time.Now()}) },
 		"dial": func(ctx context.Context) error {
 			s, err := c.Dial(ctx, "tcp", "127.0.0.1:22")
 			if s != nil {
@@ -122,5 +123,8 @@ func TestDefaultTimeouts(t *testing.T) {
 	var c Client
 	if c.timeout(OpPorts) != CallTimeout || c.timeout(OpHealth) != CallTimeout || c.timeout(OpProvision) != ProvisionTimeout {
 		t.Fatalf("timeouts: ports %s, health %s, provision %s", c.timeout(OpPorts), c.timeout(OpHealth), c.timeout(OpProvision))
+	}
+	if c.timeout(OpRenew) != ProvisionTimeout {
+		t.Fatalf("renew times out after %s, want %s: it reloads sshd as provisioning restarts it", c.timeout(OpRenew), ProvisionTimeout)
 	}
 }

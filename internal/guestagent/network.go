@@ -111,20 +111,34 @@ func waitLink(mac string, wait time.Duration) (netlink.Link, error) {
 // writeNameFiles writes resolv.conf (banger's DNS server, search vm) and hosts (the VM's own
 // names), replacing symlinks such as a resolved stub link.
 func writeNameFiles(c NetConfig, root string) error {
-	var resolv strings.Builder
-	resolv.WriteString("# written by banger-agent at boot: the host's DNS server for this VM\n")
+	var dns []netip.Addr
 	if c.DNS.IsValid() {
-		fmt.Fprintf(&resolv, "nameserver %s\n", c.DNS)
-	}
-	resolv.WriteString("search vm\n")
-	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-	if c.Hostname != "" {
-		hosts += fmt.Sprintf("%s\t%s.vm %s\n", c.Addr.Addr(), c.Hostname, c.Hostname)
+		dns = append(dns, c.DNS)
 	}
 	return errors.Join(
-		replaceFile(filepath.Join(root, "etc/resolv.conf"), resolv.String()),
-		replaceFile(filepath.Join(root, "etc/hosts"), hosts),
+		replaceFile(filepath.Join(root, "etc/resolv.conf"), resolvConf(dns)),
+		replaceFile(filepath.Join(root, "etc/hosts"), hostsFile(c.Addr.Addr(), c.Hostname)),
 	)
+}
+
+// resolvConf is banger's resolv.conf: its DNS servers for the VM, search vm.
+func resolvConf(dns []netip.Addr) string {
+	var resolv strings.Builder
+	resolv.WriteString("# written by banger-agent: the host's DNS server for this VM\n")
+	for _, d := range dns {
+		fmt.Fprintf(&resolv, "nameserver %s\n", d)
+	}
+	resolv.WriteString("search vm\n")
+	return resolv.String()
+}
+
+// hostsFile is banger's /etc/hosts: localhost and, with a hostname, the VM's own names.
+func hostsFile(addr netip.Addr, hostname string) string {
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if hostname != "" {
+		hosts += fmt.Sprintf("%s\t%s.vm %s\n", addr, hostname, hostname)
+	}
+	return hosts
 }
 
 func replaceFile(path, content string) error {

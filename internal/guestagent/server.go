@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -32,6 +33,11 @@ type Server struct {
 	Root string
 	// Poweroff shuts the guest down; it is called after the reply has been sent.
 	Poweroff func() error
+
+	// sys is what a renewal changes outside Root; nil means the guest's kernel.
+	sys system
+	// renewing serialises renewals: two at once would interleave their steps.
+	renewing sync.Mutex
 }
 
 // ServeConn serves one host connection: handshake, then requests until the host goes away.
@@ -111,6 +117,17 @@ func (s *Server) serveStream(st net.Conn) {
 		rep := agent.Reply{}
 		if err := provision(*req.Provision, s.root()); err != nil {
 			s.Log.Printf("provision: %v", err)
+			rep.Error = err.Error()
+		}
+		_ = agent.EncodeReply(w, rep)
+	case agent.OpRenew:
+		if req.Renew == nil {
+			_ = agent.EncodeReply(w, agent.Reply{Error: "renew request without a renewal"})
+			return
+		}
+		rep := agent.Reply{}
+		if err := s.renew(*req.Renew); err != nil {
+			s.Log.Printf("renew: %v", err)
 			rep.Error = err.Error()
 		}
 		_ = agent.EncodeReply(w, rep)
