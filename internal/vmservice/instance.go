@@ -105,13 +105,9 @@ func (s *Service) OpenExec(ctx context.Context, ref string, req agent.ExecReques
 	if len(req.Argv) == 0 {
 		return nil, vm, invalidf("exec in vm %q: no command given", vm.Name)
 	}
-	in := s.instance(vm.ID)
-	if vm.State != StateRunning || in == nil {
-		return nil, vm, conflictf("vm %q is %s, not running", vm.Name, vm.State)
-	}
-	c, err := in.client(ctx)
+	c, err := s.agentOfVM(ctx, vm)
 	if err != nil {
-		return nil, vm, fmt.Errorf("vm %q: %w", vm.Name, err)
+		return nil, vm, err
 	}
 	st, err := c.Open(ctx, agent.Request{Op: agent.OpExec, Exec: &req})
 	if err != nil {

@@ -107,13 +107,19 @@ func (s *Service) agentOf(ctx context.Context, ref string) (*agent.Client, store
 	if err != nil {
 		return nil, vm, err
 	}
+	c, err := s.agentOfVM(ctx, vm)
+	return c, vm, err
+}
+
+// agentOfVM returns the agent session of vm, which must be running.
+func (s *Service) agentOfVM(ctx context.Context, vm store.VM) (*agent.Client, error) {
 	in := s.instance(vm.ID)
 	if vm.State != StateRunning || in == nil {
-		return nil, vm, conflictf("vm %q is %s, not running", vm.Name, vm.State)
+		return nil, conflictf("vm %q is %s, not running", vm.Name, vm.State)
 	}
 	c, err := in.client(ctx)
 	if err != nil {
-		return nil, vm, fmt.Errorf("vm %q: %w", vm.Name, err)
+		return nil, fmt.Errorf("vm %q: %w", vm.Name, err)
 	}
-	return c, vm, nil
+	return c, nil
 }
