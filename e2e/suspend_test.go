@@ -19,11 +19,16 @@ func TestSuspendSurvivesADaemonRestart(t *testing.T) {
 	boot := guest(t, "sleeper", "cat", "/proc/sys/kernel/random/boot_id")
 	guest(t, "sleeper", "sh", "-c",
 		`setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/counter; sleep 1; done' </dev/null >/dev/null 2>&1 &`)
+	// counter is the guest's count, -1 before the counting process first wrote it.
 	counter := func() int {
 		t.Helper()
-		n, err := strconv.Atoi(guest(t, "sleeper", "cat", "/root/counter"))
+		r, err := banger(nil, "vm", "exec", "sleeper", "--", "cat", "/root/counter")
 		if err != nil {
-			t.Fatalf("/root/counter: %v", err)
+			t.Fatal(err)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(r.stdout))
+		if r.code != 0 || err != nil {
+			return -1
 		}
 		return n
 	}
@@ -60,7 +65,15 @@ func TestSuspendSurvivesADaemonRestart(t *testing.T) {
 	}
 
 	start = time.Now()
-	r = mustBanger(t, "vm", "resume", "sleeper")
+	r, err := banger(nil, "vm", "resume", "sleeper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 0 {
+		vmmLog, _ := banger(nil, "vm", "logs", "sleeper", "--vmm")
+		console, _ := banger(nil, "vm", "logs", "sleeper")
+		t.Fatalf("vm resume: exit %d\nstderr: %s\nVMM log:\n%s\nconsole (end):\n%s", r.code, r.stderr, vmmLog.stdout, tail([]byte(console.stdout), 2000))
+	}
 	t.Logf("vm resume took %s: %s%s", time.Since(start).Round(time.Millisecond), r.stdout, r.stderr)
 	if vm := show(t, "sleeper"); vm.State != "running" {
 		t.Fatalf("after resume: %+v", vm)
@@ -89,3 +102,4 @@ func TestSuspendSurvivesADaemonRestart(t *testing.T) {
 	mustBanger(t, "vm", "delete", "-f", "sleeper")
 	assertNothingLeft(t)
 }
+

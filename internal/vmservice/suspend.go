@@ -116,7 +116,8 @@ func (s *Service) Suspend(ctx context.Context, ref string, obs Observer) (vm sto
 					return fmt.Errorf("create %s: %w", dir, err)
 				}
 				if _, err := snapper.Snapshot(ctx, dir); err != nil {
-					return fmt.Errorf("save the guest: %w", err)
+					// A failed step is not undone: its directory goes here.
+					return errors.Join(fmt.Errorf("save the guest: %w", err), os.RemoveAll(dir))
 				}
 				return nil
 			},
