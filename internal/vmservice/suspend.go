@@ -248,7 +248,7 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 			Name: StepAgent,
 			Do: func(ctx context.Context) error {
 				b.obs.Progress.Stage("vm.resume", "waiting for the guest agent")
-				c, _, err := s.waitAgent(ctx, b.in.machine, b.timeout)
+				c, err := s.connectRestored(ctx, b.in.machine, b.timeout)
 				if err != nil {
 					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err, false)
 				}
@@ -302,6 +302,31 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 	}
 	s.log.Info("resumed VM", "vm", vm.Name)
 	return vm, timings, nil
+}
+
+// restoredAttempt bounds one connection to a restored guest's agent (see connectRestored).
+const restoredAttempt = 5 * time.Second
+
+// connectRestored waits, up to timeout, for the agent of a guest restored from a snapshot.
+// The guest may have been saved before it saw the suspending daemon's session end: a
+// handshake on a new connection then lands in that old session and goes unanswered until the
+// guest sees the host go away. So each attempt is bounded by restoredAttempt, and the next
+// one connects anew, which shows the guest that the old host went away.
+func (s *Service) connectRestored(ctx context.Context, m vmm.Machine, timeout time.Duration) (*agent.Client, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("the guest agent did not answer within %s (boot_timeout)", timeout))
+	defer cancel()
+	for {
+		c, _, err := s.waitAgent(ctx, m, restoredAttempt)
+		switch {
+		case err == nil:
+			return c, nil
+		case ctx.Err() != nil:
+			return nil, context.Cause(ctx)
+		case errors.Is(err, errVMMExited):
+			return nil, err
+		}
+		s.log.Debug("a restored guest's agent did not answer; connecting anew", "err", err)
+	}
 }
 
 // renew tells a restored guest the host's time and gives it fresh entropy. An agent that

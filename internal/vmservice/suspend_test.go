@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/failure"
@@ -439,6 +441,44 @@ func TestReconcileResuming(t *testing.T) {
 	}
 	e.answers("dev")
 	if _, err := e.svc.Delete(ctx, "dev", true); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNothingLeft()
+}
+
+// staleFirst is a machine whose first agent connection lands in a session nobody answers, as
+// a guest saved in the middle of its session with the suspending daemon does.
+type staleFirst struct {
+	vmm.Machine
+	stale net.Conn
+	dials int
+}
+
+func (m *staleFirst) DialAgent(ctx context.Context) (net.Conn, error) {
+	m.dials++
+	if m.dials == 1 {
+		return m.stale, nil
+	}
+	return m.Machine.DialAgent(ctx)
+}
+
+func TestARestoredGuestIsConnectedAnewWhenItsFirstSessionHangs(t *testing.T) {
+	e := newEnv(t)
+	e.runningVM("dev", nil)
+	ms := e.driver.Machines()
+	host, guest := net.Pipe()
+	defer guest.Close()
+	go func() { _, _ = io.Copy(io.Discard, guest) }() // reads, never answers
+	m := &staleFirst{Machine: ms[len(ms)-1], stale: host}
+	c, err := e.svc.connectRestored(context.Background(), m, time.Minute)
+	if err != nil {
+		t.Fatalf("connectRestored: %v", err)
+	}
+	c.Close()
+	if m.dials < 2 {
+		t.Errorf("%d dials, want a second one after the stale session", m.dials)
+	}
+	if _, err := e.svc.Delete(context.Background(), "dev", true); err != nil {
 		t.Fatal(err)
 	}
 	e.assertNothingLeft()
