@@ -162,8 +162,11 @@ func (s *Service) markSuspended(ctx context.Context, vm *store.VM, lastError str
 // same tap, MAC and address. Once its agent answers it is told the host's time and given
 // fresh entropy (an agent too old for that is a notice, not a failure), the VM is running,
 // and the snapshot is removed. If it fails, everything it started is ended and the VM stays
-// suspended with its snapshot, the reason in its last error. A running VM is returned as it
-// is, with nil timings.
+// suspended with its snapshot, the reason in its last error. (A restored guest whose agent
+// never answered ran meanwhile and may have written to its disk, which the snapshot does not
+// know: resuming it again is then a guest whose disk moved on under it. vm stop, which
+// discards the snapshot, is the safe way out.) A running VM is returned as it is, with nil
+// timings.
 func (s *Service) Resume(ctx context.Context, ref string, obs Observer) (store.VM, []steps.Timing, error) {
 	vm, unlock, err := s.resolveLocked(ctx, ref)
 	if err != nil {
