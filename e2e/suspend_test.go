@@ -102,4 +102,3 @@ func TestSuspendSurvivesADaemonRestart(t *testing.T) {
 	mustBanger(t, "vm", "delete", "-f", "sleeper")
 	assertNothingLeft(t)
 }
-
