@@ -28,6 +28,8 @@ const (
 	RouteStopVM    Route = "POST /v1/vms/{ref}/stop"    // (op) StopRequest; result: VM
 	RouteRestartVM Route = "POST /v1/vms/{ref}/restart" // (op) StopRequest; result: VM
 	RouteKillVM    Route = "POST /v1/vms/{ref}/kill"    // KillRequest
+	RouteSuspendVM Route = "POST /v1/vms/{ref}/suspend" // (op) result: VM
+	RouteResumeVM  Route = "POST /v1/vms/{ref}/resume"  // (op) result: VM
 	RoutePruneVMs  Route = "POST /v1/vms/prune"         // delete every VM that is not running
 	// RouteLogs answers plain text: ?source=console|vmm, &follow=1 to keep following.
 	RouteLogs         Route = "GET /v1/vms/{ref}/logs"

@@ -118,6 +118,9 @@ type argCompletion struct {
 var (
 	running = []string{"running"}
 	stopped = []string{"created", "stopped", "error"}
+	// startable VMs: vm start boots stopped ones and resumes suspended ones.
+	startable = []string{"created", "stopped", "error", "suspended"}
+	suspended = []string{"suspended"}
 )
 
 // argCompletions maps command paths (without "banger ") to how their arguments complete.
@@ -125,8 +128,10 @@ var (
 // file name completion. TestCompletionCoversNameCommands checks that every command whose
 // usage takes a VM or NAME is here.
 var argCompletions = map[string]argCompletion{
-	"vm start":     {kind: vmNames, many: true, states: stopped},
-	"vm stop":      {kind: vmNames, many: true, states: running},
+	"vm start":     {kind: vmNames, many: true, states: startable},
+	"vm stop":      {kind: vmNames, many: true, states: []string{"running", "suspended"}},
+	"vm suspend":   {kind: vmNames, many: true, states: running},
+	"vm resume":    {kind: vmNames, many: true, states: suspended},
 	"vm restart":   {kind: vmNames, many: true, states: running},
 	"vm kill":      {kind: vmNames, many: true, states: running},
 	"vm delete":    {kind: vmNames, many: true},

@@ -31,7 +31,7 @@ func (a *app) vmCmd() *cobra.Command {
   banger vm list
   banger vm delete brave-otter`,
 	}
-	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
+	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmSuspendCmd(), a.vmResumeCmd(), a.vmRestartCmd(), a.vmKillCmd(),
 		a.vmExecCmd(), a.vmShowCmd(), a.vmLogsCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmDeleteCmd(), a.vmPruneCmd(), a.vmWatchCmd(),
 		a.vmSSHCmd(), a.vmSSHProxyCmd(), a.vmPortsCmd(), a.vmForwardCmd(), a.vmWorkspaceCmd())
 	return c

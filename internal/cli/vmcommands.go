@@ -143,7 +143,7 @@ func (a *app) vmStartCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "start VM...",
 		Short: "Boot stopped VMs",
-		Long:  "Boot each VM (created or stopped) until its agent answers, with progress on stderr. Each VM is named by its name, id or a unique prefix of either; one that fails does not stop the others.",
+		Long:  "Boot each VM (created or stopped) until its agent answers, with progress on stderr; a suspended VM is resumed (see `banger vm resume`). Each VM is named by its name, id or a unique prefix of either; one that fails does not stop the others.",
 		Example: `  banger vm start dev
   banger vm start dev test`,
 		Args: cobra.MinimumNArgs(1),
@@ -165,13 +165,71 @@ func (a *app) vmStartCmd() *cobra.Command {
 	}
 }
 
+func (a *app) vmSuspendCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "suspend VM...",
+		Short: "Save running VMs to disk and end their VMMs",
+		Long: `Save each running VM's guest — memory, vCPUs and devices — into the VM's directory and end its
+VMM, which frees the guest's memory. The VM is then suspended: it keeps its disk and address,
+survives daemon restarts and host reboots, and ` + "`banger vm resume`" + ` continues it where it was.
+` + "`banger vm stop`" + ` discards the saved guest instead.`,
+		Example: `  banger vm suspend dev
+  banger vm suspend dev test`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, refs []string) error {
+			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
+				r := newRenderer(a.stderr)
+				start := time.Now()
+				vm, unchanged, err := cl.SuspendVM(c.Context(), ref, r.Event)
+				r.Finish("")
+				if err != nil {
+					return "", err
+				}
+				if unchanged {
+					return vm.Name + " is already suspended", nil
+				}
+				return fmt.Sprintf("suspended %s (in %.1fs)", vm.Name, time.Since(start).Seconds()), nil
+			})
+		},
+	}
+}
+
+func (a *app) vmResumeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume VM...",
+		Short: "Continue suspended VMs where they were",
+		Long: `Start each suspended VM's guest again from what ` + "`banger vm suspend`" + ` saved: its processes
+go on where they were, with the same disk, address and boot. The guest is told the host's
+time. If a resume fails the VM stays suspended; ` + "`banger vm stop`" + ` discards what was saved
+and ` + "`banger vm start`" + ` then boots it afresh.`,
+		Example: `  banger vm resume dev`,
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, refs []string) error {
+			return a.eachVM(c.Context(), refs, func(cl *client.Client, ref string) (string, error) {
+				r := newRenderer(a.stderr)
+				start := time.Now()
+				vm, unchanged, err := cl.ResumeVM(c.Context(), ref, r.Event)
+				r.Finish("")
+				if err != nil {
+					return "", err
+				}
+				if unchanged {
+					return vm.Name + " is already running", nil
+				}
+				return fmt.Sprintf("resumed %s (in %.1fs)", vm.Name, time.Since(start).Seconds()), nil
+			})
+		},
+	}
+}
+
 func (a *app) vmStopCmd() *cobra.Command {
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "stop VM...",
 		Short: "Shut VMs down gracefully",
 		Long: `Ask each VM's guest to power off (through the agent), wait up to --timeout for it, then use the
-VMM's own shutdown and finally kill it. The disk is kept; start the VM again with ` + "`banger vm start`" + `.`,
+VMM's own shutdown and finally kill it. The disk is kept; start the VM again with ` + "`banger vm start`" + `.
+A suspended VM's saved guest is discarded: its disk stays as the guest left it.`,
 		Example: `  banger vm stop dev
   banger vm stop --timeout 5s dev test`,
 		Args: cobra.MinimumNArgs(1),

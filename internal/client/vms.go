@@ -34,6 +34,18 @@ func (c *Client) StopVM(ctx context.Context, ref string, timeout time.Duration, 
 	return c.vmOp(ctx, to(api.RouteStopVM, ref), "stop", api.StopRequest{Timeout: timeout}, onEvent)
 }
 
+// SuspendVM saves a running VM's guest to disk and ends its VMM. unchanged says it was
+// already suspended: nothing was done.
+func (c *Client) SuspendVM(ctx context.Context, ref string, onEvent func(api.Event)) (vm api.VM, unchanged bool, err error) {
+	return c.vmOp(ctx, to(api.RouteSuspendVM, ref), "suspend", nil, onEvent)
+}
+
+// ResumeVM continues a suspended VM's guest where it was. unchanged says it already ran:
+// nothing was done.
+func (c *Client) ResumeVM(ctx context.Context, ref string, onEvent func(api.Event)) (vm api.VM, unchanged bool, err error) {
+	return c.vmOp(ctx, to(api.RouteResumeVM, ref), "resume", nil, onEvent)
+}
+
 // RestartVM stops a VM gracefully and boots it again.
 func (c *Client) RestartVM(ctx context.Context, ref string, timeout time.Duration, onEvent func(api.Event)) (api.VM, error) {
 	vm, _, err := c.vmOp(ctx, to(api.RouteRestartVM, ref), "restart", api.StopRequest{Timeout: timeout}, onEvent)

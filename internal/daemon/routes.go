@@ -35,6 +35,8 @@ func (d *Daemon) routes() http.Handler {
 	handle(api.RouteStopVM, d.handleStopVM)
 	handle(api.RouteRestartVM, d.handleRestartVM)
 	handle(api.RouteKillVM, d.handleKillVM)
+	handle(api.RouteSuspendVM, d.handleSuspendVM)
+	handle(api.RouteResumeVM, d.handleResumeVM)
 	handle(api.RouteLogs, d.handleLogs)
 	handle(api.RoutePruneVMs, d.handlePrune)
 	handle(api.RoutePorts, d.handlePorts)

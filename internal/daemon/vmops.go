@@ -13,7 +13,8 @@ import (
 	"github.com/banger-dev/banger/internal/vmservice"
 )
 
-// Handlers of the operations on existing VMs: start, stop, restart, kill, set, prune.
+// Handlers of the operations on existing VMs: start, stop, suspend, resume, restart, kill,
+// set, prune.
 
 // vmDone is what a VM operation did: the VM as it is now, the time its steps took, and
 // whether nothing needed doing (the VM already was as asked).
@@ -83,6 +84,22 @@ func (d *Daemon) handleStopVM(w http.ResponseWriter, r *http.Request) {
 	d.vmOp(w, r, "vm.stop", d.opTarget(r), false, func(ctx context.Context, obs vmservice.Observer) (vmDone, error) {
 		vm, stopped, err := d.vms.Stop(ctx, ref, req.Timeout, obs)
 		return vmDone{vm: vm, unchanged: !stopped}, err
+	})
+}
+
+func (d *Daemon) handleSuspendVM(w http.ResponseWriter, r *http.Request) {
+	ref := r.PathValue("ref")
+	d.vmOp(w, r, "vm.suspend", d.opTarget(r), false, func(ctx context.Context, obs vmservice.Observer) (vmDone, error) {
+		vm, changed, err := d.vms.Suspend(ctx, ref, obs)
+		return vmDone{vm: vm, unchanged: !changed}, err
+	})
+}
+
+func (d *Daemon) handleResumeVM(w http.ResponseWriter, r *http.Request) {
+	ref := r.PathValue("ref")
+	d.vmOp(w, r, "vm.resume", d.opTarget(r), false, func(ctx context.Context, obs vmservice.Observer) (vmDone, error) {
+		vm, timings, err := d.vms.Resume(ctx, ref, obs)
+		return vmDone{vm: vm, timings: timings, unchanged: timings == nil}, err
 	})
 }
 

@@ -28,7 +28,8 @@ const (
 
 // Stop shuts a VM down gracefully: the agent powers the guest off; if the VMM has not exited
 // within timeout, the VMM's own shutdown is tried, then the VMM is killed. The VM ends in
-// state stopped with its disk kept; obs hears the stage once a shutdown begins. Stopping a VM
+// state stopped with its disk kept; obs hears the stage once a shutdown begins. A suspended
+// VM's saved guest is discarded: it ends stopped, its disk as the guest left it. Stopping a VM
 // that is not running does nothing and returns stopped false (a VM whose VMM was already gone
 // is recorded as stopped and counts as stopped now).
 func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration, obs Observer) (vm store.VM, stopped bool, err error) {
@@ -38,6 +39,11 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration, o
 	}
 	defer unlock()
 	in := s.instance(vm.ID)
+	if in == nil && vm.State == StateSuspended {
+		obs.Progress.Stage("vm.stop", "discarding the suspended guest")
+		vm, err = s.discardSuspended(ctx, vm)
+		return vm, err == nil, err
+	}
 	if in == nil {
 		if vmmExpected(vm) {
 			vm, err = s.markStopped(ctx, vm, "")

@@ -10,7 +10,8 @@ import (
 )
 
 // Reconcile brings records in line with reality when the daemon starts: VMs whose VMM still
-// runs are adopted again; VMs whose VMM is gone are marked stopped (ephemeral ones are
+// runs are adopted again; suspended VMs stay suspended, and suspends or resumes a crashed
+// daemon left half done are settled (see StateSuspending); VMs whose VMM is gone are marked stopped (ephemeral ones are
 // deleted); creates that a crashed daemon left half done are undone; VM directories without
 // a record are removed.
 func (s *Service) Reconcile(ctx context.Context) error {
@@ -50,6 +51,9 @@ func (s *Service) reconcileOne(ctx context.Context, vm store.VM) {
 				m = nil
 			}
 		}
+	}
+	if s.reconcileSuspend(ctx, vm, m) {
+		return
 	}
 	switch {
 	case vm.State == StateCreating || (vm.AutoRemove && vm.State == StateStarting):

@@ -56,6 +56,9 @@ type Service struct {
 	locks   map[string]*sync.Mutex // per VM id: operations on one VM serialize
 	running map[string]*instance   // VMs whose VMM this daemon knows to run
 
+	// faultStep makes the suspend or resume step of that name fail (tests; see hooks).
+	faultStep string
+
 	// driverOrder is Options.Drivers: the order of preference for vmm.Choose.
 	driverOrder []vmm.Driver
 }

@@ -159,7 +159,8 @@ func (s *Service) prepareBoot(ctx context.Context, vm *store.VM, obs Observer) (
 	return &boot{vm: vm, driver: d, accel: accel.Accel, kernel: kern, image: img, timeout: cfg.BootTimeout, consoleMax: cfg.ConsoleLogSize, obs: obs}, nil
 }
 
-// Start boots a created or stopped VM until its agent answers. If it fails, the VMM is ended,
+// Start boots a created or stopped VM until its agent answers; a suspended one is resumed
+// (see Resume), with a notice. If it fails, the VMM is ended,
 // the disk kept, and the VM is left in state error with the reason. A VM that is already
 // running is returned as it is, with nil timings: nothing was done.
 func (s *Service) Start(ctx context.Context, ref string, obs Observer) (store.VM, []steps.Timing, error) {
@@ -175,6 +176,10 @@ func (s *Service) Start(ctx context.Context, ref string, obs Observer) (store.VM
 	switch vm.State {
 	case StateRunning:
 		return vm, nil, nil
+	case StateSuspended:
+		// Starting a suspended VM continues its saved guest: the boot it had goes on.
+		obs.notice(fmt.Sprintf("vm %q is suspended: resuming it where it was (`banger vm stop %s` would discard its saved state)", vm.Name, vm.Name))
+		return s.resume(ctx, vm, obs)
 	case StateCreated, StateStopped, StateError:
 	default:
 		return vm, nil, conflictf("vm %q is %s; wait for it to finish, or kill it (`banger vm kill %s`)", vm.Name, vm.State, vm.Name)
