@@ -483,3 +483,31 @@ func TestARestoredGuestIsConnectedAnewWhenItsFirstSessionHangs(t *testing.T) {
 	}
 	e.assertNothingLeft()
 }
+
+// A daemon killed with -9 leaves its guest's agent in a session nobody reads: the next
+// daemon's first handshake can land in it and go unanswered. The agent session of a running
+// VM is then made anew, on a new connection, instead of waiting out the first one.
+func TestAnAdoptedGuestIsConnectedAnewWhenItsFirstSessionHangs(t *testing.T) {
+	e := newEnv(t)
+	e.runningVM("dev", nil)
+	ms := e.driver.Machines()
+	host, guest := net.Pipe()
+	defer guest.Close()
+	go func() { _, _ = io.Copy(io.Discard, guest) }() // reads, never answers
+	m := &staleFirst{Machine: ms[len(ms)-1], stale: host}
+	in := &instance{machine: m}
+	c, err := in.client(context.Background())
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	if _, err := c.Health(context.Background()); err != nil {
+		t.Errorf("health over the new session: %v", err)
+	}
+	if m.dials < 2 {
+		t.Errorf("%d dials, want a second one after the stale session", m.dials)
+	}
+	if _, err := e.svc.Delete(context.Background(), "dev", true); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNothingLeft()
+}
