@@ -304,6 +304,7 @@ func TestShutdownEndpoint(t *testing.T) {
 
 // startedLog is a log handler that drops every record and closes started when the daemon
 // logs "bangerd started", which it does once its socket listens.
+// startedLog closes started when Run logs that it serves.
 type startedLog struct {
 	started chan struct{}
 	once    *sync.Once
@@ -319,30 +320,50 @@ func (h startedLog) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
+// runDaemon runs Run on a fresh layout in a temporary directory (short, for the socket
+// path's limit) and returns once the daemon logged that it serves: the options it runs
+// with, the directory, and stop, which cancels Run and returns what it returned.
+func runDaemon(t *testing.T) (opts Options, dir string, stop func() error) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "bd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	vars := map[string]string{"BANGER_SOCKET": filepath.Join(dir, "run", "d.sock")}
 	l, err := paths.New(func(k string) (string, bool) { v, ok := vars[k]; return v, ok }, os.Getuid(), filepath.Join(dir, "home"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	started := make(chan struct{})
-	opts := Options{Layout: l, AgentPath: "/nonexistent", Log: slog.New(startedLog{started: started, once: new(sync.Once)})}
+	opts = Options{Layout: l, AgentPath: "/nonexistent", Log: slog.New(startedLog{started: started, once: new(sync.Once)})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, opts) }()
-
 	select {
 	case <-started:
 	case err := <-done:
+		cancel()
 		t.Fatalf("Run = %v before it started", err)
 	case <-time.After(time.Minute): // a guard against hanging, not a timing check
+		cancel()
 		t.Fatal("the daemon did not log that it started")
 	}
+	return opts, dir, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(time.Minute): // a guard against hanging, not a timing check
+			t.Fatal("Run did not return after cancellation")
+			return nil
+		}
+	}
+}
+
+func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
+	opts, dir, stop := runDaemon(t)
+	l := opts.Layout
 	if _, err := client.New(l.Socket).Version(context.Background()); err != nil {
 		t.Fatalf("the daemon said it started but does not answer: %v", err)
 	}
@@ -358,14 +379,8 @@ func TestRunServesOneDaemonPerSocketAndStateDir(t *testing.T) {
 	if err := Run(context.Background(), Options{Layout: other, Log: opts.Log}); err == nil || !strings.Contains(err.Error(), "already served by the daemon on "+l.Socket) {
 		t.Errorf("second daemon for the same state dir on another socket: err = %v, want a refusal naming the first socket", err)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v, want a clean exit on cancellation", err)
-		}
-	case <-time.After(time.Minute): // a guard against hanging, not a timing check
-		t.Fatal("Run did not return after cancellation")
+	if err := stop(); err != nil {
+		t.Errorf("Run = %v, want a clean exit on cancellation", err)
 	}
 	if _, err := os.Stat(l.Socket); !os.IsNotExist(err) {
 		t.Errorf("socket still there after exit: %v", err)

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/paths"
 )
 
 // A stop cancels the operations in flight and waits for them, so that they end (undone, and
@@ -152,26 +150,8 @@ func TestRunBindsTheAPISocketInTheDaemonsNamespace(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	t.Setenv("BANGER_NETWORK_NAMESPACE", ns)
 
-	dir, err := os.MkdirTemp("", "bd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	vars := map[string]string{"BANGER_SOCKET": filepath.Join(dir, "run", "d.sock")}
-	l, err := paths.New(func(k string) (string, bool) { v, ok := vars[k]; return v, ok }, os.Getuid(), filepath.Join(dir, "home"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	lg := slog.New(slog.NewTextHandler(&signalWriter{on: `msg="bangerd started"`, c: started}, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Options{Layout: l, AgentPath: "/nonexistent", Log: lg}) }()
-	select {
-	case <-started:
-	case err := <-done:
-		t.Fatalf("Run = %v before it started", err)
-	}
+	opts, _, stop := runDaemon(t)
+	l := opts.Layout
 
 	own, err := os.ReadFile("/proc/self/net/unix") // the sockets of this process's namespace
 	if err != nil {
@@ -187,22 +167,7 @@ func TestRunBindsTheAPISocketInTheDaemonsNamespace(t *testing.T) {
 	if strings.Contains(string(guests), l.Socket) {
 		t.Errorf("the API socket %s is bound in the guests' namespace %s", l.Socket, ns)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run = %v, want a clean exit on cancellation", err)
 	}
-}
-
-// signalWriter closes c when a write contains on.
-type signalWriter struct {
-	on   string
-	c    chan struct{}
-	once sync.Once
-}
-
-func (w *signalWriter) Write(p []byte) (int, error) {
-	if bytes.Contains(p, []byte(w.on)) {
-		w.once.Do(func() { close(w.c) })
-	}
-	return len(p), nil
 }
