@@ -69,8 +69,9 @@ func (in *instance) endOnPurpose() {
 	}
 }
 
-// client returns the VM's agent session, connecting again if the last one ended.
-func (in *instance) client(ctx context.Context) (*agent.Client, error) {
+// session returns in's agent session, connecting anew (connectAnew, at most a
+// sessionTimeout) when it has none or the last one ended.
+func (s *Service) session(ctx context.Context, in *instance) (*agent.Client, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.agent != nil {
@@ -81,41 +82,16 @@ func (in *instance) client(ctx context.Context) (*agent.Client, error) {
 			return in.agent, nil
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	// A guest whose host went away without closing its session (a daemon killed with -9, a
-	// restored snapshot) may take a handshake on a new connection into that dead session
-	// and never answer it; connecting anew shows it that the old host is gone. So each
-	// attempt is bounded by restoredAttempt and the next one dials again.
-	for {
-		c, err := in.connect(ctx)
-		if err == nil {
-			in.agent = c
-			return c, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("connect to the guest agent: %w", err)
-		}
-		select {
-		case <-in.machine.Done():
-			return nil, fmt.Errorf("connect to the guest agent: %w", err)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to the guest agent: %w", err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	c, err := s.connectAnew(ctx, in.machine, sessionTimeout, "")
+	if err != nil {
+		return nil, fmt.Errorf("connect to the guest agent: %w", err)
 	}
+	in.agent = c
+	return c, nil
 }
 
-// connect makes one bounded attempt to dial the guest agent and handshake with it.
-func (in *instance) connect(ctx context.Context) (*agent.Client, error) {
-	ctx, cancel := context.WithTimeout(ctx, restoredAttempt)
-	defer cancel()
-	conn, err := in.machine.DialAgent(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return agent.Connect(ctx, conn)
-}
+// sessionTimeout bounds connecting to the agent of a VM that runs already.
+const sessionTimeout = 30 * time.Second
 
 // OpenExec starts a command in a running VM and returns the agent stream that carries the
 // session's frames (package wire).

@@ -117,7 +117,7 @@ func (s *Service) agentOfVM(ctx context.Context, vm store.VM) (*agent.Client, er
 	if vm.State != StateRunning || in == nil {
 		return nil, conflictf("vm %q is %s, not running", vm.Name, vm.State)
 	}
-	c, err := in.client(ctx)
+	c, err := s.session(ctx, in)
 	if err != nil {
 		return nil, fmt.Errorf("vm %q: %w", vm.Name, err)
 	}

@@ -88,7 +88,7 @@ func vmmExpected(vm store.VM) bool {
 func (s *Service) shutdown(ctx context.Context, in *instance, timeout time.Duration) string {
 	// Ask the guest first; the agent replies before it starts powering off.
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := in.client(actx)
+	c, err := s.session(actx, in)
 	if err == nil {
 		err = c.Poweroff(actx)
 	}

@@ -49,38 +49,21 @@ type boot struct {
 // the VM's lock.
 func (s *Service) bootSteps(b *boot) []steps.Step {
 	vm := b.vm
-	rt := s.runtimeDir(vm.ID)
-	netns := ""
-	if s.networking() {
-		netns = s.net.Info().Namespace
-	}
 	return []steps.Step{
 		s.networkStep(b),
 		{
 			Name: StepVMM,
 			Do: func(ctx context.Context) error {
 				b.obs.Progress.Stage("vm.start", fmt.Sprintf("starting %s (%s)", b.driver.Name(), b.accel))
-				// Checked, not just made: the VMM's sockets (the agent's among them) go here.
-				if _, err := s.layout.SecureVMRuntimeDir(vm.ID); err != nil {
-					return fmt.Errorf("create runtime directory: %w", err)
-				}
-				m, err := b.driver.Start(ctx, vmm.Config{
-					ID: vm.ID, Name: vm.Name, Dir: vm.Dir, RuntimeDir: rt,
-					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: b.accel,
-					Kernel: b.kernel.Vmlinux, Initrd: b.kernel.Initrd,
-					Cmdline: GuestCmdline(vm.Name) + netCmdline(b.link) + modulesCmdline(b),
-					NIC:     nicOf(b.link), NetNS: netns,
-					Disks:          bootDisks(b),
-					ConsoleLogSize: b.consoleMax,
-				})
+				cfg, err := s.machineConfig(b)
 				if err != nil {
 					return err
 				}
-				b.in = &instance{machine: m}
-				s.setInstance(vm.ID, b.in)
-				s.watch(vm.ID, b.in)
-				rec, _ := json.Marshal(m.Record())
-				vm.Runtime = rec
+				m, err := b.driver.Start(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				vm.Runtime = s.adopt(b, m)
 				vm.VMM = b.driver.Name()
 				vm.Accel = string(b.accel)
 				if !b.creating {
@@ -89,14 +72,7 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 				vm.LastError = ""
 				return s.store.UpdateVM(ctx, vm)
 			},
-			Undo: func(ctx context.Context) error {
-				if b.in == nil {
-					return nil
-				}
-				b.in.endOnPurpose()
-				s.setInstance(vm.ID, nil)
-				return b.in.machine.Kill()
-			},
+			Undo: func(ctx context.Context) error { return s.endMachine(b) },
 		},
 		{
 			Name: StepAgent,
@@ -254,6 +230,51 @@ func (s *Service) reload(ctx context.Context, vm store.VM, ref string) (store.VM
 
 // bootDisks are the disks a VM boots with, in the order the guest sees them: vda the image
 // (read-only), vdb the VM's own disk, vdc the kernel's module tree (read-only) when the kernel
+// machineConfig is the VMM's view of the VM b boots or restores: identity, size, kernel,
+// disks and network device. It makes the VM's runtime directory, checked and not just made:
+// the VMM's sockets (the agent's among them) go there.
+func (s *Service) machineConfig(b *boot) (vmm.Config, error) {
+	vm := b.vm
+	rt, err := s.layout.SecureVMRuntimeDir(vm.ID)
+	if err != nil {
+		return vmm.Config{}, fmt.Errorf("create runtime directory: %w", err)
+	}
+	netns := ""
+	if s.networking() {
+		netns = s.net.Info().Namespace
+	}
+	return vmm.Config{
+		ID: vm.ID, Name: vm.Name, Dir: vm.Dir, RuntimeDir: rt,
+		VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: b.accel,
+		Kernel: b.kernel.Vmlinux, Initrd: b.kernel.Initrd,
+		Cmdline:        GuestCmdline(vm.Name) + netCmdline(b.link) + modulesCmdline(b),
+		NIC:            nicOf(b.link),
+		NetNS:          netns,
+		Disks:          bootDisks(b),
+		ConsoleLogSize: b.consoleMax,
+	}, nil
+}
+
+// adopt makes m, just started or restored, the VM's running instance, watched for its exit,
+// and returns its record for the VM's Runtime.
+func (s *Service) adopt(b *boot, m vmm.Machine) json.RawMessage {
+	b.in = &instance{machine: m}
+	s.setInstance(b.vm.ID, b.in)
+	s.watch(b.vm.ID, b.in)
+	rec, _ := json.Marshal(m.Record())
+	return rec
+}
+
+// endMachine undoes adopt: it ends the VMM on purpose (not recorded as a crash).
+func (s *Service) endMachine(b *boot) error {
+	if b.in == nil {
+		return nil
+	}
+	b.in.endOnPurpose()
+	s.setInstance(b.vm.ID, nil)
+	return b.in.machine.Kill()
+}
+
 // has modules.
 func bootDisks(b *boot) []vmm.Disk {
 	disks := []vmm.Disk{{Path: b.image.Rootfs, ReadOnly: true}, {Path: filepath.Join(b.vm.Dir, diskFile)}}

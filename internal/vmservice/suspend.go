@@ -3,7 +3,6 @@ package vmservice
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -202,10 +201,6 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 	if vm.Accel != "" {
 		b.accel = host.Accel(vm.Accel)
 	}
-	netns := ""
-	if s.networking() {
-		netns = s.net.Info().Namespace
-	}
 	list := []steps.Step{
 		s.networkStep(b),
 		{
@@ -215,43 +210,24 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 				if err := s.store.SetVMState(ctx, vm.ID, StateResuming, ""); err != nil {
 					return err
 				}
-				rt, err := s.layout.SecureVMRuntimeDir(vm.ID)
-				if err != nil {
-					return fmt.Errorf("create runtime directory: %w", err)
-				}
-				m, err := restorer.Restore(ctx, vmm.Config{
-					ID: vm.ID, Name: vm.Name, Dir: vm.Dir, RuntimeDir: rt,
-					VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: b.accel,
-					Kernel: b.kernel.Vmlinux, Initrd: b.kernel.Initrd,
-					Cmdline: GuestCmdline(vm.Name) + netCmdline(b.link) + modulesCmdline(b),
-					NIC:     nicOf(b.link), NetNS: netns,
-					Disks:          bootDisks(b),
-					ConsoleLogSize: b.consoleMax,
-				}, snap)
+				cfg, err := s.machineConfig(b)
 				if err != nil {
 					return err
 				}
-				b.in = &instance{machine: m}
-				s.setInstance(vm.ID, b.in)
-				s.watch(vm.ID, b.in)
-				rec, _ := json.Marshal(m.Record())
-				vm.Runtime, vm.State, vm.LastError = rec, StateResuming, ""
+				m, err := restorer.Restore(ctx, cfg, snap)
+				if err != nil {
+					return err
+				}
+				vm.Runtime, vm.State, vm.LastError = s.adopt(b, m), StateResuming, ""
 				return s.store.UpdateVM(ctx, &vm)
 			},
-			Undo: func(ctx context.Context) error {
-				if b.in == nil {
-					return nil
-				}
-				b.in.endOnPurpose()
-				s.setInstance(vm.ID, nil)
-				return b.in.machine.Kill()
-			},
+			Undo: func(ctx context.Context) error { return s.endMachine(b) },
 		},
 		{
 			Name: StepAgent,
 			Do: func(ctx context.Context) error {
 				b.obs.Progress.Stage("vm.resume", "waiting for the guest agent")
-				c, err := s.connectRestored(ctx, b.in.machine, b.timeout)
+				c, err := s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout")
 				if err != nil {
 					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err, false)
 				}
@@ -307,19 +283,24 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 	return vm, timings, nil
 }
 
-// restoredAttempt bounds one connection to a restored guest's agent (see connectRestored).
-const restoredAttempt = 5 * time.Second
+// agentAttempt bounds one connection to the agent in connectAnew.
+const agentAttempt = 5 * time.Second
 
-// connectRestored waits, up to timeout, for the agent of a guest restored from a snapshot.
-// The guest may have been saved before it saw the suspending daemon's session end: a
-// handshake on a new connection then lands in that old session and goes unanswered until the
-// guest sees the host go away. So each attempt is bounded by restoredAttempt, and the next
-// one connects anew, which shows the guest that the old host went away.
-func (s *Service) connectRestored(ctx context.Context, m vmm.Machine, timeout time.Duration) (*agent.Client, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("the guest agent did not answer within %s (boot_timeout)", timeout))
+// connectAnew waits, up to timeout, for the agent of a guest whose host may have gone away
+// without closing its session: a guest restored from a snapshot (saved before it saw the
+// suspending daemon's session end), or one whose daemon was killed with -9. A handshake on a
+// new connection can then land in that dead session and go unanswered until the guest sees
+// the host go away. So each attempt is bounded by agentAttempt, and the next one connects
+// anew, which shows the guest that the old host went away. limit, when set, names the
+// setting that timeout comes from, for the error.
+func (s *Service) connectAnew(ctx context.Context, m vmm.Machine, timeout time.Duration, limit string) (*agent.Client, error) {
+	if limit != "" {
+		limit = " (" + limit + ")"
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("the guest agent did not answer within %s%s", timeout, limit))
 	defer cancel()
 	for {
-		c, _, err := s.waitAgent(ctx, m, restoredAttempt)
+		c, _, err := s.waitAgent(ctx, m, agentAttempt)
 		switch {
 		case err == nil:
 			return c, nil
@@ -328,7 +309,7 @@ func (s *Service) connectRestored(ctx context.Context, m vmm.Machine, timeout ti
 		case errors.Is(err, errVMMExited):
 			return nil, err
 		}
-		s.log.Debug("a restored guest's agent did not answer; connecting anew", "err", err)
+		s.log.Debug("a guest's agent did not answer; connecting anew", "err", err)
 	}
 }
 

@@ -470,7 +470,7 @@ func TestARestoredGuestIsConnectedAnewWhenItsFirstSessionHangs(t *testing.T) {
 	defer guest.Close()
 	go func() { _, _ = io.Copy(io.Discard, guest) }() // reads, never answers
 	m := &staleFirst{Machine: ms[len(ms)-1], stale: host}
-	c, err := e.svc.connectRestored(context.Background(), m, time.Minute)
+	c, err := e.svc.connectAnew(context.Background(), m, time.Minute, "")
 	if err != nil {
 		t.Fatalf("connectRestored: %v", err)
 	}
@@ -496,9 +496,9 @@ func TestAnAdoptedGuestIsConnectedAnewWhenItsFirstSessionHangs(t *testing.T) {
 	go func() { _, _ = io.Copy(io.Discard, guest) }() // reads, never answers
 	m := &staleFirst{Machine: ms[len(ms)-1], stale: host}
 	in := &instance{machine: m}
-	c, err := in.client(context.Background())
+	c, err := e.svc.session(context.Background(), in)
 	if err != nil {
-		t.Fatalf("client: %v", err)
+		t.Fatalf("session: %v", err)
 	}
 	if _, err := c.Health(context.Background()); err != nil {
 		t.Errorf("health over the new session: %v", err)
