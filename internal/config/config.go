@@ -108,6 +108,11 @@ type Config struct {
 	// Key boot_timeout, Go duration string such as "3m" or "90s", > 0. Default 3m.
 	BootTimeout time.Duration
 
+	// WarmStart restores new VMs from the boot snapshot of their combination (image version,
+	// kernel, agent, VMM, size) when there is one, and makes one after a cold boot when there
+	// is not. Key warm_start, boolean. Default true.
+	WarmStart bool
+
 	// ConsoleLogSize caps each VM's guest console log: console.log is renamed to
 	// console.log.1 (replacing it) when it would grow past the cap, so a guest's console
 	// takes at most twice this on disk. Key console_log_size, size string from "64K" to "1G".
@@ -198,6 +203,7 @@ func Default(l paths.Layout) Config {
 		VMM:              VMMAuto,
 		BootTimeout:      DefaultBootTimeout,
 		ConsoleLogSize:   DefaultConsoleLogSize,
+		WarmStart:        true,
 		BridgeName:       DefaultBridgeName,
 		BridgeCIDR:       netip.MustParsePrefix(DefaultBridgeCIDR),
 		DNSPort:          DefaultDNSPort,

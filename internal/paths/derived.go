@@ -20,6 +20,9 @@ func (l Layout) KernelsDir() string { return filepath.Join(l.StateDir, "kernels"
 // ImagesDir holds built images, <state dir>/images.
 func (l Layout) ImagesDir() string { return filepath.Join(l.StateDir, "images") }
 
+// SnapshotsDir holds saved guests (package snapshot), <state dir>/snapshots.
+func (l Layout) SnapshotsDir() string { return filepath.Join(l.StateDir, "snapshots") }
+
 // VMsDir holds one directory per VM, <state dir>/vms.
 func (l Layout) VMsDir() string { return filepath.Join(l.StateDir, "vms") }
 

@@ -42,6 +42,13 @@ type CreateRequest struct {
 	// passed): stopped, with its disk and console log, so that it can be looked at; any other
 	// failure still undoes everything (vm run asks for it, even with --rm).
 	KeepUnreachable bool
+	// FromSnapshot restores the VM from the named snapshot (vm create --from-snapshot)
+	// instead of booting it: image, kernel, VMM and size are the snapshot's, and asking for
+	// others is refused.
+	FromSnapshot string
+	// Cold boots the VM even when a boot snapshot of its combination exists, and makes none
+	// (vm run/create --cold; the config's warm_start = false does the same for every VM).
+	Cold bool
 	// FailStep makes the named start step fail; PauseStep hangs before it (end-to-end tests
 	// of cleanup and crash recovery; see hooks).
 	FailStep, PauseStep string

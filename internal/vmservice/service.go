@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmssh"
@@ -51,6 +52,7 @@ type Service struct {
 	log       *slog.Logger
 	net       Network // nil: VMs get no network
 	ssh       SSHAccess
+	snaps     *snapshot.Store
 
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM id: operations on one VM serialize
@@ -92,6 +94,7 @@ func New(o Options) *Service {
 		log:       o.Log,
 		net:       o.Network,
 		ssh:       o.SSH,
+		snaps:     snapshot.NewStore(o.Layout.SnapshotsDir()),
 		locks:     map[string]*sync.Mutex{},
 		running:   map[string]*instance{},
 	}
