@@ -80,6 +80,9 @@ type Options struct {
 	// SSH keeps banger's ssh files (host keys, known_hosts, ssh_config, client key); nil:
 	// those of Layout, with `banger` on PATH as ssh_config's ProxyCommand.
 	SSH SSHAccess
+	// Snapshots is the store of saved guests (shared with the catalog, which keeps the image
+	// versions they need); nil: the one in Layout.SnapshotsDir.
+	Snapshots *snapshot.Store
 }
 
 // New returns a Service.
@@ -94,7 +97,7 @@ func New(o Options) *Service {
 		log:       o.Log,
 		net:       o.Network,
 		ssh:       o.SSH,
-		snaps:     snapshot.NewStore(o.Layout.SnapshotsDir()),
+		snaps:     o.Snapshots,
 		locks:     map[string]*sync.Mutex{},
 		running:   map[string]*instance{},
 	}
@@ -104,6 +107,9 @@ func New(o Options) *Service {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.snaps == nil {
+		s.snaps = snapshot.NewStore(o.Layout.SnapshotsDir())
 	}
 	if s.ssh == nil {
 		s.ssh = vmssh.New(vmssh.Options{Layout: o.Layout, Config: o.Config})
