@@ -8,17 +8,38 @@ import (
 	"github.com/banger-dev/banger/internal/store"
 )
 
+// Steps of taking a snapshot and of making a VM from one, in order, besides the create steps
+// (record, dirs, network) and the resume steps (restore, agent, renew, ready) they share.
+// Their names are stable: tests inject faults and pause the daemon by name.
+const (
+	StepSettle  = "settle"  // a cold-booted guest's systemd finishes starting units (boot snapshots)
+	StepCapture = "capture" // the guest paused, saved with a copy of its disk, continued
+	StepPublish = "publish" // the snapshot named and visible
+	StepClone   = "clone"   // a new VM's disk copied from the snapshot's
+)
+
+// SnapshotRequest asks for a snapshot of a running VM (SnapshotVM).
+type SnapshotRequest struct {
+	// Name is the snapshot's name; "" names it after the VM and the time.
+	Name string
+	// FailStep and PauseStep: see CreateRequest.
+	FailStep, PauseStep string
+}
+
 // ForkRequest asks for live clones of a running VM (Fork).
 type ForkRequest struct {
 	// Count is how many clones; 0 means len(Names), or 1 when there are no names.
 	Count int
 	// Names are the clones' names, Count of them; none: generated names.
 	Names []string
+	// FailStep and PauseStep: see CreateRequest. They apply to the capture and to each
+	// clone's steps.
+	FailStep, PauseStep string
 }
 
-// SnapshotVM saves a running VM (memory, devices, its disk) as the user snapshot name and lets
-// it run on; "" names it after the VM and the time.
-func (s *Service) SnapshotVM(ctx context.Context, ref, name string, obs Observer) (snapshot.Info, error) {
+// SnapshotVM saves a running VM (memory, devices, its disk) as a user snapshot and lets it
+// run on.
+func (s *Service) SnapshotVM(ctx context.Context, ref string, req SnapshotRequest, obs Observer) (snapshot.Info, error) {
 	return snapshot.Info{}, errors.New("vm snapshot: not implemented yet")
 }
 
