@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -26,8 +27,10 @@ type VersionInfo struct {
 	CreatedAt time.Time `json:"created_at"`
 	Current   bool      `json:"current,omitempty"`
 	UsedBy    []string  `json:"used_by,omitempty"` // VMs created from it
-	// Snapshots are the snapshots taken of VMs on it, user and boot: restoring one needs it.
+	// Snapshots are the user snapshots taken of VMs on it: restoring one needs it. Boot
+	// snapshots (banger's cache) are not named, but keep it as well.
 	Snapshots []string `json:"snapshots,omitempty"`
+	boot      int      // boot snapshots taken on it
 }
 
 // stagingPath returns a path (not yet existing) to build a new version of an image in, next to
@@ -97,7 +100,12 @@ func (im *Images) versionInfos(ctx context.Context) ([]VersionInfo, error) {
 		}
 		sort.Strings(info.UsedBy)
 		for _, sn := range snaps {
-			if n, ver := SplitRef(sn.Image); n == v.Name && (ver == v.Version || ver == "" && info.Current) {
+			n, ver := SplitRef(sn.Image)
+			switch {
+			case n != v.Name || ver != v.Version && (ver != "" || !info.Current):
+			case sn.Kind == snapshot.Boot:
+				info.boot++
+			default:
 				info.Snapshots = append(info.Snapshots, sn.Name)
 			}
 		}
@@ -118,7 +126,7 @@ func (im *Images) CollectVersions(ctx context.Context, dryRun bool) ([]VersionIn
 	var removed []VersionInfo
 	var errs []error
 	for _, v := range versions {
-		if v.Current || len(v.UsedBy) > 0 || len(v.Snapshots) > 0 || im.leased(v.Name+"@"+v.Version) {
+		if v.Current || len(v.UsedBy) > 0 || len(v.Snapshots) > 0 || v.boot > 0 || im.leased(v.Name+"@"+v.Version) {
 			continue
 		}
 		if !dryRun {

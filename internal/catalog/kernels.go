@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/flight"
 	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -32,8 +33,8 @@ type KernelInfo struct {
 	Modules bool     `json:"modules"`           // it has a module tree (and a module disk for VMs)
 	Initrd  bool     `json:"initrd"`            // it came with an initramfs of its own
 	UsedBy  []string `json:"used_by,omitempty"` // VMs that boot it
-	// Snapshots are the snapshots taken of VMs booted with it, user and boot: restoring one
-	// needs it.
+	// Snapshots are the user snapshots taken of VMs booted with it: restoring one needs it.
+	// Boot snapshots (banger's cache) are not named: they go with it.
 	Snapshots []string        `json:"snapshots,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
 	Manifest  json.RawMessage `json:"manifest,omitempty"` // in Show
@@ -331,7 +332,7 @@ func (ks *Kernels) List(ctx context.Context) ([]KernelInfo, error) {
 			}
 		}
 		for _, sn := range snaps {
-			if sn.Kernel == r.Name {
+			if sn.Kernel == r.Name && sn.Kind == snapshot.User {
 				ki.Snapshots = append(ki.Snapshots, sn.Name)
 			}
 		}
