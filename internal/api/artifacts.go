@@ -19,27 +19,32 @@ type Image struct {
 	Manifest json.RawMessage `json:"manifest,omitempty"`
 }
 
-// ImageVersion is one build, pull or import of an image. Versions stay while VMs use them.
+// ImageVersion is one build, pull or import of an image. Versions stay while VMs or
+// snapshots use them.
 type ImageVersion struct {
 	Version   string    `json:"version"`
 	Dir       string    `json:"dir"`
 	SizeBytes int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
 	Current   bool      `json:"current,omitempty"`
-	UsedBy    []string  `json:"used_by,omitempty"`
+	UsedBy    []string  `json:"used_by,omitempty"` // VMs created from it
+	// Snapshots are the user snapshots taken on it, which keep it (restoring one needs it).
+	Snapshots []string `json:"snapshots,omitempty"`
 }
 
 // Kernel is an installed kernel.
 type Kernel struct {
-	Name      string          `json:"name"`
-	Release   string          `json:"release"`
-	Source    string          `json:"source,omitempty"` // "debian", "import" or "bundle"
-	Package   string          `json:"package,omitempty"`
-	Version   string          `json:"version,omitempty"`
-	Dir       string          `json:"dir"`
-	Modules   bool            `json:"modules,omitempty"`
-	Initrd    bool            `json:"initrd,omitempty"`
-	UsedBy    []string        `json:"used_by,omitempty"`
+	Name    string   `json:"name"`
+	Release string   `json:"release"`
+	Source  string   `json:"source,omitempty"` // "debian", "import" or "bundle"
+	Package string   `json:"package,omitempty"`
+	Version string   `json:"version,omitempty"`
+	Dir     string   `json:"dir"`
+	Modules bool     `json:"modules,omitempty"`
+	Initrd  bool     `json:"initrd,omitempty"`
+	UsedBy  []string `json:"used_by,omitempty"` // VMs that boot it
+	// Snapshots are the user snapshots taken with it (restoring one needs it).
+	Snapshots []string        `json:"snapshots,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
 	Manifest  json.RawMessage `json:"manifest,omitempty"`
 }
