@@ -109,7 +109,7 @@ type PruneResult struct {
 	DryRun   bool           `json:"dry_run"`
 	Layers   []CachedFile   `json:"layers"`   // OCI layer blobs no image version was made from
 	Bundles  []CachedFile   `json:"bundles"`  // downloaded catalog bundles
-	Versions []ImageVersion `json:"versions"` // image versions no VM uses
+	Versions []ImageVersion `json:"versions"` // image versions no VM or snapshot uses
 	Freed    int64          `json:"freed_bytes"`
 }
 

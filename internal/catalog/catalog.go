@@ -127,8 +127,8 @@ func (s *Service) Release(img Image) { s.Images.Release(img) }
 // Cleanup removes what interrupted pulls and builds left behind — staging directories next
 // to kernels and images (and inside their directories), image build trees (with any mounts
 // inside them detached first), build logs older than a day — moves images of the layout
-// before versions into version directories, and collects image versions no VM uses. The
-// daemon calls it at start, before any pull or build can run.
+// before versions into version directories, and collects image versions no VM or snapshot
+// uses. The daemon calls it at start, before any pull or build can run.
 func (s *Service) Cleanup() {
 	s.Kernels.cleanup()
 	s.Images.cleanup()

@@ -56,7 +56,7 @@ func newImages(src *sources) *Images {
 
 // cleanup removes what interrupted image work left (staging directories, build trees, old
 // build logs), moves images of the layout before versions into version directories and
-// collects versions no VM uses.
+// collects versions no VM or snapshot uses.
 func (im *Images) cleanup() {
 	im.removeLeftovers(im.o.Layout.ImagesDir())
 	if err := image.RemoveLeftovers(im.o.Layout.TmpDir(), 24*time.Hour); err != nil {

@@ -22,7 +22,7 @@ func (a *app) imageCmd() *cobra.Command {
 packages on first use; any OCI image (Docker Hub, ghcr.io, a registry of your own) can be pulled.
 
 Images are versioned: a VM boots the exact version it was created from, even after the image is
-rebuilt or pulled again, and versions no VM uses any more are removed.`,
+rebuilt or pulled again, and versions no VM or snapshot uses any more are removed.`,
 		Example: `  banger image list --available
   banger image pull alpine:3.20
   banger image pull localhost:5000/team/devbox:1 --name devbox --kernel debian-6.1
@@ -397,7 +397,7 @@ func (a *app) imageCacheCmd() *cobra.Command {
 		Use:   "prune",
 		Short: "Free cached layers, bundles and unused image versions",
 		Long: `Free what images do not need: OCI layer blobs no installed image version was pulled from,
-downloaded catalog bundles (fetched again when needed) and image versions no VM uses. It prints
+downloaded catalog bundles (fetched again when needed) and image versions no VM or snapshot uses. It prints
 what it freed; --dry-run only says what it would free.`,
 		Example: "  banger image cache prune --dry-run",
 		Args:    cobra.NoArgs,
