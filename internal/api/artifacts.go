@@ -27,24 +27,22 @@ type ImageVersion struct {
 	SizeBytes int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
 	Current   bool      `json:"current,omitempty"`
-	UsedBy    []string  `json:"used_by,omitempty"` // VMs created from it
-	// Snapshots are the user snapshots taken on it, which keep it (restoring one needs it).
-	Snapshots []string `json:"snapshots,omitempty"`
+	UsedBy    []string  `json:"used_by,omitempty"`   // VMs created from it
+	Snapshots []string  `json:"snapshots,omitempty"` // user snapshots taken on it (restoring one needs it)
 }
 
 // Kernel is an installed kernel.
 type Kernel struct {
-	Name    string   `json:"name"`
-	Release string   `json:"release"`
-	Source  string   `json:"source,omitempty"` // "debian", "import" or "bundle"
-	Package string   `json:"package,omitempty"`
-	Version string   `json:"version,omitempty"`
-	Dir     string   `json:"dir"`
-	Modules bool     `json:"modules,omitempty"`
-	Initrd  bool     `json:"initrd,omitempty"`
-	UsedBy  []string `json:"used_by,omitempty"` // VMs that boot it
-	// Snapshots are the user snapshots taken with it (restoring one needs it).
-	Snapshots []string        `json:"snapshots,omitempty"`
+	Name      string          `json:"name"`
+	Release   string          `json:"release"`
+	Source    string          `json:"source,omitempty"` // "debian", "import" or "bundle"
+	Package   string          `json:"package,omitempty"`
+	Version   string          `json:"version,omitempty"`
+	Dir       string          `json:"dir"`
+	Modules   bool            `json:"modules,omitempty"`
+	Initrd    bool            `json:"initrd,omitempty"`
+	UsedBy    []string        `json:"used_by,omitempty"`   // VMs that boot it
+	Snapshots []string        `json:"snapshots,omitempty"` // user snapshots taken with it (restoring one needs it)
 	CreatedAt time.Time       `json:"created_at"`
 	Manifest  json.RawMessage `json:"manifest,omitempty"`
 }

@@ -24,18 +24,16 @@ import (
 
 // KernelInfo describes an installed kernel.
 type KernelInfo struct {
-	Name    string   `json:"name"`
-	Release string   `json:"release"`
-	Source  string   `json:"source"` // "debian", "import" or "bundle"
-	Package string   `json:"package,omitempty"`
-	Version string   `json:"version,omitempty"`
-	Dir     string   `json:"dir"`
-	Modules bool     `json:"modules"`           // it has a module tree (and a module disk for VMs)
-	Initrd  bool     `json:"initrd"`            // it came with an initramfs of its own
-	UsedBy  []string `json:"used_by,omitempty"` // VMs that boot it
-	// Snapshots are the user snapshots taken of VMs booted with it: restoring one needs it.
-	// Boot snapshots (banger's cache) are not named: they go with it.
-	Snapshots []string        `json:"snapshots,omitempty"`
+	Name      string          `json:"name"`
+	Release   string          `json:"release"`
+	Source    string          `json:"source"` // "debian", "import" or "bundle"
+	Package   string          `json:"package,omitempty"`
+	Version   string          `json:"version,omitempty"`
+	Dir       string          `json:"dir"`
+	Modules   bool            `json:"modules"`             // it has a module tree (and a module disk for VMs)
+	Initrd    bool            `json:"initrd"`              // it came with an initramfs of its own
+	UsedBy    []string        `json:"used_by,omitempty"`   // VMs that boot it
+	Snapshots []string        `json:"snapshots,omitempty"` // user snapshots taken with it (boot ones go with it)
 	CreatedAt time.Time       `json:"created_at"`
 	Manifest  json.RawMessage `json:"manifest,omitempty"` // in Show
 }
