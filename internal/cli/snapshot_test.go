@@ -215,3 +215,17 @@ func TestCreatePassesColdAndFromSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// vm watch of a fork prints the clones when it ends.
+func TestWatchOfAForkPrintsTheClones(t *testing.T) {
+	run, _ := fakeAPI(t, map[api.Route]http.HandlerFunc{
+		api.RouteListOperations: func(w http.ResponseWriter, r *http.Request) {
+			_ = json.NewEncoder(w).Encode([]api.Operation{{ID: "op1", Kind: "vm.fork", Target: "dev"}})
+		},
+		api.RouteWatchOperation: stream(api.Event{Type: api.EventResult, VMs: []api.VM{{Name: "a", State: "running"}, {Name: "b", State: "running"}}}),
+	})
+	r := run("vm", "watch", "dev")
+	if r.code != ExitOK || r.stdout != "a: running\nb: running\n" || !strings.Contains(r.stderr, "vm.fork of dev finished") {
+		t.Errorf("vm watch of a fork: exit %d, stdout %q, stderr %q; want the clones", r.code, r.stdout, r.stderr)
+	}
+}

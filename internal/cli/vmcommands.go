@@ -485,7 +485,7 @@ func (a *app) vmWatchCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "watch VM",
 		Short: "Follow the operation running on a VM",
-		Long:  "Follow the create, start, stop or restart that is running on a VM — started by any client — from its first event until it ends.",
+		Long:  "Follow the create, start, stop, restart, suspend, resume, snapshot or fork that is running on a VM — started by any client — from its first event until it ends.",
 		Example: `  banger vm create --name dev &
   banger vm watch dev`,
 		Args: cobra.ExactArgs(1),
@@ -517,6 +517,12 @@ func (a *app) vmWatchCmd() *cobra.Command {
 			r.Finish(fmt.Sprintf("%s of %s finished", op.Kind, op.Target))
 			if res.VM != nil {
 				fmt.Fprintf(a.stdout, "%s: %s\n", res.VM.Name, res.VM.State)
+			}
+			for _, vm := range res.VMs {
+				fmt.Fprintf(a.stdout, "%s: %s\n", vm.Name, vm.State)
+			}
+			if res.Snapshot != nil {
+				fmt.Fprintf(a.stdout, "snapshot %s\n", res.Snapshot.Name)
 			}
 			return nil
 		},
