@@ -20,10 +20,11 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 )
 
-// system is what a renewal changes outside Server.Root: the kernel's clock, random pool, host
+// System is what a renewal changes outside Server.Root: the kernel's clock, random pool, host
 // name and network, and the running sshd. Every method returns once its change is in effect;
-// none waits on the network. Tests replace it so that the test machine stays as it is.
-type system interface {
+// none waits on the network. Tests (and fake guests run on a host) replace it so that the
+// machine they run on stays as it is.
+type System interface {
 	// SetClock sets the system clock (CLOCK_REALTIME) to t and, where the guest has one,
 	// the RTC; an RTC that refuses is logged, not an error.
 	SetClock(t time.Time) error
@@ -104,9 +105,9 @@ func (s *Server) renew(r agent.Renewal) error {
 	return nil
 }
 
-func (s *Server) system() system {
-	if s.sys != nil {
-		return s.sys
+func (s *Server) system() System {
+	if s.Sys != nil {
+		return s.Sys
 	}
 	return linuxSystem{root: s.root(), logf: s.Log.Printf}
 }
