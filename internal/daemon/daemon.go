@@ -53,7 +53,6 @@ type Daemon struct {
 	log      *slog.Logger
 	store    *store.Store
 	vms      *vmservice.Service
-	snaps    snapshotter // nil: vms (tests put a stand-in here)
 	catalog  *catalog.Service
 	ops      *operations
 	work     *background

@@ -2,67 +2,16 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/snapshot"
-	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmservice"
 )
-
-// fakeSnapshots stands in for the VM service's SnapshotVM and Fork, recording what the
-// handlers asked and answering with what the test set; listing and removal are the real
-// service's.
-type fakeSnapshots struct {
-	snapshotter
-
-	mu      sync.Mutex
-	ref     string
-	snapReq vmservice.SnapshotRequest
-	forkReq vmservice.ForkRequest
-	calls   int
-	info    snapshot.Info
-	clones  []store.VM
-	err     error
-}
-
-func (f *fakeSnapshots) SnapshotVM(ctx context.Context, ref string, req vmservice.SnapshotRequest, obs vmservice.Observer) (snapshot.Info, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	f.ref, f.snapReq = ref, req
-	obs.Notice("saving " + ref)
-	return f.info, f.err
-}
-
-func (f *fakeSnapshots) Fork(ctx context.Context, ref string, req vmservice.ForkRequest, obs vmservice.Observer) ([]store.VM, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	f.ref, f.forkReq = ref, req
-	obs.Notice("forking " + ref)
-	return f.clones, f.err
-}
-
-func (f *fakeSnapshots) called() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls
-}
-
-// withFakeSnapshots puts a fakeSnapshots in h's daemon.
-func withFakeSnapshots(h *harness) *fakeSnapshots {
-	f := &fakeSnapshots{snapshotter: h.d.vms}
-	h.d.snaps = f
-	return f
-}
 
 func testMeta(name string) snapshot.Meta {
 	return snapshot.Meta{
@@ -72,123 +21,143 @@ func testMeta(name string) snapshot.Meta {
 	}
 }
 
-func TestSnapshotRoutePassesItsRequestAndReturnsTheSnapshot(t *testing.T) {
-	h := newHarness(t, true)
-	f := withFakeSnapshots(h)
-	f.info = snapshot.Info{Meta: testMeta("base"), Bytes: 12345}
-	h.c.Header.Set(api.HeaderInjectFault, "capture")
-	h.c.Header.Set(api.HeaderPauseAt, "publish")
-	var notices []string
-	snap, err := h.c.SnapshotVM(context.Background(), "dev", api.SnapshotVMRequest{Name: "base"}, func(ev api.Event) {
-		if ev.Type == api.EventNotice {
-			notices = append(notices, ev.Message)
-		}
-	})
-	if err != nil {
+// With test hooks, snapshot and fork fail at the step the header names, as create does, and
+// leave nothing behind; without them the header is ignored.
+func TestSnapshotAndForkHonourTestHooks(t *testing.T) {
+	ctx := context.Background()
+	on := newHarness(t, true)
+	if _, err := on.c.CreateVMResult(ctx, api.CreateVMRequest{Name: "dev", Cold: true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	want := api.Snapshot{Name: "base", Kind: api.SnapshotUser, Created: f.info.Created, From: "dev", Image: "debian-bookworm@3",
-		Kernel: "debian-6.1", VMM: "firecracker", VCPU: 2, MemoryMiB: 1024, DiskBytes: 8 << 30, SizeBytes: 12345}
-	if !reflect.DeepEqual(snap, want) {
-		t.Errorf("snapshot =\n %+v\nwant\n %+v", snap, want)
+	on.c.Header.Set(api.HeaderInjectFault, vmservice.StepCapture)
+	var stages []string
+	_, err := on.c.SnapshotVM(ctx, "dev", api.SnapshotVMRequest{Name: "base"}, func(ev api.Event) { stages = append(stages, ev.Type+":"+ev.Stage) })
+	if err == nil || !strings.Contains(err.Error(), `fault injected at step "capture"`) {
+		t.Errorf("snapshot with an injected fault: %v; want the fault", err)
 	}
-	if f.ref != "dev" || f.snapReq != (vmservice.SnapshotRequest{Name: "base", FailStep: "capture", PauseStep: "publish"}) {
-		t.Errorf("the service was asked for %q, %+v; want dev, the name and the test hooks", f.ref, f.snapReq)
+	on.c.Header.Set(api.HeaderInjectFault, vmservice.StepClone)
+	if _, err := on.c.ForkVM(ctx, "dev", api.ForkVMRequest{Count: 2}, nil); err == nil || !strings.Contains(err.Error(), `fault injected at step "clone"`) {
+		t.Errorf("fork with an injected fault: %v; want the fault", err)
 	}
-	if strings.Join(notices, ",") != "saving dev" {
-		t.Errorf("notices %q, want the service's", notices)
+	if list, _ := on.c.ListSnapshots(ctx); len(list) != 0 {
+		t.Errorf("failed snapshots left %+v", list)
+	}
+	if vms, _ := on.c.ListVMs(ctx); len(vms) != 1 || vms[0].State != "running" {
+		t.Errorf("failed forks left %+v; want dev alone, running", vms)
+	}
+
+	off := newHarness(t, false)
+	if _, err := off.c.CreateVMResult(ctx, api.CreateVMRequest{Name: "dev", Cold: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	off.c.Header.Set(api.HeaderInjectFault, vmservice.StepCapture)
+	stages = nil
+	if _, err := off.c.SnapshotVM(ctx, "dev", api.SnapshotVMRequest{Name: "base"}, func(ev api.Event) { stages = append(stages, ev.Type+":"+ev.Stage) }); err != nil {
+		t.Errorf("without test hooks the header must be ignored: %v", err)
+	}
+	if len(stages) == 0 {
+		t.Error("the snapshot sent no progress")
+	}
+	if _, err := off.c.ForkVM(ctx, "dev", api.ForkVMRequest{}, nil); err != nil {
+		t.Errorf("without test hooks the header must be ignored: %v", err)
 	}
 }
 
-func TestForkRoutePassesItsRequestAndReturnsTheClones(t *testing.T) {
-	h := newHarness(t, true)
-	f := withFakeSnapshots(h)
-	f.clones = []store.VM{{ID: "1", Name: "a", State: "running"}, {ID: "2", Name: "b", State: "running"}}
-	h.c.Header.Set(api.HeaderInjectFault, "clone")
-	clones, err := h.c.ForkVM(context.Background(), "dev", api.ForkVMRequest{Count: 2, Names: []string{"a", "b"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(clones) != 2 || clones[0].Name != "a" || clones[1].Name != "b" || clones[1].State != "running" {
-		t.Errorf("clones = %+v, want a and b, running", clones)
-	}
-	if f.ref != "dev" || !reflect.DeepEqual(f.forkReq, vmservice.ForkRequest{Count: 2, Names: []string{"a", "b"}, FailStep: "clone"}) {
-		t.Errorf("the service was asked for %q, %+v; want dev, count, names and the fault", f.ref, f.forkReq)
-	}
-}
-
-// Without test hooks the daemon ignores the test headers on snapshot and fork as on create.
-func TestSnapshotAndForkIgnoreTestHeadersWithoutTestHooks(t *testing.T) {
-	h := newHarness(t, false)
-	f := withFakeSnapshots(h)
-	f.info = snapshot.Info{Meta: testMeta("base")}
-	f.clones = []store.VM{{Name: "a"}}
-	h.c.Header.Set(api.HeaderInjectFault, "capture")
-	h.c.Header.Set(api.HeaderPauseAt, "capture")
-	if _, err := h.c.SnapshotVM(context.Background(), "dev", api.SnapshotVMRequest{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if f.snapReq.FailStep != "" || f.snapReq.PauseStep != "" {
-		t.Errorf("snapshot request %+v: want no test hooks", f.snapReq)
-	}
-	if _, err := h.c.ForkVM(context.Background(), "dev", api.ForkVMRequest{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if f.forkReq.FailStep != "" || f.forkReq.PauseStep != "" {
-		t.Errorf("fork request %+v: want no test hooks", f.forkReq)
-	}
-}
-
-// The service's errors reach the client with their kind: a missing VM is not_found, a VM in
-// the wrong state or a name taken is a conflict.
-func TestSnapshotAndForkErrorsKeepTheirKind(t *testing.T) {
-	h := newHarness(t, false)
-	f := withFakeSnapshots(h)
-	for _, tc := range []struct {
-		err  error
-		code string
-	}{
-		{failure.New(failure.NotFound, `no VM "dev"`), "not_found"},
-		{failure.New(failure.Conflict, `vm dev is stopped; only a running VM can be snapshotted`), "conflict"},
-		{failure.New(failure.Invalid, `bad`), "invalid"},
-		{errors.New("the VMM failed"), "failed"},
-	} {
-		f.err = tc.err
-		_, err := h.c.SnapshotVM(context.Background(), "dev", api.SnapshotVMRequest{}, nil)
-		if e := apiErr(t, err); e.Code != tc.code || e.Message != tc.err.Error() {
-			t.Errorf("snapshot failing with %v: %+v, want code %s", tc.err, e, tc.code)
-		}
-		_, err = h.c.ForkVM(context.Background(), "dev", api.ForkVMRequest{}, nil)
-		if e := apiErr(t, err); e.Code != tc.code || e.Message != tc.err.Error() {
-			t.Errorf("fork failing with %v: %+v, want code %s", tc.err, e, tc.code)
-		}
-	}
-}
-
+// Requests the service refuses come back as "invalid", without a snapshot or a clone made;
+// a body the daemon cannot read is refused before any operation starts.
 func TestBadSnapshotAndForkRequestsAreRefused(t *testing.T) {
 	h := newHarness(t, false)
-	f := withFakeSnapshots(h)
+	ctx := context.Background()
+	if _, err := h.c.CreateVMResult(ctx, api.CreateVMRequest{Name: "dev", Cold: true}, nil); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		route api.Route
-		body  string
-		want  string
+		snap *api.SnapshotVMRequest
+		fork *api.ForkVMRequest
+		want string
 	}{
-		{api.RouteSnapshotVM, `{"name":"Bad_Name"}`, "Bad_Name"},
-		{api.RouteSnapshotVM, `{"name":"boot-1"}`, "boot snapshots"},
-		{api.RouteSnapshotVM, `{"nmae":"x"}`, `unknown field`},
-		{api.RouteForkVM, `{"count":-1}`, "1 to 64 clones"},
-		{api.RouteForkVM, `{"count":65}`, "1 to 64 clones"},
-		{api.RouteForkVM, `{"count":3,"names":["a","b"]}`, "give a name to each clone"},
-		{api.RouteForkVM, `{"names":["a","a"]}`, "is given twice"},
-		{api.RouteForkVM, `{"names":["ok","Not-OK"]}`, "Not-OK"},
+		{snap: &api.SnapshotVMRequest{Name: "Bad_Name"}, want: "Bad_Name"},
+		{snap: &api.SnapshotVMRequest{Name: "boot-1"}, want: "boot snapshots"},
+		{fork: &api.ForkVMRequest{Count: -1}, want: "1 to 64 clones"},
+		{fork: &api.ForkVMRequest{Count: 65}, want: "1 to 64 clones"},
+		{fork: &api.ForkVMRequest{Count: 3, Names: []string{"a", "b"}}, want: "one name per clone"},
+		{fork: &api.ForkVMRequest{Names: []string{"a", "a"}}, want: "given twice"},
 	} {
-		code, body := h.raw(t, "POST", tc.route.Path("dev"), tc.body, nil)
-		if code != http.StatusBadRequest || !strings.Contains(body, `"invalid"`) || !strings.Contains(body, tc.want) {
-			t.Errorf("%s %s: %d %s; want 400, invalid, mentioning %q", tc.route, tc.body, code, body, tc.want)
+		var err error
+		if tc.snap != nil {
+			_, err = h.c.SnapshotVM(ctx, "dev", *tc.snap, nil)
+		} else {
+			_, err = h.c.ForkVM(ctx, "dev", *tc.fork, nil)
+		}
+		if e := apiErr(t, err); e.Code != "invalid" || !strings.Contains(e.Message, tc.want) {
+			t.Errorf("snapshot %+v / fork %+v: %+v; want invalid, mentioning %q", tc.snap, tc.fork, e, tc.want)
 		}
 	}
-	if n := f.called(); n != 0 {
-		t.Errorf("bad requests reached the service %d times", n)
+	for _, route := range []api.Route{api.RouteSnapshotVM, api.RouteForkVM} {
+		if code, body := h.raw(t, "POST", route.Path("dev"), `{"nmae":"x"}`, nil); code != http.StatusBadRequest || !strings.Contains(body, "unknown field") {
+			t.Errorf("%s with an unknown field: %d %s; want 400", route, code, body)
+		}
+	}
+	if list, _ := h.c.ListSnapshots(ctx); len(list) != 0 {
+		t.Errorf("refused requests left snapshots: %+v", list)
+	}
+	if vms, _ := h.c.ListVMs(ctx); len(vms) != 1 {
+		t.Errorf("refused requests left VMs: %+v", vms)
+	}
+}
+
+// Through the real VM service (on the stand-in VMM): a snapshot of a running VM, VMs made from
+// it and forks of it, and the errors a user meets, with their kinds.
+func TestSnapshotForkAndFromSnapshotRoutes(t *testing.T) {
+	h := newHarness(t, false)
+	ctx := context.Background()
+	if _, err := h.c.CreateVMResult(ctx, api.CreateVMRequest{Name: "dev", Cold: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := h.c.SnapshotVM(ctx, "dev", api.SnapshotVMRequest{Name: "base"}, nil)
+	if err != nil || snap.Name != "base" || snap.Kind != api.SnapshotUser || snap.From != "dev" || snap.VCPU != 1 || snap.MemoryMiB != 512 || snap.SizeBytes <= 0 {
+		t.Fatalf("snapshot = %+v, %v; want base, a user snapshot of dev with its shape and size", snap, err)
+	}
+	if vm, err := h.c.GetVM(ctx, "dev"); err != nil || vm.State != "running" {
+		t.Errorf("after the snapshot dev is %+v, %v; want it running on", vm, err)
+	}
+	if _, err := h.c.SnapshotVM(ctx, "dev", api.SnapshotVMRequest{Name: "base"}, nil); apiErr(t, err).Code != "conflict" {
+		t.Errorf("a second snapshot named base: %v, want conflict", err)
+	}
+	if _, err := h.c.SnapshotVM(ctx, "nope", api.SnapshotVMRequest{}, nil); apiErr(t, err).Code != "not_found" {
+		t.Errorf("snapshot of a missing VM: %v, want not_found", err)
+	}
+
+	vm, err := h.c.CreateVM(ctx, api.CreateVMRequest{Name: "t1", FromSnapshot: "base"}, nil)
+	if err != nil || vm.Name != "t1" || vm.State != "running" {
+		t.Errorf("create from base = %+v, %v; want t1 running", vm, err)
+	}
+	if _, err := h.c.CreateVM(ctx, api.CreateVMRequest{Name: "t2", FromSnapshot: "nope"}, nil); apiErr(t, err).Code != "not_found" {
+		t.Errorf("create from a missing snapshot: %v, want not_found", err)
+	}
+
+	clones, err := h.c.ForkVM(ctx, "dev", api.ForkVMRequest{Names: []string{"c1", "c2"}}, nil)
+	if err != nil || len(clones) != 2 || clones[0].Name != "c1" || clones[1].Name != "c2" || clones[0].State != "running" || clones[0].ID == clones[1].ID {
+		t.Fatalf("fork = %+v, %v; want c1 and c2 running", clones, err)
+	}
+	if _, err := h.c.ForkVM(ctx, "dev", api.ForkVMRequest{Names: []string{"c1"}}, nil); apiErr(t, err).Code != "conflict" {
+		t.Errorf("a fork into a taken name: %v, want conflict", err)
+	}
+	if _, err := h.c.ForkVM(ctx, "nope", api.ForkVMRequest{}, nil); apiErr(t, err).Code != "not_found" {
+		t.Errorf("fork of a missing VM: %v, want not_found", err)
+	}
+	if _, _, err := h.c.StopVM(ctx, "dev", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.ForkVM(ctx, "dev", api.ForkVMRequest{}, nil); apiErr(t, err).Code != "conflict" {
+		t.Errorf("fork of a stopped VM: %v, want conflict", err)
+	}
+
+	if err := h.c.DeleteSnapshot(ctx, "base"); err != nil {
+		t.Fatal(err)
+	}
+	if vm, err := h.c.GetVM(ctx, "t1"); err != nil || vm.State != "running" {
+		t.Errorf("after rm of its snapshot t1 is %+v, %v; want it running on", vm, err)
 	}
 }
 
