@@ -135,7 +135,7 @@ func (a *app) snapshotCmd() *cobra.Command {
 are banger's own: the first VM of each combination of image version, kernel, guest agent, VMM
 and size is saved once it has settled, and later VMs of that combination restore from it in well
 under a second (warm starts; --cold or warm_start = false turn them off). Rebuilding an image,
-replacing a kernel or upgrading banger leaves the old ones unused. User snapshots (kind user)
+replacing a kernel or upgrading banger removes the ones it makes stale. User snapshots (kind user)
 are the ones ` + "`banger vm snapshot`" + ` takes. Removing a snapshot leaves VMs made from it running.`,
 		Example: `  banger snapshot list
   banger snapshot rm dev-ready`,
