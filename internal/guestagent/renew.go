@@ -58,15 +58,27 @@ func (s *Server) renew(r agent.Renewal) error {
 		net4, _ = r.Network.Parse() // Validate parsed it already
 	}
 	sys, root := s.system(), s.root()
+	// How long each part took goes to the agent's log: a renewal is on the path of every
+	// warm start and fork.
+	began, last := time.Now(), time.Now()
+	var took []string
+	step := func(what string) {
+		now := time.Now()
+		took = append(took, fmt.Sprintf("%s %s", what, now.Sub(last).Round(time.Millisecond)))
+		last = now
+	}
+	defer func() { s.Log.Printf("renew: %s (%s)", time.Since(began).Round(time.Millisecond), strings.Join(took, ", ")) }()
 	if !r.Clock.IsZero() {
 		if err := sys.SetClock(r.Clock); err != nil {
 			return fmt.Errorf("set the clock to %s: %w", r.Clock.UTC().Format(time.RFC3339Nano), err)
 		}
+		step("clock")
 	}
 	if len(r.Entropy) > 0 {
 		if err := sys.AddEntropy(r.Entropy); err != nil {
 			return fmt.Errorf("seed the kernel's random pool with %d bytes: %w", len(r.Entropy), err)
 		}
+		step("entropy")
 	}
 	if r.Hostname != "" {
 		if err := sys.SetHostname(r.Hostname); err != nil {
@@ -75,11 +87,13 @@ func (s *Server) renew(r agent.Renewal) error {
 		if err := replaceFile(filepath.Join(root, "etc/hostname"), r.Hostname+"\n"); err != nil {
 			return fmt.Errorf("host name: %w", err)
 		}
+		step("hostname")
 	}
 	if r.MachineID != "" {
 		if err := writeMachineID(root, r.MachineID); err != nil {
 			return fmt.Errorf("machine id: %w", err)
 		}
+		step("machine-id")
 	}
 	if r.Network != nil {
 		if err := sys.RenewLink(net4); err != nil {
@@ -92,6 +106,7 @@ func (s *Server) renew(r agent.Renewal) error {
 		if err := renewNameFiles(root, net4, hostname); err != nil {
 			return fmt.Errorf("network identity: %w", err)
 		}
+		step("network")
 	}
 	if len(r.HostKeys) > 0 {
 		if err := provision(agent.Provision{Files: r.HostKeys}, root); err != nil {
@@ -100,6 +115,7 @@ func (s *Server) renew(r agent.Renewal) error {
 		if err := sys.ReloadSSH(); err != nil {
 			return fmt.Errorf("make sshd use its new host keys: %w", err)
 		}
+		step("host keys")
 	}
 	return nil
 }

@@ -78,7 +78,7 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 			Name: StepAgent,
 			Do: func(ctx context.Context) error {
 				b.obs.Progress.Stage("vm.boot", "booting; waiting for the guest agent")
-				c, _, err := s.waitAgent(ctx, b.in.machine, b.timeout)
+				c, err := s.waitAgent(ctx, b.in.machine, b.timeout)
 				if err != nil {
 					b.unreachable = ctx.Err() == nil
 					// Only an undone create removes the console log with the VM: then a copy is kept.

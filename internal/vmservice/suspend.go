@@ -300,7 +300,7 @@ func (s *Service) connectAnew(ctx context.Context, m vmm.Machine, timeout time.D
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("the guest agent did not answer within %s%s", timeout, limit))
 	defer cancel()
 	for {
-		c, _, err := s.waitAgent(ctx, m, agentAttempt)
+		c, err := s.waitAgent(ctx, m, agentAttempt)
 		switch {
 		case err == nil:
 			return c, nil
