@@ -310,7 +310,7 @@ func TestDaemonKilledMidCreate(t *testing.T) {
 	for _, step := range []string{"record", "dirs", "disk", "vmm", "agent", "ready"} {
 		t.Run(step, func(t *testing.T) {
 			_ = os.Remove(marker)
-			cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "create", "--name", "mid-"+step, "--memory", "768M")
+			cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "create", "--cold", "--name", "mid-"+step, "--memory", "768M")
 			cmd.Env = append(append([]string{}, h.env...), "BANGER_PAUSE_AT="+step)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
