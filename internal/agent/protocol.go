@@ -65,8 +65,8 @@ const (
 
 // Renewal is what the host tells a guest right after its VMM restored it from a snapshot,
 // before the guest runs anything for the user. Every field is optional; the agent applies
-// the ones that are set, in the order of the fields, and replies once all are in effect (an
-// error names the first that failed; the ones before it stay applied).
+// the ones that are set — Clock first, Entropy next, then the others at once — and replies
+// once all are in effect (an error names the parts that failed; the others stay applied).
 //
 // A VM resumed as itself (vm resume) gets Clock and Entropy: its memory is its own, but time
 // went on and its random pool must not repeat what it produced before the suspend. A clone

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -39,11 +40,14 @@ type System interface {
 	ReloadSSH() error
 }
 
-// renew applies r in field order (see agent.Renewal) after checking all of it: an invalid
-// request changes nothing. The error names the first step that failed; the steps before it
-// stay applied, so the host retries the whole renewal (every step replaces).
+// renew applies r after checking all of it: an invalid request changes nothing. The clock is
+// set first and the random pool seeded next; then the host name with the machine id, the
+// network identity and the host keys are applied at once, as they touch different files and
+// kernel state (a restored guest runs each part slowly under emulation, where its code is
+// translated afresh). The error names every part that failed; the parts before them and beside
+// them stay applied, so the host retries the whole renewal (every part replaces).
 //
-// /etc/hosts is rewritten with the network step (the new address, under the new host name or
+// /etc/hosts is rewritten with the network part (the new address, under the new host name or
 // else the current one): a renewal with a Hostname and no Network leaves it as it was. A VM
 // generation ID device, where the VMM has one, needs nothing from the agent: the kernel's
 // vmgenid driver reseeds the RNG by itself when the VMM changes the ID.
@@ -60,64 +64,94 @@ func (s *Server) renew(r agent.Renewal) error {
 	sys, root := s.system(), s.root()
 	// How long each part took goes to the agent's log: a renewal is on the path of every
 	// warm start and fork.
-	began, last := time.Now(), time.Now()
-	var took []string
-	step := func(what string) {
-		now := time.Now()
-		took = append(took, fmt.Sprintf("%s %s", what, now.Sub(last).Round(time.Millisecond)))
-		last = now
+	began := time.Now()
+	var (
+		mu   sync.Mutex
+		took []string
+	)
+	timed := func(what string, f func() error) error {
+		t0 := time.Now()
+		err := f()
+		mu.Lock()
+		took = append(took, fmt.Sprintf("%s %s", what, time.Since(t0).Round(time.Millisecond)))
+		mu.Unlock()
+		return err
 	}
-	defer func() { s.Log.Printf("renew: %s (%s)", time.Since(began).Round(time.Millisecond), strings.Join(took, ", ")) }()
+	defer func() {
+		s.Log.Printf("renew: %s (%s)", time.Since(began).Round(time.Millisecond), strings.Join(took, ", "))
+	}()
 	if !r.Clock.IsZero() {
-		if err := sys.SetClock(r.Clock); err != nil {
+		if err := timed("clock", func() error { return sys.SetClock(r.Clock) }); err != nil {
 			return fmt.Errorf("set the clock to %s: %w", r.Clock.UTC().Format(time.RFC3339Nano), err)
 		}
-		step("clock")
 	}
 	if len(r.Entropy) > 0 {
-		if err := sys.AddEntropy(r.Entropy); err != nil {
+		if err := timed("entropy", func() error { return sys.AddEntropy(r.Entropy) }); err != nil {
 			return fmt.Errorf("seed the kernel's random pool with %d bytes: %w", len(r.Entropy), err)
 		}
-		step("entropy")
 	}
-	if r.Hostname != "" {
-		if err := sys.SetHostname(r.Hostname); err != nil {
-			return fmt.Errorf("set the host name to %q: %w", r.Hostname, err)
-		}
-		if err := replaceFile(filepath.Join(root, "etc/hostname"), r.Hostname+"\n"); err != nil {
-			return fmt.Errorf("host name: %w", err)
-		}
-		step("hostname")
-	}
-	if r.MachineID != "" {
-		if err := writeMachineID(root, r.MachineID); err != nil {
-			return fmt.Errorf("machine id: %w", err)
-		}
-		step("machine-id")
+	var parts []func() error
+	if r.Hostname != "" || r.MachineID != "" {
+		parts = append(parts, func() error {
+			return timed("name", func() error {
+				if r.Hostname != "" {
+					if err := sys.SetHostname(r.Hostname); err != nil {
+						return fmt.Errorf("set the host name to %q: %w", r.Hostname, err)
+					}
+					if err := replaceFile(filepath.Join(root, "etc/hostname"), r.Hostname+"\n"); err != nil {
+						return fmt.Errorf("host name: %w", err)
+					}
+				}
+				if r.MachineID != "" {
+					if err := writeMachineID(root, r.MachineID); err != nil {
+						return fmt.Errorf("machine id: %w", err)
+					}
+				}
+				return nil
+			})
+		})
 	}
 	if r.Network != nil {
-		if err := sys.RenewLink(net4); err != nil {
-			return fmt.Errorf("network identity %s %s: %w", net4.MAC, net4.Address, err)
-		}
-		hostname := r.Hostname
-		if hostname == "" {
-			hostname, _ = os.Hostname()
-		}
-		if err := renewNameFiles(root, net4, hostname); err != nil {
-			return fmt.Errorf("network identity: %w", err)
-		}
-		step("network")
+		parts = append(parts, func() error {
+			return timed("network", func() error {
+				if err := sys.RenewLink(net4); err != nil {
+					return fmt.Errorf("network identity %s %s: %w", net4.MAC, net4.Address, err)
+				}
+				hostname := r.Hostname
+				if hostname == "" {
+					hostname, _ = os.Hostname()
+				}
+				if err := renewNameFiles(root, net4, hostname); err != nil {
+					return fmt.Errorf("network identity: %w", err)
+				}
+				return nil
+			})
+		})
 	}
 	if len(r.HostKeys) > 0 {
-		if err := provision(agent.Provision{Files: r.HostKeys}, root); err != nil {
-			return fmt.Errorf("host keys: %w", err)
-		}
-		if err := sys.ReloadSSH(); err != nil {
-			return fmt.Errorf("make sshd use its new host keys: %w", err)
-		}
-		step("host keys")
+		parts = append(parts, func() error {
+			return timed("host keys", func() error {
+				if err := provision(agent.Provision{Files: r.HostKeys}, root); err != nil {
+					return fmt.Errorf("host keys: %w", err)
+				}
+				if err := sys.ReloadSSH(); err != nil {
+					return fmt.Errorf("make sshd use its new host keys: %w", err)
+				}
+				return nil
+			})
+		})
 	}
-	return nil
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, part := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = part()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (s *Server) system() System {
