@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -84,6 +85,15 @@ func (s *Service) reconcileOne(ctx context.Context, vm store.VM) {
 		if vm.State == StateStopping {
 			// The stop was cut short; the VM still runs, so say so. Stopping it is the user's call.
 			_ = s.store.SetVMState(ctx, vm.ID, StateRunning, "a stop was interrupted by a daemon restart")
+		}
+		// A snapshot or fork cut short left its guest paused (nothing else pauses a running
+		// VM): let it go on. Resuming a running machine is a no-op (vmm.Pauser).
+		if p, ok := m.(vmm.Pauser); ok {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := p.Resume(rctx); err != nil {
+				s.log.Warn("continue a VM a snapshot may have left paused", "vm", vm.Name, "err", err)
+			}
+			cancel()
 		}
 		s.log.Info("adopted running VM", "vm", vm.Name, "pid", m.Record().PID)
 	case m != nil:

@@ -299,3 +299,19 @@ func TestForkRefusesBadRequests(t *testing.T) {
 	_ = store.VM{}
 	_ = time.Now
 }
+
+// A daemon killed while it captured a VM leaves the guest paused; the next daemon lets it go
+// on when it adopts it.
+func TestReconcileContinuesAGuestACaptureLeftPaused(t *testing.T) {
+	e := newEnv(t)
+	e.runningVM("paused", nil)
+	m := e.machineOf("paused")
+	if err := m.Pause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if !e.machineOf("paused").Running() {
+		t.Error("after a daemon restart the guest a capture paused is still paused")
+	}
+	e.answers("paused")
+}

@@ -52,9 +52,24 @@ func (m *Machine) setPaused(p bool) error {
 	default:
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Kept beside the machine's sockets as well, as a real VMM keeps it in its process: a
+	// machine attached again (a daemon restart) is as paused as it was.
+	marker := m.pausedMarker()
+	if p {
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			return fmt.Errorf("vmmtest: %w", err)
+		}
+	} else if err := os.Remove(marker); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("vmmtest: %w", err)
+	}
 	m.paused = p
-	m.mu.Unlock()
 	return nil
+}
+
+// pausedMarker is the file that says the machine is paused.
+func (m *Machine) pausedMarker() string {
+	return filepath.Join(filepath.Dir(m.rec.Sockets["agent"]), "paused")
 }
 
 // Snapshot implements vmm.Snapshotter: it writes a state file and a sparse memory file of the

@@ -117,6 +117,9 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 		return nil, err
 	}
 	m := &Machine{proc: proc, rec: rec, version: d.version()}
+	if _, err := os.Stat(m.pausedMarker()); err == nil {
+		m.paused = true
+	}
 	_ = os.Remove(rec.Sockets["agent"])
 	_ = m.listen()
 	d.mu.Lock()
