@@ -283,24 +283,26 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 	return vm, timings, nil
 }
 
-// agentAttempt bounds one connection to the agent in connectAnew.
-const agentAttempt = 5 * time.Second
+// agentAttempts bound the attempts to connect to the agent in connectAnew: the first is short
+// (a guest restored inside a dead session never answers it; one that is alive answers in well
+// under a second even under emulation), the later ones give a slow host more time.
+var agentAttempts = []time.Duration{2 * time.Second, 5 * time.Second}
 
 // connectAnew waits, up to timeout, for the agent of a guest whose host may have gone away
-// without closing its session: a guest restored from a snapshot (saved before it saw the
-// suspending daemon's session end), or one whose daemon was killed with -9. A handshake on a
-// new connection can then land in that dead session and go unanswered until the guest sees
-// the host go away. So each attempt is bounded by agentAttempt, and the next one connects
-// anew, which shows the guest that the old host went away. limit, when set, names the
-// setting that timeout comes from, for the error.
+// without closing its session: a guest restored from a snapshot (saved while a session was
+// open, or before the guest saw it end), or one whose daemon was killed with -9. A handshake
+// on a new connection can then land in that dead session and go unanswered until the guest
+// sees the host go away. So each attempt is bounded (agentAttempts), and the next one
+// connects anew, which shows the guest that the old host went away. limit, when set, names
+// the setting that timeout comes from, for the error.
 func (s *Service) connectAnew(ctx context.Context, m vmm.Machine, timeout time.Duration, limit string) (*agent.Client, error) {
 	if limit != "" {
 		limit = " (" + limit + ")"
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("the guest agent did not answer within %s%s", timeout, limit))
 	defer cancel()
-	for {
-		c, err := s.waitAgent(ctx, m, agentAttempt)
+	for attempt := 0; ; attempt++ {
+		c, err := s.waitAgent(ctx, m, agentAttempts[min(attempt, len(agentAttempts)-1)])
 		switch {
 		case err == nil:
 			return c, nil
