@@ -85,6 +85,10 @@ func (c *Client) Version() string { return c.version }
 // Close ends the session and its connection.
 func (c *Client) Close() error { return c.session.Close() }
 
+// Streams is how many streams (exec sessions, forwarded connections, calls) are open on the
+// session now.
+func (c *Client) Streams() int { return c.session.NumStreams() }
+
 // Done is closed when the session ends (the guest went away, or Close was called).
 func (c *Client) Done() <-chan struct{} { return c.session.CloseChan() }
 

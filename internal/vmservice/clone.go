@@ -163,11 +163,22 @@ func (s *Service) renewal(vm *store.VM, b *boot, from snapshot.Meta) (agent.Rene
 	return r, r.Validate()
 }
 
-// capture saves vm, which runs as m, into st: the guest's state and memory (the VMM's
+// capture saves vm, which runs as in, into st: the guest's state and memory (the VMM's
 // snapshot) and a copy of its disk, both taken while its vCPUs are stopped, so that they agree.
-// The guest runs again when capture returns, whether it succeeded or not; nothing of the VM
-// changes otherwise (its agent session included: commands running in it go on).
-func (s *Service) capture(ctx context.Context, vm store.VM, m vmm.Machine, st *snapshot.Staging) (err error) {
+// The guest runs again when capture returns, whether it succeeded or not.
+//
+// An agent session with nothing open on it ends first (the next request connects anew), so
+// that the saved guest is one whose host went away: its clones' agents answer their first
+// connection at once. A session carrying exec sessions or forwarded connections is left
+// alone — they go on — and clones then wait out one short attempt (connectAnew).
+func (s *Service) capture(ctx context.Context, vm store.VM, in *instance, st *snapshot.Staging) (err error) {
+	m := in.machine
+	in.mu.Lock()
+	if in.agent != nil && in.agent.Streams() == 0 {
+		in.agent.Close()
+		in.agent = nil
+	}
+	in.mu.Unlock()
 	snapper, ok := m.(vmm.Snapshotter)
 	pauser, pok := m.(vmm.Pauser)
 	if !ok || !pok {

@@ -80,7 +80,7 @@ func (s *Service) SnapshotVM(ctx context.Context, ref string, req SnapshotReques
 			Name: StepCapture,
 			Do: func(ctx context.Context) error {
 				obs.Progress.Stage("vm.snapshot", "saving the guest (paused meanwhile)")
-				return s.capture(ctx, vm, in.machine, st)
+				return s.capture(ctx, vm, in, st)
 			},
 		},
 		{
@@ -170,7 +170,7 @@ func (s *Service) Fork(ctx context.Context, ref string, req ForkRequest, obs Obs
 		Name: StepCapture,
 		Do: func(ctx context.Context) error {
 			obs.Progress.Stage("vm.fork", "saving "+parent.Name+" (paused meanwhile)")
-			return s.capture(ctx, parent, in.machine, st)
+			return s.capture(ctx, parent, in, st)
 		},
 	}}
 	_, err = steps.Run(ctx, capture, s.hooks(parent.Name, req.FailStep, req.PauseStep))

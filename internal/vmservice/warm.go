@@ -191,24 +191,24 @@ func (s *Service) bootSnapshotSteps(c *creation) []steps.Step {
 					return nil
 				}
 				c.discard = append(c.discard, st)
-				// The session ends first, so that the saved guest is one whose host went
-				// away: a clone's agent then answers its first connection at once instead
-				// of hearing it inside a session nobody holds (see connectAnew).
-				b.in.mu.Lock()
-				b.in.agent = nil
-				b.in.mu.Unlock()
-				b.cli.Close()
-				if err := s.capture(ctx, *vm, b.in.machine, st); err != nil {
+				// The create's session is idle here: capture ends it, and the create
+				// connects anew for the steps after it.
+				if err := s.capture(ctx, *vm, b.in, st); err != nil {
 					warn("capture", err)
 				}
-				cl, err := s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout")
-				if err != nil {
-					return fmt.Errorf("the guest's agent after its boot snapshot: %w", err)
+				b.in.mu.Lock()
+				cl := b.in.agent
+				b.in.mu.Unlock()
+				if cl == nil {
+					var err error
+					if cl, err = s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout"); err != nil {
+						return fmt.Errorf("the guest's agent after its boot snapshot: %w", err)
+					}
+					b.in.mu.Lock()
+					b.in.agent = cl
+					b.in.mu.Unlock()
 				}
 				b.cli = cl
-				b.in.mu.Lock()
-				b.in.agent = cl
-				b.in.mu.Unlock()
 				return nil
 			},
 		},
