@@ -361,9 +361,12 @@ func TestForkCarriesRunningProcesses(t *testing.T) {
 	if vm := show(t, "fork-src"); vm.State != "running" {
 		t.Errorf("the parent after the fork: %+v; want it running on", vm)
 	}
+	parentAfter := counter(t, "fork-src")
+	waitFor(t, func() bool { return counter(t, "fork-src") > parentAfter }, "the parent's counter to go on after the fork")
 
 	for _, c := range clones {
-		if got := guest(t, c, "pgrep", "-f", "counter-loop"); got != pid {
+		if r, _ := banger(nil, "vm", "exec", c, "--", "pgrep", "-f", "counter-loop"); strings.TrimSpace(r.stdout) != pid {
+			got := strings.TrimSpace(r.stdout)
 			t.Errorf("%s: counter-loop pids %q; want the parent's process (pid %s) running on", c, got, pid)
 		}
 		first := counter(t, c)
