@@ -342,7 +342,7 @@ func TestForkCarriesRunningProcesses(t *testing.T) {
 	bootSnapshotMade(t, "fork-src") // removed at the end
 	r, err := bangerStdin(strings.NewReader(counterScript+"\n"), nil, "vm", "exec", "fork-src", "--", "sh", "-c",
 		"cat > /usr/local/bin/counter-loop && echo made-before-the-fork > /root/before-fork && sync && "+
-			"setsid nohup sh /usr/local/bin/counter-loop </dev/null >/dev/null 2>&1 &")
+			"{ setsid nohup sh /usr/local/bin/counter-loop </dev/null >/dev/null 2>&1 & }")
 	if err != nil || r.code != 0 {
 		t.Fatalf("start the counter: %v %+v", err, r)
 	}
