@@ -130,6 +130,7 @@ k=/etc/ssh/ssh_host_ed25519_key.pub
 echo "hostkey=$(sha256sum < "$k" | cut -d' ' -f1)"
 echo "machineid=$(cat /etc/machine-id)"
 echo "random=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+echo "clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 echo "clock=$(date +%s.%N)"
 `
 
@@ -184,8 +185,8 @@ func (id identity) checkClock(t *testing.T) {
 	lo := float64(id.hostBefore.UnixNano())/1e9 - 1
 	hi := float64(id.hostAt.UnixNano())/1e9 + 1
 	if id.clock < lo || id.clock > hi {
-		t.Errorf("%s: guest clock %.3f is %+.3fs from the host's window [%.3f, %.3f] (the command took %s); want within 1s",
-			id.vm, id.clock, skew(id.clock, lo+1, hi-1), lo+1, hi-1, id.hostAt.Sub(id.hostBefore).Round(time.Millisecond))
+		t.Errorf("%s: guest clock %.3f is %+.3fs from the host's window [%.3f, %.3f] (the command took %s; the guest's clocksource is %s); want within 1s",
+			id.vm, id.clock, skew(id.clock, lo+1, hi-1), lo+1, hi-1, id.hostAt.Sub(id.hostBefore).Round(time.Millisecond), id.fields["clocksource"])
 	}
 }
 
