@@ -65,10 +65,10 @@ func TestArgsAccelerator(t *testing.T) {
 	}{
 		{"KVM uses the host CPU and never passes tsc_early_khz", host.KVM, 2_400_000,
 			"kvm", "host", "root=/dev/vda ro console=ttyS0"},
-		{"TCG uses multi-threaded TCG, the max CPU and tsc_early_khz", host.TCG, 2_400_000,
-			"tcg,thread=multi,tb-size=64", "max", "root=/dev/vda ro console=ttyS0 tsc_early_khz=2400000"},
+		{"TCG uses multi-threaded TCG, the max CPU, a reliable TSC and tsc_early_khz", host.TCG, 2_400_000,
+			"tcg,thread=multi,tb-size=64", "max", "root=/dev/vda ro console=ttyS0 tsc=reliable tsc_early_khz=2400000"},
 		{"TCG without a known TSC frequency passes no tsc_early_khz", host.TCG, 0,
-			"tcg,thread=multi,tb-size=64", "max", "root=/dev/vda ro console=ttyS0"},
+			"tcg,thread=multi,tb-size=64", "max", "root=/dev/vda ro console=ttyS0 tsc=reliable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := (&Driver{TSCkHz: tc.tsckHz}).Args(testConfig(tc.accel))

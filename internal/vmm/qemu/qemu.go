@@ -131,6 +131,11 @@ func (d *Driver) args(cfg vmm.Config, console []string, restoreMem ...string) []
 	cmdline := cfg.Cmdline + " console=ttyS0"
 	if cfg.Accel != host.KVM {
 		accel = []string{"-accel", "tcg,thread=multi,tb-size=64", "-cpu", "max"}
+		// TCG's TSC follows the host's clock, but on a loaded host the guest's clocksource
+		// watchdog sees vCPUs starved and drops the TSC for refined-jiffies, which loses
+		// time whenever the guest waits for a CPU (guests — and every clone of one — fell a
+		// minute behind in the snapshot tests): tell it the TSC is reliable.
+		cmdline += " tsc=reliable"
 		if d.TSCkHz > 0 {
 			cmdline += " tsc_early_khz=" + strconv.Itoa(d.TSCkHz)
 		}
