@@ -69,6 +69,7 @@ type bench struct {
 	rootfs  string
 	modules string // the kernel's module disk; "" when it has none
 	scratch string
+	snaps   []string // user snapshots made and not removed yet
 }
 
 // vmArgs are the size flags every benchmark VM gets, so banger and the bare VMM boot the
@@ -103,6 +104,9 @@ func (b *bench) setup() error {
 	// clash with this run's. The benchmark owns this HOME, so they go.
 	if n := b.deleteVMs(); n > 0 {
 		fmt.Fprintf(os.Stderr, "bench: deleted %d VMs an interrupted run left\n", n)
+	}
+	if b.o.sections["warm"] || b.o.sections["fork"] || b.o.sections["snapshot"] || b.o.sections["memory"] {
+		b.removeLeftSnapshots()
 	}
 	b.accel = host.Root("/").DetectAccel()
 	b.qemu = &qemu.Driver{TSCkHz: host.Root("/").TSCkHz()}
@@ -142,8 +146,11 @@ func (b *bench) cleanup() {
 	}
 	// Delete whatever a failed section left.
 	if b.client != nil {
-		b.deleteVMs()
+		if n := b.deleteVMs(); n > 0 {
+			logf("cleanup: deleted %d VMs a section left", n)
+		}
 	}
+	b.removeSnapshots()
 }
 
 // deleteVMs deletes every VM of the benchmark's own daemon and says how many it deleted.
@@ -156,9 +163,11 @@ func (b *bench) deleteVMs() int {
 	}
 	n := 0
 	for _, vm := range vms {
-		if b.client.DeleteVM(ctx, vm.ID, true) == nil {
-			n++
+		if err := b.client.DeleteVM(ctx, vm.ID, true); err != nil {
+			logf("delete VM %s: %v", vm.Name, err)
+			continue
 		}
+		n++
 	}
 	return n
 }

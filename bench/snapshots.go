@@ -1,0 +1,565 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+)
+
+// Bounds on the commands of the snapshot sections: a command that takes longer has hung, and
+// the section fails with what it was doing instead of the benchmark waiting forever.
+const (
+	bootTimeout  = 10 * time.Minute // a cold boot, even with several guests sharing 2 CPUs under TCG
+	forkTimeout  = 5 * time.Minute  // a vm fork of up to 8 clones
+	quickTimeout = 2 * time.Minute  // snapshot, suspend, resume, delete, one exec
+	readyTimeout = 2 * time.Minute  // a clone's first successful exec after its fork returned
+)
+
+// cli runs the banger CLI like banger does, but bounded by timeout.
+func (b *bench) cli(timeout time.Duration, args ...string) cmdResult {
+	ctx, cancel := context.WithTimeout(b.ctx, timeout)
+	defer cancel()
+	r := banger(b.o, ctx, args...)
+	if r.err != nil && ctx.Err() == context.DeadlineExceeded {
+		r.err = fmt.Errorf("banger %s: gave up after %s: %w", strings.Join(args, " "), timeout, r.err)
+	}
+	return r
+}
+
+// runArgs is `vm run --rm [--cold] SIZE -- true`.
+func (b *bench) runArgs(cold bool) []string {
+	args := []string{"vm", "run", "--rm"}
+	if cold {
+		args = append(args, "--cold")
+	}
+	return append(append(args, b.vmArgs()...), "--", "true")
+}
+
+// warm compares warm starts with cold boots of `vm run --rm -- true`, CLI start to exit,
+// interleaved. One warm-enabled run first makes sure the combination's boot snapshot exists;
+// it is not counted.
+func (b *bench) warm() error {
+	r := b.cli(bootTimeout, b.runArgs(false)...)
+	if r.err != nil {
+		return fmt.Errorf("priming run (makes the boot snapshot): %w", r.err)
+	}
+	logf("warm: priming run took %s", r.took.Round(time.Millisecond))
+	if err := b.waitBootSnapshot(); err != nil {
+		return err
+	}
+	var warm, cold []time.Duration
+	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+		w := b.cli(bootTimeout, b.runArgs(false)...)
+		if w.err != nil {
+			return fmt.Errorf("warm round %d: %w", i+1, w.err)
+		}
+		warm = append(warm, w.took)
+		c := b.cli(bootTimeout, b.runArgs(true)...)
+		if c.err != nil {
+			return fmt.Errorf("cold round %d: %w", i+1, c.err)
+		}
+		cold = append(cold, c.took)
+		logf("warm round %d: warm %s, cold %s", i+1, w.took.Round(time.Millisecond), c.took.Round(time.Millisecond))
+	}
+	w := b.rep.add("warm.warm", "vm run --rm -- true restored from the boot snapshot, CLI start to exit", "s", seconds(warm))
+	w.Target, w.TargetMet = 1.0, w.Median <= 1.0
+	c := b.rep.add("warm.cold", "vm run --rm --cold -- true (full boot), CLI start to exit", "s", seconds(cold))
+	if w.Median > 0 {
+		b.rep.add("warm.speedup", "cold / warm (median)", "x", []float64{c.Median / w.Median})
+	}
+	return nil
+}
+
+// bootSnapshots returns the names of the boot snapshots `snapshot list` shows.
+func (b *bench) bootSnapshots() ([]string, error) {
+	list, err := b.snapshotList()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range list {
+		if s.kind == "boot" {
+			names = append(names, s.name)
+		}
+	}
+	return names, nil
+}
+
+// snapshotRow is one snapshot as `snapshot list` prints it.
+type snapshotRow struct{ name, kind string }
+
+// snapshotList reads `banger snapshot list`: a header line, then one snapshot a line whose
+// first column is its name; its kind is the column that says boot or user.
+func (b *bench) snapshotList() ([]snapshotRow, error) {
+	r := b.cli(quickTimeout, "snapshot", "list")
+	if r.err != nil {
+		return nil, r.err
+	}
+	var rows []snapshotRow
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	for first := true; sc.Scan(); first = false {
+		f := strings.Fields(sc.Text())
+		if first || len(f) == 0 {
+			continue
+		}
+		row := snapshotRow{name: f[0]}
+		for _, x := range f[1:] {
+			if x == "boot" || x == "user" {
+				row.kind = x
+				break
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// waitBootSnapshot waits (bounded) until a boot snapshot is listed: the daemon may save it
+// after the run that booted cold has already exited.
+func (b *bench) waitBootSnapshot() error {
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		names, err := b.bootSnapshots()
+		if err != nil {
+			return fmt.Errorf("list snapshots: %w", err)
+		}
+		if len(names) > 0 {
+			logf("warm: boot snapshots: %s", strings.Join(names, ", "))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("no boot snapshot 3 minutes after a warm-enabled vm run; is warm_start off in " +
+				b.o.home + "/.config/banger, or did the daemon fail to save it (see its log)?")
+		}
+		select {
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// source makes a running VM for the fork, snapshot and memory sections and waits until its
+// agent runs commands.
+func (b *bench) source(name string) error {
+	args := append([]string{"vm", "create", "--name", name}, b.vmArgs()...)
+	if r := b.cli(bootTimeout, args...); r.err != nil {
+		return fmt.Errorf("source VM: %w", r.err)
+	}
+	if _, err := b.execReady(name, readyTimeout); err != nil {
+		return fmt.Errorf("source VM: %w", err)
+	}
+	return nil
+}
+
+// execReady runs `vm exec NAME -- true` until it succeeds (bounded) and returns how many
+// attempts failed first.
+func (b *bench) execReady(name string, timeout time.Duration) (int, error) {
+	deadline := time.Now().Add(timeout)
+	for failed := 0; ; failed++ {
+		r := b.cli(quickTimeout, "vm", "exec", name, "--", "true")
+		if r.err == nil {
+			return failed, nil
+		}
+		if time.Now().After(deadline) || b.ctx.Err() != nil {
+			return failed, fmt.Errorf("vm exec %s -- true still failing after %s (%d attempts): %w", name, timeout, failed+1, r.err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// deleteAllBut deletes every VM of the benchmark's daemon except keep, bounded.
+func (b *bench) deleteAllBut(keep ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), quickTimeout)
+	defer cancel()
+	vms, err := b.client.ListVMs(ctx)
+	if err != nil {
+		return fmt.Errorf("list VMs: %w", err)
+	}
+	var errs []error
+	for _, vm := range vms {
+		if contains(keep, vm.Name) {
+			continue
+		}
+		if err := b.client.DeleteVM(ctx, vm.ID, true); err != nil {
+			errs = append(errs, fmt.Errorf("delete VM %s: %w", vm.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// fork measures `vm fork SRC -n N` until `vm exec CLONE -- true` succeeded on every clone,
+// for each N of -forks, the clones deleted between rounds.
+func (b *bench) fork() error {
+	const src = "bench-fork-src"
+	if err := b.source(src); err != nil {
+		return err
+	}
+	defer func() { _ = b.deleteAllBut() }()
+	for _, n := range b.o.forks {
+		var total, cli, perClone []time.Duration
+		retries := 0
+		for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+			t, c, failed, err := b.forkRound(src, n)
+			if err != nil {
+				return fmt.Errorf("fork -n %d, round %d: %w", n, i+1, err)
+			}
+			total, cli = append(total, t), append(cli, c)
+			perClone = append(perClone, t/time.Duration(n))
+			retries += failed
+			logf("fork -n %d round %d: fork %s, all exec-ready %s (%s per clone)", n, i+1,
+				c.Round(time.Millisecond), t.Round(time.Millisecond), (t / time.Duration(n)).Round(time.Millisecond))
+			if err := b.deleteAllBut(src); err != nil {
+				return fmt.Errorf("fork -n %d, round %d: delete the clones: %w", n, i+1, err)
+			}
+		}
+		b.rep.add(fmt.Sprintf("fork.%d.cli", n), fmt.Sprintf("vm fork -n %d, CLI start to exit", n), "s", seconds(cli))
+		f := b.rep.add(fmt.Sprintf("fork.%d.total", n), fmt.Sprintf("vm fork -n %d until vm exec -- true succeeded on every clone", n), "s", seconds(total))
+		if retries > 0 {
+			f.Note = fmt.Sprintf("%d execs failed before their clone answered", retries)
+		}
+		p := b.rep.add(fmt.Sprintf("fork.%d.per_clone", n), fmt.Sprintf("the same, divided by %d", n), "s", seconds(perClone))
+		p.Target, p.TargetMet = 0.5, p.Median <= 0.5
+	}
+	return nil
+}
+
+// forkRound forks n clones of src and waits for each to run `true`; it returns the time from
+// the fork's start until the last clone answered, the fork command's own time and how many
+// execs failed before their clone answered.
+func (b *bench) forkRound(src string, n int) (total, cli time.Duration, failed int, err error) {
+	start := time.Now()
+	r := b.cli(forkTimeout, "vm", "fork", src, "-n", strconv.Itoa(n))
+	if r.err != nil {
+		return 0, 0, 0, r.err
+	}
+	clones := nonEmptyLines(r.stdout)
+	if len(clones) != n {
+		return 0, 0, 0, fmt.Errorf("vm fork -n %d printed %d clone names, want %d: %q", n, len(clones), n, r.stdout)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []error
+	for _, c := range clones {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := b.execReady(c, readyTimeout)
+			mu.Lock()
+			defer mu.Unlock()
+			failed += f
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
+	total = time.Since(start)
+	return total, r.took, failed, errors.Join(errs...)
+}
+
+func nonEmptyLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// snapshot times `vm snapshot` of a running VM, `vm create --from-snapshot` of that snapshot
+// until the new VM runs commands, `snapshot rm`, and `vm suspend` and `vm resume`.
+func (b *bench) snapshot() error {
+	const src = "bench-snap-src"
+	if err := b.source(src); err != nil {
+		return err
+	}
+	defer func() { _ = b.deleteAllBut() }()
+	var take, from, rm, suspend, resume, resumeExec []time.Duration
+	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+		name := fmt.Sprintf("bench-snap-%d", i)
+		r := b.cli(quickTimeout, "vm", "snapshot", src, "--name", name)
+		if r.err != nil {
+			return r.err
+		}
+		b.snaps = append(b.snaps, name)
+		take = append(take, r.took)
+
+		vm := fmt.Sprintf("bench-from-%d", i)
+		start := time.Now()
+		r = b.cli(bootTimeout, append([]string{"vm", "create", "--from-snapshot", name, "--name", vm}, b.vmArgs()...)...)
+		if r.err != nil {
+			return r.err
+		}
+		if _, err := b.execReady(vm, readyTimeout); err != nil {
+			return err
+		}
+		from = append(from, time.Since(start))
+		if err := b.deleteAllBut(src); err != nil {
+			return err
+		}
+		r = b.cli(quickTimeout, "snapshot", "rm", name)
+		if r.err != nil {
+			return r.err
+		}
+		b.snaps = b.snaps[:len(b.snaps)-1]
+		rm = append(rm, r.took)
+
+		r = b.cli(quickTimeout, "vm", "suspend", src)
+		if r.err != nil {
+			return r.err
+		}
+		suspend = append(suspend, r.took)
+		r = b.cli(quickTimeout, "vm", "resume", src)
+		if r.err != nil {
+			return r.err
+		}
+		resume = append(resume, r.took)
+		r = b.cli(quickTimeout, "vm", "exec", src, "--", "true")
+		if r.err != nil {
+			return fmt.Errorf("first exec after resume: %w", r.err)
+		}
+		resumeExec = append(resumeExec, r.took)
+		logf("snapshot round %d: snapshot %s, create --from-snapshot to exec-ready %s, rm %s, suspend %s, resume %s, exec after resume %s",
+			i+1, take[i].Round(time.Millisecond), from[i].Round(time.Millisecond), rm[i].Round(time.Millisecond),
+			suspend[i].Round(time.Millisecond), resume[i].Round(time.Millisecond), resumeExec[i].Round(time.Millisecond))
+	}
+	b.rep.add("snapshot.take", "vm snapshot of a running VM (it runs on), CLI start to exit", "s", seconds(take))
+	b.rep.add("snapshot.create_from", "vm create --from-snapshot until vm exec -- true succeeded", "s", seconds(from))
+	b.rep.add("snapshot.rm", "snapshot rm of a user snapshot", "ms", millis(rm))
+	b.rep.add("snapshot.suspend", "vm suspend of a running VM", "s", seconds(suspend))
+	b.rep.add("snapshot.resume", "vm resume of a suspended VM", "s", seconds(resume))
+	b.rep.add("snapshot.exec_after_resume", "the first vm exec -- true after a resume", "s", seconds(resumeExec))
+	return nil
+}
+
+// removeSnapshots removes the user snapshots the benchmark made and has not removed yet.
+func (b *bench) removeSnapshots() {
+	for _, s := range b.snaps {
+		ctx, cancel := context.WithTimeout(context.Background(), quickTimeout)
+		if r := banger(b.o, ctx, "snapshot", "rm", s); r.err != nil {
+			logf("cleanup: %v", r.err)
+		}
+		cancel()
+	}
+	b.snaps = nil
+}
+
+// removeLeftSnapshots removes the user snapshots named bench-… that an interrupted run left:
+// the benchmark owns its HOME. Boot snapshots stay, as the kernel and image do.
+func (b *bench) removeLeftSnapshots() {
+	list, err := b.snapshotList()
+	if err != nil {
+		logf("list snapshots: %v", err)
+		return
+	}
+	for _, s := range list {
+		if s.kind == "user" && strings.HasPrefix(s.name, "bench-") {
+			b.snaps = append(b.snaps, s.name)
+		}
+	}
+	if len(b.snaps) > 0 {
+		logf("removing %d snapshots an interrupted run left", len(b.snaps))
+		b.removeSnapshots()
+	}
+}
+
+// memory compares the host memory of N forked clones with that of N cold-booted VMs: the sum
+// of the VMM processes' PSS (pages shared through a common memory file are divided among the
+// processes mapping them; RSS counts them in full in each) and the drop of the host's
+// MemAvailable, each side measured against the moment before it was made.
+func (b *bench) memory() error {
+	n := b.o.memVMs
+	const src = "bench-mem-src"
+	defer func() { _ = b.deleteAllBut() }()
+	if err := b.source(src); err != nil {
+		return err
+	}
+	srcPSS, err := b.vmPSS([]string{src})
+	if err != nil {
+		return err
+	}
+
+	// The clones.
+	before, err := memAvailable()
+	if err != nil {
+		return err
+	}
+	r := b.cli(forkTimeout, "vm", "fork", src, "-n", strconv.Itoa(n))
+	if r.err != nil {
+		return r.err
+	}
+	clones := nonEmptyLines(r.stdout)
+	if len(clones) != n {
+		return fmt.Errorf("vm fork -n %d printed %d clone names, want %d: %q", n, len(clones), n, r.stdout)
+	}
+	for _, c := range clones {
+		if _, err := b.execReady(c, readyTimeout); err != nil {
+			return err
+		}
+	}
+	clonePSS, cloneRSS, cloneAvail, err := b.settledMemory(clones, before)
+	if err != nil {
+		return err
+	}
+	logf("memory: %d clones: PSS %.0f MiB, RSS %.0f MiB, MemAvailable -%.0f MiB", n, sum(clonePSS), sum(cloneRSS), cloneAvail)
+
+	// The cold VMs, without the clones and their source.
+	if err := b.deleteAllBut(); err != nil {
+		return err
+	}
+	if before, err = memAvailable(); err != nil {
+		return err
+	}
+	var cold []string
+	for i := 0; i < n; i += b.o.coldParallel {
+		var wg sync.WaitGroup
+		errs := make([]error, b.o.coldParallel)
+		for j := 0; j < b.o.coldParallel && i+j < n; j++ {
+			name := fmt.Sprintf("bench-cold-%d", i+j)
+			cold = append(cold, name)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				args := append([]string{"vm", "create", "--cold", "--name", name}, b.vmArgs()...)
+				if r := b.cli(bootTimeout, args...); r.err != nil {
+					errs[j] = r.err
+					return
+				}
+				_, errs[j] = b.execReady(name, readyTimeout)
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("cold VMs: %w", err)
+		}
+		logf("memory: %d of %d cold VMs running", len(cold), n)
+	}
+	coldPSS, coldRSS, coldAvail, err := b.settledMemory(cold, before)
+	if err != nil {
+		return err
+	}
+	logf("memory: %d cold VMs: PSS %.0f MiB, RSS %.0f MiB, MemAvailable -%.0f MiB", n, sum(coldPSS), sum(coldRSS), coldAvail)
+
+	b.rep.add("memory.source_pss", "PSS of the forked VM's VMM before the fork", "MiB", srcPSS)
+	b.rep.add("memory.clone_pss", "PSS of one clone's VMM", "MiB", clonePSS)
+	b.rep.add("memory.cold_pss", "PSS of one cold-booted VM's VMM", "MiB", coldPSS)
+	cp := b.rep.add("memory.clones_pss_sum", fmt.Sprintf("%d clones: sum of their VMMs' PSS", n), "MiB", []float64{sum(clonePSS)})
+	kp := b.rep.add("memory.cold_pss_sum", fmt.Sprintf("%d cold VMs: sum of their VMMs' PSS", n), "MiB", []float64{sum(coldPSS)})
+	b.rep.add("memory.clones_rss_sum", fmt.Sprintf("%d clones: sum of RSS (shared pages counted in each)", n), "MiB", []float64{sum(cloneRSS)})
+	b.rep.add("memory.cold_rss_sum", fmt.Sprintf("%d cold VMs: sum of RSS", n), "MiB", []float64{sum(coldRSS)})
+	ca := b.rep.add("memory.clones_avail", fmt.Sprintf("host MemAvailable drop with %d clones", n), "MiB", []float64{cloneAvail})
+	ka := b.rep.add("memory.cold_avail", fmt.Sprintf("host MemAvailable drop with %d cold VMs", n), "MiB", []float64{coldAvail})
+	if kp.Median > 0 {
+		b.rep.ratio("memory.pss_ratio", "clones / cold, sum of PSS", cp.Median/kp.Median, 0.5)
+	}
+	if ka.Median > 0 {
+		b.rep.ratio("memory.avail_ratio", "clones / cold, MemAvailable drop", ca.Median/ka.Median, 0.5)
+	}
+	return nil
+}
+
+// settledMemory waits until the VMs have been idle a few seconds, then returns each VMM's PSS
+// and RSS (MiB) and how far MemAvailable fell since before (MiB).
+func (b *bench) settledMemory(names []string, before int64) (pss, rssMiB []float64, availDrop float64, err error) {
+	select {
+	case <-b.ctx.Done():
+		return nil, nil, 0, b.ctx.Err()
+	case <-time.After(10 * time.Second):
+	}
+	after, err := memAvailable()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if pss, err = b.vmPSS(names); err != nil {
+		return nil, nil, 0, err
+	}
+	for _, name := range names {
+		vm, err := b.getVM(name)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		n, err := rss(vm.PID)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("VM %s: VMM pid %d: %w", name, vm.PID, err)
+		}
+		rssMiB = append(rssMiB, float64(n)/(1<<20))
+	}
+	return pss, rssMiB, float64(before-after) / (1 << 20), nil
+}
+
+func (b *bench) getVM(name string) (api.VM, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, quickTimeout)
+	defer cancel()
+	vm, err := b.client.GetVM(ctx, name)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("VM %s: %w", name, err)
+	}
+	if vm.PID == 0 {
+		return api.VM{}, fmt.Errorf("VM %s: no VMM process (state %s)", name, vm.State)
+	}
+	return vm, nil
+}
+
+// vmPSS returns the PSS (MiB) of each named VM's VMM process.
+func (b *bench) vmPSS(names []string) ([]float64, error) {
+	var out []float64
+	for _, name := range names {
+		vm, err := b.getVM(name)
+		if err != nil {
+			return nil, err
+		}
+		p, err := pss(vm.PID)
+		if err != nil {
+			return nil, fmt.Errorf("VM %s: VMM pid %d: %w", name, vm.PID, err)
+		}
+		out = append(out, float64(p)/(1<<20))
+	}
+	return out, nil
+}
+
+// pss returns a process's proportional set size in bytes, from /proc/PID/smaps_rollup.
+func pss(pid int) (int64, error) {
+	return procKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+}
+
+// memAvailable returns the host's MemAvailable in bytes.
+func memAvailable() (int64, error) { return procKB("/proc/meminfo", "MemAvailable:") }
+
+// procKB reads the "key: N kB" line of a /proc file, in bytes.
+func procKB(path, key string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key); ok {
+			f := strings.Fields(v)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("%s: %s %q: %w", path, key, f[0], err)
+				}
+				return kb * 1024, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s line", path, key)
+}
+
+func sum(xs []float64) float64 {
+	t := 0.0
+	for _, x := range xs {
+		t += x
+	}
+	return t
+}
