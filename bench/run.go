@@ -49,9 +49,20 @@ func banger(o options, ctx context.Context, args ...string) cmdResult {
 	return r
 }
 
+// lastLine returns the last line of a command's stderr that is not a hint, with the hint
+// after it if there is one: the error, and what the CLI suggests.
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
+	last := lines[len(lines)-1]
+	for i := len(lines) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(strings.TrimSpace(lines[i]), "hint:") {
+			if i == len(lines)-1 {
+				return last
+			}
+			return lines[i] + " (" + strings.TrimSpace(last) + ")"
+		}
+	}
+	return last
 }
 
 // bench holds what the sections share.
