@@ -296,7 +296,8 @@ func (b *bench) snapshot() error {
 
 		vm := fmt.Sprintf("bench-from-%d", i)
 		start := time.Now()
-		r = b.cli(bootTimeout, append([]string{"vm", "create", "--from-snapshot", name, "--name", vm}, b.vmArgs()...)...)
+		// No size flags: the VM has the snapshot's (and the CLI refuses others).
+		r = b.cli(bootTimeout, "vm", "create", "--from-snapshot", name, "--name", vm)
 		if r.err != nil {
 			return r.err
 		}
