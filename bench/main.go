@@ -30,9 +30,10 @@ type options struct {
 	out          string
 	rounds       int
 	concurrency  []int
-	forks        []int // clone counts of the fork section
-	memVMs       int   // VMs on each side of the memory section
-	coldParallel int   // cold VMs the memory section boots at once
+	forks        []int  // clone counts of the fork section
+	memVMs       int    // VMs on each side of the memory section
+	coldParallel int    // cold VMs the memory section boots at once
+	forkSource   string // how the fork and snapshot sections' VM starts: warm or cold
 	sections     map[string]bool
 	vcpu         int
 	memory       string
@@ -53,6 +54,7 @@ func main() {
 	flag.StringVar(&forks, "forks", "1,4,8", "clone counts of the fork section (vm fork -n N)")
 	flag.IntVar(&o.memVMs, "mem-vms", 8, "forked clones and cold VMs compared by the memory section")
 	flag.IntVar(&o.coldParallel, "cold-parallel", 2, "cold VMs the memory section boots at once")
+	flag.StringVar(&o.forkSource, "fork-source", "warm", "how the VM the fork and snapshot sections save starts: warm (the default way: restored from the boot snapshot when there is one) or cold")
 	flag.StringVar(&sections, "sections", strings.Join(allSections, ","), "sections to run: "+strings.Join(allSections, ","))
 	flag.IntVar(&o.vcpu, "vcpu", 1, "vCPUs of every benchmark VM")
 	flag.StringVar(&o.memory, "memory", "1G", "memory of every benchmark VM")
@@ -61,6 +63,9 @@ func main() {
 
 	o.concurrency = positiveList("-concurrency", conc)
 	o.forks = positiveList("-forks", forks)
+	if o.forkSource != "warm" && o.forkSource != "cold" {
+		fatalf("-fork-source %q: want warm or cold", o.forkSource)
+	}
 	if o.memVMs < 1 || o.coldParallel < 1 {
 		fatalf("-mem-vms and -cold-parallel must be at least 1")
 	}

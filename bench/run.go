@@ -183,14 +183,19 @@ func (b *bench) deleteVMs() int {
 	return n
 }
 
-// createVM makes a running VM through the API and returns the final event (with timings).
-func (b *bench) createVM(name string) (api.Event, error) {
+// createVM makes a running VM through the API, booted cold, and returns the final event
+// (with timings).
+func (b *bench) createVM(name string) (api.Event, error) { return b.createVMCtx(b.ctx, name, true) }
+
+// createVMCtx is createVM with a context and a choice: cold, or warm when a boot snapshot
+// of the combination exists.
+func (b *bench) createVMCtx(ctx context.Context, name string, cold bool) (api.Event, error) {
 	vcpu := b.o.vcpu
 	mem, err := memoryMiB(b.o.memory)
 	if err != nil {
 		return api.Event{}, err
 	}
-	return b.client.CreateVMResult(b.ctx, api.CreateVMRequest{Name: name, VCPU: &vcpu, MemoryMiB: &mem}, nil)
+	return b.client.CreateVMResult(ctx, api.CreateVMRequest{Name: name, VCPU: &vcpu, MemoryMiB: &mem, Cold: cold}, nil)
 }
 
 func memoryMiB(s string) (int, error) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -69,11 +68,42 @@ func (b *bench) warm() error {
 		cold = append(cold, c.took)
 		logf("warm round %d: warm %s, cold %s", i+1, w.took.Round(time.Millisecond), c.took.Round(time.Millisecond))
 	}
+	if err := b.warmSteps(); err != nil {
+		return err
+	}
 	w := b.rep.add("warm.warm", "vm run --rm -- true restored from the boot snapshot, CLI start to exit", "s", seconds(warm))
 	w.Target, w.TargetMet = 1.0, w.Median <= 1.0
 	c := b.rep.add("warm.cold", "vm run --rm --cold -- true (full boot), CLI start to exit", "s", seconds(cold))
 	if w.Median > 0 {
 		b.rep.add("warm.speedup", "cold / warm (median)", "x", []float64{c.Median / w.Median})
+	}
+	return nil
+}
+
+// warmSteps creates warm VMs through the API and reports the daemon's timing of each of
+// their start steps: where a warm start's time goes.
+func (b *bench) warmSteps() error {
+	per := map[string][]time.Duration{}
+	var order []string
+	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+		ctx, cancel := context.WithTimeout(b.ctx, bootTimeout)
+		ev, err := b.createVMCtx(ctx, fmt.Sprintf("bench-warm-%d", i), false)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("warm create through the API: %w", err)
+		}
+		for _, t := range ev.Timings {
+			if _, ok := per[t.Name]; !ok {
+				order = append(order, t.Name)
+			}
+			per[t.Name] = append(per[t.Name], t.Duration)
+		}
+		if err := b.deleteAllBut(); err != nil {
+			return err
+		}
+	}
+	for _, name := range order {
+		b.rep.add("warm.step."+name, "warm create, start step "+name+" (daemon's timing)", "ms", millis(per[name]))
 	}
 	return nil
 }
@@ -86,38 +116,27 @@ func (b *bench) bootSnapshots() ([]string, error) {
 	}
 	var names []string
 	for _, s := range list {
-		if s.kind == "boot" {
+		if s.kind == api.SnapshotBoot {
 			names = append(names, s.name)
 		}
 	}
 	return names, nil
 }
 
-// snapshotRow is one snapshot as `snapshot list` prints it.
+// snapshotRow is one snapshot: its name and kind (boot or user).
 type snapshotRow struct{ name, kind string }
 
-// snapshotList reads `banger snapshot list`: a header line, then one snapshot a line whose
-// first column is its name; its kind is the column that says boot or user.
+// snapshotList lists the daemon's snapshots, bounded.
 func (b *bench) snapshotList() ([]snapshotRow, error) {
-	r := b.cli(quickTimeout, "snapshot", "list")
-	if r.err != nil {
-		return nil, r.err
+	ctx, cancel := context.WithTimeout(b.ctx, quickTimeout)
+	defer cancel()
+	list, err := b.client.ListSnapshots(ctx)
+	if err != nil {
+		return nil, err
 	}
-	var rows []snapshotRow
-	sc := bufio.NewScanner(strings.NewReader(r.stdout))
-	for first := true; sc.Scan(); first = false {
-		f := strings.Fields(sc.Text())
-		if first || len(f) == 0 {
-			continue
-		}
-		row := snapshotRow{name: f[0]}
-		for _, x := range f[1:] {
-			if x == "boot" || x == "user" {
-				row.kind = x
-				break
-			}
-		}
-		rows = append(rows, row)
+	rows := make([]snapshotRow, 0, len(list))
+	for _, s := range list {
+		rows = append(rows, snapshotRow{name: s.Name, kind: s.Kind})
 	}
 	return rows, nil
 }
@@ -147,10 +166,15 @@ func (b *bench) waitBootSnapshot() error {
 	}
 }
 
-// source makes a running VM for the fork, snapshot and memory sections and waits until its
-// agent runs commands.
-func (b *bench) source(name string) error {
-	args := append([]string{"vm", "create", "--name", name}, b.vmArgs()...)
+// source makes a running VM for the fork, snapshot and memory sections, booted cold or made
+// the default way (a warm start when the boot snapshot exists), and waits until its agent
+// runs commands.
+func (b *bench) source(name string, cold bool) error {
+	args := []string{"vm", "create", "--name", name}
+	if cold {
+		args = append(args, "--cold")
+	}
+	args = append(args, b.vmArgs()...)
 	if r := b.cli(bootTimeout, args...); r.err != nil {
 		return fmt.Errorf("source VM: %w", r.err)
 	}
@@ -200,7 +224,7 @@ func (b *bench) deleteAllBut(keep ...string) error {
 // for each N of -forks, the clones deleted between rounds.
 func (b *bench) fork() error {
 	const src = "bench-fork-src"
-	if err := b.source(src); err != nil {
+	if err := b.source(src, b.o.forkSource == "cold"); err != nil {
 		return err
 	}
 	defer func() { _ = b.deleteAllBut() }()
@@ -280,7 +304,7 @@ func nonEmptyLines(s string) []string {
 // until the new VM runs commands, `snapshot rm`, and `vm suspend` and `vm resume`.
 func (b *bench) snapshot() error {
 	const src = "bench-snap-src"
-	if err := b.source(src); err != nil {
+	if err := b.source(src, b.o.forkSource == "cold"); err != nil {
 		return err
 	}
 	defer func() { _ = b.deleteAllBut() }()
@@ -364,7 +388,7 @@ func (b *bench) removeLeftSnapshots() {
 		return
 	}
 	for _, s := range list {
-		if s.kind == "user" && strings.HasPrefix(s.name, "bench-") {
+		if s.kind == api.SnapshotUser && strings.HasPrefix(s.name, "bench-") {
 			b.snaps = append(b.snaps, s.name)
 		}
 	}
@@ -377,48 +401,58 @@ func (b *bench) removeLeftSnapshots() {
 // memory compares the host memory of N forked clones with that of N cold-booted VMs: the sum
 // of the VMM processes' PSS (pages shared through a common memory file are divided among the
 // processes mapping them; RSS counts them in full in each) and the drop of the host's
-// MemAvailable, each side measured against the moment before it was made.
+// MemAvailable, each side measured against the moment before it was made. The clones are
+// measured twice: forked from a VM made the default way (a warm start when the boot
+// snapshot exists) and from a cold-booted one, whose RAM the VMM keeps in shared memory.
 func (b *bench) memory() error {
 	n := b.o.memVMs
-	const src = "bench-mem-src"
 	defer func() { _ = b.deleteAllBut() }()
-	if err := b.source(src); err != nil {
-		return err
+	type side struct {
+		pss, rss []float64
+		avail    float64
 	}
-	srcPSS, err := b.vmPSS([]string{src})
-	if err != nil {
-		return err
-	}
-
-	// The clones.
-	before, err := memAvailable()
-	if err != nil {
-		return err
-	}
-	r := b.cli(forkTimeout, "vm", "fork", src, "-n", strconv.Itoa(n))
-	if r.err != nil {
-		return r.err
-	}
-	clones := nonEmptyLines(r.stdout)
-	if len(clones) != n {
-		return fmt.Errorf("vm fork -n %d printed %d clone names, want %d: %q", n, len(clones), n, r.stdout)
-	}
-	for _, c := range clones {
-		if _, err := b.execReady(c, readyTimeout); err != nil {
+	clones := map[string]side{}
+	for _, kind := range []string{"warm", "cold"} {
+		src := "bench-mem-src-" + kind
+		if err := b.source(src, kind == "cold"); err != nil {
+			return err
+		}
+		srcPSS, err := b.vmPSS([]string{src})
+		if err != nil {
+			return err
+		}
+		b.rep.add("memory.source_pss_"+kind, fmt.Sprintf("PSS of the forked VM's VMM before the fork (%s source)", kind), "MiB", srcPSS)
+		before, err := memAvailable()
+		if err != nil {
+			return err
+		}
+		r := b.cli(forkTimeout, "vm", "fork", src, "-n", strconv.Itoa(n))
+		if r.err != nil {
+			return r.err
+		}
+		names := nonEmptyLines(r.stdout)
+		if len(names) != n {
+			return fmt.Errorf("vm fork -n %d printed %d clone names, want %d: %q", n, len(names), n, r.stdout)
+		}
+		for _, c := range names {
+			if _, err := b.execReady(c, readyTimeout); err != nil {
+				return err
+			}
+		}
+		pss, rssMiB, avail, err := b.settledMemory(names, before)
+		if err != nil {
+			return err
+		}
+		clones[kind] = side{pss, rssMiB, avail}
+		logf("memory: %d clones of a %s source: PSS %.0f MiB, RSS %.0f MiB, MemAvailable -%.0f MiB", n, kind, sum(pss), sum(rssMiB), avail)
+		if err := b.deleteAllBut(); err != nil {
 			return err
 		}
 	}
-	clonePSS, cloneRSS, cloneAvail, err := b.settledMemory(clones, before)
-	if err != nil {
-		return err
-	}
-	logf("memory: %d clones: PSS %.0f MiB, RSS %.0f MiB, MemAvailable -%.0f MiB", n, sum(clonePSS), sum(cloneRSS), cloneAvail)
 
-	// The cold VMs, without the clones and their source.
-	if err := b.deleteAllBut(); err != nil {
-		return err
-	}
-	if before, err = memAvailable(); err != nil {
+	// The cold VMs, without the clones and their sources.
+	before, err := memAvailable()
+	if err != nil {
 		return err
 	}
 	var cold []string
@@ -451,20 +485,23 @@ func (b *bench) memory() error {
 	}
 	logf("memory: %d cold VMs: PSS %.0f MiB, RSS %.0f MiB, MemAvailable -%.0f MiB", n, sum(coldPSS), sum(coldRSS), coldAvail)
 
-	b.rep.add("memory.source_pss", "PSS of the forked VM's VMM before the fork", "MiB", srcPSS)
-	b.rep.add("memory.clone_pss", "PSS of one clone's VMM", "MiB", clonePSS)
 	b.rep.add("memory.cold_pss", "PSS of one cold-booted VM's VMM", "MiB", coldPSS)
-	cp := b.rep.add("memory.clones_pss_sum", fmt.Sprintf("%d clones: sum of their VMMs' PSS", n), "MiB", []float64{sum(clonePSS)})
 	kp := b.rep.add("memory.cold_pss_sum", fmt.Sprintf("%d cold VMs: sum of their VMMs' PSS", n), "MiB", []float64{sum(coldPSS)})
-	b.rep.add("memory.clones_rss_sum", fmt.Sprintf("%d clones: sum of RSS (shared pages counted in each)", n), "MiB", []float64{sum(cloneRSS)})
 	b.rep.add("memory.cold_rss_sum", fmt.Sprintf("%d cold VMs: sum of RSS", n), "MiB", []float64{sum(coldRSS)})
-	ca := b.rep.add("memory.clones_avail", fmt.Sprintf("host MemAvailable drop with %d clones", n), "MiB", []float64{cloneAvail})
 	ka := b.rep.add("memory.cold_avail", fmt.Sprintf("host MemAvailable drop with %d cold VMs", n), "MiB", []float64{coldAvail})
-	if kp.Median > 0 {
-		b.rep.ratio("memory.pss_ratio", "clones / cold, sum of PSS", cp.Median/kp.Median, 0.5)
-	}
-	if ka.Median > 0 {
-		b.rep.ratio("memory.avail_ratio", "clones / cold, MemAvailable drop", ca.Median/ka.Median, 0.5)
+	for _, kind := range []string{"warm", "cold"} {
+		c := clones[kind]
+		of := fmt.Sprintf("%d clones of a %s source", n, kind)
+		b.rep.add("memory.clone_pss_"+kind, "PSS of one clone's VMM ("+kind+" source)", "MiB", c.pss)
+		cp := b.rep.add("memory.clones_pss_sum_"+kind, of+": sum of their VMMs' PSS", "MiB", []float64{sum(c.pss)})
+		b.rep.add("memory.clones_rss_sum_"+kind, of+": sum of RSS (shared pages counted in each)", "MiB", []float64{sum(c.rss)})
+		ca := b.rep.add("memory.clones_avail_"+kind, "host MemAvailable drop with "+of, "MiB", []float64{c.avail})
+		if kp.Median > 0 {
+			b.rep.ratio("memory.pss_ratio_"+kind, "clones ("+kind+" source) / cold VMs, sum of PSS", cp.Median/kp.Median, 0.5)
+		}
+		if ka.Median > 0 {
+			b.rep.ratio("memory.avail_ratio_"+kind, "clones ("+kind+" source) / cold VMs, MemAvailable drop", ca.Median/ka.Median, 0.5)
+		}
 	}
 	return nil
 }
