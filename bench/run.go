@@ -81,6 +81,7 @@ type bench struct {
 	modules string // the kernel's module disk; "" when it has none
 	scratch string
 	snaps   []string // user snapshots made and not removed yet
+	primed  bool     // the boot snapshot of the benchmark VMs' combination exists
 }
 
 // vmArgs are the size flags every benchmark VM gets, so banger and the bare VMM boot the
