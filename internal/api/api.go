@@ -160,6 +160,12 @@ type CreateVMRequest struct {
 	KeepUnreachable bool `json:"keep_unreachable,omitempty"`
 	// NoNAT keeps the VM's traffic on the bridge (no masquerading out of the host).
 	NoNAT bool `json:"no_nat,omitempty"`
+	// FromSnapshot restores the VM from the named snapshot instead of booting it: its image,
+	// kernel, VMM and size are the snapshot's, and asking for others is refused.
+	FromSnapshot string `json:"from_snapshot,omitempty"`
+	// Cold boots the VM even when a boot snapshot of its combination exists, and makes none
+	// (the config's warm_start = false does the same for every VM).
+	Cold bool `json:"cold,omitempty"`
 }
 
 // StopRequest is the body of POST /v1/vms/{ref}/stop and /restart.
@@ -206,13 +212,15 @@ type Event struct {
 	Done      int64     `json:"done,omitempty"`
 	Total     int64     `json:"total,omitempty"`
 
-	Spec    *Spec        `json:"spec,omitempty"`
-	VM      *VM          `json:"vm,omitempty"`
-	Kernel  *Kernel      `json:"kernel,omitempty"`
-	Image   *Image       `json:"image,omitempty"`
-	Bundle  *Bundle      `json:"bundle,omitempty"`
-	Timings []StepTiming `json:"timings,omitempty"`
-	Error   *Error       `json:"error,omitempty"`
+	Spec     *Spec        `json:"spec,omitempty"`
+	VM       *VM          `json:"vm,omitempty"`
+	Kernel   *Kernel      `json:"kernel,omitempty"`
+	Image    *Image       `json:"image,omitempty"`
+	Bundle   *Bundle      `json:"bundle,omitempty"`
+	Snapshot *Snapshot    `json:"snapshot,omitempty"` // the result of RouteSnapshotVM
+	VMs      []VM         `json:"vms,omitempty"`      // the clones RouteForkVM made
+	Timings  []StepTiming `json:"timings,omitempty"`
+	Error    *Error       `json:"error,omitempty"`
 	// Unchanged, on a result, says the VM already was in the state asked for (start of a
 	// running VM, stop of a stopped one): nothing was done.
 	Unchanged bool `json:"unchanged,omitempty"`

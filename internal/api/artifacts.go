@@ -19,14 +19,16 @@ type Image struct {
 	Manifest json.RawMessage `json:"manifest,omitempty"`
 }
 
-// ImageVersion is one build, pull or import of an image. Versions stay while VMs use them.
+// ImageVersion is one build, pull or import of an image. Versions stay while VMs or
+// snapshots use them.
 type ImageVersion struct {
 	Version   string    `json:"version"`
 	Dir       string    `json:"dir"`
 	SizeBytes int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
 	Current   bool      `json:"current,omitempty"`
-	UsedBy    []string  `json:"used_by,omitempty"`
+	UsedBy    []string  `json:"used_by,omitempty"`   // VMs created from it
+	Snapshots []string  `json:"snapshots,omitempty"` // user snapshots taken on it (restoring one needs it)
 }
 
 // Kernel is an installed kernel.
@@ -39,7 +41,8 @@ type Kernel struct {
 	Dir       string          `json:"dir"`
 	Modules   bool            `json:"modules,omitempty"`
 	Initrd    bool            `json:"initrd,omitempty"`
-	UsedBy    []string        `json:"used_by,omitempty"`
+	UsedBy    []string        `json:"used_by,omitempty"`   // VMs that boot it
+	Snapshots []string        `json:"snapshots,omitempty"` // user snapshots taken with it (restoring one needs it)
 	CreatedAt time.Time       `json:"created_at"`
 	Manifest  json.RawMessage `json:"manifest,omitempty"`
 }
@@ -104,7 +107,7 @@ type PruneResult struct {
 	DryRun   bool           `json:"dry_run"`
 	Layers   []CachedFile   `json:"layers"`   // OCI layer blobs no image version was made from
 	Bundles  []CachedFile   `json:"bundles"`  // downloaded catalog bundles
-	Versions []ImageVersion `json:"versions"` // image versions no VM uses
+	Versions []ImageVersion `json:"versions"` // image versions no VM or snapshot uses
 	Freed    int64          `json:"freed_bytes"`
 }
 

@@ -31,6 +31,10 @@ const (
 	RouteSuspendVM Route = "POST /v1/vms/{ref}/suspend" // (op) result: VM
 	RouteResumeVM  Route = "POST /v1/vms/{ref}/resume"  // (op) result: VM
 	RoutePruneVMs  Route = "POST /v1/vms/prune"         // delete every VM that is not running
+	// RouteSnapshotVM saves a running VM as a snapshot and lets it run on.
+	RouteSnapshotVM Route = "POST /v1/vms/{ref}/snapshot" // (op) SnapshotVMRequest; result: Snapshot
+	// RouteForkVM makes live clones of a running VM, all or none.
+	RouteForkVM Route = "POST /v1/vms/{ref}/fork" // (op) ForkVMRequest; result: VMs (the clones)
 	// RouteLogs answers plain text: ?source=console|vmm, &follow=1 to keep following.
 	RouteLogs         Route = "GET /v1/vms/{ref}/logs"
 	RouteExec         Route = "POST /v1/vms/{ref}/exec" // (upgrade) ExecRequest
@@ -60,6 +64,9 @@ const (
 	RoutePullKernel   Route = "POST /v1/kernels/{name}/pull"   // (op) result: Kernel
 	RouteExportKernel Route = "POST /v1/kernels/{name}/export" // (op) ExportRequest; result: Bundle
 	RouteImportKernel Route = "POST /v1/kernels/import"        // (op) ImportRequest; result: Kernel
+
+	RouteListSnapshots  Route = "GET /v1/snapshots"           // boot and user snapshots, oldest first
+	RouteDeleteSnapshot Route = "DELETE /v1/snapshots/{name}" // VMs made from it keep running
 
 	RouteCatalog Route = "GET /v1/catalog" // what can be had
 )

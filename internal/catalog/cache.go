@@ -17,7 +17,7 @@ type PruneResult struct {
 	DryRun   bool          `json:"dry_run"`
 	Layers   []oci.Blob    `json:"layers"`   // OCI layer blobs no image version was made from
 	Bundles  []CachedFile  `json:"bundles"`  // downloaded catalog bundles (downloaded again when needed)
-	Versions []VersionInfo `json:"versions"` // image versions no VM uses
+	Versions []VersionInfo `json:"versions"` // image versions no VM or snapshot uses
 	Freed    int64         `json:"freed_bytes"`
 }
 
@@ -28,7 +28,7 @@ type CachedFile struct {
 }
 
 // PruneCache frees the layer blobs no installed image version was pulled from, the
-// downloaded bundles and the image versions no VM uses; with dryRun it only says what it
+// downloaded bundles and the image versions no VM or snapshot uses; with dryRun it only says what it
 // would free.
 func (s *Service) PruneCache(ctx context.Context, dryRun bool) (PruneResult, error) {
 	res := PruneResult{DryRun: dryRun}

@@ -11,8 +11,11 @@
 // what can be had, the cache of remote bundles their entries pin, and the options.
 //
 // Images are versioned by the sha256 of their rootfs: a VM pins the version it was created
-// from, every version stays while a VM uses it, and versions no VM uses any more are
-// collected.
+// from, every version stays while a VM or a snapshot uses it, and versions nothing uses any
+// more are collected. Snapshots (package snapshot) restore onto the image version and kernel
+// they were taken with: images and kernels are not deleted under user snapshots, and boot
+// snapshots, banger's cache of warm starts, are dropped when what they were made from is
+// rebuilt, replaced or deleted (snapshots.go).
 package catalog
 
 import (
@@ -28,6 +31,7 @@ import (
 	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -77,6 +81,11 @@ type Options struct {
 	// default timeouts. OCITransport carries registry requests; nil is the default transport.
 	Download     *download.Client
 	OCITransport http.RoundTripper
+	// Snapshots is the store of saved guests, shared with the VM service (one store, one set
+	// of locks): the image versions and kernels they were taken with stay while user
+	// snapshots use them, and boot snapshots go when what they were made from is replaced or
+	// deleted. nil: the store in Layout.SnapshotsDir().
+	Snapshots *snapshot.Store
 }
 
 // Service provides kernels and images: Images and Kernels own theirs. What VMs need of it is
@@ -91,6 +100,9 @@ type Service struct {
 func New(o Options) *Service {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Snapshots == nil {
+		o.Snapshots = snapshot.NewStore(o.Layout.SnapshotsDir())
 	}
 	src := &sources{o: o}
 	return &Service{sources: src, Images: newImages(src), Kernels: &Kernels{sources: src}}
@@ -115,8 +127,8 @@ func (s *Service) Release(img Image) { s.Images.Release(img) }
 // Cleanup removes what interrupted pulls and builds left behind — staging directories next
 // to kernels and images (and inside their directories), image build trees (with any mounts
 // inside them detached first), build logs older than a day — moves images of the layout
-// before versions into version directories, and collects image versions no VM uses. The
-// daemon calls it at start, before any pull or build can run.
+// before versions into version directories, and collects image versions no VM or snapshot
+// uses. The daemon calls it at start, before any pull or build can run.
 func (s *Service) Cleanup() {
 	s.Kernels.cleanup()
 	s.Images.cleanup()

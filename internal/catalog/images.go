@@ -56,7 +56,7 @@ func newImages(src *sources) *Images {
 
 // cleanup removes what interrupted image work left (staging directories, build trees, old
 // build logs), moves images of the layout before versions into version directories and
-// collects versions no VM uses.
+// collects versions no VM or snapshot uses.
 func (im *Images) cleanup() {
 	im.removeLeftovers(im.o.Layout.ImagesDir())
 	if err := image.RemoveLeftovers(im.o.Layout.TmpDir(), 24*time.Hour); err != nil {
@@ -173,8 +173,9 @@ func (im *Images) installedImage(ctx context.Context, name string) (Image, error
 	return img, nil
 }
 
-// Delete removes an image with all its versions. It is refused while any VM, running or
-// not, was created from the image: the VM's disk is an overlay on it.
+// Delete removes an image with all its versions and its boot snapshots. It is refused while
+// any VM, running or not, was created from the image (the VM's disk is an overlay on it) and
+// while user snapshots were taken on it (restoring one needs it).
 func (im *Images) Delete(ctx context.Context, name string) (ImageInfo, error) {
 	info, err := im.Show(ctx, name)
 	if err != nil {
@@ -187,6 +188,16 @@ func (im *Images) Delete(ctx context.Context, name string) (ImageInfo, error) {
 	if len(users) > 0 {
 		return ImageInfo{}, failure.New(failure.Conflict, "image %s is used by %s %s (their disks are overlays on it); delete %s first with `banger vm delete %s`",
 			name, plural(len(users), "VM", "VMs"), strings.Join(users, ", "), plural(len(users), "it", "them"), strings.Join(users, " "))
+	}
+	snaps, _, err := im.snapshotsUsing(ofImage(name))
+	if err != nil {
+		return ImageInfo{}, fmt.Errorf("image %s: %w", name, err)
+	}
+	if len(snaps) > 0 {
+		return ImageInfo{}, usedBySnapshots("image "+name, snaps)
+	}
+	if _, err := im.dropBootSnapshots("image "+name+" is deleted", ofImage(name)); err != nil {
+		return ImageInfo{}, fmt.Errorf("image %s is kept: removing its boot snapshots failed: %w", name, err)
 	}
 	if err := im.o.Store.DeleteImage(ctx, name); err != nil {
 		return ImageInfo{}, err

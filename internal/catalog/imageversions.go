@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -26,6 +27,10 @@ type VersionInfo struct {
 	CreatedAt time.Time `json:"created_at"`
 	Current   bool      `json:"current,omitempty"`
 	UsedBy    []string  `json:"used_by,omitempty"` // VMs created from it
+	// Snapshots are the user snapshots taken of VMs on it: restoring one needs it. Boot
+	// snapshots (banger's cache) are not named, but keep it as well.
+	Snapshots []string `json:"snapshots,omitempty"`
+	boot      int      // boot snapshots taken on it
 }
 
 // stagingPath returns a path (not yet existing) to build a new version of an image in, next to
@@ -39,7 +44,8 @@ func (im *Images) stagingPath(name, what string) (string, error) {
 }
 
 // publish moves a staged image directory to images/<name>/<version>, makes it the image's
-// current version and collects versions no VM uses any more.
+// current version, removes the boot snapshots of its other versions (new VMs boot this one)
+// and collects versions nothing uses any more.
 func (im *Images) publish(ctx context.Context, m image.Manifest, staged, source string) (image.Manifest, error) {
 	final := filepath.Join(im.imageDir(m.Name), m.Version())
 	if _, err := os.Stat(final); err == nil {
@@ -53,13 +59,15 @@ func (im *Images) publish(ctx context.Context, m image.Manifest, staged, source 
 	if err := im.o.Store.PutImage(ctx, &rec); err != nil {
 		return image.Manifest{}, fmt.Errorf("record image %s: %w", m.Name, err)
 	}
+	im.dropReplacedBootSnapshots(m.Name + "@" + m.Version())
 	if _, err := im.CollectVersions(ctx, false); err != nil {
 		im.o.Log.Warn("collect unused image versions", "err", err)
 	}
 	return m, nil
 }
 
-// versionInfos lists every image version with the VMs created from it.
+// versionInfos lists every image version with the VMs created from it and the snapshots
+// taken on it.
 func (im *Images) versionInfos(ctx context.Context) ([]VersionInfo, error) {
 	versions, err := im.o.Store.ImageVersions(ctx, "")
 	if err != nil {
@@ -72,6 +80,10 @@ func (im *Images) versionInfos(ctx context.Context) ([]VersionInfo, error) {
 	images, err := im.o.Store.ListImages(ctx)
 	if err != nil {
 		return nil, err
+	}
+	snaps, err := im.o.Snapshots.List()
+	if err != nil {
+		return nil, err // collection must not miss a snapshot's version
 	}
 	current := map[string]string{}
 	for _, img := range images {
@@ -87,14 +99,25 @@ func (im *Images) versionInfos(ctx context.Context) ([]VersionInfo, error) {
 			}
 		}
 		sort.Strings(info.UsedBy)
+		for _, sn := range snaps {
+			n, ver := SplitRef(sn.Image)
+			switch {
+			case n != v.Name || ver != v.Version && (ver != "" || !info.Current):
+			case sn.Kind == snapshot.Boot:
+				info.boot++
+			default:
+				info.Snapshots = append(info.Snapshots, sn.Name)
+			}
+		}
+		sort.Strings(info.Snapshots)
 		out = append(out, info)
 	}
 	return out, nil
 }
 
-// CollectVersions removes image versions that are not current, that no VM was created from
-// and that were not just handed out to a VM being created, and returns them. With dryRun it
-// only says which.
+// CollectVersions removes image versions that are not current, that no VM was created from,
+// that no snapshot (user or boot) was taken on and that were not just handed out to a VM
+// being created, and returns them. With dryRun it only says which.
 func (im *Images) CollectVersions(ctx context.Context, dryRun bool) ([]VersionInfo, error) {
 	versions, err := im.versionInfos(ctx)
 	if err != nil {
@@ -103,7 +126,7 @@ func (im *Images) CollectVersions(ctx context.Context, dryRun bool) ([]VersionIn
 	var removed []VersionInfo
 	var errs []error
 	for _, v := range versions {
-		if v.Current || len(v.UsedBy) > 0 || im.leased(v.Name+"@"+v.Version) {
+		if v.Current || len(v.UsedBy) > 0 || len(v.Snapshots) > 0 || v.boot > 0 || im.leased(v.Name+"@"+v.Version) {
 			continue
 		}
 		if !dryRun {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/flight"
 	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -28,9 +30,10 @@ type KernelInfo struct {
 	Package   string          `json:"package,omitempty"`
 	Version   string          `json:"version,omitempty"`
 	Dir       string          `json:"dir"`
-	Modules   bool            `json:"modules"` // it has a module tree (and a module disk for VMs)
-	Initrd    bool            `json:"initrd"`  // it came with an initramfs of its own
-	UsedBy    []string        `json:"used_by,omitempty"`
+	Modules   bool            `json:"modules"`             // it has a module tree (and a module disk for VMs)
+	Initrd    bool            `json:"initrd"`              // it came with an initramfs of its own
+	UsedBy    []string        `json:"used_by,omitempty"`   // VMs that boot it
+	Snapshots []string        `json:"snapshots,omitempty"` // user snapshots taken with it (boot ones go with it)
 	CreatedAt time.Time       `json:"created_at"`
 	Manifest  json.RawMessage `json:"manifest,omitempty"` // in Show
 }
@@ -171,9 +174,9 @@ func (ks *Kernels) fetchKernel(ctx context.Context, e catalogfile.KernelEntry, p
 	return kernel.Load(filepath.Join(dir, e.Name))
 }
 
-// install swaps a staged kernel directory into place and records it. A running VM keeps the
-// files it already opened; a stopped one boots the new kernel next time (its disk does not
-// depend on the kernel).
+// install swaps a staged kernel directory into place, records it and removes the boot
+// snapshots of the kernel it replaced. A running VM keeps the files it already opened; a
+// stopped one boots the new kernel next time (its disk does not depend on the kernel).
 func (ks *Kernels) install(ctx context.Context, m kernel.Manifest, fresh string) error {
 	final := filepath.Join(ks.o.Layout.KernelsDir(), m.Name)
 	old := filepath.Join(ks.o.Layout.KernelsDir(), "."+m.Name+".old-"+randomSuffix())
@@ -191,6 +194,10 @@ func (ks *Kernels) install(ctx context.Context, m kernel.Manifest, fresh string)
 	manifest, _ := json.Marshal(m)
 	if err := ks.o.Store.PutKernel(ctx, &store.Kernel{Name: m.Name, Release: m.Release, Dir: final, Manifest: manifest}); err != nil {
 		return fmt.Errorf("record kernel %s: %w", m.Name, err)
+	}
+	// New VMs boot the new files: no warm start restores the boot snapshots of the old ones.
+	if _, err := ks.dropBootSnapshots("kernel "+m.Name+" is replaced", ofKernel(m.Name)); err != nil {
+		ks.o.Log.Warn("remove boot snapshots of a replaced kernel", "kernel", m.Name, "err", err)
 	}
 	return nil
 }
@@ -262,8 +269,8 @@ func (ks *Kernels) Export(ctx context.Context, name, path string, p progress.Fun
 	return kernel.ExportBundle(ctx, m, path, p)
 }
 
-// Delete removes an installed kernel. It is refused while any VM, running or not, boots
-// it.
+// Delete removes an installed kernel and its boot snapshots. It is refused while any VM,
+// running or not, boots it, and while user snapshots were taken with it.
 func (ks *Kernels) Delete(ctx context.Context, name string) (KernelInfo, error) {
 	info, err := ks.Show(ctx, name)
 	if err != nil {
@@ -272,6 +279,16 @@ func (ks *Kernels) Delete(ctx context.Context, name string) (KernelInfo, error) 
 	if len(info.UsedBy) > 0 {
 		return KernelInfo{}, failure.New(failure.Conflict, "kernel %s is used by %s %s; delete %s first with `banger vm delete %s`",
 			name, plural(len(info.UsedBy), "VM", "VMs"), strings.Join(info.UsedBy, ", "), plural(len(info.UsedBy), "it", "them"), strings.Join(info.UsedBy, " "))
+	}
+	snaps, _, err := ks.snapshotsUsing(ofKernel(name))
+	if err != nil {
+		return KernelInfo{}, fmt.Errorf("kernel %s: %w", name, err)
+	}
+	if len(snaps) > 0 {
+		return KernelInfo{}, usedBySnapshots("kernel "+name, snaps)
+	}
+	if _, err := ks.dropBootSnapshots("kernel "+name+" is deleted", ofKernel(name)); err != nil {
+		return KernelInfo{}, fmt.Errorf("kernel %s is kept: removing its boot snapshots failed: %w", name, err)
 	}
 	if err := ks.o.Store.DeleteKernel(ctx, name); err != nil {
 		return KernelInfo{}, err
@@ -293,6 +310,10 @@ func (ks *Kernels) List(ctx context.Context) ([]KernelInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	snaps, err := ks.o.Snapshots.List()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]KernelInfo, 0, len(recs))
 	for _, r := range recs {
 		ki := KernelInfo{Name: r.Name, Release: r.Release, Dir: r.Dir, CreatedAt: r.CreatedAt, Source: kernel.SourceDebian}
@@ -308,6 +329,12 @@ func (ks *Kernels) List(ctx context.Context) ([]KernelInfo, error) {
 				ki.UsedBy = append(ki.UsedBy, vm.Name)
 			}
 		}
+		for _, sn := range snaps {
+			if sn.Kernel == r.Name && sn.Kind == snapshot.User {
+				ki.Snapshots = append(ki.Snapshots, sn.Name)
+			}
+		}
+		slices.Sort(ki.Snapshots)
 		out = append(out, ki)
 	}
 	return out, nil

@@ -26,7 +26,7 @@ func (a *app) completionCmd() *cobra.Command {
 		Use:   "completion bash|zsh|fish|powershell",
 		Short: "Print the shell completion script for bash, zsh, fish or PowerShell",
 		Long: `Print a script that makes your shell complete banger's commands and flags, and the names of
-your VMs, images and kernels (asked of the running daemon; when it is not running, names are
+your VMs, images, kernels and snapshots (asked of the running daemon; when it is not running, names are
 simply not offered, and completing never starts it). Each shell's subcommand says where to put
 its script.`,
 		Example: `  banger completion bash > /etc/bash_completion.d/banger
@@ -104,6 +104,7 @@ const (
 	anyKernelNames                     // installed kernels and what the catalogs offer
 	catalogImageNames                  // what the image catalogs offer (and installed images)
 	catalogKernelNames                 // what the kernel catalogs offer (and installed kernels)
+	snapshotNames                      // snapshots, boot and user
 )
 
 // argCompletion says how to complete a command's positional arguments.
@@ -144,6 +145,8 @@ var argCompletions = map[string]argCompletion{
 	"vm forward":   {kind: vmNames, states: running},
 	"vm set":       {kind: vmNames, states: stopped},
 	"vm watch":     {kind: vmNames},
+	"vm snapshot":  {kind: vmNames, states: running},
+	"vm fork":      {kind: vmNames, states: running},
 
 	"vm workspace export": {kind: vmNames},
 
@@ -159,17 +162,20 @@ var argCompletions = map[string]argCompletion{
 	"kernel pull":   {kind: catalogKernelNames},
 	"kernel import": {kind: noNames},
 
+	"snapshot rm": {kind: snapshotNames, many: true},
+
 	// Commands without positional arguments: offer nothing rather than file names.
 	"vm list": {}, "ps": {}, "vm create": {}, "vm prune": {},
 	"image list": {}, "image register": {}, "image cache prune": {},
-	"kernel list": {}, "daemon status": {}, "daemon stop": {},
+	"kernel list": {}, "snapshot list": {}, "daemon status": {}, "daemon stop": {},
 	"system teardown": {}, "ssh-config": {}, "doctor": {},
 }
 
 // flagCompletions maps flag names to what their values are, on every command that has them.
 var flagCompletions = map[string]nameKind{
-	"image":  anyImageNames,
-	"kernel": anyKernelNames,
+	"image":         anyImageNames,
+	"kernel":        anyKernelNames,
+	"from-snapshot": snapshotNames,
 }
 
 // fileFlags take host paths: the shell's file name completion stays for them.
@@ -290,6 +296,18 @@ func completeNames(parent context.Context, kind nameKind, states, given []string
 			if cat, err := cl.Catalog(ctx); err == nil {
 				addCatalog(cat.Kernels, add)
 			}
+		}
+	case snapshotNames:
+		list, err := cl.ListSnapshots(ctx)
+		if err != nil {
+			return nil, none
+		}
+		for _, snap := range list {
+			desc := snap.Kind + ", " + snap.Image
+			if snap.From != "" {
+				desc = snap.Kind + ", of " + snap.From + ", " + snap.Image
+			}
+			add(snap.Name, desc)
 		}
 	}
 	sort.Strings(out)

@@ -108,6 +108,8 @@ func TestNameCompletionWithDaemonDown(t *testing.T) {
 		{"vm", "run", "--kernel", ""},
 		{"vm", "list", ""},
 		{"vm", "create", "--name", ""},
+		{"snapshot", "rm", ""},
+		{"vm", "create", "--from-snapshot", ""},
 	} {
 		synctest.Test(t, func(t *testing.T) {
 			start := time.Now()
@@ -140,6 +142,7 @@ func fakeDaemon(t *testing.T, socket string, hung *atomic.Int32) {
 	reply(api.RouteListVMs, []api.VM{{Name: "dev", State: "running", Image: "debian-bookworm"}, {Name: "old", State: "stopped", Image: "alpine"}, {Name: "devbox", State: "running"}})
 	reply(api.RouteListImages, []api.Image{{Name: "debian-bookworm"}, {Name: "alpine"}})
 	reply(api.RouteListKernels, []api.Kernel{{Name: "debian-6.1", Release: "6.1.0-28-cloud-amd64"}})
+	reply(api.RouteListSnapshots, []api.Snapshot{{Name: "dev-ready", Kind: "user", From: "dev"}, {Name: "boot-0123", Kind: "boot"}})
 	reply(api.RouteCatalog, api.Catalog{
 		Images:  []api.CatalogEntry{{Name: "debian-bookworm", Kind: "recipe"}, {Name: "devbox", Kind: "oci", Origin: "registry.example/devbox:3"}},
 		Kernels: []api.CatalogEntry{{Name: "debian-6.1", Kind: "debian"}, {Name: "fc-6.1", Kind: "bundle"}},
@@ -197,6 +200,12 @@ func TestNameCompletionFromDaemon(t *testing.T) {
 		{[]string{"kernel", "rm", ""}, "debian-6.1"},
 		{[]string{"kernel", "pull", "f"}, "fc-6.1"},
 		{[]string{"kernel", "import", ""}, ""}, // a new name
+		{[]string{"snapshot", "rm", ""}, "boot-0123 dev-ready"},
+		{[]string{"snapshot", "rm", "dev-ready", ""}, "boot-0123"},
+		{[]string{"vm", "create", "--from-snapshot", "d"}, "dev-ready"},
+		{[]string{"vm", "fork", ""}, "dev devbox"},        // running ones
+		{[]string{"vm", "snapshot", ""}, "dev devbox"},    // running ones
+		{[]string{"vm", "fork", "dev", "--name", ""}, ""}, // a new name
 	}
 	for _, tt := range tests {
 		words, directive := complete(t, run, tt.args...)

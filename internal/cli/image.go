@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,7 +22,7 @@ func (a *app) imageCmd() *cobra.Command {
 packages on first use; any OCI image (Docker Hub, ghcr.io, a registry of your own) can be pulled.
 
 Images are versioned: a VM boots the exact version it was created from, even after the image is
-rebuilt or pulled again, and versions no VM uses any more are removed.`,
+rebuilt or pulled again, and versions no VM or snapshot uses any more are removed.`,
 		Example: `  banger image list --available
   banger image pull alpine:3.20
   banger image pull localhost:5000/team/devbox:1 --name devbox --kernel debian-6.1
@@ -102,12 +103,22 @@ func dash(s string) string {
 	return s
 }
 
+// usedBy says what uses an image version or a kernel: the VMs by name, then the user
+// snapshots, each as "snapshot NAME".
+func usedBy(vms, snapshots []string) string {
+	users := slices.Clone(vms)
+	for _, s := range snapshots {
+		users = append(users, "snapshot "+s)
+	}
+	return strings.Join(users, ", ")
+}
+
 func (a *app) imageShowCmd() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:     "show NAME",
 		Short:   "Show an image: versions, the VMs on each, its manifest",
-		Long:    "Show an installed image: its current version, where it came from, its default kernel, what its manifest records (packages, skipped packages, notes) and every version kept with the VMs created from it.",
+		Long:    "Show an installed image: its current version, where it came from, its default kernel, what its manifest records (packages, skipped packages, notes) and every version kept with the VMs created from it and the snapshots taken on it.",
 		Example: "  banger image show debian-bookworm\n  banger image show debian-bookworm --json | jq .manifest.packages",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -177,7 +188,7 @@ func (a *app) printImage(img api.Image) error {
 		if v.Current {
 			mark = " (current)"
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", v.Version, mark, bytesize.Format(v.SizeBytes), ago(v.CreatedAt), dash(strings.Join(v.UsedBy, ", ")))
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", v.Version, mark, bytesize.Format(v.SizeBytes), ago(v.CreatedAt), dash(usedBy(v.UsedBy, v.Snapshots)))
 	}
 	return tw.Flush()
 }
@@ -285,7 +296,7 @@ func (a *app) imageDeleteCmd() *cobra.Command {
 		Use:     "delete NAME…",
 		Aliases: []string{"rm"},
 		Short:   "Delete images with all their versions",
-		Long:    "Delete images and every version of them. An image that a VM (running or stopped) was created from is not deleted: delete the VM first.",
+		Long:    "Delete images and every version of them, with their boot snapshots. An image that a VM (running or stopped) was created from, or that a snapshot was taken on, is not deleted: delete the VM (banger vm delete) or the snapshot (banger snapshot rm) first.",
 		Example: "  banger image delete devbox",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -386,7 +397,7 @@ func (a *app) imageCacheCmd() *cobra.Command {
 		Use:   "prune",
 		Short: "Free cached layers, bundles and unused image versions",
 		Long: `Free what images do not need: OCI layer blobs no installed image version was pulled from,
-downloaded catalog bundles (fetched again when needed) and image versions no VM uses. It prints
+downloaded catalog bundles (fetched again when needed) and image versions no VM or snapshot uses. It prints
 what it freed; --dry-run only says what it would free.`,
 		Example: "  banger image cache prune --dry-run",
 		Args:    cobra.NoArgs,

@@ -44,3 +44,24 @@ func TestAbsSource(t *testing.T) {
 		t.Error("oci::x (no path) was taken")
 	}
 }
+
+// The USED BY of image versions and kernels names VMs, then user snapshots as such.
+func TestUsedByNamesSnapshots(t *testing.T) {
+	vms := []string{"a", "b"}
+	for _, tt := range []struct {
+		vms, snaps []string
+		want       string
+	}{
+		{nil, nil, ""},
+		{vms, nil, "a, b"},
+		{nil, []string{"s1"}, "snapshot s1"},
+		{vms, []string{"s1", "s2"}, "a, b, snapshot s1, snapshot s2"},
+	} {
+		if got := usedBy(tt.vms, tt.snaps); got != tt.want {
+			t.Errorf("usedBy(%v, %v) = %q; want %q", tt.vms, tt.snaps, got, tt.want)
+		}
+	}
+	if vms[0] != "a" || len(vms) != 2 {
+		t.Errorf("usedBy changed its argument: %v", vms)
+	}
+}

@@ -68,7 +68,7 @@ func (a *app) printKernels(ks []api.Kernel) error {
 	fmt.Fprintln(tw, "NAME\tRELEASE\tSOURCE\tPACKAGE\tMODULES\tINSTALLED\tUSED BY")
 	for _, k := range ks {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Release, dash(k.Source), dash(strings.TrimSpace(k.Package+" "+k.Version)),
-			yesNo(k.Modules), ago(k.CreatedAt), dash(strings.Join(k.UsedBy, ", ")))
+			yesNo(k.Modules), ago(k.CreatedAt), dash(usedBy(k.UsedBy, k.Snapshots)))
 	}
 	return tw.Flush()
 }
@@ -85,7 +85,7 @@ func (a *app) kernelShowCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:     "show NAME",
 		Short:   "Show an installed kernel",
-		Long:    "Show an installed kernel: its release, where it came from, whether it has modules and an initramfs of its own, and the VMs that boot it.",
+		Long:    "Show an installed kernel: its release, where it came from, whether it has modules and an initramfs of its own, and the VMs that boot it and the snapshots taken with it.",
 		Example: "  banger kernel show debian-6.1",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -111,7 +111,7 @@ func (a *app) printKernel(k api.Kernel) error {
 	row("own initrd", yesNo(k.Initrd))
 	row("installed", k.CreatedAt.Local().Format(time.RFC3339)+" ("+ago(k.CreatedAt)+")")
 	row("dir", k.Dir)
-	row("used by", strings.Join(k.UsedBy, ", "))
+	row("used by", usedBy(k.UsedBy, k.Snapshots))
 	return f.flush()
 }
 
@@ -184,7 +184,7 @@ func (a *app) kernelRmCmd() *cobra.Command {
 		Use:     "rm NAME…",
 		Aliases: []string{"delete"},
 		Short:   "Remove installed kernels",
-		Long:    "Remove kernels. A kernel that a VM (running or stopped) boots is not removed: delete the VM first.",
+		Long:    "Remove kernels, with their boot snapshots. A kernel that a VM (running or stopped) boots, or that a snapshot was taken with, is not removed: delete the VM (banger vm delete) or the snapshot (banger snapshot rm) first.",
 		Example: "  banger kernel rm mykernel",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {

@@ -216,7 +216,7 @@ func describeArg(c *cobra.Command, w string) (what, see string) {
 	switch {
 	case base == "VM":
 		return "a VM name", "; see `banger vm list`"
-	case base == "NAME" && (kind == "image" || kind == "kernel"):
+	case base == "NAME" && (kind == "image" || kind == "kernel" || kind == "snapshot"):
 		return "a" + map[bool]string{true: "n"}[kind == "image"] + " " + kind + " name", "; see `banger " + kind + " list`"
 	case base == "NAME|OCI-REF":
 		return "an image name or an OCI reference (e.g. docker.io/library/alpine:3.20)", "; see `banger image list --available`"
@@ -262,7 +262,7 @@ killed by signal n. Colour is used on terminals only, never with NO_COLOR set.`,
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err.Error()} })
 	vm := a.vmCmd()
-	root.AddCommand(vm, a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.sshConfigCmd(), a.systemCmd(), a.doctorCmd(), a.completionCmd())
+	root.AddCommand(vm, a.kernelCmd(), a.imageCmd(), a.snapshotCmd(), a.daemonCmd(), a.sshConfigCmd(), a.systemCmd(), a.doctorCmd(), a.completionCmd())
 	// `banger ps` is `banger vm list`.
 	ps := a.vmListCmd()
 	ps.Use = "ps"

@@ -31,7 +31,7 @@ func (a *app) vmCmd() *cobra.Command {
   banger vm list
   banger vm delete brave-otter`,
 	}
-	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmSuspendCmd(), a.vmResumeCmd(), a.vmRestartCmd(), a.vmKillCmd(),
+	c.AddCommand(a.vmRunCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmSuspendCmd(), a.vmResumeCmd(), a.vmSnapshotCmd(), a.vmForkCmd(), a.vmRestartCmd(), a.vmKillCmd(),
 		a.vmExecCmd(), a.vmShowCmd(), a.vmLogsCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmDeleteCmd(), a.vmPruneCmd(), a.vmWatchCmd(),
 		a.vmSSHCmd(), a.vmSSHProxyCmd(), a.vmPortsCmd(), a.vmForwardCmd(), a.vmWorkspaceCmd())
 	return c
@@ -105,6 +105,7 @@ func (a *app) vmRunCmd() *cobra.Command {
 		image  string
 		kernel string
 		sizes  sizeFlags
+		start  startFlags
 	)
 	c := &cobra.Command{
 		Use:   "run [PATH] [flags] [-- COMMAND [ARG...]]",
@@ -173,6 +174,9 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 			if err := sizes.apply(c, &req); err != nil {
 				return err
 			}
+			if err := start.apply(c, &req); err != nil {
+				return err
+			}
 			if len(pathArgs) == 0 {
 				a.noteUnshippedRepo()
 			}
@@ -192,6 +196,7 @@ later runs only boot. Arguments after -- reach the guest exactly as given (no re
 	c.Flags().StringVar(&ws.from, "from", "", "with --branch: the commit the branch starts at (default HEAD)")
 	c.Flags().BoolVar(&ws.noBootstrap, "no-bootstrap", false, "do not run `mise install` for a repository with a mise config")
 	sizes.register(c)
+	start.register(c)
 	return c
 }
 

@@ -24,6 +24,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 		name, image, kernel string
 		noStart, noNAT      bool
 		sizes               sizeFlags
+		start               startFlags
 	)
 	c := &cobra.Command{
 		Use:   "create [flags]",
@@ -39,6 +40,9 @@ can capture it. With --no-start the VM is only created (state created); start it
 		RunE: func(c *cobra.Command, args []string) error {
 			req := api.CreateVMRequest{Name: name, Image: image, Kernel: kernel, NoStart: noStart, NoNAT: noNAT, CancelOnDisconnect: true}
 			if err := sizes.apply(c, &req); err != nil {
+				return err
+			}
+			if err := start.apply(c, &req); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
@@ -66,6 +70,7 @@ can capture it. With --no-start the VM is only created (state created); start it
 	c.Flags().BoolVar(&noStart, "no-start", false, "only create the VM; do not boot it")
 	c.Flags().BoolVar(&noNAT, "no-nat", false, "no outbound traffic: the VM reaches other VMs and banger's DNS only")
 	sizes.register(c)
+	start.register(c)
 	return c
 }
 
@@ -480,7 +485,7 @@ func (a *app) vmWatchCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "watch VM",
 		Short: "Follow the operation running on a VM",
-		Long:  "Follow the create, start, stop or restart that is running on a VM — started by any client — from its first event until it ends.",
+		Long:  "Follow the create, start, stop, restart, suspend, resume, snapshot or fork that is running on a VM — started by any client — from its first event until it ends.",
 		Example: `  banger vm create --name dev &
   banger vm watch dev`,
 		Args: cobra.ExactArgs(1),
@@ -512,6 +517,12 @@ func (a *app) vmWatchCmd() *cobra.Command {
 			r.Finish(fmt.Sprintf("%s of %s finished", op.Kind, op.Target))
 			if res.VM != nil {
 				fmt.Fprintf(a.stdout, "%s: %s\n", res.VM.Name, res.VM.State)
+			}
+			for _, vm := range res.VMs {
+				fmt.Fprintf(a.stdout, "%s: %s\n", vm.Name, vm.State)
+			}
+			if res.Snapshot != nil {
+				fmt.Fprintf(a.stdout, "snapshot %s\n", res.Snapshot.Name)
 			}
 			return nil
 		},

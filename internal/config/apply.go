@@ -89,6 +89,9 @@ func apply(c *Config, f *file, home string) error {
 		}
 		c.BootTimeout = d
 	}
+	if f.WarmStart != nil {
+		c.WarmStart = *f.WarmStart
+	}
 	if f.ConsoleLogSize != nil {
 		b, perr := bytesize.Parse(*f.ConsoleLogSize)
 		if perr != nil {

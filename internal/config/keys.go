@@ -18,6 +18,7 @@ type file struct {
 	QEMUBin          *string     `toml:"qemu_bin"`
 	DebianMirror     *string     `toml:"debian_mirror"`
 	BootTimeout      *string     `toml:"boot_timeout"`
+	WarmStart        *bool       `toml:"warm_start"`
 	ConsoleLogSize   *string     `toml:"console_log_size"`
 	BridgeName       *string     `toml:"bridge_name"`
 	BridgeCIDR       *string     `toml:"bridge_cidr"`
@@ -56,6 +57,7 @@ const (
 	keyQEMUBin          = "qemu_bin"
 	keyDebianMirror     = "debian_mirror"
 	keyBootTimeout      = "boot_timeout"
+	keyWarmStart        = "warm_start"
 	keyConsoleLogSize   = "console_log_size"
 	keyBridgeName       = "bridge_name"
 	keyBridgeCIDR       = "bridge_cidr"
@@ -87,6 +89,7 @@ var keyTypes = []struct{ key, want string }{
 	{keyQEMUBin, "a string path"},
 	{keyDebianMirror, "a string URL"},
 	{keyBootTimeout, `a duration string such as "3m" or "90s"`},
+	{keyWarmStart, "a boolean"},
 	{keyConsoleLogSize, `a size string such as "4M"`},
 	{keyBridgeName, "a string"},
 	{keyBridgeCIDR, `a string such as "172.16.0.0/24"`},

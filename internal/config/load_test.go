@@ -49,6 +49,7 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 		JailerChrootBase: "/s/banger/jailer",
 		VMM:              VMMAuto,
 		BootTimeout:      3 * time.Minute,
+		WarmStart:        true,
 		ConsoleLogSize:   4 << 20,
 		BridgeName:       "banger0",
 		BridgeCIDR:       netip.MustParsePrefix("172.16.0.0/24"),
@@ -124,6 +125,8 @@ func TestLoadAcceptsEveryKey(t *testing.T) {
 		{"debian_mirror empty means unset", `debian_mirror = ""`, func(*Config) {}},
 		{"boot_timeout", `boot_timeout = "90s"`, func(c *Config) { c.BootTimeout = 90 * time.Second }},
 		{"boot_timeout compound", `boot_timeout = "1m30s"`, func(c *Config) { c.BootTimeout = 90 * time.Second }},
+		{"warm_start false", `warm_start = false`, func(c *Config) { c.WarmStart = false }},
+		{"warm_start true", `warm_start = true`, func(*Config) {}},
 		{"console_log_size", `console_log_size = "64K"`, func(c *Config) { c.ConsoleLogSize = 64 << 10 }},
 		{"bridge_name", `bridge_name = "br-sandbox"`, func(c *Config) { c.BridgeName = "br-sandbox" }},
 		{"bridge_cidr", `bridge_cidr = "10.99.0.0/16"`, func(c *Config) { c.BridgeCIDR = netip.MustParsePrefix("10.99.0.0/16") }},
@@ -154,6 +157,7 @@ vmm = "qemu"
 qemu_bin = "/q"
 debian_mirror = "https://m/debian"
 boot_timeout = "5m"
+warm_start = false
 console_log_size = "1M"
 bridge_name = "br1"
 bridge_cidr = "10.1.0.0/24"
@@ -178,6 +182,7 @@ disk_size = "16G"
 					QEMUBin:          "/q",
 					DebianMirror:     "https://m/debian",
 					BootTimeout:      5 * time.Minute,
+					WarmStart:        false,
 					ConsoleLogSize:   1 << 20,
 					BridgeName:       "br1",
 					BridgeCIDR:       netip.MustParsePrefix("10.1.0.0/24"),
@@ -210,7 +215,7 @@ disk_size = "16G"
 func TestLoadErrors(t *testing.T) {
 	known := "known keys are default_image_name, default_kernel, ssh_key_path, firecracker_bin, " +
 		"jailer_enabled, jailer_bin, jailer_chroot_base, jailer_uid, jailer_gid, vmm, qemu_bin, " +
-		"debian_mirror, boot_timeout, console_log_size, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, host_ports_open_to_guests, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
+		"debian_mirror, boot_timeout, warm_start, console_log_size, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, host_ports_open_to_guests, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
 	tests := []struct {
 		name    string
 		content string
@@ -267,6 +272,7 @@ func TestLoadErrors(t *testing.T) {
 		{"empty ssh_key_path", `ssh_key_path = ""`, `$F:1: ssh_key_path: must not be empty; remove the key to use the default under the state directory`},
 		{"~user ssh_key_path", `ssh_key_path = "~bob/.ssh/id"`, `$F:1: ssh_key_path: "~bob/.ssh/id": only "~/" (your home directory) is expanded, not "~user/"; use an absolute path`},
 		{"string for jailer_enabled", `jailer_enabled = "yes"`, "$F:1:18: jailer_enabled: want a boolean, got a string"},
+		{"string for warm_start", `warm_start = "no"`, "$F:1:14: warm_start: want a boolean, got a string"},
 		{"root jailer_uid", "jailer_uid = 0", "$F:1: jailer_uid: 0 is root, which would defeat the jailer; use an unprivileged id, or remove the key for a separate id per VM"},
 		{"negative jailer_gid", "jailer_gid = -5", "$F:1: jailer_gid: -5 is not a valid id; use 1 to 2147483647"},
 		{"relative jailer_chroot_base", `jailer_chroot_base = "jails"`, `$F:1: jailer_chroot_base: "jails" is a relative path; use an absolute path or one starting with "~/"`},

@@ -26,12 +26,14 @@ func toAPIImage(img catalog.ImageInfo) api.Image {
 }
 
 func toAPIVersion(v catalog.VersionInfo) api.ImageVersion {
-	return api.ImageVersion{Version: v.Version, Dir: v.Dir, SizeBytes: v.SizeBytes, CreatedAt: v.CreatedAt, Current: v.Current, UsedBy: v.UsedBy}
+	return api.ImageVersion{Version: v.Version, Dir: v.Dir, SizeBytes: v.SizeBytes, CreatedAt: v.CreatedAt, Current: v.Current, UsedBy: v.UsedBy,
+		Snapshots: v.Snapshots}
 }
 
 func toAPIKernel(k catalog.KernelInfo) api.Kernel {
 	return api.Kernel{Name: k.Name, Release: k.Release, Source: k.Source, Package: k.Package, Version: k.Version, Dir: k.Dir,
-		Modules: k.Modules, Initrd: k.Initrd, UsedBy: k.UsedBy, CreatedAt: k.CreatedAt, Manifest: k.Manifest}
+		Modules: k.Modules, Initrd: k.Initrd, UsedBy: k.UsedBy, Snapshots: k.Snapshots,
+		CreatedAt: k.CreatedAt, Manifest: k.Manifest}
 }
 
 func toAPIBundle(b bundle.Result) *api.Bundle {

@@ -3,10 +3,12 @@ package daemon
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/catalog"
 )
 
 func TestArtifactHandlersWithNothingInstalled(t *testing.T) {
@@ -32,5 +34,17 @@ func TestArtifactHandlersWithNothingInstalled(t *testing.T) {
 	}
 	if code, body := h.raw(t, "POST", api.RouteExportKernel.Path("missing"), `{"path":"rel.bundle"}`, nil); code != 400 || !strings.Contains(body, `output path \"rel.bundle\" must be absolute`) {
 		t.Errorf("relative export path: %d %s", code, body)
+	}
+}
+
+// The API shows the user snapshots that keep an image version or a kernel beside its VMs.
+func TestArtifactsShowTheirSnapshots(t *testing.T) {
+	img := toAPIImage(catalog.ImageInfo{Name: "img", Versions: []catalog.VersionInfo{{Version: "v1", UsedBy: []string{"vm1"}, Snapshots: []string{"s1"}}}})
+	if v := img.Versions[0]; !slices.Equal(v.UsedBy, []string{"vm1"}) || !slices.Equal(v.Snapshots, []string{"s1"}) {
+		t.Errorf("image version = %+v; want used by vm1 and snapshot s1", v)
+	}
+	k := toAPIKernel(catalog.KernelInfo{Name: "k", UsedBy: []string{"vm1"}, Snapshots: []string{"s1"}})
+	if !slices.Equal(k.UsedBy, []string{"vm1"}) || !slices.Equal(k.Snapshots, []string{"s1"}) {
+		t.Errorf("kernel = %+v; want used by vm1 and snapshot s1", k)
 	}
 }

@@ -24,7 +24,9 @@ import (
 	"github.com/banger-dev/banger/internal/dnsserver"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -117,8 +119,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	qd := &qemu.Driver{TSCkHz: hostRoot.TSCkHz(), Settings: func() qemu.Settings { return qemu.SettingsFrom(current()) }}
 	fd := &firecracker.Driver{Settings: func() firecracker.Settings { return firecracker.SettingsFrom(current()) }}
+	// One store of snapshots, so that the VM service (which makes and restores them) and the
+	// catalog (which keeps their image versions and kernels, and drops stale boot snapshots)
+	// share its locks: a removal waits for the restores reading the snapshot.
+	snaps := snapshot.NewStore(l.SnapshotsDir())
 	cat := catalog.New(catalog.Options{
-		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg,
+		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg, Snapshots: snaps,
 	})
 	// guestNet is where guests' networking lives: the host's namespace or the one
 	// network_namespace names. The daemon's own API socket is not part of it.
@@ -137,8 +143,9 @@ func Run(ctx context.Context, o Options) error {
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
 			Artifacts: cat, Drivers: []vmm.Driver{fd, qd}, Log: lg, // vmm = "auto" prefers Firecracker
-			Network: vmnet.New(vmnet.Options{Net: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
-			SSH:     vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
+			Network:   vmnet.New(vmnet.Options{Net: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
+			SSH:       vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
+			Snapshots: snaps,
 		}),
 		catalog:  cat,
 		ops:      newOperations(),
@@ -148,6 +155,9 @@ func Run(ctx context.Context, o Options) error {
 	cat.Cleanup()
 	if err := d.vms.Reconcile(ctx); err != nil {
 		lg.Error("reconcile", "err", err)
+	}
+	if err := dropOtherAgentsBootSnapshots(ctx, d.vms, o.AgentPath, lg); err != nil {
+		lg.Warn("boot snapshots", "err", err)
 	}
 	if guestNet != nil {
 		// NAT guests leave through the default route's interface: follow it when it changes.
@@ -182,6 +192,28 @@ func Run(ctx context.Context, o Options) error {
 	_ = os.Remove(l.Socket)
 	if serveErr != nil {
 		return fmt.Errorf("serve the API on %s: %w", l.Socket, serveErr)
+	}
+	return nil
+}
+
+// dropOtherAgentsBootSnapshots removes the boot snapshots made with another build of the
+// guest agent than the one at agentPath (a banger upgrade or rebuild): a restored guest runs
+// the agent it was saved with, so no warm start restores them (their combination names the
+// old build), and they would only take space. Their agent is the name of the initramfs that
+// carried it, named after the binary's hash as package kernel names it. If the agent cannot be
+// read, nothing is removed. The daemon calls it at start, after Reconcile has cleaned the
+// store and before it serves.
+func dropOtherAgentsBootSnapshots(ctx context.Context, vms *vmservice.Service, agentPath string, lg *slog.Logger) error {
+	current, err := kernel.AgentInitramfsName(agentPath)
+	if err != nil {
+		return fmt.Errorf("boot snapshots of other agent builds are kept: %w", err)
+	}
+	dropped, err := vms.DropBootSnapshots(ctx, func(m snapshot.Meta) bool { return m.Agent != current })
+	if len(dropped) > 0 {
+		lg.Info("removed boot snapshots of another agent build", "snapshots", dropped, "agent", current)
+	}
+	if err != nil {
+		return fmt.Errorf("remove boot snapshots of other agent builds: %w", err)
 	}
 	return nil
 }

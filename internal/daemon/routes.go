@@ -37,6 +37,10 @@ func (d *Daemon) routes() http.Handler {
 	handle(api.RouteKillVM, d.handleKillVM)
 	handle(api.RouteSuspendVM, d.handleSuspendVM)
 	handle(api.RouteResumeVM, d.handleResumeVM)
+	handle(api.RouteSnapshotVM, d.handleSnapshotVM)
+	handle(api.RouteForkVM, d.handleForkVM)
+	handle(api.RouteListSnapshots, d.handleListSnapshots)
+	handle(api.RouteDeleteSnapshot, d.handleDeleteSnapshot)
 	handle(api.RouteLogs, d.handleLogs)
 	handle(api.RoutePruneVMs, d.handlePrune)
 	handle(api.RoutePorts, d.handlePorts)
@@ -68,6 +72,15 @@ func (d *Daemon) routes() http.Handler {
 			Hint: "the CLI and daemon disagree; run the banger that matches this daemon"})
 	})
 	return mux
+}
+
+// testHooks returns the step a request asks to fail (HeaderInjectFault) and the one to pause
+// before (HeaderPauseAt): both "" unless the daemon runs with test hooks.
+func (d *Daemon) testHooks(r *http.Request) (failStep, pauseStep string) {
+	if !d.opts.TestHooks {
+		return "", ""
+	}
+	return r.Header.Get(api.HeaderInjectFault), r.Header.Get(api.HeaderPauseAt)
 }
 
 // writeJSON answers with v.
@@ -282,24 +295,28 @@ func (d *Daemon) handleWatchOperation(w http.ResponseWriter, r *http.Request) {
 	op.watch(r.Context(), newEventStream(w).send)
 }
 
+// createRequest is the VM service's form of a create request (memory in bytes).
+func createRequest(req api.CreateVMRequest) vmservice.CreateRequest {
+	creq := vmservice.CreateRequest{
+		Name: req.Name, Image: req.Image, Kernel: req.Kernel, VCPU: req.VCPU, DiskBytes: req.DiskBytes,
+		AutoRemove: req.AutoRemove, NoStart: req.NoStart, NoNAT: req.NoNAT, KeepUnreachable: req.KeepUnreachable,
+		FromSnapshot: req.FromSnapshot, Cold: req.Cold,
+	}
+	if req.MemoryMiB != nil {
+		b := int64(*req.MemoryMiB) << 20
+		creq.MemoryBytes = &b
+	}
+	return creq
+}
+
 func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	var req api.CreateVMRequest
 	if err := decodeBody(r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
-	creq := vmservice.CreateRequest{
-		Name: req.Name, Image: req.Image, Kernel: req.Kernel, VCPU: req.VCPU, DiskBytes: req.DiskBytes,
-		AutoRemove: req.AutoRemove, NoStart: req.NoStart, NoNAT: req.NoNAT, KeepUnreachable: req.KeepUnreachable,
-	}
-	if req.MemoryMiB != nil {
-		b := int64(*req.MemoryMiB) << 20
-		creq.MemoryBytes = &b
-	}
-	if d.opts.TestHooks {
-		creq.FailStep = r.Header.Get(api.HeaderInjectFault)
-		creq.PauseStep = r.Header.Get(api.HeaderPauseAt)
-	}
+	creq := createRequest(req)
+	creq.FailStep, creq.PauseStep = d.testHooks(r)
 	if creq.Name == "" {
 		// Named up front so that the operation can be found by the VM's name.
 		creq.Name = d.vms.NewName(r.Context())

@@ -30,12 +30,7 @@ type vmDone struct {
 func (d *Daemon) vmOp(w http.ResponseWriter, r *http.Request, kind, target string, cancelOnDisconnect bool,
 	fn func(ctx context.Context, obs vmservice.Observer) (vmDone, error)) {
 	d.runOp(w, r, kind, target, cancelOnDisconnect, func(ctx context.Context, op *operation) {
-		obs := vmservice.Observer{
-			Progress: op.progress(),
-			Spec:     func(s config.VMSpec) { op.publish(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
-			Notice:   func(msg string) { op.publish(api.Event{Type: api.EventNotice, Message: msg}) },
-		}
-		done, err := fn(ctx, obs)
+		done, err := fn(ctx, op.observer())
 		if err != nil {
 			op.fail(err)
 			return
@@ -47,6 +42,16 @@ func (d *Daemon) vmOp(w http.ResponseWriter, r *http.Request, kind, target strin
 		}
 		op.publish(ev)
 	})
+}
+
+// observer turns what a VM operation has to say (progress, spec, notices) into the
+// operation's events.
+func (op *operation) observer() vmservice.Observer {
+	return vmservice.Observer{
+		Progress: op.progress(),
+		Spec:     func(s config.VMSpec) { op.publish(api.Event{Type: api.EventSpec, Spec: toAPISpec(s)}) },
+		Notice:   func(msg string) { op.publish(api.Event{Type: api.EventNotice, Message: msg}) },
+	}
 }
 
 // opTarget names an operation by the VM's name when the reference resolves.

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,10 +19,11 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 )
 
-// system is what a renewal changes outside Server.Root: the kernel's clock, random pool, host
+// System is what a renewal changes outside Server.Root: the kernel's clock, random pool, host
 // name and network, and the running sshd. Every method returns once its change is in effect;
-// none waits on the network. Tests replace it so that the test machine stays as it is.
-type system interface {
+// none waits on the network. Tests (and fake guests run on a host) replace it so that the
+// machine they run on stays as it is.
+type System interface {
 	// SetClock sets the system clock (CLOCK_REALTIME) to t and, where the guest has one,
 	// the RTC; an RTC that refuses is logged, not an error.
 	SetClock(t time.Time) error
@@ -104,9 +104,9 @@ func (s *Server) renew(r agent.Renewal) error {
 	return nil
 }
 
-func (s *Server) system() system {
-	if s.sys != nil {
-		return s.sys
+func (s *Server) system() System {
+	if s.Sys != nil {
+		return s.Sys
 	}
 	return linuxSystem{root: s.root(), logf: s.Log.Printf}
 }
@@ -221,26 +221,46 @@ func (linuxSystem) SetHostname(name string) error { return unix.Sethostname([]by
 
 func (linuxSystem) RenewLink(n agent.ParsedNetwork) error { return renewLink(n) }
 
-// ReloadSSH has systemd reload sshd's unit if it has started it, and otherwise reloads every
-// listening sshd (an sshd whose parent is init, not one serving a connection) with SIGHUP.
+// ReloadSSH makes every listening sshd (one whose parent is init, not one serving a
+// connection) serve the new host keys. An sshd that executes itself anew for each connection
+// and reads the host keys there (OpenSSH before 9.8, without -r) already does: nothing is
+// done, and the next connection gets the new key. Others are sent SIGHUP and watched until
+// they listen again (systemd's reload would first run `sshd -t`, seconds under emulation).
 func (l linuxSystem) ReloadSSH() error {
-	if systemdRuns() {
-		units := startedUnits(filepath.Join(l.root, "run/systemd/units"), []string{"ssh.service", "sshd.service"})
-		if len(units) == 0 {
-			return nil
-		}
-		args := append([]string{"try-reload-or-restart"}, units...)
-		if out, err := exec.Command("systemctl", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("systemctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
-		return nil
-	}
 	for _, pid := range listeningSshd("/proc") {
+		if readsKeysPerConnection(l.root, "/proc", pid) {
+			continue
+		}
 		if err := reloadSshd("/proc", pid, 10*time.Second); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// sshdSessionPaths are where OpenSSH 9.8 and later install sshd-session, which gets its host
+// keys from the listening sshd instead of reading them.
+var sshdSessionPaths = []string{"usr/lib/openssh/sshd-session", "usr/libexec/openssh/sshd-session", "usr/libexec/sshd-session"}
+
+// readsKeysPerConnection says whether the listening sshd pid reads the host keys from disk
+// for each connection: it re-executes itself per connection (no -r on its command line) and
+// its OpenSSH has no sshd-session.
+func readsKeysPerConnection(root, procRoot string, pid int) bool {
+	for _, p := range sshdSessionPaths {
+		if _, err := os.Stat(filepath.Join(root, p)); err == nil {
+			return false
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	for _, arg := range strings.Split(strings.TrimRight(string(b), "\x00"), "\x00") {
+		if arg == "-r" {
+			return false
+		}
+	}
+	return true
 }
 
 // reloadSshd sends SIGHUP to the sshd pid and waits, at most wait, until it listens again

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -160,5 +161,41 @@ func TestSshdReloadWaitsUntilEveryListenerIsNew(t *testing.T) {
 		listeners: func() map[string]bool { return nil }, alive: func() bool { return false }}
 	if err := gone.run(time.Hour); err != nil {
 		t.Errorf("an sshd gone before the signal: %v, want nothing to do", err)
+	}
+}
+
+// An sshd that re-executes itself per connection reads the host keys anew each time: it
+// needs no reload (under emulation a reload costs seconds). One told not to (-r), or an
+// OpenSSH with sshd-session (9.8 on), does.
+func TestReadsKeysPerConnection(t *testing.T) {
+	root, proc := t.TempDir(), t.TempDir()
+	cmdline := func(pid string, args ...string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(proc, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, pid, "cmdline"), []byte(strings.Join(args, "\x00")+"\x00"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmdline("10", "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups")
+	cmdline("11", "/usr/sbin/sshd", "-D", "-r")
+	if !readsKeysPerConnection(root, proc, 10) {
+		t.Error("an sshd re-executing per connection was said to need a reload")
+	}
+	if readsKeysPerConnection(root, proc, 11) {
+		t.Error("an sshd run with -r was said to read keys per connection")
+	}
+	if readsKeysPerConnection(root, proc, 12) {
+		t.Error("an sshd whose command line cannot be read was said to need no reload")
+	}
+	if err := os.MkdirAll(filepath.Join(root, "usr/lib/openssh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/lib/openssh/sshd-session"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if readsKeysPerConnection(root, proc, 10) {
+		t.Error("an OpenSSH with sshd-session was said to read keys per connection")
 	}
 }

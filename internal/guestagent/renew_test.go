@@ -57,7 +57,7 @@ func connectRenew(t *testing.T) (*agent.Client, *fakeSystem, string) {
 	sys := &fakeSystem{root: root}
 	host, guest := net.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{Version: "test", Log: log.New(io.Discard, "", 0), Root: root, sys: sys}
+	s := &Server{Version: "test", Log: log.New(io.Discard, "", 0), Root: root, Sys: sys}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.ServeConn(ctx, guest) }()
 	c, err := agent.Connect(ctx, host)

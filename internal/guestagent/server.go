@@ -34,8 +34,9 @@ type Server struct {
 	// Poweroff shuts the guest down; it is called after the reply has been sent.
 	Poweroff func() error
 
-	// sys is what a renewal changes outside Root; nil means the guest's kernel.
-	sys system
+	// Sys is what a renewal changes outside Root; nil means the kernel the agent runs on,
+	// which only a guest's agent may change.
+	Sys System
 	// renewing serialises renewals: two at once would interleave their steps.
 	renewing sync.Mutex
 }

@@ -139,6 +139,23 @@ func InitramfsName(agentSHA256 string) string {
 	return "initrd-" + agentSHA256[:min(12, len(agentSHA256))] + ".cpio"
 }
 
+// AgentInitramfsName is the file name of the initramfs BootInitramfs makes for the agent
+// binary at agentPath (InitramfsName of its SHA-256). It names the agent build: boot snapshots
+// record it, and one made with another build cannot be restored.
+func AgentInitramfsName(agentPath string) (string, error) {
+	agent, err := os.ReadFile(agentPath)
+	if err != nil {
+		return "", fmt.Errorf("read agent binary: %w", err)
+	}
+	return initramfsNameOf(agent), nil
+}
+
+// initramfsNameOf is InitramfsName of an agent binary's contents.
+func initramfsNameOf(agent []byte) string {
+	sum := sha256.Sum256(agent)
+	return InitramfsName(hex.EncodeToString(sum[:]))
+}
+
 // EnsureInitramfs returns the path of the initramfs for the agent binary at agentPath with the
 // Debian kernel in kernelDir (as written by Pull), building it if it is not there yet; see
 // Manifest.BootInitramfs.
@@ -163,8 +180,7 @@ func (m Manifest) BootInitramfs(agentPath string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read agent binary: %w", err)
 	}
-	sum := sha256.Sum256(agent)
-	dst := filepath.Join(m.Dir, InitramfsName(hex.EncodeToString(sum[:])))
+	dst := filepath.Join(m.Dir, initramfsNameOf(agent))
 	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() {
 		return dst, nil
 	}

@@ -255,6 +255,22 @@ func TestInitramfsName(t *testing.T) {
 	}
 }
 
+// AgentInitramfsName names the file BootInitramfs makes, so boot snapshots that record one
+// can be matched against the current agent build.
+func TestAgentInitramfsName(t *testing.T) {
+	dir := t.TempDir()
+	agentPath := filepath.Join(dir, "banger-agent")
+	os.WriteFile(agentPath, testAgent(), 0o755)
+	got, err := AgentInitramfsName(agentPath)
+	sum := sha256.Sum256(testAgent())
+	if want := InitramfsName(hex.EncodeToString(sum[:])); err != nil || got != want {
+		t.Fatalf("AgentInitramfsName = %q, %v; want %q", got, err, want)
+	}
+	if _, err := AgentInitramfsName(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("AgentInitramfsName of a missing agent: no error")
+	}
+}
+
 func TestEnsureInitramfs(t *testing.T) {
 	modules := fakeModuleTree(t) // <tmp>/lib/modules/6.1.0-test
 	kernelDir := filepath.Dir(filepath.Dir(filepath.Dir(modules)))

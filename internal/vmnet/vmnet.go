@@ -75,6 +75,10 @@ type Network struct {
 	guests map[string]Guest // by id: the guests the packet filter admits
 }
 
+// MAC is the MAC address of the guest with id: it follows from the id, so that a VM keeps it
+// across restarts and resumes.
+func MAC(id string) string { return hostnet.MAC(id).String() }
+
 // New returns a Network over o.Net.
 func New(o Options) *Network {
 	n := &Network{net: o.Net, dns: o.DNS, dnsPort: o.DNSPort, log: o.Log, guests: map[string]Guest{}}
@@ -126,7 +130,7 @@ func (n *Network) Attach(ctx context.Context, g Guest) (Link, error) {
 	host := n.net.HostIP().String()
 	return Link{
 		Tap:     hostnet.TapName(g.ID),
-		MAC:     hostnet.MAC(g.ID).String(),
+		MAC:     MAC(g.ID),
 		Address: g.IP + "/" + strconv.Itoa(n.net.CIDR().Bits()),
 		Gateway: host,
 		DNS:     host,

@@ -19,6 +19,7 @@ import (
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/steps"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -49,6 +50,9 @@ type CreateRequest struct {
 	// Cold boots the VM even when a boot snapshot of its combination exists, and makes none
 	// (vm run/create --cold; the config's warm_start = false does the same for every VM).
 	Cold bool
+	// from: the create restores from this saved state (Fork's clones), which it does not
+	// look up by name.
+	from *origin
 	// FailStep makes the named start step fail; PauseStep hangs before it (end-to-end tests
 	// of cleanup and crash recovery; see hooks).
 	FailStep, PauseStep string
@@ -101,15 +105,30 @@ func (s *Service) runtimeDir(id string) string {
 // VMM, image and kernel), then runs the plan's steps. On any failure everything it made is
 // undone — record, files, disk, process — and the root cause is returned.
 func (s *Service) Create(ctx context.Context, req CreateRequest, obs Observer) (store.VM, []steps.Timing, error) {
-	c, err := s.plan(ctx, req, obs)
+	return s.create(ctx, req, obs, true)
+}
+
+// create is Create; warm says whether a boot snapshot may be restored (a retry after a boot
+// snapshot was refused boots cold).
+func (s *Service) create(ctx context.Context, req CreateRequest, obs Observer, warm bool) (store.VM, []steps.Timing, error) {
+	c, err := s.plan(ctx, req, obs, warm)
 	if err != nil {
 		return store.VM{}, nil, err
 	}
 	defer c.release() // after the steps: the VM's record (or its undo) decides if the image version stays
+	defer c.done()
 	unlock := s.lock(c.vm.ID)
 	defer unlock()
 	timings, err := steps.Run(ctx, s.createSteps(c), s.hooks(c.name, req.FailStep, req.PauseStep))
 	if err != nil {
+		if c.from != nil && c.from.warm && errors.Is(err, vmm.ErrIncompatibleSnapshot) && ctx.Err() == nil {
+			// The VMM changed under the boot snapshot: boot cold, and save a new one.
+			obs.notice(fmt.Sprintf("the boot snapshot for this VM cannot be restored any more (%v); booting cold and saving a new one", err))
+			name := c.from.info.Name
+			c.done()
+			s.dropBootSnapshot(name, err)
+			return s.create(ctx, req, obs, false)
+		}
 		return store.VM{}, timings, s.createFailed(ctx, c, err)
 	}
 	return c.vm, timings, nil
@@ -129,6 +148,30 @@ type creation struct {
 	boot *boot
 	// release hands back the image version the create holds; the record keeps it from then.
 	release func()
+
+	// from is the snapshot the VM is restored from (a warm start, --from-snapshot, a fork);
+	// nil: it boots. releaseFrom lets go of it (see snapshot.Store.Use).
+	from        *origin
+	releaseFrom func()
+	// bootKey, for a cold boot with warm starts on: the combination whose boot snapshot the
+	// create saves once the guest settled.
+	bootKey string
+	// discard are snapshot stagings the create made, removed when it ends (published ones
+	// stay).
+	discard []*snapshot.Staging
+}
+
+// done lets go of what the create held besides the image version: the snapshot it restored
+// from, its unpublished stagings. It may be called more than once.
+func (c *creation) done() {
+	if c.releaseFrom != nil {
+		c.releaseFrom()
+		c.releaseFrom = nil
+	}
+	for _, st := range c.discard {
+		_ = st.Discard()
+	}
+	c.discard = nil
 }
 
 // keep says whether the undo spares the record, the VM's directory and its disk: the guest
@@ -140,14 +183,26 @@ func (c *creation) keep() bool {
 // plan resolves a create: the name, the VM's size from the request, config and host, the
 // VMM, the image and the kernel (fetched or built when missing). It makes nothing but the
 // artifacts; on failure it holds nothing.
-func (s *Service) plan(ctx context.Context, req CreateRequest, obs Observer) (c *creation, err error) {
+func (s *Service) plan(ctx context.Context, req CreateRequest, obs Observer, warm bool) (c *creation, err error) {
 	cfg, err := s.config()
 	if err != nil {
 		return nil, failure.Wrap(failure.Invalid, err)
 	}
-	c = &creation{req: req, obs: obs}
+	c = &creation{req: req, obs: obs, release: func() {}}
 	if c.name, c.rename, err = s.newVMName(ctx, req.Name); err != nil {
 		return nil, err
+	}
+	if req.FromSnapshot != "" || req.from != nil {
+		id, err := newID()
+		if err != nil {
+			return nil, err
+		}
+		c.vm = store.VM{ID: id, Name: c.name, State: StateCreating, Dir: filepath.Join(s.layout.VMsDir(), id),
+			AutoRemove: req.AutoRemove, NAT: !req.NoNAT}
+		if err := s.planFromSnapshot(ctx, c, req, cfg); err != nil {
+			return nil, err
+		}
+		return c, nil
 	}
 
 	// Errors before the VM is recorded name it only when the user did: a generated name
@@ -215,6 +270,13 @@ func (s *Service) plan(ctx context.Context, req CreateRequest, obs Observer) (c 
 	if !req.NoStart {
 		c.boot = &boot{vm: &c.vm, driver: driver, accel: accel, kernel: kern, image: img, timeout: cfg.BootTimeout,
 			consoleMax: cfg.ConsoleLogSize, obs: obs, creating: true, keepUnreachable: req.KeepUnreachable}
+		if cfg.WarmStart && !req.Cold {
+			if warm {
+				s.planWarm(c, spec)
+			} else if warmable(driver) {
+				c.bootKey = combination(img, kern, driver, accel, spec).Key()
+			}
+		}
 	}
 	return c, nil
 }
@@ -274,7 +336,7 @@ func (s *Service) newVMName(ctx context.Context, asked string) (name string, ren
 func (s *Service) createSteps(c *creation) []steps.Step {
 	vm := &c.vm
 	rt := s.runtimeDir(vm.ID)
-	list := []steps.Step{
+	made := []steps.Step{
 		{
 			Name: StepRecord,
 			Do:   func(ctx context.Context) error { return s.createRecord(ctx, vm, c.rename) },
@@ -304,6 +366,11 @@ func (s *Service) createSteps(c *creation) []steps.Step {
 				return errors.Join(os.RemoveAll(vm.Dir), os.RemoveAll(rt))
 			},
 		},
+	}
+	if c.from != nil {
+		return append(made, s.cloneSteps(c)...)
+	}
+	list := append(made, []steps.Step{
 		{
 			Name: StepDisk,
 			Do: func(ctx context.Context) error {
@@ -324,7 +391,7 @@ func (s *Service) createSteps(c *creation) []steps.Step {
 				return nil
 			},
 		},
-	}
+	}...)
 	if c.boot == nil {
 		return append(list, steps.Step{
 			Name: "created",
@@ -334,7 +401,17 @@ func (s *Service) createSteps(c *creation) []steps.Step {
 			},
 		})
 	}
-	return append(list, s.bootSteps(c.boot)...)
+	boot := s.bootSteps(c.boot)
+	if c.bootKey != "" {
+		// The boot snapshot is of the settled guest before the user's files reach it.
+		for i, st := range boot {
+			if st.Name == StepFiles {
+				boot = append(boot[:i:i], append(s.bootSnapshotSteps(c), boot[i:]...)...)
+				break
+			}
+		}
+	}
+	return append(list, boot...)
 }
 
 // createFailed is the error of a create whose steps failed (and were undone). A VM kept

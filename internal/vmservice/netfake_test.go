@@ -49,7 +49,7 @@ func (n *recordingNetwork) Attach(ctx context.Context, g vmnet.Guest) (vmnet.Lin
 	if n.attachErr != nil {
 		return vmnet.Link{}, n.attachErr
 	}
-	return vmnet.Link{Tap: "bg" + g.ID[:12], MAC: "02:00:00:00:00:01", Address: g.IP + "/24", Gateway: "10.0.0.1", DNS: "10.0.0.1",
+	return vmnet.Link{Tap: "bg" + g.ID[:12], MAC: vmnet.MAC(g.ID), Address: g.IP + "/24", Gateway: "10.0.0.1", DNS: "10.0.0.1",
 		Notices: []string{"DNS for .vm names is not available"}}, nil
 }
 

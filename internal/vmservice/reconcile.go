@@ -15,6 +15,13 @@ import (
 // deleted); creates that a crashed daemon left half done are undone; VM directories without
 // a record are removed.
 func (s *Service) Reconcile(ctx context.Context) error {
+	// Snapshots a dead daemon was putting together (a capture cut short, a fork's saved
+	// state) are not snapshots.
+	if removed, err := s.snaps.Clean(ctx); err != nil {
+		s.log.Error("clean up the snapshots directory", "err", err)
+	} else if len(removed) > 0 {
+		s.log.Info("removed unfinished snapshots", "names", removed)
+	}
 	vms, err := s.store.ListVMs(ctx)
 	if err != nil {
 		return err

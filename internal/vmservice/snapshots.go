@@ -3,9 +3,15 @@ package vmservice
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/snapshot"
+	"github.com/banger-dev/banger/internal/steps"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmnet"
 )
 
 // Steps of taking a snapshot and of making a VM from one, in order, besides the create steps
@@ -37,16 +43,168 @@ type ForkRequest struct {
 	FailStep, PauseStep string
 }
 
+// maxForks bounds how many clones one fork makes.
+const maxForks = 64
+
 // SnapshotVM saves a running VM (memory, devices, its disk) as a user snapshot and lets it
-// run on.
+// run on: its guest is paused while it is saved and continues afterwards, commands running
+// in it included. `vm create --from-snapshot` makes VMs from it.
 func (s *Service) SnapshotVM(ctx context.Context, ref string, req SnapshotRequest, obs Observer) (snapshot.Info, error) {
-	return snapshot.Info{}, errors.New("vm snapshot: not implemented yet")
+	vm, unlock, err := s.resolveLocked(ctx, ref)
+	if err != nil {
+		return snapshot.Info{}, err
+	}
+	defer unlock()
+	name := req.Name
+	if name == "" {
+		name = vm.Name + "-" + time.Now().UTC().Format("20060102-150405")
+	}
+	if err := snapshot.ValidName(name); err != nil {
+		return snapshot.Info{}, failure.Wrap(failure.Invalid, err)
+	}
+	if _, err := s.snaps.Get(name); err == nil {
+		return snapshot.Info{}, conflictf("a snapshot named %q exists already; pick another name or remove it with `banger snapshot rm %s`", name, name)
+	}
+	in, build, err := s.saveable(ctx, vm)
+	if err != nil {
+		return snapshot.Info{}, err
+	}
+	st, err := s.snaps.Stage(name)
+	if err != nil {
+		return snapshot.Info{}, err
+	}
+	defer st.Discard()
+	var info snapshot.Info
+	list := []steps.Step{
+		{
+			Name: StepCapture,
+			Do: func(ctx context.Context) error {
+				obs.Progress.Stage("vm.snapshot", "saving the guest (paused meanwhile)")
+				return s.capture(ctx, vm, in.machine, st)
+			},
+		},
+		{
+			Name: StepPublish,
+			Do: func(ctx context.Context) (err error) {
+				info, err = st.Publish(metaOf(vm, name, snapshot.User, build, guestMAC(vm)))
+				return err
+			},
+		},
+	}
+	if _, err := steps.Run(ctx, list, s.hooks(vm.Name, req.FailStep, req.PauseStep)); err != nil {
+		return snapshot.Info{}, fmt.Errorf("vm %q: snapshot failed: %w", vm.Name, err)
+	}
+	s.log.Info("saved a snapshot", "vm", vm.Name, "snapshot", name)
+	return info, nil
+}
+
+// saveable checks that vm runs under a VMM that can save it and returns its instance and
+// the build of the agent it runs. The caller holds vm's lock.
+func (s *Service) saveable(ctx context.Context, vm store.VM) (*instance, string, error) {
+	in := s.instance(vm.ID)
+	if vm.State != StateRunning || in == nil {
+		return nil, "", conflictf("vm %q is %s; only a running VM can be saved (`banger vm start %s` first)", vm.Name, vm.State, vm.Name)
+	}
+	_, snap := in.machine.(vmm.Snapshotter)
+	_, pause := in.machine.(vmm.Pauser)
+	if !snap || !pause || !warmable(s.drivers[vm.VMM]) {
+		return nil, "", conflictf("vm %q runs under %s, which cannot save a running guest", vm.Name, vm.VMM)
+	}
+	kern, err := s.artifacts.Kernel(ctx, vm.Kernel, nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("vm %q: %w", vm.Name, err)
+	}
+	return in, agentBuild(kern), nil
+}
+
+// guestMAC is the MAC a VM's guest has on banger's network, "" for a VM without one.
+func guestMAC(vm store.VM) string {
+	if vm.IP == "" {
+		return ""
+	}
+	return vmnet.MAC(vm.ID)
 }
 
 // Fork makes live clones of a running VM: each continues from the VM's state at the fork
-// (processes, page cache, workspace) as a machine of its own. All are made or none.
+// (processes, page cache, workspace) as a machine of its own (see clone.go). The VM is paused
+// while it is saved, then runs on; the saved state is removed once the clones run (they keep
+// what they map of it). All clones are made or none: a failure deletes those already made.
 func (s *Service) Fork(ctx context.Context, ref string, req ForkRequest, obs Observer) ([]store.VM, error) {
-	return nil, errors.New("vm fork: not implemented yet")
+	n := req.Count
+	switch {
+	case n == 0 && len(req.Names) > 0:
+		n = len(req.Names)
+	case n == 0:
+		n = 1
+	}
+	if n < 1 || n > maxForks {
+		return nil, failure.New(failure.Invalid, "a fork makes 1 to %d clones, not %d", maxForks, n)
+	}
+	if len(req.Names) > 0 && len(req.Names) != n {
+		return nil, failure.New(failure.Invalid, "%d clones asked for but %d names given; give one name per clone, or none", n, len(req.Names))
+	}
+	seen := map[string]bool{}
+	for _, name := range req.Names {
+		if seen[name] {
+			return nil, failure.New(failure.Invalid, "the name %q is given twice", name)
+		}
+		seen[name] = true
+	}
+
+	parent, unlock, err := s.resolveLocked(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	in, build, err := s.saveable(ctx, parent)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	st, err := s.snaps.Stage("fork-" + parent.Name)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	defer st.Discard()
+	capture := []steps.Step{{
+		Name: StepCapture,
+		Do: func(ctx context.Context) error {
+			obs.Progress.Stage("vm.fork", "saving "+parent.Name+" (paused meanwhile)")
+			return s.capture(ctx, parent, in.machine, st)
+		},
+	}}
+	_, err = steps.Run(ctx, capture, s.hooks(parent.Name, req.FailStep, req.PauseStep))
+	unlock() // the parent runs on; the clones need only the saved state
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
+	}
+	machine, err := vmm.ReadSnapshot(st.Machine())
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
+	}
+	from := &origin{machine: machine, info: snapshot.Info{
+		Meta: metaOf(parent, "fork-"+parent.Name, snapshot.User, build, guestMAC(parent)), Dir: st.Dir()}}
+
+	var clones []store.VM
+	for i := range n {
+		creq := CreateRequest{NoNAT: !parent.NAT, FailStep: req.FailStep, PauseStep: req.PauseStep, from: from}
+		if len(req.Names) > 0 {
+			creq.Name = req.Names[i]
+		}
+		vm, _, err := s.Create(ctx, creq, obs)
+		if err != nil {
+			var errs []error
+			for _, c := range clones {
+				if _, derr := s.Delete(context.WithoutCancel(ctx), c.ID, true); derr != nil {
+					errs = append(errs, derr)
+				}
+			}
+			return nil, errors.Join(fmt.Errorf("vm %q: fork failed at clone %d of %d (the clones made are deleted): %w", parent.Name, i+1, n, err), errors.Join(errs...))
+		}
+		clones = append(clones, vm)
+	}
+	s.log.Info("forked a VM", "vm", parent.Name, "clones", n)
+	return clones, nil
 }
 
 // Snapshots lists the snapshots, boot and user, oldest first.

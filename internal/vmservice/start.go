@@ -252,6 +252,8 @@ func (s *Service) machineConfig(b *boot) (vmm.Config, error) {
 		NetNS:          netns,
 		Disks:          bootDisks(b),
 		ConsoleLogSize: b.consoleMax,
+		// Guest RAM a snapshot saves as a file, which clones map copy-on-write.
+		ShareMemory: warmable(b.driver),
 	}, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/guestagent"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -147,7 +148,55 @@ type Machine struct {
 
 	mu     sync.Mutex
 	paused bool
+	guest  *Guest
 }
+
+// Guest is what renewals changed in a stand-in machine's guest. Its agent runs in the test
+// process: it writes files under the machine's directory (guest-root) and changes this
+// record, never the host's clock, host name, network or sshd.
+type Guest struct {
+	mu       sync.Mutex
+	hostname string
+	link     *agent.ParsedNetwork
+	reloads  int
+}
+
+// Hostname is the host name the last renewal set ("" for none).
+func (g *Guest) Hostname() string { g.mu.Lock(); defer g.mu.Unlock(); return g.hostname }
+
+// Link is the network identity the last renewal set (nil for none).
+func (g *Guest) Link() *agent.ParsedNetwork { g.mu.Lock(); defer g.mu.Unlock(); return g.link }
+
+// SetClock implements guestagent.System: the host's clock stays as it is.
+func (g *Guest) SetClock(time.Time) error { return nil }
+
+// AddEntropy implements guestagent.System.
+func (g *Guest) AddEntropy([]byte) error { return nil }
+
+// SetHostname implements guestagent.System.
+func (g *Guest) SetHostname(name string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hostname = name
+	return nil
+}
+
+// RenewLink implements guestagent.System.
+func (g *Guest) RenewLink(n agent.ParsedNetwork) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.link = &n
+	return nil
+}
+
+// ReloadSSH implements guestagent.System.
+func (g *Guest) ReloadSSH() error { g.mu.Lock(); defer g.mu.Unlock(); g.reloads++; return nil }
+
+// Guest is the machine's guest as renewals changed it.
+func (m *Machine) Guest() *Guest { return m.guest }
+
+// GuestRoot is the directory the machine's agent writes the guest's files in.
+func (m *Machine) GuestRoot() string { return filepath.Join(filepath.Dir(m.rec.Console), "guest-root") }
 
 // shape is the machine's vCPUs, memory and devices, kept in its Record's Extra.
 type shape struct {
@@ -158,6 +207,10 @@ type shape struct {
 }
 
 func (m *Machine) listen() error {
+	if err := os.MkdirAll(filepath.Join(m.GuestRoot(), "etc"), 0o700); err != nil {
+		return err
+	}
+	m.guest = &Guest{}
 	ln, err := net.Listen("unix", m.rec.Sockets["agent"])
 	if err != nil {
 		return err
@@ -166,7 +219,8 @@ func (m *Machine) listen() error {
 	go func() {
 		// A guest that powers off ends its VMM, as under QEMU with -no-reboot.
 		poweroff := func() error { return m.proc.Signal(syscall.SIGKILL) }
-		s := &guestagent.Server{Version: "vmmtest", Log: log.New(io.Discard, "", 0), Poweroff: poweroff}
+		s := &guestagent.Server{Version: "vmmtest", Log: log.New(io.Discard, "", 0), Poweroff: poweroff,
+			Root: m.GuestRoot(), Sys: m.guest}
 		for {
 			c, err := ln.Accept()
 			if err != nil {

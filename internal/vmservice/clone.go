@@ -1,0 +1,203 @@
+package vmservice
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/snapshot"
+	"github.com/banger-dev/banger/internal/steps"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// Clones: VMs made from snapshots.
+//
+// A clone is a new VM (record, directory, address, MAC, tap, host key of its own) whose VMM
+// is restored from a snapshot instead of booted, with a copy of the snapshot's disk. Its guest
+// wakes up believing it is the machine that was saved, so before the VM is ready — before
+// anything runs in it for the user — its agent is told to become a new machine (renewIdentity):
+// hostname, MAC, address and routes, machine-id, ssh host key, the kernel's RNG reseeded
+// from host entropy, the host's clock. A clone whose guest cannot do that is undone: two
+// machines with one identity are worse than none.
+
+// origin is the snapshot a create restores from.
+type origin struct {
+	info    snapshot.Info
+	machine vmm.Snapshot // what the VMM saved, read from info.Machine()
+	// warm: a boot snapshot found for a warm start (a refusal falls back to a cold boot).
+	warm bool
+}
+
+// cloneSteps are the steps that make c's VM from c.from, after record and dirs: the disk
+// copied, network, restore, agent, renew, file sync, ready.
+func (s *Service) cloneSteps(c *creation) []steps.Step {
+	b, vm, from := c.boot, &c.vm, c.from
+	return []steps.Step{
+		{
+			Name: StepClone,
+			Do: func(ctx context.Context) error {
+				c.obs.Progress.Stage("vm.disk", "copying the disk of snapshot "+from.info.Name)
+				_, err := disk.Clone(ctx, from.info.Disk(), filepath.Join(vm.Dir, diskFile))
+				return err
+			},
+		},
+		s.networkStep(b),
+		{
+			Name: StepRestore,
+			Do: func(ctx context.Context) error {
+				b.obs.Progress.Stage("vm.restore", fmt.Sprintf("restoring snapshot %s under %s (%s)", from.info.Name, b.driver.Name(), b.accel))
+				restorer, ok := b.driver.(vmm.Restorer)
+				if !ok {
+					return conflictf("the %s VMM cannot restore snapshots", b.driver.Name())
+				}
+				cfg, err := s.machineConfig(b)
+				if err != nil {
+					return err
+				}
+				m, err := restorer.Restore(ctx, cfg, from.machine)
+				if err != nil {
+					return err
+				}
+				vm.Runtime = s.adopt(b, m)
+				return s.store.UpdateVM(ctx, vm)
+			},
+			Undo: func(ctx context.Context) error { return s.endMachine(b) },
+		},
+		{
+			Name: StepAgent,
+			Do: func(ctx context.Context) error {
+				b.obs.Progress.Stage("vm.restore", "waiting for the guest agent")
+				cl, err := s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout")
+				if err != nil {
+					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err, false)
+				}
+				b.cli = cl
+				b.in.mu.Lock()
+				b.in.agent = cl
+				b.in.mu.Unlock()
+				return nil
+			},
+			Undo: func(ctx context.Context) error {
+				if b.cli != nil {
+					b.cli.Close()
+				}
+				return nil
+			},
+		},
+		{
+			Name: StepRenew,
+			Do: func(ctx context.Context) error {
+				b.obs.Progress.Stage("vm.restore", "making the guest a machine of its own")
+				return s.renewIdentity(ctx, vm, b, from.info.Meta)
+			},
+		},
+		s.fileSyncStep(b),
+		{
+			Name: StepReady,
+			Do: func(ctx context.Context) error {
+				vm.State = StateRunning
+				if err := s.store.UpdateVM(ctx, vm); err != nil {
+					return err
+				}
+				s.announce(ctx, vm)
+				return nil
+			},
+		},
+	}
+}
+
+// renewTimeout bounds a clone's renewal: writing a few files, netlink, reloading sshd.
+const renewTimeout = 30 * time.Second
+
+// renewIdentity makes a clone's guest a machine of its own (see the package comment above):
+// the identity it was saved with (from) is replaced by vm's.
+func (s *Service) renewIdentity(ctx context.Context, vm *store.VM, b *boot, from snapshot.Meta) error {
+	r, err := s.renewal(vm, b, from)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, renewTimeout)
+	defer cancel()
+	if err := b.cli.Renew(rctx, r); err != nil {
+		return fmt.Errorf("the guest could not take its new identity (so it would share the snapshot's): %w", err)
+	}
+	return nil
+}
+
+// renewal is the new identity of vm, a clone of a guest saved as from.
+func (s *Service) renewal(vm *store.VM, b *boot, from snapshot.Meta) (agent.Renewal, error) {
+	r := agent.Renewal{Clock: time.Now(), Entropy: make([]byte, agent.MaxEntropy), Hostname: vm.Name}
+	_, _ = rand.Read(r.Entropy) // crypto/rand.Read never fails
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	r.MachineID = hex.EncodeToString(id)
+	if b.link != nil {
+		if from.MAC == "" {
+			return r, conflictf("snapshot %s was taken of a VM without a network device; its clones cannot have one", from.Name)
+		}
+		n := &agent.NetworkIdentity{OldMAC: from.MAC, MAC: b.link.MAC, Address: b.link.Address, Gateway: b.link.Gateway}
+		if b.link.DNS != "" {
+			n.DNS = []string{b.link.DNS}
+		}
+		r.Network = n
+	}
+	// The host key was made on the host and pinned in known_hosts (dirs step) before the
+	// clone could answer anyone.
+	files, err := s.ssh.GuestFiles(sshVM(vm))
+	if err != nil {
+		return r, fmt.Errorf("the clone's ssh host key: %w", err)
+	}
+	for _, f := range files {
+		if strings.HasPrefix(f.Path, "/etc/ssh/ssh_host_") {
+			r.HostKeys = append(r.HostKeys, f)
+		}
+	}
+	return r, r.Validate()
+}
+
+// capture saves vm, which runs as m, into st: the guest's state and memory (the VMM's
+// snapshot) and a copy of its disk, both taken while its vCPUs are stopped, so that they agree.
+// The guest runs again when capture returns, whether it succeeded or not; nothing of the VM
+// changes otherwise (its agent session included: commands running in it go on).
+func (s *Service) capture(ctx context.Context, vm store.VM, m vmm.Machine, st *snapshot.Staging) (err error) {
+	snapper, ok := m.(vmm.Snapshotter)
+	pauser, pok := m.(vmm.Pauser)
+	if !ok || !pok {
+		return conflictf("vm %q runs under %s, which cannot save a running guest", vm.Name, vm.VMM)
+	}
+	if err := pauser.Pause(ctx); err != nil {
+		return fmt.Errorf("pause the guest: %w", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if rerr := pauser.Resume(rctx); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("continue the guest after saving it: %w", rerr))
+		}
+	}()
+	if _, err := snapper.Snapshot(ctx, st.Machine()); err != nil {
+		return fmt.Errorf("save the guest: %w", err)
+	}
+	if _, err := disk.Clone(ctx, filepath.Join(vm.Dir, diskFile), st.Disk()); err != nil {
+		return fmt.Errorf("copy the guest's disk: %w", err)
+	}
+	return nil
+}
+
+// metaOf describes a snapshot of vm (which boots kernel initrd agentBuild, with MAC mac).
+func metaOf(vm store.VM, name string, kind snapshot.Kind, agentBuild, mac string) snapshot.Meta {
+	return snapshot.Meta{
+		Name: name, Kind: kind, Created: time.Now().UTC(), From: vm.Name,
+		Image: vm.Image, Kernel: vm.Kernel, Agent: agentBuild, VMM: vm.VMM, Accel: vm.Accel,
+		VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes, NAT: vm.NAT, Spec: vm.Spec,
+		Hostname: vm.Name, MAC: mac,
+	}
+}
