@@ -7,7 +7,7 @@
 // it: downloads (kernel, image) happen before, outside the namespace; every VM boots inside.
 //
 //	bench [-bin DIR] [-home DIR] [-rounds N] [-concurrency 1,2,4,8] [-forks 1,4,8] [-mem-vms 8]
-//	      [-sections overhead,steps,...] [-out DIR]
+//	      [-cold-parallel 2] [-fork-source warm|cold] [-sections overhead,steps,...] [-out DIR]
 package main
 
 import (
