@@ -6,7 +6,8 @@
 // It runs as root inside a network namespace of its own, made for the run and deleted after
 // it: downloads (kernel, image) happen before, outside the namespace; every VM boots inside.
 //
-//	bench [-bin DIR] [-rounds N] [-concurrency 1,2,4,8] [-sections overhead,steps,...] [-out DIR]
+//	bench [-bin DIR] [-home DIR] [-rounds N] [-concurrency 1,2,4,8] [-forks 1,4,8] [-mem-vms 8]
+//	      [-cold-parallel 2] [-fork-source warm|cold] [-sections overhead,steps,...] [-out DIR]
 package main
 
 import (
@@ -24,39 +25,49 @@ import (
 )
 
 type options struct {
-	bin         string
-	home        string
-	out         string
-	rounds      int
-	concurrency []int
-	sections    map[string]bool
-	vcpu        int
-	memory      string
-	inside      bool
+	bin          string
+	home         string
+	out          string
+	rounds       int
+	concurrency  []int
+	forks        []int  // clone counts of the fork section
+	memVMs       int    // VMs on each side of the memory section
+	coldParallel int    // cold VMs the memory section boots at once
+	forkSource   string // how the fork and snapshot sections' VM starts: warm or cold
+	sections     map[string]bool
+	vcpu         int
+	memory       string
+	inside       bool
 }
 
-var allSections = []string{"overhead", "steps", "concurrency", "workspace", "footprint", "restart"}
+var allSections = []string{"overhead", "steps", "concurrency", "workspace", "footprint", "restart",
+	"warm", "fork", "snapshot", "memory"}
 
 func main() {
 	var o options
-	var conc, sections string
+	var conc, forks, sections string
 	flag.StringVar(&o.bin, "bin", "bin", "directory holding banger, bangerd and banger-agent")
 	flag.StringVar(&o.home, "home", "/var/tmp/banger-bench", "HOME for the benchmark's own banger state (kept between runs so the kernel and image are reused)")
 	flag.StringVar(&o.out, "out", "bench/out", "directory for the JSON results")
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds per measurement (at least 5 for the published table)")
 	flag.StringVar(&conc, "concurrency", "1,2,4,8", "numbers of simultaneous vm run --rm -- true")
+	flag.StringVar(&forks, "forks", "1,4,8", "clone counts of the fork section (vm fork -n N)")
+	flag.IntVar(&o.memVMs, "mem-vms", 8, "forked clones and cold VMs compared by the memory section")
+	flag.IntVar(&o.coldParallel, "cold-parallel", 2, "cold VMs the memory section boots at once")
+	flag.StringVar(&o.forkSource, "fork-source", "warm", "how the VM the fork and snapshot sections save starts: warm (the default way: restored from the boot snapshot when there is one) or cold")
 	flag.StringVar(&sections, "sections", strings.Join(allSections, ","), "sections to run: "+strings.Join(allSections, ","))
 	flag.IntVar(&o.vcpu, "vcpu", 1, "vCPUs of every benchmark VM")
 	flag.StringVar(&o.memory, "memory", "1G", "memory of every benchmark VM")
 	flag.BoolVar(&o.inside, "inside", false, "internal: already inside the benchmark's network namespace")
 	flag.Parse()
 
-	for _, f := range strings.Split(conc, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			fatalf("-concurrency %q: want a comma-separated list of positive numbers", conc)
-		}
-		o.concurrency = append(o.concurrency, n)
+	o.concurrency = positiveList("-concurrency", conc)
+	o.forks = positiveList("-forks", forks)
+	if o.forkSource != "warm" && o.forkSource != "cold" {
+		fatalf("-fork-source %q: want warm or cold", o.forkSource)
+	}
+	if o.memVMs < 1 || o.coldParallel < 1 {
+		fatalf("-mem-vms and -cold-parallel must be at least 1")
 	}
 	o.sections = map[string]bool{}
 	for _, s := range strings.Split(sections, ",") {
@@ -89,6 +100,19 @@ func main() {
 		os.Exit(runInside(o))
 	}
 	os.Exit(runOutside(o))
+}
+
+// positiveList parses a flag's comma-separated list of positive numbers, or exits.
+func positiveList(flagName, v string) []int {
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fatalf("%s %q: want a comma-separated list of positive numbers", flagName, v)
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 func contains(list []string, s string) bool {
@@ -219,6 +243,14 @@ func runInside(o options) int {
 			err = b.footprint()
 		case "restart":
 			err = b.restart()
+		case "warm":
+			err = b.warm()
+		case "fork":
+			err = b.fork()
+		case "snapshot":
+			err = b.snapshot()
+		case "memory":
+			err = b.memory()
 		}
 		if err != nil {
 			logf("section %s failed: %v", s, err)

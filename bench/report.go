@@ -150,7 +150,7 @@ func (r *report) print(w io.Writer) {
 	for _, k := range keys {
 		fmt.Fprintf(w, "  %-7s %s\n", k, r.Host[k])
 	}
-	fmt.Fprintf(w, "  rounds  %d, interleaved (banger and bare alternate in overhead)\n\n", r.Rounds)
+	fmt.Fprintf(w, "  rounds  %d, interleaved (banger and bare alternate in overhead, warm and cold in warm)\n\n", r.Rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "FIGURE\tMEDIAN\tMIN–MAX\tTARGET\tVMM/ACCEL\tWHAT")
 	for _, f := range r.Figures {

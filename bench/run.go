@@ -49,9 +49,20 @@ func banger(o options, ctx context.Context, args ...string) cmdResult {
 	return r
 }
 
+// lastLine returns the last line of a command's stderr that is not a hint, with the hint
+// after it if there is one: the error, and what the CLI suggests.
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
+	last := lines[len(lines)-1]
+	for i := len(lines) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(strings.TrimSpace(lines[i]), "hint:") {
+			if i == len(lines)-1 {
+				return last
+			}
+			return lines[i] + " (" + strings.TrimSpace(last) + ")"
+		}
+	}
+	return last
 }
 
 // bench holds what the sections share.
@@ -69,6 +80,8 @@ type bench struct {
 	rootfs  string
 	modules string // the kernel's module disk; "" when it has none
 	scratch string
+	snaps   []string // user snapshots made and not removed yet
+	primed  bool     // the boot snapshot of the benchmark VMs' combination exists
 }
 
 // vmArgs are the size flags every benchmark VM gets, so banger and the bare VMM boot the
@@ -103,6 +116,9 @@ func (b *bench) setup() error {
 	// clash with this run's. The benchmark owns this HOME, so they go.
 	if n := b.deleteVMs(); n > 0 {
 		fmt.Fprintf(os.Stderr, "bench: deleted %d VMs an interrupted run left\n", n)
+	}
+	if b.o.sections["warm"] || b.o.sections["fork"] || b.o.sections["snapshot"] || b.o.sections["memory"] {
+		b.removeLeftSnapshots()
 	}
 	b.accel = host.Root("/").DetectAccel()
 	b.qemu = &qemu.Driver{TSCkHz: host.Root("/").TSCkHz()}
@@ -142,8 +158,11 @@ func (b *bench) cleanup() {
 	}
 	// Delete whatever a failed section left.
 	if b.client != nil {
-		b.deleteVMs()
+		if n := b.deleteVMs(); n > 0 {
+			logf("cleanup: deleted %d VMs a section left", n)
+		}
 	}
+	b.removeSnapshots()
 }
 
 // deleteVMs deletes every VM of the benchmark's own daemon and says how many it deleted.
@@ -156,21 +175,28 @@ func (b *bench) deleteVMs() int {
 	}
 	n := 0
 	for _, vm := range vms {
-		if b.client.DeleteVM(ctx, vm.ID, true) == nil {
-			n++
+		if err := b.client.DeleteVM(ctx, vm.ID, true); err != nil {
+			logf("delete VM %s: %v", vm.Name, err)
+			continue
 		}
+		n++
 	}
 	return n
 }
 
-// createVM makes a running VM through the API and returns the final event (with timings).
-func (b *bench) createVM(name string) (api.Event, error) {
+// createVM makes a running VM through the API, booted cold, and returns the final event
+// (with timings).
+func (b *bench) createVM(name string) (api.Event, error) { return b.createVMCtx(b.ctx, name, true) }
+
+// createVMCtx is createVM with a context and a choice: cold, or warm when a boot snapshot
+// of the combination exists.
+func (b *bench) createVMCtx(ctx context.Context, name string, cold bool) (api.Event, error) {
 	vcpu := b.o.vcpu
 	mem, err := memoryMiB(b.o.memory)
 	if err != nil {
 		return api.Event{}, err
 	}
-	return b.client.CreateVMResult(b.ctx, api.CreateVMRequest{Name: name, VCPU: &vcpu, MemoryMiB: &mem}, nil)
+	return b.client.CreateVMResult(ctx, api.CreateVMRequest{Name: name, VCPU: &vcpu, MemoryMiB: &mem, Cold: cold}, nil)
 }
 
 func memoryMiB(s string) (int, error) {

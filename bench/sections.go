@@ -24,13 +24,13 @@ import (
 	"github.com/banger-dev/banger/internal/wire"
 )
 
-// overhead compares `banger vm run --rm -- true` (CLI start to exit) with the same kernel,
+// overhead compares `banger vm run --rm --cold -- true` (CLI start to exit) with the same kernel,
 // initramfs and image booted by a bare QEMU command line until the agent answers.
 func (b *bench) overhead() error {
 	var banger, bare []time.Duration
 	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
-		args := append(append([]string{"vm", "run", "--rm"}, b.vmArgs()...), "--", "true")
-		r := bangerRun(b, args...)
+		// Cold: the bare side boots too (warm starts have a section of their own).
+		r := bangerRun(b, b.runArgs(true)...)
 		if r.err != nil {
 			return r.err
 		}
@@ -42,7 +42,7 @@ func (b *bench) overhead() error {
 		bare = append(bare, d)
 		logf("overhead round %d: banger %s, bare %s", i+1, r.took.Round(time.Millisecond), d.Round(time.Millisecond))
 	}
-	a := b.rep.add("overhead.banger", "vm run --rm -- true, CLI start to exit", "s", seconds(banger))
+	a := b.rep.add("overhead.banger", "vm run --rm --cold -- true, CLI start to exit", "s", seconds(banger))
 	c := b.rep.add("overhead.bare", "bare QEMU, same kernel+initramfs+image, start to agent answer", "s", seconds(bare))
 	b.rep.ratio("overhead.ratio", "banger / bare (median)", a.Median/c.Median, 1.10)
 	return nil
@@ -174,7 +174,7 @@ func (b *bench) steps() error {
 	return nil
 }
 
-// concurrency starts n `vm run --rm -- true` at once and reports the wall time until all have
+// concurrency starts n `vm run --rm --cold -- true` at once and reports the wall time until all have
 // exited, and how many failed.
 func (b *bench) concurrency() error {
 	for _, n := range b.o.concurrency {
@@ -189,8 +189,7 @@ func (b *bench) concurrency() error {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					args := append(append([]string{"vm", "run", "--rm"}, b.vmArgs()...), "--", "true")
-					if r := bangerRun(b, args...); r.err != nil {
+					if r := bangerRun(b, b.runArgs(true)...); r.err != nil {
 						mu.Lock()
 						failures++
 						if firstErr == nil {
@@ -204,7 +203,7 @@ func (b *bench) concurrency() error {
 			walls = append(walls, time.Since(start))
 			logf("concurrency %d round %d: %s", n, i+1, walls[len(walls)-1].Round(time.Millisecond))
 		}
-		f := b.rep.add(fmt.Sprintf("concurrency.%d", n), fmt.Sprintf("%d simultaneous vm run --rm -- true, wall time", n), "s", seconds(walls))
+		f := b.rep.add(fmt.Sprintf("concurrency.%d", n), fmt.Sprintf("%d simultaneous vm run --rm --cold -- true, wall time", n), "s", seconds(walls))
 		f.Failures = failures
 		f.Target, f.TargetMet = 0, failures == 0
 		if firstErr != nil {
