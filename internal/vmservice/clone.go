@@ -71,27 +71,7 @@ func (s *Service) cloneSteps(c *creation) []steps.Step {
 			},
 			Undo: func(ctx context.Context) error { return s.endMachine(b) },
 		},
-		{
-			Name: StepAgent,
-			Do: func(ctx context.Context) error {
-				b.obs.Progress.Stage("vm.restore", "waiting for the guest agent")
-				cl, err := s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout")
-				if err != nil {
-					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err, false)
-				}
-				b.cli = cl
-				b.in.mu.Lock()
-				b.in.agent = cl
-				b.in.mu.Unlock()
-				return nil
-			},
-			Undo: func(ctx context.Context) error {
-				if b.cli != nil {
-					b.cli.Close()
-				}
-				return nil
-			},
-		},
+		s.restoredAgentStep(b, "vm.restore"),
 		{
 			Name: StepRenew,
 			Do: func(ctx context.Context) error {

@@ -296,10 +296,7 @@ func (s *Service) bootArtifacts(ctx context.Context, cfg config.Config, req Crea
 		obs.notice(fmt.Sprintf("image %s was built from an older form of its recipe (banger was upgraded since); "+
 			"rebuild it with `banger image build %s` to get the changes", img.Name, img.Name))
 	}
-	release = func() {}
-	if r, ok := s.artifacts.(interface{ Release(catalog.Image) }); ok {
-		release = func() { r.Release(img) }
-	}
+	release = s.releaser(img)
 	kernelName := req.Kernel
 	if kernelName == "" {
 		kernelName = img.Kernel
@@ -312,6 +309,15 @@ func (s *Service) bootArtifacts(ctx context.Context, cfg config.Config, req Crea
 		return img, kern, nil, err
 	}
 	return img, kern, release, nil
+}
+
+// releaser returns what hands back the lease the artifacts took on img for a VM being
+// created (a no-op for artifacts without leases).
+func (s *Service) releaser(img catalog.Image) func() {
+	if r, ok := s.artifacts.(interface{ Release(catalog.Image) }); ok {
+		return func() { r.Release(img) }
+	}
+	return func() {}
 }
 
 // newVMName checks the name a create asks for, or generates one. A generated name can still

@@ -84,18 +84,10 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 					// Only an undone create removes the console log with the VM: then a copy is kept.
 					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err, b.creating && !(b.unreachable && b.keepUnreachable))
 				}
-				b.cli = c
-				b.in.mu.Lock()
-				b.in.agent = c
-				b.in.mu.Unlock()
+				b.useAgent(c)
 				return nil
 			},
-			Undo: func(ctx context.Context) error {
-				if b.cli != nil {
-					b.cli.Close()
-				}
-				return nil
-			},
+			Undo: b.closeAgent,
 		},
 		s.provisionStep(b),
 		s.fileSyncStep(b),
@@ -111,6 +103,22 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 			},
 		},
 	}
+}
+
+// useAgent makes c the agent session of the boot's steps and of the VM's running instance.
+func (b *boot) useAgent(c *agent.Client) {
+	b.cli = c
+	b.in.mu.Lock()
+	b.in.agent = c
+	b.in.mu.Unlock()
+}
+
+// closeAgent undoes useAgent's session: it ends it (a step's Undo).
+func (b *boot) closeAgent(ctx context.Context) error {
+	if b.cli != nil {
+		b.cli.Close()
+	}
+	return nil
 }
 
 // prepareBoot resolves the driver, kernel and image of an existing VM.

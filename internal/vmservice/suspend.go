@@ -223,27 +223,7 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 			},
 			Undo: func(ctx context.Context) error { return s.endMachine(b) },
 		},
-		{
-			Name: StepAgent,
-			Do: func(ctx context.Context) error {
-				b.obs.Progress.Stage("vm.resume", "waiting for the guest agent")
-				c, err := s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout")
-				if err != nil {
-					return s.bootFailure(vm.Name, vm.ID, b.in.machine, err, false)
-				}
-				b.cli = c
-				b.in.mu.Lock()
-				b.in.agent = c
-				b.in.mu.Unlock()
-				return nil
-			},
-			Undo: func(ctx context.Context) error {
-				if b.cli != nil {
-					b.cli.Close()
-				}
-				return nil
-			},
-		},
+		s.restoredAgentStep(b, "vm.resume"),
 		{
 			Name: StepRenew,
 			Do: func(ctx context.Context) error {
@@ -281,6 +261,25 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 	}
 	s.log.Info("resumed VM", "vm", vm.Name)
 	return vm, timings, nil
+}
+
+// restoredAgentStep waits for the agent of a guest restored from a snapshot (a resume, a
+// clone), connecting anew on each attempt (connectAnew), and makes it the VM's session;
+// stage names the progress stage it reports under.
+func (s *Service) restoredAgentStep(b *boot, stage string) steps.Step {
+	return steps.Step{
+		Name: StepAgent,
+		Do: func(ctx context.Context) error {
+			b.obs.Progress.Stage(stage, "waiting for the guest agent")
+			c, err := s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout")
+			if err != nil {
+				return s.bootFailure(b.vm.Name, b.vm.ID, b.in.machine, err, false)
+			}
+			b.useAgent(c)
+			return nil
+		},
+		Undo: b.closeAgent,
+	}
 }
 
 // agentAttempts bound the attempts to connect to the agent in connectAnew: the first is short

@@ -128,10 +128,7 @@ func (s *Service) planFromSnapshot(ctx context.Context, c *creation, req CreateR
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", info.Name, err)
 	}
-	c.release = func() {}
-	if r, ok := s.artifacts.(interface{ Release(catalog.Image) }); ok {
-		c.release = func() { r.Release(img) }
-	}
+	c.release = s.releaser(img)
 	kern, err := s.artifacts.Kernel(ctx, info.Kernel, c.obs.Progress)
 	if err != nil {
 		c.release()
@@ -204,11 +201,8 @@ func (s *Service) bootSnapshotSteps(c *creation) []steps.Step {
 					if cl, err = s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout"); err != nil {
 						return fmt.Errorf("the guest's agent after its boot snapshot: %w", err)
 					}
-					b.in.mu.Lock()
-					b.in.agent = cl
-					b.in.mu.Unlock()
 				}
-				b.cli = cl
+				b.useAgent(cl)
 				return nil
 			},
 		},
