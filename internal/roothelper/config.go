@@ -1,0 +1,138 @@
+package roothelper
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Defaults of the helper's configuration.
+const (
+	DefaultConfigPath = "/etc/banger/helper.toml"
+	DefaultSocket     = "/run/banger/helper.sock"
+	DefaultGroup      = "banger"
+	DefaultNSPrefix   = "banger"
+	DefaultStateDir   = "/run/banger-helper"
+)
+
+// Config is what the helper serves and to whom. It is root's: the helper reads it from a file
+// only root can write (DefaultConfigPath), never from a request.
+type Config struct {
+	// Group is the group whose members (besides root) may use the helper. Key group.
+	Group string `toml:"group"`
+	// NamespacePrefix is what the names of the network namespaces (under /run/netns) the
+	// helper works in must start with; "" allows none. Key namespace_prefix.
+	NamespacePrefix string `toml:"namespace_prefix"`
+	// HostNamespace allows networks in the helper's own namespace (a request's namespace "").
+	// Key host_namespace.
+	HostNamespace bool `toml:"host_namespace"`
+	// StateDir holds the helper's markers (that it turned IP forwarding on), one directory
+	// per namespace. Key state_dir.
+	StateDir string `toml:"state_dir"`
+	// Networks are the bridges the helper serves. Key network, an array of tables.
+	Networks []NetworkConfig `toml:"network"`
+}
+
+// NetworkConfig is one bridge the helper serves.
+type NetworkConfig struct {
+	Bridge string `toml:"bridge"` // its name
+	CIDR   string `toml:"cidr"`   // the guests' subnet; the bridge has its first address
+	// OpenPorts are the host's TCP and UDP ports guests may reach besides DNS (banger's
+	// host_ports_open_to_guests, decided here by root). Key host_ports_open_to_guests.
+	OpenPorts []uint16 `toml:"host_ports_open_to_guests"`
+
+	prefix netip.Prefix
+}
+
+// DefaultConfig is banger's defaults: bridge banger0 on 172.16.0.0/24, group banger,
+// namespaces named banger*, and the helper's own namespace.
+func DefaultConfig() Config {
+	return Config{
+		Group:           DefaultGroup,
+		NamespacePrefix: DefaultNSPrefix,
+		HostNamespace:   true,
+		StateDir:        DefaultStateDir,
+		Networks:        []NetworkConfig{{Bridge: config.DefaultBridgeName, CIDR: config.DefaultBridgeCIDR}},
+	}
+}
+
+// LoadConfig reads the configuration at path over the defaults. A missing file at the
+// default path gives the defaults; a missing file elsewhere is an error. Networks in the file
+// replace the default network.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && path == DefaultConfigPath:
+		return cfg, cfg.check()
+	case err != nil:
+		return Config{}, fmt.Errorf("read the helper's configuration: %w", err)
+	}
+	nets := cfg.Networks
+	cfg.Networks = nil
+	dec := toml.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if cfg.Networks == nil {
+		cfg.Networks = nets
+	}
+	if err := cfg.check(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// check validates the configuration and fills the parsed fields.
+func (c *Config) check() error {
+	if c.NamespacePrefix != "" && !nsNameRE.MatchString(c.NamespacePrefix) {
+		return fmt.Errorf("namespace_prefix %q: use letters, digits, '_', '.' and '-'", c.NamespacePrefix)
+	}
+	if c.StateDir == "" || !strings.HasPrefix(c.StateDir, "/") {
+		return fmt.Errorf("state_dir %q: want an absolute path", c.StateDir)
+	}
+	if len(c.Networks) == 0 {
+		return fmt.Errorf("no network: add a [[network]] with bridge and cidr")
+	}
+	for i := range c.Networks {
+		n := &c.Networks[i]
+		if !bridgeNameRE.MatchString(n.Bridge) {
+			return fmt.Errorf("network bridge %q: use 1-15 letters, digits, '_', '.' or '-'", n.Bridge)
+		}
+		p, err := netip.ParsePrefix(n.CIDR)
+		if err != nil {
+			return fmt.Errorf("network %s: cidr %q: %w", n.Bridge, n.CIDR, err)
+		}
+		if err := hostnet.ValidateCIDR(p); err != nil {
+			return fmt.Errorf("network %s: %w", n.Bridge, err)
+		}
+		for j := range i {
+			if c.Networks[j].Bridge == n.Bridge {
+				return fmt.Errorf("network bridge %s is listed twice", n.Bridge)
+			}
+		}
+		for _, port := range n.OpenPorts {
+			if port == 0 {
+				return fmt.Errorf("network %s: host_ports_open_to_guests: 0 is not a port", n.Bridge)
+			}
+		}
+		n.prefix = p
+	}
+	return nil
+}
+
+var (
+	bridgeNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+	nsNameRE     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$`)
+	tapNameRE    = regexp.MustCompile(`^bg[0-9a-f]{12}$`)
+)

@@ -1,0 +1,524 @@
+package roothelper
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"unsafe"
+
+	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/banger-dev/banger/internal/version"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// maxConns bounds the connections served at once; more wait in the listen queue.
+const maxConns = 32
+
+// Server is the root helper: it serves requests on a unix socket for root and the members of
+// its group, and keeps, per network, the guest set of each caller uid.
+type Server struct {
+	cfg Config
+	gid int // the group whose members may ask; -1: root only
+	log *slog.Logger
+
+	mu     sync.Mutex
+	nets   map[string]*network // by bridge and namespace
+	closed bool
+	wg     sync.WaitGroup
+	slots  chan struct{}
+}
+
+// network is one served bridge in one namespace.
+type network struct {
+	mu     sync.Mutex
+	cfg    *NetworkConfig
+	ns     string
+	net    *hostnet.Net
+	nsh    netns.NsHandle // the namespace opened, to notice it being replaced; None for the host's
+	guests map[int][]hostnet.Guest
+	stop   chan struct{} // closes the uplink watch; nil until guests appeared
+}
+
+// NewServer returns a server for cfg (from LoadConfig or DefaultConfig, modified). The group
+// is looked up now: when it does not exist only root may use the helper.
+func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, gid: -1, log: log, nets: map[string]*network{}, slots: make(chan struct{}, maxConns)}
+	if cfg.Group != "" {
+		g, err := user.LookupGroup(cfg.Group)
+		if err != nil {
+			log.Warn("the helper's group does not exist: only root may use the helper (create it with `groupadd --system "+cfg.Group+"`)", "group", cfg.Group, "err", err)
+		} else if s.gid, err = strconv.Atoi(g.Gid); err != nil {
+			return nil, fmt.Errorf("group %s: gid %q", cfg.Group, g.Gid)
+		}
+	}
+	return s, nil
+}
+
+// SetGroupID makes gid the group whose members may use the helper, in place of the
+// configured group's (tests).
+func (s *Server) SetGroupID(gid int) { s.gid = gid }
+
+// Serve answers connections on l, a unix stream listener, until l is closed.
+func (s *Server) Serve(l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		s.slots <- struct{}{}
+		s.wg.Add(1)
+		go func() {
+			defer func() { <-s.slots; s.wg.Done() }()
+			defer uc.Close()
+			s.serveConn(uc)
+		}()
+	}
+}
+
+// Close waits for the requests being served, then stops the uplink watches and releases the
+// namespaces. It leaves the host network as it is.
+func (s *Server) Close() error {
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for k, n := range s.nets {
+		n.close()
+		delete(s.nets, k)
+	}
+	return nil
+}
+
+// caller is the process at the other end of a connection.
+type caller struct {
+	pid, uid, gid int
+	groups        []int
+}
+
+func peer(c *net.UnixConn) (caller, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return caller{}, err
+	}
+	var cl caller
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err != nil {
+			serr = fmt.Errorf("SO_PEERCRED: %w", err)
+			return
+		}
+		cl = caller{pid: int(cred.Pid), uid: int(cred.Uid), gid: int(cred.Gid)}
+		cl.groups, serr = peerGroups(int(fd))
+	}); err != nil {
+		return caller{}, err
+	}
+	return cl, serr
+}
+
+// peerGroups reads SO_PEERGROUPS: the supplementary groups of the peer when it connected.
+func peerGroups(fd int) ([]int, error) {
+	buf := make([]uint32, 256)
+	for {
+		size := uint32(len(buf) * 4)
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&size)), 0)
+		switch {
+		case errno == unix.ERANGE && size/4 > uint32(len(buf)) && size/4 <= 65536:
+			buf = make([]uint32, size/4)
+			continue
+		case errno != 0:
+			return nil, fmt.Errorf("SO_PEERGROUPS: %w", errno)
+		}
+		out := make([]int, 0, size/4)
+		for _, g := range buf[:size/4] {
+			out = append(out, int(g))
+		}
+		return out, nil
+	}
+}
+
+func (s *Server) allowed(cl caller) bool {
+	if cl.uid == 0 {
+		return true
+	}
+	return s.gid >= 0 && (cl.gid == s.gid || slices.Contains(cl.groups, s.gid))
+}
+
+func (s *Server) serveConn(c *net.UnixConn) {
+	cl, err := peer(c)
+	if err != nil {
+		s.log.Error("refused a connection: cannot read its credentials", "err", err)
+		return
+	}
+	if !s.allowed(cl) {
+		s.log.Warn("refused", "uid", cl.uid, "pid", cl.pid, "reason", "not root and not in group "+s.cfg.Group)
+		_ = writeResponse(c, Response{Error: &WireError{Kind: KindDenied, Message: fmt.Sprintf(
+			"uid %d is not in group %s; add the user with `sudo usermod -aG %s USER` and log in again", cl.uid, s.cfg.Group, s.cfg.Group)}}, nil)
+		return
+	}
+	req, err := readRequest(c)
+	var resp Response
+	var files []*os.File
+	var ck checked
+	if err == nil {
+		ck, err = s.cfg.Validate(req)
+	}
+	if err == nil {
+		resp, files, err = s.do(cl, ck)
+	}
+	defer closeAll(files)
+	attrs := []any{"uid", cl.uid, "pid", cl.pid, "op", req.Op, "bridge", req.Network.Bridge, "netns", req.Network.Namespace}
+	switch {
+	case req.Tap != "":
+		attrs = append(attrs, "tap", req.Tap)
+	case req.Op == OpSetGuests:
+		attrs = append(attrs, "guests", len(req.Guests))
+	case req.Addr != "" || req.Proto != "":
+		attrs = append(attrs, "proto", req.Proto, "addr", req.Addr)
+	}
+	if err != nil {
+		s.log.Warn("failed", append(attrs, "kind", errorKind(err), "err", err)...)
+		resp = Response{Error: &WireError{Kind: errorKind(err), Message: err.Error()}}
+		files = nil
+	} else {
+		s.log.Info("done", attrs...)
+		resp.OK = true
+	}
+	if err := writeResponse(c, resp, files); err != nil {
+		s.log.Warn("could not answer", "uid", cl.uid, "pid", cl.pid, "op", req.Op, "err", err)
+	}
+}
+
+// network returns the served network of ck, opening it (and its namespace) on first use, and
+// again when its namespace was replaced.
+func (s *Server) network(ck checked) (*network, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("the helper is stopping")
+	}
+	key := ck.net.Bridge + "\x00" + ck.ns
+	nsh := netns.None()
+	if ck.ns != "" {
+		h, err := openNamespace(ck.ns)
+		if err != nil {
+			return nil, err
+		}
+		nsh = h
+	}
+	if n := s.nets[key]; n != nil {
+		if ck.ns == "" || n.nsh.Equal(nsh) {
+			if nsh.IsOpen() {
+				nsh.Close()
+			}
+			return n, nil
+		}
+		s.log.Info("network namespace was replaced; forgetting the old one", "netns", ck.ns, "bridge", ck.net.Bridge)
+		n.close()
+		delete(s.nets, key)
+	}
+	stateDir := filepath.Join(s.cfg.StateDir, "host")
+	path := ""
+	if ck.ns != "" {
+		stateDir = filepath.Join(s.cfg.StateDir, "netns-"+ck.ns)
+		path = fmt.Sprintf("/proc/self/fd/%d", int(nsh))
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		nsh.Close()
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	hn, err := hostnet.Open(hostnet.Config{Bridge: ck.net.Bridge, CIDR: ck.net.prefix, NetNS: path, StateDir: stateDir, OpenPorts: ck.net.OpenPorts})
+	if err != nil {
+		if nsh.IsOpen() {
+			nsh.Close()
+		}
+		return nil, err
+	}
+	n := &network{cfg: ck.net, ns: ck.ns, net: hn, nsh: nsh, guests: map[int][]hostnet.Guest{}}
+	s.nets[key] = n
+	return n, nil
+}
+
+// openNamespace opens /run/netns/name, refusing anything but a network namespace there (a
+// symlink, a plain file).
+func openNamespace(name string) (netns.NsHandle, error) {
+	path := filepath.Join("/run/netns", name)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return netns.None(), failure.New(failure.NotFound, "network namespace %s does not exist (create it with `ip netns add %s`)", name, name)
+		}
+		return netns.None(), fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil || st.Type != unix.NSFS_MAGIC {
+		unix.Close(fd)
+		return netns.None(), failure.New(failure.Invalid, "%s is not a network namespace", path)
+	}
+	return netns.NsHandle(fd), nil
+}
+
+func (n *network) close() {
+	if n.stop != nil {
+		close(n.stop)
+	}
+	n.net.Close()
+	if n.nsh.IsOpen() {
+		n.nsh.Close()
+	}
+}
+
+// do runs a validated request for cl.
+func (s *Server) do(cl caller, ck checked) (Response, []*os.File, error) {
+	n, err := s.network(ck)
+	if err != nil {
+		return Response{}, nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch ck.op {
+	case OpHello:
+		uid := cl.uid
+		return Response{Protocol: ProtocolVersion, Version: version.Get().String(), UID: &uid}, nil, nil
+	case OpEnsureBridge:
+		return Response{}, nil, n.net.EnsureBridge()
+	case OpAddTap:
+		f, err := n.addTap(ck.tap, cl.uid)
+		if err != nil {
+			return Response{}, nil, err
+		}
+		return Response{}, []*os.File{f}, nil
+	case OpDeleteTap:
+		return Response{}, nil, n.deleteTap(ck.tap, cl.uid)
+	case OpListTaps:
+		taps, err := n.taps(cl.uid)
+		return Response{Taps: taps}, nil, err
+	case OpSetGuests:
+		return Response{}, nil, s.setGuests(n, cl.uid, ck.guests)
+	case OpRouteDomain:
+		return Response{}, nil, n.net.RouteDomain()
+	case OpUnrouteDomain:
+		return Response{}, nil, n.net.UnrouteDomain()
+	case OpRemoveBridge:
+		return Response{}, nil, n.net.RemoveBridge()
+	case OpListen:
+		f, err := n.listen(ck.proto, ck.addr.String())
+		if err != nil {
+			return Response{}, nil, err
+		}
+		return Response{}, []*os.File{f}, nil
+	case OpSocket:
+		f, err := n.socket(ck.proto)
+		if err != nil {
+			return Response{}, nil, err
+		}
+		return Response{}, []*os.File{f}, nil
+	}
+	return Response{}, nil, invalid("unknown operation %q", ck.op)
+}
+
+// addTap replaces a stale tap of the caller's (or makes a new one) and returns its queue.
+func (n *network) addTap(name string, uid int) (*os.File, error) {
+	if err := n.net.EnsureBridge(); err != nil {
+		return nil, err
+	}
+	var f *os.File
+	err := n.net.Do(func() error {
+		old, err := tapLink(name)
+		if err != nil {
+			return err
+		}
+		if old != nil {
+			if err := checkOwner(old, uid); err != nil {
+				return err
+			}
+			if err := netlink.LinkDel(old); err != nil {
+				return fmt.Errorf("delete the stale tap %s: %w", name, err)
+			}
+		}
+		br, err := netlink.LinkByName(n.cfg.Bridge)
+		if err != nil {
+			return fmt.Errorf("bridge %s: %w", n.cfg.Bridge, err)
+		}
+		f, err = createTap(name, uid, br.Attrs().Index)
+		return err
+	})
+	return f, err
+}
+
+// deleteTap removes the caller's tap; a missing one is fine.
+func (n *network) deleteTap(name string, uid int) error {
+	return n.net.Do(func() error {
+		t, err := tapLink(name)
+		if err != nil || t == nil {
+			return err
+		}
+		if err := checkOwner(t, uid); err != nil {
+			return err
+		}
+		if err := netlink.LinkDel(t); err != nil {
+			return fmt.Errorf("delete tap %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// taps lists the banger taps the caller owns (root: all of them).
+func (n *network) taps(uid int) ([]string, error) {
+	out := []string{}
+	err := n.net.Do(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return fmt.Errorf("list links: %w", err)
+		}
+		for _, l := range links {
+			t, ok := l.(*netlink.Tuntap)
+			if ok && tapNameRE.MatchString(t.Name) && (uid == 0 || int(t.Owner) == uid) {
+				out = append(out, t.Name)
+			}
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return out, err
+}
+
+// setGuests replaces uid's guest set and applies the union of all sets. A guest whose tap or
+// address another uid's set holds, or whose tap another uid owns, is a Conflict; on any
+// failure the old set stays.
+func (s *Server) setGuests(n *network, uid int, guests []hostnet.Guest) error {
+	for other, set := range n.guests {
+		if other == uid {
+			continue
+		}
+		for _, o := range set {
+			for _, g := range guests {
+				if g.IP == o.IP || g.Tap == o.Tap {
+					return failure.New(failure.Conflict, "guest %s (%s) collides with a guest of uid %d (%s, %s)", g.Tap, g.IP, other, o.Tap, o.IP)
+				}
+			}
+		}
+	}
+	if uid != 0 {
+		if err := n.net.Do(func() error {
+			for _, g := range guests {
+				t, err := tapLink(g.Tap)
+				if err != nil {
+					return err
+				}
+				if t != nil {
+					if err := checkOwner(t, uid); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	old, had := n.guests[uid]
+	if len(guests) == 0 {
+		delete(n.guests, uid)
+	} else {
+		n.guests[uid] = guests
+	}
+	if err := n.net.SetGuests(n.union()); err != nil {
+		if had {
+			n.guests[uid] = old
+		} else {
+			delete(n.guests, uid)
+		}
+		return err
+	}
+	if len(n.guests) > 0 && n.stop == nil {
+		n.stop = make(chan struct{})
+		stop := n.stop
+		if err := n.net.WatchUplink(stop, func(err error) {
+			s.log.Warn("packet filter", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
+		}); err != nil {
+			s.log.Warn("NAT guests will not follow a change of default route", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
+			close(stop)
+			n.stop = nil
+		}
+	}
+	return nil
+}
+
+// union is every uid's guests, in a stable order.
+func (n *network) union() []hostnet.Guest {
+	var all []hostnet.Guest
+	for _, set := range n.guests {
+		all = append(all, set...)
+	}
+	slices.SortFunc(all, func(a, b hostnet.Guest) int { return a.IP.Compare(b.IP) })
+	return all
+}
+
+// listen opens a bound socket in the namespace and returns it as a file.
+func (n *network) listen(proto, addr string) (*os.File, error) {
+	if proto == "udp" {
+		pc, err := n.net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		defer pc.Close()
+		return pc.(*net.UDPConn).File()
+	}
+	l, err := n.net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	return l.(*net.TCPListener).File()
+}
+
+// socket makes an unconnected socket in the namespace.
+func (n *network) socket(proto string) (*os.File, error) {
+	family, typ := unix.AF_INET, unix.SOCK_STREAM
+	if proto == "tcp6" || proto == "udp6" {
+		family = unix.AF_INET6
+	}
+	if proto == "udp4" || proto == "udp6" {
+		typ = unix.SOCK_DGRAM
+	}
+	var f *os.File
+	err := n.net.Do(func() error {
+		fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("socket %s: %w", proto, err)
+		}
+		f = os.NewFile(uintptr(fd), proto)
+		return nil
+	})
+	return f, err
+}

@@ -1,0 +1,166 @@
+package roothelper
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/hostnet"
+)
+
+// checked is a request whose every field passed Config.Validate, in parsed form.
+type checked struct {
+	op      string
+	net     *NetworkConfig
+	ns      string // namespace name; "" for the helper's own
+	tap     string
+	guests  []hostnet.Guest
+	proto   string
+	addr    netip.AddrPort
+	request Request
+}
+
+func invalid(format string, args ...any) error { return failure.New(failure.Invalid, format, args...) }
+
+// Validate checks every field of r against the configuration: the op is known, the network is
+// one the helper serves, and each field the op reads is well-formed and allowed, each field it
+// does not read is empty.
+func (c *Config) Validate(r Request) (checked, error) {
+	ck := checked{op: r.Op, request: r}
+	for i := range c.Networks {
+		if c.Networks[i].Bridge == r.Network.Bridge {
+			ck.net = &c.Networks[i]
+		}
+	}
+	if ck.net == nil {
+		return ck, invalid("bridge %q is not one the helper serves (its configuration %s lists the bridges)", r.Network.Bridge, DefaultConfigPath)
+	}
+	if r.Network.CIDR != ck.net.prefix.String() {
+		return ck, invalid("bridge %s serves %s, not %q (set bridge_cidr to match the helper's configuration)", ck.net.Bridge, ck.net.prefix, r.Network.CIDR)
+	}
+	if err := c.checkNamespace(r.Network.Namespace); err != nil {
+		return ck, err
+	}
+	ck.ns = r.Network.Namespace
+
+	var reads []string // the optional fields op reads
+	switch r.Op {
+	case OpHello, OpEnsureBridge, OpListTaps, OpRouteDomain, OpUnrouteDomain, OpRemoveBridge:
+	case OpAddTap, OpDeleteTap:
+		reads = []string{"tap"}
+		if !tapNameRE.MatchString(r.Tap) {
+			return ck, invalid("tap %q: want bg and 12 lowercase hex digits (banger's taps only)", r.Tap)
+		}
+		ck.tap = r.Tap
+	case OpSetGuests:
+		reads = []string{"guests"}
+		gs, err := ck.net.guests(r.Guests)
+		if err != nil {
+			return ck, err
+		}
+		ck.guests = gs
+	case OpListen:
+		reads = []string{"proto", "addr"}
+		if r.Proto != "tcp" && r.Proto != "udp" {
+			return ck, invalid("listen: proto %q: want tcp or udp", r.Proto)
+		}
+		ap, err := netip.ParseAddrPort(r.Addr)
+		if err != nil || ap.String() != r.Addr {
+			return ck, invalid("listen: address %q: want ip:port", r.Addr)
+		}
+		host := ck.net.prefix.Addr().Next()
+		switch {
+		case ap.Addr() == host && ap.Port() == 53:
+		case ap.Addr() == netip.AddrFrom4([4]byte{127, 0, 0, 1}) && ap.Port() >= 1024:
+		default:
+			return ck, invalid("listen: %s is not allowed: only %s port 53 (DNS on the bridge) or 127.0.0.1 with a port of 1024 or more", r.Addr, host)
+		}
+		ck.proto, ck.addr = r.Proto, ap
+	case OpSocket:
+		reads = []string{"proto"}
+		if !slices.Contains([]string{"tcp4", "tcp6", "udp4", "udp6"}, r.Proto) {
+			return ck, invalid("socket: proto %q: want tcp4, tcp6, udp4 or udp6", r.Proto)
+		}
+		if ck.ns == "" {
+			return ck, invalid("socket: only for a network in a namespace; in the helper's own namespace the caller opens its sockets itself")
+		}
+		ck.proto = r.Proto
+	default:
+		return ck, invalid("unknown operation %q", r.Op)
+	}
+	for field, set := range map[string]bool{"tap": r.Tap != "", "guests": r.Guests != nil, "proto": r.Proto != "", "addr": r.Addr != ""} {
+		if set && !slices.Contains(reads, field) {
+			return ck, invalid("%s: field %s does not belong to this operation", r.Op, field)
+		}
+	}
+	return ck, nil
+}
+
+// checkNamespace accepts "" (when host networks are allowed) or a plain name with the
+// configured prefix; never a path.
+func (c *Config) checkNamespace(ns string) error {
+	if ns == "" {
+		if !c.HostNamespace {
+			return invalid("networks in the helper's own namespace are not allowed by its configuration (host_namespace)")
+		}
+		return nil
+	}
+	if c.NamespacePrefix == "" {
+		return invalid("network namespace %q: the helper's configuration allows none (namespace_prefix)", ns)
+	}
+	if !nsNameRE.MatchString(ns) || !strings.HasPrefix(ns, c.NamespacePrefix) {
+		return invalid("network namespace %q: want a name under /run/netns starting with %q (letters, digits, '_', '.', '-')", ns, c.NamespacePrefix)
+	}
+	return nil
+}
+
+// guests checks a set_guests list: at most MaxGuests, each a banger tap, a locally
+// administered unicast MAC and a guest address of the network, with no tap, MAC or address
+// listed twice.
+func (n *NetworkConfig) guests(in []Guest) ([]hostnet.Guest, error) {
+	if len(in) > MaxGuests {
+		return nil, invalid("set_guests: %d guests; at most %d", len(in), MaxGuests)
+	}
+	host := n.prefix.Addr().Next()
+	bcast := lastAddr(n.prefix)
+	out := make([]hostnet.Guest, 0, len(in))
+	seen := map[string]bool{}
+	for _, g := range in {
+		if !tapNameRE.MatchString(g.Tap) {
+			return nil, invalid("set_guests: tap %q: want bg and 12 lowercase hex digits", g.Tap)
+		}
+		mac, err := net.ParseMAC(g.MAC)
+		if err != nil || len(mac) != 6 || mac.String() != g.MAC {
+			return nil, invalid("set_guests: guest %s: MAC %q: want 6 bytes as lowercase xx:xx:xx:xx:xx:xx", g.Tap, g.MAC)
+		}
+		if mac[0]&1 != 0 || mac[0]&2 == 0 {
+			return nil, invalid("set_guests: guest %s: MAC %s is not a locally administered unicast address", g.Tap, g.MAC)
+		}
+		ip, err := netip.ParseAddr(g.IP)
+		if err != nil || !ip.Is4() || ip.String() != g.IP {
+			return nil, invalid("set_guests: guest %s: address %q is not an IPv4 address", g.Tap, g.IP)
+		}
+		if !n.prefix.Contains(ip) || ip == n.prefix.Addr() || ip == host || ip == bcast {
+			return nil, invalid("set_guests: guest %s: %s is not a guest address of %s", g.Tap, ip, n.prefix)
+		}
+		for _, k := range []string{"tap " + g.Tap, "mac " + g.MAC, "ip " + g.IP} {
+			if seen[k] {
+				return nil, invalid("set_guests: %s is listed twice", k)
+			}
+			seen[k] = true
+		}
+		out = append(out, hostnet.Guest{Tap: g.Tap, MAC: mac, IP: ip, NAT: g.NAT})
+	}
+	return out, nil
+}
+
+// lastAddr is p's broadcast address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := 32 - p.Bits()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v |= (1 << host) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
