@@ -235,6 +235,7 @@ func readResponse(c *net.UnixConn) (Response, []*os.File, error) {
 	}
 	for {
 		n, oobn, flags, _, err := c.ReadMsgUnix(chunk, oob)
+		n, oobn = max(n, 0), max(oobn, 0)
 		if oobn > 0 {
 			got, perr := parseRights(oob[:oobn])
 			files = append(files, got...)
@@ -249,7 +250,7 @@ func readResponse(c *net.UnixConn) (Response, []*os.File, error) {
 		if buf.Len() > MaxResponse {
 			return fail(fmt.Errorf("the helper's response is longer than %d bytes", MaxResponse))
 		}
-		if err == io.EOF || (n == 0 && oobn == 0 && err == nil) {
+		if errors.Is(err, io.EOF) || (n == 0 && oobn == 0 && err == nil) {
 			break
 		}
 		if err != nil {

@@ -3,6 +3,7 @@ package roothelper
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/banger-dev/banger/internal/failure"
@@ -183,6 +185,11 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		s.log.Warn("refused", "uid", cl.uid, "pid", cl.pid, "reason", "not root and not in group "+s.cfg.Group)
 		_ = writeResponse(c, Response{Error: &WireError{Kind: KindDenied, Message: fmt.Sprintf(
 			"uid %d is not in group %s; add the user with `sudo usermod -aG %s USER` and log in again", cl.uid, s.cfg.Group, s.cfg.Group)}}, nil)
+		// Closing with the request unread would reset the connection before the client read
+		// why: let it finish sending, and throw that away, within bounds.
+		_ = c.CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(readTimeout))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, MaxRequest+1))
 		return
 	}
 	req, err := readRequest(c)

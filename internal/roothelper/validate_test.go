@@ -1,0 +1,264 @@
+package roothelper
+
+import (
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/failure"
+)
+
+// validConfig is the configuration of the decoding tests (no namespace is opened by them).
+func validConfig() Config {
+	cfg := DefaultConfig()
+	cfg.NamespacePrefix = "banger"
+	if err := cfg.check(); err != nil {
+		panic(err)
+	}
+	return cfg
+}
+
+var defaultNet = Network{Bridge: "banger0", CIDR: "172.16.0.0/24", Namespace: "banger-ci"}
+
+func TestDecodeRequestRefusesMalformedInput(t *testing.T) {
+	ok := `{"op":"hello","network":{"bridge":"banger0","cidr":"172.16.0.0/24","namespace":""}}`
+	if _, err := DecodeRequest([]byte(ok)); err != nil {
+		t.Fatalf("valid request: %v", err)
+	}
+	if _, err := DecodeRequest([]byte(ok + "\n \t")); err != nil {
+		t.Fatalf("valid request with trailing white space: %v", err)
+	}
+	for name, in := range map[string]string{
+		"empty":          ``,
+		"not json":       `op=hello`,
+		"truncated":      ok[:len(ok)-1],
+		"trailing data":  ok + `x`,
+		"two objects":    ok + ok,
+		"unknown field":  `{"op":"hello","network":{},"extra":1}`,
+		"unknown nested": `{"op":"hello","network":{"bridge":"banger0","dev":"eth0"}}`,
+		"array":          `[` + ok + `]`,
+		"wrong type":     `{"op":1}`,
+		"guests type":    `{"op":"set_guests","guests":{"tap":"x"}}`,
+		"oversized":      `{"op":"hello","addr":"` + strings.Repeat("a", MaxRequest) + `"}`,
+		"null byte":      "{\"op\":\"hello\"}\x00",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := DecodeRequest([]byte(in))
+			if !errors.Is(err, failure.Invalid) {
+				t.Fatalf("DecodeRequest(%.60q) = %v, want an Invalid error", in, err)
+			}
+		})
+	}
+}
+
+func TestValidateRefusesWhatIsNotBangers(t *testing.T) {
+	cfg := validConfig()
+	guest := func(tap, mac, ip string) Request {
+		return Request{Op: OpSetGuests, Network: defaultNet, Guests: []Guest{{Tap: tap, MAC: mac, IP: ip}}}
+	}
+	okGuest := Guest{Tap: "bg0123456789ab", MAC: "02:00:00:00:00:01", IP: "172.16.0.2"}
+	with := func(f func(*Request)) Request {
+		r := Request{Op: OpEnsureBridge, Network: defaultNet}
+		f(&r)
+		return r
+	}
+	valid := map[string]Request{
+		"hello":           {Op: OpHello, Network: defaultNet},
+		"host namespace":  {Op: OpEnsureBridge, Network: Network{Bridge: "banger0", CIDR: "172.16.0.0/24"}},
+		"add tap":         {Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789ab"},
+		"delete tap":      {Op: OpDeleteTap, Network: defaultNet, Tap: "bgffffffffffff"},
+		"guests":          {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest, {Tap: "bg0123456789ac", MAC: "06:00:00:00:00:02", IP: "172.16.0.254", NAT: true}}},
+		"no guests":       {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{}},
+		"nil guests":      {Op: OpSetGuests, Network: defaultNet},
+		"listen dns udp":  {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "172.16.0.1:53"},
+		"listen dns tcp":  {Op: OpListen, Network: defaultNet, Proto: "tcp", Addr: "172.16.0.1:53"},
+		"listen loopback": {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "127.0.0.1:53530"},
+		"socket":          {Op: OpSocket, Network: defaultNet, Proto: "udp6"},
+		"route":           {Op: OpRouteDomain, Network: defaultNet},
+		"unroute":         {Op: OpUnrouteDomain, Network: defaultNet},
+		"remove bridge":   {Op: OpRemoveBridge, Network: defaultNet},
+		"list taps":       {Op: OpListTaps, Network: defaultNet},
+	}
+	for name, r := range valid {
+		if _, err := cfg.Validate(r); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	invalid := map[string]Request{
+		"unknown op":             {Op: "delete_table", Network: defaultNet},
+		"no op":                  {Network: defaultNet},
+		"bridge not configured":  with(func(r *Request) { r.Network.Bridge = "docker0" }),
+		"bridge empty":           with(func(r *Request) { r.Network.Bridge = "" }),
+		"cidr not configured":    with(func(r *Request) { r.Network.CIDR = "10.0.0.0/24" }),
+		"cidr wider":             with(func(r *Request) { r.Network.CIDR = "172.16.0.0/16" }),
+		"cidr host bits":         with(func(r *Request) { r.Network.CIDR = "172.16.0.1/24" }),
+		"cidr empty":             with(func(r *Request) { r.Network.CIDR = "" }),
+		"namespace path":         with(func(r *Request) { r.Network.Namespace = "/run/netns/banger-x" }),
+		"namespace proc path":    with(func(r *Request) { r.Network.Namespace = "/proc/1/ns/net" }),
+		"namespace dotdot":       with(func(r *Request) { r.Network.Namespace = "banger/../../proc/1/ns/net" }),
+		"namespace other prefix": with(func(r *Request) { r.Network.Namespace = "docker-ns" }),
+		"namespace dot":          with(func(r *Request) { r.Network.Namespace = "." }),
+		"namespace too long":     with(func(r *Request) { r.Network.Namespace = "banger" + strings.Repeat("x", 64) }),
+		"tap short":              {Op: OpAddTap, Network: defaultNet, Tap: "bg0123"},
+		"tap upper":              {Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789AB"},
+		"tap foreign":            {Op: OpDeleteTap, Network: defaultNet, Tap: "eth0"},
+		"tap bridge":             {Op: OpDeleteTap, Network: defaultNet, Tap: "banger0"},
+		"tap long":               {Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789abc"},
+		"tap newline":            {Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789ab\n"},
+		"tap missing":            {Op: OpAddTap, Network: defaultNet},
+		"guest network address":  guest("bg0123456789ab", "02:00:00:00:00:01", "172.16.0.0"),
+		"guest host address":     guest("bg0123456789ab", "02:00:00:00:00:01", "172.16.0.1"),
+		"guest broadcast":        guest("bg0123456789ab", "02:00:00:00:00:01", "172.16.0.255"),
+		"guest outside":          guest("bg0123456789ab", "02:00:00:00:00:01", "172.16.1.2"),
+		"guest ipv6":             guest("bg0123456789ab", "02:00:00:00:00:01", "fe80::1"),
+		"guest mapped":           guest("bg0123456789ab", "02:00:00:00:00:01", "::ffff:172.16.0.2"),
+		"guest leading zero":     guest("bg0123456789ab", "02:00:00:00:00:01", "172.16.0.02"),
+		"guest multicast mac":    guest("bg0123456789ab", "03:00:00:00:00:01", "172.16.0.2"),
+		"guest global mac":       guest("bg0123456789ab", "00:16:3e:00:00:01", "172.16.0.2"),
+		"guest upper mac":        guest("bg0123456789ab", "0A:00:00:00:00:01", "172.16.0.2"),
+		"guest long mac":         guest("bg0123456789ab", "02:00:00:00:00:00:00:01", "172.16.0.2"),
+		"guest foreign tap":      guest("veth0", "02:00:00:00:00:01", "172.16.0.2"),
+		"guest same tap":         {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest, {Tap: okGuest.Tap, MAC: "02:00:00:00:00:02", IP: "172.16.0.3"}}},
+		"guest same ip":          {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest, {Tap: "bg0123456789ac", MAC: "02:00:00:00:00:02", IP: okGuest.IP}}},
+		"guest same mac":         {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest, {Tap: "bg0123456789ac", MAC: okGuest.MAC, IP: "172.16.0.3"}}},
+		"too many guests":        {Op: OpSetGuests, Network: defaultNet, Guests: make([]Guest, MaxGuests+1)},
+		"listen wrong port":      {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "172.16.0.1:54"},
+		"listen low loopback":    {Op: OpListen, Network: defaultNet, Proto: "tcp", Addr: "127.0.0.1:22"},
+		"listen any":             {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "0.0.0.0:53"},
+		"listen other loopback":  {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "127.0.0.2:5353"},
+		"listen guest address":   {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "172.16.0.2:53"},
+		"listen raw":             {Op: OpListen, Network: defaultNet, Proto: "ip", Addr: "172.16.0.1:53"},
+		"listen unix":            {Op: OpListen, Network: defaultNet, Proto: "unix", Addr: "/run/x"},
+		"listen name":            {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "localhost:5353"},
+		"socket raw":             {Op: OpSocket, Network: defaultNet, Proto: "ip4:icmp"},
+		"socket host namespace":  {Op: OpSocket, Network: Network{Bridge: "banger0", CIDR: "172.16.0.0/24"}, Proto: "udp4"},
+		"field of another op":    {Op: OpEnsureBridge, Network: defaultNet, Tap: "bg0123456789ab"},
+		"addr on socket":         {Op: OpSocket, Network: defaultNet, Proto: "udp4", Addr: "1.1.1.1:53"},
+		"guests on add_tap":      {Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789ab", Guests: []Guest{}},
+	}
+	for name, r := range invalid {
+		if _, err := cfg.Validate(r); !errors.Is(err, failure.Invalid) {
+			t.Errorf("%s: Validate = %v, want an Invalid error", name, err)
+		}
+	}
+
+	noHost := validConfig()
+	noHost.HostNamespace = false
+	if _, err := noHost.Validate(valid["host namespace"]); !errors.Is(err, failure.Invalid) {
+		t.Errorf("host namespace not allowed: Validate = %v", err)
+	}
+	noNS := validConfig()
+	noNS.NamespacePrefix = ""
+	if _, err := noNS.Validate(valid["hello"]); !errors.Is(err, failure.Invalid) {
+		t.Errorf("namespaces not allowed: Validate = %v", err)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "helper.toml")
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg, err := LoadConfig(write(`group = "sandbox"
+namespace_prefix = "ci-"
+[[network]]
+bridge = "bg-ci"
+cidr = "10.9.0.0/24"
+host_ports_open_to_guests = [8080]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Group != "sandbox" || cfg.NamespacePrefix != "ci-" || !cfg.HostNamespace || len(cfg.Networks) != 1 ||
+		cfg.Networks[0].prefix != netip.MustParsePrefix("10.9.0.0/24") || cfg.Networks[0].OpenPorts[0] != 8080 {
+		t.Errorf("config = %+v", cfg)
+	}
+	cfg, err = LoadConfig(write(`group = "banger"`))
+	if err != nil || cfg.Networks[0].Bridge != "banger0" || cfg.Networks[0].CIDR != "172.16.0.0/24" {
+		t.Errorf("defaults: %+v, %v", cfg, err)
+	}
+	for _, bad := range []string{
+		`bridges = "x"`,
+		"[[network]]\nbridge = \"banger0\"\ncidr = \"172.16.0.1/24\"",
+		"[[network]]\nbridge = \"a/b\"\ncidr = \"172.16.0.0/24\"",
+		"[[network]]\nbridge = \"b\"\ncidr = \"172.16.0.0/24\"\n[[network]]\nbridge = \"b\"\ncidr = \"172.17.0.0/24\"",
+		`namespace_prefix = "../"`,
+		`state_dir = "relative"`,
+	} {
+		if _, err := LoadConfig(write(bad)); err == nil {
+			t.Errorf("LoadConfig accepted %q", bad)
+		}
+	}
+	if _, err := LoadConfig(filepath.Join(dir, "missing.toml")); err == nil {
+		t.Error("a missing configuration named explicitly was accepted")
+	}
+}
+
+// FuzzDecodeRequest: whatever the bytes, decoding and validation never panic, and a request
+// they accept keeps to the rules: a served bridge and CIDR, a namespace with the prefix (never
+// a path), banger tap names, guest addresses inside the subnet and not its network, host or
+// broadcast address, listen addresses that are allowed.
+func FuzzDecodeRequest(f *testing.F) {
+	seeds := []Request{
+		{Op: OpHello, Network: defaultNet},
+		{Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789ab"},
+		{Op: OpSetGuests, Network: defaultNet, Guests: []Guest{{Tap: "bg0123456789ab", MAC: "02:00:00:00:00:01", IP: "172.16.0.2", NAT: true}}},
+		{Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "172.16.0.1:53"},
+		{Op: OpSocket, Network: defaultNet, Proto: "tcp4"},
+		{Op: OpRemoveBridge, Network: Network{Bridge: "banger0", CIDR: "172.16.0.0/24"}},
+	}
+	for _, r := range seeds {
+		b, _ := json.Marshal(r)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"op":"delete_tap","network":{"bridge":"banger0","cidr":"172.16.0.0/24","namespace":"/proc/1/ns/net"},"tap":"eth0"}`))
+	f.Add([]byte(`{"OP":"add_tap","Network":{"Bridge":"banger0","CIDR":"172.16.0.0/24"},"TAP":"bg0123456789ab"}`))
+	f.Add([]byte(`{"op":"hello"} {"op":"hello"}`))
+	cfg := validConfig()
+	host := netip.MustParseAddr("172.16.0.1")
+	subnet := netip.MustParsePrefix("172.16.0.0/24")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRequest(b)
+		if err != nil {
+			if !errors.Is(err, failure.Invalid) {
+				t.Fatalf("decode error without kind Invalid: %v", err)
+			}
+			return
+		}
+		ck, err := cfg.Validate(r)
+		if err != nil {
+			if !errors.Is(err, failure.Invalid) {
+				t.Fatalf("validation error without kind Invalid: %v", err)
+			}
+			return
+		}
+		if ck.net.Bridge != "banger0" || r.Network.CIDR != "172.16.0.0/24" {
+			t.Fatalf("accepted network %+v", r.Network)
+		}
+		if ns := r.Network.Namespace; ns != "" && (!strings.HasPrefix(ns, "banger") || strings.ContainsAny(ns, "/\x00") || ns == "." || ns == "..") {
+			t.Fatalf("accepted namespace %q", ns)
+		}
+		if ck.tap != "" && !tapNameRE.MatchString(ck.tap) {
+			t.Fatalf("accepted tap %q", ck.tap)
+		}
+		for _, g := range ck.guests {
+			if !tapNameRE.MatchString(g.Tap) || !subnet.Contains(g.IP) || g.IP == host || g.IP == subnet.Addr() || g.IP == lastAddr(subnet) || g.MAC[0]&3 != 2 {
+				t.Fatalf("accepted guest %+v", g)
+			}
+		}
+		if ck.op == OpListen {
+			a := ck.addr
+			if !(a.Addr() == host && a.Port() == 53) && !(a.Addr() == netip.MustParseAddr("127.0.0.1") && a.Port() >= 1024) {
+				t.Fatalf("accepted listen address %s", a)
+			}
+		}
+	})
+}
