@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/banger-dev/banger/internal/failure"
@@ -177,7 +178,66 @@ func DecodeRequest(b []byte) (Request, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return Request{}, failure.New(failure.Invalid, "malformed request: data after the request object")
 	}
+	if err := exactKeys(b); err != nil {
+		return Request{}, failure.New(failure.Invalid, "malformed request: %v", err)
+	}
 	return r, nil
+}
+
+// exactKeys refuses what encoding/json lets through: a key given twice in one object (the
+// last would win) and a key in other case than the field's ("OP" for "op"). Every field name
+// of the protocol is lower case.
+func exactKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	type frame struct {
+		object bool
+		keys   map[string]bool
+		key    bool // the next token of an object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.key {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			k, _ := tok.(string)
+			if k != strings.ToLower(k) {
+				return fmt.Errorf("key %q: keys are lower case", k)
+			}
+			if top.keys[k] {
+				return fmt.Errorf("key %q given twice", k)
+			}
+			top.keys[k] = true
+			top.key = false
+			continue
+		}
+		if top != nil && top.object {
+			top.key = true // this token is a value; the next one a key
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, keys: map[string]bool{}, key: true})
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if len(stack) > 0 && stack[len(stack)-1].object {
+				stack[len(stack)-1].key = true
+			}
+		}
+	}
 }
 
 // readRequest reads the request from c: everything until the client shuts its side down.

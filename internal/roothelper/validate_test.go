@@ -29,6 +29,10 @@ func TestDecodeRequestRefusesMalformedInput(t *testing.T) {
 	if _, err := DecodeRequest([]byte(ok)); err != nil {
 		t.Fatalf("valid request: %v", err)
 	}
+	nested := `{"op":"set_guests","network":{"bridge":"b","cidr":"c","namespace":""},"guests":[{"tap":"a","mac":"m","ip":"i","nat":true},{"tap":"a","mac":"m","ip":"i","nat":false}],"proto":""}`
+	if _, err := DecodeRequest([]byte(nested)); err != nil {
+		t.Fatalf("nested objects, the same keys in two of them: %v", err)
+	}
 	if _, err := DecodeRequest([]byte(ok + "\n \t")); err != nil {
 		t.Fatalf("valid request with trailing white space: %v", err)
 	}
@@ -45,6 +49,10 @@ func TestDecodeRequestRefusesMalformedInput(t *testing.T) {
 		"guests type":    `{"op":"set_guests","guests":{"tap":"x"}}`,
 		"oversized":      `{"op":"hello","addr":"` + strings.Repeat("a", MaxRequest) + `"}`,
 		"null byte":      "{\"op\":\"hello\"}\x00",
+		"duplicate key":  `{"op":"add_tap","op":"hello","network":{}}`,
+		"case folded":    `{"OP":"hello","network":{}}`,
+		"nested dup":     `{"op":"set_guests","network":{},"guests":[{"tap":"a","ip":"x","TAP":"b"}]}`,
+		"network dup":    `{"op":"hello","network":{"bridge":"a","bridge":"banger0"}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := DecodeRequest([]byte(in))
