@@ -25,7 +25,7 @@ TEST_DEPS := docker-registry busybox-static umoci skopeo
 help:
 	@echo "make deps       install the host packages banger uses (apt-get; needs root)"
 	@echo "make test-deps  install what the end-to-end tests use besides (docker-registry, busybox-static, umoci, skopeo)"
-	@echo "make build      build bin/banger, bin/bangerd, bin/banger-agent"
+	@echo "make build      build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
 	@echo "make install    install under PREFIX (default /usr/local)"
 	@echo "make uninstall  stop the daemon and remove the installed files (user data stays)"
 	@echo "make test       lint, unit tests (with -race) and the end-to-end boot tests"
@@ -41,11 +41,15 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/bangerd ./cmd/bangerd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/banger-agent ./cmd/banger-agent
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger-helper ./cmd/banger-helper
 
 install: build
 	install -D -m 0755 bin/banger $(DESTDIR)$(PREFIX)/bin/banger
 	install -D -m 0755 bin/bangerd $(DESTDIR)$(PREFIX)/bin/bangerd
 	install -D -m 0755 bin/banger-agent $(DESTDIR)$(PREFIX)/lib/banger/banger-agent
+	install -D -m 0755 bin/banger-helper $(DESTDIR)$(PREFIX)/lib/banger/banger-helper
+	@# The group whose members may use the root helper (not when staging into DESTDIR).
+	@if [ -z "$(DESTDIR)" ]; then getent group banger >/dev/null || groupadd --system banger; fi
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/banger/README.md
 	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/banger/
 	@# Shell completion where bash-completion, zsh and fish look by default.
@@ -60,12 +64,20 @@ install: build
 	  sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/bangerd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/bangerd.service && \
 	  echo "installed $(PREFIX)/lib/systemd/system/bangerd.service (enable with: systemctl enable --now bangerd)"; \
 	fi
+	@# The root helper's socket and service, socket-activated.
+	@if [ -d /run/systemd/system ]; then \
+	  install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && \
+	  sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/banger-helper.socket > $(DESTDIR)$(PREFIX)/lib/systemd/system/banger-helper.socket && \
+	  sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/banger-helper.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/banger-helper.service && \
+	  echo "installed banger-helper.socket and .service (enable with: systemctl enable --now banger-helper.socket; add users with: usermod -aG banger USER)"; \
+	fi
 
 uninstall:
 	-@[ -x $(DESTDIR)$(PREFIX)/bin/banger ] && $(DESTDIR)$(PREFIX)/bin/banger daemon stop
 	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd
 	rm -rf $(DESTDIR)$(PREFIX)/lib/banger $(DESTDIR)$(PREFIX)/share/doc/banger
 	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/bangerd.service
+	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/banger-helper.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/banger-helper.service
 	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/banger $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_banger \
 	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/banger.fish
 	@echo "banger's files are removed. Your VMs, images and kernels are kept in"
