@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"unsafe"
@@ -102,15 +103,23 @@ func startServer(t testing.TB, cfg Config) (string, *Server) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		l.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		srv.Close()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			l.Close()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			srv.Close()
+		})
+	}
+	t.Cleanup(stop)
+	stops[srv] = stop
 	return sock, srv
 }
+
+// stops stops the server a test started, before the test ends.
+var stops = map[*Server]func(){}
 
 type testWriter struct{ t testing.TB }
 

@@ -49,6 +49,9 @@ type network struct {
 	nsh    netns.NsHandle // the namespace opened, to notice it being replaced; None for the host's
 	guests map[int][]hostnet.Guest
 	stop   chan struct{} // closes the uplink watch; nil until guests appeared
+	// stateFile keeps guests for a restarted helper; nsID tells the namespace they were in.
+	stateFile string
+	nsID      string
 }
 
 // NewServer returns a server for cfg (from LoadConfig or DefaultConfig, modified). The group
@@ -270,7 +273,12 @@ func (s *Server) network(ck checked) (*network, error) {
 		}
 		return nil, err
 	}
-	n := &network{cfg: ck.net, ns: ck.ns, net: hn, nsh: nsh, guests: map[int][]hostnet.Guest{}}
+	n := &network{cfg: ck.net, ns: ck.ns, net: hn, nsh: nsh, guests: map[int][]hostnet.Guest{}, stateFile: filepath.Join(stateDir, "guests.json")}
+	if n.nsID, err = namespaceID(nsh); err != nil {
+		n.close()
+		return nil, err
+	}
+	s.restore(n)
 	s.nets[key] = n
 	return n, nil
 }
@@ -467,18 +475,27 @@ func (s *Server) setGuests(n *network, uid int, guests []hostnet.Guest) error {
 		}
 		return err
 	}
-	if len(n.guests) > 0 && n.stop == nil {
-		n.stop = make(chan struct{})
-		stop := n.stop
-		if err := n.net.WatchUplink(stop, func(err error) {
-			s.log.Warn("packet filter", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
-		}); err != nil {
-			s.log.Warn("NAT guests will not follow a change of default route", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
-			close(stop)
-			n.stop = nil
-		}
+	if err := n.save(); err != nil {
+		s.log.Warn("a restarted helper would not know these guests", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
 	}
+	s.watch(n)
 	return nil
+}
+
+// watch re-applies n's filter whenever the default route changes, from the first guest on.
+func (s *Server) watch(n *network) {
+	if len(n.guests) == 0 || n.stop != nil {
+		return
+	}
+	n.stop = make(chan struct{})
+	stop := n.stop
+	if err := n.net.WatchUplink(stop, func(err error) {
+		s.log.Warn("packet filter", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
+	}); err != nil {
+		s.log.Warn("NAT guests will not follow a change of default route", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
+		close(stop)
+		n.stop = nil
+	}
 }
 
 // union is every uid's guests, in a stable order.

@@ -389,3 +389,62 @@ func TestTapsAndGuestsOfAnotherUID(t *testing.T) {
 		t.Fatal("root could not delete the tap")
 	}
 }
+
+// TestRestartedHelperKeepsEveryonesGuests: a helper that restarts (an upgrade, a crash) knows
+// the guest sets of the uids that do not call again, so the next set_guests of another uid
+// keeps admitting them.
+func TestRestartedHelperKeepsEveryonesGuests(t *testing.T) {
+	ns := testNS(t)
+	cfg := testConfig(t)
+	sock, srv := startServer(t, cfg)
+	a, err := dialAs(t, memberUID, testGID, nil, sock, netOf(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ga := hostnet.GuestOf("aaaaaaaaaaaa", netip.MustParseAddr("172.16.0.2"), true)
+	asCaller(t, memberUID, testGID, nil, func() { err = a.SetGuests([]hostnet.Guest{ga}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	stops[srv]()
+
+	sock, _ = startServer(t, cfg)
+	b, err := dialAs(t, otherUID, testGID, nil, sock, netOf(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb := hostnet.GuestOf("bbbbbbbbbbbb", netip.MustParseAddr("172.16.0.2"), true)
+	asCaller(t, otherUID, testGID, nil, func() { err = b.SetGuests([]hostnet.Guest{gb}) })
+	if !errors.Is(err, failure.Conflict) {
+		t.Fatalf("B claims the address A's set held before the restart: %v, want Conflict", err)
+	}
+	gb.IP = netip.MustParseAddr("172.16.0.3")
+	asCaller(t, otherUID, testGID, nil, func() { err = b.SetGuests([]hostnet.Guest{gb}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := inNS(t, ns, "nft", "list", "table", "bridge", "banger")
+	if !strings.Contains(rs, ga.Tap) || !strings.Contains(rs, gb.Tap) {
+		t.Errorf("after the restart the filter admits:\n%s\nwant both %s and %s", rs, ga.Tap, gb.Tap)
+	}
+
+	// A namespace made anew under the same name does not inherit the sets.
+	for _, srv := range stops {
+		srv()
+	}
+	for _, args := range [][]string{{"ip", "netns", "del", ns}, {"ip", "netns", "add", ns}} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	sock, _ = startServer(t, cfg)
+	b, err = dialAs(t, otherUID, testGID, nil, sock, netOf(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb.IP = ga.IP
+	asCaller(t, otherUID, testGID, nil, func() { err = b.SetGuests([]hostnet.Guest{gb}) })
+	if err != nil {
+		t.Fatalf("in a new namespace of the same name, an address of the old one's sets: %v", err)
+	}
+}
