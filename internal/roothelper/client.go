@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -23,14 +24,17 @@ const dialTimeout = 5 * time.Second
 // vmnet's Host for an unprivileged daemon. Each call is one request on a new connection; the
 // client holds no connection between calls and is safe for concurrent use.
 type Client struct {
-	socket string
-	netw   Network
-	addrs  *hostnet.Net // computes the network's addresses; opens nothing
+	socket    string
+	netw      Network
+	openPorts []uint16     // sent with every set_guests
+	addrs     *hostnet.Net // computes the network's addresses; opens nothing
 }
 
 // Dial checks netw, asks the helper at socket (which must be served by root) whether it serves
-// netw, and returns a client for it.
-func Dial(socket string, netw Network) (*Client, error) {
+// netw, and returns a client for it. openPorts are the host ports (1024 or more) the caller's
+// guests may reach besides DNS (config host_ports_open_to_guests); the helper opens them with
+// the caller's guest set.
+func Dial(socket string, netw Network, openPorts []uint16) (*Client, error) {
 	p, err := netip.ParsePrefix(netw.CIDR)
 	if err != nil {
 		return nil, failure.New(failure.Invalid, "bridge_cidr %q: %v", netw.CIDR, err)
@@ -43,7 +47,7 @@ func Dial(socket string, netw Network) (*Client, error) {
 		return nil, failure.Wrap(failure.Invalid, err)
 	}
 	netw.CIDR = p.String()
-	c := &Client{socket: socket, netw: netw, addrs: addrs}
+	c := &Client{socket: socket, netw: netw, openPorts: slices.Clone(openPorts), addrs: addrs}
 	resp, _, err := c.call(Request{Op: OpHello})
 	if err != nil {
 		return nil, err
@@ -168,7 +172,11 @@ func (c *Client) SetGuests(guests []hostnet.Guest) error {
 	for i, g := range guests {
 		wire[i] = Guest{Tap: g.Tap, MAC: g.MAC.String(), IP: g.IP.String(), NAT: g.NAT}
 	}
-	_, _, err := c.call(Request{Op: OpSetGuests, Guests: wire})
+	req := Request{Op: OpSetGuests, Guests: wire}
+	if len(guests) > 0 && len(c.openPorts) > 0 {
+		req.OpenPorts = c.openPorts
+	}
+	_, _, err := c.call(req)
 	return err
 }
 

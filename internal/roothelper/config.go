@@ -35,6 +35,9 @@ type Config struct {
 	// HostNamespace allows networks in the helper's own namespace (a request's namespace "").
 	// Key host_namespace.
 	HostNamespace bool `toml:"host_namespace"`
+	// CallersOpenPorts lets callers open host ports of 1024 or more to their guests (their
+	// host_ports_open_to_guests, sent with set_guests). Key callers_open_ports.
+	CallersOpenPorts bool `toml:"callers_open_ports"`
 	// StateDir holds the helper's markers (that it turned IP forwarding on), one directory
 	// per namespace. Key state_dir.
 	StateDir string `toml:"state_dir"`
@@ -57,11 +60,12 @@ type NetworkConfig struct {
 // namespaces named banger*, and the helper's own namespace.
 func DefaultConfig() Config {
 	return Config{
-		Group:           DefaultGroup,
-		NamespacePrefix: DefaultNSPrefix,
-		HostNamespace:   true,
-		StateDir:        DefaultStateDir,
-		Networks:        []NetworkConfig{{Bridge: config.DefaultBridgeName, CIDR: config.DefaultBridgeCIDR}},
+		Group:            DefaultGroup,
+		NamespacePrefix:  DefaultNSPrefix,
+		HostNamespace:    true,
+		CallersOpenPorts: true,
+		StateDir:         DefaultStateDir,
+		Networks:         []NetworkConfig{{Bridge: config.DefaultBridgeName, CIDR: config.DefaultBridgeCIDR}},
 	}
 }
 

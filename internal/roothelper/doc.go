@@ -64,9 +64,13 @@
 //     add_tap; mac a locally administered unicast address in lowercase xx:xx:xx:xx:xx:xx; ip
 //     an IPv4 address of the CIDR other than its network, host and broadcast addresses;
 //     nat whether it may leave through the host's uplinks, masqueraded. No tap, mac or ip
-//     twice. Replaces the caller's guest set (an empty list empties it) and rewrites
-//     banger's packet filter (hostnet.SetGuests: tables bridge banger and inet banger, in one
-//     transaction) to admit the union of every uid's set; nothing else in the ruleset is
+//     twice. And open_ports, at most MaxOpenPorts host ports of 1024 or more (ports any user
+//     could serve), each once, that the guests may reach besides DNS (refused altogether when
+//     the configuration says callers_open_ports = false; privileged ports only by root's
+//     host_ports_open_to_guests). Replaces the caller's guest set and ports (an empty list
+//     empties both) and rewrites banger's packet filter (hostnet.SetGuests: tables bridge
+//     banger and inet banger, in one transaction) to admit the union of every uid's set, with
+//     the union of the configured and every uid's ports open; nothing else in the ruleset is
 //     touched. A guest whose tap or address another uid's set holds, or whose tap exists
 //     and belongs to another uid, is a conflict; on any failure the caller's old set stays.
 //     While any set is not empty, the helper follows changes of the default route (the
@@ -93,11 +97,12 @@
 //	group = "banger"             # who besides root may ask
 //	namespace_prefix = "banger"  # namespaces the helper works in; "" for none
 //	host_namespace = true        # networks in the helper's own namespace
+//	callers_open_ports = true    # callers may open host ports >= 1024 to their guests
 //	state_dir = "/run/banger-helper"
 //	[[network]]                  # one per bridge served; replaces the default network
 //	bridge = "banger0"
 //	cidr = "172.16.0.0/24"
-//	host_ports_open_to_guests = []  # host ports guests may reach besides DNS
+//	host_ports_open_to_guests = []  # host ports every guest may reach besides DNS
 //
 // # State and logging
 //

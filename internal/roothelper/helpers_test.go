@@ -185,7 +185,7 @@ func asCaller(t testing.TB, uid, gid int, groups []int, fn func()) {
 
 // dialAs is Dial as another user; it returns the client or the error.
 func dialAs(t testing.TB, uid, gid int, groups []int, sock string, netw Network) (c *Client, err error) {
-	asCaller(t, uid, gid, groups, func() { c, err = Dial(sock, netw) })
+	asCaller(t, uid, gid, groups, func() { c, err = Dial(sock, netw, nil) })
 	return c, err
 }
 

@@ -78,7 +78,7 @@ func TestSocketActivation(t *testing.T) {
 			t.Logf("the activated helper's output:\n%s", out.String())
 		}
 	}()
-	c, err := Dial(sock, netOf(ns))
+	c, err := Dial(sock, netOf(ns), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,8 @@ const (
 	MaxResponse = 256 << 10
 	// MaxGuests is the most guests one set_guests request may list.
 	MaxGuests = 1024
+	// MaxOpenPorts is the most open ports one set_guests request may list.
+	MaxOpenPorts = 64
 	// maxFDs is the most descriptors one response carries.
 	maxFDs = 1
 	// readTimeout bounds how long the helper waits for a request.
@@ -77,6 +79,9 @@ type Request struct {
 	Tap string `json:"tap,omitempty"`
 	// Guests is the caller's whole guest set, for set_guests.
 	Guests []Guest `json:"guests,omitempty"`
+	// OpenPorts are the host ports (1024 or more) the caller's guests may reach besides DNS,
+	// for set_guests.
+	OpenPorts []uint16 `json:"open_ports,omitempty"`
 	// Proto is "tcp" or "udp" for listen; "tcp4", "tcp6", "udp4" or "udp6" for socket.
 	Proto string `json:"proto,omitempty"`
 	// Addr is the address listen binds: "ip:port".

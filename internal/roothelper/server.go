@@ -46,12 +46,19 @@ type network struct {
 	cfg    *NetworkConfig
 	ns     string
 	net    *hostnet.Net
-	nsh    netns.NsHandle // the namespace opened, to notice it being replaced; None for the host's
-	guests map[int][]hostnet.Guest
-	stop   chan struct{} // closes the uplink watch; nil until guests appeared
+	nsh    netns.NsHandle    // the namespace opened, to notice it being replaced; None for the host's
+	sets   map[int]callerSet // by caller uid; never an empty set
+	stop   chan struct{}     // closes the uplink watch; nil until guests appeared
+	closed bool              // released: the uplink watch must not touch it
 	// stateFile keeps guests for a restarted helper; nsID tells the namespace they were in.
 	stateFile string
 	nsID      string
+}
+
+// callerSet is what one caller uid asked the filter for.
+type callerSet struct {
+	guests []hostnet.Guest
+	ports  []uint16 // host ports its guests may reach
 }
 
 // NewServer returns a server for cfg (from LoadConfig or DefaultConfig, modified). The group
@@ -273,7 +280,7 @@ func (s *Server) network(ck checked) (*network, error) {
 		}
 		return nil, err
 	}
-	n := &network{cfg: ck.net, ns: ck.ns, net: hn, nsh: nsh, guests: map[int][]hostnet.Guest{}, stateFile: filepath.Join(stateDir, "guests.json")}
+	n := &network{cfg: ck.net, ns: ck.ns, net: hn, nsh: nsh, sets: map[int]callerSet{}, stateFile: filepath.Join(stateDir, "guests.json")}
 	if n.nsID, err = namespaceID(nsh); err != nil {
 		n.close()
 		return nil, err
@@ -302,7 +309,12 @@ func openNamespace(name string) (netns.NsHandle, error) {
 	return netns.NsHandle(fd), nil
 }
 
+// close releases n. Nothing may use n.net afterwards: a closed hostnet.Net works in the
+// helper's own namespace. Requests and the uplink watch check n.closed under n.mu.
 func (n *network) close() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closed = true
 	if n.stop != nil {
 		close(n.stop)
 	}
@@ -320,6 +332,9 @@ func (s *Server) do(cl caller, ck checked) (Response, []*os.File, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.closed {
+		return Response{}, nil, fmt.Errorf("network namespace %s was replaced while the request waited; send it again", ck.ns)
+	}
 	switch ck.op {
 	case OpHello:
 		uid := cl.uid
@@ -338,7 +353,7 @@ func (s *Server) do(cl caller, ck checked) (Response, []*os.File, error) {
 		taps, err := n.taps(cl.uid)
 		return Response{Taps: taps}, nil, err
 	case OpSetGuests:
-		return Response{}, nil, s.setGuests(n, cl.uid, ck.guests)
+		return Response{}, nil, s.setGuests(n, cl.uid, ck.guests, ck.ports)
 	case OpRouteDomain:
 		return Response{}, nil, n.net.RouteDomain()
 	case OpUnrouteDomain:
@@ -427,15 +442,15 @@ func (n *network) taps(uid int) ([]string, error) {
 	return out, err
 }
 
-// setGuests replaces uid's guest set and applies the union of all sets. A guest whose tap or
-// address another uid's set holds, or whose tap another uid owns, is a Conflict; on any
-// failure the old set stays.
-func (s *Server) setGuests(n *network, uid int, guests []hostnet.Guest) error {
-	for other, set := range n.guests {
+// setGuests replaces uid's guest set and open ports and applies the union of all sets. A
+// guest whose tap or address another uid's set holds, or whose tap another uid owns, is a
+// Conflict; on any failure the old set stays.
+func (s *Server) setGuests(n *network, uid int, guests []hostnet.Guest, ports []uint16) error {
+	for other, set := range n.sets {
 		if other == uid {
 			continue
 		}
-		for _, o := range set {
+		for _, o := range set.guests {
 			for _, g := range guests {
 				if g.IP == o.IP || g.Tap == o.Tap {
 					return failure.New(failure.Conflict, "guest %s (%s) collides with a guest of uid %d (%s, %s)", g.Tap, g.IP, other, o.Tap, o.IP)
@@ -461,18 +476,19 @@ func (s *Server) setGuests(n *network, uid int, guests []hostnet.Guest) error {
 			return err
 		}
 	}
-	old, had := n.guests[uid]
+	old, had := n.sets[uid]
 	if len(guests) == 0 {
-		delete(n.guests, uid)
+		delete(n.sets, uid)
 	} else {
-		n.guests[uid] = guests
+		n.sets[uid] = callerSet{guests: guests, ports: ports}
 	}
-	if err := n.net.SetGuests(n.union()); err != nil {
+	if err := n.apply(); err != nil {
 		if had {
-			n.guests[uid] = old
+			n.sets[uid] = old
 		} else {
-			delete(n.guests, uid)
+			delete(n.sets, uid)
 		}
+		n.net.SetOpenPorts(n.openPorts())
 		return err
 	}
 	if err := n.save(); err != nil {
@@ -482,30 +498,71 @@ func (s *Server) setGuests(n *network, uid int, guests []hostnet.Guest) error {
 	return nil
 }
 
-// watch re-applies n's filter whenever the default route changes, from the first guest on.
-func (s *Server) watch(n *network) {
-	if len(n.guests) == 0 || n.stop != nil {
-		return
-	}
-	n.stop = make(chan struct{})
-	stop := n.stop
-	if err := n.net.WatchUplink(stop, func(err error) {
-		s.log.Warn("packet filter", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
-	}); err != nil {
-		s.log.Warn("NAT guests will not follow a change of default route", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
-		close(stop)
-		n.stop = nil
-	}
+// apply writes the filter for every uid's sets. The caller holds n.mu.
+func (n *network) apply() error {
+	n.net.SetOpenPorts(n.openPorts())
+	return n.net.SetGuests(n.union())
 }
 
 // union is every uid's guests, in a stable order.
 func (n *network) union() []hostnet.Guest {
 	var all []hostnet.Guest
-	for _, set := range n.guests {
-		all = append(all, set...)
+	for _, set := range n.sets {
+		all = append(all, set.guests...)
 	}
 	slices.SortFunc(all, func(a, b hostnet.Guest) int { return a.IP.Compare(b.IP) })
 	return all
+}
+
+// openPorts are the configured ports and those of every uid with guests, sorted, once each.
+func (n *network) openPorts() []uint16 {
+	ports := slices.Clone(n.cfg.OpenPorts)
+	for _, set := range n.sets {
+		ports = append(ports, set.ports...)
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
+
+// watch re-applies n's filter whenever an IPv4 default route appears or goes, from the first
+// guest on, so that NAT guests follow the host to a new uplink. (hostnet's WatchUplink does
+// the same for a daemon; here the re-apply takes n.mu and stops once n is closed, so that it
+// never runs on a network the helper let go.)
+func (s *Server) watch(n *network) {
+	if len(n.sets) == 0 || n.stop != nil {
+		return
+	}
+	n.stop = make(chan struct{})
+	updates := make(chan netlink.RouteUpdate, 16)
+	opts := netlink.RouteSubscribeOptions{ErrorCallback: func(err error) {
+		s.log.Warn("watch routes for uplink changes", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
+	}}
+	if n.nsh.IsOpen() {
+		h := n.nsh
+		opts.Namespace = &h
+	}
+	if err := netlink.RouteSubscribeWithOptions(updates, n.stop, opts); err != nil {
+		s.log.Warn("NAT guests will not follow a change of default route", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
+		close(n.stop)
+		n.stop = nil
+		return
+	}
+	go func() {
+		for u := range updates {
+			if u.Family != netlink.FAMILY_V4 || (u.Dst != nil && !(u.Dst.IP.IsUnspecified() && net.IP(u.Dst.Mask).IsUnspecified())) {
+				continue
+			}
+			n.mu.Lock()
+			if !n.closed {
+				if err := n.net.ReapplyFilter(); err != nil {
+					s.log.Warn("re-apply the packet filter after a default route change", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
+				} else {
+					s.log.Info("re-applied the packet filter after a default route change", "bridge", n.cfg.Bridge, "netns", n.ns)
+				}
+			}
+			n.mu.Unlock()
+		}
+	}()
 }
 
 // listen opens a bound socket in the namespace and returns it as a file.

@@ -131,7 +131,7 @@ func TestNetworkNotServedIsRefused(t *testing.T) {
 		}
 	}
 	// A raw path as namespace does not even leave the client.
-	if _, err := Dial(sock, Network{Bridge: "banger0", CIDR: "172.16.0.0/24", Namespace: "/proc/1/ns/net"}); !errors.Is(err, failure.Invalid) {
+	if _, err := Dial(sock, Network{Bridge: "banger0", CIDR: "172.16.0.0/24", Namespace: "/proc/1/ns/net"}, nil); !errors.Is(err, failure.Invalid) {
 		t.Errorf("namespace path: %v", err)
 	}
 }
@@ -188,7 +188,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	var c *Client
-	as(func() (err error) { c, err = Dial(sock, netOf(ns)); return err })
+	as(func() (err error) { c, err = Dial(sock, netOf(ns), []uint16{7002}); return err })
 	if c.NetNSPath() != "/run/netns/"+ns || c.HostIP() != netip.MustParseAddr("172.16.0.1") || len(c.GuestIPs()) != 253 {
 		t.Fatalf("client facts: %s %s %d", c.NetNSPath(), c.HostIP(), len(c.GuestIPs()))
 	}
@@ -229,7 +229,7 @@ func TestEndToEnd(t *testing.T) {
 	g := hostnet.GuestOf(id, netip.MustParseAddr("172.16.0.2"), true)
 	as(func() error { return c.SetGuests([]hostnet.Guest{g}) })
 	ruleset := inNS(t, ns, "nft", "list", "ruleset")
-	for _, want := range []string{"table bridge banger", "table inet banger", `iifname "` + tap + `"`, "172.16.0.2", g.MAC.String(), "dport 8080"} {
+	for _, want := range []string{"table bridge banger", "table inet banger", `iifname "` + tap + `"`, "172.16.0.2", g.MAC.String(), "dport 8080", "dport 7002"} {
 		if !strings.Contains(ruleset, want) {
 			t.Errorf("ruleset lacks %q:\n%s", want, ruleset)
 		}
@@ -378,7 +378,7 @@ func TestTapsAndGuestsOfAnotherUID(t *testing.T) {
 	}
 
 	// Root removes any banger tap.
-	root, err := Dial(sock, netOf(ns))
+	root, err := Dial(sock, netOf(ns), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

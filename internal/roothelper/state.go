@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -20,8 +19,13 @@ const maxStateFile = 4 << 20
 
 // savedState is a network's guest sets as the helper keeps them across its restarts.
 type savedState struct {
-	Namespace string             `json:"namespace"` // namespaceID of where they are
-	Sets      map[string][]Guest `json:"sets"`      // by caller uid
+	Namespace string              `json:"namespace"` // namespaceID of where they are
+	Sets      map[string]savedSet `json:"sets"`      // by caller uid
+}
+
+type savedSet struct {
+	Guests    []Guest  `json:"guests"`
+	OpenPorts []uint16 `json:"open_ports"`
 }
 
 // namespaceID names the namespace h (the helper's own for None) by device and inode, which
@@ -42,11 +46,13 @@ func namespaceID(h netns.NsHandle) (string, error) {
 
 // save writes n's guest sets (atomically: a crash leaves the old file or the new).
 func (n *network) save() error {
-	st := savedState{Namespace: n.nsID, Sets: map[string][]Guest{}}
-	for uid, set := range n.guests {
-		for _, g := range set {
-			st.Sets[strconv.Itoa(uid)] = append(st.Sets[strconv.Itoa(uid)], Guest{Tap: g.Tap, MAC: g.MAC.String(), IP: g.IP.String(), NAT: g.NAT})
+	st := savedState{Namespace: n.nsID, Sets: map[string]savedSet{}}
+	for uid, set := range n.sets {
+		ss := savedSet{OpenPorts: set.ports}
+		for _, g := range set.guests {
+			ss.Guests = append(ss.Guests, Guest{Tap: g.Tap, MAC: g.MAC.String(), IP: g.IP.String(), NAT: g.NAT})
 		}
+		st.Sets[strconv.Itoa(uid)] = ss
 	}
 	b, err := json.Marshal(st)
 	if err != nil {
@@ -77,19 +83,22 @@ func (s *Server) restore(n *network) {
 	if err == nil && st.Namespace != n.nsID {
 		err = errors.New("they were in another namespace of that name")
 	}
-	sets := map[int][]hostnet.Guest{}
+	sets := map[int]callerSet{}
 	seen := map[string]bool{}
 	for k, set := range st.Sets {
 		if err != nil {
 			break
 		}
 		uid, cerr := strconv.Atoi(k)
-		gs, gerr := n.cfg.guests(set)
+		gs, gerr := n.cfg.guests(set.Guests)
+		ports, perr := s.cfg.openPorts(set.OpenPorts)
 		switch {
 		case cerr != nil || uid < 0:
 			err = fmt.Errorf("uid %q", k)
 		case gerr != nil:
 			err = gerr
+		case perr != nil:
+			err = perr
 		}
 		for _, g := range gs {
 			if seen[g.Tap] || seen[g.IP.String()] {
@@ -98,7 +107,7 @@ func (s *Server) restore(n *network) {
 			seen[g.Tap], seen[g.IP.String()] = true, true
 		}
 		if len(gs) > 0 {
-			sets[uid] = gs
+			sets[uid] = callerSet{guests: gs, ports: ports}
 		}
 	}
 	if err != nil {
@@ -106,8 +115,8 @@ func (s *Server) restore(n *network) {
 		os.Remove(n.stateFile)
 		return
 	}
-	n.guests = sets
-	if err := n.net.SetGuests(n.union()); err != nil {
+	n.sets = sets
+	if err := n.apply(); err != nil {
 		s.log.Warn("re-apply the saved guest sets", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
 		return
 	}

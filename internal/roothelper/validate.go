@@ -12,14 +12,14 @@ import (
 
 // checked is a request whose every field passed Config.Validate, in parsed form.
 type checked struct {
-	op      string
-	net     *NetworkConfig
-	ns      string // namespace name; "" for the helper's own
-	tap     string
-	guests  []hostnet.Guest
-	proto   string
-	addr    netip.AddrPort
-	request Request
+	op     string
+	net    *NetworkConfig
+	ns     string // namespace name; "" for the helper's own
+	tap    string
+	guests []hostnet.Guest
+	ports  []uint16
+	proto  string
+	addr   netip.AddrPort
 }
 
 func invalid(format string, args ...any) error { return failure.New(failure.Invalid, format, args...) }
@@ -28,7 +28,7 @@ func invalid(format string, args ...any) error { return failure.New(failure.Inva
 // one the helper serves, and each field the op reads is well-formed and allowed, each field it
 // does not read is empty.
 func (c *Config) Validate(r Request) (checked, error) {
-	ck := checked{op: r.Op, request: r}
+	ck := checked{op: r.Op}
 	for i := range c.Networks {
 		if c.Networks[i].Bridge == r.Network.Bridge {
 			ck.net = &c.Networks[i]
@@ -55,12 +55,16 @@ func (c *Config) Validate(r Request) (checked, error) {
 		}
 		ck.tap = r.Tap
 	case OpSetGuests:
-		reads = []string{"guests"}
+		reads = []string{"guests", "open_ports"}
 		gs, err := ck.net.guests(r.Guests)
 		if err != nil {
 			return ck, err
 		}
-		ck.guests = gs
+		ports, err := c.openPorts(r.OpenPorts)
+		if err != nil {
+			return ck, err
+		}
+		ck.guests, ck.ports = gs, ports
 	case OpListen:
 		reads = []string{"proto", "addr"}
 		if r.Proto != "tcp" && r.Proto != "udp" {
@@ -90,12 +94,36 @@ func (c *Config) Validate(r Request) (checked, error) {
 	default:
 		return ck, invalid("unknown operation %q", r.Op)
 	}
-	for field, set := range map[string]bool{"tap": r.Tap != "", "guests": r.Guests != nil, "proto": r.Proto != "", "addr": r.Addr != ""} {
+	for field, set := range map[string]bool{"tap": r.Tap != "", "guests": r.Guests != nil, "open_ports": r.OpenPorts != nil, "proto": r.Proto != "", "addr": r.Addr != ""} {
 		if set && !slices.Contains(reads, field) {
 			return ck, invalid("%s: field %s does not belong to this operation", r.Op, field)
 		}
 	}
 	return ck, nil
+}
+
+// openPorts checks the host ports a caller opens to its guests: at most MaxOpenPorts, each
+// once, 1024 or more (a port any user could serve; privileged ports only by the helper's
+// configuration), and none at all when callers_open_ports is off.
+func (c *Config) openPorts(ports []uint16) ([]uint16, error) {
+	if len(ports) == 0 {
+		return nil, nil
+	}
+	if !c.CallersOpenPorts {
+		return nil, invalid("set_guests: open_ports: the helper's configuration (callers_open_ports) lets no caller open host ports; root lists them in host_ports_open_to_guests")
+	}
+	if len(ports) > MaxOpenPorts {
+		return nil, invalid("set_guests: %d open ports; at most %d", len(ports), MaxOpenPorts)
+	}
+	for i, p := range ports {
+		if p < 1024 {
+			return nil, invalid("set_guests: open port %d: callers may open ports of 1024 or more; root lists privileged ones in the helper's host_ports_open_to_guests", p)
+		}
+		if slices.Contains(ports[:i], p) {
+			return nil, invalid("set_guests: open port %d is listed twice", p)
+		}
+	}
+	return slices.Clone(ports), nil
 }
 
 // checkNamespace accepts "" (when host networks are allowed) or a plain name with the

@@ -47,6 +47,8 @@ func TestDecodeRequestRefusesMalformedInput(t *testing.T) {
 		"array":          `[` + ok + `]`,
 		"wrong type":     `{"op":1}`,
 		"guests type":    `{"op":"set_guests","guests":{"tap":"x"}}`,
+		"port too big":   `{"op":"set_guests","network":{},"open_ports":[65536]}`,
+		"port negative":  `{"op":"set_guests","network":{},"open_ports":[-1]}`,
 		"oversized":      `{"op":"hello","addr":"` + strings.Repeat("a", MaxRequest) + `"}`,
 		"null byte":      "{\"op\":\"hello\"}\x00",
 		"duplicate key":  `{"op":"add_tap","op":"hello","network":{}}`,
@@ -81,6 +83,7 @@ func TestValidateRefusesWhatIsNotBangers(t *testing.T) {
 		"delete tap":      {Op: OpDeleteTap, Network: defaultNet, Tap: "bgffffffffffff"},
 		"guests":          {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest, {Tap: "bg0123456789ac", MAC: "06:00:00:00:00:02", IP: "172.16.0.254", NAT: true}}},
 		"no guests":       {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{}},
+		"open ports":      {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest}, OpenPorts: []uint16{7002, 65535, 1024}},
 		"nil guests":      {Op: OpSetGuests, Network: defaultNet},
 		"listen dns udp":  {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "172.16.0.1:53"},
 		"listen dns tcp":  {Op: OpListen, Network: defaultNet, Proto: "tcp", Addr: "172.16.0.1:53"},
@@ -134,6 +137,11 @@ func TestValidateRefusesWhatIsNotBangers(t *testing.T) {
 		"guest same ip":          {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest, {Tap: "bg0123456789ac", MAC: "02:00:00:00:00:02", IP: okGuest.IP}}},
 		"guest same mac":         {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest, {Tap: "bg0123456789ac", MAC: okGuest.MAC, IP: "172.16.0.3"}}},
 		"too many guests":        {Op: OpSetGuests, Network: defaultNet, Guests: make([]Guest, MaxGuests+1)},
+		"privileged open port":   {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest}, OpenPorts: []uint16{22}},
+		"open port zero":         {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest}, OpenPorts: []uint16{0}},
+		"open port twice":        {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest}, OpenPorts: []uint16{7002, 7002}},
+		"too many open ports":    {Op: OpSetGuests, Network: defaultNet, Guests: []Guest{okGuest}, OpenPorts: make([]uint16, MaxOpenPorts+1)},
+		"open ports on add_tap":  {Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789ab", OpenPorts: []uint16{7002}},
 		"listen wrong port":      {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "172.16.0.1:54"},
 		"listen low loopback":    {Op: OpListen, Network: defaultNet, Proto: "tcp", Addr: "127.0.0.1:22"},
 		"listen any":             {Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "0.0.0.0:53"},
@@ -158,6 +166,11 @@ func TestValidateRefusesWhatIsNotBangers(t *testing.T) {
 	noHost.HostNamespace = false
 	if _, err := noHost.Validate(valid["host namespace"]); !errors.Is(err, failure.Invalid) {
 		t.Errorf("host namespace not allowed: Validate = %v", err)
+	}
+	noPorts := validConfig()
+	noPorts.CallersOpenPorts = false
+	if _, err := noPorts.Validate(valid["open ports"]); !errors.Is(err, failure.Invalid) {
+		t.Errorf("callers may not open ports: Validate = %v", err)
 	}
 	noNS := validConfig()
 	noNS.NamespacePrefix = ""
@@ -260,6 +273,11 @@ func FuzzDecodeRequest(f *testing.F) {
 		for _, g := range ck.guests {
 			if !tapNameRE.MatchString(g.Tap) || !subnet.Contains(g.IP) || g.IP == host || g.IP == subnet.Addr() || g.IP == lastAddr(subnet) || g.MAC[0]&3 != 2 {
 				t.Fatalf("accepted guest %+v", g)
+			}
+		}
+		for _, p := range ck.ports {
+			if p < 1024 {
+				t.Fatalf("accepted open port %d", p)
 			}
 		}
 		if ck.op == OpListen {
