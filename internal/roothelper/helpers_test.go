@@ -80,13 +80,16 @@ func testConfig(t testing.TB) Config {
 
 // startServer serves cfg on a socket in a temporary directory everyone may reach (so that the
 // helper's own check, not the file mode, is what refuses), and stops it afterwards.
-func startServer(t testing.TB, cfg Config) (string, *Server) {
+func startServer(t testing.TB, cfg Config, setup ...func(*Server)) (string, *Server) {
 	t.Helper()
 	srv, err := NewServer(cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.SetGroupID(testGID)
+	for _, f := range setup {
+		f(srv)
+	}
 	dir := t.TempDir()
 	for _, d := range []string{dir, filepath.Dir(dir)} { // t.TempDir makes both 0700
 		if err := os.Chmod(d, 0o755); err != nil {

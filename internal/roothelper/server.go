@@ -38,6 +38,9 @@ type Server struct {
 	closed bool
 	wg     sync.WaitGroup
 	slots  chan struct{}
+	// reapplied, when set (by tests, before Serve), is called after each re-apply of a filter
+	// for a default route change.
+	reapplied func()
 }
 
 // network is one served bridge in one namespace.
@@ -561,6 +564,9 @@ func (s *Server) watch(n *network) {
 				}
 			}
 			n.mu.Unlock()
+			if f := s.reapplied; f != nil {
+				f()
+			}
 		}
 	}()
 }

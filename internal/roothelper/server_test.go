@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/hostnet"
@@ -446,5 +447,37 @@ func TestRestartedHelperKeepsEveryonesGuests(t *testing.T) {
 	asCaller(t, otherUID, testGID, nil, func() { err = b.SetGuests([]hostnet.Guest{gb}) })
 	if err != nil {
 		t.Fatalf("in a new namespace of the same name, an address of the old one's sets: %v", err)
+	}
+}
+
+// TestFilterFollowsTheUplink: once a network has guests, the helper re-applies its filter
+// when the default route changes, so that NAT guests leave through the new uplink.
+func TestFilterFollowsTheUplink(t *testing.T) {
+	ns := testNS(t)
+	inNS(t, ns, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0peer")
+	inNS(t, ns, "ip", "addr", "add", "10.98.0.1/24", "dev", "up0")
+	inNS(t, ns, "ip", "link", "set", "up0", "up")
+	inNS(t, ns, "ip", "link", "set", "up0peer", "up")
+	reapplied := make(chan struct{}, 16)
+	sock, _ := startServer(t, testConfig(t), func(s *Server) { s.reapplied = func() { reapplied <- struct{}{} } })
+	c, err := Dial(sock, netOf(ns), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := hostnet.GuestOf("cccccccccccc", netip.MustParseAddr("172.16.0.5"), true)
+	if err := c.SetGuests([]hostnet.Guest{g}); err != nil {
+		t.Fatal(err)
+	}
+	if rs := inNS(t, ns, "nft", "list", "chain", "inet", "banger", "postrouting"); strings.Contains(rs, "up0") {
+		t.Fatalf("masquerading through up0 before it is the uplink:\n%s", rs)
+	}
+	inNS(t, ns, "ip", "route", "add", "default", "via", "10.98.0.2")
+	select {
+	case <-reapplied:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no re-apply within 10 s of the default route change")
+	}
+	if rs := inNS(t, ns, "nft", "list", "chain", "inet", "banger", "postrouting"); !strings.Contains(rs, `oifname "up0"`) {
+		t.Fatalf("after the default route moved to up0:\n%s", rs)
 	}
 }
