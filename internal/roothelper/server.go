@@ -260,7 +260,7 @@ func (s *Server) network(ck checked) (*network, error) {
 			if nsh.IsOpen() {
 				nsh.Close()
 			}
-			return n, nil
+			return n, s.oneBridgePerNamespace(n)
 		}
 		s.log.Info("network namespace was replaced; forgetting the old one", "netns", ck.ns, "bridge", ck.net.Bridge)
 		n.close()
@@ -288,9 +288,33 @@ func (s *Server) network(ck checked) (*network, error) {
 		n.close()
 		return nil, err
 	}
+	if ck.ns != "" && !s.cfg.HostNamespace {
+		if own, err := namespaceID(netns.None()); err != nil || own == n.nsID {
+			n.close()
+			return nil, failure.New(failure.Invalid, "network namespace %s is the helper's own, and its configuration does not allow that (host_namespace)", ck.ns)
+		}
+	}
 	s.restore(n)
 	s.nets[key] = n
-	return n, nil
+	return n, s.oneBridgePerNamespace(n)
+}
+
+// oneBridgePerNamespace refuses n while another bridge of the same namespace has guests:
+// banger's packet filter is one per namespace (its bridge table sees every bridge's ports),
+// so two bridges there would each drop the other's guests. The caller holds s.mu.
+func (s *Server) oneBridgePerNamespace(n *network) error {
+	for _, o := range s.nets {
+		if o == n || o.ns != n.ns || o.cfg.Bridge == n.cfg.Bridge {
+			continue
+		}
+		o.mu.Lock()
+		busy := len(o.sets) > 0 && !o.closed
+		o.mu.Unlock()
+		if busy {
+			return failure.New(failure.Conflict, "bridge %s has guests in the same network namespace (%q); banger's packet filter serves one bridge per namespace", o.cfg.Bridge, n.ns)
+		}
+	}
+	return nil
 }
 
 // openNamespace opens /run/netns/name, refusing anything but a network namespace there (a

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -479,5 +480,46 @@ func TestFilterFollowsTheUplink(t *testing.T) {
 	}
 	if rs := inNS(t, ns, "nft", "list", "chain", "inet", "banger", "postrouting"); !strings.Contains(rs, `oifname "up0"`) {
 		t.Fatalf("after the default route moved to up0:\n%s", rs)
+	}
+}
+
+// TestHostNamespaceUnderAnotherName: a name under /run/netns that is the helper's own
+// namespace is refused when the configuration does not allow the helper's own namespace.
+func TestHostNamespaceUnderAnotherName(t *testing.T) {
+	needRoot(t)
+	name := nsPrefix + "host"
+	if out, err := exec.Command("ip", "netns", "attach", name, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+		t.Skipf("ip netns attach: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	sock, _ := startServer(t, testConfig(t))
+	if _, err := Dial(sock, netOf(name), nil); !errors.Is(err, failure.Invalid) || !strings.Contains(err.Error(), "helper's own") {
+		t.Fatalf("Dial in the host namespace under another name = %v, want Invalid", err)
+	}
+}
+
+// TestOneBridgePerNamespace: banger's filter is one per namespace, so a second configured
+// bridge is refused in a namespace where the first has guests.
+func TestOneBridgePerNamespace(t *testing.T) {
+	ns := testNS(t)
+	cfg := testConfig(t)
+	cfg.Networks = append(cfg.Networks, NetworkConfig{Bridge: "banger1", CIDR: "172.17.0.0/24"})
+	sock, _ := startServer(t, cfg)
+	a, err := Dial(sock, netOf(ns), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetGuests([]hostnet.Guest{hostnet.GuestOf("dddddddddddd", netip.MustParseAddr("172.16.0.2"), false)}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Dial(sock, Network{Bridge: "banger1", CIDR: "172.17.0.0/24", Namespace: ns}, nil)
+	if !errors.Is(err, failure.Conflict) {
+		t.Fatalf("a second bridge in the namespace: %v, %v; want Conflict", b, err)
+	}
+	if err := a.SetGuests(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Dial(sock, Network{Bridge: "banger1", CIDR: "172.17.0.0/24", Namespace: ns}, nil); err != nil {
+		t.Fatalf("the second bridge once the first has no guests: %v", err)
 	}
 }
