@@ -60,7 +60,7 @@
 //     missing tap is fine; another uid's tap, or a link that is not a tap, is a conflict.
 //   - list_taps: no fields. Answers taps: the names of the banger taps (bg + 12 hex) the
 //     caller owns (root: all of them), sorted.
-//   - set_guests: guests, a list of at most MaxGuests {"tap","mac","ip","nat"}: tap as for
+//   - set_guests: guests, a list of at most MaxGuests (512) {"tap","mac","ip","nat"}: tap as for
 //     add_tap; mac a locally administered unicast address in lowercase xx:xx:xx:xx:xx:xx; ip
 //     an IPv4 address of the CIDR other than its network, host and broadcast addresses;
 //     nat whether it may leave through the host's uplinks, masqueraded. No tap, mac or ip

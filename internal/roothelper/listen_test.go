@@ -1,6 +1,7 @@
 package roothelper
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -113,5 +114,50 @@ func TestActivationListenerIgnoresAnotherProcesssVariables(t *testing.T) {
 	t.Setenv("LISTEN_FDS", "1")
 	if l, err := ActivationListener(); l != nil || err != nil {
 		t.Fatalf("ActivationListener with LISTEN_PID of another process = %v, %v", l, err)
+	}
+}
+
+// TestOutsiderProcess runs the test binary as a separate process of a uid outside the group
+// (syscall.Credential, no supplementary groups): the helper refuses it, and a member process
+// is served.
+func TestOutsiderProcess(t *testing.T) {
+	if who := os.Getenv("BANGER_RH_CHILD"); who != "" {
+		_, err := Dial(os.Getenv("BANGER_RH_SOCK"), netOf(os.Getenv("BANGER_RH_NS")), nil)
+		switch {
+		case who == "outsider" && !errors.Is(err, ErrDenied):
+			t.Fatalf("outsider: Dial = %v, want ErrDenied", err)
+		case who == "member" && err != nil:
+			t.Fatalf("member: Dial = %v", err)
+		}
+		return
+	}
+	ns := testNS(t)
+	sock, _ := startServer(t, testConfig(t))
+	// A copy of the test binary the other uids can run.
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "roothelper.test")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for who, cred := range map[string]*syscall.Credential{
+		"outsider": {Uid: outsider, Gid: outsider, Groups: []uint32{}},
+		"member":   {Uid: memberUID, Gid: memberUID, Groups: []uint32{testGID}},
+	} {
+		cmd := exec.Command(bin, "-test.run=^TestOutsiderProcess$")
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		cmd.Env = append(os.Environ(), "BANGER_RH_CHILD="+who, "BANGER_RH_SOCK="+sock, "BANGER_RH_NS="+ns, "GOCACHE="+dir, "HOME="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s (uid %d): %v\n%s", who, cred.Uid, err, out)
+		}
 	}
 }

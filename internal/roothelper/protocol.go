@@ -25,8 +25,9 @@ const (
 	MaxRequest = 64 << 10
 	// MaxResponse is the largest response the client reads.
 	MaxResponse = 256 << 10
-	// MaxGuests is the most guests one set_guests request may list.
-	MaxGuests = 1024
+	// MaxGuests is the most guests one set_guests request may list (as many fit in
+	// MaxRequest with room to spare).
+	MaxGuests = 512
 	// MaxOpenPorts is the most open ports one set_guests request may list.
 	MaxOpenPorts = 64
 	// maxFDs is the most descriptors one response carries.

@@ -179,6 +179,25 @@ func TestValidateRefusesWhatIsNotBangers(t *testing.T) {
 	}
 }
 
+// TestLargestGuestSetFits: MaxGuests guests with the longest values fit in one request.
+func TestLargestGuestSetFits(t *testing.T) {
+	r := Request{Op: OpSetGuests, Network: Network{Bridge: "bridge-name-15c", CIDR: "172.255.255.248/29", Namespace: strings.Repeat("n", 63)},
+		OpenPorts: make([]uint16, MaxOpenPorts)}
+	for range MaxGuests {
+		r.Guests = append(r.Guests, Guest{Tap: "bg0123456789ab", MAC: "02:00:00:00:00:01", IP: "255.255.255.255", NAT: false})
+	}
+	for i := range r.OpenPorts {
+		r.OpenPorts[i] = 65535
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > MaxRequest {
+		t.Fatalf("%d guests take %d bytes, more than MaxRequest (%d)", MaxGuests, len(b), MaxRequest)
+	}
+}
+
 func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
 	write := func(s string) string {
