@@ -59,7 +59,8 @@
 //   - delete_tap: tap, as for add_tap. Removes the caller's tap (root: any banger tap). A
 //     missing tap is fine; another uid's tap, or a link that is not a tap, is a conflict.
 //   - list_taps: no fields. Answers taps: the names of the banger taps (bg + 12 hex) the
-//     caller owns (root: all of them), sorted.
+//     caller owns, sorted (for root: uid 0's and those without an owner — not other users',
+//     which a root daemon reconciling its own taps would otherwise remove).
 //   - set_guests: guests, a list of at most MaxGuests (512) {"tap","mac","ip","nat"}: tap as for
 //     add_tap; mac a locally administered unicast address in lowercase xx:xx:xx:xx:xx:xx; ip
 //     an IPv4 address of the CIDR other than its network, host and broadcast addresses;

@@ -449,7 +449,9 @@ func (n *network) deleteTap(name string, uid int) error {
 	})
 }
 
-// taps lists the banger taps the caller owns (root: all of them).
+// taps lists the banger taps the caller owns. For root that is the taps of uid 0 and those
+// without an owner (a root daemon's), not every user's: a daemon removes the taps it lists
+// that are not its VMs'.
 func (n *network) taps(uid int) ([]string, error) {
 	out := []string{}
 	err := n.net.Do(func() error {
@@ -459,7 +461,7 @@ func (n *network) taps(uid int) ([]string, error) {
 		}
 		for _, l := range links {
 			t, ok := l.(*netlink.Tuntap)
-			if ok && tapNameRE.MatchString(t.Name) && (uid == 0 || int(t.Owner) == uid) {
+			if ok && tapNameRE.MatchString(t.Name) && int(t.Owner) == uid {
 				out = append(out, t.Name)
 			}
 		}

@@ -384,6 +384,9 @@ func TestTapsAndGuestsOfAnotherUID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if taps, err := root.Taps(); err != nil || len(taps) != 0 {
+		t.Errorf("root lists %v (%v); want none of the users' taps", taps, err)
+	}
 	if err := root.DeleteTap(id); err != nil {
 		t.Fatal(err)
 	}
