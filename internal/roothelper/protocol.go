@@ -169,7 +169,7 @@ func (e *remoteError) Is(target error) bool {
 }
 
 // DecodeRequest parses one request: a single JSON object of at most MaxRequest bytes, no
-// unknown fields, nothing after it. It checks the syntax only; Config.Validate checks the
+// unknown fields, nothing after it. It checks the syntax only; the server validates the
 // values.
 func DecodeRequest(b []byte) (Request, error) {
 	var r Request

@@ -210,7 +210,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	var files []*os.File
 	var ck checked
 	if err == nil {
-		ck, err = s.cfg.Validate(req)
+		ck, err = s.cfg.validate(req)
 	}
 	if err == nil {
 		resp, files, err = s.do(cl, ck)

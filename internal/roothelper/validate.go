@@ -10,7 +10,7 @@ import (
 	"github.com/banger-dev/banger/internal/hostnet"
 )
 
-// checked is a request whose every field passed Config.Validate, in parsed form.
+// checked is a request whose every field passed Config.validate, in parsed form.
 type checked struct {
 	op     string
 	net    *NetworkConfig
@@ -24,10 +24,10 @@ type checked struct {
 
 func invalid(format string, args ...any) error { return failure.New(failure.Invalid, format, args...) }
 
-// Validate checks every field of r against the configuration: the op is known, the network is
+// validate checks every field of r against the configuration: the op is known, the network is
 // one the helper serves, and each field the op reads is well-formed and allowed, each field it
 // does not read is empty.
-func (c *Config) Validate(r Request) (checked, error) {
+func (c *Config) validate(r Request) (checked, error) {
 	ck := checked{op: r.Op}
 	for i := range c.Networks {
 		if c.Networks[i].Bridge == r.Network.Bridge {

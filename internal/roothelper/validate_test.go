@@ -95,7 +95,7 @@ func TestValidateRefusesWhatIsNotBangers(t *testing.T) {
 		"list taps":       {Op: OpListTaps, Network: defaultNet},
 	}
 	for name, r := range valid {
-		if _, err := cfg.Validate(r); err != nil {
+		if _, err := cfg.validate(r); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -157,24 +157,24 @@ func TestValidateRefusesWhatIsNotBangers(t *testing.T) {
 		"guests on add_tap":      {Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789ab", Guests: []Guest{}},
 	}
 	for name, r := range invalid {
-		if _, err := cfg.Validate(r); !errors.Is(err, failure.Invalid) {
+		if _, err := cfg.validate(r); !errors.Is(err, failure.Invalid) {
 			t.Errorf("%s: Validate = %v, want an Invalid error", name, err)
 		}
 	}
 
 	noHost := validConfig()
 	noHost.HostNamespace = false
-	if _, err := noHost.Validate(valid["host namespace"]); !errors.Is(err, failure.Invalid) {
+	if _, err := noHost.validate(valid["host namespace"]); !errors.Is(err, failure.Invalid) {
 		t.Errorf("host namespace not allowed: Validate = %v", err)
 	}
 	noPorts := validConfig()
 	noPorts.CallersOpenPorts = false
-	if _, err := noPorts.Validate(valid["open ports"]); !errors.Is(err, failure.Invalid) {
+	if _, err := noPorts.validate(valid["open ports"]); !errors.Is(err, failure.Invalid) {
 		t.Errorf("callers may not open ports: Validate = %v", err)
 	}
 	noNS := validConfig()
 	noNS.NamespacePrefix = ""
-	if _, err := noNS.Validate(valid["hello"]); !errors.Is(err, failure.Invalid) {
+	if _, err := noNS.validate(valid["hello"]); !errors.Is(err, failure.Invalid) {
 		t.Errorf("namespaces not allowed: Validate = %v", err)
 	}
 }
@@ -273,7 +273,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		ck, err := cfg.Validate(r)
+		ck, err := cfg.validate(r)
 		if err != nil {
 			if !errors.Is(err, failure.Invalid) {
 				t.Fatalf("validation error without kind Invalid: %v", err)
