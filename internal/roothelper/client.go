@@ -190,13 +190,13 @@ func (c *Client) UnrouteDomain() error { return c.do(OpUnrouteDomain) }
 func (c *Client) RemoveBridge() error { return c.do(OpRemoveBridge) }
 
 // viaHelper reports whether a listening socket on addr needs the helper: every socket in a
-// namespace, and the privileged DNS port on the bridge in the host's.
+// namespace, and a privileged port (DNS on the bridge) in the host's.
 func (c *Client) viaHelper(addr string) bool {
 	if c.netw.Namespace != "" {
 		return true
 	}
 	ap, err := netip.ParseAddrPort(addr)
-	return err == nil && ap.Port() < 1024
+	return err == nil && ap.Port() != 0 && ap.Port() < 1024
 }
 
 // ListenPacket opens a UDP socket bound to addr in the network's namespace.

@@ -526,3 +526,43 @@ func TestOneBridgePerNamespace(t *testing.T) {
 		t.Fatalf("the second bridge once the first has no guests: %v", err)
 	}
 }
+
+// TestHostNamespaceSocketsInProcess: without a namespace the client opens unprivileged
+// sockets itself; the helper is not asked (its configuration here would refuse).
+func TestHostNamespaceSocketsInProcess(t *testing.T) {
+	needRoot(t)
+	cfg := testConfig(t)
+	cfg.HostNamespace = true // hello only: nothing below asks the helper to change anything
+	sock, _ := startServer(t, cfg)
+	c, err := Dial(sock, netOf(""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if a, err := l.Accept(); err == nil {
+			a.Write([]byte("here"))
+			a.Close()
+		}
+	}()
+	conn, err := c.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got, err := io.ReadAll(conn); err != nil || string(got) != "here" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	pc, err := c.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Close()
+	if c.NetNSPath() != "" || c.WatchUplink(nil, nil) != nil {
+		t.Error("host namespace client: NetNSPath or WatchUplink")
+	}
+}
