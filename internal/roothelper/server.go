@@ -109,7 +109,15 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		s.slots <- struct{}{}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			<-s.slots
+			uc.Close()
+			continue
+		}
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer func() { <-s.slots; s.wg.Done() }()
 			defer uc.Close()
@@ -118,13 +126,16 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// Close waits for the requests being served, then stops the uplink watches and releases the
-// namespaces. It leaves the host network as it is.
+// Close stops taking connections, waits for the requests being served, then stops the uplink
+// watches and releases the namespaces. It leaves the host network as it is. Close the
+// listener too, so that Serve returns.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closed = true
 	for k, n := range s.nets {
 		n.close()
 		delete(s.nets, k)
