@@ -143,7 +143,7 @@ func Run(ctx context.Context, o Options) error {
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
 			Artifacts: cat, Drivers: []vmm.Driver{fd, qd}, Log: lg, // vmm = "auto" prefers Firecracker
-			Network:   vmnet.New(vmnet.Options{Net: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
+			Network:   vmnet.New(vmnet.Options{Host: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
 			SSH:       vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
 			Snapshots: snaps,
 		}),
