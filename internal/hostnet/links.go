@@ -97,6 +97,17 @@ func (n *Net) AddTap(vmID string) (*os.File, error) {
 		}
 		return nil
 	})
+	if err != nil && queue != nil {
+		// The tap was made but the thread could not leave the namespace: undo it from a
+		// thread that can.
+		queue.Close()
+		_ = n.Do(func() error {
+			if l, lerr := netlink.LinkByName(name); lerr == nil {
+				return netlink.LinkDel(l)
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
