@@ -13,9 +13,12 @@ import (
 // Everything a Host changes lives in one network namespace, the network's (NetNSPath): the
 // bridge, the taps, the packet filter, and the sockets of ListenPacket, Listen and Dial. The
 // fixed facts (Bridge, CIDR, HostIP, GuestIPs, NetNSPath) do not change while the Host is
-// open and cost nothing to ask. Every change returns once it is in place on the host, and
-// each is idempotent: asking again for the state that is already there succeeds and changes
-// nothing. Errors say what failed on which device. Its methods are safe for concurrent use.
+// open and cost nothing to ask. Every change returns once it is in place on the host. The
+// changes that set a state (EnsureBridge, DeleteTap, SetGuests, RouteDomain, UnrouteDomain,
+// RemoveBridge) are idempotent: asking again for the state that is already there succeeds and
+// changes nothing; AddTap asked again replaces the tap (a new device, a new queue). Errors say
+// what failed on which device; a Host that works through another process (the root helper)
+// classifies refusals with package failure. Its methods are safe for concurrent use.
 type Host interface {
 	// Bridge is the name of the bridge every tap joins.
 	Bridge() string
