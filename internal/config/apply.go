@@ -15,6 +15,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/banger-dev/banger/internal/bytesize"
+	"github.com/banger-dev/banger/internal/paths"
 )
 
 // apply validates the decoded file f and overlays it on c. Errors are *keyError.
@@ -167,6 +168,16 @@ func applyNetwork(c *Config, f *file) error {
 			ports = append(ports, uint16(p))
 		}
 		c.HostPortsOpenToGuests = ports
+	}
+	if f.HelperSocket != nil {
+		p := *f.HelperSocket
+		switch {
+		case !filepath.IsAbs(p):
+			return badKey(keyHelperSocket, "%q is not an absolute path; use the path of the root helper's socket, such as %q", p, DefaultHelperSocket)
+		case len(p) > paths.MaxSocketPathLen:
+			return badKey(keyHelperSocket, "%q is %d bytes, longer than a unix socket path may be (%d)", p, len(p), paths.MaxSocketPathLen)
+		}
+		c.HelperSocket = filepath.Clean(p)
 	}
 	return nil
 }

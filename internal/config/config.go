@@ -37,6 +37,8 @@ const (
 	DefaultBridgeName     = "banger0"
 	DefaultBridgeCIDR     = "172.16.0.0/24"
 	DefaultDNSPort        = 53530
+	// DefaultHelperSocket is where banger's root helper listens (its systemd socket unit).
+	DefaultHelperSocket = "/run/banger/helper.sock"
 )
 
 // Config is the effective configuration: built-in defaults overlaid with config.toml.
@@ -150,6 +152,11 @@ type Config struct {
 	// host_ports_open_to_guests, array of integers 1-65535. Default: none.
 	HostPortsOpenToGuests []uint16
 
+	// HelperSocket is the unix socket of banger's root helper, which does the host side of
+	// guest networking for a daemon that does not run as root. Key helper_socket, absolute
+	// path of at most paths.MaxSocketPathLen bytes. Default "/run/banger/helper.sock".
+	HelperSocket string
+
 	// VMDefaults size new VMs when no flag says otherwise. Table [vm_defaults].
 	VMDefaults VMDefaults
 
@@ -207,5 +214,6 @@ func Default(l paths.Layout) Config {
 		BridgeName:       DefaultBridgeName,
 		BridgeCIDR:       netip.MustParsePrefix(DefaultBridgeCIDR),
 		DNSPort:          DefaultDNSPort,
+		HelperSocket:     DefaultHelperSocket,
 	}
 }

@@ -26,6 +26,7 @@ type file struct {
 	DNSUpstreams     []string    `toml:"dns_upstreams"`
 	DNSPort          *int64      `toml:"dns_port"`
 	HostPorts        []int64     `toml:"host_ports_open_to_guests"`
+	HelperSocket     *string     `toml:"helper_socket"`
 	VMDefaults       *fileVMDefs `toml:"vm_defaults"`
 	FileSync         []fileSync  `toml:"file_sync"`
 }
@@ -65,6 +66,7 @@ const (
 	keyDNSUpstreams     = "dns_upstreams"
 	keyHostPorts        = "host_ports_open_to_guests"
 	keyDNSPort          = "dns_port"
+	keyHelperSocket     = "helper_socket"
 	keyVMDefaults       = "vm_defaults"
 	keyVCPU             = "vm_defaults.vcpu"
 	keyMemoryMiB        = "vm_defaults.memory_mib"
@@ -97,6 +99,7 @@ var keyTypes = []struct{ key, want string }{
 	{keyDNSUpstreams, `an array of strings such as ["1.1.1.1", "10.0.0.2:53"]`},
 	{keyDNSPort, "an integer port"},
 	{keyHostPorts, "an array of integer ports such as [8080, 5432]"},
+	{keyHelperSocket, "an absolute string path"},
 	{keyVMDefaults, "a table"},
 	{keyVCPU, "an integer"},
 	{keyMemoryMiB, "an integer number of MiB"},

@@ -54,6 +54,7 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 		BridgeName:       "banger0",
 		BridgeCIDR:       netip.MustParsePrefix("172.16.0.0/24"),
 		DNSPort:          53530,
+		HelperSocket:     "/run/banger/helper.sock",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadFile(missing) =\n %+v\nwant\n %+v", got, want)
@@ -134,6 +135,7 @@ func TestLoadAcceptsEveryKey(t *testing.T) {
 		{"dns_upstreams", `dns_upstreams = ["1.1.1.1", "10.0.0.2:5353", "::1"]`, func(c *Config) { c.DNSUpstreams = []string{"1.1.1.1", "10.0.0.2:5353", "::1"} }},
 		{"dns_port", `dns_port = 5300`, func(c *Config) { c.DNSPort = 5300 }},
 		{"host_ports_open_to_guests", `host_ports_open_to_guests = [5432, 3142]`, func(c *Config) { c.HostPortsOpenToGuests = []uint16{5432, 3142} }},
+		{"helper_socket", `helper_socket = "/run/banger-test//helper.sock"`, func(c *Config) { c.HelperSocket = "/run/banger-test/helper.sock" }},
 		{"file_sync", "[[file_sync]]\nhost = \"~/.gitconfig\"\nguest = \"~/.gitconfig\"\n[[file_sync]]\nhost = \"/etc/ssl/mine\"\nguest = \"/root/certs/\"\nmode = \"0644\"",
 			func(c *Config) {
 				c.FileSync = []FileSync{{Host: "/home/ann/.gitconfig", Guest: "/root/.gitconfig"}, {Host: "/etc/ssl/mine", Guest: "/root/certs", Mode: 0o644}}
@@ -164,6 +166,7 @@ bridge_cidr = "10.1.0.0/24"
 network_namespace = "/run/netns/t"
 dns_upstreams = ["9.9.9.9"]
 dns_port = 5300
+helper_socket = "/run/h.sock"
 
 [vm_defaults]
 vcpu = 2
@@ -189,6 +192,7 @@ disk_size = "16G"
 					NetworkNamespace: "/run/netns/t",
 					DNSUpstreams:     []string{"9.9.9.9"},
 					DNSPort:          5300,
+					HelperSocket:     "/run/h.sock",
 					VMDefaults:       VMDefaults{VCPU: 2, MemoryMiB: 4096, DiskBytes: 16 * bytesize.GiB},
 				}
 			},
@@ -215,7 +219,7 @@ disk_size = "16G"
 func TestLoadErrors(t *testing.T) {
 	known := "known keys are default_image_name, default_kernel, ssh_key_path, firecracker_bin, " +
 		"jailer_enabled, jailer_bin, jailer_chroot_base, jailer_uid, jailer_gid, vmm, qemu_bin, " +
-		"debian_mirror, boot_timeout, warm_start, console_log_size, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, host_ports_open_to_guests, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
+		"debian_mirror, boot_timeout, warm_start, console_log_size, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, host_ports_open_to_guests, helper_socket, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
 	tests := []struct {
 		name    string
 		content string
@@ -238,6 +242,9 @@ func TestLoadErrors(t *testing.T) {
 		{"dns_upstreams not an address", `dns_upstreams = ["1.1.1.1", "dns.google"]`, `$F:1: dns_upstreams: entry 2, "dns.google": want an IP address, optionally with :port`},
 		{"dns_port out of range", `dns_port = 70000`, `$F:1: dns_port: 70000 is not a port; use 1-65535`},
 		{"host port out of range", `host_ports_open_to_guests = [22, 0]`, `$F:1: host_ports_open_to_guests: entry 2, 0, is not a port; use 1-65535`},
+		{"helper_socket relative", `helper_socket = "helper.sock"`, `$F:1: helper_socket: "helper.sock" is not an absolute path; use the path of the root helper's socket, such as "/run/banger/helper.sock"`},
+		{"helper_socket empty", `helper_socket = ""`, `$F:1: helper_socket: "" is not an absolute path; use the path of the root helper's socket, such as "/run/banger/helper.sock"`},
+		{"helper_socket too long", `helper_socket = "/` + strings.Repeat("s", 120) + `"`, `$F:1: helper_socket: "/` + strings.Repeat("s", 120) + `" is 121 bytes, longer than a unix socket path may be (107)`},
 		// Unknown keys.
 		{"unknown key", "colour = 1", `$F:1:1: unknown key "colour"; ` + known},
 		{"misspelt key", "defalt_kernel = \"x\"", `$F:1:1: unknown key "defalt_kernel" (did you mean "default_kernel"?); ` + known},

@@ -47,6 +47,11 @@ type Options struct {
 	// TestHooks enables request headers that inject faults (end-to-end tests only).
 	TestHooks bool
 	Log       *slog.Logger
+	// OpenHelper, for a daemon that does not run as root, opens the host side of guest
+	// networking through banger's root helper listening on socket (config helper_socket).
+	// Nil: such a daemon cannot network guests, and Run fails saying that it needs the helper.
+	// A daemon running as root does the host side itself and never calls it.
+	OpenHelper func(cfg hostnet.Config, socket string) (vmnet.Host, error)
 }
 
 // Daemon is a running bangerd.
@@ -128,14 +133,12 @@ func Run(ctx context.Context, o Options) error {
 	})
 	// guestNet is where guests' networking lives: the host's namespace or the one
 	// network_namespace names. The daemon's own API socket is not part of it.
-	guestNet, dns, err := openNetwork(cfg, l, lg)
+	guestNet, dns, err := openNetwork(cfg, l, os.Geteuid(), o.OpenHelper, lg)
 	if err != nil {
 		return err
 	}
-	if guestNet != nil {
-		defer guestNet.Close()
-		defer dns.Close()
-	}
+	defer guestNet.Close()
+	defer dns.Close()
 	d := &Daemon{
 		opts:  o,
 		log:   lg,
@@ -143,7 +146,7 @@ func Run(ctx context.Context, o Options) error {
 		vms: vmservice.New(vmservice.Options{
 			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
 			Artifacts: cat, Drivers: []vmm.Driver{fd, qd}, Log: lg, // vmm = "auto" prefers Firecracker
-			Network:   vmnet.New(vmnet.Options{Net: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
+			Network:   vmnet.New(vmnet.Options{Host: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
 			SSH:       vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
 			Snapshots: snaps,
 		}),
@@ -159,13 +162,11 @@ func Run(ctx context.Context, o Options) error {
 	if err := dropOtherAgentsBootSnapshots(ctx, d.vms, o.AgentPath, lg); err != nil {
 		lg.Warn("boot snapshots", "err", err)
 	}
-	if guestNet != nil {
-		// NAT guests leave through the default route's interface: follow it when it changes.
-		done := make(chan struct{})
-		defer close(done)
-		if err := guestNet.WatchUplink(done, func(err error) { lg.Warn("packet filter", "err", err) }); err != nil {
-			lg.Warn("NAT guests will not follow a change of default route until the next VM start or stop", "err", err)
-		}
+	// NAT guests leave through the default route's interface: follow it when it changes.
+	done := make(chan struct{})
+	defer close(done)
+	if err := guestNet.WatchUplink(done, func(err error) { lg.Warn("packet filter", "err", err) }); err != nil {
+		lg.Warn("NAT guests will not follow a change of default route until the next VM start or stop", "err", err)
 	}
 
 	// The API socket is the daemon's, in the daemon's own network namespace: never the
@@ -270,14 +271,17 @@ func lockStateDir(l paths.Layout) (*os.File, error) {
 }
 
 // openNetwork sets up guest networking from the config (read at start: network keys take
-// effect when the daemon restarts). BANGER_NETWORK_NAMESPACE overrides network_namespace, so
-// a test or CI harness can keep guest traffic in a namespace of its own without a config file.
-func openNetwork(cfg config.Config, l paths.Layout, lg *slog.Logger) (*hostnet.Net, *dnsserver.Server, error) {
+// effect when the daemon restarts) for a daemon running as euid, with openHelper as in
+// Options.OpenHelper. BANGER_NETWORK_NAMESPACE overrides network_namespace, so a test or CI
+// harness can keep guest traffic in a namespace of its own without a config file. The DNS
+// server's sockets, to upstreams included, are the network's (Host.Dial).
+func openNetwork(cfg config.Config, l paths.Layout, euid int, openHelper func(hostnet.Config, string) (vmnet.Host, error), lg *slog.Logger) (vmnet.Host, *dnsserver.Server, error) {
 	ns := cfg.NetworkNamespace
 	if v := os.Getenv("BANGER_NETWORK_NAMESPACE"); v != "" {
 		ns = v
 	}
-	guestNet, err := hostnet.Open(hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: ns, StateDir: l.StateDir, OpenPorts: cfg.HostPortsOpenToGuests})
+	hc := hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: ns, StateDir: l.StateDir, OpenPorts: cfg.HostPortsOpenToGuests}
+	guestNet, err := openHost(hc, cfg.HelperSocket, euid, openHelper)
 	if err != nil {
 		return nil, nil, fmt.Errorf("guest network: %w", err)
 	}
@@ -287,4 +291,22 @@ func openNetwork(cfg config.Config, l paths.Layout, lg *slog.Logger) (*hostnet.N
 	}
 	lg.Info("guest network", "bridge", cfg.BridgeName, "cidr", cfg.BridgeCIDR, "netns", ns, "dns_upstreams", upstreams, "host_ports_open_to_guests", cfg.HostPortsOpenToGuests)
 	return guestNet, dnsserver.New(upstreams, guestNet.Dial, lg), nil
+}
+
+// openHost picks who does the host side of guest networking, which needs privilege: the
+// daemon itself (package hostnet) when it runs as root (euid 0), banger's root helper on
+// socket otherwise, through openHelper. Without openHelper a daemon that is not root cannot
+// network guests: the error says so.
+func openHost(hc hostnet.Config, socket string, euid int, openHelper func(hostnet.Config, string) (vmnet.Host, error)) (vmnet.Host, error) {
+	if euid == 0 {
+		return hostnet.Open(hc)
+	}
+	if openHelper == nil {
+		return nil, fmt.Errorf("bangerd runs as uid %d, not root: the bridge, taps and packet filter need banger's root helper (on %s, config helper_socket), which this bangerd cannot use yet; run bangerd as root", euid, socket)
+	}
+	h, err := openHelper(hc, socket)
+	if err != nil {
+		return nil, fmt.Errorf("root helper on %s: %w", socket, err)
+	}
+	return h, nil
 }

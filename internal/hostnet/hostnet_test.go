@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // testNS makes a network namespace for the test and removes it afterwards: the tests change
@@ -52,9 +53,11 @@ func TestBridgeTapAndNATLiveInTheNamespace(t *testing.T) {
 	ns := testNS(t)
 	n := open(t, ns)
 	id := "0123456789abcdef"
-	if err := n.AddTap(id); err != nil {
+	q, err := n.AddTap(id)
+	if err != nil {
 		t.Fatal(err)
 	}
+	q.Close()
 	links := inNS(t, ns, "ip", "-o", "link", "show")
 	if !strings.Contains(links, "bgtest0") || !strings.Contains(links, TapName(id)+": ") || !strings.Contains(links, "master bgtest0") {
 		t.Errorf("links in the namespace:\n%s\nwant the bridge and the tap attached to it", links)
@@ -116,6 +119,91 @@ func TestBridgeTapAndNATLiveInTheNamespace(t *testing.T) {
 	if links := inNS(t, ns, "ip", "-o", "link", "show"); strings.Contains(links, "bgtest0") {
 		t.Errorf("bridge still there:\n%s", links)
 	}
+}
+
+// AddTap hands back an open queue of the tap, made inside the namespace: the tap has carrier
+// exactly while a queue is open, so the queue is the VMM's network device, and it does not
+// leak into children that were not handed it (close-on-exec).
+func TestAddTapReturnsAnOpenQueue(t *testing.T) {
+	ns := testNS(t)
+	n := open(t, ns)
+	id := "0123456789abcdef"
+	q, err := n.AddTap(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags, err := unix.FcntlInt(q.Fd(), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Errorf("queue fd flags = %#x, %v; want close-on-exec", flags, err)
+	}
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlIfreq(int(q.Fd()), unix.TUNGETIFF, ifr); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ifr.Name(), TapName(id); got != want {
+		t.Errorf("queue is attached to %q, want %q", got, want)
+	}
+	if got := ifr.Uint16(); got&tunQueueFlags != tunQueueFlags || got&unix.IFF_MULTI_QUEUE != 0 {
+		t.Errorf("queue flags %#x, want IFF_TAP|IFF_NO_PI|IFF_VNET_HDR", got)
+	}
+	if !carrier(t, n, TapName(id)) {
+		t.Error("the tap has no carrier while its queue is open")
+	}
+
+	// Again, as a restarted or resumed VM does: the stale tap (whose queue is still open) is
+	// replaced by a fresh one with a queue of its own.
+	q2, err := n.AddTap(id)
+	if err != nil {
+		t.Fatalf("AddTap over a tap whose queue is open: %v", err)
+	}
+	q.Close()
+	if !carrier(t, n, TapName(id)) {
+		t.Error("the new tap has no carrier while its queue is open")
+	}
+	q2.Close()
+	if carrier(t, n, TapName(id)) {
+		t.Error("the tap has carrier once its queue is closed; want none (nothing holds it)")
+	}
+	if taps, err := n.Taps(); err != nil || len(taps) != 1 {
+		t.Errorf("taps = %v, %v; want the one persistent tap after its queue closed", taps, err)
+	}
+	if err := n.DeleteTap(id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A bridge name taken by another kind of device makes AddTap fail, leaving no tap.
+func TestAddTapFailureLeavesNoTap(t *testing.T) {
+	ns := testNS(t)
+	inNS(t, ns, "ip", "link", "add", "bgtest0", "type", "veth", "peer", "name", "bgtest1")
+	n := open(t, ns)
+	if q, err := n.AddTap("0123456789abcdef"); err == nil {
+		q.Close()
+		t.Fatal("AddTap with a veth as the bridge succeeded")
+	}
+	if taps, err := n.Taps(); err != nil || len(taps) != 0 {
+		t.Errorf("taps after a failed AddTap = %v, %v; want none", taps, err)
+	}
+}
+
+// carrier reports whether link name in n's namespace has carrier (IFF_LOWER_UP).
+func carrier(t *testing.T, n *Net, name string) bool {
+	t.Helper()
+	var up bool
+	err := n.Do(func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		up = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up
 }
 
 func TestForwardingLeftOnWhenItWasOnBefore(t *testing.T) {

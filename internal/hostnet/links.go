@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -46,12 +47,23 @@ func (n *Net) ensureBridge() error {
 	return nil
 }
 
-// AddTap creates the VM's tap device on the bridge (replacing a stale one of the same name).
-func (n *Net) AddTap(vmID string) error {
+// tunQueueFlags are the flags of the tap queue AddTap returns: the tap as it was created
+// (an Ethernet device, no packet information header, virtio-net headers), the flags QEMU
+// expects of a tap it is handed by file descriptor.
+const tunQueueFlags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+
+// AddTap creates the VM's tap device on the bridge (replacing a stale one of the same name,
+// and making the bridge when it is missing), brings it up, and returns an open queue of it:
+// /dev/net/tun opened inside the namespace and attached to the tap (IFF_TAP|IFF_NO_PI|
+// IFF_VNET_HDR), close-on-exec. The caller hands the queue to the VMM and closes its own copy;
+// while no process holds a queue the tap has no carrier. On failure nothing of the tap is
+// left.
+func (n *Net) AddTap(vmID string) (*os.File, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	name := TapName(vmID)
-	return n.Do(func() error {
+	var queue *os.File
+	err := n.Do(func() error {
 		if err := n.ensureBridge(); err != nil {
 			return err
 		}
@@ -79,8 +91,47 @@ func (n *Net) AddTap(vmID string) error {
 			_ = netlink.LinkDel(tap)
 			return fmt.Errorf("bring tap %s up: %w", name, err)
 		}
+		if queue, err = openTapQueue(name); err != nil {
+			_ = netlink.LinkDel(tap)
+			return err
+		}
 		return nil
 	})
+	if err != nil && queue != nil {
+		// The tap was made but the thread could not leave the namespace: undo it from a
+		// thread that can.
+		queue.Close()
+		_ = n.Do(func() error {
+			if l, lerr := netlink.LinkByName(name); lerr == nil {
+				return netlink.LinkDel(l)
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return queue, nil
+}
+
+// openTapQueue opens /dev/net/tun and attaches it to the existing tap name, in the calling
+// thread's network namespace (the tun device looks the name up there).
+func openTapQueue(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open a queue of tap %s: /dev/net/tun: %w", name, err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open a queue of tap %s: %w", name, err)
+	}
+	ifr.SetUint16(tunQueueFlags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open a queue of tap %s: TUNSETIFF: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
 }
 
 // DeleteTap removes the VM's tap device; a missing one is fine.

@@ -35,7 +35,8 @@ type Snapshotter interface {
 // Restorer is a Driver that starts machines from snapshots its machines made.
 //
 // Restore starts a new VMM process from snap with the identity cfg gives it: runtime
-// directory (sockets), Dir (logs, console), disks, NIC tap and MAC, network namespace. The
+// directory (sockets), Dir (logs, console), disks, NIC (tap and MAC, and the tap's queue as
+// for Start), network namespace. The
 // snapshot's files are read, never written, so that any number of machines may be restored
 // from one snapshot, at once; cfg.Disks must be the restored machine's own (a copy of the
 // disks as they were at the snapshot, writable ones not shared with another machine).

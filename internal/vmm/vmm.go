@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 
 	"github.com/banger-dev/banger/internal/host"
 )
@@ -51,8 +52,9 @@ type Config struct {
 
 	// NIC connects the guest to a tap device on the host; nil means no network device.
 	NIC *NIC
-	// NetNS is the network namespace (a path such as /run/netns/x) the VMM process runs in,
-	// where its tap lives; "" is the caller's own.
+	// NetNS is the network namespace (a path such as /run/netns/x) where the tap lives; "" is
+	// the caller's own. A driver that opens the tap by name (NIC.Tap) runs its VMM process
+	// there; one that is handed the tap's queue (NIC.File) needs no namespace.
 	NetNS string
 }
 
@@ -60,6 +62,14 @@ type Config struct {
 type NIC struct {
 	Tap string // host tap device name
 	MAC string // guest MAC address, e.g. 02:12:34:56:78:9a
+	// File, when set, is an open queue of the tap (/dev/net/tun attached to it with
+	// IFF_TAP|IFF_NO_PI|IFF_VNET_HDR): a driver whose VMM takes its tap by file descriptor
+	// (QEMU) passes it to the VMM process instead of having the VMM open the tap by name, so
+	// that the VMM needs neither access to /dev/net/tun nor the tap's namespace. The caller
+	// owns it and closes it once Start or Restore returned, whatever they returned; the driver
+	// never closes it, and keeps no copy of it in the caller's process. Drivers that open their
+	// tap by name (Firecracker) ignore it and use Tap in Config.NetNS.
+	File *os.File
 }
 
 // Disk is a raw disk image.

@@ -4,7 +4,10 @@
 //
 // Network speaks plain data — ids, names and addresses as strings, results as values, errors
 // classified with package failure where the caller acts on the kind — and holds no reference
-// into its caller's state, so that it can move behind a privileged boundary unchanged.
+// into its caller's state, so that it can move behind a privileged boundary unchanged. The one
+// thing that is not data is a tap's open queue (Link.TapFile), a file descriptor, which
+// crosses a process boundary as SCM_RIGHTS. What needs privilege is behind Host: in-process
+// as root (*hostnet.Net), or through banger's root helper.
 package vmnet
 
 import (
@@ -14,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -34,7 +38,11 @@ type Guest struct {
 // Link is how a guest reaches the bridge: the VMM's network device and the settings the
 // guest configures itself with.
 type Link struct {
-	Tap     string // the tap device, a port of the bridge
+	Tap string // the tap device, a port of the bridge
+	// TapFile is an open queue of the tap (see Host.AddTap), for the VMM that is handed its
+	// network device by file descriptor. The caller owns it: it closes it once the VMM was
+	// spawned, or when the start fails before (Detach does not close it).
+	TapFile *os.File
 	MAC     string // the guest's MAC address
 	Address string // the guest's address with the bridge's prefix length: 172.16.0.2/24
 	Gateway string // the host's address on the bridge
@@ -52,7 +60,7 @@ type Info struct {
 
 // Options configure a Network.
 type Options struct {
-	Net *hostnet.Net // the bridge, taps and packet filter; required
+	Host Host // the bridge, taps and packet filter; required
 	// DNS answers <name>.vm (nil: no names); it listens on the bridge once the bridge exists,
 	// and on 127.0.0.1:DNSPort too when DNSPort is set.
 	DNS     *dnsserver.Server
@@ -60,13 +68,12 @@ type Options struct {
 	Log     *slog.Logger
 }
 
-// Network is VM networking over package hostnet (bridge, taps, packet filter) and package
-// dnsserver. It keeps the set of guests the packet filter admits: a guest joins it when it is
+// Network is VM networking over a Host (bridge, taps, packet filter) and package dnsserver. It keeps the set of guests the packet filter admits: a guest joins it when it is
 // attached and leaves it when it is detached or withdrawn. Its methods are safe for
 // concurrent use; changes of the filter are serialized, so an older set never overwrites a
 // newer one.
 type Network struct {
-	net     *hostnet.Net
+	net     Host
 	dns     *dnsserver.Server
 	dnsPort int
 	log     *slog.Logger
@@ -79,9 +86,9 @@ type Network struct {
 // across restarts and resumes.
 func MAC(id string) string { return hostnet.MAC(id).String() }
 
-// New returns a Network over o.Net.
+// New returns a Network over o.Host.
 func New(o Options) *Network {
-	n := &Network{net: o.Net, dns: o.DNS, dnsPort: o.DNSPort, log: o.Log, guests: map[string]Guest{}}
+	n := &Network{net: o.Host, dns: o.DNS, dnsPort: o.DNSPort, log: o.Log, guests: map[string]Guest{}}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
@@ -111,25 +118,29 @@ func (n *Network) Allocate(ctx context.Context, taken []string) (string, error) 
 
 // Attach makes g's tap on the bridge (and the bridge, when it is the first), admits g in the
 // packet filter before it boots (until then its tap takes nothing in), and starts the DNS
-// server on the bridge. On failure nothing of it is left. Detach undoes it.
+// server on the bridge. The link carries an open queue of the tap (Link.TapFile) that the
+// caller closes. On failure nothing of it is left, the queue included. Detach undoes it.
 func (n *Network) Attach(ctx context.Context, g Guest) (Link, error) {
-	if err := n.net.AddTap(g.ID); err != nil {
+	queue, err := n.net.AddTap(g.ID)
+	if err != nil {
 		return Link{}, err
 	}
 	n.mu.Lock()
 	n.guests[g.ID] = g
-	err := n.applyLocked()
+	err = n.applyLocked()
 	if err != nil {
 		delete(n.guests, g.ID)
 	}
 	n.mu.Unlock()
 	if err != nil {
+		queue.Close()
 		_ = n.net.DeleteTap(g.ID)
 		return Link{}, err
 	}
 	host := n.net.HostIP().String()
 	return Link{
 		Tap:     hostnet.TapName(g.ID),
+		TapFile: queue,
 		MAC:     MAC(g.ID),
 		Address: g.IP + "/" + strconv.Itoa(n.net.CIDR().Bits()),
 		Gateway: host,

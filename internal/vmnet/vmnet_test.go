@@ -60,12 +60,39 @@ func taps(t *testing.T, n *hostnet.Net) []string {
 	return ts
 }
 
+// attach attaches g and closes the link's tap queue, as the caller does once its VMM has it.
+func attach(t *testing.T, n *Network, g Guest) Link {
+	t.Helper()
+	link, err := n.Attach(context.Background(), g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.TapFile.Close()
+	return link
+}
+
+// tunFDs counts this process's open files of /dev/net/tun (tap queues).
+func tunFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/net/tun" {
+			count++
+		}
+	}
+	return count
+}
+
 func TestAllocatePicksTheLowestFreeAddress(t *testing.T) {
 	hn, err := hostnet.Open(hostnet.Config{Bridge: "bgvn0", CIDR: netip.MustParsePrefix("172.31.1.0/29")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := New(Options{Net: hn})
+	n := New(Options{Host: hn})
 	ctx := context.Background()
 	if a, err := n.Allocate(ctx, []string{"172.31.1.2", "", "172.31.1.4"}); err != nil || a != "172.31.1.3" {
 		t.Errorf("Allocate = %q, %v; want 172.31.1.3, the lowest free", a, err)
@@ -80,13 +107,21 @@ func TestAllocatePicksTheLowestFreeAddress(t *testing.T) {
 // takes both back.
 func TestAttachAndDetach(t *testing.T) {
 	hn := hostNet(t)
-	n := New(Options{Net: hn})
+	n := New(Options{Host: hn})
 	ctx := context.Background()
 	g := guest(1)
+	before := tunFDs(t)
 	link, err := n.Attach(ctx, g)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if link.TapFile == nil {
+		t.Fatal("the link has no tap queue")
+	}
+	if got := tunFDs(t); got != before+1 {
+		t.Errorf("%d files of /dev/net/tun open after attach, want %d (the link's queue)", got, before+1)
+	}
+	link.TapFile.Close()
 	want := Link{Tap: hostnet.TapName(g.ID), MAC: hostnet.MAC(g.ID).String(), Address: "172.31.1.2/29", Gateway: "172.31.1.1", DNS: "172.31.1.1"}
 	if !slices.Equal(link.Notices, nil) || link.Tap != want.Tap || link.MAC != want.MAC || link.Address != want.Address || link.Gateway != want.Gateway || link.DNS != want.DNS {
 		t.Errorf("link = %+v, want %+v", link, want)
@@ -106,22 +141,22 @@ func TestAttachAndDetach(t *testing.T) {
 // not poison the filter updates of the guests that come after it.
 func TestFailedAttachLeavesNothing(t *testing.T) {
 	hn := hostNet(t)
-	n := New(Options{Net: hn})
+	n := New(Options{Host: hn})
 	ctx := context.Background()
-	if _, err := n.Attach(ctx, guest(1)); err != nil {
-		t.Fatal(err)
-	}
+	attach(t, n, guest(1))
 	twin := guest(2)
 	twin.IP = guest(1).IP // the filter refuses one address on two taps
+	before := tunFDs(t)
 	if _, err := n.Attach(ctx, twin); err == nil {
 		t.Fatal("attaching a second guest with the same address succeeded")
+	}
+	if got := tunFDs(t); got != before {
+		t.Errorf("%d files of /dev/net/tun open after the failed attach, want %d: its tap queue leaked", got, before)
 	}
 	if got := taps(t, hn); !slices.Equal(got, []string{hostnet.TapName(guest(1).ID)}) {
 		t.Errorf("taps after the failed attach: %v, want only the first guest's", got)
 	}
-	if _, err := n.Attach(ctx, guest(3)); err != nil {
-		t.Fatalf("attach after a failed one: %v", err)
-	}
+	attach(t, n, guest(3))
 	if got := filtered(t, hn); got != 2 {
 		t.Errorf("%d guests filtered, want 2 (the failed one is not admitted)", got)
 	}
@@ -135,14 +170,12 @@ func TestWithdrawBeforeRestoreKeepsRunningGuests(t *testing.T) {
 	ctx := context.Background()
 	dns := dnsserver.New(nil, hn.Dial, nil)
 	t.Cleanup(func() { dns.Close() })
-	before := New(Options{Net: hn})
+	before := New(Options{Host: hn})
 	for _, i := range []int{1, 2, 3} {
-		if _, err := before.Attach(ctx, guest(i)); err != nil {
-			t.Fatal(err)
-		}
+		attach(t, before, guest(i))
 	}
 
-	after := New(Options{Net: hn, DNS: dns}) // the restarted daemon's
+	after := New(Options{Host: hn, DNS: dns}) // the restarted daemon's
 	if err := after.Withdraw(ctx, guest(2)); err != nil {
 		t.Fatal(err)
 	}
@@ -172,11 +205,9 @@ func TestAnnounceAfterTeardownAdmitsTheGuest(t *testing.T) {
 	ctx := context.Background()
 	dns := dnsserver.New(nil, hn.Dial, nil)
 	t.Cleanup(func() { dns.Close() })
-	n := New(Options{Net: hn, DNS: dns})
+	n := New(Options{Host: hn, DNS: dns})
 	g := guest(1)
-	if _, err := n.Attach(ctx, g); err != nil {
-		t.Fatal(err)
-	}
+	attach(t, n, g)
 	if err := n.Teardown(ctx); err != nil {
 		t.Fatal(err)
 	}

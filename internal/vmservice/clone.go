@@ -58,11 +58,7 @@ func (s *Service) cloneSteps(c *creation) []steps.Step {
 				if !ok {
 					return conflictf("the %s VMM cannot restore snapshots", b.driver.Name())
 				}
-				cfg, err := s.machineConfig(b)
-				if err != nil {
-					return err
-				}
-				m, err := restorer.Restore(ctx, cfg, from.machine)
+				m, err := s.spawn(b, func(cfg vmm.Config) (vmm.Machine, error) { return restorer.Restore(ctx, cfg, from.machine) })
 				if err != nil {
 					return err
 				}

@@ -3,6 +3,8 @@ package vmservice
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ type recordingNetwork struct {
 	mu        sync.Mutex
 	calls     []string
 	attachErr error
+	queues    []*os.File // the tap queues Attach handed out
 }
 
 func (n *recordingNetwork) record(call string) {
@@ -49,8 +52,41 @@ func (n *recordingNetwork) Attach(ctx context.Context, g vmnet.Guest) (vmnet.Lin
 	if n.attachErr != nil {
 		return vmnet.Link{}, n.attachErr
 	}
-	return vmnet.Link{Tap: "bg" + g.ID[:12], MAC: vmnet.MAC(g.ID), Address: g.IP + "/24", Gateway: "10.0.0.1", DNS: "10.0.0.1",
+	// /dev/null stands for the tap's queue: the fake VMM holds it as its fd 3 (see holdsQueue).
+	queue, err := os.Open(os.DevNull)
+	if err != nil {
+		return vmnet.Link{}, err
+	}
+	n.mu.Lock()
+	n.queues = append(n.queues, queue)
+	n.mu.Unlock()
+	return vmnet.Link{Tap: "bg" + g.ID[:12], TapFile: queue, MAC: vmnet.MAC(g.ID), Address: g.IP + "/24", Gateway: "10.0.0.1", DNS: "10.0.0.1",
 		Notices: []string{"DNS for .vm names is not available"}}, nil
+}
+
+// assertQueuesClosed fails t for every tap queue Attach handed out that the service has not
+// closed (it owns them: it closes each once the VMM was spawned, or the boot failed before),
+// and checks that Attach handed out want of them.
+func (n *recordingNetwork) assertQueuesClosed(t *testing.T, want int) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.queues) != want {
+		t.Errorf("%d tap queues handed out, want %d", len(n.queues), want)
+	}
+	for i, q := range n.queues {
+		if _, err := q.Stat(); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("tap queue %d of %d is still open (stat: %v): the service leaked it", i+1, len(n.queues), err)
+			q.Close()
+		}
+	}
+}
+
+// holdsQueue reports whether VMM process pid holds a tap queue of recordingNetwork: QEMU's
+// fd 3 (vmm.NIC.File), /dev/null here.
+func holdsQueue(pid int) bool {
+	target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", pid))
+	return err == nil && target == os.DevNull
 }
 
 func (n *recordingNetwork) Detach(ctx context.Context, g vmnet.Guest) error {
@@ -107,6 +143,10 @@ func TestNetworkLifecycle(t *testing.T) {
 	if _, _, err := e.svc.Start(ctx, "a", Observer{}); err != nil {
 		t.Fatal(err)
 	}
+	n.assertQueuesClosed(t, 2)
+	if pid := e.machineOf("a").Record().PID; !holdsQueue(pid) {
+		t.Errorf("the VMM (pid %d) does not hold the tap queue it was handed", pid)
+	}
 	want := []string{
 		"allocate 10.0.0.2", "attach a 10.0.0.2", "announce a",
 		"withdraw a",
@@ -140,26 +180,35 @@ func TestNetworkLifecycle(t *testing.T) {
 	e.assertNothingLeft()
 }
 
-// A start step that fails after the network step detaches the VM; an attach that fails
-// leaves nothing to detach.
+// A start step that fails after the network step detaches the VM and closes the tap's queue,
+// whether the VMM was spawned or not; an attach that fails leaves nothing to detach.
 func TestNetworkUndo(t *testing.T) {
 	for _, c := range []struct {
+		name      string
 		failStep  string
+		startErr  error
 		attachErr error
 		want      []string
+		queues    int
 	}{
-		{failStep: StepVMM, want: []string{"allocate 10.0.0.2", "attach a 10.0.0.2", "detach a"}},
-		{attachErr: errors.New("no tap for you"), want: []string{"allocate 10.0.0.2", "attach a 10.0.0.2"}},
+		{name: "fault before the VMM step", failStep: StepVMM, want: []string{"allocate 10.0.0.2", "attach a 10.0.0.2", "detach a"}, queues: 1},
+		{name: "the VMM does not start", startErr: errors.New("no VMM for you"), want: []string{"allocate 10.0.0.2", "attach a 10.0.0.2", "detach a"}, queues: 1},
+		{name: "fault after the VMM step", failStep: StepAgent, want: []string{"allocate 10.0.0.2", "attach a 10.0.0.2", "detach a"}, queues: 1},
+		{name: "attach fails", attachErr: errors.New("no tap for you"), want: []string{"allocate 10.0.0.2", "attach a 10.0.0.2"}},
 	} {
-		e := newEnv(t)
-		n := &recordingNetwork{attachErr: c.attachErr}
-		e.svc.net = n
-		if _, err := e.create(CreateRequest{Name: "a", FailStep: c.failStep}); err == nil {
-			t.Fatal("create succeeded")
-		}
-		if got := n.log(); !slices.Equal(got, c.want) {
-			t.Errorf("network calls %q, want %q", got, c.want)
-		}
-		e.assertNothingLeft()
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			n := &recordingNetwork{attachErr: c.attachErr}
+			e.svc.net = n
+			e.driver.StartErr = c.startErr
+			if _, err := e.create(CreateRequest{Name: "a", FailStep: c.failStep}); err == nil {
+				t.Fatal("create succeeded")
+			}
+			if got := n.log(); !slices.Equal(got, c.want) {
+				t.Errorf("network calls %q, want %q", got, c.want)
+			}
+			n.assertQueuesClosed(t, c.queues)
+			e.assertNothingLeft()
+		})
 	}
 }

@@ -17,7 +17,8 @@ const StepNetwork = "network"
 
 // Network is VM networking as the service uses it: package vmnet implements it over the
 // host's bridge, packet filter and DNS server. Everything crosses it as plain data (no
-// pointer into the service's state), errors the caller acts on carry a package failure kind,
+// pointer into the service's state) but for the tap's open queue that Attach hands over (a
+// file descriptor, which crosses processes too), errors the caller acts on carry a package failure kind,
 // and each call returns once its change is in place on the host — so that it can be served
 // from another process (a privileged helper) unchanged. No call waits on a guest or on
 // traffic; what they wait on is the kernel (links, nftables) and, for Attach, Restore and
@@ -30,7 +31,9 @@ type Network interface {
 	// all taken is a failure.Conflict.
 	Allocate(ctx context.Context, taken []string) (string, error)
 	// Attach gives the guest a tap on the bridge and admits it in the packet filter before
-	// it boots; on failure nothing of it is left. Detach undoes it.
+	// it boots; on failure nothing of it is left. The link's TapFile, an open queue of the
+	// tap, is the caller's: it is handed to the VMM and closed once the VMM was spawned, or
+	// when the boot fails before. Detach undoes the rest.
 	Attach(ctx context.Context, g vmnet.Guest) (vmnet.Link, error)
 	Detach(ctx context.Context, g vmnet.Guest) error
 	// Announce names a running guest in DNS; Withdraw removes its name, tap and filter rules
@@ -112,9 +115,31 @@ func (s *Service) networkStep(b *boot) steps.Step {
 			if b.link == nil {
 				return nil
 			}
+			b.releaseTap()
 			return s.net.Detach(ctx, guestOf(*vm))
 		},
 	}
+}
+
+// releaseTap closes the service's copy of the tap's queue (the link's TapFile): once the VMM
+// was spawned with it (the VMM holds its own), or when the boot ends before. It is idempotent.
+func (b *boot) releaseTap() {
+	if b.link != nil && b.link.TapFile != nil {
+		b.link.TapFile.Close()
+		b.link.TapFile = nil
+	}
+}
+
+// spawn runs the VMM of b — start is the driver's Start or Restore — with the VM's machine
+// config, and releases the tap's queue once start returned, whatever it returned: the queue
+// is in the VMM process by then, or the boot failed.
+func (s *Service) spawn(b *boot, start func(vmm.Config) (vmm.Machine, error)) (vmm.Machine, error) {
+	defer b.releaseTap()
+	cfg, err := s.machineConfig(b)
+	if err != nil {
+		return nil, err
+	}
+	return start(cfg)
 }
 
 // nicOf is the VMM's network device for link; nil without one.
@@ -122,7 +147,7 @@ func nicOf(link *vmnet.Link) *vmm.NIC {
 	if link == nil {
 		return nil
 	}
-	return &vmm.NIC{Tap: link.Tap, MAC: link.MAC}
+	return &vmm.NIC{Tap: link.Tap, MAC: link.MAC, File: link.TapFile}
 }
 
 // netCmdline is the guest's network on its kernel command line, for the agent.

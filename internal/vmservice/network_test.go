@@ -39,7 +39,7 @@ func networkedEnv(t *testing.T) (*env, *hostnet.Net, *dnsserver.Server) {
 	t.Cleanup(func() { n.Close() })
 	dns := dnsserver.New(nil, n.Dial, nil)
 	t.Cleanup(func() { dns.Close() })
-	e.svc.net = vmnet.New(vmnet.Options{Net: n, DNS: dns})
+	e.svc.net = vmnet.New(vmnet.Options{Host: n, DNS: dns})
 	return e, n, dns
 }
 

@@ -100,6 +100,13 @@ func TestWarmStartRestoresTheBootSnapshotAsAnotherMachine(t *testing.T) {
 	if len(e.snapshots(snapshot.Boot)) != 1 {
 		t.Errorf("warm starts made more boot snapshots: %+v", e.snapshots(snapshot.Boot))
 	}
+	// Each warm start handed its restored VMM the tap's queue, and kept no copy.
+	n.assertQueuesClosed(t, 3)
+	for _, name := range []string{"second", "third"} {
+		if pid := e.machineOf(name).Record().PID; !holdsQueue(pid) {
+			t.Errorf("the VMM of warm-started %s (pid %d) does not hold the tap queue it was handed", name, pid)
+		}
+	}
 }
 
 func readFile(t *testing.T, root, p string) string {
@@ -181,6 +188,10 @@ func TestSnapshotVMAndCreateFromIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.assertClone("restored", vmnet.MAC(src.ID))
+	n.assertQueuesClosed(t, 2)
+	if pid := e.machineOf("restored").Record().PID; !holdsQueue(pid) {
+		t.Errorf("the VMM restored from a snapshot (pid %d) does not hold the tap queue it was handed", pid)
+	}
 	if _, err := e.create(CreateRequest{Name: "missing", FromSnapshot: "nope"}); !errors.Is(err, failure.NotFound) {
 		t.Errorf("a create from a missing snapshot: %v, want not found", err)
 	}

@@ -55,11 +55,7 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 			Name: StepVMM,
 			Do: func(ctx context.Context) error {
 				b.obs.Progress.Stage("vm.start", fmt.Sprintf("starting %s (%s)", b.driver.Name(), b.accel))
-				cfg, err := s.machineConfig(b)
-				if err != nil {
-					return err
-				}
-				m, err := b.driver.Start(ctx, cfg)
+				m, err := s.spawn(b, func(cfg vmm.Config) (vmm.Machine, error) { return b.driver.Start(ctx, cfg) })
 				if err != nil {
 					return err
 				}

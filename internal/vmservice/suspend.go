@@ -210,11 +210,7 @@ func (s *Service) resume(ctx context.Context, vm store.VM, obs Observer) (store.
 				if err := s.store.SetVMState(ctx, vm.ID, StateResuming, ""); err != nil {
 					return err
 				}
-				cfg, err := s.machineConfig(b)
-				if err != nil {
-					return err
-				}
-				m, err := restorer.Restore(ctx, cfg, snap)
+				m, err := s.spawn(b, func(cfg vmm.Config) (vmm.Machine, error) { return restorer.Restore(ctx, cfg, snap) })
 				if err != nil {
 					return err
 				}

@@ -118,6 +118,11 @@ func TestSuspendResume(t *testing.T) {
 	if _, timings, err := e.svc.Resume(ctx, "dev", Observer{}); err != nil || timings != nil {
 		t.Errorf("Resume of a running VM = %v, %v; want nothing done", timings, err)
 	}
+	// The restored VMM holds the tap's queue the resume handed it; the service keeps none.
+	n.assertQueuesClosed(t, 2)
+	if pid := e.machineOf("dev").Record().PID; !holdsQueue(pid) {
+		t.Errorf("the restored VMM (pid %d) does not hold the tap queue it was handed", pid)
+	}
 	// The guest gave up its tap and name while suspended and got them back, same address.
 	want := []string{"allocate 10.0.0.2", "attach dev 10.0.0.2", "announce dev",
 		"withdraw dev", "attach dev 10.0.0.2", "announce dev"}

@@ -124,6 +124,42 @@ func TestArgsMachine(t *testing.T) {
 	}
 }
 
+// A NIC handed over as an open tap queue is QEMU's file descriptor 3 (the first of ExtraFiles);
+// one without is opened by name. vhost stays off either way; no NIC, no network device.
+func TestArgsNIC(t *testing.T) {
+	queue, err := os.Open(os.DevNull) // stands for the tap's queue: Args only looks at whether there is one
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queue.Close()
+	const mac = "02:12:34:56:78:9a"
+	for _, tc := range []struct {
+		name       string
+		nic        *vmm.NIC
+		wantNetdev []string
+		wantDevice bool
+	}{
+		{"by file descriptor", &vmm.NIC{Tap: "bg0123456789ab", MAC: mac, File: queue}, []string{"tap,id=net0,fd=3"}, true},
+		{"by name", &vmm.NIC{Tap: "bg0123456789ab", MAC: mac}, []string{"tap,id=net0,ifname=bg0123456789ab,script=no,downscript=no"}, true},
+		{"none", nil, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(host.TCG)
+			cfg.NIC = tc.nic
+			args := (&Driver{}).Args(cfg)
+			if got := values(args, "-netdev"); !slices.Equal(got, tc.wantNetdev) {
+				t.Errorf("-netdev %q, want %q", got, tc.wantNetdev)
+			}
+			if got := slices.Contains(values(args, "-device"), "virtio-net-device,netdev=net0,mac="+mac); got != tc.wantDevice {
+				t.Errorf("virtio-net-device with the guest's MAC given: %v, want %v; args %q", got, tc.wantDevice, args)
+			}
+			if strings.Contains(strings.Join(args, " "), "vhost") {
+				t.Errorf("args mention vhost; it stays off: %q", args)
+			}
+		})
+	}
+}
+
 func TestArgsWithoutInitrdPassNone(t *testing.T) {
 	cfg := testConfig(host.TCG)
 	cfg.Initrd = ""

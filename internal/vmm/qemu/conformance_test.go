@@ -39,6 +39,7 @@ func conformance(t *testing.T, shareMemory bool) {
 			// QEMU starts, creates its sockets and exits: it cannot load the kernel.
 			FailingConfig: func(t *testing.T) vmm.Config { return config(t, filepath.Join(t.TempDir(), "no-such-vmlinux")) },
 			Running:       running,
+			NICByFile:     true,
 		}
 	})
 }

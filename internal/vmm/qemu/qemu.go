@@ -110,9 +110,15 @@ const socketWait = 15 * time.Second
 // value is written twice.
 func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
+// nicFD is the file descriptor number the tap's queue (vmm.NIC.File) has in QEMU: the first
+// of exec.Cmd.ExtraFiles.
+const nicFD = 3
+
 // Args returns QEMU's command line for cfg (without the binary). It is exported for the
 // benchmark harness, which boots the same machine without banger: there QEMU writes the
-// console to console.log itself. Start instead puts the console on a socket that QEMU waits
+// console to console.log itself. With cfg.NIC.File, QEMU takes the tap as file descriptor 3:
+// the caller passes the file as the first of exec.Cmd.ExtraFiles; without, QEMU opens the tap
+// by name (cfg.NIC.Tap) in the namespace it runs in. Start instead puts the console on a socket that QEMU waits
 // on (wait=on): the guest runs only once the daemon reads it.
 func (d *Driver) Args(cfg vmm.Config) []string {
 	return d.args(cfg, []string{"-chardev", "file,id=console,path=" + optValue(filepath.Join(cfg.Dir, "console.log")) + ",append=on"})
@@ -180,8 +186,12 @@ func (d *Driver) args(cfg vmm.Config, console []string, restoreMem ...string) []
 	}
 	if cfg.NIC != nil {
 		// vhost stays off: vhost-net is not always there (and crashes QEMU 7.2 on some hosts).
+		netdev := "tap,id=net0,ifname=" + cfg.NIC.Tap + ",script=no,downscript=no"
+		if cfg.NIC.File != nil {
+			netdev = "tap,id=net0,fd=" + strconv.Itoa(nicFD)
+		}
 		args = append(args,
-			"-netdev", "tap,id=net0,ifname="+cfg.NIC.Tap+",script=no,downscript=no",
+			"-netdev", netdev,
 			"-device", "virtio-net-device,netdev=net0,mac="+cfg.NIC.MAC,
 		)
 	}
@@ -242,7 +252,16 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, restoreMem []string
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Dir = cfg.Dir
-	proc, err := vmm.SpawnIn(cfg.NetNS, cmd)
+	// QEMU handed its tap's queue needs no namespace: its sockets are files, and the queue
+	// works wherever it is. Only a tap opened by name must be looked up in its namespace.
+	netns := ""
+	if cfg.NIC != nil && cfg.NIC.File == nil {
+		netns = cfg.NetNS
+	}
+	if cfg.NIC != nil && cfg.NIC.File != nil {
+		cmd.ExtraFiles = []*os.File{cfg.NIC.File} // nicFD in QEMU
+	}
+	proc, err := vmm.SpawnIn(netns, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: start %s: %w", bin, err)
 	}

@@ -26,6 +26,9 @@ type Harness struct {
 	// Running, when set, asks the VMM whether m's vCPUs run (not paused); the Snapshot
 	// subtest checks with it that Snapshot and Restore leave machines running.
 	Running func(t *testing.T, m vmm.Machine) bool
+	// NICByFile says that the driver hands its VMM the tap's queue (vmm.NIC.File) rather
+	// than having it open the tap by name; the NICByFile subtest checks that contract.
+	NICByFile bool
 }
 
 // bound guards against a contract's call that hangs: far above every time bound in package
@@ -181,6 +184,8 @@ func Conformance(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Errorf("Attach of another driver's record = %v; want an error that is not ErrGone (the machine may well run)", err)
 		}
 	})
+
+	t.Run("NICByFile", func(t *testing.T) { nicByFile(t, newHarness) })
 
 	for _, c := range capabilities {
 		t.Run(c.name, func(t *testing.T) {

@@ -22,7 +22,8 @@ func TestConformance(t *testing.T) {
 			FailingConfig: func(t *testing.T) vmm.Config {
 				return vmm.Config{ID: "conf", Name: "conf", Dir: t.TempDir(), RuntimeDir: filepath.Join(t.TempDir(), "missing")}
 			},
-			Running: func(t *testing.T, m vmm.Machine) bool { return m.(*Machine).Running() },
+			Running:   func(t *testing.T, m vmm.Machine) bool { return m.(*Machine).Running() },
+			NICByFile: true,
 		}
 	})
 }

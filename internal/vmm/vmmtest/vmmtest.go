@@ -78,7 +78,12 @@ func (d *Driver) start(cfg vmm.Config, paused bool) (*Machine, error) {
 	if d.ExitEarly {
 		secs = "0.2"
 	}
-	proc, err := vmm.Spawn(exec.Command("sleep", secs))
+	cmd := exec.Command("sleep", secs)
+	if cfg.NIC != nil && cfg.NIC.File != nil {
+		// The stand-in VMM holds the tap's queue as QEMU does: the tap has carrier while it runs.
+		cmd.ExtraFiles = []*os.File{cfg.NIC.File}
+	}
+	proc, err := vmm.Spawn(cmd)
 	if err != nil {
 		return nil, err
 	}
