@@ -26,6 +26,7 @@ import (
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/roothelper"
 	"github.com/banger-dev/banger/internal/snapshot"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/version"
@@ -281,7 +282,11 @@ func openNetwork(cfg config.Config, l paths.Layout, euid int, openHelper func(ho
 		ns = v
 	}
 	hc := hostnet.Config{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, NetNS: ns, StateDir: l.StateDir, OpenPorts: cfg.HostPortsOpenToGuests}
-	guestNet, err := openHost(hc, cfg.HelperSocket, euid, openHelper)
+	socket := cfg.HelperSocket
+	if v := os.Getenv("BANGER_HELPER_SOCKET"); v != "" && filepath.IsAbs(v) {
+		socket = v
+	}
+	guestNet, err := openHost(hc, socket, euid, openHelper)
 	if err != nil {
 		return nil, nil, fmt.Errorf("guest network: %w", err)
 	}
@@ -294,19 +299,35 @@ func openNetwork(cfg config.Config, l paths.Layout, euid int, openHelper func(ho
 }
 
 // openHost picks who does the host side of guest networking, which needs privilege: the
-// daemon itself (package hostnet) when it runs as root (euid 0), banger's root helper on
-// socket otherwise, through openHelper. Without openHelper a daemon that is not root cannot
-// network guests: the error says so.
+// daemon itself (package hostnet) when it runs as root (euid 0) — one process —, banger's root
+// helper on socket otherwise, through openHelper (nil: package roothelper's client).
 func openHost(hc hostnet.Config, socket string, euid int, openHelper func(hostnet.Config, string) (vmnet.Host, error)) (vmnet.Host, error) {
 	if euid == 0 {
 		return hostnet.Open(hc)
 	}
 	if openHelper == nil {
-		return nil, fmt.Errorf("bangerd runs as uid %d, not root: the bridge, taps and packet filter need banger's root helper (on %s, config helper_socket), which this bangerd cannot use yet; run bangerd as root", euid, socket)
+		openHelper = dialHelper
 	}
 	h, err := openHelper(hc, socket)
 	if err != nil {
-		return nil, fmt.Errorf("root helper on %s: %w", socket, err)
+		return nil, fmt.Errorf("bangerd runs as uid %d, not root, so the bridge, taps and packet filter go through banger's root helper on %s (config helper_socket): %w", euid, socket, err)
 	}
 	return h, nil
+}
+
+// dialHelper connects to the root helper for hc's network. The helper takes namespaces by
+// name only: a path is accepted when it is /run/netns/<name>.
+func dialHelper(hc hostnet.Config, socket string) (vmnet.Host, error) {
+	ns := hc.NetNS
+	if strings.Contains(ns, "/") {
+		if filepath.Dir(ns) != "/run/netns" {
+			return nil, fmt.Errorf("network namespace %s: the root helper works in namespaces under /run/netns only; name one (`ip netns add NAME`)", ns)
+		}
+		ns = filepath.Base(ns)
+	}
+	c, err := roothelper.Dial(socket, roothelper.Network{Bridge: hc.Bridge, CIDR: hc.CIDR.String(), Namespace: ns}, hc.OpenPorts)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }

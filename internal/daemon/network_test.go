@@ -54,3 +54,19 @@ func TestOpenHostByPrivilege(t *testing.T) {
 		t.Errorf("as uid 1000, helper unreachable: %v; want the helper's error, wrapped, naming %s", err, socket)
 	}
 }
+
+// TestDialHelperTakesNamespacesByName: the root helper works in namespaces under /run/netns,
+// named; BANGER_NETWORK_NAMESPACE may give the path, which becomes the name, and any other
+// path is refused before the helper is asked.
+func TestDialHelperTakesNamespacesByName(t *testing.T) {
+	hc := hostnet.Config{Bridge: "bgdt0", CIDR: netip.MustParsePrefix("172.31.3.0/29")}
+	hc.NetNS = "/tmp/elsewhere/ns"
+	if _, err := dialHelper(hc, "/nonexistent/helper.sock"); err == nil || !strings.Contains(err.Error(), "under /run/netns") {
+		t.Errorf("namespace path outside /run/netns: %v; want it refused as such", err)
+	}
+	hc.NetNS = "/run/netns/banger-x"
+	_, err := dialHelper(hc, "/nonexistent/helper.sock")
+	if err == nil || strings.Contains(err.Error(), "under /run/netns") {
+		t.Errorf("namespace /run/netns/banger-x: %v; want it taken by name and the (absent) helper's socket to fail", err)
+	}
+}

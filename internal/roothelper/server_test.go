@@ -14,34 +14,13 @@ import (
 
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/banger-dev/banger/internal/vmnet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
-// hostInterface is vmnet.Host as the other half of issue 17 defines it; the client must
-// satisfy it. (Replace with vmnet.Host once that lands.)
-type hostInterface interface {
-	Bridge() string
-	CIDR() netip.Prefix
-	HostIP() netip.Addr
-	GuestIPs() []netip.Addr
-	NetNSPath() string
-	EnsureBridge() error
-	AddTap(vmID string) (*os.File, error)
-	DeleteTap(vmID string) error
-	Taps() ([]string, error)
-	SetGuests(guests []hostnet.Guest) error
-	RouteDomain() error
-	UnrouteDomain() error
-	RemoveBridge() error
-	ListenPacket(network, addr string) (net.PacketConn, error)
-	Listen(network, addr string) (net.Listener, error)
-	Dial(network, addr string) (net.Conn, error)
-	WatchUplink(done <-chan struct{}, report func(error)) error
-	Close() error
-}
-
-var _ hostInterface = (*Client)(nil)
+// The client is what a daemon that is not root networks its guests with.
+var _ vmnet.Host = (*Client)(nil)
 
 func netOf(ns string) Network {
 	return Network{Bridge: "banger0", CIDR: "172.16.0.0/24", Namespace: ns}
