@@ -47,6 +47,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -326,8 +327,12 @@ func (c *Cmd) Start() error {
 	return nil
 }
 
-// Run starts the command and waits for it.
+// Run starts the command and waits for it. The calling goroutine keeps its thread meanwhile:
+// the child's parent-death signal fires when the thread that started it exits, and Go lets a
+// thread exit when a goroutine that locked it ends (the caller of Start must see to that).
 func (c *Cmd) Run() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := c.Start(); err != nil {
 		return err
 	}
@@ -422,4 +427,18 @@ func (t *tailBuffer) String() string { return string(t.b) }
 // notifyTermination relays the signals that ask a program to stop.
 func notifyTermination(c chan<- os.Signal) {
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+}
+
+// ForTrees returns the namespace in which to make file trees of any ownership (image trees):
+// nil for root, who needs none, and otherwise the caller's mapping, which must include
+// subordinate ids; the error says what is missing and how to fix it.
+func ForTrees() (*Mapping, error) {
+	if os.Geteuid() == 0 {
+		return nil, nil
+	}
+	m, err := ForCaller()
+	if err != nil {
+		return nil, fmt.Errorf("without root, banger makes image trees in a user namespace: %w", err)
+	}
+	return &m, nil
 }
