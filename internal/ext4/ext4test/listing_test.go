@@ -51,4 +51,3 @@ func TestListing(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
