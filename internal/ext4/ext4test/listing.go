@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/ext4"
 )
 
 // Listing returns, for every path of the image (but /lost+found's contents), a line with
@@ -144,7 +146,11 @@ func Diff(a, b map[string]string, max int) []string {
 
 func debugfs(t testing.TB, image, script string) []byte {
 	t.Helper()
-	cmd := exec.Command("debugfs", "-f", "-", image)
+	path, err := ext4.LookTool("debugfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(path, "-f", "-", image)
 	cmd.Stdin = strings.NewReader(script)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
