@@ -43,17 +43,22 @@ func (r Range) String() string {
 // ErrNoSubordinate says the user has no (large enough) range of subordinate ids.
 var ErrNoSubordinate = errors.New("no subordinate ids")
 
-// ParseSubIDs reads a file in the format of /etc/subuid ("owner:start:count" lines, the owner
-// a user name or a numeric id) and returns the ranges that belong to the user called name or
-// with the numeric id, in file order. Lines that are blank, comments (#) or malformed are
-// skipped, as newuidmap skips them; a range that overflows the 32-bit id space is skipped too.
-// The file is read up to maxFileBytes, and a line longer than maxLine is an error.
-func ParseSubIDs(r io.Reader, name string, id uint32) ([]Range, error) {
+// Entry is one line of a subordinate id file: a range and its owner (a name or a numeric id).
+type Entry struct {
+	Owner string
+	Range
+}
+
+// ParseSubIDFile reads a file in the format of /etc/subuid ("owner:start:count" lines, the
+// owner a user name or a numeric id) and returns its entries in order. Lines that are blank,
+// comments (#) or malformed are skipped, as newuidmap skips them; so is a range that is empty
+// or overflows the 32-bit id space. The file is read up to maxFileBytes; a longer file, or a
+// line longer than maxLine, is an error.
+func ParseSubIDFile(r io.Reader) ([]Entry, error) {
 	sc := bufio.NewScanner(io.LimitReader(r, maxFileBytes+1))
 	sc.Buffer(make([]byte, 0, 256), maxLine)
-	var found []Range
+	var found []Entry
 	read := 0
-	idText := strconv.FormatUint(uint64(id), 10)
 	for sc.Scan() {
 		line := sc.Text()
 		read += len(line) + 1
@@ -65,11 +70,7 @@ func ParseSubIDs(r io.Reader, name string, id uint32) ([]Range, error) {
 			continue
 		}
 		fields := strings.Split(line, ":")
-		if len(fields) != 3 {
-			continue
-		}
-		owner := fields[0]
-		if owner == "" || (owner != name && owner != idText) {
+		if len(fields) != 3 || fields[0] == "" {
 			continue
 		}
 		start, err1 := parseID(fields[1])
@@ -81,7 +82,7 @@ func ParseSubIDs(r io.Reader, name string, id uint32) ([]Range, error) {
 		if rg.End() > 1<<32-1 { // (uid_t)-1 is no id
 			continue
 		}
-		found = append(found, rg)
+		found = append(found, Entry{Owner: fields[0], Range: rg})
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -90,6 +91,37 @@ func ParseSubIDs(r io.Reader, name string, id uint32) ([]Range, error) {
 		return nil, err
 	}
 	return found, nil
+}
+
+// ParseSubIDs returns the ranges of a subordinate id file (see ParseSubIDFile) that belong
+// to the user called name or with the numeric id, in file order.
+func ParseSubIDs(r io.Reader, name string, id uint32) ([]Range, error) {
+	entries, err := ParseSubIDFile(r)
+	if err != nil {
+		return nil, err
+	}
+	return Owned(entries, name, id), nil
+}
+
+// FreeRange returns a range of MinIDs ids that overlaps no entry of the given files: the
+// first one after every entry, on useradd's grid (100000 + k·65536). Its Count is 0 when the
+// id space has no room left.
+func FreeRange(files ...[]Entry) Range {
+	start := uint64(100000)
+	for _, entries := range files {
+		for _, e := range entries {
+			if e.End() > start {
+				start = e.End()
+			}
+		}
+	}
+	if start > 100000 {
+		start = 100000 + (start-100000+MinIDs-1)/MinIDs*MinIDs
+	}
+	if start+MinIDs > 1<<32-1 {
+		return Range{}
+	}
+	return Range{Start: uint32(start), Count: MinIDs}
 }
 
 // parseID parses a decimal id: digits only (no sign, no spaces), within 32 bits.

@@ -69,8 +69,30 @@ func FuzzParseSubIDs(f *testing.F) {
 				t.Fatalf("range %v accepted", r)
 			}
 		}
+		entries, _ := ParseSubIDFile(strings.NewReader(data))
+		if free := FreeRange(entries); free.Count != 0 {
+			for _, e := range entries {
+				if free.Start < uint32(e.End()) && e.Start < uint32(free.End()) && e.End() > 100000 {
+					t.Fatalf("free range %v overlaps %v", free, e)
+				}
+			}
+		}
 		if len(ranges) > len(data)/5+1 {
 			t.Fatalf("%d ranges from %d bytes", len(ranges), len(data))
 		}
 	})
+}
+
+func TestFreeRange(t *testing.T) {
+	if r := FreeRange(); r != (Range{100000, 65536}) {
+		t.Errorf("empty: %v", r)
+	}
+	uids := []Entry{{"a", Range{100000, 65536}}, {"b", Range{165536, 65536}}}
+	gids := []Entry{{"a", Range{100000, 70000}}}
+	if r := FreeRange(uids, gids); r != (Range{231072, 65536}) {
+		t.Errorf("after a and b: %v", r)
+	}
+	if r := FreeRange([]Entry{{"x", Range{4294900000, 60000}}}); r.Count != 0 {
+		t.Errorf("full id space: %v", r)
+	}
 }

@@ -81,33 +81,63 @@ func ForCaller() (Mapping, error) {
 			return m, fmt.Errorf("%s not found: working as an ordinary user needs it; install it (apt-get install uidmap)", tool)
 		}
 	}
-	name := strconv.FormatUint(uint64(m.UID), 10)
-	if u, err := user.LookupId(name); err == nil {
-		name = u.Username
+	name := UserName(m.UID)
+	uids, uerr := ReadSubIDFile(SubUIDFile)
+	gids, gerr := ReadSubIDFile(SubGIDFile)
+	if err := errors.Join(uerr, gerr); err != nil {
+		return m, err
 	}
 	var errs []error
 	for _, f := range []struct {
-		path string
-		dst  *Range
-	}{{SubUIDFile, &m.SubUID}, {SubGIDFile, &m.SubGID}} {
-		ranges, err := readSubIDs(f.path, name, m.UID)
-		if err == nil {
-			*f.dst, err = pickRange(ranges, f.path, name)
-		}
+		path    string
+		entries []Entry
+		dst     *Range
+	}{{SubUIDFile, uids, &m.SubUID}, {SubGIDFile, gids, &m.SubGID}} {
+		r, err := pickRange(Owned(f.entries, name, m.UID), f.path, name)
 		if err != nil {
 			errs = append(errs, err)
 		}
+		*f.dst = r
 	}
 	if len(errs) > 0 {
 		m.SubUID, m.SubGID = Range{}, Range{}
-		return m, fmt.Errorf("%w; give the user a range (as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %s, with a range no other user has)",
-			errors.Join(errs...), name)
+		return m, fmt.Errorf("%w; give the user a range (as root): %s", errors.Join(errs...), FixCommand(name, FreeRange(uids, gids)))
 	}
 	return m, nil
 }
 
-// readSubIDs reads the ranges of a user from a subordinate id file (absent: none).
-func readSubIDs(path, name string, id uint32) ([]Range, error) {
+// UserName returns the name of the user with the uid, or the uid as a number.
+func UserName(uid uint32) string {
+	name := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(name); err == nil {
+		return u.Username
+	}
+	return name
+}
+
+// FixCommand is the command that gives user the subordinate ids free (from FreeRange).
+func FixCommand(user string, free Range) string {
+	if free.Count == 0 {
+		free = Range{Start: 100000, Count: MinIDs}
+	}
+	return fmt.Sprintf("usermod --add-subuids %[1]s --add-subgids %[1]s %[2]s", free, user)
+}
+
+// Owned returns the ranges of entries that belong to the user called name or with the
+// numeric id, in order.
+func Owned(entries []Entry, name string, id uint32) []Range {
+	idText := strconv.FormatUint(uint64(id), 10)
+	var found []Range
+	for _, e := range entries {
+		if e.Owner == name || e.Owner == idText {
+			found = append(found, e.Range)
+		}
+	}
+	return found
+}
+
+// ReadSubIDFile reads a subordinate id file (an absent one has no entries).
+func ReadSubIDFile(path string) ([]Entry, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -116,11 +146,11 @@ func readSubIDs(path, name string, id uint32) ([]Range, error) {
 		return nil, err
 	}
 	defer f.Close()
-	ranges, err := ParseSubIDs(f, name, id)
+	entries, err := ParseSubIDFile(f)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return ranges, nil
+	return entries, nil
 }
 
 // Stage markers: os.Args[0] of a process started by Cmd.
