@@ -223,6 +223,9 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 		SkippedPackages: skipped,
 		Source:          SourceRecipe,
 	}
+	if ns != nil {
+		m.Notes = append(m.Notes, "built without root, in a user namespace mapping the builder's subordinate ids (mmdebstrap --mode=unshare); /dev's nodes added with debugfs")
+	}
 	if err := b.publish(ctx, st, m); err != nil {
 		return Manifest{}, err
 	}
