@@ -132,6 +132,10 @@ type Subordinate struct {
 	Err        error          // reading the files failed
 	NewUIDMap  Tool           // newuidmap (package uidmap)
 	NewGIDMap  Tool
+	// The kernel's switches for unprivileged user namespaces, as read ("" when absent):
+	// /proc/sys/user/max_user_namespaces, /proc/sys/kernel/unprivileged_userns_clone (Debian's
+	// older kernels) and /proc/sys/kernel/apparmor_restrict_unprivileged_userns (Ubuntu 23.10+).
+	MaxUserNamespaces, UnprivilegedClone, AppArmorRestrict string
 }
 
 // Tun is /dev/net/tun.
@@ -506,6 +510,20 @@ func (c *checker) subordinate() {
 			"apt-get install uidmap")
 	}
 
+	switch {
+	case s.MaxUserNamespaces == "0":
+		c.userns(root, "user namespaces are disabled (user.max_user_namespaces = 0)",
+			"echo user.max_user_namespaces=65536 > /etc/sysctl.d/90-banger-userns.conf && sysctl --system")
+	case s.UnprivilegedClone == "0":
+		c.userns(root, "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)",
+			"echo kernel.unprivileged_userns_clone=1 > /etc/sysctl.d/90-banger-userns.conf && sysctl --system")
+	case s.AppArmorRestrict == "1":
+		c.userns(root, "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1): processes in them get no capabilities",
+			`printf 'abi <abi/4.0>,\ninclude <tunables/global>\nprofile bangerd /usr/local/bin/bangerd flags=(unconfined) {\n  userns,\n}\n' > /etc/apparmor.d/bangerd && apparmor_parser -r /etc/apparmor.d/bangerd`)
+	default:
+		c.pass("userns", "unprivileged user namespaces are available")
+	}
+
 	enough := func(rs []userns.Range) bool {
 		for _, r := range rs {
 			if r.Count >= userns.MinIDs {
@@ -534,6 +552,15 @@ func (c *checker) subordinate() {
 		c.add("subids", Fail, fmt.Sprintf("%s has no range of %d subordinate uids and gids (uids %v, gids %v): without root, images are built and pulled in a user namespace mapping them, so that files keep their owners",
 			user, userns.MinIDs, s.UIDs, s.GIDs), fix)
 	}
+}
+
+// userns reports unprivileged user namespaces unavailable: a FAIL without root.
+func (c *checker) userns(root bool, detail, fix string) {
+	if root {
+		c.pass("userns", "%s; not needed as root", detail)
+		return
+	}
+	c.add("userns", Fail, detail+"; without root, images are built and pulled in a user namespace", "as root: "+fix)
 }
 
 func (c *checker) tun() {

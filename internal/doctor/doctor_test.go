@@ -180,7 +180,7 @@ func TestGolden(t *testing.T) {
 			}
 			f.DebianKeyring = false
 			f.Subordinate = Subordinate{User: "dev", NewUIDMap: Tool{Err: notFound}, NewGIDMap: Tool{Err: notFound},
-				UIDs: []userns.Range{{Start: 100000, Count: 1000}}, Free: userns.Range{Start: 165536, Count: 65536}}
+				UIDs: []userns.Range{{Start: 100000, Count: 1000}}, Free: userns.Range{Start: 165536, Count: 65536}, AppArmorRestrict: "1"}
 			f.Tun = Tun{Required: true}
 			f.Bridge = Bridge{Name: "banger0"}
 			f.NFTables = NFTables{Err: errors.New("netlink receive: operation not permitted")}

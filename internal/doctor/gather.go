@@ -327,6 +327,9 @@ func gatherSubordinate(env *Env) Subordinate {
 	s := Subordinate{User: userns.UserName(uint32(env.UID))}
 	s.NewUIDMap.Path, s.NewUIDMap.Err = env.LookPath("newuidmap")
 	s.NewGIDMap.Path, s.NewGIDMap.Err = env.LookPath("newgidmap")
+	s.MaxUserNamespaces = env.read("/proc/sys/user/max_user_namespaces")
+	s.UnprivilegedClone = env.read("/proc/sys/kernel/unprivileged_userns_clone")
+	s.AppArmorRestrict = env.read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
 	uids, uerr := userns.ReadSubIDFile(env.path(userns.SubUIDFile))
 	gids, gerr := userns.ReadSubIDFile(env.path(userns.SubGIDFile))
 	if s.Err = errors.Join(uerr, gerr); s.Err != nil {

@@ -73,6 +73,7 @@ func TestGatherFromFakeRoot(t *testing.T) {
 		"dev/kvm":                   "",
 		"etc/subuid":                "alice:100000:65536\nroot:165536:65536\n",
 		"etc/subgid":                "0:165536:65536\n",
+		"proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1\n",
 	})
 	l := tempLayout(t)
 	writeTree(t, l.ConfigDir, map[string]string{
@@ -168,6 +169,7 @@ func TestGatherFromFakeRoot(t *testing.T) {
 		{"subordinate gids by uid", fmt.Sprint(f.Subordinate.GIDs), "[165536-231071]"},
 		{"a free range after them", f.Subordinate.Free.String(), "231072-296607"},
 		{"newuidmap", f.Subordinate.NewUIDMap.Path, "/usr/bin/newuidmap"},
+		{"apparmor userns restriction", f.Subordinate.AppArmorRestrict, "1"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

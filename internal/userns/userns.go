@@ -35,6 +35,14 @@
 //     left in the namespace: nothing a build starts outlives it.
 //
 // Every binary that uses this package calls Init first thing in main (tests: in TestMain).
+//
+// # What root inside may do
+//
+// Root inside is the caller on the host: whatever runs there (package maintainer scripts, in
+// mmdebstrap's chroot) can reach what the caller can, plus the subordinate ids' files. That is
+// less than a root build gives them (real root), and more than mmdebstrap's own mapping, which
+// leaves the caller unmapped; it is what lets the tree live in the caller's state directory
+// and every step share one mapping.
 package userns
 
 import (
@@ -339,6 +347,9 @@ func (c *Cmd) Start() error {
 	r.Close()
 	if err != nil {
 		w.Close()
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EINVAL) {
+			return fmt.Errorf("user namespace: start %s: %w (are unprivileged user namespaces disabled? see `banger doctor`)", c.what(), err)
+		}
 		return fmt.Errorf("user namespace: start %s: %w", c.what(), err)
 	}
 	if err := c.m.write(c.Process.Pid); err != nil {
