@@ -15,7 +15,9 @@ LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) \
 # Debian packages banger needs on the host (it shells out to the tools of the field only).
 # kmod: depmod indexes a kernel's modules for its module disk.
 # bash-completion: loads the completion script make install puts in place, in new shells.
-DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod bash-completion
+# uidmap: newuidmap/newgidmap map a user's subordinate ids into the user namespace in which
+# image builds, OCI pulls and module disks run without root.
+DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod bash-completion uidmap
 # And those the end-to-end tests need: an OCI registry they run on loopback, and a static
 # busybox they build small images from.
 TEST_DEPS := docker-registry busybox-static umoci skopeo

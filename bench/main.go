@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/banger-dev/banger/internal/userns"
 )
 
 type options struct {
@@ -44,6 +46,7 @@ var allSections = []string{"overhead", "steps", "concurrency", "workspace", "foo
 	"warm", "fork", "snapshot", "memory"}
 
 func main() {
+	userns.Init() // module disks without root re-execute the binary in a user namespace
 	var o options
 	var conc, forks, sections string
 	flag.StringVar(&o.bin, "bin", "bin", "directory holding banger, bangerd and banger-agent")

@@ -13,10 +13,14 @@ import (
 
 	"github.com/banger-dev/banger/internal/daemon"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/userns"
 	"github.com/banger-dev/banger/internal/version"
 )
 
 func main() {
+	// Image builds, OCI pulls and module disks without root re-execute bangerd inside a
+	// user namespace: the hidden entry point runs there and never returns.
+	userns.Init()
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "--version", "version":

@@ -197,7 +197,9 @@ func (im *Images) pullOCI(ctx context.Context, req PullRequest, p progress.Func)
 	if err != nil {
 		return image.Manifest{}, err
 	}
-	defer os.RemoveAll(tree)
+	// Without root the tree holds files of the user's subordinate ids, which only the user
+	// namespace they were made in can remove.
+	defer image.RemoveTree(tree)
 	if err := os.Chmod(tree, 0o755); err != nil { // becomes the image's /
 		return image.Manifest{}, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/userns"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
@@ -68,6 +69,8 @@ type Facts struct {
 	// DebianKeyring says whether /usr/share/keyrings/debian-archive-keyring.gpg exists
 	// (debootstrap needs it to verify the mirror).
 	DebianKeyring bool
+	// Subordinate is what working without root takes: subordinate ids, newuidmap, newgidmap.
+	Subordinate Subordinate
 
 	Tun      Tun
 	Bridge   Bridge
@@ -118,6 +121,21 @@ type Tool struct {
 	Path    string
 	Version string // the version as the tool prints it, e.g. "1.47.0"
 	Err     error  // not found
+}
+
+// Subordinate is the user's subordinate ids and the tools that map them: without root, image
+// builds, OCI pulls and kernel module disks run in a user namespace (package userns).
+type Subordinate struct {
+	User       string         // the user's name
+	UIDs, GIDs []userns.Range // the user's ranges in /etc/subuid and /etc/subgid
+	Free       userns.Range   // a range no user has, for the fix
+	Err        error          // reading the files failed
+	NewUIDMap  Tool           // newuidmap (package uidmap)
+	NewGIDMap  Tool
+	// The kernel's switches for unprivileged user namespaces, as read ("" when absent):
+	// /proc/sys/user/max_user_namespaces, /proc/sys/kernel/unprivileged_userns_clone (Debian's
+	// older kernels) and /proc/sys/kernel/apparmor_restrict_unprivileged_userns (Ubuntu 23.10+).
+	MaxUserNamespaces, UnprivilegedClone, AppArmorRestrict string
 }
 
 // Tun is /dev/net/tun.
@@ -231,6 +249,7 @@ func Check(f Facts) []Result {
 	c.jailer()
 	c.qemu()
 	c.tools()
+	c.subordinate()
 	c.tun()
 	c.bridge()
 	c.nftables()
@@ -465,6 +484,83 @@ func (c *checker) tools() {
 	} else {
 		c.pass("depmod", "kmod %s at %s", d.Version, d.Path)
 	}
+}
+
+// subordinate checks newuidmap, newgidmap and the user's subordinate ids, which building and
+// pulling images without root needs.
+func (c *checker) subordinate() {
+	s := c.f.Subordinate
+	root := c.f.UID == 0
+	var missing []string
+	for _, t := range []struct {
+		name string
+		tool Tool
+	}{{"newuidmap", s.NewUIDMap}, {"newgidmap", s.NewGIDMap}} {
+		if t.tool.Err != nil || t.tool.Path == "" {
+			missing = append(missing, t.name)
+		}
+	}
+	switch {
+	case len(missing) == 0:
+		c.pass("newuidmap", "%s and %s (they map a user's subordinate ids into the user namespace of builds without root)", s.NewUIDMap.Path, s.NewGIDMap.Path)
+	case root:
+		c.pass("newuidmap", "%s not installed; not needed as root (building images without root needs them: apt-get install uidmap)", strings.Join(missing, " and "))
+	default:
+		c.add("newuidmap", Fail, strings.Join(missing, " and ")+" not found: without root, image builds, OCI pulls and kernel module disks run in a user namespace they map",
+			"apt-get install uidmap")
+	}
+
+	switch {
+	case s.MaxUserNamespaces == "0":
+		c.userns(root, "user namespaces are disabled (user.max_user_namespaces = 0)",
+			"echo user.max_user_namespaces=65536 > /etc/sysctl.d/90-banger-userns.conf && sysctl --system")
+	case s.UnprivilegedClone == "0":
+		c.userns(root, "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)",
+			"echo kernel.unprivileged_userns_clone=1 > /etc/sysctl.d/90-banger-userns.conf && sysctl --system")
+	case s.AppArmorRestrict == "1":
+		c.userns(root, "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1): processes in them get no capabilities",
+			`printf 'abi <abi/4.0>,\ninclude <tunables/global>\nprofile bangerd /usr/local/bin/bangerd flags=(unconfined) {\n  userns,\n}\n' > /etc/apparmor.d/bangerd && apparmor_parser -r /etc/apparmor.d/bangerd`)
+	default:
+		c.pass("userns", "unprivileged user namespaces are available")
+	}
+
+	enough := func(rs []userns.Range) bool {
+		for _, r := range rs {
+			if r.Count >= userns.MinIDs {
+				return true
+			}
+		}
+		return false
+	}
+	user := s.User
+	if user == "" {
+		user = "$USER"
+	}
+	fix := "as root: " + userns.FixCommand(user, s.Free) + " (a range no other user has in " + userns.SubUIDFile + " and " + userns.SubGIDFile + ")"
+	switch {
+	case s.Err != nil:
+		status := Fail
+		if root {
+			status = Warn
+		}
+		c.add("subids", status, oneLine(s.Err.Error()), "make "+userns.SubUIDFile+" and "+userns.SubGIDFile+" readable (mode 0644), as useradd leaves them")
+	case enough(s.UIDs) && enough(s.GIDs):
+		c.pass("subids", "%s has uids %v and gids %v (images keep their owners when built without root)", user, s.UIDs, s.GIDs)
+	case root:
+		c.pass("subids", "not needed as root")
+	default:
+		c.add("subids", Fail, fmt.Sprintf("%s has no range of %d subordinate uids and gids (uids %v, gids %v): without root, images are built and pulled in a user namespace mapping them, so that files keep their owners",
+			user, userns.MinIDs, s.UIDs, s.GIDs), fix)
+	}
+}
+
+// userns reports unprivileged user namespaces unavailable: a FAIL without root.
+func (c *checker) userns(root bool, detail, fix string) {
+	if root {
+		c.pass("userns", "%s; not needed as root", detail)
+		return
+	}
+	c.add("userns", Fail, detail+"; without root, images are built and pulled in a user namespace", "as root: "+fix)
 }
 
 func (c *checker) tun() {

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/userns"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
@@ -61,10 +62,12 @@ func healthy() Facts {
 		QEMU:          QEMU{Binary: "/usr/bin/qemu-system-x86_64", Version: "7.2.22", Microvm: true},
 		Tools:         tools,
 		DebianKeyring: true,
-		Tun:           Tun{Exists: true, CharDev: true, Required: true},
-		Bridge:        Bridge{Name: "banger0", Module: "loaded", Exists: true, Type: "bridge"},
-		NFTables:      NFTables{Filter: hostnet.FilterState{Present: true, Guests: 3, NAT: []netip.Addr{netip.MustParseAddr("172.16.0.2"), netip.MustParseAddr("172.16.0.4")}, Uplinks: []string{"eth0"}}},
-		Disk:          Disk{Path: l.StateDir, Free: 120 << 30, Total: 500 << 30},
+		Subordinate: Subordinate{User: "root", NewUIDMap: Tool{Path: "/usr/bin/newuidmap"}, NewGIDMap: Tool{Path: "/usr/bin/newgidmap"},
+			Free: userns.Range{Start: 100000, Count: 65536}},
+		Tun:      Tun{Exists: true, CharDev: true, Required: true},
+		Bridge:   Bridge{Name: "banger0", Module: "loaded", Exists: true, Type: "bridge"},
+		NFTables: NFTables{Filter: hostnet.FilterState{Present: true, Guests: 3, NAT: []netip.Addr{netip.MustParseAddr("172.16.0.2"), netip.MustParseAddr("172.16.0.4")}, Uplinks: []string{"eth0"}}},
+		Disk:     Disk{Path: l.StateDir, Free: 120 << 30, Total: 500 << 30},
 		Daemon: Daemon{Socket: l.Socket, Running: true, SocketMode: 0o600, SocketUID: 0,
 			Version: api.Version{Version: testCLI.Version, Commit: testCLI.Commit, Date: testCLI.Date, API: "v1", PID: 4242, StateDir: l.StateDir}},
 		Image:     Artifact{Name: "debian-bookworm", Installed: true, Dir: l.StateDir + "/images/debian-bookworm/3f2a9c01", Kind: "recipe", Origin: "debian-bookworm"},
@@ -176,11 +179,24 @@ func TestGolden(t *testing.T) {
 				f.Tools[name] = Tool{Err: notFound}
 			}
 			f.DebianKeyring = false
+			f.Subordinate = Subordinate{User: "dev", NewUIDMap: Tool{Err: notFound}, NewGIDMap: Tool{Err: notFound},
+				UIDs: []userns.Range{{Start: 100000, Count: 1000}}, Free: userns.Range{Start: 165536, Count: 65536}, AppArmorRestrict: "1"}
 			f.Tun = Tun{Required: true}
 			f.Bridge = Bridge{Name: "banger0"}
 			f.NFTables = NFTables{Err: errors.New("netlink receive: operation not permitted")}
 			f.Disk = Disk{Path: "/home/dev", Free: 1 << 30, Total: 20 << 30}
 			f.Daemon = Daemon{Socket: "/run/user/1000/banger/bangerd.sock", BinaryErr: errors.New("bangerd not found next to banger or in PATH; reinstall banger (make install)")}
+			return f
+		}},
+		{"rootless-builds", func() Facts {
+			// An ordinary user with subordinate ids and newuidmap: images are built and
+			// pulled in a user namespace.
+			f := healthy()
+			f.UID = 1000
+			f.Subordinate.User = "dev"
+			f.Subordinate.UIDs = []userns.Range{{Start: 100000, Count: 65536}}
+			f.Subordinate.GIDs = []userns.Range{{Start: 100000, Count: 65536}}
+			f.Subordinate.Free = userns.Range{Start: 165536, Count: 65536}
 			return f
 		}},
 		{"old-tools-and-qemu", func() Facts {

@@ -28,6 +28,7 @@ import (
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/sshkeys"
+	"github.com/banger-dev/banger/internal/userns"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
@@ -158,6 +159,7 @@ func Gather(ctx context.Context, env Env) Facts {
 	f.VMM.Drivers = []vmm.Probe{fcProbe, f.QEMU.probe(cfg)}
 	f.Tools = gatherTools(ctx, &env)
 	f.DebianKeyring = env.exists("/usr/share/keyrings/debian-archive-keyring.gpg")
+	f.Subordinate = gatherSubordinate(&env)
 
 	st, err := os.Stat(env.path("/dev/net/tun"))
 	f.Tun = Tun{Exists: err == nil, StatErr: err, Required: true}
@@ -318,6 +320,25 @@ func gatherTools(ctx context.Context, env *Env) map[string]Tool {
 		tools[tv.name] = t
 	}
 	return tools
+}
+
+// gatherSubordinate reads the user's subordinate ids and looks for newuidmap and newgidmap.
+func gatherSubordinate(env *Env) Subordinate {
+	s := Subordinate{User: userns.UserName(uint32(env.UID))}
+	s.NewUIDMap.Path, s.NewUIDMap.Err = env.LookPath("newuidmap")
+	s.NewGIDMap.Path, s.NewGIDMap.Err = env.LookPath("newgidmap")
+	s.MaxUserNamespaces = env.read("/proc/sys/user/max_user_namespaces")
+	s.UnprivilegedClone = env.read("/proc/sys/kernel/unprivileged_userns_clone")
+	s.AppArmorRestrict = env.read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+	uids, uerr := userns.ReadSubIDFile(env.path(userns.SubUIDFile))
+	gids, gerr := userns.ReadSubIDFile(env.path(userns.SubGIDFile))
+	if s.Err = errors.Join(uerr, gerr); s.Err != nil {
+		return s
+	}
+	s.UIDs = userns.Owned(uids, s.User, uint32(env.UID))
+	s.GIDs = userns.Owned(gids, s.User, uint32(env.UID))
+	s.Free = userns.FreeRange(uids, gids)
+	return s
 }
 
 // bridgeModule says how the kernel has bridging: loaded, built in, or installed as a module.

@@ -71,6 +71,9 @@ func TestGatherFromFakeRoot(t *testing.T) {
 		"etc/dnsmasq.d/other.conf":  "cache-size=1000\n",
 		"etc/dnsmasq.d/banger.conf": "server=/vm/127.0.0.1#53530\n",
 		"dev/kvm":                   "",
+		"etc/subuid":                "alice:100000:65536\nroot:165536:65536\n",
+		"etc/subgid":                "0:165536:65536\n",
+		"proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1\n",
 	})
 	l := tempLayout(t)
 	writeTree(t, l.ConfigDir, map[string]string{
@@ -162,6 +165,11 @@ func TestGatherFromFakeRoot(t *testing.T) {
 		{"kernel named by the image's manifest", f.Kernel.Name, "mykernel"},
 		{"kernel installed", f.Kernel.Installed, true},
 		{"ssh include not installed", f.SSHConfig.Installed, false},
+		{"subordinate uids by name", fmt.Sprint(f.Subordinate.UIDs), "[165536-231071]"},
+		{"subordinate gids by uid", fmt.Sprint(f.Subordinate.GIDs), "[165536-231071]"},
+		{"a free range after them", f.Subordinate.Free.String(), "231072-296607"},
+		{"newuidmap", f.Subordinate.NewUIDMap.Path, "/usr/bin/newuidmap"},
+		{"apparmor userns restriction", f.Subordinate.AppArmorRestrict, "1"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

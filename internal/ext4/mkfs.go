@@ -5,6 +5,7 @@
 package ext4
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/banger-dev/banger/internal/userns"
 )
 
 // RunFunc runs a program and returns an error that says how it failed.
@@ -26,8 +29,16 @@ type Options struct {
 	// Size and Inodes of the filesystem; zero means Geometry(Measure(Tree)). A Size smaller
 	// than the tree needs makes mkfs fail.
 	Size, Inodes int64
-	// Run runs mkfs.ext4; nil runs it directly and quotes its output when it fails.
+	// Run runs mkfs.ext4; nil runs it directly (inside Userns when set) and quotes its
+	// output when it fails.
 	Run RunFunc
+	// Userns, when set, is the user namespace the tree was made in (see package userns):
+	// the tree is measured and copied from inside it, so that the image records the ids
+	// seen there (the caller's files as root's). A Run given with it must run inside it too.
+	Userns *userns.Mapping
+	// Nodes are added to the image after mkfs (with debugfs): the device nodes an
+	// unprivileged build could not create in the tree. An existing path is left alone.
+	Nodes []Node
 }
 
 // FromTree creates opts.Output: a sparse file formatted as ext4 and filled from opts.Tree by
@@ -44,7 +55,7 @@ func FromTree(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("%w; install e2fsprogs (apt-get install e2fsprogs)", err)
 	}
 	if opts.Size == 0 || opts.Inodes == 0 {
-		u, err := Measure(opts.Tree)
+		u, err := MeasureIn(ctx, opts.Userns, opts.Tree)
 		if err != nil {
 			return fmt.Errorf("measure %s: %w", opts.Tree, err)
 		}
@@ -59,6 +70,10 @@ func FromTree(ctx context.Context, opts Options) (err error) {
 	run := opts.Run
 	if run == nil {
 		run = Run
+		if opts.Userns != nil {
+			m := *opts.Userns
+			run = func(ctx context.Context, name string, args ...string) error { return RunIn(ctx, m, name, args...) }
+		}
 	}
 	f, err := os.OpenFile(opts.Output, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -89,6 +104,11 @@ func FromTree(ctx context.Context, opts Options) (err error) {
 		opts.Output)
 	if err != nil {
 		return err
+	}
+	if len(opts.Nodes) > 0 {
+		if err := AddNodes(ctx, opts.Output, opts.Nodes); err != nil {
+			return err
+		}
 	}
 	f, err = os.Open(opts.Output)
 	if err != nil {
@@ -145,7 +165,21 @@ func (e *ToolError) Error() string {
 func Run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	out, err := cmd.CombinedOutput()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	return toolResult(ctx, name, cmd.Run(), out.Bytes())
+}
+
+// RunIn is Run inside the user namespace m.
+func RunIn(ctx context.Context, m userns.Mapping, name string, args ...string) error {
+	cmd := m.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	return toolResult(ctx, name, cmd.Run(), out.Bytes())
+}
+
+func toolResult(ctx context.Context, name string, err error, out []byte) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("%s: %w", filepath.Base(name), ctxErr)
 	}
@@ -161,4 +195,10 @@ func Run(ctx context.Context, name string, args ...string) error {
 		return &ToolError{Tool: filepath.Base(name), Code: exitErr.ExitCode(), Output: output}
 	}
 	return fmt.Errorf("run %s: %w", filepath.Base(name), err)
+}
+
+func execCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	return cmd
 }

@@ -30,7 +30,14 @@ const RootfsLabel = "banger-root"
 const mib = 1 << 20
 
 // Build bootstraps the recipe's Debian tree, customizes it, turns it into a read-only ext4
-// image and publishes the image directory at opts.Dest with an atomic rename. It needs root.
+// image and publishes the image directory at opts.Dest with an atomic rename.
+//
+// As root, mmdebstrap (or debootstrap) runs in root mode. As any other user, every step that
+// touches the tree runs inside a user namespace mapping the user to root and the user's
+// subordinate ids above (package userns): mmdebstrap in its unshare mode, the recipe's steps,
+// measuring the tree, mkfs.ext4 -d and removing the tree, so the image records the same
+// ownership, modes, setuid bits and file capabilities a root build does; the device nodes
+// mmdebstrap makes as root are added to the image with debugfs.
 //
 // On failure or cancellation nothing is left behind except the build log in opts.WorkDir,
 // whose path the error names: the tree and the staging directory are removed and every
@@ -61,10 +68,15 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	if err := o.check(); err != nil {
 		return Manifest{}, err
 	}
-	if os.Geteuid() != 0 {
-		return Manifest{}, errors.New("building an image needs root (package maintainer scripts run in a chroot); run bangerd as root")
+	ns, err := buildNamespace()
+	if err != nil {
+		return Manifest{}, err
 	}
-	boot, err := findBootstrapper(ctx, o.Bootstrapper)
+	want := o.Bootstrapper
+	if ns != nil && want == "" {
+		want = Mmdebstrap // debootstrap needs root
+	}
+	boot, err := findBootstrapper(ctx, want)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -80,7 +92,10 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	}
 	defer logFile.Close()
 	b.logPath = logFile.Name()
-	b.tool = &tool{log: logFile, env: toolEnv(o.WorkDir)}
+	b.tool = &tool{log: logFile, env: toolEnv(o.WorkDir), ns: ns}
+	if ns != nil {
+		b.tool.logf("unprivileged build in a user namespace: %v\n", *ns)
+	}
 	b.tool.logf("banger image build %s: recipe %s (%s), %s %s, mirror %s, %s\n",
 		o.Name, o.Recipe.Name, o.Recipe.Hash()[:12], boot.Name, boot.Version, o.Mirror, arch)
 
@@ -91,7 +106,7 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	treeRemoved := false
 	defer func() {
 		if !treeRemoved {
-			if cerr := removeTree(tree); cerr != nil {
+			if cerr := removeTreeIn(ctx, ns, tree); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
 			}
 		}
@@ -120,7 +135,7 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	// Bootstrap.
 	end := b.stage(StageBootstrap, fmt.Sprintf("%s: %s/%s (%s) with %d packages from %s",
 		boot.Name, o.Recipe.Suite, o.Recipe.Variant, arch, len(recipe.Packages), o.Mirror))
-	args, err := boot.args(recipe, arch, o.Mirror, tree)
+	args, err := boot.args(recipe, arch, o.Mirror, tree, ns != nil)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -140,7 +155,7 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	for i, s := range o.Recipe.Steps {
 		b.tool.logf("customize: step %d: %s\n", i, s)
 	}
-	if err := applySteps(tree, o.Recipe.Steps); err != nil {
+	if err := applyStepsIn(ctx, ns, tree, o.Recipe.Steps); err != nil {
 		return Manifest{}, fmt.Errorf("customize: %w", err)
 	}
 	pkgs, err := installedPackages(tree)
@@ -154,7 +169,7 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 
 	// Make the file system.
 	end = b.stage(StageMkfs, "measuring the tree")
-	usage, err := ext4.Measure(tree)
+	usage, err := ext4.MeasureIn(ctx, ns, tree)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("measure %s: %w", tree, err)
 	}
@@ -162,11 +177,15 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	o.Progress.Stage(StageMkfs, fmt.Sprintf("mkfs.ext4: %d MiB, %d inodes for %d MiB in %d files",
 		size/mib, inodes, usage.Bytes/mib, usage.Inodes))
 	rootfs := filepath.Join(out, RootfsFile)
-	if err := ext4.FromTree(ctx, ext4.Options{Tree: tree, Output: rootfs, Label: RootfsLabel, Size: size, Inodes: inodes, Run: b.tool.run}); err != nil {
+	mk := ext4.Options{Tree: tree, Output: rootfs, Label: RootfsLabel, Size: size, Inodes: inodes, Run: b.tool.run, Userns: ns}
+	if ns != nil {
+		mk.Nodes = mmdebstrapDevices
+	}
+	if err := ext4.FromTree(ctx, mk); err != nil {
 		return Manifest{}, err
 	}
 	treeRemoved = true
-	if err := removeTree(tree); err != nil {
+	if err := removeTreeIn(ctx, ns, tree); err != nil {
 		return Manifest{}, err
 	}
 	end()
@@ -203,6 +222,9 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 
 		SkippedPackages: skipped,
 		Source:          SourceRecipe,
+	}
+	if ns != nil {
+		m.Notes = append(m.Notes, "built without root, in a user namespace mapping the builder's subordinate ids (mmdebstrap --mode=unshare); /dev's nodes added with debugfs")
 	}
 	if err := b.publish(ctx, st, m); err != nil {
 		return Manifest{}, err

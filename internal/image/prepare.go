@@ -19,6 +19,7 @@ import (
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/progress"
 	"github.com/banger-dev/banger/internal/sparse"
+	"github.com/banger-dev/banger/internal/userns"
 )
 
 // hostsFile is what an image without /etc/hosts gets: container images leave it to the
@@ -74,6 +75,22 @@ func PrepareRoot(tree string) ([]string, error) {
 			}
 			notes = append(notes, "emptied /etc/machine-id (each boot gets its own)")
 		}
+	}
+	return notes, nil
+}
+
+// prepareRoot is PrepareRoot followed, when env is not empty, by writeImageEnv.
+func prepareRoot(tree string, env []string) ([]string, error) {
+	notes, err := PrepareRoot(tree)
+	if err != nil {
+		return nil, fmt.Errorf("prepare the root: %w", err)
+	}
+	if len(env) > 0 {
+		note, err := writeImageEnv(tree, env)
+		if err != nil {
+			return nil, err
+		}
+		notes = append(notes, note)
 	}
 	return notes, nil
 }
@@ -162,24 +179,27 @@ func FromTree(ctx context.Context, o TreeOptions) (Manifest, error) {
 	if !namePattern.MatchString(o.Name) {
 		return Manifest{}, fmt.Errorf("image name %q must be lower-case letters, digits, '.' and '-'", o.Name)
 	}
-	notes, err := PrepareRoot(o.Tree)
+	// Without root the tree was made in a user namespace (oci.Pull), and is prepared,
+	// measured and copied into the image from inside it.
+	ns, err := userns.ForTrees()
 	if err != nil {
-		return Manifest{}, fmt.Errorf("image %s: prepare the root: %w", o.Name, err)
+		return Manifest{}, fmt.Errorf("image %s: %w", o.Name, err)
 	}
 	m := o.Manifest
-	if m.OCI != nil && len(m.OCI.Env) > 0 {
-		note, err := writeImageEnv(o.Tree, m.OCI.Env)
-		if err != nil {
-			return Manifest{}, fmt.Errorf("image %s: %w", o.Name, err)
-		}
-		notes = append(notes, note)
+	var env []string
+	if m.OCI != nil {
+		env = m.OCI.Env
+	}
+	notes, err := prepareRootIn(ctx, ns, o.Tree, env)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image %s: %w", o.Name, err)
 	}
 	m.Format, m.Name, m.Architecture = manifestFormat, o.Name, debian.HostArch()
 	m.Notes = append(m.Notes, notes...)
 	if pkgs, err := installedPackagesIn(o.Tree); err == nil {
 		m.Packages = pkgs
 	}
-	usage, err := ext4.Measure(o.Tree)
+	usage, err := ext4.MeasureIn(ctx, ns, o.Tree)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("image %s: measure: %w", o.Name, err)
 	}
@@ -199,7 +219,7 @@ func FromTree(ctx context.Context, o TreeOptions) (Manifest, error) {
 	out := st.Dir
 	o.Progress.Stage(StageMkfs, fmt.Sprintf("mkfs.ext4: %d MiB, %d inodes for %d MiB in %d files", size/mib, inodes, usage.Bytes/mib, usage.Inodes))
 	rootfs := filepath.Join(out, RootfsFile)
-	if err := ext4.FromTree(ctx, ext4.Options{Tree: o.Tree, Output: rootfs, Label: RootfsLabel, Size: size, Inodes: inodes}); err != nil {
+	if err := ext4.FromTree(ctx, ext4.Options{Tree: o.Tree, Output: rootfs, Label: RootfsLabel, Size: size, Inodes: inodes, Userns: ns}); err != nil {
 		return Manifest{}, fmt.Errorf("image %s: %w", o.Name, err)
 	}
 	m.MkfsVersion = toolVersion(ctx, mustTool("mkfs.ext4"), "-V")

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/userns"
 )
 
 const (
@@ -59,7 +60,9 @@ type tool struct {
 	log    io.Writer
 	env    []string
 	onLine func(line string)
-	mu     sync.Mutex // serializes writes to log
+	// ns, when set, is the user namespace programs run in (an unprivileged build).
+	ns *userns.Mapping
+	mu sync.Mutex // serializes writes to log
 }
 
 // run runs name with args in its own process group and waits for it. When ctx ends, the whole
@@ -76,14 +79,24 @@ func (t *tool) run(ctx context.Context, name string, args ...string) error {
 		return fmt.Errorf("run %s: %w", name, err)
 	}
 	cmd := exec.Command(name, args...)
+	start := cmd.Start
+	if t.ns != nil {
+		// Inside a user namespace, the tool runs as the child of the namespace's init,
+		// which dies with the daemon (SIGKILL, taking every process of the namespace along).
+		uc := t.ns.Command(name, args...)
+		cmd, start = uc.Cmd, uc.Start
+		cmd.SysProcAttr.Setpgid = true
+	} else {
+		// Pdeathsig: if the daemon dies, the tool gets SIGTERM rather than running on
+		// unsupervised. It fires when the thread that started the child exits, hence the
+		// locked thread.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	}
 	cmd.Env = t.env
 	cmd.Stdout = pw // an *os.File: the child writes to it directly, Wait never waits on copies
 	cmd.Stderr = pw
-	// Pdeathsig: if the daemon dies, the tool gets SIGTERM rather than running on unsupervised.
-	// It fires when the thread that started the child exits, hence the locked thread.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	t.logf("$ %s %s\n", name, strings.Join(args, " "))
-	if err := cmd.Start(); err != nil {
+	if err := start(); err != nil {
 		pr.Close()
 		pw.Close()
 		return fmt.Errorf("start %s: %w", name, err)

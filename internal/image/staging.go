@@ -83,7 +83,8 @@ func unescapeMountinfo(s string) string {
 }
 
 // RemoveLeftovers removes what an interrupted build left in dir (a build's WorkDir): bootstrap
-// trees, detaching any mounts inside them first, and logs older than maxAge. Trees are always
+// trees, detaching any mounts inside them first (without root: from inside the user namespace,
+// as their files belong to subordinate ids), and logs older than maxAge. Trees are always
 // removed: the caller makes sure no build runs.
 func RemoveLeftovers(dir string, maxAge time.Duration) error {
 	entries, err := os.ReadDir(dir)
@@ -97,7 +98,7 @@ func RemoveLeftovers(dir string, maxAge time.Duration) error {
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
 		if e.IsDir() && strings.Contains(e.Name(), "-tree-") {
-			if err := removeTree(p); err != nil {
+			if err := RemoveTree(p); err != nil {
 				errs = append(errs, err)
 			}
 			continue

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/userns"
 )
 
 // ModulesDiskName is the file in a kernel directory holding the kernel's whole module tree
@@ -53,8 +54,12 @@ func EnsureModulesDisk(ctx context.Context, m Manifest) (string, error) {
 	if err := Depmod(ctx, dir, m.Release); err != nil {
 		return "", fmt.Errorf("kernel %s: %w", m.Name, err)
 	}
+	ns, err := modulesNamespace()
+	if err != nil {
+		return "", fmt.Errorf("kernel %s: %w", m.Name, err)
+	}
 	tmp := filepath.Join(m.Dir, "."+ModulesDiskName+".tmp-"+randomHex())
-	if err := ext4.FromTree(ctx, ext4.Options{Tree: dir, Output: tmp, Label: ModulesDiskLabel}); err != nil {
+	if err := ext4.FromTree(ctx, ext4.Options{Tree: dir, Output: tmp, Label: ModulesDiskLabel, Userns: ns}); err != nil {
 		return "", fmt.Errorf("kernel %s: pack modules into %s: %w", m.Name, ModulesDiskName, err)
 	}
 	if err := durable.Rename(tmp, dst); err != nil {
@@ -62,6 +67,22 @@ func EnsureModulesDisk(ctx context.Context, m Manifest) (string, error) {
 		return "", fmt.Errorf("kernel %s: publish %s: %w", m.Name, ModulesDiskName, err)
 	}
 	return dst, nil
+}
+
+// modulesNamespace returns the user namespace a module disk is made in: none for root;
+// otherwise one mapping the user to root, so that the disk records the module tree (the
+// user's files, unpacked from the kernel package) as root's, as a root import does. Every
+// file of the tree is the user's, so the user's subordinate ids are mapped when there are
+// some but not needed.
+func modulesNamespace() (*userns.Mapping, error) {
+	if os.Geteuid() == 0 {
+		return nil, nil
+	}
+	m, err := userns.ForCaller()
+	if err != nil && !errors.Is(err, userns.ErrNoSubordinate) {
+		return nil, fmt.Errorf("pack modules without root: %w", err)
+	}
+	return &m, nil
 }
 
 // Depmod runs depmod -b on a lib/modules/<release> directory, writing modules.dep and the other

@@ -27,6 +27,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/progress"
+	"github.com/banger-dev/banger/internal/userns"
 )
 
 // Progress stages of Pull.
@@ -132,7 +133,9 @@ func ParseReference(ref string) (name.Reference, error) {
 
 // Pull resolves opts.Ref (see ParseSource) for linux/amd64, fetches the layers the cache lacks (verifying each
 // one's digest) and flattens all of them, oldest first, into opts.Tree, within opts.Limits.
-// When it fails, opts.Tree is left empty.
+// When it fails, opts.Tree is left empty. Without root, the layers are flattened inside a user
+// namespace with the user's subordinate ids (see flattenIn), so the tree keeps their owners as
+// a root pull does; the tree is then the namespace's to change and remove (image.RemoveTree).
 func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
 	src, err := ParseSource(opts.Ref)
 	if err != nil {
@@ -140,9 +143,14 @@ func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
 	}
 	what := src.String()
 	limits := opts.Limits.withDefaults()
+	// Without root the layers are flattened inside a user namespace (see flattenIn).
+	ns, err := userns.ForTrees()
+	if err != nil {
+		return Result{}, err
+	}
 	defer func() {
 		if err != nil {
-			emptyDir(opts.Tree)
+			emptyDirIn(ns, opts.Tree)
 		}
 	}()
 	opts.Progress.Stage(StageResolve, "resolving "+what+" for linux/amd64")
@@ -222,6 +230,13 @@ func Pull(ctx context.Context, opts PullOptions) (res Result, err error) {
 	res.Downloaded = done
 
 	// Flatten, oldest layer first.
+	if ns != nil {
+		res.Stats, err = flattenIn(ctx, ns, opts.Tree, opts.Cache, res.Layers, limits, opts.Progress)
+		if err != nil {
+			return Result{}, fmt.Errorf("image %s: %w", what, err)
+		}
+		return res, nil
+	}
 	fl, err := NewFlattener(opts.Tree, limits)
 	if err != nil {
 		return Result{}, err
