@@ -48,7 +48,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "e2e: must run as root (image builds run maintainer scripts in a chroot)")
+		fmt.Fprintln(os.Stderr, "e2e: the test rig must run as root (it makes network namespaces and watches traffic in them); banger itself runs as BANGER_E2E_USER when that is set")
+		return 1
+	}
+	var err error
+	if bangerUser, err = lookupRunAs(os.Getenv("BANGER_E2E_USER")); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	base, err := os.MkdirTemp("", "banger-e2e-")
@@ -56,6 +61,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	_ = os.Chmod(base, 0o755) // banger's user goes through it to its HOME
 	// Guest networking (bridge, taps, NAT, DNS, the VMMs) lives in a network namespace of the
 	// test's own, removed at the end: no guest traffic ever touches the host's network. The
 	// daemon itself stays in the host's namespace, so the kernel and image downloads from the
@@ -70,6 +76,15 @@ func run(m *testing.M) int {
 	h.home = filepath.Join(base, "home")
 	h.runtime = filepath.Join(base, "run")
 	_ = os.MkdirAll(h.home, 0o700)
+	_ = os.MkdirAll(h.runtime, 0o700)
+	if bangerUser != nil {
+		for _, d := range []string{h.home, h.runtime} {
+			if err := os.Chown(d, int(bangerUser.uid), int(bangerUser.gid)); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e:", err)
+				return 1
+			}
+		}
+	}
 	// A brand-new user: an empty HOME, no XDG variables, nothing configured.
 	h.env = []string{
 		"PATH=" + os.Getenv("PATH"),
@@ -78,6 +93,25 @@ func run(m *testing.M) int {
 		"BANGER_TEST_HOOKS=1",
 		"BANGER_NETWORK_NAMESPACE=" + h.netns,
 		"LANG=C.UTF-8",
+	}
+	stopHelper := func() {}
+	if bangerUser != nil {
+		if err := stageBinaries(filepath.Join(base, "bin")); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: copy the binaries for", bangerUser.name+":", err)
+			return 1
+		}
+		// Relative paths the tests give banger are taken from a directory the user may enter.
+		if err := os.Chdir(base); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+		stop, err := startHelper(base)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: start the root helper:", err)
+			return 1
+		}
+		stopHelper = stop
+		h.env = append(h.env, "BANGER_HELPER_SOCKET="+helperSocket(base))
 	}
 	code := m.Run()
 	out, err := banger(nil, "daemon", "stop")
@@ -89,12 +123,22 @@ func run(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "--- bangerd.log (last 4 KiB)\n%s\n", tail(b, 4096))
 		}
 	}
+	stopHelper()
 	// A failed test can leave a VM running (the daemon keeps VMs across its own stop): no VMM
 	// may outlive the run.
 	if n := killStrays(base); n > 0 {
 		fmt.Fprintf(os.Stderr, "e2e: killed %d process(es) left running from %s\n", n, base)
 		if code == 0 {
 			code = 1 // a passing run must not leave anything behind
+		}
+	}
+	// Everything banger made in the user's HOME and runtime directory is the user's.
+	if bangerUser != nil {
+		for _, d := range []string{h.home, h.runtime} {
+			if bad := notTheUsers(d, 20); len(bad) > 0 {
+				fmt.Fprintf(os.Stderr, "e2e: not owned by %s after the run:\n  %s\n", bangerUser.name, strings.Join(bad, "\n  "))
+				code = 1
+			}
 		}
 	}
 	_ = os.RemoveAll(base)
@@ -142,8 +186,8 @@ func banger(extraEnv []string, args ...string) (result, error) {
 }
 
 func bangerStdin(stdin io.Reader, extraEnv []string, args ...string) (result, error) {
-	cmd := exec.Command(filepath.Join(h.bin, "banger"), args...)
-	cmd.Env = append(append([]string{}, h.env...), extraEnv...)
+	cmd := bangerCommand(args...)
+	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -294,8 +338,7 @@ func TestSecondRunOnlyBoots(t *testing.T) {
 // TestOutputIsStreamed checks that output arrives while the command still runs.
 func TestOutputIsStreamed(t *testing.T) {
 	ensureWarm(t)
-	cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "run", "--rm", "--", "sh", "-c", "echo first; sleep 4; echo second")
-	cmd.Env = h.env
+	cmd := bangerCommand("vm", "run", "--rm", "--", "sh", "-c", "echo first; sleep 4; echo second")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -327,8 +370,7 @@ func TestOutputIsStreamed(t *testing.T) {
 // command, whose own exit status comes back; --rm still deletes the VM.
 func TestInterruptGoesToTheCommand(t *testing.T) {
 	ensureWarm(t)
-	cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "run", "--rm", "--", "sh", "-c", `trap 'echo got INT; exit 7' INT; echo ready; while :; do sleep 1; done`)
-	cmd.Env = h.env
+	cmd := bangerCommand("vm", "run", "--rm", "--", "sh", "-c", `trap 'echo got INT; exit 7' INT; echo ready; while :; do sleep 1; done`)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

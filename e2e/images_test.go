@@ -411,7 +411,7 @@ func TestBundleRoundTrip(t *testing.T) {
 	mustBanger(t, "image", "pull", ref, "--name", "e2e-bundled", "--kernel", "debian-6.1")
 	before := imageShow(t, "e2e-bundled")
 
-	file := filepath.Join(t.TempDir(), "e2e-bundled.bundle")
+	file := filepath.Join(userDir(t), "e2e-bundled.bundle")
 	r := mustBanger(t, "image", "export", "e2e-bundled", "-o", file)
 	t.Logf("export took %s: %s", r.took, strings.TrimSpace(r.stdout))
 	mustBanger(t, "image", "delete", "e2e-bundled")
@@ -426,8 +426,9 @@ func TestBundleRoundTrip(t *testing.T) {
 		t.Errorf("booted imported image: %q", r.stdout)
 	}
 
-	bad := filepath.Join(t.TempDir(), "tampered.bundle")
+	bad := filepath.Join(userDir(t), "tampered.bundle")
 	os.WriteFile(bad, tamperBundle(t, file), 0o644)
+	giveToUser(t, bad)
 	r, _ = banger(nil, "image", "import", bad, "--name", "e2e-tampered")
 	if r.code != 1 || !strings.Contains(r.stderr, "rootfs.ext4 has sha256") || !strings.Contains(r.stderr, "refusing it") {
 		t.Errorf("tampered bundle: exit %d, stderr %s; want it refused naming the altered member", r.code, r.stderr)
@@ -568,6 +569,7 @@ func TestPullFromDisk(t *testing.T) {
 			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 		}
 	}
+	giveToUser(t, work)
 	cwd, _ := os.Getwd()
 	rel, err := filepath.Rel(cwd, layout)
 	if err != nil {

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -310,8 +309,8 @@ func TestDaemonKilledMidCreate(t *testing.T) {
 	for _, step := range []string{"record", "dirs", "disk", "vmm", "agent", "ready"} {
 		t.Run(step, func(t *testing.T) {
 			_ = os.Remove(marker)
-			cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "create", "--cold", "--name", "mid-"+step, "--memory", "768M")
-			cmd.Env = append(append([]string{}, h.env...), "BANGER_PAUSE_AT="+step)
+			cmd := bangerCommand("vm", "create", "--cold", "--name", "mid-"+step, "--memory", "768M")
+			cmd.Env = append(cmd.Env, "BANGER_PAUSE_AT="+step)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}

@@ -439,7 +439,7 @@ func assertNoStaging(t *testing.T) {
 func TestRebuildInvalidatesBootSnapshot(t *testing.T) {
 	ensureWarm(t)
 	const img, mem = "e2e-snapimg", "864M"
-	rootfs := filepath.Join(t.TempDir(), "rootfs.ext4")
+	rootfs := filepath.Join(userDir(t), "rootfs.ext4")
 	if out, err := exec.Command("cp", "--sparse=always", imagePath(), rootfs).CombinedOutput(); err != nil {
 		t.Fatalf("copy the golden rootfs: %v: %s", err, out)
 	}
@@ -451,6 +451,7 @@ func TestRebuildInvalidatesBootSnapshot(t *testing.T) {
 		if out, err := exec.Command("debugfs", "-w", "-R", "write "+f+" /etc/e2e-version", rootfs).CombinedOutput(); err != nil || !strings.Contains(string(out), "Allocated inode") {
 			t.Fatalf("debugfs write /etc/e2e-version: %v: %s", err, out)
 		}
+		giveToUser(t, rootfs)
 	}
 	t.Cleanup(func() { _, _ = banger(nil, "image", "delete", img) })
 	mark("v1")
@@ -513,8 +514,8 @@ func pauseAndKill(t *testing.T, step string, args ...string) {
 	t.Helper()
 	marker := filepath.Join(stateDir(), "test-paused-at")
 	_ = os.Remove(marker)
-	cmd := exec.Command(filepath.Join(h.bin, "banger"), args...)
-	cmd.Env = append(append([]string{}, h.env...), "BANGER_PAUSE_AT="+step)
+	cmd := bangerCommand(args...)
+	cmd.Env = append(cmd.Env, "BANGER_PAUSE_AT="+step)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
@@ -550,7 +551,7 @@ func bangerWithin(t *testing.T, d time.Duration, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(h.bin, "banger"), args...)
+	cmd := asUser(exec.CommandContext(ctx, filepath.Join(h.bin, "banger"), args...))
 	cmd.Env = h.env
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

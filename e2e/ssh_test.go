@@ -34,7 +34,7 @@ func outside(t *testing.T, stdin io.Reader, name string, args ...string) result 
 		_ = exec.Command("ip", "-n", ns, "link", "set", "lo", "up").Run()
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	cmd := inNamespaceAsUser(ns, name, args...)
 	cmd.Env = h.env
 	cmd.Stdin = stdin
 	var out, errb strings.Builder
@@ -86,12 +86,13 @@ func TestSSHWithoutPromptsAndAMismatchIsRefused(t *testing.T) {
 	if r := outside(t, nil, "ssh", "-F", cfg, "sshd.vm", "hostname"); r.code != 0 || strings.TrimSpace(r.stdout) != "sshd" {
 		t.Errorf("ssh -F ssh_config sshd.vm: exit %d %q %q", r.code, r.stdout, r.stderr)
 	}
-	dir := t.TempDir()
+	dir := userDir(t)
 	in := filepath.Join(dir, "in.bin")
 	payload := bytes.Repeat([]byte("banger scp \x00\xff\n"), 64<<10) // 1 MiB with every kind of byte
 	if err := os.WriteFile(in, payload, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	giveToUser(t, in)
 	if r := outside(t, nil, "scp", "-q", "-F", cfg, in, "sshd.vm:/root/in.bin"); r.code != 0 {
 		t.Fatalf("scp in: exit %d %q", r.code, r.stderr)
 	}
@@ -115,7 +116,7 @@ func TestShellModeRunOverAPty(t *testing.T) {
 	repo := testRepo(t)
 	ns := fmt.Sprintf("banger-e2e-out-%d", os.Getpid())
 	outside(t, nil, "true") // makes the route-less namespace
-	cmd := exec.Command("ip", "netns", "exec", ns, filepath.Join(h.bin, "banger"), "vm", "run", "--rm", repo)
+	cmd := inNamespaceAsUser(ns, filepath.Join(h.bin, "banger"), "vm", "run", "--rm", repo)
 	cmd.Env = append(append([]string{}, h.env...), "TERM=dumb")
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
 	if err != nil {
@@ -192,8 +193,7 @@ func TestPortsAndForward(t *testing.T) {
 		t.Errorf("vm ports: the HTTP service on every address must have its URL, the loopback one nothing:\n%s", r.stdout)
 	}
 
-	cmd := exec.Command(filepath.Join(h.bin, "banger"), "vm", "forward", "fwd", "18090:9090")
-	cmd.Env = h.env
+	cmd := bangerCommand("vm", "forward", "fwd", "18090:9090")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

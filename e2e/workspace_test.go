@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -18,7 +17,7 @@ import (
 
 func git(t *testing.T, dir string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("git", args...)
+	cmd := userCommand("git", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t", "GIT_CONFIG_GLOBAL=/dev/null")
 	out, err := cmd.CombinedOutput()
@@ -28,6 +27,8 @@ func git(t *testing.T, dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// writeFile writes path, making its directory; in a directory of banger's user, what it makes
+// belongs to that user.
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -36,13 +37,24 @@ func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(err)
 	}
+	if bangerUser == nil {
+		return
+	}
+	// The file, and the directories MkdirAll made: up to the first that is the user's already.
+	giveToUser(t, path)
+	for d := filepath.Dir(path); strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err != nil || fi.Sys().(*syscall.Stat_t).Uid == bangerUser.uid {
+			break
+		}
+		_ = os.Chown(d, int(bangerUser.uid), int(bangerUser.gid))
+	}
 }
 
 // testRepo makes a repository with tracked, executable, symlinked, binary, ignored and
 // untracked files, names with a space and a newline, a submodule, and a second commit.
 func testRepo(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "proj")
+	dir := filepath.Join(userDir(t), "proj")
 	sub := filepath.Join(filepath.Dir(dir), "lib")
 	git(t, filepath.Dir(dir), "init", "-q", "-b", "main", sub)
 	writeFile(t, filepath.Join(sub, "lib.c"), "int lib;\n", 0o644)
@@ -69,6 +81,7 @@ func testRepo(t *testing.T) string {
 	git(t, dir, "commit", "-q", "-am", "two")
 	writeFile(t, filepath.Join(dir, "debug.log"), "ignored\n", 0o644)
 	writeFile(t, filepath.Join(dir, "scratch.txt"), "untracked\n", 0o644)
+	giveToUser(t, filepath.Dir(dir))
 	return dir
 }
 
@@ -92,7 +105,7 @@ func TestWorkspaceDryRunIsExactAndStartsNothing(t *testing.T) {
 	if !strings.Contains(r.stdout, "scratch.txt") || strings.Contains(r.stdout, "debug.log") {
 		t.Errorf("--include-untracked: %q (want scratch.txt, never the ignored debug.log)", r.stdout)
 	}
-	r, _ = banger(nil, "vm", "run", "--dry-run", t.TempDir())
+	r, _ = banger(nil, "vm", "run", "--dry-run", userDir(t))
 	if r.code != 1 || !strings.Contains(r.stderr, "not inside a git work tree") {
 		t.Errorf("not a repo: exit %d %s", r.code, r.stderr)
 	}
@@ -177,8 +190,9 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 	if !strings.Contains(patch, "GIT binary patch") || !strings.Contains(patch, "deleted file mode") {
 		t.Errorf("patch lacks a binary file or a deletion:\n%.2000s", patch)
 	}
-	patchFile := filepath.Join(t.TempDir(), "guest.patch")
+	patchFile := filepath.Join(userDir(t), "guest.patch")
 	_ = os.WriteFile(patchFile, []byte(patch), 0o644)
+	giveToUser(t, patchFile)
 	git(t, repo, "apply", patchFile)
 	if b, _ := os.ReadFile(filepath.Join(repo, "README.md")); string(b) != "v4 from the guest\n" {
 		t.Errorf("README after apply: %q", b)
@@ -229,10 +243,10 @@ func TestWorkspaceDetachExecSyncAndExport(t *testing.T) {
 
 func TestFileSync(t *testing.T) {
 	ensureWarm(t)
-	src := t.TempDir()
+	src := userDir(t)
 	writeFile(t, filepath.Join(src, "gitconfig"), "[user]\n\tname = t\n", 0o644)
 	writeFile(t, filepath.Join(src, "dots/app/settings.json"), "{}\n", 0o644)
-	secret := filepath.Join(t.TempDir(), "secret")
+	secret := filepath.Join(userDir(t), "secret")
 	writeFile(t, secret, "never copied\n", 0o600)
 	if err := os.Symlink(secret, filepath.Join(src, "dots/escape")); err != nil {
 		t.Fatal(err)
@@ -243,12 +257,14 @@ func TestFileSync(t *testing.T) {
 	}
 	cfgDir := filepath.Join(h.home, ".config", "banger")
 	_ = os.MkdirAll(cfgDir, 0o700)
+	giveToUser(t, filepath.Join(h.home, ".config"))
 	cfg := filepath.Join(cfgDir, "config.toml")
 	content := fmt.Sprintf("[[file_sync]]\nhost = %q\nguest = \"~/.gitconfig\"\n\n[[file_sync]]\nhost = %q\nguest = \"~/.config/dots\"\nmode = \"0640\"\n\n[[file_sync]]\nhost = %q\nguest = \"~/missing\"\n",
 		filepath.Join(src, "gitconfig"), filepath.Join(src, "dots"), filepath.Join(src, "missing"))
 	if err := os.WriteFile(cfg, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	giveToUser(t, cfg)
 	defer os.Remove(cfg)
 	r, err := banger(nil, "vm", "run", "--rm", "--", "sh", "-c", `stat -c '%a %n' /root/.gitconfig /root/.config/dots/app/settings.json; test -e /root/.config/dots/escape || echo no-escape; test -e /root/missing || echo no-missing`)
 	if err != nil {
@@ -278,7 +294,7 @@ func TestBareWorkspaceOpensAShellInTheRepo(t *testing.T) {
 
 func TestShippingTenThousandFiles(t *testing.T) {
 	ensureWarm(t)
-	dir := filepath.Join(t.TempDir(), "big")
+	dir := filepath.Join(userDir(t), "big")
 	git(t, filepath.Dir(dir), "init", "-q", dir)
 	chunk := strings.Repeat("0123456789abcdef", 640) // 10 KiB
 	for i := 0; i < 10000; i++ {
