@@ -233,7 +233,7 @@ func startHelper(base string) (stop func(), err error) {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "helper.toml")
-	if err := os.WriteFile(cfg, []byte(helperConfig()), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(helperConfig(filepath.Join(dir, "state"))), 0o644); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(filepath.Join(h.bin, "banger-helper"), "--config", cfg, "--socket", helperSocket(base))
@@ -279,7 +279,8 @@ func startHelper(base string) (stop func(), err error) {
 }
 
 // helperConfig is the helper's configuration for the rig: banger's default bridge and
-// subnet, in namespaces named banger-*, for the members of the group banger (the user's).
-func helperConfig() string {
-	return "group = \"banger\"\nnamespace_prefix = \"banger-\"\n"
+// subnet, in namespaces named banger-* only (never the host's), for the members of the group
+// banger, with its state in the rig's directory.
+func helperConfig(state string) string {
+	return fmt.Sprintf("group = \"banger\"\nnamespace_prefix = \"banger-\"\nhost_namespace = false\nstate_dir = %q\n", state)
 }
