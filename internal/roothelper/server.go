@@ -573,8 +573,14 @@ func (s *Server) watch(n *network) {
 		return
 	}
 	n.stop = make(chan struct{})
+	stop := n.stop
 	updates := make(chan netlink.RouteUpdate, 16)
 	opts := netlink.RouteSubscribeOptions{ErrorCallback: func(err error) {
+		select {
+		case <-stop:
+			return // closing the subscription ends its receive with an error: not news
+		default:
+		}
 		s.log.Warn("watch routes for uplink changes", "bridge", n.cfg.Bridge, "netns", n.ns, "err", err)
 	}}
 	if n.nsh.IsOpen() {
