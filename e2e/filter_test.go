@@ -95,6 +95,7 @@ func TestGuestTrafficIsFiltered(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("host_ports_open_to_guests = [7002]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
 	defer os.Remove(cfgFile)
 	mustBanger(t, "daemon", "stop") // network settings are read when the daemon starts
 	defer mustBanger(t, "daemon", "stop")

@@ -454,6 +454,7 @@ func TestBundleRoundTrip(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(catalogDir, "e2e.json"), []byte(`{"images": [`+entryJSON("e2e-catalogued", hex.EncodeToString(sum[:]))+`, `+
 		entryJSON("e2e-badpin", strings.Repeat("0", 64))+`], "kernels": []}`), 0o644)
+	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
 	if r := mustBanger(t, "image", "list", "--available"); !strings.Contains(r.stdout, "e2e-catalogued") {
 		t.Errorf("list --available lacks the user's catalog entry:\n%s", r.stdout)
 	}

@@ -339,6 +339,7 @@ func TestRunKeepsAVMThatNeverBecameReachable(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("boot_timeout = \"1s\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
 	defer os.Remove(cfg)
 	// Cold: a warm start's restored guest answers well within a second.
 	r, err := banger(nil, "vm", "run", "--rm", "--cold", "--name", "unreachable", "--", "true")

@@ -21,6 +21,7 @@ func TestGuestFloodingItsConsoleCannotFillTheHost(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("console_log_size = \"64K\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
 	defer os.Remove(cfg)
 	mustBanger(t, "vm", "create", "--name", "flood", "--memory", "768M")
 	dir := show(t, "flood").Dir

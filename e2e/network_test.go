@@ -189,6 +189,7 @@ func TestGuestResolvesThroughTheForwarder(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("dns_upstreams = [\"127.0.0.1:5354\"]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
 	defer os.Remove(cfgFile)
 	// Network settings are read when the daemon starts.
 	mustBanger(t, "daemon", "stop")

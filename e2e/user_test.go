@@ -116,9 +116,12 @@ func giveToUser(t *testing.T, path string) {
 	if err != nil {
 		t.Fatalf("give %s to %s: %v", path, bangerUser.name, err)
 	}
-	// t.TempDir's directories are 0700: the user must be able to go through them.
+	// t.TempDir's directories are root's and 0700: the user must be able to go through them.
+	// (The user's own, its HOME among them, keep their modes.)
 	for d := filepath.Dir(path); strings.HasPrefix(d, os.TempDir()+"/") && d != os.TempDir(); d = filepath.Dir(d) {
-		_ = os.Chmod(d, 0o755)
+		if fi, err := os.Stat(d); err == nil && fi.Sys().(*syscall.Stat_t).Uid != bangerUser.uid {
+			_ = os.Chmod(d, fi.Mode().Perm()|0o055)
+		}
 	}
 }
 
