@@ -75,11 +75,13 @@ func TestSSHWithoutPromptsAndAMismatchIsRefused(t *testing.T) {
 	if err := sshkeys.SetKnownHost(kh, "sshd.vm", line); err != nil {
 		t.Fatal(err)
 	}
+	giveToUser(t, kh) // replaced by this (root) process
 	r = outside(t, nil, bin, "vm", "ssh", "sshd", "--", "true")
 	if r.code != 255 || !strings.Contains(r.stderr, "Host key verification failed") {
 		t.Errorf("with a wrong known host key: exit %d stderr %q; want ssh's refusal", r.code, r.stderr)
 	}
 	_ = os.WriteFile(kh, orig, 0o600)
+	giveToUser(t, kh)
 
 	// banger's ssh_config makes plain `ssh sshd.vm`, scp and sftp work, through banger.
 	cfg := filepath.Join(h.home, ".config", "banger", "ssh_config")
