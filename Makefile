@@ -102,6 +102,7 @@ install: build
 
 uninstall:
 	-@[ -x $(DESTDIR)$(PREFIX)/bin/banger ] && $(DESTDIR)$(PREFIX)/bin/banger daemon stop
+	-@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now banger-helper.socket banger-helper.service; fi
 	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd
 	rm -rf $(DESTDIR)$(PREFIX)/lib/banger $(DESTDIR)$(PREFIX)/share/doc/banger
 	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/bangerd.service
