@@ -215,7 +215,10 @@ type Bridge struct {
 	// configured); Type is its kind ("bridge" when it is one).
 	Exists bool
 	Type   string
-	Err    error // the namespace could not be entered
+	Err    error // the namespace could not be opened
+	// ReadErr is why the bridge could not be looked at in the namespace (entering one takes
+	// CAP_SYS_ADMIN, which an ordinary user lacks).
+	ReadErr error
 }
 
 // NFTables is the result of a read-only listing of nftables tables.
@@ -924,6 +927,10 @@ func (c *checker) bridge() {
 	switch {
 	case b.Err != nil:
 		c.add("bridge", Fail, oneLine(b.Err.Error()), fmt.Sprintf("create the namespace (`ip netns add %s`) or unset network_namespace in %s", c.f.DNS.NetNS, c.f.Config.Path))
+	case b.ReadErr != nil && !c.root():
+		c.pass("bridge", "not readable as uid %d%s (%s): banger's root helper makes %s there with the first VM; `sudo banger doctor` looks at it", c.f.UID, where, oneLine(b.ReadErr.Error()), b.Name)
+	case b.ReadErr != nil:
+		c.add("bridge", Fail, fmt.Sprintf("cannot look at %s%s: %s", b.Name, where, oneLine(b.ReadErr.Error())), fmt.Sprintf("check the namespace (`ip netns exec %s ip link`), or unset network_namespace in %s", c.f.DNS.NetNS, c.f.Config.Path))
 	case b.Exists && b.Type != "bridge":
 		c.add("bridge", Fail, fmt.Sprintf("%s exists%s but is a %s, not a bridge", b.Name, where, dash(b.Type)),
 			fmt.Sprintf("set bridge_name in %s to a name no other link uses", c.f.Config.Path))

@@ -425,6 +425,16 @@ func TestGolden(t *testing.T) {
 			f.Jailer = healthy().Jailer
 			return f
 		}},
+		{"unprivileged-netns", func() Facts {
+			// The CI's setup: guests in a network namespace, which an ordinary user cannot
+			// enter to look at the bridge or the filter.
+			f := unprivileged()
+			f.Config.NetworkNamespace = "banger-ci"
+			f.DNS = DNS{NetNS: "banger-ci", HostIP: netip.MustParseAddr("172.16.0.1")}
+			f.Bridge = Bridge{Name: "banger0", Module: "loaded", ReadErr: errors.New("enter network namespace /run/netns/banger-ci: operation not permitted")}
+			f.NFTables = NFTables{Err: errors.New("enter network namespace /run/netns/banger-ci: operation not permitted")}
+			return f
+		}},
 		{"unprivileged-no-subids", func() Facts {
 			f := unprivileged()
 			f.Subordinate.UIDs, f.Subordinate.GIDs = nil, nil

@@ -77,9 +77,12 @@ type Env struct {
 
 // NetFacts are the facts Env.Net reads.
 type NetFacts struct {
-	BridgeExists   bool
-	BridgeType     string
-	BridgeErr      error
+	BridgeExists bool
+	BridgeType   string
+	BridgeErr    error
+	// BridgeReadErr is why the bridge could not be looked at in its namespace (entering a
+	// namespace takes CAP_SYS_ADMIN: not root).
+	BridgeReadErr  error
 	NFTables       NFTables
 	ResolvedActive bool
 	Routed         bool
@@ -200,7 +203,7 @@ func Gather(ctx context.Context, env Env) Facts {
 
 	nf := env.Net(cfg, l)
 	f.Bridge = Bridge{Name: cfg.BridgeName, Module: bridgeModule(&env, f.KernelRelease),
-		Exists: nf.BridgeExists, Type: nf.BridgeType, Err: nf.BridgeErr}
+		Exists: nf.BridgeExists, Type: nf.BridgeType, Err: nf.BridgeErr, ReadErr: nf.BridgeReadErr}
 	f.NFTables = nf.NFTables
 
 	f.Disk = gatherDisk(l.StateDir)
@@ -398,7 +401,7 @@ func realNet(cfg config.Config, l paths.Layout) NetFacts {
 		return nf
 	}
 	defer n.Close()
-	_ = n.Do(func() error {
+	nf.BridgeReadErr = n.Do(func() error {
 		link, err := netlink.LinkByName(cfg.BridgeName)
 		if err == nil {
 			nf.BridgeExists, nf.BridgeType = true, link.Type()

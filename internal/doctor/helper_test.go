@@ -18,6 +18,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/roothelper"
 	"github.com/banger-dev/banger/internal/version"
 )
@@ -265,5 +266,82 @@ func TestGatherGroups(t *testing.T) {
 	}
 	if g := gatherGroups(&env, ""); g.KVM.Needed || g.Banger.Name != "banger" {
 		t.Errorf("0666 /dev/kvm, default group: %+v", g)
+	}
+}
+
+// realNetChild is the environment variable that makes the test binary, run as nobody by
+// TestRealNetUnprivileged, read the network facts for the namespace it names and print them.
+const realNetChild = "BANGER_DOCTOR_TEST_REALNET_NS"
+
+// TestRealNetUnprivileged reads the network facts as an ordinary user (a process of nobody's:
+// entering a namespace is per process, not per thread) with guests in a network namespace:
+// entering it is not allowed, and that is said (ReadErr), not taken for a missing bridge or
+// a missing namespace.
+func TestRealNetUnprivileged(t *testing.T) {
+	if ns := os.Getenv(realNetChild); ns != "" {
+		cfg := config.Default(paths.Layout{StateDir: "/nonexistent"})
+		cfg.NetworkNamespace = ns
+		nf := realNet(cfg, paths.Layout{StateDir: "/nonexistent"})
+		fmt.Printf("bridge_err=%v\nread_err=%v\nnft_err=%v\n", nf.BridgeErr != nil, nf.BridgeReadErr != nil, nf.NFTables.Err != nil)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a network namespace, then a process of nobody's)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs ip")
+	}
+	ns := fmt.Sprintf("bgdoc-%d-net", os.Getpid())
+	testNamespace(t, ns)
+	// The test binary, where nobody may run it.
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "doctor.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestRealNetUnprivileged$")
+	cmd.Env = []string{realNetChild + "=" + ns, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the test binary as nobody: %v: %s", err, out)
+	}
+	for _, want := range []string{"bridge_err=false", "read_err=true", "nft_err=true"} {
+		if !strings.Contains(string(out), want+"\n") {
+			t.Errorf("as nobody in namespace %s: want %s in:\n%s", ns, want, out)
+		}
+	}
+	// What Check makes of it: PASS, with what could not be read.
+	f := unprivileged()
+	f.Config.NetworkNamespace = ns
+	f.DNS.NetNS = ns
+	f.Bridge = Bridge{Name: "banger0", Module: "loaded", ReadErr: errors.New("operation not permitted")}
+	f.NFTables = NFTables{Err: errors.New("operation not permitted")}
+	for _, r := range Check(f) {
+		if (r.Check == "bridge" || r.Check == "nftables") && r.Status != Pass {
+			t.Errorf("%s as an ordinary user: %+v", r.Check, r)
+		}
+	}
+	// As root the same namespace is read.
+	l := tempLayout(t)
+	cfg := config.Default(l)
+	cfg.NetworkNamespace = ns
+	if nf := realNet(cfg, l); nf.BridgeErr != nil || nf.BridgeReadErr != nil || nf.NFTables.Err != nil {
+		t.Errorf("as root: bridge err %v, read err %v, nftables err %v", nf.BridgeErr, nf.BridgeReadErr, nf.NFTables.Err)
 	}
 }
