@@ -305,7 +305,7 @@ func Check(f Facts) []Result {
 	choice, choiceErr := vmm.Choose(f.Config.VMM, f.Config.Path, f.VMM)
 	c := checker{f: f, choice: choice, choiceErr: choiceErr}
 	c.arch()
-	user := len(c.out)
+	userAt := len(c.out) // user is decided last, from the checks after it
 	c.groups()
 	c.helper()
 	c.kvm()
@@ -328,7 +328,7 @@ func Check(f Facts) []Result {
 	c.dns()
 	c.favordynmods()
 	c.nxHugePages()
-	c.user(user)
+	c.user(userAt)
 	return c.out
 }
 
@@ -453,7 +453,7 @@ func (c *checker) groups() {
 	}
 	who := c.who()
 	if g.Err != nil {
-		c.add("groups", Fail, "cannot read the user's groups: "+oneLine(g.Err.Error()), "check the user and group databases: `id "+who+"`, `getent group banger`")
+		c.add("groups", Fail, "cannot read the user's groups: "+oneLine(g.Err.Error()), "check the user and group databases: `id "+who+"`, `getent group "+g.Banger.Name+"`")
 		c.notRootless("groups")
 		return
 	}
@@ -502,25 +502,41 @@ func (c *checker) groups() {
 	var details, fixes []string
 	if len(missing) > 0 {
 		details = append(details, "no group "+strings.Join(missing, ", ")+" on this host")
-		fixes = append(fixes, "`sudo make install` (it creates the group banger), or `sudo groupadd --system "+strings.Join(missing, "`, `sudo groupadd --system ")+"`")
+		fixes = append(fixes, "`sudo make install` (it creates the groups banger and kvm), or `sudo groupadd --system "+strings.Join(missing, "`, `sudo groupadd --system ")+"`")
 		notMember = append(notMember, missing...)
 	}
 	if len(notMember) > len(missing) {
 		details = append(details, who+" is not in "+strings.Join(notMember[:len(notMember)-len(missing)], " or "))
 	}
 	if len(notMember) > 0 {
-		fixes = append(fixes, fmt.Sprintf("`sudo usermod -aG %s %s`, then log in again (or, in one shell, `newgrp %s`)", strings.Join(notMember, ","), who, notMember[0]))
+		fixes = append(fixes, fmt.Sprintf("`sudo usermod -aG %s %s`, then log in again (or, in one shell, %s)", strings.Join(notMember, ","), who, newgrp(notMember)))
 	}
 	if len(notProcess) > 0 {
 		details = append(details, fmt.Sprintf("%s is in %s, but this process is not (a login from before the user was added)", who, strings.Join(notProcess, " and ")))
-		fixes = append(fixes, fmt.Sprintf("log in again, or `newgrp %s` (one shell)", notProcess[0]))
+		fixes = append(fixes, fmt.Sprintf("log in again (or, in one shell, %s)", newgrp(notProcess)))
 	}
 	detail := strings.Join(details, "; ")
 	if contains(missing, g.Banger.Name) || contains(notMember, g.Banger.Name) || contains(notProcess, g.Banger.Name) {
 		detail += ": without group " + g.Banger.Name + " the root helper refuses the daemon, and VMs get no network"
 	}
+	if k := g.KVM.Name; g.KVM.Needed && (contains(missing, k) || contains(notMember, k) || contains(notProcess, k)) {
+		detail += "; without group " + k + " the daemon cannot open /dev/kvm, and guests run under software emulation (see kvm)"
+	}
 	c.add("groups", status, detail, strings.Join(fixes, "; then "))
 	c.notRootless("groups")
+}
+
+// newgrp is how one shell gets groups: newgrp starts a shell with the group added, so one per
+// group, each in the shell the previous one started.
+func newgrp(groups []string) string {
+	cmds := make([]string, len(groups))
+	for i, g := range groups {
+		cmds[i] = "`newgrp " + g + "`"
+	}
+	if len(cmds) == 1 {
+		return cmds[0]
+	}
+	return strings.Join(cmds, ", then ") + " in the shell it starts"
 }
 
 // helper checks that banger's root helper answers on the socket an unprivileged daemon uses,
