@@ -162,6 +162,9 @@ type Groups struct {
 	// default banger); KVM is /dev/kvm's group.
 	Banger Group
 	KVM    Group
+	// KVMExists and KVMMode are /dev/kvm's: whether it is there, and its permissions.
+	KVMExists bool
+	KVMMode   fs.FileMode
 }
 
 // Group is one group and the user's membership.
@@ -493,8 +496,14 @@ func (c *checker) groups() {
 	}
 	if status == Pass {
 		detail := fmt.Sprintf("%s is in %s, and so is this process", who, strings.Join(fine, " and "))
-		if !g.KVM.Needed {
-			detail += "; /dev/kvm needs no group here (see kvm)"
+		switch {
+		case g.KVM.Needed:
+		case !g.KVMExists:
+			detail += "; there is no /dev/kvm (see kvm)"
+		case g.KVMMode.Perm()&0o006 == 0o006:
+			detail += fmt.Sprintf("; /dev/kvm is open to everyone (mode %04o), no group needed", g.KVMMode.Perm())
+		default:
+			detail += fmt.Sprintf("; /dev/kvm is root's alone (mode %04o), so no group opens it (see kvm)", g.KVMMode.Perm())
 		}
 		c.pass("groups", "%s", detail)
 		return
@@ -626,7 +635,7 @@ func (c *checker) helperStart() string {
 			bin = "/usr/local/lib/banger/banger-helper"
 			fix = "`sudo make install`, then "
 		}
-		fix += "systemd is not the init system here: start the helper as root, e.g. `sudo " + bin + " &` (better: from your init system); it makes " + roothelper.DefaultSocket + " itself"
+		fix += "start the helper as root (systemd is not the init system here, so nothing starts it for you): `sudo " + bin + " &`, better from your init system; it makes " + roothelper.DefaultSocket + " itself"
 		if h.Socket != roothelper.DefaultSocket {
 			fix += " (`--socket " + h.Socket + "` for this config's helper_socket)"
 		}
@@ -661,6 +670,8 @@ func (c *checker) kvm() {
 		fix = "use a host with hardware virtualization (vmx/svm): enable VT-x/AMD-V in the firmware, or nested virtualization in the hypervisor running this machine, then `modprobe kvm_intel` or `modprobe kvm_amd`"
 	case k.OpenErr != nil && c.f.Groups.KVM.Member && !c.f.Groups.InProcess(c.f.Groups.KVM):
 		fix = "log in again, or `newgrp " + c.f.Groups.KVM.Name + "` (one shell): " + c.who() + " is in group " + c.f.Groups.KVM.Name + " but this process is not (see groups)"
+	case k.OpenErr != nil && !c.root() && c.f.Groups.KVM.GID < 0:
+		fix = "give /dev/kvm to group kvm, as udev's rule does at boot: `sudo chgrp kvm /dev/kvm && sudo chmod 0660 /dev/kvm`, then `sudo usermod -aG kvm " + c.who() + "` and log in again"
 	case k.OpenErr != nil:
 		fix = "give this user /dev/kvm: `sudo usermod -aG kvm " + c.who() + "` and log in again (see groups), or run banger as root"
 	case contains(k.Modules, "kvm_pvm"):
@@ -953,7 +964,11 @@ func (c *checker) bridge() {
 	case b.Exists:
 		c.pass("bridge", "%s exists%s (kernel bridging %s)", b.Name, where, dash(b.Module))
 	case b.Module != "":
-		c.pass("bridge", "kernel bridging %s; bangerd creates %s%s with the first VM", b.Module, b.Name, where)
+		maker := "bangerd creates"
+		if !c.root() {
+			maker = "banger's root helper creates"
+		}
+		c.pass("bridge", "kernel bridging %s; %s %s%s with the first VM", b.Module, maker, b.Name, where)
 	default:
 		c.add("bridge", Fail, "the kernel has no bridge support (no bridge module loaded, built in or installed)", "`modprobe bridge` (a kernel with CONFIG_BRIDGE)")
 	}
@@ -1157,7 +1172,11 @@ func (c *checker) dns() {
 	case d.ResolvedActive && d.Routed:
 		c.pass("dns", "systemd-resolved sends *.vm to %s on %s", d.HostIP, bridge)
 	case d.ResolvedActive && !c.f.Bridge.Exists:
-		c.pass("dns", "systemd-resolved runs; bangerd routes ~vm to %s when it creates %s (with the first VM)", d.HostIP, bridge)
+		maker := "bangerd routes"
+		if !c.root() {
+			maker = "banger's root helper routes"
+		}
+		c.pass("dns", "systemd-resolved runs; %s ~vm to %s when it creates %s (with the first VM)", maker, d.HostIP, bridge)
 	case d.ResolvedActive:
 		c.add("dns", Warn, fmt.Sprintf("systemd-resolved runs but does not send *.vm to banger on %s", bridge),
 			fmt.Sprintf("resolvectl dns %s %s && resolvectl domain %s '~vm' (bangerd does this whenever it creates the bridge)", bridge, d.HostIP, bridge))

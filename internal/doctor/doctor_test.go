@@ -140,7 +140,7 @@ func unprivileged() Facts {
 	f.Subordinate.Free = userns.Range{Start: 165536, Count: 65536}
 	f.Groups = Groups{User: "dev", Process: []int{1000, 993, 994},
 		Banger: Group{Name: "banger", GID: 993, Member: true, Needed: true},
-		KVM:    Group{Name: "kvm", GID: 994, Member: true, Needed: true}}
+		KVM:    Group{Name: "kvm", GID: 994, Member: true, Needed: true}, KVMExists: true, KVMMode: os.ModeDevice | os.ModeCharDevice | 0o660}
 	f.Helper = Helper{Socket: config.DefaultHelperSocket, Version: testCLI.String(), Systemd: true,
 		Unit: "/usr/local/lib/systemd/system/banger-helper.socket", Binary: "/usr/local/lib/banger/banger-helper", Config: "/etc/banger/helper.toml"}
 	f.NFTables = NFTables{Err: errors.New("netlink receive: operation not permitted")}
@@ -433,6 +433,18 @@ func TestGolden(t *testing.T) {
 			f.DNS = DNS{NetNS: "banger-ci", HostIP: netip.MustParseAddr("172.16.0.1")}
 			f.Bridge = Bridge{Name: "banger0", Module: "loaded", ReadErr: errors.New("enter network namespace /run/netns/banger-ci: operation not permitted")}
 			f.NFTables = NFTables{Err: errors.New("enter network namespace /run/netns/banger-ci: operation not permitted")}
+			return f
+		}},
+		{"unprivileged-kvm-root-only", func() Facts {
+			// No udev: /dev/kvm stayed root:root 0600, so no group helps until it is given
+			// to kvm; and no VM has run yet (no bridge).
+			f := unprivileged()
+			f.Groups.KVM, f.Groups.KVMMode = Group{Name: "kvm", GID: -1}, os.ModeDevice|os.ModeCharDevice|0o600
+			f.KVM.OpenErr = syscall.EACCES
+			f.KVM.Accel = host.AccelChoice{Accel: host.TCG, Reason: "/dev/kvm is not usable by this user (open /dev/kvm: permission denied); add the user to the kvm group"}
+			f.VMM.Accel = f.KVM.Accel
+			f.Bridge.Exists, f.Bridge.Type = false, ""
+			f.DNS.Routed = false
 			return f
 		}},
 		{"unprivileged-no-subids", func() Facts {

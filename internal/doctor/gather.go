@@ -676,6 +676,7 @@ func gatherGroups(env *Env, helperGroup string) Groups {
 	}
 	g.KVM = Group{Name: "kvm", GID: -1}
 	if st, err := os.Stat(env.path("/dev/kvm")); err == nil {
+		g.KVMExists, g.KVMMode = true, st.Mode()
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Gid != 0 {
 			g.KVM.GID = int(sys.Gid)
 			// Membership matters when the group may open it and everyone may not.

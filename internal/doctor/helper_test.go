@@ -264,7 +264,7 @@ func TestGatherGroups(t *testing.T) {
 	if err := os.Chmod(kvm, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	if g := gatherGroups(&env, ""); g.KVM.Needed || g.Banger.Name != "banger" {
+	if g := gatherGroups(&env, ""); g.KVM.Needed || g.Banger.Name != "banger" || !g.KVMExists || g.KVMMode.Perm() != 0o666 {
 		t.Errorf("0666 /dev/kvm, default group: %+v", g)
 	}
 }
