@@ -402,6 +402,13 @@ func TestGolden(t *testing.T) {
 			f.Helper.Version = "v1.3.0 (commit fedcba987654, built 2025-11-02T03:04:05Z)"
 			return f
 		}},
+		{"unprivileged-helper-other-protocol", func() Facts {
+			// roothelper.Dial refuses a helper of another protocol before hello's build.
+			f := unprivileged()
+			f.Helper.Err = fmt.Errorf("banger's root helper at %s speaks protocol %d, this banger %d: install the helper of this banger build (make install) and restart it", config.DefaultHelperSocket, 2, roothelper.ProtocolVersion)
+			f.Helper.Version = ""
+			return f
+		}},
 		{"unprivileged-helper-not-root", func() Facts {
 			f := unprivileged()
 			f.Helper.Err = &peercred.UntrustedError{What: "the process serving /run/banger/helper.sock", Problem: "belongs to uid 1001 (eve), not to 0 (root)", UID: 1001, Hint: "banger's root helper runs as root"}
