@@ -2,7 +2,8 @@
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
-GO      ?= go
+# go from PATH, else where .ci/run and the README put it (sudo's PATH leaves /usr/local/go/bin out).
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 PKG     := github.com/banger-dev/banger
 
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -28,7 +29,8 @@ help:
 	@echo "make deps       install the host packages banger uses (apt-get; needs root)"
 	@echo "make test-deps  install what the end-to-end tests use besides (docker-registry, busybox-static, umoci, skopeo)"
 	@echo "make build      build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
-	@echo "make install    install under PREFIX (default /usr/local)"
+	@echo "make install    install under PREFIX (default /usr/local); as root (sudo): also the group banger,"
+	@echo "                the invoking user (SUDO_USER) in groups banger and kvm, and the root helper started"
 	@echo "make uninstall  stop the daemon and remove the installed files (user data stays)"
 	@echo "make test       lint, unit tests (with -race) and the end-to-end boot tests"
 	@echo "make unit       unit tests only (-short: no downloads, no image builds)"
@@ -50,8 +52,19 @@ install: build
 	install -D -m 0755 bin/bangerd $(DESTDIR)$(PREFIX)/bin/bangerd
 	install -D -m 0755 bin/banger-agent $(DESTDIR)$(PREFIX)/lib/banger/banger-agent
 	install -D -m 0755 bin/banger-helper $(DESTDIR)$(PREFIX)/lib/banger/banger-helper
-	@# The group whose members may use the root helper (not when staging into DESTDIR).
-	@if [ -z "$(DESTDIR)" ]; then getent group banger >/dev/null || groupadd --system banger; fi
+	@# The group whose members may use the root helper, and kvm (/dev/kvm's, which udev
+	@# normally makes), and the user who ran `sudo make install` in both (not when staging
+	@# into DESTDIR). Idempotent: a group or a membership that exists is left as it is.
+	@if [ -z "$(DESTDIR)" ]; then \
+	  for g in banger kvm; do getent group $$g >/dev/null || groupadd --system $$g || exit 1; done; \
+	  if [ -n "$$SUDO_USER" ] && [ "$$SUDO_USER" != root ] && id -u "$$SUDO_USER" >/dev/null 2>&1; then \
+	    for g in banger kvm; do \
+	      if id -nG "$$SUDO_USER" | tr ' ' '\n' | grep -qx $$g; then continue; fi; \
+	      usermod -aG $$g "$$SUDO_USER" || exit 1; \
+	      echo "added $$SUDO_USER to group $$g: it applies from the next login (before that: sg $$g -c CMD)"; \
+	    done; \
+	  fi; \
+	fi
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/banger/README.md
 	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/banger/
 	@# Shell completion where bash-completion, zsh and fish look by default.
@@ -71,11 +84,25 @@ install: build
 	  install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && \
 	  sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/banger-helper.socket > $(DESTDIR)$(PREFIX)/lib/systemd/system/banger-helper.socket && \
 	  sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/banger-helper.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/banger-helper.service && \
-	  echo "installed banger-helper.socket and .service (enable with: systemctl enable --now banger-helper.socket; add users with: usermod -aG banger USER)"; \
+	  echo "installed banger-helper.socket and .service (add users with: usermod -aG banger USER)"; \
+	fi
+	@# Start the root helper (socket-activated) and restart a running one of an older build.
+	@# Without systemd it is yours to start, as root, from your init system.
+	@if [ -z "$(DESTDIR)" ]; then \
+	  if [ -d /run/systemd/system ]; then \
+	    systemctl daemon-reload && \
+	    case "$(PREFIX)" in /usr|/usr/local) unit=banger-helper.socket;; *) unit=$(PREFIX)/lib/systemd/system/banger-helper.socket;; esac && \
+	    systemctl enable --now $$unit && systemctl try-restart banger-helper.service && \
+	    echo "banger-helper.socket is enabled and listens on /run/banger/helper.sock"; \
+	  else \
+	    echo "systemd is not the init system: start the root helper as root, e.g. from your init system:"; \
+	    echo "  $(PREFIX)/lib/banger/banger-helper    (it makes /run/banger/helper.sock; banger doctor checks it)"; \
+	  fi; \
 	fi
 
 uninstall:
 	-@[ -x $(DESTDIR)$(PREFIX)/bin/banger ] && $(DESTDIR)$(PREFIX)/bin/banger daemon stop
+	-@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now banger-helper.socket banger-helper.service; fi
 	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd
 	rm -rf $(DESTDIR)$(PREFIX)/lib/banger $(DESTDIR)$(PREFIX)/share/doc/banger
 	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/bangerd.service

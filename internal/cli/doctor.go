@@ -24,15 +24,18 @@ func (a *app) doctorCmd() *cobra.Command {
 		Short: "Check the host, the configuration and the daemon",
 		Long: `Check everything banger depends on and print one line per check: PASS, WARN or FAIL, what was
 found, and for anything that is not a PASS the exact command or setting that fixes it. It checks
-the architecture, KVM (hardware virtualization or only software emulation), the VMM banger would
+the architecture, who banger runs as (root: one process; any other user: the groups banger and
+kvm, banger's root helper on its socket, subordinate ids and user namespaces for image builds),
+KVM (hardware virtualization or only software emulation), the VMM banger would
 pick and why, Firecracker and its jailer, QEMU, the host tools (mkfs.ext4, mmdebstrap or
 debootstrap, ssh, git, depmod), tun, bridging and nftables, free space in the state directory,
 the daemon, the configuration with the effective VM size and where each value comes from, the
 default image and kernel, the ssh_config include, DNS for .vm names and the host settings that
 cost Firecracker boot latency on 6.1+ kernels.
 
-doctor never changes anything and never starts the daemon. It exits 1 when any check fails, 0
-otherwise (warnings included).`,
+doctor never changes anything and never starts the daemon; as a user other than root it asks
+the root helper hello (which changes nothing; systemd may start the helper for it). It exits 1
+when any check fails, 0 otherwise (warnings included).`,
 		Example: `  banger doctor
   banger doctor --json | jq -r '.checks[] | select(.status != "PASS") | .check + ": " + .fix'`,
 		Args: cobra.NoArgs,

@@ -6,17 +6,24 @@
 package doctor
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bytesize"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/peercred"
+	"github.com/banger-dev/banger/internal/roothelper"
 	"github.com/banger-dev/banger/internal/userns"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -71,6 +78,11 @@ type Facts struct {
 	DebianKeyring bool
 	// Subordinate is what working without root takes: subordinate ids, newuidmap, newgidmap.
 	Subordinate Subordinate
+	// Groups are the user's memberships in the groups working without root takes: the root
+	// helper's (banger) and /dev/kvm's.
+	Groups Groups
+	// Helper is banger's root helper as a daemon of this user would reach it.
+	Helper Helper
 
 	Tun      Tun
 	Bridge   Bridge
@@ -138,6 +150,57 @@ type Subordinate struct {
 	MaxUserNamespaces, UnprivilegedClone, AppArmorRestrict string
 }
 
+// Groups are the groups an unprivileged banger needs, as the user and group databases and this
+// process see them.
+type Groups struct {
+	User string // the user's name
+	Err  error  // the user or group database could not be read
+	// Process is this process's gid and supplementary gids (what the kernel checks, and what
+	// the helper reads with SO_PEERGROUPS).
+	Process []int
+	// Banger is the group whose members may use the root helper (its configuration's group,
+	// default banger); KVM is /dev/kvm's group.
+	Banger Group
+	KVM    Group
+	// KVMExists and KVMMode are /dev/kvm's: whether it is there, and its permissions.
+	KVMExists bool
+	KVMMode   fs.FileMode
+}
+
+// Group is one group and the user's membership.
+type Group struct {
+	Name   string
+	GID    int  // -1 when the group does not exist
+	Member bool // the databases list the user in it (as a member, or as its primary group)
+	// Needed says whether membership matters: for KVM, /dev/kvm exists and only its owner
+	// and group may open it.
+	Needed bool
+}
+
+// InProcess says whether this process has group g.
+func (gs Groups) InProcess(g Group) bool { return g.GID >= 0 && slices.Contains(gs.Process, g.GID) }
+
+// Helper is banger's root helper (package roothelper), asked hello on the socket an
+// unprivileged daemon of this user would use, for the network it would ask for.
+type Helper struct {
+	// Socket is BANGER_HELPER_SOCKET, else the config's helper_socket. As root doctor asks
+	// nothing (the daemon does the networking itself) and Err and Version stay empty.
+	Socket string
+	// Err is why roothelper.Dial or Client.Hello failed (errors.Is: fs.ErrNotExist,
+	// syscall.ECONNREFUSED, syscall.EACCES, roothelper.ErrDenied, peercred.ErrUntrusted,
+	// failure.Invalid, failure.NotFound); nil when the helper answered.
+	Err     error
+	Version string // the helper's build, as hello says it
+	// Systemd says whether systemd is the init system (/run/systemd/system exists); Unit is
+	// where banger-helper.socket is installed ("" when it is not); Binary is the installed
+	// banger-helper ("" when none was found).
+	Systemd bool
+	Unit    string
+	Binary  string
+	// Config is the helper's configuration file (roothelper.DefaultConfigPath).
+	Config string
+}
+
 // Tun is /dev/net/tun.
 type Tun struct {
 	Exists   bool
@@ -155,7 +218,10 @@ type Bridge struct {
 	// configured); Type is its kind ("bridge" when it is one).
 	Exists bool
 	Type   string
-	Err    error // the namespace could not be entered
+	Err    error // the namespace could not be opened
+	// ReadErr is why the bridge could not be looked at in the namespace (entering one takes
+	// CAP_SYS_ADMIN, which an ordinary user lacks).
+	ReadErr error
 }
 
 // NFTables is the result of a read-only listing of nftables tables.
@@ -242,7 +308,9 @@ func Check(f Facts) []Result {
 	choice, choiceErr := vmm.Choose(f.Config.VMM, f.Config.Path, f.VMM)
 	c := checker{f: f, choice: choice, choiceErr: choiceErr}
 	c.arch()
-	c.user()
+	userAt := len(c.out) // user is decided last, from the checks after it
+	c.groups()
+	c.helper()
 	c.kvm()
 	c.vmm()
 	c.firecracker()
@@ -263,6 +331,7 @@ func Check(f Facts) []Result {
 	c.dns()
 	c.favordynmods()
 	c.nxHugePages()
+	c.user(userAt)
 	return c.out
 }
 
@@ -281,7 +350,12 @@ type checker struct {
 	choice    vmm.Choice
 	choiceErr error
 	out       []Result
+	// rootless names the checks that found something working without root lacks.
+	rootless []string
 }
+
+// root says whether banger runs as root here.
+func (c *checker) root() bool { return c.f.UID == 0 }
 
 func (c *checker) add(check string, s Status, detail, fix string) {
 	c.out = append(c.out, Result{Check: check, Status: s, Detail: detail, Fix: fix})
@@ -311,13 +385,274 @@ func (c *checker) arch() {
 	}
 }
 
-func (c *checker) user() {
-	if c.f.UID == 0 {
-		c.pass("user", "root")
+// user says who banger runs as. It is decided last and printed second: without root its
+// verdict is the worst of the checks working without root takes (groups, helper, newuidmap,
+// userns, subids, and the VMM).
+func (c *checker) user(at int) {
+	var r Result
+	if c.root() {
+		r = Result{Check: "user", Status: Pass, Detail: "root: the daemon does the host networking itself, one process"}
+	} else {
+		r = Result{Check: "user", Status: Pass, Detail: fmt.Sprintf("uid %d%s: bangerd runs as you and banger's root helper does the host networking (two processes)", c.f.UID, c.userName())}
+		for _, name := range c.rootless {
+			for _, o := range c.out {
+				if o.Check == name && worse(o.Status, r.Status) {
+					r.Status = o.Status
+				}
+			}
+		}
+		if len(c.rootless) > 0 {
+			r.Detail += "; not ready without root: " + strings.Join(c.rootless, ", ")
+			r.Fix = "see the fix of " + strings.Join(c.rootless, ", ") + " below"
+			if r.Status == Fail {
+				r.Fix += " (or run banger as root: `sudo -i`, then `banger …`)"
+			}
+		}
+	}
+	c.out = append(c.out[:at], append([]Result{r}, c.out[at:]...)...)
+}
+
+// userName is " (name)" for the user, when known.
+func (c *checker) userName() string {
+	for _, n := range []string{c.f.Groups.User, c.f.Subordinate.User} {
+		if n != "" {
+			return " (" + n + ")"
+		}
+	}
+	return ""
+}
+
+// who is the user's name for fixes, or $USER.
+func (c *checker) who() string {
+	if n := strings.TrimSuffix(strings.TrimPrefix(c.userName(), " ("), ")"); n != "" {
+		return n
+	}
+	return "$USER"
+}
+
+// notRootless records that check found something banger without root lacks.
+func (c *checker) notRootless(check string) {
+	if !c.root() && !contains(c.rootless, check) {
+		c.rootless = append(c.rootless, check)
+	}
+}
+
+// worse says whether a is a worse verdict than b.
+func worse(a, b Status) bool {
+	rank := map[Status]int{Pass: 0, Warn: 1, Fail: 2}
+	return rank[a] > rank[b]
+}
+
+// groups checks that the user, and this process, are in the root helper's group and in
+// /dev/kvm's (whether /dev/kvm can be opened is the kvm check's).
+func (c *checker) groups() {
+	if c.root() {
+		c.pass("groups", "not needed as root (root may use the root helper and /dev/kvm)")
 		return
 	}
-	c.add("user", Fail, fmt.Sprintf("uid %d: banger needs root for now (image builds run package scripts in a chroot; the bridge, taps and NAT rules need CAP_NET_ADMIN)", c.f.UID),
-		"run banger as root, e.g. `sudo -i` then `banger …`")
+	g := c.f.Groups
+	if g.Banger.Name == "" {
+		g.Banger.Name = roothelper.DefaultGroup
+	}
+	who := c.who()
+	if g.Err != nil {
+		c.add("groups", Fail, "cannot read the user's groups: "+oneLine(g.Err.Error()), "check the user and group databases: `id "+who+"`, `getent group "+g.Banger.Name+"`")
+		c.notRootless("groups")
+		return
+	}
+	type entry struct {
+		g    Group
+		what string
+	}
+	entries := []entry{{g.Banger, "the root helper's socket"}}
+	if g.KVM.Needed {
+		entries = append(entries, entry{g.KVM, "/dev/kvm; the kvm check says whether it opens"})
+	}
+	var missing, notMember, notProcess, fine []string
+	status := Pass
+	bad := func(e entry) {
+		s := Warn
+		if e.g.Name == g.Banger.Name {
+			s = Fail
+		}
+		if worse(s, status) {
+			status = s
+		}
+	}
+	for _, e := range entries {
+		switch {
+		case e.g.GID < 0:
+			missing = append(missing, e.g.Name)
+			bad(e)
+		case !e.g.Member:
+			notMember = append(notMember, e.g.Name)
+			bad(e)
+		case !g.InProcess(e.g):
+			notProcess = append(notProcess, e.g.Name)
+			bad(e)
+		default:
+			fine = append(fine, fmt.Sprintf("%s (%s)", e.g.Name, e.what))
+		}
+	}
+	if status == Pass {
+		detail := fmt.Sprintf("%s is in %s, and so is this process", who, strings.Join(fine, " and "))
+		switch {
+		case g.KVM.Needed:
+		case !g.KVMExists:
+			detail += "; there is no /dev/kvm (see kvm)"
+		case g.KVMMode.Perm()&0o006 == 0o006:
+			detail += fmt.Sprintf("; /dev/kvm is open to everyone (mode %04o), no group needed", g.KVMMode.Perm())
+		default:
+			detail += fmt.Sprintf("; /dev/kvm is root's alone (mode %04o), so no group opens it (see kvm)", g.KVMMode.Perm())
+		}
+		c.pass("groups", "%s", detail)
+		return
+	}
+	var details, fixes []string
+	if len(missing) > 0 {
+		details = append(details, "no group "+strings.Join(missing, ", ")+" on this host")
+		fixes = append(fixes, "`sudo make install` (it creates the groups banger and kvm), or `sudo groupadd --system "+strings.Join(missing, "`, `sudo groupadd --system ")+"`")
+		notMember = append(notMember, missing...)
+	}
+	if len(notMember) > len(missing) {
+		details = append(details, who+" is not in "+strings.Join(notMember[:len(notMember)-len(missing)], " or "))
+	}
+	if len(notMember) > 0 {
+		fixes = append(fixes, fmt.Sprintf("`sudo usermod -aG %s %s`, then log in again (or, in one shell, %s)", strings.Join(notMember, ","), who, newgrp(notMember)))
+	}
+	if len(notProcess) > 0 {
+		details = append(details, fmt.Sprintf("%s is in %s, but this process is not (a login from before the user was added)", who, strings.Join(notProcess, " and ")))
+		fixes = append(fixes, fmt.Sprintf("log in again (or, in one shell, %s)", newgrp(notProcess)))
+	}
+	detail := strings.Join(details, "; ")
+	if contains(missing, g.Banger.Name) || contains(notMember, g.Banger.Name) || contains(notProcess, g.Banger.Name) {
+		detail += ": without group " + g.Banger.Name + " the root helper refuses the daemon, and VMs get no network"
+	}
+	if k := g.KVM.Name; g.KVM.Needed && (contains(missing, k) || contains(notMember, k) || contains(notProcess, k)) {
+		detail += "; without group " + k + " the daemon cannot open /dev/kvm, and guests run under software emulation (see kvm)"
+	}
+	c.add("groups", status, detail, strings.Join(fixes, "; then "))
+	c.notRootless("groups")
+}
+
+// newgrp is how one shell gets groups: newgrp starts a shell with the group added, so one per
+// group, each in the shell the previous one started.
+func newgrp(groups []string) string {
+	cmds := make([]string, len(groups))
+	for i, g := range groups {
+		cmds[i] = "`newgrp " + g + "`"
+	}
+	if len(cmds) == 1 {
+		return cmds[0]
+	}
+	return strings.Join(cmds, ", then ") + " in the shell it starts"
+}
+
+// helper checks that banger's root helper answers on the socket an unprivileged daemon uses,
+// serves its network and is of this build.
+func (c *checker) helper() {
+	h := c.f.Helper
+	if c.root() {
+		c.pass("helper", "not needed as root: the daemon makes the bridge, taps and packet filter itself")
+		return
+	}
+	netDesc := fmt.Sprintf("bridge %s (%s)", c.f.Config.BridgeName, c.f.Config.BridgeCIDR)
+	if ns := c.f.Config.NetworkNamespace; ns != "" {
+		netDesc += " in network namespace " + ns
+	}
+	group := c.f.Groups.Banger.Name
+	if group == "" {
+		group = "banger"
+	}
+	start := c.helperStart()
+	restart := "`sudo systemctl restart banger-helper.service`"
+	if !h.Systemd {
+		restart = "restart banger-helper (as root)"
+	}
+	defer func() {
+		if c.out[len(c.out)-1].Status != Pass {
+			c.notRootless("helper")
+		}
+	}()
+	err := h.Err
+	switch {
+	case err == nil && h.Version != c.f.CLI.String():
+		c.add("helper", Warn, fmt.Sprintf("banger-helper on %s answers for %s, but is build %s; this banger is %s", h.Socket, netDesc, dash(h.Version), c.f.CLI),
+			"install the helper of this build: `sudo make install`, then "+restart)
+	case err == nil:
+		c.pass("helper", "banger-helper on %s answers for %s, same build as this CLI", h.Socket, netDesc)
+	case errors.Is(err, roothelper.ErrDenied):
+		c.add("helper", Fail, fmt.Sprintf("banger-helper on %s refuses this process: it is not in group %s (%s)", h.Socket, group, oneLine(err.Error())), c.joinGroup(group))
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		c.add("helper", Fail, fmt.Sprintf("cannot connect to %s: permission denied (the socket is root's and group %s's, mode 0660)", h.Socket, group), c.joinGroup(group))
+	case errors.Is(err, fs.ErrNotExist):
+		c.add("helper", Fail, fmt.Sprintf("no socket %s: banger's root helper is not running, and without root the daemon cannot make the bridge, taps or packet filter", h.Socket), start)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		if h.Systemd && h.Unit != "" {
+			start = "`sudo systemctl enable banger-helper.socket && sudo systemctl restart banger-helper.socket`"
+		}
+		c.add("helper", Fail, fmt.Sprintf("nothing listens on %s (a helper that stopped left its socket behind)", h.Socket), start)
+	case errors.Is(err, peercred.ErrUntrusted):
+		c.add("helper", Fail, oneLine(err.Error())+": the daemon talks only to a root helper",
+			fmt.Sprintf("find what serves %s (`sudo ss -xlp | grep %s`) and stop it; then %s", h.Socket, h.Socket, start))
+	case errors.Is(err, failure.NotFound):
+		ns := c.f.Config.NetworkNamespace
+		c.add("helper", Fail, fmt.Sprintf("banger-helper on %s: %s", h.Socket, oneLine(err.Error())), fmt.Sprintf("`sudo ip netns add %s`, or unset network_namespace in %s", filepath.Base(ns), c.f.Config.Path))
+	case errors.Is(err, failure.Invalid):
+		fix := fmt.Sprintf("as root, add to %s: [[network]] bridge = %q cidr = %q (each on its own line; [[network]] entries replace the default banger0 one, so keep that one listed if others use it), then %s; or set bridge_name and bridge_cidr in %s to a network the helper serves",
+			h.Config, c.f.Config.BridgeName, c.f.Config.BridgeCIDR.String(), restart, c.f.Config.Path)
+		if ns := c.f.Config.NetworkNamespace; ns != "" {
+			fix += fmt.Sprintf("; network namespace %s must be a name under /run/netns starting with the helper's namespace_prefix (default banger)", ns)
+		}
+		c.add("helper", Fail, fmt.Sprintf("banger-helper on %s does not serve %s: %s", h.Socket, netDesc, oneLine(err.Error())), fix)
+	default:
+		c.add("helper", Fail, fmt.Sprintf("banger-helper on %s: %s", h.Socket, oneLine(err.Error())),
+			"install the helper of this build and restart it: `sudo make install`, then "+restart+"; if that does not help, read its log ("+c.helperLog()+")")
+	}
+}
+
+// joinGroup is how this process gets the root helper's group: joining it, or, when the
+// user database already lists the user in it, a new login.
+func (c *checker) joinGroup(group string) string {
+	if g := c.f.Groups; g.Banger.Member && g.Banger.Name == group {
+		return fmt.Sprintf("log in again, or `newgrp %s` (one shell): %s is in group %s but this process is not (see groups)", group, c.who(), group)
+	}
+	return fmt.Sprintf("`sudo usermod -aG %s %s`, then log in again (or `newgrp %s`); see groups", group, c.who(), group)
+}
+
+// helperStart is how to get the root helper running on its socket.
+func (c *checker) helperStart() string {
+	h := c.f.Helper
+	var fix string
+	switch {
+	case h.Systemd && h.Unit != "":
+		fix = "`sudo systemctl enable --now banger-helper.socket` (" + h.Unit + ")"
+	case h.Systemd:
+		fix = "`sudo make install` (it installs banger-helper.socket), then `sudo systemctl enable --now banger-helper.socket`"
+	default:
+		bin := h.Binary
+		if bin == "" {
+			bin = "/usr/local/lib/banger/banger-helper"
+			fix = "`sudo make install`, then "
+		}
+		fix += "start the helper as root (systemd is not the init system here, so nothing starts it for you): `sudo " + bin + " &`, better from your init system; it makes " + roothelper.DefaultSocket + " itself"
+		if h.Socket != roothelper.DefaultSocket {
+			fix += " (`--socket " + h.Socket + "` for this config's helper_socket)"
+		}
+		return fix
+	}
+	if h.Socket != roothelper.DefaultSocket {
+		fix += "; the unit listens on " + roothelper.DefaultSocket + ": set helper_socket in " + c.f.Config.Path + " to it"
+	}
+	return fix
+}
+
+// helperLog is where the root helper logs.
+func (c *checker) helperLog() string {
+	if c.f.Helper.Systemd {
+		return "`journalctl -u banger-helper.service`"
+	}
+	return "its standard error"
 }
 
 func (c *checker) kvm() {
@@ -333,8 +668,12 @@ func (c *checker) kvm() {
 		fix = "load KVM: `modprobe kvm_intel` (Intel) or `modprobe kvm_amd` (AMD)"
 	case !k.Exists:
 		fix = "use a host with hardware virtualization (vmx/svm): enable VT-x/AMD-V in the firmware, or nested virtualization in the hypervisor running this machine, then `modprobe kvm_intel` or `modprobe kvm_amd`"
+	case k.OpenErr != nil && c.f.Groups.KVM.Member && !c.f.Groups.InProcess(c.f.Groups.KVM):
+		fix = "log in again, or `newgrp " + c.f.Groups.KVM.Name + "` (one shell): " + c.who() + " is in group " + c.f.Groups.KVM.Name + " but this process is not (see groups)"
+	case k.OpenErr != nil && !c.root() && c.f.Groups.KVM.GID < 0:
+		fix = "give /dev/kvm to group kvm, as udev's rule does at boot: `sudo chgrp kvm /dev/kvm && sudo chmod 0660 /dev/kvm`, then `sudo usermod -aG kvm " + c.who() + "` and log in again"
 	case k.OpenErr != nil:
-		fix = "give this user /dev/kvm: `usermod -aG kvm $USER` and log in again (or run banger as root)"
+		fix = "give this user /dev/kvm: `sudo usermod -aG kvm " + c.who() + "` and log in again (see groups), or run banger as root"
 	case contains(k.Modules, "kvm_pvm"):
 		fix = "nothing to do on this host: PVM runs only kernels built as PVM guests; for KVM speed use a host with hardware virtualization (vmx/svm)"
 	default:
@@ -344,6 +683,16 @@ func (c *checker) kvm() {
 }
 
 func (c *checker) vmm() {
+	if !c.root() && (c.fcWanted() || c.usesFirecracker()) {
+		why := "vmm = \"firecracker\""
+		if !c.fcWanted() {
+			why = "vmm = \"auto\" picks Firecracker here"
+		}
+		c.add("vmm", Fail, why+", but Firecracker does not run without root yet: its jailer needs root, and banger's root helper does not start it yet; QEMU runs VMs as an ordinary user",
+			fmt.Sprintf("set vmm = \"qemu\" in %s, or run banger as root (`sudo -i`, then `banger …`)", c.f.Config.Path))
+		c.notRootless("vmm")
+		return
+	}
 	if c.choiceErr != nil {
 		fix := fmt.Sprintf("fix what is named above, or set vmm = \"auto\" in %s to fall back to QEMU", c.f.Config.Path)
 		if c.f.Config.VMM == config.VMMAuto {
@@ -362,6 +711,17 @@ var fcInstall = fmt.Sprintf("download firecracker-vX.Y.Z-x86_64.tgz (%s) from %s
 func (c *checker) firecracker() {
 	fc := c.f.Firecracker
 	kvm := c.f.KVM.Accel.Accel == host.KVM
+	if !c.root() && !c.fcWanted() {
+		found := "not installed"
+		switch {
+		case fc.Info.Binary != "" && fc.Err != nil:
+			found = oneLine(fc.Err.Error())
+		case fc.Info.Binary != "":
+			found = fmt.Sprintf("%s at %s", fc.Info.Version, fc.Info.Binary)
+		}
+		c.pass("firecracker", "%s; Firecracker does not run without root yet (the root helper does not start its jailer), QEMU does (see vmm)", found)
+		return
+	}
 	if fc.Err == nil {
 		c.pass("firecracker", "%s at %s (supported: %s)", fc.Info.Version, fc.Info.Binary, firecracker.SupportedRange)
 		return
@@ -501,13 +861,16 @@ func (c *checker) subordinate() {
 		}
 	}
 	switch {
+	case len(missing) == 0 && root:
+		c.pass("newuidmap", "%s and %s; not needed as root (they map a user's subordinate ids into the user namespace of builds without root)", s.NewUIDMap.Path, s.NewGIDMap.Path)
 	case len(missing) == 0:
 		c.pass("newuidmap", "%s and %s (they map a user's subordinate ids into the user namespace of builds without root)", s.NewUIDMap.Path, s.NewGIDMap.Path)
 	case root:
 		c.pass("newuidmap", "%s not installed; not needed as root (building images without root needs them: apt-get install uidmap)", strings.Join(missing, " and "))
 	default:
 		c.add("newuidmap", Fail, strings.Join(missing, " and ")+" not found: without root, image builds, OCI pulls and kernel module disks run in a user namespace they map",
-			"apt-get install uidmap")
+			"sudo apt-get install uidmap")
+		c.notRootless("newuidmap")
 	}
 
 	switch {
@@ -520,6 +883,8 @@ func (c *checker) subordinate() {
 	case s.AppArmorRestrict == "1":
 		c.userns(root, "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1): processes in them get no capabilities",
 			`printf 'abi <abi/4.0>,\ninclude <tunables/global>\nprofile bangerd /usr/local/bin/bangerd flags=(unconfined) {\n  userns,\n}\n' > /etc/apparmor.d/bangerd && apparmor_parser -r /etc/apparmor.d/bangerd`)
+	case root:
+		c.pass("userns", "unprivileged user namespaces are available; not needed as root")
 	default:
 		c.pass("userns", "unprivileged user namespaces are available")
 	}
@@ -544,6 +909,9 @@ func (c *checker) subordinate() {
 			status = Warn
 		}
 		c.add("subids", status, oneLine(s.Err.Error()), "make "+userns.SubUIDFile+" and "+userns.SubGIDFile+" readable (mode 0644), as useradd leaves them")
+		c.notRootless("subids")
+	case enough(s.UIDs) && enough(s.GIDs) && root:
+		c.pass("subids", "%s has uids %v and gids %v; not needed as root (images keep their owners when built without root)", user, s.UIDs, s.GIDs)
 	case enough(s.UIDs) && enough(s.GIDs):
 		c.pass("subids", "%s has uids %v and gids %v (images keep their owners when built without root)", user, s.UIDs, s.GIDs)
 	case root:
@@ -551,6 +919,7 @@ func (c *checker) subordinate() {
 	default:
 		c.add("subids", Fail, fmt.Sprintf("%s has no range of %d subordinate uids and gids (uids %v, gids %v): without root, images are built and pulled in a user namespace mapping them, so that files keep their owners",
 			user, userns.MinIDs, s.UIDs, s.GIDs), fix)
+		c.notRootless("subids")
 	}
 }
 
@@ -561,6 +930,7 @@ func (c *checker) userns(root bool, detail, fix string) {
 		return
 	}
 	c.add("userns", Fail, detail+"; without root, images are built and pulled in a user namespace", "as root: "+fix)
+	c.notRootless("userns")
 }
 
 func (c *checker) tun() {
@@ -584,13 +954,21 @@ func (c *checker) bridge() {
 	switch {
 	case b.Err != nil:
 		c.add("bridge", Fail, oneLine(b.Err.Error()), fmt.Sprintf("create the namespace (`ip netns add %s`) or unset network_namespace in %s", c.f.DNS.NetNS, c.f.Config.Path))
+	case b.ReadErr != nil && !c.root():
+		c.pass("bridge", "not readable as uid %d%s (%s): banger's root helper makes %s there with the first VM; `sudo banger doctor` looks at it", c.f.UID, where, oneLine(b.ReadErr.Error()), b.Name)
+	case b.ReadErr != nil:
+		c.add("bridge", Fail, fmt.Sprintf("cannot look at %s%s: %s", b.Name, where, oneLine(b.ReadErr.Error())), fmt.Sprintf("check the namespace (`ip netns exec %s ip link`), or unset network_namespace in %s", c.f.DNS.NetNS, c.f.Config.Path))
 	case b.Exists && b.Type != "bridge":
 		c.add("bridge", Fail, fmt.Sprintf("%s exists%s but is a %s, not a bridge", b.Name, where, dash(b.Type)),
 			fmt.Sprintf("set bridge_name in %s to a name no other link uses", c.f.Config.Path))
 	case b.Exists:
 		c.pass("bridge", "%s exists%s (kernel bridging %s)", b.Name, where, dash(b.Module))
 	case b.Module != "":
-		c.pass("bridge", "kernel bridging %s; bangerd creates %s%s with the first VM", b.Module, b.Name, where)
+		maker := "bangerd creates"
+		if !c.root() {
+			maker = "banger's root helper creates"
+		}
+		c.pass("bridge", "kernel bridging %s; %s %s%s with the first VM", b.Module, maker, b.Name, where)
 	default:
 		c.add("bridge", Fail, "the kernel has no bridge support (no bridge module loaded, built in or installed)", "`modprobe bridge` (a kernel with CONFIG_BRIDGE)")
 	}
@@ -600,7 +978,7 @@ func (c *checker) nftables() {
 	n := c.f.NFTables
 	if n.Err != nil {
 		if c.f.UID != 0 {
-			c.add("nftables", Warn, "cannot list nftables tables as uid "+fmt.Sprint(c.f.UID)+": "+oneLine(n.Err.Error()), "run `banger doctor` as root to check nftables")
+			c.pass("nftables", "not readable as uid %d (%s): banger's root helper keeps the packet filter; `sudo banger doctor` describes it", c.f.UID, oneLine(n.Err.Error()))
 			return
 		}
 		c.add("nftables", Fail, "listing nftables tables failed: "+oneLine(n.Err.Error())+"; VMs do not start without their packet filter",
@@ -747,7 +1125,7 @@ func (c *checker) image() {
 	case a.Installed:
 		c.pass("image", "%s is installed (%s)", a.Name, a.Dir)
 	case a.Kind == "recipe":
-		c.pass("image", "%s is not built yet; `banger vm run` builds it from recipe %s on first use (about 80 s; needs root and mmdebstrap or debootstrap)", a.Name, a.Origin)
+		c.pass("image", "%s is not built yet; `banger vm run` builds it from recipe %s on first use (about 80 s; needs mmdebstrap or debootstrap, and without root subordinate ids)", a.Name, a.Origin)
 	case a.Kind == "oci":
 		c.pass("image", "%s is not pulled yet; `banger vm run` pulls %s on first use", a.Name, a.Origin)
 	case a.Kind == "bundle":
@@ -794,7 +1172,11 @@ func (c *checker) dns() {
 	case d.ResolvedActive && d.Routed:
 		c.pass("dns", "systemd-resolved sends *.vm to %s on %s", d.HostIP, bridge)
 	case d.ResolvedActive && !c.f.Bridge.Exists:
-		c.pass("dns", "systemd-resolved runs; bangerd routes ~vm to %s when it creates %s (with the first VM)", d.HostIP, bridge)
+		maker := "bangerd routes"
+		if !c.root() {
+			maker = "banger's root helper routes"
+		}
+		c.pass("dns", "systemd-resolved runs; %s ~vm to %s when it creates %s (with the first VM)", maker, d.HostIP, bridge)
 	case d.ResolvedActive:
 		c.add("dns", Warn, fmt.Sprintf("systemd-resolved runs but does not send *.vm to banger on %s", bridge),
 			fmt.Sprintf("resolvectl dns %s %s && resolvectl domain %s '~vm' (bangerd does this whenever it creates the bridge)", bridge, d.HostIP, bridge))

@@ -4,17 +4,23 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/peercred"
+	"github.com/banger-dev/banger/internal/roothelper"
 	"github.com/banger-dev/banger/internal/userns"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -115,6 +121,40 @@ func pvm() Facts {
 	return f
 }
 
+// unprivileged is an ordinary user's host where everything is in place: uid 1000 in the
+// groups banger and kvm (and this login has them), banger's root helper of the same build
+// answering, subordinate ids and newuidmap, hardware KVM with QEMU (Firecracker does not run
+// without root yet), the daemon running as the user.
+func unprivileged() Facts {
+	f := healthy()
+	f.UID = 1000
+	f.Layout.UID = 1000
+	f.Layout.Socket = "/run/user/1000/banger/bangerd.sock"
+	notFound := errors.New("no firecracker binary in $PATH; get a release (1.8 or newer within 1.x) from https://github.com/firecracker-microvm/firecracker/releases and put it in $PATH or set firecracker_bin")
+	f.Firecracker = Firecracker{Err: notFound}
+	f.VMM.Drivers = vmmDrivers(f, "", notFound)
+	f.Jailer = Jailer{Status: firecracker.JailerStatus{Reason: "no jailer found"}}
+	f.Subordinate.User = "dev"
+	f.Subordinate.UIDs = []userns.Range{{Start: 100000, Count: 65536}}
+	f.Subordinate.GIDs = []userns.Range{{Start: 100000, Count: 65536}}
+	f.Subordinate.Free = userns.Range{Start: 165536, Count: 65536}
+	f.Groups = Groups{User: "dev", Process: []int{1000, 993, 994},
+		Banger: Group{Name: "banger", GID: 993, Member: true, Needed: true},
+		KVM:    Group{Name: "kvm", GID: 994, Member: true, Needed: true}, KVMExists: true, KVMMode: os.ModeDevice | os.ModeCharDevice | 0o660}
+	f.Helper = Helper{Socket: config.DefaultHelperSocket, Version: testCLI.String(), Systemd: true,
+		Unit: "/usr/local/lib/systemd/system/banger-helper.socket", Binary: "/usr/local/lib/banger/banger-helper", Config: "/etc/banger/helper.toml"}
+	f.NFTables = NFTables{Err: errors.New("netlink receive: operation not permitted")}
+	f.Daemon.Socket = f.Layout.Socket
+	f.Daemon.SocketUID = 1000
+	return f
+}
+
+// dialErr is the error roothelper's client returns when connect(2) fails with errno.
+func dialErr(errno syscall.Errno) error {
+	op := &net.OpError{Op: "dial", Net: "unix", Addr: &net.UnixAddr{Name: config.DefaultHelperSocket, Net: "unix"}, Err: os.NewSyscallError("connect", errno)}
+	return fmt.Errorf("banger's root helper at %s: %w (is banger-helper.socket running? `systemctl status banger-helper.socket`)", config.DefaultHelperSocket, op)
+}
+
 func TestGolden(t *testing.T) {
 	notFound := errors.New("not found")
 	oldFC := errors.New("/opt/fc/firecracker: firecracker 1.7.0 is too old: banger needs 1.8 or newer within 1.x (guests find their devices through ACPI, which Firecracker has from 1.8); get a newer release from https://github.com/firecracker-microvm/firecracker/releases")
@@ -186,17 +226,9 @@ func TestGolden(t *testing.T) {
 			f.NFTables = NFTables{Err: errors.New("netlink receive: operation not permitted")}
 			f.Disk = Disk{Path: "/home/dev", Free: 1 << 30, Total: 20 << 30}
 			f.Daemon = Daemon{Socket: "/run/user/1000/banger/bangerd.sock", BinaryErr: errors.New("bangerd not found next to banger or in PATH; reinstall banger (make install)")}
-			return f
-		}},
-		{"rootless-builds", func() Facts {
-			// An ordinary user with subordinate ids and newuidmap: images are built and
-			// pulled in a user namespace.
-			f := healthy()
-			f.UID = 1000
-			f.Subordinate.User = "dev"
-			f.Subordinate.UIDs = []userns.Range{{Start: 100000, Count: 65536}}
-			f.Subordinate.GIDs = []userns.Range{{Start: 100000, Count: 65536}}
-			f.Subordinate.Free = userns.Range{Start: 165536, Count: 65536}
+			// make install never ran: no group banger, no helper; /dev/kvm is root's only.
+			f.Groups = Groups{User: "dev", Process: []int{1000}, Banger: Group{Name: "banger", GID: -1, Needed: true}, KVM: Group{Name: "kvm", GID: -1}}
+			f.Helper = Helper{Socket: config.DefaultHelperSocket, Systemd: true, Config: "/etc/banger/helper.toml", Err: dialErr(syscall.ENOENT)}
 			return f
 		}},
 		{"old-tools-and-qemu", func() Facts {
@@ -295,6 +327,138 @@ func TestGolden(t *testing.T) {
 			f.NX = NX{Param: "Y", ITLB: "Not affected"}
 			return f
 		}},
+		{"unprivileged", unprivileged},
+		{"unprivileged-helper-missing", func() Facts {
+			// make install ran without systemd's units (or not at all): no socket, no unit.
+			f := unprivileged()
+			f.Helper.Err, f.Helper.Version, f.Helper.Unit = dialErr(syscall.ENOENT), "", ""
+			return f
+		}},
+		{"unprivileged-helper-not-enabled", func() Facts {
+			f := unprivileged()
+			f.Helper.Err, f.Helper.Version = dialErr(syscall.ENOENT), ""
+			return f
+		}},
+		{"unprivileged-helper-missing-no-systemd", func() Facts {
+			f := unprivileged()
+			f.Helper.Err, f.Helper.Version, f.Helper.Systemd, f.Helper.Unit = dialErr(syscall.ENOENT), "", false, ""
+			return f
+		}},
+		{"unprivileged-helper-stale-socket", func() Facts {
+			f := unprivileged()
+			f.Helper.Err, f.Helper.Version = dialErr(syscall.ECONNREFUSED), ""
+			return f
+		}},
+		{"unprivileged-group-not-in-process", func() Facts {
+			// usermod -aG banger,kvm dev ran after this login: the databases say yes, this
+			// process (and the daemon it starts) has neither, and the helper refuses it.
+			f := unprivileged()
+			f.Groups.Process = []int{1000}
+			f.Helper.Err = fmt.Errorf("banger's root helper, hello: uid 1000 is not in group banger; add the user with `sudo usermod -aG banger USER` and log in again: %w", roothelper.ErrDenied)
+			f.Helper.Version = ""
+			f.KVM.OpenErr = syscall.EACCES
+			f.KVM.Accel = host.AccelChoice{Accel: host.TCG, Reason: "/dev/kvm exists but cannot be opened: permission denied"}
+			f.VMM.Accel = f.KVM.Accel
+			return f
+		}},
+		{"unprivileged-not-in-groups", func() Facts {
+			f := unprivileged()
+			f.Groups.Process = []int{1000}
+			f.Groups.Banger.Member, f.Groups.KVM.Member = false, false
+			f.Helper.Err, f.Helper.Version = dialErr(syscall.EACCES), ""
+			return f
+		}},
+		{"unprivileged-only-kvm-missing", func() Facts {
+			f := unprivileged()
+			f.Groups.Process = []int{1000, 993}
+			f.Groups.KVM.Member = false
+			return f
+		}},
+		{"unprivileged-no-group", func() Facts {
+			// make install never ran: no group banger, no helper.
+			f := unprivileged()
+			f.Groups.Banger.GID, f.Groups.Banger.Member = -1, false
+			f.Groups.Process = []int{1000, 994}
+			f.Helper.Err, f.Helper.Version, f.Helper.Unit, f.Helper.Binary = dialErr(syscall.ENOENT), "", "", ""
+			return f
+		}},
+		{"unprivileged-helper-other-network", func() Facts {
+			f := unprivileged()
+			f.Config.BridgeName = "br-dev"
+			f.Helper.Err = fmt.Errorf("hello: %w", failure.New(failure.Invalid, `bridge "br-dev" is not one the helper serves (its configuration /etc/banger/helper.toml lists the bridges)`))
+			f.Helper.Version = ""
+			return f
+		}},
+		{"unprivileged-helper-no-namespace", func() Facts {
+			f := unprivileged()
+			f.Config.NetworkNamespace = "banger-dev"
+			f.DNS = DNS{NetNS: "banger-dev", HostIP: netip.MustParseAddr("172.16.0.1")}
+			f.Helper.Err = fmt.Errorf("hello: %w", failure.New(failure.NotFound, "network namespace banger-dev does not exist (create it with `ip netns add banger-dev`)"))
+			f.Helper.Version = ""
+			return f
+		}},
+		{"unprivileged-helper-other-build", func() Facts {
+			f := unprivileged()
+			f.Helper.Version = "v1.3.0 (commit fedcba987654, built 2025-11-02T03:04:05Z)"
+			return f
+		}},
+		{"unprivileged-helper-other-protocol", func() Facts {
+			// roothelper.Dial refuses a helper of another protocol before hello's build.
+			f := unprivileged()
+			f.Helper.Err = fmt.Errorf("banger's root helper at %s speaks protocol %d, this banger %d: install the helper of this banger build (make install) and restart it", config.DefaultHelperSocket, 2, roothelper.ProtocolVersion)
+			f.Helper.Version = ""
+			return f
+		}},
+		{"unprivileged-helper-not-root", func() Facts {
+			f := unprivileged()
+			f.Helper.Err = &peercred.UntrustedError{What: "the process serving /run/banger/helper.sock", Problem: "belongs to uid 1001 (eve), not to 0 (root)", UID: 1001, Hint: "banger's root helper runs as root"}
+			f.Helper.Version = ""
+			return f
+		}},
+		{"unprivileged-firecracker", func() Facts {
+			// vmm = "firecracker" without root: refused until the helper starts the jailer.
+			f := unprivileged()
+			f.Config.VMM = config.VMMFirecracker
+			f.Firecracker = healthy().Firecracker
+			f.VMM.Drivers = healthy().VMM.Drivers
+			f.Jailer = healthy().Jailer
+			return f
+		}},
+		{"unprivileged-firecracker-auto", func() Facts {
+			// vmm = "auto" with a usable Firecracker: the daemon would pick it, and fail.
+			f := unprivileged()
+			f.Firecracker = healthy().Firecracker
+			f.VMM.Drivers = healthy().VMM.Drivers
+			f.Jailer = healthy().Jailer
+			return f
+		}},
+		{"unprivileged-netns", func() Facts {
+			// The CI's setup: guests in a network namespace, which an ordinary user cannot
+			// enter to look at the bridge or the filter.
+			f := unprivileged()
+			f.Config.NetworkNamespace = "banger-ci"
+			f.DNS = DNS{NetNS: "banger-ci", HostIP: netip.MustParseAddr("172.16.0.1")}
+			f.Bridge = Bridge{Name: "banger0", Module: "loaded", ReadErr: errors.New("enter network namespace /run/netns/banger-ci: operation not permitted")}
+			f.NFTables = NFTables{Err: errors.New("enter network namespace /run/netns/banger-ci: operation not permitted")}
+			return f
+		}},
+		{"unprivileged-kvm-root-only", func() Facts {
+			// No udev: /dev/kvm stayed root:root 0600, so no group helps until it is given
+			// to kvm; and no VM has run yet (no bridge).
+			f := unprivileged()
+			f.Groups.KVM, f.Groups.KVMMode = Group{Name: "kvm", GID: -1}, os.ModeDevice|os.ModeCharDevice|0o600
+			f.KVM.OpenErr = syscall.EACCES
+			f.KVM.Accel = host.AccelChoice{Accel: host.TCG, Reason: "/dev/kvm is not usable by this user (open /dev/kvm: permission denied); add the user to the kvm group"}
+			f.VMM.Accel = f.KVM.Accel
+			f.Bridge.Exists, f.Bridge.Type = false, ""
+			f.DNS.Routed = false
+			return f
+		}},
+		{"unprivileged-no-subids", func() Facts {
+			f := unprivileged()
+			f.Subordinate.UIDs, f.Subordinate.GIDs = nil, nil
+			return f
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -357,6 +521,39 @@ func TestVerdicts(t *testing.T) {
 	f.Cgroup, f.NX = Cgroup{V2Root: true}, NX{Param: "N", ITLB: "Not affected"}
 	if statusOf(f, "favordynmods") != Warn || statusOf(f, "nx_huge_pages") != Warn {
 		t.Errorf("6.1 KVM host without the fixes should warn on favordynmods and nx_huge_pages")
+	}
+	if rs := Check(unprivileged()); Failed(rs) || Summarize(rs).Warn != 0 {
+		t.Errorf("an ordinary user with everything in place should pass everything, got %+v", Summarize(rs))
+	}
+	for name, s := range map[string]Status{"user": Pass, "helper": Pass, "groups": Pass} {
+		if got := statusOf(healthy(), name); got != s {
+			t.Errorf("root: %s is %s, want %s", name, got, s)
+		}
+	}
+	f = unprivileged()
+	f.Helper.Err = dialErr(syscall.ENOENT)
+	if statusOf(f, "helper") != Fail || statusOf(f, "user") != Fail {
+		t.Errorf("no helper socket: helper and user should fail")
+	}
+	f = unprivileged()
+	f.Groups.Process = []int{1000, 994}
+	if statusOf(f, "groups") != Fail || statusOf(f, "user") != Fail {
+		t.Errorf("a process without group banger: groups and user should fail")
+	}
+	f = unprivileged()
+	f.Groups.Process = []int{1000, 993}
+	if statusOf(f, "groups") != Warn || statusOf(f, "user") != Warn {
+		t.Errorf("a process without group kvm only: groups and user should warn")
+	}
+	f = unprivileged()
+	f.Helper.Version = "v0.9.0 (commit 0, built unknown)"
+	if statusOf(f, "helper") != Warn {
+		t.Errorf("a helper of another build should warn")
+	}
+	f = unprivileged()
+	f.Config.VMM = config.VMMFirecracker
+	if statusOf(f, "vmm") != Fail || statusOf(f, "user") != Fail {
+		t.Errorf("vmm = firecracker without root should fail")
 	}
 	f = healthy()
 	f.Image.OlderRecipe = true

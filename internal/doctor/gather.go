@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,10 +25,12 @@ import (
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/roothelper"
 	"github.com/banger-dev/banger/internal/sshkeys"
 	"github.com/banger-dev/banger/internal/userns"
 	"github.com/banger-dev/banger/internal/version"
@@ -59,13 +63,26 @@ type Env struct {
 	Firecracker func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, vmm.Probe)
 	// Getenv reads the environment (default os.Getenv).
 	Getenv func(string) string
+	// Helper asks banger's root helper on socket hello for netw, as an unprivileged daemon
+	// would dial it, and returns the helper's build (default: roothelper.Dial and
+	// Client.Hello). Gather calls it only when UID is not 0.
+	Helper func(socket string, netw roothelper.Network) (version string, err error)
+	// UserGroups reads the user's name and the gids the user and group databases give the
+	// user (primary included); GroupID the gid of a group name (default: package os/user).
+	UserGroups func(uid int) (name string, gids []int, err error)
+	GroupID    func(name string) (int, error)
+	// ProcessGroups is this process's gid and supplementary gids (default: getgid, getgroups).
+	ProcessGroups func() ([]int, error)
 }
 
 // NetFacts are the facts Env.Net reads.
 type NetFacts struct {
-	BridgeExists   bool
-	BridgeType     string
-	BridgeErr      error
+	BridgeExists bool
+	BridgeType   string
+	BridgeErr    error
+	// BridgeReadErr is why the bridge could not be looked at in its namespace (entering a
+	// namespace takes CAP_SYS_ADMIN: not root).
+	BridgeReadErr  error
 	NFTables       NFTables
 	ResolvedActive bool
 	Routed         bool
@@ -92,6 +109,18 @@ func (e *Env) defaults() {
 	}
 	if e.Getenv == nil {
 		e.Getenv = os.Getenv
+	}
+	if e.Helper == nil {
+		e.Helper = askHelper
+	}
+	if e.UserGroups == nil {
+		e.UserGroups = userGroups
+	}
+	if e.GroupID == nil {
+		e.GroupID = groupID
+	}
+	if e.ProcessGroups == nil {
+		e.ProcessGroups = processGroups
 	}
 }
 
@@ -122,8 +151,10 @@ func (e *Env) exists(p string) bool {
 
 // Gather reads every fact the checks need. It changes nothing on the host and never starts
 // the daemon; the only programs it runs are the tools' own --version (and QEMU's machine
-// list), and its only network traffic is to the daemon's unix socket and read-only netlink
-// queries.
+// list), and its only network traffic is to the daemon's unix socket, read-only netlink
+// queries and, when not root, one hello to banger's root helper (which changes nothing;
+// where systemd activates the helper on its socket, that connection may start it, as the
+// daemon's first request would).
 func Gather(ctx context.Context, env Env) Facts {
 	env.defaults()
 	l := env.Layout
@@ -160,6 +191,9 @@ func Gather(ctx context.Context, env Env) Facts {
 	f.Tools = gatherTools(ctx, &env)
 	f.DebianKeyring = env.exists("/usr/share/keyrings/debian-archive-keyring.gpg")
 	f.Subordinate = gatherSubordinate(&env)
+	helperCfg := helperConfig(&env)
+	f.Groups = gatherGroups(&env, helperCfg.Group)
+	f.Helper = gatherHelper(&env, cfg)
 
 	st, err := os.Stat(env.path("/dev/net/tun"))
 	f.Tun = Tun{Exists: err == nil, StatErr: err, Required: true}
@@ -169,7 +203,7 @@ func Gather(ctx context.Context, env Env) Facts {
 
 	nf := env.Net(cfg, l)
 	f.Bridge = Bridge{Name: cfg.BridgeName, Module: bridgeModule(&env, f.KernelRelease),
-		Exists: nf.BridgeExists, Type: nf.BridgeType, Err: nf.BridgeErr}
+		Exists: nf.BridgeExists, Type: nf.BridgeType, Err: nf.BridgeErr, ReadErr: nf.BridgeReadErr}
 	f.NFTables = nf.NFTables
 
 	f.Disk = gatherDisk(l.StateDir)
@@ -367,7 +401,7 @@ func realNet(cfg config.Config, l paths.Layout) NetFacts {
 		return nf
 	}
 	defer n.Close()
-	_ = n.Do(func() error {
+	nf.BridgeReadErr = n.Do(func() error {
 		link, err := netlink.LinkByName(cfg.BridgeName)
 		if err == nil {
 			nf.BridgeExists, nf.BridgeType = true, link.Type()
@@ -608,4 +642,150 @@ func gatherCgroup(env *Env) Cgroup {
 		}
 	}
 	return cg
+}
+
+// helperConfig is the root helper's configuration as far as this user can read it: banger's
+// defaults when the file is missing or unreadable (it is root's).
+func helperConfig(env *Env) roothelper.Config {
+	path := env.path(roothelper.DefaultConfigPath)
+	if _, err := os.Stat(path); err != nil {
+		return roothelper.DefaultConfig()
+	}
+	cfg, err := roothelper.LoadConfig(path)
+	if err != nil {
+		return roothelper.DefaultConfig()
+	}
+	return cfg
+}
+
+// gatherGroups reads the user's memberships in the root helper's group and in /dev/kvm's.
+func gatherGroups(env *Env, helperGroup string) Groups {
+	if helperGroup == "" {
+		helperGroup = roothelper.DefaultGroup
+	}
+	var g Groups
+	var member []int
+	var err error
+	g.User, member, err = env.UserGroups(env.UID)
+	g.Process, g.Err = env.ProcessGroups()
+	g.Err = errors.Join(err, g.Err)
+	g.Banger = Group{Name: helperGroup, GID: -1, Needed: true}
+	if gid, err := env.GroupID(helperGroup); err == nil {
+		g.Banger.GID = gid
+		g.Banger.Member = slices.Contains(member, gid)
+	}
+	g.KVM = Group{Name: "kvm", GID: -1}
+	if st, err := os.Stat(env.path("/dev/kvm")); err == nil {
+		g.KVMExists, g.KVMMode = true, st.Mode()
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Gid != 0 {
+			g.KVM.GID = int(sys.Gid)
+			// Membership matters when the group may open it and everyone may not.
+			g.KVM.Needed = st.Mode().Perm()&0o060 == 0o060 && st.Mode().Perm()&0o006 != 0o006
+			g.KVM.Member = slices.Contains(member, g.KVM.GID)
+			if name := groupName(g.KVM.GID); name != "" {
+				g.KVM.Name = name
+			} else {
+				g.KVM.Name = strconv.Itoa(g.KVM.GID)
+			}
+		}
+	}
+	return g
+}
+
+// userGroups reads the user's name and every gid the databases give the user.
+func userGroups(uid int) (string, []int, error) {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return "", nil, err
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return u.Username, nil, fmt.Errorf("groups of %s: %w", u.Username, err)
+	}
+	var gids []int
+	for _, id := range append(ids, u.Gid) {
+		if n, err := strconv.Atoi(id); err == nil {
+			gids = append(gids, n)
+		}
+	}
+	return u.Username, gids, nil
+}
+
+func groupID(name string) (int, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+func groupName(gid int) string {
+	g, err := user.LookupGroupId(strconv.Itoa(gid))
+	if err != nil {
+		return ""
+	}
+	return g.Name
+}
+
+func processGroups() ([]int, error) {
+	gs, err := os.Getgroups()
+	if err != nil {
+		return nil, fmt.Errorf("this process's groups: %w", err)
+	}
+	return append(gs, os.Getgid()), nil
+}
+
+// helperUnitDirs are where systemd looks for banger-helper.socket (make install puts it in
+// PREFIX/lib/systemd/system).
+var helperUnitDirs = []string{"/etc/systemd/system", "/usr/local/lib/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"}
+
+// helperBinaries are where make install puts banger-helper (PREFIX/lib/banger).
+var helperBinaries = []string{"/usr/local/lib/banger/banger-helper", "/usr/lib/banger/banger-helper"}
+
+// gatherHelper asks banger's root helper hello on the socket the daemon would use, for the
+// network the daemon would ask for, and looks for its unit and binary. As root it asks
+// nothing: a root daemon does the networking itself.
+func gatherHelper(env *Env, cfg config.Config) Helper {
+	h := Helper{Socket: cfg.HelperSocket, Config: roothelper.DefaultConfigPath, Systemd: env.exists("/run/systemd/system")}
+	if v := env.Getenv("BANGER_HELPER_SOCKET"); v != "" && filepath.IsAbs(v) {
+		h.Socket = v // as the daemon does
+	}
+	for _, d := range helperUnitDirs {
+		if p := filepath.Join(d, "banger-helper.socket"); env.exists(p) {
+			h.Unit = p
+			break
+		}
+	}
+	for _, p := range helperBinaries {
+		if env.exists(p) {
+			h.Binary = p
+			break
+		}
+	}
+	if env.UID == 0 {
+		return h
+	}
+	// The helper takes namespaces by name: a path is accepted when it is /run/netns/<name>,
+	// as the daemon's dialHelper does.
+	ns := cfg.NetworkNamespace
+	if strings.Contains(ns, "/") {
+		if filepath.Dir(ns) != "/run/netns" {
+			h.Err = failure.New(failure.Invalid, "network namespace %s: the root helper works in namespaces under /run/netns only; name one (`ip netns add NAME`)", ns)
+			return h
+		}
+		ns = filepath.Base(ns)
+	}
+	h.Version, h.Err = env.Helper(h.Socket, roothelper.Network{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR.String(), Namespace: ns})
+	return h
+}
+
+// askHelper dials the root helper as the daemon does and asks it hello.
+func askHelper(socket string, netw roothelper.Network) (string, error) {
+	c, err := roothelper.Dial(socket, netw, nil)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	v, _, err := c.Hello()
+	return v, err
 }
