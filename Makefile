@@ -23,14 +23,19 @@ DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates ope
 # busybox they build small images from.
 TEST_DEPS := docker-registry busybox-static umoci skopeo
 
-.PHONY: help build install uninstall deps test-deps test unit e2e lint fuzz clean bench firecracker-test
+# What needs root in deps, install and uninstall runs through sudo when make runs as an
+# ordinary user (not when staging into a DESTDIR): the build stays the user's, so bin/ and the
+# Go caches in the user's home stay the user's too.
+ROOT := $(if $(or $(filter 0,$(shell id -u)),$(DESTDIR)),,sudo)
+
+.PHONY: help build install install-as-root uninstall uninstall-as-root deps test-deps test unit e2e lint fuzz clean bench firecracker-test
 
 help:
-	@echo "make deps       install the host packages banger uses (apt-get; needs root)"
+	@echo "make deps       install the host packages banger uses (apt-get; through sudo unless root)"
 	@echo "make test-deps  install what the end-to-end tests use besides (docker-registry, busybox-static, umoci, skopeo)"
 	@echo "make build      build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
-	@echo "make install    install under PREFIX (default /usr/local); as root (sudo): also the group banger,"
-	@echo "                the invoking user (SUDO_USER) in groups banger and kvm, and the root helper started"
+	@echo "make install    build as you, then install under PREFIX (default /usr/local) through sudo unless root:"
+	@echo "                also the groups banger and kvm with you (SUDO_USER) in them, and the root helper started"
 	@echo "make uninstall  stop the daemon and remove the installed files (user data stays)"
 	@echo "make test       lint, unit tests (with -race) and the end-to-end boot tests"
 	@echo "make unit       unit tests only (-short: no downloads, no image builds)"
@@ -48,6 +53,10 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger-helper ./cmd/banger-helper
 
 install: build
+	$(ROOT) $(MAKE) --no-print-directory install-as-root PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+
+# install's root part, on what build made (it builds nothing, so it never writes into bin/).
+install-as-root:
 	install -D -m 0755 bin/banger $(DESTDIR)$(PREFIX)/bin/banger
 	install -D -m 0755 bin/bangerd $(DESTDIR)$(PREFIX)/bin/bangerd
 	install -D -m 0755 bin/banger-agent $(DESTDIR)$(PREFIX)/lib/banger/banger-agent
@@ -102,6 +111,9 @@ install: build
 
 uninstall:
 	-@[ -x $(DESTDIR)$(PREFIX)/bin/banger ] && $(DESTDIR)$(PREFIX)/bin/banger daemon stop
+	$(ROOT) $(MAKE) --no-print-directory uninstall-as-root PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+
+uninstall-as-root:
 	-@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now banger-helper.socket banger-helper.service; fi
 	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd
 	rm -rf $(DESTDIR)$(PREFIX)/lib/banger $(DESTDIR)$(PREFIX)/share/doc/banger
@@ -114,8 +126,8 @@ uninstall:
 	@echo "  $${XDG_CACHE_HOME:-$$HOME/.cache}/banger (downloads); delete them to remove everything."
 
 deps:
-	apt-get update -q
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEPS)
+	$(ROOT) apt-get update -q
+	$(ROOT) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEPS)
 
 # The tests start their own registry on loopback; the package's service (on :5000, all
 # interfaces) is not wanted.
