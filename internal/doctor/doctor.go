@@ -511,7 +511,7 @@ func (c *checker) groups() {
 	var details, fixes []string
 	if len(missing) > 0 {
 		details = append(details, "no group "+strings.Join(missing, ", ")+" on this host")
-		fixes = append(fixes, "`make install` (it runs its root part through sudo) (it creates the groups banger and kvm), or `sudo groupadd --system "+strings.Join(missing, "`, `sudo groupadd --system ")+"`")
+		fixes = append(fixes, "`make install` (it creates the groups banger and kvm), or `sudo groupadd --system "+strings.Join(missing, "`, `sudo groupadd --system ")+"`")
 		notMember = append(notMember, missing...)
 	}
 	if len(notMember) > len(missing) {
@@ -578,7 +578,7 @@ func (c *checker) helper() {
 	switch {
 	case err == nil && h.Version != c.f.CLI.String():
 		c.add("helper", Warn, fmt.Sprintf("banger-helper on %s answers for %s, but is build %s; this banger is %s", h.Socket, netDesc, dash(h.Version), c.f.CLI),
-			"install the helper of this build: `make install` (it runs its root part through sudo), then "+restart)
+			"install the helper of this build: `make install`, then "+restart)
 	case err == nil:
 		c.pass("helper", "banger-helper on %s answers for %s, same build as this CLI", h.Socket, netDesc)
 	case errors.Is(err, roothelper.ErrDenied):
@@ -607,7 +607,7 @@ func (c *checker) helper() {
 		c.add("helper", Fail, fmt.Sprintf("banger-helper on %s does not serve %s: %s", h.Socket, netDesc, oneLine(err.Error())), fix)
 	default:
 		c.add("helper", Fail, fmt.Sprintf("banger-helper on %s: %s", h.Socket, oneLine(err.Error())),
-			"install the helper of this build and restart it: `make install` (it runs its root part through sudo), then "+restart+"; if that does not help, read its log ("+c.helperLog()+")")
+			"install the helper of this build and restart it: `make install`, then "+restart+"; if that does not help, read its log ("+c.helperLog()+")")
 	}
 }
 
@@ -628,12 +628,12 @@ func (c *checker) helperStart() string {
 	case h.Systemd && h.Unit != "":
 		fix = "`sudo systemctl enable --now banger-helper.socket` (" + h.Unit + ")"
 	case h.Systemd:
-		fix = "`make install` (it runs its root part through sudo) (it installs banger-helper.socket), then `sudo systemctl enable --now banger-helper.socket`"
+		fix = "`make install` (it installs banger-helper.socket), then `sudo systemctl enable --now banger-helper.socket`"
 	default:
 		bin := h.Binary
 		if bin == "" {
 			bin = "/usr/local/lib/banger/banger-helper"
-			fix = "`make install` (it runs its root part through sudo), then "
+			fix = "`make install`, then "
 		}
 		fix += "start the helper as root (systemd is not the init system here, so nothing starts it for you): `sudo " + bin + " &`, better from your init system; it makes " + roothelper.DefaultSocket + " itself"
 		if h.Socket != roothelper.DefaultSocket {
