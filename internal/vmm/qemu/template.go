@@ -310,6 +310,12 @@ func (m *machine) saveThroughTemplate(ctx context.Context, src *qmpSession, dir 
 		out.Close()
 		return fmt.Errorf("template QEMU: %w", err)
 	}
+	// The default bandwidth cap (32 MiB/s) throttles all but the last round of a migration,
+	// meant for a live one; this one goes to a local socket with the vCPUs stopped.
+	if err := src.run("migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
+		out.Close()
+		return err
+	}
 	noShared := map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": false}}}
 	if err := src.run("migrate-set-capabilities", noShared, nil); err != nil {
 		out.Close()
