@@ -202,6 +202,13 @@ func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = warm.Kill() })
+	// With the agent port connected, as a daemon's agent session keeps it: the template's is
+	// connected too (agentConnected, dialListener).
+	agentConn, err := warm.DialAgent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agentConn.Close()
 	dir := t.TempDir()
 	begin := time.Now()
 	snap, err := warm.(vmm.Snapshotter).Snapshot(ctx, dir)
