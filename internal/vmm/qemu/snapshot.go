@@ -23,13 +23,14 @@ import (
 // A QEMU snapshot is a migration stream saved while the vCPUs are stopped ("state"). A
 // machine started with Config.ShareMemory has its RAM in a memfd: the stream leaves the RAM
 // out (x-ignore-shared) and the memfd is copied, sparse, to "memory", which restored machines
-// map privately, so that clones share the pages none of them wrote. A machine that was itself
-// restored maps its RAM privately, which x-ignore-shared cannot leave out: it is migrated
-// into a template QEMU whose RAM is the snapshot's memory file (template.go), so that its
-// snapshot has the same shape. Only a machine started without ShareMemory (or recorded by an
-// older banger) has its RAM in the stream, and each machine restored from that loads a private
-// copy. A restored QEMU starts with -incoming defer and loads the stream through a file
-// descriptor passed over QMP; it comes up paused and Restore continues it.
+// map privately, so that clones share the pages none of them wrote. Any other machine (one
+// that was itself restored maps its RAM privately, one started without ShareMemory has it
+// anonymous) has RAM that x-ignore-shared cannot leave out: it is migrated into a template
+// QEMU whose RAM is the snapshot's memory file (template.go), so that its snapshot has the
+// same shape. Only a machine recorded by an older banger, whose record lacks what a template
+// needs, has its RAM in the stream, and each machine restored from that loads a private copy.
+// A restored QEMU starts with -incoming defer and loads the stream through a file descriptor
+// passed over QMP; it comes up paused and Restore continues it.
 const (
 	stateFile  = "state"
 	memoryFile = "memory"
