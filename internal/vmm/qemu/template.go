@@ -150,10 +150,10 @@ func templateArgs(sh shape, memPath string, agentFD, qmpFD int) []string {
 	return append(out, "-S", "-incoming", "defer")
 }
 
-// startTemplate starts a template for a machine of shape sh whose RAM is the new file memPath
-// (which it creates), and connects to its monitor. The template dies with the calling
+// startTemplate starts a template for a machine of shape sh, running the QEMU binary open as
+// exe, whose RAM is the new file memPath (which it creates), and connects to its monitor. The template dies with the calling
 // process: it is started with a parent-death signal from a thread kept for it until it exits.
-func startTemplate(ctx context.Context, bin string, sh shape, memPath string) (_ *template, err error) {
+func startTemplate(ctx context.Context, exe *os.File, sh shape, memPath string) (_ *template, err error) {
 	// The memory file is made here, so that a file that is there already is never written.
 	mf, err := os.OpenFile(memPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -187,8 +187,10 @@ func startTemplate(ctx context.Context, bin string, sh shape, memPath string) (_
 		return nil, fmt.Errorf("template monitor: %w", err)
 	}
 
-	cmd := exec.Command(bin, templateArgs(sh, memPath, 4, 3)...)
-	cmd.ExtraFiles = []*os.File{theirs, agent}
+	// Executed by its descriptor in the child (fd 5), not looked up by a name.
+	const bin = "/proc/self/fd/5"
+	cmd := &exec.Cmd{Path: bin, Args: append([]string{"qemu-system-x86_64"}, templateArgs(sh, memPath, 4, 3)...)}
+	cmd.ExtraFiles = []*os.File{theirs, agent, exe}
 	cmd.Stdout, cmd.Stderr = t, t
 	cmd.Dir = filepath.Dir(memPath)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
@@ -210,7 +212,7 @@ func startTemplate(ctx context.Context, bin string, sh shape, memPath string) (_
 	}()
 	if err := <-started; err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("start template QEMU %s: %w", bin, err)
+		return nil, fmt.Errorf("start template QEMU %s: %w", exe.Name(), err)
 	}
 	t.pid = cmd.Process.Pid
 	qctx, cancel := context.WithTimeout(ctx, templateWait)
@@ -272,9 +274,17 @@ func listenUnnamed() (*os.File, error) {
 // file; the caller removes them if it fails.
 func (m *machine) saveThroughTemplate(ctx context.Context, src *qmpSession, dir string, sh shape) (err error) {
 	// The template runs the machine's own binary, even if QEMU was upgraded since: its
-	// devices and RAM blocks are the machine's.
-	bin := "/proc/" + strconv.Itoa(m.rec.PID) + "/exe"
-	t, err := startTemplate(ctx, bin, sh, filepath.Join(dir, memoryFile))
+	// devices and RAM blocks are the machine's. It is opened, then the machine's process is
+	// checked to be the one recorded, so that a pid reused meanwhile never has its binary run.
+	exe, err := os.Open("/proc/" + strconv.Itoa(m.rec.PID) + "/exe")
+	if err != nil {
+		return fmt.Errorf("the machine's QEMU binary: %w", err)
+	}
+	defer exe.Close()
+	if st, err := vmm.StartTime(m.rec.PID); err != nil || st != m.rec.StartTime {
+		return fmt.Errorf("the machine's QEMU (pid %d) is gone", m.rec.PID)
+	}
+	t, err := startTemplate(ctx, exe, sh, filepath.Join(dir, memoryFile))
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,12 @@ func TestMain(m *testing.M) {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
-		t, err := startTemplate(context.Background(), bin, sh, filepath.Join(dir, memoryFile))
+		exe, err := os.Open(bin)
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		t, err := startTemplate(context.Background(), exe, sh, filepath.Join(dir, memoryFile))
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
