@@ -25,6 +25,15 @@ import (
 // there, and a restore needs a copy of the disks as they were at the snapshot (the caller
 // copies them while the machine is paused, or pauses it around Snapshot and the copy).
 //
+// A snapshot's shape does not depend on how the machine began: where the driver keeps guest
+// memory out of the device state (a "memory" file that restored machines map copy-on-write,
+// so that clones share the pages none of them wrote), it does so for a machine that was
+// itself restored too, so that a fork of a warm-started VM costs what a fork of a booted one
+// does. (QEMU: a restored machine's RAM is a private mapping that its migration stream cannot
+// leave out, so it is migrated into a short-lived template QEMU whose RAM is the snapshot's
+// memory file; Firecracker writes guest memory to its own file always.) Helper processes a
+// driver runs for this end before Snapshot returns, and die with the caller's process.
+//
 // Snapshot returns within the driver's save bound (a minute at most for a guest of a few GiB)
 // or when ctx is done. If it fails it removes what it wrote in dir. On a machine whose process
 // is gone it returns an error, promptly.

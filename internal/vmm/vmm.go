@@ -38,9 +38,11 @@ type Config struct {
 	// ShareMemory keeps the guest's RAM in shared memory where the VMM needs that for cheap
 	// clones (QEMU: a memfd), so that a snapshot of the machine saves the RAM as a file that
 	// every machine restored from it maps copy-on-write: N clones hold only the pages each
-	// wrote, not N copies. Without it a QEMU snapshot carries the RAM in its migration stream
-	// and each clone holds all of it. Its cost under QEMU: the guest's RAM gets no
-	// transparent huge pages. Drivers whose snapshots always save RAM as a file ignore it.
+	// wrote, not N copies. Without it (and for a machine restored from a snapshot, whose RAM
+	// is a private mapping) QEMU's snapshot gets there through a template QEMU that receives
+	// the guest's RAM over a socket: slower to save, the same to restore. Its cost under QEMU:
+	// the guest's RAM gets no transparent huge pages. Drivers whose snapshots always save RAM
+	// as a file ignore it.
 	ShareMemory bool
 
 	Kernel  string // ELF vmlinux

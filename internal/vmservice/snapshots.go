@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/failure"
@@ -185,27 +187,95 @@ func (s *Service) Fork(ctx context.Context, ref string, req ForkRequest, obs Obs
 	from := &origin{machine: machine, info: snapshot.Info{
 		Meta: metaOf(parent, "fork-"+parent.Name, snapshot.User, build, guestMAC(parent)), Dir: st.Dir()}}
 
-	var clones []store.VM
-	for i := range n {
+	clones, err := s.makeClones(ctx, n, func(ctx context.Context, i int) (store.VM, error) {
 		creq := CreateRequest{NoNAT: !parent.NAT, FailStep: req.FailStep, PauseStep: req.PauseStep, from: from}
 		if len(req.Names) > 0 {
 			creq.Name = req.Names[i]
 		}
 		vm, _, err := s.Create(ctx, creq, obs)
-		if err != nil {
-			var errs []error
-			for _, c := range clones {
-				if _, derr := s.Delete(context.WithoutCancel(ctx), c.ID, true); derr != nil {
-					errs = append(errs, derr)
-				}
-			}
-			return nil, errors.Join(fmt.Errorf("vm %q: fork failed at clone %d of %d (the clones made are deleted): %w", parent.Name, i+1, n, err), errors.Join(errs...))
-		}
-		clones = append(clones, vm)
+		return vm, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
 	}
 	s.log.Info("forked a VM", "vm", parent.Name, "clones", n)
 	return clones, nil
 }
+
+// makeClones runs create for clones 0 to n-1, up to forkParallel at once, and returns the
+// clones in order. All are made or none: on the first failure the creates not begun are not
+// begun, those under way are cancelled (their steps undo themselves), and the clones made are
+// deleted.
+func (s *Service) makeClones(ctx context.Context, n int, create func(context.Context, int) (store.VM, error)) ([]store.VM, error) {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	clones := make([]store.VM, n)
+	made := make([]bool, n)
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(n, forkParallel()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				vm, err := create(cctx, i)
+				if err != nil {
+					errs[i] = err
+					cancel()
+					continue
+				}
+				clones[i], made[i] = vm, true
+			}
+		}()
+	}
+	for i := 0; i < n && cctx.Err() == nil; i++ {
+		select {
+		case next <- i:
+		case <-cctx.Done():
+		}
+	}
+	close(next)
+	wg.Wait()
+	// The first failure that is not the cancellation of a create because of another.
+	var first error
+	at := 0
+	for i, err := range errs {
+		if err != nil && (first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled)) {
+			first, at = err, i
+		}
+	}
+	all := true
+	for _, ok := range made {
+		all = all && ok
+	}
+	if first == nil && all {
+		return clones, nil
+	}
+	if first == nil { // cancelled before every create began
+		first = context.Cause(cctx)
+		for i, ok := range made {
+			if !ok {
+				at = i
+				break
+			}
+		}
+	}
+	var derrs []error
+	for i, c := range clones {
+		if made[i] {
+			if _, err := s.Delete(context.WithoutCancel(ctx), c.ID, true); err != nil {
+				derrs = append(derrs, err)
+			}
+		}
+	}
+	return nil, errors.Join(fmt.Errorf("clone %d of %d failed (the clones made are deleted): %w", at+1, n, first), errors.Join(derrs...))
+}
+
+// forkParallel is how many clones a fork makes at once: one per host CPU (a clone's creation
+// is mostly its guest's renewal, CPU work), at least 2 so that one clone's host-side waits
+// overlap another's work.
+func forkParallel() int { return max(2, runtime.NumCPU()) }
 
 // Snapshots lists the snapshots, boot and user, oldest first.
 func (s *Service) Snapshots(ctx context.Context) ([]snapshot.Info, error) { return s.snaps.List() }

@@ -326,3 +326,50 @@ func TestReconcileContinuesAGuestACaptureLeftPaused(t *testing.T) {
 	}
 	e.answers("paused")
 }
+
+// A fork makes its clones at once (up to forkParallel): two clones both reach their renew
+// step, where the test holds them, before either is done; cancelled there, the fork leaves
+// neither. Made one after the other, the second clone never began while the first was held.
+func TestForkMakesClonesAtOnce(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.WarmStart = false
+	e.runningVM("parent", &recordingNetwork{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.svc.Fork(ctx, "parent", ForkRequest{Count: 2, PauseStep: StepRenew}, Observer{})
+		done <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		vms, err := e.store.ListVMs(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(vms) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			var names []string
+			for _, vm := range vms {
+				names = append(names, vm.Name+" "+vm.State)
+			}
+			t.Fatalf("after 30s the VMs are %v; want the parent and two clones under way at once", names)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the fork ended before both clones were under way: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("a fork cancelled while its clones were made succeeded")
+	}
+	vms, _ := e.store.ListVMs(context.Background())
+	if len(vms) != 1 || vms[0].Name != "parent" || vms[0].State != StateRunning {
+		t.Errorf("after a cancelled fork: %+v; want the parent alone, running", vms)
+	}
+	e.answers("parent")
+}

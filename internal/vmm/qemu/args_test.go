@@ -321,3 +321,32 @@ func TestQMPVersionMatchesBinaryVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestTemplateArgsOwnNothingOutside checks a template's command line (template.go): the
+// machine's devices in the machine's order, with the RAM in the snapshot's memory file mapped
+// shared, null disks keeping their read-only flag, a tap of the template's own, the monitor
+// and agent port on inherited descriptors, no kernel, and vCPUs that never start.
+func TestTemplateArgsOwnNothingOutside(t *testing.T) {
+	sh := shape{VCPU: 2, MemoryMiB: 1024, Disks: 2, NIC: true, Accel: "tcg", DiskReadOnly: []bool{true, false}}
+	got := strings.Join(templateArgs(sh, "/snap/a,b/memory", 4, 3), " ")
+	for _, want := range []string{
+		"-object memory-backend-file,id=microvm.ram,size=1024M,mem-path=/snap/a,,b/memory,share=on",
+		"-drive id=disk0,driver=null-co,if=none,readonly=on -device virtio-blk-device,drive=disk0 -drive id=disk1,driver=null-co,if=none -device virtio-blk-device,drive=disk1 -netdev tap,id=net0,ifname=template,script=no,downscript=no -device virtio-net-device",
+		"-chardev socket,id=agent,fd=4,server=on,wait=off",
+		"-chardev socket,id=qmp,fd=3 -mon chardev=qmp,mode=control",
+		"-smp 2",
+		"-S -incoming defer",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("template args lack %q:\n%s", want, got)
+		}
+	}
+	for _, bad := range []string{"-kernel", "-append", "-initrd", "-qmp", ",file=", ",path=", "memfd"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("template args hold %q:\n%s", bad, got)
+		}
+	}
+	if (shape{Disks: 1}).reshapable() || !(shape{Disks: 1, DiskReadOnly: []bool{false}}).reshapable() {
+		t.Error("reshapable: want false for a record without the disks' read-only flags, true with them")
+	}
+}

@@ -25,7 +25,12 @@ func dialQMP(ctx context.Context, socket string) (*qmpSession, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qmp: %w", err)
 	}
-	conn := c.(*net.UnixConn)
+	return startQMP(ctx, c.(*net.UnixConn))
+}
+
+// startQMP reads QEMU's greeting on conn and negotiates capabilities; conn is closed if that
+// fails.
+func startQMP(ctx context.Context, conn *net.UnixConn) (*qmpSession, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	} else {

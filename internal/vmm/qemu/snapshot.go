@@ -23,10 +23,14 @@ import (
 // A QEMU snapshot is a migration stream saved while the vCPUs are stopped ("state"). A
 // machine started with Config.ShareMemory has its RAM in a memfd: the stream leaves the RAM
 // out (x-ignore-shared) and the memfd is copied, sparse, to "memory", which restored machines
-// map privately, so that clones share the pages none of them wrote. Otherwise the RAM is in
-// the stream and each restored machine loads a private copy. A restored QEMU starts with
-// -incoming defer and loads the stream through a file descriptor passed over QMP; it comes up
-// paused and Restore continues it.
+// map privately, so that clones share the pages none of them wrote. Any other machine (one
+// that was itself restored maps its RAM privately, one started without ShareMemory has it
+// anonymous) has RAM that x-ignore-shared cannot leave out: it is migrated into a template
+// QEMU whose RAM is the snapshot's memory file (template.go), so that its snapshot has the
+// same shape. Only a machine recorded by an older banger, whose record lacks what a template
+// needs, has its RAM in the stream, and each machine restored from that loads a private copy.
+// A restored QEMU starts with -incoming defer and loads the stream through a file descriptor
+// passed over QMP; it comes up paused and Restore continues it.
 const (
 	stateFile  = "state"
 	memoryFile = "memory"
@@ -45,10 +49,17 @@ type shape struct {
 	Accel     host.Accel `json:"accel"`
 	// SharedRAM says that the guest's RAM is a memfd (Config.ShareMemory).
 	SharedRAM bool `json:"shared_ram,omitempty"`
+	// DiskReadOnly says, for each disk, whether it is read-only (the guest sees that): a
+	// template (template.go) needs it. Records of an older banger lack it.
+	DiskReadOnly []bool `json:"disk_read_only,omitempty"`
 }
 
 func newShape(cfg vmm.Config, sharedRAM bool) json.RawMessage {
-	b, _ := json.Marshal(shape{VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil, Accel: cfg.Accel, SharedRAM: sharedRAM})
+	sh := shape{VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil, Accel: cfg.Accel, SharedRAM: sharedRAM}
+	for _, d := range cfg.Disks {
+		sh.DiskReadOnly = append(sh.DiskReadOnly, d.ReadOnly)
+	}
+	b, _ := json.Marshal(sh)
 	return b
 }
 
@@ -104,6 +115,12 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		}
 	}()
 
+	if !sh.SharedRAM && sh.reshapable() {
+		if err := m.saveThroughTemplate(ctx, s, dir, sh); err != nil {
+			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, err)
+		}
+		return m.describe(dir, v, sh, map[string]string{"state": stateFile, "memory": memoryFile})
+	}
 	caps := map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": sh.SharedRAM}}}
 	if err := s.run("migrate-set-capabilities", caps, nil); err != nil {
 		return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: %w", err)
@@ -130,8 +147,14 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		}
 		files["memory"] = memoryFile
 	}
+	return m.describe(dir, v, sh, files)
+}
+
+// describe writes the description of the snapshot in dir, made by QEMU version v of a machine
+// of shape sh, with files.
+func (m *machine) describe(dir string, v qmpVersion, sh shape, files map[string]string) (vmm.Snapshot, error) {
 	extra, _ := json.Marshal(snapshotExtra{Accel: sh.Accel})
-	snap = vmm.Snapshot{Dir: dir, Driver: Name, VMMVersion: v.String(), VCPU: sh.VCPU, MemoryMiB: sh.MemoryMiB,
+	snap := vmm.Snapshot{Dir: dir, Driver: Name, VMMVersion: v.String(), VCPU: sh.VCPU, MemoryMiB: sh.MemoryMiB,
 		Disks: sh.Disks, NIC: sh.NIC, Files: files, Extra: extra}
 	if err := vmm.WriteSnapshot(snap); err != nil {
 		return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: %w", err)

@@ -3,9 +3,13 @@ package qemu
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,7 +77,7 @@ func privateKiB(t *testing.T, pid int) int {
 }
 
 // TestSnapshotRestoresGuestMemory snapshots a machine whose guest filled 32 MiB of its memory,
-// with its RAM in the migration stream and in shared memory (Config.ShareMemory), and checks
+// with its RAM anonymous (saved through a template) and in shared memory (Config.ShareMemory), and checks
 // that two clones restored from each see the guest's memory. It logs what it measures: save
 // and restore times, snapshot size, and the memory each clone holds on its own.
 func TestSnapshotRestoresGuestMemory(t *testing.T) {
@@ -115,8 +119,9 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 				fi, _ := os.Stat(snap.Path(role))
 				t.Logf("snapshot %s: %d bytes", role, fi.Size())
 			}
-			if _, ok := snap.Files["memory"]; ok != shared {
-				t.Errorf("snapshot files %v; a memory file is there when the RAM is shared", snap.Files)
+			// Unshared RAM goes through a template (template.go): the RAM is in a file either way.
+			if _, ok := snap.Files["memory"]; !ok {
+				t.Errorf("snapshot files %v; want a memory file", snap.Files)
 			}
 			for i := 0; i < 2; i++ {
 				begin := time.Now()
@@ -138,4 +143,144 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSnapshotOfRestoredMachineKeepsRAMOutOfStream snapshots a machine that was itself
+// restored (a warm start; its RAM a private mapping of the first snapshot's memory file) and
+// checks that the snapshot has the shape of one of a cold-booted machine: the RAM in a sparse
+// memory file, not in the state; clones of it see the guest's memory and hold little of their
+// own. The machine has a read-only and a writable disk and a NIC (in a network namespace of
+// the test's), whose devices the template that reshapes the snapshot must reproduce. Before
+// the template, such a snapshot carried all the guest's RAM in its stream.
+func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
+	requireQEMU(t)
+	k := fillingKernel(t)
+	ns := testNetNS(t)
+	ro := filepath.Join(t.TempDir(), "ro.img")
+	if err := os.WriteFile(ro, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	config := func() vmm.Config {
+		rt := runtimeDir(t)
+		killLeftoversOnCleanup(t, rt)
+		n++
+		rw := filepath.Join(t.TempDir(), "rw.img") // each machine's own
+		if err := os.WriteFile(rw, make([]byte, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tap := "fmtap" + strconv.Itoa(n)
+		if out, err := exec.Command("ip", "-n", filepath.Base(ns), "tuntap", "add", "dev", tap, "mode", "tap").CombinedOutput(); err != nil {
+			t.Fatalf("ip tuntap add: %v: %s", err, out)
+		}
+		return vmm.Config{ID: "snap", Name: "snap", Dir: t.TempDir(), RuntimeDir: rt,
+			VCPU: 1, MemoryMiB: 128, Accel: host.TCG, Kernel: k, ShareMemory: true,
+			Disks: []vmm.Disk{{Path: ro, ReadOnly: true}, {Path: rw}},
+			NIC:   &vmm.NIC{Tap: tap, MAC: "02:00:00:00:00:0" + strconv.Itoa(n)}, NetNS: ns}
+	}
+	d := &Driver{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	m, err := d.Start(ctx, config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Kill() })
+	for readGuest(t, m, kernelEntry) != "0xcafebabe" {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the guest did not fill its memory")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	first, err := m.(vmm.Snapshotter).Snapshot(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm, err := d.Restore(ctx, config(), first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = warm.Kill() })
+	// With the agent port connected, as a daemon's agent session keeps it: the template's is
+	// connected too (agentConnected, dialListener).
+	agentConn, err := warm.DialAgent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agentConn.Close()
+	dir := t.TempDir()
+	begin := time.Now()
+	snap, err := warm.(vmm.Snapshotter).Snapshot(ctx, dir)
+	if err != nil {
+		t.Fatalf("Snapshot of a restored machine: %v", err)
+	}
+	t.Logf("save of the restored machine: %s", time.Since(begin))
+	if st, err := qmpStatus(ctx, warm.Record().Sockets["qmp"]); err != nil || st != "running" {
+		t.Errorf("the restored machine after its Snapshot is %q (%v); want running", st, err)
+	}
+	if snap.Path("memory") == "" {
+		t.Fatalf("snapshot files %v; want a memory file: the RAM of a restored machine left in the stream costs every clone all of it", snap.Files)
+	}
+	state, err := os.Stat(snap.Path("state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.Stat(snap.Path("memory"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("state %d bytes; memory %d bytes, %d allocated", state.Size(), mem.Size(), allocatedBytes(mem))
+	if state.Size() > 4<<20 {
+		t.Errorf("state is %d bytes; want the device state only (the guest filled %d MiB)", state.Size(), fillSize>>20)
+	}
+	if mem.Size() != 128<<20 {
+		t.Errorf("memory file is %d bytes; want the guest's 128 MiB", mem.Size())
+	}
+	if a := allocatedBytes(mem); a > 64<<20 {
+		t.Errorf("memory file has %d bytes allocated; want it sparse (the guest wrote %d MiB of 128)", a, fillSize>>20)
+	}
+	for i := 0; i < 2; i++ {
+		c, err := d.Restore(ctx, config(), snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Kill() })
+		for _, addr := range []int{fillStart, fillStart + fillSize/2, fillStart + fillSize - 4} {
+			if got := readGuest(t, c, addr); got != "0xdeadbeef" {
+				t.Errorf("clone %d: guest memory at %#x = %s; want 0xdeadbeef", i, addr, got)
+			}
+		}
+		if got := readGuest(t, c, kernelEntry); got != "0xcafebabe" {
+			t.Errorf("clone %d: guest memory at the kernel's entry = %s; want the guest's 0xcafebabe", i, got)
+		}
+		if p := privateKiB(t, c.Record().PID); p > (fillSize>>10)/2+64<<10 {
+			t.Errorf("clone %d holds %d KiB of its own; want the guest's memory shared with the memory file", i, p)
+		} else {
+			t.Logf("clone %d private memory: %d KiB", i, p)
+		}
+	}
+	// The template is gone and left nothing but the snapshot's files.
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("snapshot directory holds %v; want state, memory and %s", names, vmm.SnapshotFile)
+	}
+}
+
+// allocatedBytes is the disk space fi's file takes.
+func allocatedBytes(fi os.FileInfo) int64 { return fi.Sys().(*syscall.Stat_t).Blocks * 512 }
+
+// testNetNS makes a network namespace for the test's taps and removes it at the end.
+func testNetNS(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("forkmem-q%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a network namespace: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	return "/run/netns/" + name
 }

@@ -13,7 +13,8 @@ import (
 
 // snapshot checks vmm.Snapshotter and vmm.Restorer: a snapshot of a running machine leaves it
 // running and usable; two machines restored from one snapshot at once run side by side, each
-// with its own process and sockets, and Kill leaves nothing of either; Restore refuses another
+// with its own process and sockets, and Kill leaves nothing of either; a restored machine's
+// snapshot has the shape of a started one's (sameShape); Restore refuses another
 // driver's snapshot, another VMM version's and another machine shape's with
 // vmm.ErrIncompatibleSnapshot, and a restore that fails leaves nothing; a snapshot of a killed
 // machine fails promptly.
@@ -144,11 +145,15 @@ func snapshot(t *testing.T, h Harness, m vmm.Machine) {
 		t.Errorf("restored machine %T does not implement vmm.Snapshotter", clones[0])
 	} else if snap2, err := cs.Snapshot(ctx, t.TempDir()); err != nil {
 		t.Errorf("Snapshot of a restored machine: %v", err)
-	} else if c, err := restore(h.Config(t), snap2); err != nil {
-		t.Errorf("Restore of a restored machine's snapshot: %v", err)
 	} else {
-		running(c, "a machine restored from a restored machine's snapshot")
-		kill(t, c, "Kill of a machine restored from a restored machine's snapshot")
+		running(clones[0], "a restored machine after its Snapshot")
+		sameShape(t, read, snap2)
+		if c, err := restore(h.Config(t), snap2); err != nil {
+			t.Errorf("Restore of a restored machine's snapshot: %v", err)
+		} else {
+			running(c, "a machine restored from a restored machine's snapshot")
+			kill(t, c, "Kill of a machine restored from a restored machine's snapshot")
+		}
 	}
 	for i, c := range clones {
 		rec := c.Record()
@@ -220,4 +225,24 @@ func snapshot(t *testing.T, h Harness, m vmm.Machine) {
 	if left, _ := os.ReadDir(gone); len(left) != 0 {
 		t.Errorf("the failed Snapshot left %d files in its directory", len(left))
 	}
+}
+
+// sameShape checks that the snapshot of a restored machine (of) keeps the guest's memory out
+// of its state as the snapshot of a started machine (first) does: where first has a memory
+// file, so does of, and of's state is not larger than first's beyond its own slack (a state
+// that grows by the guest's RAM makes every clone load a private copy of it).
+func sameShape(t *testing.T, first, of vmm.Snapshot) {
+	t.Helper()
+	if first.Path("memory") != "" && of.Path("memory") == "" {
+		t.Errorf("the snapshot of a restored machine has files %v, the snapshot of a started one %v; want its memory in a file too", of.Files, first.Files)
+	}
+	a, aerr := os.Stat(first.Path("state"))
+	b, berr := os.Stat(of.Path("state"))
+	if aerr != nil || berr != nil {
+		return // a driver without a "state" role
+	}
+	if b.Size() > 2*a.Size()+1<<20 {
+		t.Errorf("the state of a restored machine's snapshot is %d bytes, a started machine's %d; want the memory kept out of it", b.Size(), a.Size())
+	}
+	t.Logf("state of a started machine's snapshot: %d bytes; of a restored machine's: %d bytes, files %v", a.Size(), b.Size(), of.Files)
 }
