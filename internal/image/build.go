@@ -92,7 +92,18 @@ func (b *build) run(ctx context.Context) (_ Manifest, err error) {
 	}
 	defer logFile.Close()
 	b.logPath = logFile.Name()
-	b.tool = &tool{log: logFile, env: toolEnv(o.WorkDir), ns: ns}
+	// The tools' TMPDIR is the build's own, removed with it: a tool killed by a cancellation
+	// (mmdebstrap's gpg home, for one) cannot clean up after itself.
+	tmp, err := os.MkdirTemp(o.WorkDir, "image-"+o.Name+"-tree-tmp-*")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("create the build's temporary directory in %s: %w", o.WorkDir, err)
+	}
+	defer func() {
+		if cerr := removeTreeIn(ctx, ns, tmp); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
+		}
+	}()
+	b.tool = &tool{log: logFile, env: toolEnv(tmp), ns: ns}
 	if ns != nil {
 		b.tool.logf("unprivileged build in a user namespace: %v\n", *ns)
 	}
