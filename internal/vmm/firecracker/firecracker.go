@@ -80,8 +80,22 @@ type Driver struct {
 	// re-reads config.toml, so that edits apply without a restart); Binary and Jailer are
 	// used otherwise.
 	Settings func() Settings
+	// EUID is the effective uid the driver runs as (nil: os.Geteuid). Firecracker opens its
+	// tap by name in the network namespace and is jailed by a jailer banger starts itself:
+	// both need root, and the root helper does not start the jailer yet.
+	EUID func() int
 
 	mu sync.Mutex // serializes jail id allocation
+}
+
+// ErrNeedsRoot is the kind of Probe's error for a driver that does not run as root.
+var ErrNeedsRoot = errors.New("firecracker needs a bangerd that runs as root")
+
+func (d *Driver) euid() int {
+	if d.EUID != nil {
+		return d.EUID()
+	}
+	return os.Geteuid()
 }
 
 // settings returns the binary and jailer options in force now.
@@ -100,7 +114,8 @@ func (d *Driver) settings() (string, JailerOptions) {
 func (d *Driver) Name() string { return Name }
 
 // Probe implements vmm.Driver: Firecracker can run VMs here when a supported binary is found
-// (Inspect); it needs KVM.
+// (Inspect) and the driver runs as root (else ErrNeedsRoot, and vmm = "auto" picks QEMU); it
+// needs KVM.
 func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 	p := vmm.Probe{Driver: Name, Title: "Firecracker", NeedsKVM: true}
 	info, err := d.Inspect(ctx)
@@ -109,6 +124,10 @@ func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 		return p
 	}
 	p.Found = fmt.Sprintf("firecracker %s at %s", info.Version, info.Binary)
+	if uid := d.euid(); uid != 0 {
+		// vmm = "auto" then picks QEMU, which gets its tap as a file from the root helper.
+		p.Err = fmt.Errorf("%w (this one runs as uid %d): it opens its tap by name in the network namespace, and banger's root helper does not start the jailer yet; use QEMU (vmm = \"qemu\" or \"auto\") or run bangerd as root", ErrNeedsRoot, uid)
+	}
 	return p
 }
 

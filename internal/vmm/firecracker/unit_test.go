@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/guestagent"
+	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -247,6 +249,21 @@ func fakeBinary(t *testing.T, dir, name, out string) string {
 	return p
 }
 
+// TestProbeWithoutRoot: a daemon that is not root cannot run Firecracker yet (tap by name in
+// the namespace, the jailer), so its probe fails with the way out and vmm = "auto" picks QEMU.
+func TestProbeWithoutRoot(t *testing.T) {
+	good := fakeBinary(t, t.TempDir(), "firecracker", "Firecracker v1.14.2")
+	p := (&Driver{Binary: good, EUID: func() int { return 1000 }}).Probe(context.Background())
+	if !errors.Is(p.Err, ErrNeedsRoot) || !strings.Contains(p.Err.Error(), "uid 1000") || !strings.Contains(p.Err.Error(), "QEMU") || p.Found == "" {
+		t.Errorf("Probe as uid 1000 = %+v; want ErrNeedsRoot naming the uid and QEMU, with the binary found", p)
+	}
+	qemu := vmm.Probe{Driver: "qemu", Title: "QEMU", Found: "qemu 7.2"}
+	c, err := vmm.Choose(config.VMMAuto, "config.toml", vmm.Facts{Accel: host.AccelChoice{Accel: host.KVM}, Drivers: []vmm.Probe{p, qemu}})
+	if err != nil || c.Driver != "qemu" {
+		t.Errorf("auto with KVM, Firecracker found but not root: %+v, %v; want QEMU", c, err)
+	}
+}
+
 func TestProbe(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -254,7 +271,8 @@ func TestProbe(t *testing.T) {
 	if info, err := (&Driver{Binary: good}).Inspect(ctx); err != nil || info.Version != (Version{1, 14, 2}) || info.Binary != good {
 		t.Errorf("Probe(good) = %+v, %v", info, err)
 	}
-	if p := (&Driver{Binary: good}).Probe(ctx); p.Err != nil || p.Found != "firecracker 1.14.2 at "+good || !p.NeedsKVM || p.Driver != Name {
+	asRoot := func() int { return 0 }
+	if p := (&Driver{Binary: good, EUID: asRoot}).Probe(ctx); p.Err != nil || p.Found != "firecracker 1.14.2 at "+good || !p.NeedsKVM || p.Driver != Name {
 		t.Errorf("Probe = %+v", p)
 	}
 	old := fakeBinary(t, dir, "firecracker-old", "Firecracker v1.7.0")
