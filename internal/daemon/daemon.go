@@ -5,6 +5,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -140,6 +142,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer guestNet.Close()
 	defer dns.Close()
+	// A snapshot of a restored VM goes through a template QEMU that needs a NIC; it takes a
+	// scratch tap from the network (a daemon that is not root cannot make the namespace the
+	// template would make its own in). Nothing is admitted on it; a crash leaves it to the
+	// next start's sweep of taps without a VM.
+	qd.ScratchTap = func() (*os.File, func(), error) { return scratchTap(guestNet) }
 	d := &Daemon{
 		opts:  o,
 		log:   lg,
@@ -330,4 +337,19 @@ func dialHelper(hc hostnet.Config, socket string) (vmnet.Host, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// scratchTap makes a tap on h's bridge that belongs to no VM (a random id) and returns its
+// queue and how to remove it.
+func scratchTap(h vmnet.Host) (*os.File, func(), error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, nil, err
+	}
+	id := hex.EncodeToString(b[:])
+	f, err := h.AddTap(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { _ = h.DeleteTap(id) }, nil
 }

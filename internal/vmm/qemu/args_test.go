@@ -328,7 +328,7 @@ func TestQMPVersionMatchesBinaryVersion(t *testing.T) {
 // and agent port on inherited descriptors, no kernel, and vCPUs that never start.
 func TestTemplateArgsOwnNothingOutside(t *testing.T) {
 	sh := shape{VCPU: 2, MemoryMiB: 1024, Disks: 2, NIC: true, Accel: "tcg", DiskReadOnly: []bool{true, false}}
-	got := strings.Join(templateArgs(sh, "/snap/a,b/memory", 4, 3), " ")
+	got := strings.Join(templateArgs(sh, "/snap/a,b/memory", 4, 3, -1), " ")
 	for _, want := range []string{
 		"-object memory-backend-file,id=microvm.ram,size=1024M,mem-path=/snap/a,,b/memory,share=on",
 		"-drive id=disk0,driver=null-co,if=none,readonly=on -device virtio-blk-device,drive=disk0 -drive id=disk1,driver=null-co,if=none -device virtio-blk-device,drive=disk1 -netdev tap,id=net0,ifname=template,script=no,downscript=no -device virtio-net-device",
@@ -345,6 +345,12 @@ func TestTemplateArgsOwnNothingOutside(t *testing.T) {
 		if strings.Contains(got, bad) {
 			t.Errorf("template args hold %q:\n%s", bad, got)
 		}
+	}
+	// With a scratch tap (a daemon that is not root cannot make the template's namespace),
+	// the NIC is that tap's queue on an inherited descriptor.
+	withTap := strings.Join(templateArgs(sh, "/snap/memory", 4, 3, 6), " ")
+	if !strings.Contains(withTap, "-netdev tap,id=net0,fd=6 -device virtio-net-device") || strings.Contains(withTap, "ifname=") {
+		t.Errorf("template args with a scratch tap on fd 6:\n%s", withTap)
 	}
 	if (shape{Disks: 1}).reshapable() || !(shape{Disks: 1, DiskReadOnly: []bool{false}}).reshapable() {
 		t.Error("reshapable: want false for a record without the disks' read-only flags, true with them")

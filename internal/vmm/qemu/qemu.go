@@ -51,6 +51,13 @@ type Driver struct {
 	Settings func() Settings
 	// TSCkHz is passed to TCG guests as tsc_early_khz (0: not passed).
 	TSCkHz int
+	// ScratchTap, when set, gives a template (the snapshot of a restored machine, see
+	// template.go) its NIC: an open queue (IFF_VNET_HDR, as the machine's own) of a tap that
+	// carries no traffic — no guest is admitted on it and the template's vCPUs never run —
+	// and release, which removes that tap. Unset, the template makes a tap of its own in a
+	// network namespace of its own, which needs root (CAP_SYS_ADMIN). A daemon that is not
+	// root gets its taps from banger's root helper, and so sets this.
+	ScratchTap func() (tap *os.File, release func(), err error)
 
 	versionMu sync.Mutex // guards the cached version of the binary (Restore compares it)
 	versionOf versionKey
@@ -266,7 +273,8 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, restoreMem []string
 		return nil, fmt.Errorf("qemu: start %s: %w", bin, err)
 	}
 	m := &machine{
-		proc: proc,
+		proc:       proc,
+		scratchTap: d.ScratchTap,
 		rec: vmm.Record{
 			Driver:     Name,
 			PID:        proc.PID,
@@ -347,7 +355,7 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 		removeSockets(rec.Sockets)
 		return nil, err
 	}
-	m := &machine{proc: proc, rec: rec, done: proc.Done()}
+	m := &machine{proc: proc, rec: rec, done: proc.Done(), scratchTap: d.ScratchTap}
 	// Take the console over again (a VM started by an earlier daemon); what the guest wrote
 	// while no daemon read it is lost, never buffered without bound. A machine from before
 	// the console socket has none: QEMU writes its log itself.
@@ -363,6 +371,8 @@ type machine struct {
 	proc *vmm.Process
 	rec  vmm.Record
 	done <-chan struct{} // the process exited and the console is copied
+	// scratchTap is the driver's ScratchTap, for a template's NIC.
+	scratchTap func() (*os.File, func(), error)
 }
 
 func (m *machine) Record() vmm.Record    { return m.rec }

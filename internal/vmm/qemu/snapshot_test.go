@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/host"
+	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -152,10 +154,39 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 // own. The machine has a read-only and a writable disk and a NIC (in a network namespace of
 // the test's), whose devices the template that reshapes the snapshot must reproduce. Before
 // the template, such a snapshot carried all the guest's RAM in its stream.
+//
+// It runs twice: with the template's NIC a tap of its own in a namespace of its own (root), and
+// with a scratch tap from the driver's ScratchTap, as a daemon that is not root gives it (a
+// template cannot make a namespace then); the scratch tap is asked for and gone afterwards.
 func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 	requireQEMU(t)
-	k := fillingKernel(t)
 	ns := testNetNS(t)
+	t.Run("template's own tap", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil) })
+	t.Run("scratch tap", func(t *testing.T) {
+		h, err := hostnet.Open(hostnet.Config{Bridge: "fmbr0", CIDR: netip.MustParsePrefix("10.251.0.0/29"), NetNS: ns, StateDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		asked := 0
+		scratch := func() (*os.File, func(), error) {
+			asked++
+			id := fmt.Sprintf("5c7a7c%026x", asked)
+			f, err := h.AddTap(id)
+			return f, func() { _ = h.DeleteTap(id) }, err
+		}
+		snapshotOfRestoredMachine(t, ns, scratch)
+		if asked == 0 {
+			t.Error("the template did not take its NIC from the driver's ScratchTap")
+		}
+		if taps, err := h.Taps(); err != nil || len(taps) != 0 {
+			t.Errorf("scratch taps left after the snapshot: %v %v", taps, err)
+		}
+	})
+}
+
+func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File, func(), error)) {
+	k := fillingKernel(t)
 	ro := filepath.Join(t.TempDir(), "ro.img")
 	if err := os.WriteFile(ro, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
@@ -170,6 +201,9 @@ func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 			t.Fatal(err)
 		}
 		tap := "fmtap" + strconv.Itoa(n)
+		if scratch != nil {
+			tap = "fmstap" + strconv.Itoa(n) // the other run's taps are still there
+		}
 		if out, err := exec.Command("ip", "-n", filepath.Base(ns), "tuntap", "add", "dev", tap, "mode", "tap").CombinedOutput(); err != nil {
 			t.Fatalf("ip tuntap add: %v: %s", err, out)
 		}
@@ -178,7 +212,7 @@ func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 			Disks: []vmm.Disk{{Path: ro, ReadOnly: true}, {Path: rw}},
 			NIC:   &vmm.NIC{Tap: tap, MAC: "02:00:00:00:00:0" + strconv.Itoa(n)}, NetNS: ns}
 	}
-	d := &Driver{}
+	d := &Driver{ScratchTap: scratch}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	m, err := d.Start(ctx, config())

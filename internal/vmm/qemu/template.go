@@ -42,7 +42,9 @@ import (
 // socket pair, its agent port a listening socket without a name, its disks null block devices
 // (the guest never runs in it, and a template must not take the source's disk locks), its NIC a
 // tap that QEMU creates in a network namespace of the template's own, which goes with the
-// process. It is killed when the daemon dies (parent-death signal), and its only file is the
+// process — or, for a daemon that is not root and cannot make namespaces, a scratch tap from
+// the driver's ScratchTap (banger's root helper makes it; nothing is admitted on it, and it is
+// removed after the snapshot, or at the next daemon start after a crash). It is killed when the daemon dies (parent-death signal), and its only file is the
 // memory file in the snapshot's directory, which a failed Snapshot removes and a daemon
 // restart finds in the snapshot store's staging area.
 
@@ -100,11 +102,11 @@ func (t *template) kill() error {
 func (sh shape) reshapable() bool { return len(sh.DiskReadOnly) == sh.Disks }
 
 // templateArgs is the command line of a template for a machine of shape sh: the machine's own
-// (args), with the RAM in the file memPath mapped shared, null disks, a tap named in the
-// template's own network namespace, the agent port and the QMP monitor on file descriptors
-// agentFD and qmpFD, no kernel (the RAM comes from the stream), and the vCPUs stopped (-S) so
+// (args), with the RAM in the file memPath mapped shared, null disks, the tap on file
+// descriptor tapFD (< 0: one named in the template's own network namespace), the agent port
+// and the QMP monitor on file descriptors agentFD and qmpFD, no kernel (the RAM comes from the stream), and the vCPUs stopped (-S) so
 // that they stay stopped once the stream is loaded.
-func templateArgs(sh shape, memPath string, agentFD, qmpFD int) []string {
+func templateArgs(sh shape, memPath string, agentFD, qmpFD, tapFD int) []string {
 	cfg := vmm.Config{ID: "template", Name: "template", VCPU: sh.VCPU, MemoryMiB: sh.MemoryMiB, Accel: sh.Accel,
 		Kernel: "none", ShareMemory: true}
 	for _, ro := range sh.DiskReadOnly {
@@ -132,6 +134,8 @@ func templateArgs(sh shape, memPath string, agentFD, qmpFD int) []string {
 			if strings.Contains(in[i+1], ",readonly=on") {
 				value += ",readonly=on"
 			}
+		case flag == "-netdev" && tapFD >= 0:
+			value = "tap,id=net0,fd=" + strconv.Itoa(tapFD)
 		case flag == "-netdev":
 			value = "tap,id=net0,ifname=template,script=no,downscript=no"
 		case flag == "-chardev" && strings.HasPrefix(value, "socket,id=agent,"):
@@ -153,7 +157,10 @@ func templateArgs(sh shape, memPath string, agentFD, qmpFD int) []string {
 // startTemplate starts a template for a machine of shape sh, running the QEMU binary open as
 // exe, whose RAM is the new file memPath (which it creates), and connects to its monitor. The template dies with the calling
 // process: it is started with a parent-death signal from a thread kept for it until it exits.
-func startTemplate(ctx context.Context, exe *os.File, sh shape, memPath string) (_ *template, err error) {
+//
+// Its NIC (when sh has one) is tap, an open tap queue, when tap is not nil; else a tap QEMU
+// makes in a network namespace of the template's own (root only).
+func startTemplate(ctx context.Context, exe *os.File, sh shape, memPath string, tap *os.File) (_ *template, err error) {
 	// The memory file is made here, so that a file that is there already is never written.
 	mf, err := os.OpenFile(memPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -189,12 +196,19 @@ func startTemplate(ctx context.Context, exe *os.File, sh shape, memPath string) 
 
 	// Executed by its descriptor in the child (fd 5), not looked up by a name.
 	const bin = "/proc/self/fd/5"
-	cmd := &exec.Cmd{Path: bin, Args: append([]string{"qemu-system-x86_64"}, templateArgs(sh, memPath, 4, 3)...)}
+	tapFD := -1
+	if sh.NIC && tap != nil {
+		tapFD = 6
+	}
+	cmd := &exec.Cmd{Path: bin, Args: append([]string{"qemu-system-x86_64"}, templateArgs(sh, memPath, 4, 3, tapFD)...)}
 	cmd.ExtraFiles = []*os.File{theirs, agent, exe}
+	if tapFD >= 0 {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, tap)
+	}
 	cmd.Stdout, cmd.Stderr = t, t
 	cmd.Dir = filepath.Dir(memPath)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	if sh.NIC {
+	if sh.NIC && tapFD < 0 {
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
 	}
 	started := make(chan error, 1)
@@ -284,7 +298,16 @@ func (m *machine) saveThroughTemplate(ctx context.Context, src *qmpSession, dir 
 	if st, err := vmm.StartTime(m.rec.PID); err != nil || st != m.rec.StartTime {
 		return fmt.Errorf("the machine's QEMU (pid %d) is gone", m.rec.PID)
 	}
-	t, err := startTemplate(ctx, exe, sh, filepath.Join(dir, memoryFile))
+	var tap *os.File
+	if sh.NIC && m.scratchTap != nil {
+		var release func()
+		if tap, release, err = m.scratchTap(); err != nil {
+			return fmt.Errorf("a tap for the template: %w", err)
+		}
+		defer release()
+		defer tap.Close()
+	}
+	t, err := startTemplate(ctx, exe, sh, filepath.Join(dir, memoryFile), tap)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
-		t, err := startTemplate(context.Background(), exe, sh, filepath.Join(dir, memoryFile))
+		t, err := startTemplate(context.Background(), exe, sh, filepath.Join(dir, memoryFile), nil)
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
