@@ -59,6 +59,7 @@ type template struct {
 	mu     sync.Mutex
 	stderr []byte // the first templateLog bytes QEMU wrote to stderr
 	pid    int
+	proc   *os.Process
 }
 
 // templateLog bounds what a template's stderr keeps for error messages.
@@ -88,7 +89,11 @@ func (t *template) kill() error {
 	if t.agent != nil {
 		t.agent.Close()
 	}
-	_ = syscall.Kill(t.pid, syscall.SIGKILL)
+	// By its os.Process (a pidfd), never by the bare pid: a template that has exited and been
+	// reaped has a pid the host may have given to another process already.
+	if t.proc != nil {
+		_ = t.proc.Kill()
+	}
 	select {
 	case <-t.done:
 		return nil
@@ -228,7 +233,7 @@ func startTemplate(ctx context.Context, exe *os.File, sh shape, memPath string, 
 		conn.Close()
 		return nil, fmt.Errorf("start template QEMU %s: %w", exe.Name(), err)
 	}
-	t.pid = cmd.Process.Pid
+	t.pid, t.proc = cmd.Process.Pid, cmd.Process
 	qctx, cancel := context.WithTimeout(ctx, templateWait)
 	defer cancel()
 	stop, stopped := make(chan struct{}), make(chan struct{})
