@@ -91,7 +91,7 @@ func TestPullRootlessMatchesRoot(t *testing.T) {
 	// On the host, the user's tree is owned by the user (root inside) and its subordinate
 	// ids (id k inside is the range's start + k - 1).
 	uid, gid := usernstest.IDs(u)
-	sub := subordinate(t, u.Username, uint32(uid))
+	sub := usernstest.Subordinate(t, u.Username, uint32(uid))
 	for p, want := range map[string][2]int{
 		"usr/bin/su":      {uid, gid},
 		"etc/shadow":      {uid, int(sub.SubGID.Start) + 41},
@@ -134,25 +134,4 @@ func TestPullRootlessMatchesRoot(t *testing.T) {
 			t.Errorf("%s is in the user's image", p)
 		}
 	}
-}
-
-func subordinate(t *testing.T, name string, uid uint32) userns.Mapping {
-	t.Helper()
-	var m userns.Mapping
-	for _, f := range []struct {
-		path string
-		dst  *userns.Range
-	}{{userns.SubUIDFile, &m.SubUID}, {userns.SubGIDFile, &m.SubGID}} {
-		fh, err := os.Open(f.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ranges, err := userns.ParseSubIDs(fh, name, uid)
-		fh.Close()
-		if err != nil || len(ranges) == 0 {
-			t.Fatalf("%s: %v %v", f.path, ranges, err)
-		}
-		*f.dst = ranges[0]
-	}
-	return m
 }

@@ -66,7 +66,7 @@ func TestNamespaceOwnership(t *testing.T) {
 		t.Fatal("failed as the test user")
 	}
 	uid, gid := usernstest.IDs(u)
-	m := subordinate(t, u.Username, uint32(uid))
+	m := usernstest.Subordinate(t, u.Username, uint32(uid))
 	for _, f := range []struct {
 		name     string
 		uid, gid int
@@ -81,26 +81,6 @@ func TestNamespaceOwnership(t *testing.T) {
 			t.Errorf("%s on the host: %d:%d %v, want %d:%d %v", f.name, st.Uid, st.Gid, fi.Mode(), f.uid, f.gid, f.mode)
 		}
 	}
-}
-
-func subordinate(t *testing.T, name string, uid uint32) userns.Mapping {
-	var m userns.Mapping
-	for _, f := range []struct {
-		path string
-		dst  *userns.Range
-	}{{userns.SubUIDFile, &m.SubUID}, {userns.SubGIDFile, &m.SubGID}} {
-		fh, err := os.Open(f.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ranges, err := userns.ParseSubIDs(fh, name, uid)
-		fh.Close()
-		if err != nil || len(ranges) == 0 {
-			t.Fatalf("%s: %v %v", f.path, ranges, err)
-		}
-		*f.dst = ranges[0]
-	}
-	return m
 }
 
 func childOwnership(t *testing.T, dir string) {

@@ -148,3 +148,26 @@ func copyFile(src, dst string) error {
 	}
 	return out.Close()
 }
+
+// Subordinate returns the mapping of the user name (uid) with its first subordinate uid and
+// gid ranges, read from /etc/subuid and /etc/subgid; it fails the test when either is missing.
+func Subordinate(t testing.TB, name string, uid uint32) userns.Mapping {
+	t.Helper()
+	var m userns.Mapping
+	for _, f := range []struct {
+		path string
+		dst  *userns.Range
+	}{{userns.SubUIDFile, &m.SubUID}, {userns.SubGIDFile, &m.SubGID}} {
+		fh, err := os.Open(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ranges, err := userns.ParseSubIDs(fh, name, uid)
+		fh.Close()
+		if err != nil || len(ranges) == 0 {
+			t.Fatalf("%s: %v %v", f.path, ranges, err)
+		}
+		*f.dst = ranges[0]
+	}
+	return m
+}
