@@ -159,16 +159,18 @@ test: lint
 # while a worker is busy (golang/go#75804, a race in Go's fuzz coordinator): such a run wrote
 # no failing input, so the target is run once more; any other failure, or that one twice, fails.
 FUZZTIME ?= 10s
+# One target ($$f, in the package of $$file), as the recipe below runs it.
+FUZZ_ONE = $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./$$(dirname $$file)
 fuzz:
 	@set -e; n=0; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for file in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go' 2>/dev/null || find . -name '*_test.go')); do \
 	  for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
 	    echo "fuzz: ./$$(dirname $$file) $$f ($(FUZZTIME))"; n=$$((n+1)); \
-	    if ! $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./$$(dirname $$file) >$$log 2>&1; then \
+	    if ! $(FUZZ_ONE) >$$log 2>&1; then \
 	      cat $$log; \
 	      if grep -q 'context deadline exceeded' $$log && ! grep -q 'Failing input written' $$log; then \
 	        echo "fuzz: $$f: Go's fuzz-time shutdown race (golang/go#75804), no failing input: running it again"; \
-	        $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./$$(dirname $$file); \
+	        $(FUZZ_ONE); \
 	      else exit 1; fi; \
 	    else cat $$log; fi; \
 	  done; \
