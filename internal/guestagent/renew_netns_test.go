@@ -161,6 +161,26 @@ func TestRenewLinkInANamespace(t *testing.T) {
 	if err := inNamespace(t, ns, func() error { return renewLink(n) }); err != nil {
 		t.Errorf("renewLink again: %v", err)
 	}
+	// The identity the link has already (a spare taking its user's name) leaves the link
+	// alone: its neighbours stay.
+	same := n
+	same.OldMAC = n.MAC
+	ip("neigh", "add", "10.20.0.9", "lladdr", "02:00:00:00:00:99", "dev", "gx0", "nud", "permanent")
+	if err := inNamespace(t, ns, func() error { return renewLink(same) }); err != nil {
+		t.Errorf("renewLink with the link's own identity: %v", err)
+	}
+	if out := ip("neigh", "show", "dev", "gx0"); !strings.Contains(out, "10.20.0.9") {
+		t.Errorf("a renewal to the link's own identity changed the link: neighbours %s", out)
+	}
+	// The same MAC with another address is applied.
+	moved := same
+	moved.Address = netip.MustParsePrefix("10.20.0.6/24")
+	if err := inNamespace(t, ns, func() error { return renewLink(moved) }); err != nil {
+		t.Errorf("renewLink to another address: %v", err)
+	}
+	if out := ip("-o", "-4", "addr", "show", "gx0"); !strings.Contains(out, "inet 10.20.0.6/24 ") || strings.Contains(out, "10.20.0.5/") {
+		t.Errorf("addresses after a renewal to another address: %s", out)
+	}
 	// An interface with neither MAC is an error that says so.
 	gone := n
 	gone.OldMAC, gone.MAC = net.HardwareAddr{2, 0, 0, 0, 0, 0xa}, net.HardwareAddr{2, 0, 0, 0, 0, 0xb}

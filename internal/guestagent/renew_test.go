@@ -139,6 +139,30 @@ func TestRenewAppliesEveryFieldInOrder(t *testing.T) {
 	}
 }
 
+// A clock within clockSlack of the renewal's is left alone (setting it wakes the guest's
+// clock-change watchers for nothing); one further off is set.
+func TestRenewSetsOnlyAClockThatDisagrees(t *testing.T) {
+	c, sys, _ := connectRenew(t)
+	if err := c.Renew(context.Background(), agent.Renewal{Clock: time.Now()}); err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if len(sys.calls) != 0 {
+		t.Errorf("a clock in step was set: calls %q", sys.calls)
+	}
+	for _, off := range []time.Duration{-time.Second, time.Second} {
+		sys.calls = nil
+		if err := c.Renew(context.Background(), agent.Renewal{Clock: time.Now().Add(off)}); err != nil {
+			t.Fatalf("Renew: %v", err)
+		}
+		if len(sys.calls) != 1 || !strings.HasPrefix(sys.calls[0], "clock ") {
+			t.Errorf("a clock %s off: calls %q, want it set", off, sys.calls)
+		}
+	}
+	if !clockAgrees(time.Unix(100, 0), time.Unix(100, 0).Add(-99*time.Millisecond)) || clockAgrees(time.Unix(100, 0), time.Unix(100, 0).Add(-100*time.Millisecond)) {
+		t.Error("clockAgrees does not draw the line at clockSlack")
+	}
+}
+
 // A VM resumed as itself gets the clock and entropy only: nothing else changes.
 func TestRenewOnlyWhatIsSet(t *testing.T) {
 	c, sys, root := connectRenew(t)
