@@ -93,6 +93,12 @@ func apply(c *Config, f *file, home string) error {
 	if f.WarmStart != nil {
 		c.WarmStart = *f.WarmStart
 	}
+	if f.WarmSpares != nil {
+		if *f.WarmSpares < 0 || *f.WarmSpares > MaxWarmSpares {
+			return badKey(keyWarmSpares, "%d is out of range; use 0 (no spares) to %d", *f.WarmSpares, MaxWarmSpares)
+		}
+		c.WarmSpares = int(*f.WarmSpares)
+	}
 	if f.ConsoleLogSize != nil {
 		b, perr := bytesize.Parse(*f.ConsoleLogSize)
 		if perr != nil {

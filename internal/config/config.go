@@ -28,6 +28,9 @@ const (
 	DefaultImageName   = "debian-bookworm"
 	DefaultKernel      = "debian-6.1"
 	DefaultBootTimeout = 3 * time.Minute
+	// DefaultWarmSpares and MaxWarmSpares bound warm_spares.
+	DefaultWarmSpares = 1
+	MaxWarmSpares     = 8
 	// DefaultConsoleLogSize, MinConsoleLogSize and MaxConsoleLogSize bound console_log_size.
 	DefaultConsoleLogSize = 4 * bytesize.MiB
 	MinConsoleLogSize     = 64 * bytesize.KiB
@@ -114,6 +117,15 @@ type Config struct {
 	// kernel, agent, VMM, size) when there is one, and makes one after a cold boot when there
 	// is not. Key warm_start, boolean. Default true.
 	WarmStart bool
+
+	// WarmSpares is how many VMs of the latest warm-started combination the daemon keeps
+	// restored ahead of time, identity renewed and idle, so that the next VM of that
+	// combination is one of them, handed over with its new name, rather than a restore: a
+	// spare costs the memory of an idle restored VM and one address. Spares are never listed,
+	// and are deleted when their boot snapshot goes, when the daemon stops and when it starts
+	// after a crash. Key warm_spares, integer 0-8 (0 keeps none). Default 1; no effect with
+	// warm_start = false.
+	WarmSpares int
 
 	// ConsoleLogSize caps each VM's guest console log: console.log is renamed to
 	// console.log.1 (replacing it) when it would grow past the cap, so a guest's console
@@ -211,6 +223,7 @@ func Default(l paths.Layout) Config {
 		BootTimeout:      DefaultBootTimeout,
 		ConsoleLogSize:   DefaultConsoleLogSize,
 		WarmStart:        true,
+		WarmSpares:       DefaultWarmSpares,
 		BridgeName:       DefaultBridgeName,
 		BridgeCIDR:       netip.MustParsePrefix(DefaultBridgeCIDR),
 		DNSPort:          DefaultDNSPort,

@@ -19,6 +19,7 @@ type file struct {
 	DebianMirror     *string     `toml:"debian_mirror"`
 	BootTimeout      *string     `toml:"boot_timeout"`
 	WarmStart        *bool       `toml:"warm_start"`
+	WarmSpares       *int64      `toml:"warm_spares"`
 	ConsoleLogSize   *string     `toml:"console_log_size"`
 	BridgeName       *string     `toml:"bridge_name"`
 	BridgeCIDR       *string     `toml:"bridge_cidr"`
@@ -59,6 +60,7 @@ const (
 	keyDebianMirror     = "debian_mirror"
 	keyBootTimeout      = "boot_timeout"
 	keyWarmStart        = "warm_start"
+	keyWarmSpares       = "warm_spares"
 	keyConsoleLogSize   = "console_log_size"
 	keyBridgeName       = "bridge_name"
 	keyBridgeCIDR       = "bridge_cidr"
@@ -92,6 +94,7 @@ var keyTypes = []struct{ key, want string }{
 	{keyDebianMirror, "a string URL"},
 	{keyBootTimeout, `a duration string such as "3m" or "90s"`},
 	{keyWarmStart, "a boolean"},
+	{keyWarmSpares, "an integer from 0 to 8"},
 	{keyConsoleLogSize, `a size string such as "4M"`},
 	{keyBridgeName, "a string"},
 	{keyBridgeCIDR, `a string such as "172.16.0.0/24"`},

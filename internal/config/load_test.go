@@ -50,6 +50,7 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 		VMM:              VMMAuto,
 		BootTimeout:      3 * time.Minute,
 		WarmStart:        true,
+		WarmSpares:       1,
 		ConsoleLogSize:   4 << 20,
 		BridgeName:       "banger0",
 		BridgeCIDR:       netip.MustParsePrefix("172.16.0.0/24"),
@@ -128,6 +129,8 @@ func TestLoadAcceptsEveryKey(t *testing.T) {
 		{"boot_timeout compound", `boot_timeout = "1m30s"`, func(c *Config) { c.BootTimeout = 90 * time.Second }},
 		{"warm_start false", `warm_start = false`, func(c *Config) { c.WarmStart = false }},
 		{"warm_start true", `warm_start = true`, func(*Config) {}},
+		{"warm_spares none", `warm_spares = 0`, func(c *Config) { c.WarmSpares = 0 }},
+		{"warm_spares most", `warm_spares = 8`, func(c *Config) { c.WarmSpares = 8 }},
 		{"console_log_size", `console_log_size = "64K"`, func(c *Config) { c.ConsoleLogSize = 64 << 10 }},
 		{"bridge_name", `bridge_name = "br-sandbox"`, func(c *Config) { c.BridgeName = "br-sandbox" }},
 		{"bridge_cidr", `bridge_cidr = "10.99.0.0/16"`, func(c *Config) { c.BridgeCIDR = netip.MustParsePrefix("10.99.0.0/16") }},
@@ -160,6 +163,7 @@ qemu_bin = "/q"
 debian_mirror = "https://m/debian"
 boot_timeout = "5m"
 warm_start = false
+warm_spares = 3
 console_log_size = "1M"
 bridge_name = "br1"
 bridge_cidr = "10.1.0.0/24"
@@ -186,6 +190,7 @@ disk_size = "16G"
 					DebianMirror:     "https://m/debian",
 					BootTimeout:      5 * time.Minute,
 					WarmStart:        false,
+					WarmSpares:       3,
 					ConsoleLogSize:   1 << 20,
 					BridgeName:       "br1",
 					BridgeCIDR:       netip.MustParsePrefix("10.1.0.0/24"),
@@ -219,7 +224,7 @@ disk_size = "16G"
 func TestLoadErrors(t *testing.T) {
 	known := "known keys are default_image_name, default_kernel, ssh_key_path, firecracker_bin, " +
 		"jailer_enabled, jailer_bin, jailer_chroot_base, jailer_uid, jailer_gid, vmm, qemu_bin, " +
-		"debian_mirror, boot_timeout, warm_start, console_log_size, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, host_ports_open_to_guests, helper_socket, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
+		"debian_mirror, boot_timeout, warm_start, warm_spares, console_log_size, bridge_name, bridge_cidr, network_namespace, dns_upstreams, dns_port, host_ports_open_to_guests, helper_socket, vm_defaults.vcpu, vm_defaults.memory_mib, vm_defaults.disk_size, file_sync.host, file_sync.guest, file_sync.mode"
 	tests := []struct {
 		name    string
 		content string
@@ -292,6 +297,8 @@ func TestLoadErrors(t *testing.T) {
 		{"mirror without host", `debian_mirror = "https:///debian"`, `$F:1: debian_mirror: "https:///debian" is not an http:// or https:// URL; use e.g. "https://deb.debian.org/debian"`},
 		{"duration without unit", `boot_timeout = "180"`, `$F:1: boot_timeout: "180" is not a positive duration; use a number with a unit, such as "3m", "90s" or "1m30s"`},
 		{"console_log_size too small", `console_log_size = "1K"`, `$F:1: console_log_size: 1KiB is outside 64KiB to 1GiB`},
+		{"too many warm_spares", `warm_spares = 9`, `$F:1: warm_spares: 9 is out of range; use 0 (no spares) to 8`},
+		{"negative warm_spares", `warm_spares = -1`, `$F:1: warm_spares: -1 is out of range; use 0 (no spares) to 8`},
 		{"zero duration", `boot_timeout = "0s"`, `$F:1: boot_timeout: "0s" is not a positive duration; use a number with a unit, such as "3m", "90s" or "1m30s"`},
 		{"negative duration", `boot_timeout = "-1m"`, `$F:1: boot_timeout: "-1m" is not a positive duration; use a number with a unit, such as "3m", "90s" or "1m30s"`},
 		{"zero vcpu", "[vm_defaults]\nvcpu = 0", "$F:2: vm_defaults.vcpu: 0 vCPUs is invalid; use at least 1, or remove the key to size by the host"},
