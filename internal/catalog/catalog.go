@@ -86,6 +86,9 @@ type Options struct {
 	// snapshots use them, and boot snapshots go when what they were made from is replaced or
 	// deleted. nil: the store in Layout.SnapshotsDir().
 	Snapshots *snapshot.Store
+	// BootSnapshotsDropped, when set, is told the names of the boot snapshots the catalog
+	// removed (the VM service deletes the spare VMs made from them).
+	BootSnapshotsDropped func(names []string)
 }
 
 // Service provides kernels and images: Images and Kernels own theirs. What VMs need of it is

@@ -259,7 +259,7 @@ func (im *Images) vmsUsing(ctx context.Context, match func(store.VM) bool) ([]st
 	}
 	var names []string
 	for _, vm := range vms {
-		if match(vm) {
+		if match(vm) && !vm.Spare() { // a spare goes with its boot snapshot
 			names = append(names, vm.Name)
 		}
 	}

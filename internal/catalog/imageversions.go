@@ -93,6 +93,9 @@ func (im *Images) versionInfos(ctx context.Context) ([]VersionInfo, error) {
 	for _, v := range versions {
 		info := VersionInfo{Name: v.Name, Version: v.Version, Dir: v.Dir, SizeBytes: v.SizeBytes, CreatedAt: v.CreatedAt, Current: current[v.Name] == v.Version}
 		for _, vm := range vms {
+			if vm.Spare() {
+				continue // a spare goes with its boot snapshot, which keeps the version
+			}
 			n, ver := SplitRef(vm.Image)
 			if n == v.Name && (ver == v.Version || ver == "" && info.Current) {
 				info.UsedBy = append(info.UsedBy, vm.Name)

@@ -325,7 +325,7 @@ func (ks *Kernels) List(ctx context.Context) ([]KernelInfo, error) {
 			}
 		}
 		for _, vm := range vms {
-			if vm.Kernel == r.Name {
+			if vm.Kernel == r.Name && !vm.Spare() { // a spare goes with its boot snapshot
 				ki.UsedBy = append(ki.UsedBy, vm.Name)
 			}
 		}

@@ -59,6 +59,9 @@ func (s *sources) dropBootSnapshots(why string, match func(snapshot.Meta) bool) 
 		s.o.Log.Info("removed boot snapshot", "name", name, "why", why)
 		dropped = append(dropped, name)
 	}
+	if len(dropped) > 0 && s.o.BootSnapshotsDropped != nil {
+		s.o.BootSnapshotsDropped(dropped)
+	}
 	return dropped, errors.Join(errs...)
 }
 

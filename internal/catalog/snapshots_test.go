@@ -256,3 +256,27 @@ func sorted(names ...string) []string {
 	slices.Sort(names)
 	return names
 }
+
+// A spare VM (store.StateSpare) is the daemon's cache of its boot snapshot, not a user of the
+// image: image rm goes ahead, drops the boot snapshot and says which, so that the VM service
+// deletes the spares made from it.
+func TestSparesAreNoImageUsers(t *testing.T) {
+	s, _, st := newService(t)
+	ctx := context.Background()
+	v1 := fakeVersion(t, s, "img", "one")
+	boot := addSnapshot(t, s, "", "img@"+v1.Version(), "k")
+	if err := st.CreateVM(ctx, &store.VM{Name: "spare-0123456789ab", State: store.StateSpare, Image: "img@" + v1.Version(), Kernel: "k", VMM: "qemu", Accel: "tcg", Dir: "/d"}); err != nil {
+		t.Fatal(err)
+	}
+	var told []string
+	s.o.BootSnapshotsDropped = func(names []string) { told = append(told, names...) }
+	if info, err := s.Images.Show(ctx, "img"); err != nil || len(info.Versions) != 1 || len(info.Versions[0].UsedBy) != 0 {
+		t.Errorf("Show = %+v, %v; want no VM using the image", info, err)
+	}
+	if _, err := s.Images.Delete(ctx, "img"); err != nil {
+		t.Fatalf("Delete with a spare on it: %v", err)
+	}
+	if !slices.Equal(told, []string{boot}) {
+		t.Errorf("told of dropped boot snapshots %v; want [%s]", told, boot)
+	}
+}

@@ -131,8 +131,10 @@ func Run(ctx context.Context, o Options) error {
 	// catalog (which keeps their image versions and kernels, and drops stale boot snapshots)
 	// share its locks: a removal waits for the restores reading the snapshot.
 	snaps := snapshot.NewStore(l.SnapshotsDir())
+	var vms *vmservice.Service // the catalog tells it which boot snapshots went, for their spares
 	cat := catalog.New(catalog.Options{
 		Store: st, Layout: l, Config: loadConfig, AgentPath: o.AgentPath, Log: lg, Snapshots: snaps,
+		BootSnapshotsDropped: func(names []string) { vms.SparesOf(context.Background(), names) },
 	})
 	// guestNet is where guests' networking lives: the host's namespace or the one
 	// network_namespace names. The daemon's own API socket is not part of it.
@@ -147,20 +149,23 @@ func Run(ctx context.Context, o Options) error {
 	// template would make its own in). Nothing is admitted on it; a crash leaves it to the
 	// next start's sweep of taps without a VM.
 	qd.ScratchTap = func() (*os.File, func(), error) { return scratchTap(guestNet) }
+	work := newBackground()
+	vms = vmservice.New(vmservice.Options{
+		Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
+		Artifacts: cat, Drivers: []vmm.Driver{fd, qd}, Log: lg, // vmm = "auto" prefers Firecracker
+		Network:    vmnet.New(vmnet.Options{Host: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
+		SSH:        vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
+		Snapshots:  snaps,
+		Background: work.start, // spare VMs are made as the daemon's work, and stop with it
+	})
 	d := &Daemon{
-		opts:  o,
-		log:   lg,
-		store: st,
-		vms: vmservice.New(vmservice.Options{
-			Store: st, Layout: l, Config: loadConfig, Host: hostRoot,
-			Artifacts: cat, Drivers: []vmm.Driver{fd, qd}, Log: lg, // vmm = "auto" prefers Firecracker
-			Network:   vmnet.New(vmnet.Options{Host: guestNet, DNS: dns, DNSPort: cfg.DNSPort, Log: lg}),
-			SSH:       vmssh.New(vmssh.Options{Layout: l, Config: loadConfig, CLIPath: o.CLIPath}),
-			Snapshots: snaps,
-		}),
+		opts:     o,
+		log:      lg,
+		store:    st,
+		vms:      vms,
 		catalog:  cat,
 		ops:      newOperations(),
-		work:     newBackground(),
+		work:     work,
 		shutdown: make(chan struct{}),
 	}
 	cat.Cleanup()
@@ -233,13 +238,19 @@ func (d *Daemon) handler() http.Handler { return d.work.track(d.routes()) }
 // stop ends the daemon's work before the store is closed: it stops taking clients, cancels
 // operations, log follows and exec sessions, and waits up to limit for them and for the
 // requests that finish what they began (deletes) to end. Work still running then is named in
-// the log and cut short by the exit: a stop was asked for, and VMs keep running anyway.
+// the log and cut short by the exit: a stop was asked for, and VMs keep running anyway
+// (spare VMs do not: they are deleted).
 func (d *Daemon) stop(srv *http.Server, limit time.Duration) {
 	d.work.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	_ = srv.Shutdown(ctx) // closes the socket, then waits for the requests (as wait does)
-	if left := d.work.wait(ctx); len(left) > 0 {
+	left := d.work.wait(ctx)
+	if d.vms != nil {
+		// Spares are a cache of the running daemon: the next one makes its own.
+		d.vms.RemoveSpares(context.WithoutCancel(ctx))
+	}
+	if len(left) > 0 {
 		d.log.Warn(fmt.Sprintf("work still running %s after the stop began; the exit cuts it short", limit), "work", left)
 		return
 	}

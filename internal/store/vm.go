@@ -37,6 +37,14 @@ type VM struct {
 	UpdatedAt time.Time // UTC
 }
 
+// StateSpare is the state of a VM the daemon made ahead of time for a create to take (config
+// warm_spares): it is nobody's VM yet, so it is not listed, resolved, or counted as a user of
+// an image.
+const StateSpare = "spare"
+
+// Spare reports whether v is a spare (StateSpare).
+func (v VM) Spare() bool { return v.State == StateSpare }
+
 const vmColumns = `id, name, state, image, kernel, vmm, accel, vcpu, memory_mib, disk_bytes, dir,
 	auto_remove, spec, runtime, last_error, ip, nat, created_at, updated_at`
 

@@ -40,7 +40,7 @@ type origin struct {
 // copied, network, restore, agent, renew, file sync, ready.
 func (s *Service) cloneSteps(c *creation) []steps.Step {
 	b, vm, from := c.boot, &c.vm, c.from
-	return []steps.Step{
+	list := []steps.Step{
 		{
 			Name: StepClone,
 			Do: func(ctx context.Context) error {
@@ -75,8 +75,20 @@ func (s *Service) cloneSteps(c *creation) []steps.Step {
 				return s.renewIdentity(ctx, vm, b, from.info.Meta)
 			},
 		},
+	}
+	if c.req.spare {
+		// A spare gets no user files and no name in DNS until a create claims it.
+		return append(list, steps.Step{
+			Name: StepReady,
+			Do: func(ctx context.Context) error {
+				vm.State = StateSpare
+				return s.store.UpdateVM(ctx, vm)
+			},
+		})
+	}
+	return append(list,
 		s.fileSyncStep(b),
-		{
+		steps.Step{
 			Name: StepReady,
 			Do: func(ctx context.Context) error {
 				vm.State = StateRunning
@@ -87,7 +99,7 @@ func (s *Service) cloneSteps(c *creation) []steps.Step {
 				return nil
 			},
 		},
-	}
+	)
 }
 
 // renewTimeout bounds a clone's renewal: writing a few files, netlink, reloading sshd.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -53,6 +54,8 @@ type CreateRequest struct {
 	// from: the create restores from this saved state (Fork's clones), which it does not
 	// look up by name.
 	from *origin
+	// spare: the create makes a spare (see spares.go): no file sync, left in state spare.
+	spare bool
 	// FailStep makes the named start step fail; PauseStep hangs before it (end-to-end tests
 	// of cleanup and crash recovery; see hooks).
 	FailStep, PauseStep string
@@ -117,7 +120,14 @@ func (s *Service) create(ctx context.Context, req CreateRequest, obs Observer, w
 	}
 	defer c.release() // after the steps: the VM's record (or its undo) decides if the image version stays
 	defer c.done()
-	unlock := s.lock(c.vm.ID)
+	if c.from != nil && c.from.warm && c.spares && !req.NoNAT {
+		if sp := s.takeSpare(ctx, c.warmKey); sp != nil {
+			vm, timings, err := s.claim(ctx, c, sp)
+			s.wantSpares(c.warmKey, true)
+			return vm, timings, err
+		}
+	}
+	unlock := sync.OnceFunc(s.lock(c.vm.ID))
 	defer unlock()
 	timings, err := steps.Run(ctx, s.createSteps(c), s.hooks(c.name, req.FailStep, req.PauseStep))
 	if err != nil {
@@ -130,6 +140,12 @@ func (s *Service) create(ctx context.Context, req CreateRequest, obs Observer, w
 			return s.create(ctx, req, obs, false)
 		}
 		return store.VM{}, timings, s.createFailed(ctx, c, err)
+	}
+	unlock()
+	if c.from != nil && c.from.warm {
+		// The combination is used again: keep spares of it (not after the first, cold VM:
+		// that may be a one-off).
+		s.wantSpares(c.warmKey, false)
 	}
 	return c.vm, timings, nil
 }
@@ -154,8 +170,11 @@ type creation struct {
 	from        *origin
 	releaseFrom func()
 	// bootKey, for a cold boot with warm starts on: the combination whose boot snapshot the
-	// create saves once the guest settled.
-	bootKey string
+	// create saves once the guest settled. warmKey, for a warm start: the combination of the
+	// boot snapshot it restores (a spare of it may be taken instead).
+	bootKey, warmKey string
+	// spares: config warm_spares asks for spares, so a warm start may take one.
+	spares bool
 	// discard are snapshot stagings the create made, removed when it ends (published ones
 	// stay).
 	discard []*snapshot.Staging
@@ -273,6 +292,7 @@ func (s *Service) plan(ctx context.Context, req CreateRequest, obs Observer, war
 		if cfg.WarmStart && !req.Cold {
 			if warm {
 				s.planWarm(c, spec)
+				c.spares = cfg.WarmSpares > 0
 			} else if warmable(driver) {
 				c.bootKey = combination(img, kern, driver, accel, spec).Key()
 			}

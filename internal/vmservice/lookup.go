@@ -35,9 +35,21 @@ func (s *Service) NewName(ctx context.Context) string {
 	})
 }
 
-// List returns every VM, oldest first.
+// List returns every VM, oldest first (spares are nobody's VMs yet: not listed).
 func (s *Service) List(ctx context.Context) ([]store.VM, error) {
-	return s.store.ListVMs(ctx)
+	vms, err := s.store.ListVMs(ctx)
+	return notSpares(vms), err
+}
+
+// notSpares is vms without the spares, in place.
+func notSpares(vms []store.VM) []store.VM {
+	out := vms[:0]
+	for _, vm := range vms {
+		if !vm.Spare() {
+			out = append(out, vm)
+		}
+	}
+	return out
 }
 
 // Resolve finds a VM by reference: its full name, its full id, or a prefix of either that
@@ -46,18 +58,19 @@ func (s *Service) Resolve(ctx context.Context, ref string) (store.VM, error) {
 	if ref == "" {
 		return store.VM{}, invalidf("empty VM reference; give a VM name or id (see `banger vm list`)")
 	}
-	if vm, err := s.store.GetVM(ctx, ref); err == nil {
+	if vm, err := s.store.GetVM(ctx, ref); err == nil && !vm.Spare() {
 		return vm, nil
-	} else if !errors.Is(err, failure.NotFound) {
+	} else if err != nil && !errors.Is(err, failure.NotFound) {
 		return store.VM{}, err
 	}
-	if vm, err := s.store.GetVMByID(ctx, ref); err == nil {
+	if vm, err := s.store.GetVMByID(ctx, ref); err == nil && !vm.Spare() {
 		return vm, nil
 	}
 	matches, err := s.store.FindVMs(ctx, ref)
 	if err != nil {
 		return store.VM{}, err
 	}
+	matches = notSpares(matches)
 	switch len(matches) {
 	case 0:
 		return store.VM{}, notFoundf("no VM named %q (see `banger vm list`)", ref)

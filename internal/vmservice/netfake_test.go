@@ -38,7 +38,7 @@ func (n *recordingNetwork) log() []string {
 func (n *recordingNetwork) Info() vmnet.Info { return vmnet.Info{Bridge: "bgfake0"} }
 
 func (n *recordingNetwork) Allocate(ctx context.Context, taken []string) (string, error) {
-	for _, a := range []string{"10.0.0.2", "10.0.0.3", "10.0.0.4"} {
+	for _, a := range []string{"10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"} {
 		if !slices.Contains(taken, a) {
 			n.record("allocate " + a)
 			return a, nil

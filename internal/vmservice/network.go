@@ -207,6 +207,7 @@ func (s *Service) TeardownNetwork(ctx context.Context) error {
 	if !s.networking() {
 		return nil
 	}
+	s.RemoveSpares(ctx)
 	vms, err := s.store.ListVMs(ctx)
 	if err != nil {
 		return err

@@ -64,6 +64,12 @@ func (s *Service) reconcileOne(ctx context.Context, vm store.VM) {
 		return
 	}
 	switch {
+	case vm.State == StateSpare:
+		// Spares are a cache of the daemon that made them (see spares.go).
+		s.log.Info("deleting a spare VM of the previous daemon", "vm", vm.Name)
+		if err := s.destroy(ctx, vm); err != nil {
+			s.log.Error("delete spare VM", "vm", vm.Name, "err", err)
+		}
 	case vm.State == StateCreating || (vm.AutoRemove && vm.State == StateStarting):
 		// (A create stays "creating" through its boot; its VMM, if one started, is ended too.)
 		// A create the daemon did not finish: undo it as the create would have.

@@ -63,6 +63,9 @@ type Service struct {
 
 	// driverOrder is Options.Drivers: the order of preference for vmm.Choose.
 	driverOrder []vmm.Driver
+	// background runs the spare pool's fills (Options.Background); spares holds them.
+	background Background
+	spares     sparePool
 }
 
 // Options configure a Service.
@@ -83,23 +86,28 @@ type Options struct {
 	// Snapshots is the store of saved guests (shared with the catalog, which keeps the image
 	// versions they need); nil: the one in Layout.SnapshotsDir.
 	Snapshots *snapshot.Store
+	// Background runs work that outlives the request that caused it: making spare VMs
+	// (config warm_spares). nil: no spares are made.
+	Background Background
 }
 
 // New returns a Service.
 func New(o Options) *Service {
 	s := &Service{
-		store:     o.Store,
-		layout:    o.Layout,
-		config:    o.Config,
-		host:      o.Host,
-		artifacts: o.Artifacts,
-		drivers:   map[string]vmm.Driver{},
-		log:       o.Log,
-		net:       o.Network,
-		ssh:       o.SSH,
-		snaps:     o.Snapshots,
-		locks:     map[string]*sync.Mutex{},
-		running:   map[string]*instance{},
+		store:      o.Store,
+		layout:     o.Layout,
+		config:     o.Config,
+		host:       o.Host,
+		artifacts:  o.Artifacts,
+		drivers:    map[string]vmm.Driver{},
+		log:        o.Log,
+		net:        o.Network,
+		ssh:        o.SSH,
+		snaps:      o.Snapshots,
+		locks:      map[string]*sync.Mutex{},
+		running:    map[string]*instance{},
+		background: o.Background,
+		spares:     sparePool{ready: map[string][]*spare{}},
 	}
 	for _, d := range o.Drivers {
 		s.drivers[d.Name()] = d

@@ -282,8 +282,15 @@ func (s *Service) Snapshots(ctx context.Context) ([]snapshot.Info, error) { retu
 
 // RemoveSnapshot removes a snapshot (boot or user) by name, waiting for restores reading it;
 // failure.NotFound when there is none. VMs made from it keep running: they have their own
-// disks, and their memory maps of its files outlive the files' names.
-func (s *Service) RemoveSnapshot(ctx context.Context, name string) error { return s.snaps.Remove(name) }
+// disks, and their memory maps of its files outlive the files' names. The spares made from a
+// boot snapshot go with it.
+func (s *Service) RemoveSnapshot(ctx context.Context, name string) error {
+	if err := s.snaps.Remove(name); err != nil {
+		return err
+	}
+	s.SparesOf(ctx, []string{name})
+	return nil
+}
 
 // DropBootSnapshots removes the boot snapshots whose description match selects (those of an
 // image that was rebuilt or deleted, of a kernel replaced, of another agent build) and
@@ -305,5 +312,6 @@ func (s *Service) DropBootSnapshots(ctx context.Context, match func(snapshot.Met
 		}
 		dropped = append(dropped, i.Name)
 	}
+	s.SparesOf(ctx, dropped)
 	return dropped, errors.Join(errs...)
 }

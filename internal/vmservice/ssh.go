@@ -85,7 +85,7 @@ func (s *Service) writeSSHConfig(ctx context.Context) {
 		return
 	}
 	var names []string
-	for _, vm := range vms {
+	for _, vm := range notSpares(vms) {
 		names = append(names, vm.Name)
 	}
 	if err := s.ssh.WriteConfig(names); err != nil {

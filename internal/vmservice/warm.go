@@ -83,6 +83,7 @@ func (s *Service) planWarm(c *creation, spec config.VMSpec) {
 	}
 	c.from = &origin{info: info, machine: m, warm: true}
 	c.releaseFrom = release
+	c.warmKey = key
 }
 
 // planFromSnapshot makes c restore from the snapshot req names: the VM is what the snapshot
@@ -260,4 +261,5 @@ func (s *Service) dropBootSnapshot(name string, cause error) {
 		return
 	}
 	s.log.Info("dropped a boot snapshot that cannot be restored", "name", name, "err", cause)
+	s.SparesOf(context.Background(), []string{name})
 }
