@@ -113,6 +113,10 @@ func run(m *testing.M) int {
 		stopHelper = stop
 		h.env = append(h.env, "BANGER_HELPER_SOCKET="+helperSocket(base))
 	}
+	if err := resetConfig(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: write the rig's config.toml:", err)
+		return 1
+	}
 	code := m.Run()
 	out, err := banger(nil, "daemon", "stop")
 	if err != nil {
@@ -240,6 +244,60 @@ func sha(t *testing.T, path string) string {
 	return hex.EncodeToString(hsh.Sum(nil))
 }
 
+// rigConfig is config.toml as every test but TestRunAsBrandNewUser starts with: no spare VMs,
+// which the daemon would keep running beside the VMs the tests make and count (TestSpares
+// turns them on).
+const rigConfig = "# written by the e2e rig\nwarm_spares = 0\n"
+
+// configFile is the user's config.toml.
+func configFile() string { return filepath.Join(h.home, ".config", "banger", "config.toml") }
+
+// resetConfig writes rigConfig as the user's config.toml.
+func resetConfig() error {
+	if err := os.MkdirAll(filepath.Dir(configFile()), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(configFile(), []byte(rigConfig), 0o600); err != nil {
+		return err
+	}
+	if bangerUser == nil {
+		return nil
+	}
+	for _, p := range []string{filepath.Join(h.home, ".config"), filepath.Dir(configFile()), configFile()} {
+		if err := os.Lchown(p, int(bangerUser.uid), int(bangerUser.gid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeConfig makes config.toml the rig's plus extra (extra's warm_spares, if it has one,
+// instead of the rig's) until the test ends (or restoreConfig).
+func writeConfig(t *testing.T, extra string) {
+	t.Helper()
+	if err := resetConfig(); err != nil {
+		t.Fatal(err)
+	}
+	base := rigConfig
+	if strings.Contains(extra, "warm_spares") {
+		base = ""
+	}
+	if err := os.WriteFile(configFile(), []byte(base+extra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
+	t.Cleanup(restoreConfig(t))
+}
+
+// restoreConfig returns what puts the rig's config.toml back.
+func restoreConfig(t *testing.T) func() {
+	return func() {
+		if err := resetConfig(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // assertNothingLeft checks that no VM record, VM directory or QEMU process of this harness
 // remains.
 func assertNothingLeft(t *testing.T) {
@@ -274,6 +332,15 @@ func assertNothingLeft(t *testing.T) {
 // the first test that boots: go test runs files in name order, so a test file that boots sorts
 // after e2e_test.go.
 func TestRunAsBrandNewUser(t *testing.T) {
+	// Nothing configured: not even the rig's config.
+	if err := os.RemoveAll(filepath.Join(h.home, ".config")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := resetConfig(); err != nil {
+			t.Error(err)
+		}
+	})
 	r, err := banger(nil, "vm", "run", "--rm", "--", "sh", "-c", "echo hello from $(hostname); uname -r; echo to-stderr >&2; exit 42")
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -87,16 +86,7 @@ func TestGuestTrafficIsFiltered(t *testing.T) {
 	}
 
 	// Port 7002 is opened to guests in the config; 7001 is not.
-	cfgDir := filepath.Join(h.home, ".config", "banger")
-	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(cfgDir, "config.toml")
-	if err := os.WriteFile(cfgFile, []byte("host_ports_open_to_guests = [7002]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
-	defer os.Remove(cfgFile)
+	writeConfig(t, "host_ports_open_to_guests = [7002]\n")
 	mustBanger(t, "daemon", "stop") // network settings are read when the daemon starts
 	defer mustBanger(t, "daemon", "stop")
 

@@ -333,14 +333,7 @@ func TestDaemonKilledMidCreate(t *testing.T) {
 // fails, but keeps the VM (stopped, not ephemeral) and says how to read its console.
 func TestRunKeepsAVMThatNeverBecameReachable(t *testing.T) {
 	ensureWarm(t)
-	cfgDir := filepath.Join(h.home, ".config", "banger")
-	_ = os.MkdirAll(cfgDir, 0o700)
-	cfg := filepath.Join(cfgDir, "config.toml")
-	if err := os.WriteFile(cfg, []byte("boot_timeout = \"1s\"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
-	defer os.Remove(cfg)
+	writeConfig(t, "boot_timeout = \"1s\"\n")
 	// Cold: a warm start's restored guest answers well within a second.
 	r, err := banger(nil, "vm", "run", "--rm", "--cold", "--name", "unreachable", "--", "true")
 	if err != nil || r.code == 0 {
@@ -349,7 +342,7 @@ func TestRunKeepsAVMThatNeverBecameReachable(t *testing.T) {
 	if !strings.Contains(r.stderr, "never became reachable") || !strings.Contains(r.stderr, "banger vm logs unreachable") {
 		t.Errorf("stderr does not say the VM is kept and how to read its logs:\n%s", r.stderr)
 	}
-	os.Remove(cfg)
+	restoreConfig(t)()
 	vm := show(t, "unreachable")
 	if vm.State != "stopped" || vm.AutoRemove || !strings.Contains(vm.LastError, "boot_timeout") {
 		t.Errorf("kept VM: %+v; want stopped, not ephemeral, with the boot timeout as its last error", vm)

@@ -15,14 +15,7 @@ import (
 func TestGuestFloodingItsConsoleCannotFillTheHost(t *testing.T) {
 	ensureWarm(t)
 	const capBytes = 64 << 10
-	cfgDir := filepath.Join(h.home, ".config", "banger")
-	_ = os.MkdirAll(cfgDir, 0o700)
-	cfg := filepath.Join(cfgDir, "config.toml")
-	if err := os.WriteFile(cfg, []byte("console_log_size = \"64K\"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
-	defer os.Remove(cfg)
+	writeConfig(t, "console_log_size = \"64K\"\n")
 	mustBanger(t, "vm", "create", "--name", "flood", "--memory", "768M")
 	dir := show(t, "flood").Dir
 	console := filepath.Join(dir, "console.log")

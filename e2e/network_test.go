@@ -181,16 +181,7 @@ func TestGuestResolvesThroughTheForwarder(t *testing.T) {
 	go func() { _ = srv.ActivateAndServe() }()
 	defer srv.Shutdown()
 
-	cfgDir := filepath.Join(h.home, ".config", "banger")
-	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(cfgDir, "config.toml")
-	if err := os.WriteFile(cfgFile, []byte("dns_upstreams = [\"127.0.0.1:5354\"]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
-	defer os.Remove(cfgFile)
+	writeConfig(t, "dns_upstreams = [\"127.0.0.1:5354\"]\n")
 	// Network settings are read when the daemon starts.
 	mustBanger(t, "daemon", "stop")
 	defer mustBanger(t, "daemon", "stop")

@@ -257,17 +257,9 @@ func TestFileSync(t *testing.T) {
 	if err := syscall.Mkfifo(filepath.Join(src, "dots/pipe"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfgDir := filepath.Join(h.home, ".config", "banger")
-	_ = os.MkdirAll(cfgDir, 0o700)
-	giveToUser(t, filepath.Join(h.home, ".config"))
-	cfg := filepath.Join(cfgDir, "config.toml")
 	content := fmt.Sprintf("[[file_sync]]\nhost = %q\nguest = \"~/.gitconfig\"\n\n[[file_sync]]\nhost = %q\nguest = \"~/.config/dots\"\nmode = \"0640\"\n\n[[file_sync]]\nhost = %q\nguest = \"~/missing\"\n",
 		filepath.Join(src, "gitconfig"), filepath.Join(src, "dots"), filepath.Join(src, "missing"))
-	if err := os.WriteFile(cfg, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	giveToUser(t, cfg)
-	defer os.Remove(cfg)
+	writeConfig(t, content)
 	r, err := banger(nil, "vm", "run", "--rm", "--", "sh", "-c", `stat -c '%a %n' /root/.gitconfig /root/.config/dots/app/settings.json; test -e /root/.config/dots/escape || echo no-escape; test -e /root/missing || echo no-missing`)
 	if err != nil {
 		t.Fatal(err)
