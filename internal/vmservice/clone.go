@@ -86,20 +86,7 @@ func (s *Service) cloneSteps(c *creation) []steps.Step {
 			},
 		})
 	}
-	return append(list,
-		s.fileSyncStep(b),
-		steps.Step{
-			Name: StepReady,
-			Do: func(ctx context.Context) error {
-				vm.State = StateRunning
-				if err := s.store.UpdateVM(ctx, vm); err != nil {
-					return err
-				}
-				s.announce(ctx, vm)
-				return nil
-			},
-		},
-	)
+	return append(list, s.fileSyncStep(b), s.readyStep(vm))
 }
 
 // renewTimeout bounds a clone's renewal: writing a few files, netlink, reloading sshd.

@@ -366,17 +366,7 @@ func (s *Service) claim(ctx context.Context, c *creation, sp *spare) (store.VM, 
 			},
 		},
 		s.fileSyncStep(b),
-		{
-			Name: StepReady,
-			Do: func(ctx context.Context) error {
-				vm.State = StateRunning
-				if err := s.store.UpdateVM(ctx, vm); err != nil {
-					return err
-				}
-				s.announce(ctx, vm)
-				return nil
-			},
-		},
+		s.readyStep(vm),
 	}
 	timings, err := steps.Run(ctx, list, s.hooks(c.name, c.req.FailStep, c.req.PauseStep))
 	if err != nil {

@@ -79,6 +79,15 @@ func (e *env) oneSpare(bg *backgroundWork) store.VM {
 	return sp[0]
 }
 
+// warmWithSpare makes a VM cold (first) and one warm (warm) and returns the spare the
+// warm start left.
+func (e *env) warmWithSpare(bg *backgroundWork) store.VM {
+	e.t.Helper()
+	e.runningVM("first", &recordingNetwork{})
+	e.runningVM("warm", nil)
+	return e.oneSpare(bg)
+}
+
 func TestWarmCreatesTakeSpares(t *testing.T) {
 	e := newEnv(t)
 	bg := e.withSpares(1)
@@ -164,9 +173,7 @@ func TestWarmCreatesTakeSpares(t *testing.T) {
 func TestSparesGoWithTheirBootSnapshot(t *testing.T) {
 	e := newEnv(t)
 	bg := e.withSpares(1)
-	e.runningVM("first", &recordingNetwork{})
-	e.runningVM("warm", nil)
-	sp := e.oneSpare(bg)
+	sp := e.warmWithSpare(bg)
 	boots := e.snapshots(snapshot.Boot)
 	if len(boots) != 1 {
 		t.Fatalf("boot snapshots %+v", boots)
@@ -209,9 +216,7 @@ func TestNoSparesWhenNoneAreWanted(t *testing.T) {
 func TestFailedClaimLeavesNothing(t *testing.T) {
 	e := newEnv(t)
 	bg := e.withSpares(1)
-	e.runningVM("first", &recordingNetwork{})
-	e.runningVM("warm", nil)
-	sp := e.oneSpare(bg)
+	sp := e.warmWithSpare(bg)
 	_, _, err := e.svc.Create(context.Background(), CreateRequest{Name: "second", FailStep: StepRenew}, Observer{})
 	if err == nil || !strings.Contains(err.Error(), "fault injected") {
 		t.Fatalf("Create = %v, want the injected fault", err)
@@ -232,9 +237,7 @@ func TestFailedClaimLeavesNothing(t *testing.T) {
 func TestReconcileDeletesSpares(t *testing.T) {
 	e := newEnv(t)
 	bg := e.withSpares(1)
-	e.runningVM("first", &recordingNetwork{})
-	e.runningVM("warm", nil)
-	sp := e.oneSpare(bg)
+	sp := e.warmWithSpare(bg)
 	m := e.svc.instance(sp.ID).machine
 
 	e.svc = e.newService() // a new daemon: knows no instance

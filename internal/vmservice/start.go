@@ -44,6 +44,21 @@ type boot struct {
 	link *vmnet.Link // the VM's network device, once the network step attached it
 }
 
+// readyStep is the last step of a start: the VM is recorded running and named in DNS.
+func (s *Service) readyStep(vm *store.VM) steps.Step {
+	return steps.Step{
+		Name: StepReady,
+		Do: func(ctx context.Context) error {
+			vm.State = StateRunning
+			if err := s.store.UpdateVM(ctx, vm); err != nil {
+				return err
+			}
+			s.announce(ctx, vm)
+			return nil
+		},
+	}
+}
+
 // bootSteps connect the VM to the network, start the VMM and wait for the guest agent:
 // network, vmm, agent, ready. Undoing them ends the VMM and removes the tap. The caller holds
 // the VM's lock.
@@ -87,17 +102,7 @@ func (s *Service) bootSteps(b *boot) []steps.Step {
 		},
 		s.provisionStep(b),
 		s.fileSyncStep(b),
-		{
-			Name: StepReady,
-			Do: func(ctx context.Context) error {
-				vm.State = StateRunning
-				if err := s.store.UpdateVM(ctx, vm); err != nil {
-					return err
-				}
-				s.announce(ctx, vm)
-				return nil
-			},
-		},
+		s.readyStep(vm),
 	}
 }
 
