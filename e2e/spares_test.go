@@ -73,6 +73,19 @@ func TestSpares(t *testing.T) {
 	if n := harnessVMMs(); n != 3 {
 		t.Errorf("%d QEMU processes; want 3 (two VMs and the spare)", n)
 	}
+	var snaps []struct {
+		Kind   string `json:"kind"`
+		From   string `json:"from"`
+		Spares int    `json:"spares"`
+	}
+	if err := json.Unmarshal([]byte(mustBanger(t, "snapshot", "list", "--json").stdout), &snaps); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range snaps {
+		if s.Kind == "boot" && s.From == "sp-cold" && s.Spares != 1 {
+			t.Errorf("snapshot list says the boot snapshot of sp-cold has %d spares; want 1", s.Spares)
+		}
+	}
 
 	// The next create takes the spare.
 	made = sparesMade()

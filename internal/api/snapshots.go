@@ -27,6 +27,9 @@ type Snapshot struct {
 	DiskBytes int64  `json:"disk_bytes"`
 	// SizeBytes is the space its files take on the host (allocated blocks).
 	SizeBytes int64 `json:"size_bytes"`
+	// Spares is how many spare VMs restored from a boot snapshot the daemon keeps ready
+	// (config warm_spares); they are listed nowhere else.
+	Spares int `json:"spares,omitempty"`
 }
 
 // SnapshotVMRequest is the body of RouteSnapshotVM.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -150,7 +151,7 @@ func (a *app) snapshotListCmd() *cobra.Command {
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List snapshots",
-		Long:    "List the snapshots, boot and user, oldest first: what each was taken of, what it restores (image version, VMM) and the space its files take on the host.",
+		Long:    "List the snapshots, boot and user, oldest first: what each was taken of, what it restores (image version, VMM), the space its files take on the host and, for a boot snapshot, how many spare VMs restored from it the daemon keeps ready (config warm_spares).",
 		Example: "  banger snapshot list\n  banger snapshot list --json | jq -r '.[] | select(.kind == \"boot\") | .name'",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -165,9 +166,13 @@ func (a *app) snapshotListCmd() *cobra.Command {
 
 func (a *app) printSnapshots(list []api.Snapshot) error {
 	tw := a.newTable()
-	fmt.Fprintln(tw, "NAME\tKIND\tFROM\tIMAGE\tVMM\tSIZE\tCREATED")
+	fmt.Fprintln(tw, "NAME\tKIND\tFROM\tIMAGE\tVMM\tSIZE\tSPARES\tCREATED")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Kind, dash(s.From), s.Image, s.VMM, bytesize.Format(s.SizeBytes), ago(s.Created))
+		spares := "-"
+		if s.Kind == api.SnapshotBoot {
+			spares = strconv.Itoa(s.Spares)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Kind, dash(s.From), s.Image, s.VMM, bytesize.Format(s.SizeBytes), spares, ago(s.Created))
 	}
 	return tw.Flush()
 }

@@ -155,7 +155,7 @@ func TestSnapshotListAndRm(t *testing.T) {
 	run, received := fakeAPI(t, map[api.Route]http.HandlerFunc{
 		api.RouteListSnapshots: func(w http.ResponseWriter, r *http.Request) {
 			_ = json.NewEncoder(w).Encode([]api.Snapshot{
-				{Name: "boot-0123456789abcdef01234567", Kind: api.SnapshotBoot, Image: "debian-bookworm@2", VMM: "firecracker", SizeBytes: 300 << 20, Created: created},
+				{Name: "boot-0123456789abcdef01234567", Kind: api.SnapshotBoot, Image: "debian-bookworm@2", VMM: "firecracker", SizeBytes: 300 << 20, Spares: 1, Created: created},
 				{Name: "dev-ready", Kind: api.SnapshotUser, From: "dev", Image: "debian-bookworm@2", VMM: "qemu", SizeBytes: 1 << 30, Created: created},
 			})
 		},
@@ -169,9 +169,9 @@ func TestSnapshotListAndRm(t *testing.T) {
 		},
 	})
 	r := run("snapshot", "list")
-	want := "NAME                           KIND  FROM  IMAGE              VMM          SIZE    CREATED\n" +
-		"boot-0123456789abcdef01234567  boot  -     debian-bookworm@2  firecracker  300MiB  3h ago\n" +
-		"dev-ready                      user  dev   debian-bookworm@2  qemu         1GiB    3h ago\n"
+	want := "NAME                           KIND  FROM  IMAGE              VMM          SIZE    SPARES  CREATED\n" +
+		"boot-0123456789abcdef01234567  boot  -     debian-bookworm@2  firecracker  300MiB  1       3h ago\n" +
+		"dev-ready                      user  dev   debian-bookworm@2  qemu         1GiB    -       3h ago\n"
 	if r.code != ExitOK || r.stdout != want {
 		t.Errorf("snapshot list: exit %d, stdout\n%s\nwant\n%s", r.code, r.stdout, want)
 	}

@@ -83,7 +83,12 @@ func forkResult(clones []store.VM) api.Event {
 
 func (d *Daemon) handleListSnapshots(w http.ResponseWriter, r *http.Request) {
 	list, err := d.vms.Snapshots(r.Context())
-	writeList(w, list, err, toAPISnapshot)
+	spares := d.vms.SpareCounts()
+	writeList(w, list, err, func(i snapshot.Info) api.Snapshot {
+		s := toAPISnapshot(i)
+		s.Spares = spares[i.Name]
+		return s
+	})
 }
 
 func (d *Daemon) handleDeleteSnapshot(w http.ResponseWriter, r *http.Request) {

@@ -248,6 +248,19 @@ func (s *Service) destroySpareLocked(ctx context.Context, sp *spare) {
 	}
 }
 
+// SpareCounts returns how many ready spares were restored from each boot snapshot, by name.
+func (s *Service) SpareCounts() map[string]int {
+	s.spares.mu.Lock()
+	defer s.spares.mu.Unlock()
+	out := map[string]int{}
+	for _, list := range s.spares.ready {
+		for _, sp := range list {
+			out[sp.snap]++
+		}
+	}
+	return out
+}
+
 // RemoveSpares deletes every spare (the daemon stops, or the network is torn down).
 func (s *Service) RemoveSpares(ctx context.Context) {
 	s.spares.mu.Lock()

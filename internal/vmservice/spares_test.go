@@ -178,8 +178,14 @@ func TestSparesGoWithTheirBootSnapshot(t *testing.T) {
 	if len(boots) != 1 {
 		t.Fatalf("boot snapshots %+v", boots)
 	}
+	if got := e.svc.SpareCounts(); len(got) != 1 || got[boots[0].Name] != 1 {
+		t.Errorf("SpareCounts = %v; want one spare of %s", got, boots[0].Name)
+	}
 	if err := e.svc.RemoveSnapshot(context.Background(), boots[0].Name); err != nil {
 		t.Fatal(err)
+	}
+	if got := e.svc.SpareCounts(); len(got) != 0 {
+		t.Errorf("SpareCounts after the boot snapshot went = %v", got)
 	}
 	if left := e.spares(); len(left) != 0 {
 		t.Errorf("spares left after their boot snapshot went: %+v", left)
