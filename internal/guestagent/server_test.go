@@ -317,8 +317,14 @@ func TestCommandEnv(t *testing.T) {
 // "hup" or "term" for the first of those signals it gets, after which it exits. The command
 // itself goes on only once the process is ready (it waits on the FIFO ready), so a hangup
 // can never reach the process before its traps are set.
+//
+// The process says "ready" only after its line to the command is written: a hangup that came
+// between its open of the FIFO ready and that write would end the command, the FIFO's only
+// reader, and the write would kill the process with SIGPIPE before its HUP trap ran — a
+// silent death the test once took for the agent's fault (seen under load, perf's
+// signal:signal_generate showing no SIGKILL for it).
 func hangupChild(report, ready string) string {
-	script := `trap 'echo hup >&3; exit' HUP; trap 'echo term >&3; exit' TERM; exec 3>` + report + `; echo ready $$ >&3; echo >` + ready + `; while :; do sleep 1; done`
+	script := `trap 'echo hup >&3; exit' HUP; trap 'echo term >&3; exit' TERM; exec 3>` + report + `; echo >` + ready + `; echo ready $$ >&3; while :; do sleep 1; done`
 	return "sh -c '" + strings.ReplaceAll(script, "'", `'\''`) + "' </dev/null >/dev/null 2>&1 & read x <" + ready + ";"
 }
 
