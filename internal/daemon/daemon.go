@@ -144,6 +144,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer guestNet.Close()
 	defer dns.Close()
+	// A daemon that is not root runs Firecracker in jails the root helper makes and starts
+	// (the helper is the one it reaches for the guest network).
+	if c, ok := guestNet.(*roothelper.Client); ok {
+		fd.Jails = c
+	}
 	// A snapshot of a restored VM goes through a template QEMU that needs a NIC; it takes a
 	// scratch tap from the network (a daemon that is not root cannot make the namespace the
 	// template would make its own in). Nothing is admitted on it; a crash leaves it to the
@@ -332,6 +337,9 @@ func openHost(hc hostnet.Config, socket string, euid int, openHelper func(hostne
 	}
 	return h, nil
 }
+
+// The root helper starts the jails of a Firecracker driver that does not run as root.
+var _ firecracker.Jails = (*roothelper.Client)(nil)
 
 // dialHelper connects to the root helper for hc's network. The helper takes namespaces by
 // name only: a path is accepted when it is /run/netns/<name>.

@@ -2,6 +2,7 @@ package roothelper
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/fcjail"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/peercred"
 	"golang.org/x/sys/unix"
@@ -61,6 +63,12 @@ func Dial(socket string, netw Network, openPorts []uint16) (*Client, error) {
 // call sends one request about the client's network and returns the response with its files
 // (closed by the caller), or the helper's error with its kind.
 func (c *Client) call(req Request) (Response, []*os.File, error) {
+	return c.callWith(req, nil, clientTimeout)
+}
+
+// callWith is call sending the descriptors of send with the request (SCM_RIGHTS), the whole
+// exchange bounded by timeout.
+func (c *Client) callWith(req Request, send []*os.File, timeout time.Duration) (Response, []*os.File, error) {
 	req.Network = c.netw
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -74,10 +82,22 @@ func (c *Client) call(req Request) (Response, []*os.File, error) {
 	if err := peercred.Check(conn, "the process serving "+c.socket, "banger's root helper runs as root", 0); err != nil {
 		return Response{}, nil, err
 	}
-	if err := conn.SetDeadline(time.Now().Add(clientTimeout)); err != nil {
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return Response{}, nil, err
 	}
-	if _, err := conn.Write(b); err != nil {
+	var oob []byte
+	if len(send) > 0 {
+		fds := make([]int, len(send))
+		for i, f := range send {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	n, _, err := conn.WriteMsgUnix(b, oob, nil)
+	if err == nil && n < len(b) {
+		_, err = conn.Write(b[n:])
+	}
+	if err != nil {
 		return Response{}, nil, fmt.Errorf("send %s to banger's root helper: %w", req.Op, err)
 	}
 	if err := conn.CloseWrite(); err != nil {
@@ -289,6 +309,86 @@ func (c *Client) WatchUplink(done <-chan struct{}, report func(error)) error { r
 
 // Close releases nothing: the client holds no connection.
 func (c *Client) Close() error { return c.addrs.Close() }
+
+// JailsReady says whether the helper starts Firecracker jails (its [jails] are configured);
+// the error says what to do when it does not.
+func (c *Client) JailsReady() error {
+	resp, _, err := c.call(Request{Op: OpHello})
+	if err != nil {
+		return err
+	}
+	if !resp.Jails {
+		return fmt.Errorf("banger's root helper at %s starts no Firecracker jails: name the jailer and firecracker binaries in [jails] of its configuration (%s) and restart it", c.socket, DefaultConfigPath)
+	}
+	return nil
+}
+
+// jailStartTimeout bounds jail_start, which may copy inputs into the jail.
+const jailStartTimeout = 2 * time.Minute
+
+// StartJail asks the helper to make the caller's jail spec.ID, place spec's files in it and
+// start Firecracker there (see fcjail.Spec). The caller owns the returned pidfd.
+func (c *Client) StartJail(spec fcjail.Spec) (fcjail.Started, error) {
+	req := Request{Op: OpJailStart, Jail: spec.ID, Tap: spec.Tap}
+	var send []*os.File
+	add := func(name string, f *os.File, writable bool) {
+		if f != nil {
+			req.Files = append(req.Files, JailFile{Name: name, Writable: writable})
+			send = append(send, f)
+		}
+	}
+	add(fcjail.Kernel, spec.Kernel, false)
+	add(fcjail.Initrd, spec.Initrd, false)
+	for i, d := range spec.Disks {
+		add(fcjail.DiskName(i), d.File, d.Writable)
+	}
+	add(fcjail.Log, spec.Log, true)
+	add(fcjail.Metrics, spec.Metrics, true)
+	add(consoleFile, spec.Console, false)
+	resp, files, err := c.callWith(req, send, jailStartTimeout)
+	if err != nil {
+		return fcjail.Started{}, err
+	}
+	if len(files) != 1 || resp.Jail == nil {
+		closeAll(files)
+		return fcjail.Started{}, fmt.Errorf("jail_start: the helper answered without the process (%d descriptors)", len(files))
+	}
+	j := resp.Jail
+	return fcjail.Started{UID: j.UID, GID: j.GID, PID: j.PID, StartTime: j.StartTime, Pidfd: files[0]}, nil
+}
+
+// DialJail connects to socket ("api" or "vsock") of the caller's jail id. A socket not
+// there or not served (yet) is an error that errors.Is matches with os.ErrNotExist.
+func (c *Client) DialJail(id, socket string) (net.Conn, error) {
+	f, err := c.callFile(Request{Op: OpJailDial, Jail: id, Socket: socket})
+	if errors.Is(err, failure.NotFound) {
+		return nil, fmt.Errorf("%w (%w)", err, os.ErrNotExist)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// KillJail sends SIGKILL to the Firecracker of the caller's jail id, if it runs.
+func (c *Client) KillJail(id string) error {
+	_, _, err := c.call(Request{Op: OpJailKill, Jail: id})
+	return err
+}
+
+// RemoveJail kills the Firecracker of the caller's jail id if it runs, gives the caller's
+// files and tap back and removes the jail; a missing jail is fine.
+func (c *Client) RemoveJail(id string) error {
+	_, _, err := c.call(Request{Op: OpJailRemove, Jail: id})
+	return err
+}
+
+// Jails lists the caller's jails.
+func (c *Client) Jails() ([]JailInfo, error) {
+	resp, _, err := c.call(Request{Op: OpJailList})
+	return resp.JailList, err
+}
 
 // Hello asks the helper for its build and the caller's uid as it sees it (for doctor).
 func (c *Client) Hello() (version string, uid int, err error) {

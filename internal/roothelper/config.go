@@ -7,10 +7,12 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/fcjail"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/pelletier/go-toml/v2"
 )
@@ -22,6 +24,14 @@ const (
 	DefaultGroup      = "banger"
 	DefaultNSPrefix   = "banger"
 	DefaultStateDir   = "/run/banger-helper"
+	// DefaultJailBase is where the helper builds Firecracker jails: on the filesystem of the
+	// users' VM files (see JailConfig.Base).
+	DefaultJailBase = "/var/lib/banger/jail"
+	// DefaultJailFirstID and DefaultJailIDCount are the uids (and gids) of the jails: each
+	// jail gets its own, the lowest free one. Far above login accounts (1000–60000),
+	// systemd's dynamic users (61184–65519) and nobody (65534).
+	DefaultJailFirstID = 900000
+	DefaultJailIDCount = 100000
 )
 
 // Config is what the helper serves and to whom. It is root's: the helper reads it from a file
@@ -43,7 +53,30 @@ type Config struct {
 	StateDir string `toml:"state_dir"`
 	// Networks are the bridges the helper serves. Key network, an array of tables.
 	Networks []NetworkConfig `toml:"network"`
+	// Jails configures starting Firecracker jails for callers. Key jails, a table.
+	Jails JailConfig `toml:"jails"`
 }
+
+// JailConfig is how the helper starts Firecracker for callers that are not root. Jails are off
+// until Jailer and Firecracker are set: those binaries run as root (the jailer) and as the
+// jails' uids (Firecracker), so only root names them, here.
+type JailConfig struct {
+	// Jailer and Firecracker are the binaries (absolute paths; Firecracker's file name must
+	// contain "firecracker"). Keys jailer, firecracker.
+	Jailer      string `toml:"jailer"`
+	Firecracker string `toml:"firecracker"`
+	// Base holds the jails: <base>/<firecracker's file name>/<VM id>/root, each with the
+	// helper's record of it beside root. It must be on the filesystem of the callers' VM
+	// files: their disks and logs are hard-linked into the jail (a link across filesystems,
+	// or from a process in another mount namespace, fails with EXDEV). Key base.
+	Base string `toml:"base"`
+	// FirstID and IDCount are the range of the jails' uids and gids. Keys first_id, id_count.
+	FirstID int `toml:"first_id"`
+	IDCount int `toml:"id_count"`
+}
+
+// Enabled reports whether the helper starts jails.
+func (j JailConfig) Enabled() bool { return j.Jailer != "" && j.Firecracker != "" }
 
 // NetworkConfig is one bridge the helper serves.
 type NetworkConfig struct {
@@ -65,6 +98,7 @@ func DefaultConfig() Config {
 		HostNamespace:    true,
 		CallersOpenPorts: true,
 		StateDir:         DefaultStateDir,
+		Jails:            JailConfig{Base: DefaultJailBase, FirstID: DefaultJailFirstID, IDCount: DefaultJailIDCount},
 		Networks:         []NetworkConfig{{Bridge: config.DefaultBridgeName, CIDR: config.DefaultBridgeCIDR}},
 	}
 }
@@ -108,6 +142,9 @@ func (c *Config) check() error {
 	if len(c.Networks) == 0 {
 		return fmt.Errorf("no network: add a [[network]] with bridge and cidr")
 	}
+	if err := c.Jails.check(); err != nil {
+		return fmt.Errorf("jails: %w", err)
+	}
 	for i := range c.Networks {
 		n := &c.Networks[i]
 		if !bridgeNameRE.MatchString(n.Bridge) {
@@ -140,3 +177,25 @@ var (
 	nsNameRE     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$`)
 	tapNameRE    = regexp.MustCompile(`^bg[0-9a-f]{12}$`)
 )
+
+// check validates the jail settings: absolute, clean paths, a Firecracker the jailer runs,
+// and an id range above the ids of accounts that cannot overflow.
+func (j JailConfig) check() error {
+	if (j.Jailer == "") != (j.Firecracker == "") {
+		return fmt.Errorf("set both jailer and firecracker (or neither: no jails)")
+	}
+	for key, p := range map[string]string{"jailer": j.Jailer, "firecracker": j.Firecracker, "base": j.Base} {
+		if (p != "" || key == "base") && (!filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/") {
+			return fmt.Errorf("%s %q: want a clean absolute path other than /", key, p)
+		}
+	}
+	if j.Firecracker != "" {
+		if err := fcjail.CheckExec(j.Firecracker); err != nil {
+			return err
+		}
+	}
+	if j.FirstID < 65536 || j.IDCount < 1 || j.IDCount > 1<<24 || j.FirstID > 1<<30 {
+		return fmt.Errorf("first_id %d, id_count %d: want first_id from 65536 to 2^30 and id_count from 1 to 2^24 (ids of no account)", j.FirstID, j.IDCount)
+	}
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/fcjail"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,6 +33,10 @@ const (
 	MaxOpenPorts = 64
 	// maxFDs is the most descriptors one response carries.
 	maxFDs = 1
+	// MaxRequestFDs is the most descriptors one request may carry (jail_start: kernel,
+	// initrd, fcjail.MaxDisks disks, log, metrics and the console); a request with more is
+	// refused and every descriptor it brought closed.
+	MaxRequestFDs = fcjail.MaxDisks + 5
 	// readTimeout bounds how long the helper waits for a request.
 	readTimeout = 5 * time.Second
 	// writeTimeout bounds how long the helper waits to hand its response over.
@@ -54,6 +59,11 @@ const (
 	OpRemoveBridge  = "remove_bridge"
 	OpListen        = "listen"
 	OpSocket        = "socket"
+	OpJailStart     = "jail_start"
+	OpJailDial      = "jail_dial"
+	OpJailKill      = "jail_kill"
+	OpJailRemove    = "jail_remove"
+	OpJailList      = "jail_list"
 )
 
 // Network names the guest network a request is about; the helper serves only the networks of
@@ -87,6 +97,32 @@ type Request struct {
 	Proto string `json:"proto,omitempty"`
 	// Addr is the address listen binds: "ip:port".
 	Addr string `json:"addr,omitempty"`
+	// Jail is the jail (a VM id) of jail_start, jail_dial, jail_kill and jail_remove.
+	Jail string `json:"jail,omitempty"`
+	// Files describe, in order, the descriptors sent with jail_start (SCM_RIGHTS with the
+	// request's first bytes): one entry per descriptor.
+	Files []JailFile `json:"files,omitempty"`
+	// Socket is the jail's socket jail_dial connects to: "api" or "vsock".
+	Socket string `json:"socket,omitempty"`
+}
+
+// JailFile is one descriptor of jail_start: Name is where it goes in the jail (/kernel,
+// /initrd, /disk0 … /disk15, /firecracker.log, /firecracker.metrics) or "console" for the pipe
+// Firecracker's stdout and stderr go to; Writable says Firecracker may write it (disks, log
+// and metrics only).
+type JailFile struct {
+	Name     string `json:"name"`
+	Writable bool   `json:"writable,omitempty"`
+}
+
+// JailInfo describes one of the caller's jails.
+type JailInfo struct {
+	ID        string `json:"id"`
+	UID       int    `json:"uid"`        // the jail's uid
+	GID       int    `json:"gid"`        // and gid
+	PID       int    `json:"pid"`        // Firecracker's (0 until started)
+	StartTime uint64 `json:"start_time"` // its start time, /proc/<pid>/stat field 22
+	Running   bool   `json:"running"`
 }
 
 // Error kinds on the wire.
@@ -119,6 +155,13 @@ type Response struct {
 	Protocol int    `json:"protocol,omitempty"`
 	Version  string `json:"version,omitempty"`
 	UID      *int   `json:"uid,omitempty"`
+	// Jails answers hello: the helper starts Firecracker jails (its configuration names a
+	// jailer and a firecracker).
+	Jails bool `json:"jails,omitempty"`
+	// Jail answers jail_start (with the pidfd of Firecracker as its descriptor).
+	Jail *JailInfo `json:"jail,omitempty"`
+	// JailList answers jail_list: the caller's jails, sorted by id.
+	JailList []JailInfo `json:"jail_list,omitempty"`
 }
 
 // ErrDenied is the kind of a refusal of the caller itself (not in the group): errors.Is.
@@ -246,16 +289,45 @@ func exactKeys(b []byte) error {
 	}
 }
 
-// readRequest reads the request from c: everything until the client shuts its side down.
-func readRequest(c *net.UnixConn) (Request, error) {
+// readRequest reads the request from c: everything until the client shuts its side down,
+// with the descriptors it carries (at most MaxRequestFDs, in SCM_RIGHTS messages; received
+// close-on-exec). The caller closes the files, which are returned on error too.
+func readRequest(c *net.UnixConn) (Request, []*os.File, error) {
 	if err := c.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
-		return Request{}, err
+		return Request{}, nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(c, MaxRequest+1))
-	if err != nil {
-		return Request{}, failure.New(failure.Invalid, "read the request: %v", err)
+	var (
+		buf   bytes.Buffer
+		files []*os.File
+		chunk = make([]byte, 16<<10)
+		oob   = make([]byte, unix.CmsgSpace(4*MaxRequestFDs))
+	)
+	for {
+		n, oobn, flags, _, err := c.ReadMsgUnix(chunk, oob)
+		n, oobn = max(n, 0), max(oobn, 0)
+		if oobn > 0 {
+			got, perr := parseRights(oob[:oobn])
+			files = append(files, got...)
+			if perr != nil {
+				return Request{}, files, failure.New(failure.Invalid, "%v", perr)
+			}
+		}
+		if flags&unix.MSG_CTRUNC != 0 || len(files) > MaxRequestFDs {
+			return Request{}, files, failure.New(failure.Invalid, "the request carries more than %d descriptors", MaxRequestFDs)
+		}
+		buf.Write(chunk[:n])
+		if buf.Len() > MaxRequest {
+			return Request{}, files, failure.New(failure.Invalid, "request of more than %d bytes", MaxRequest)
+		}
+		if errors.Is(err, io.EOF) || (n == 0 && oobn == 0 && err == nil) {
+			break
+		}
+		if err != nil {
+			return Request{}, files, failure.New(failure.Invalid, "read the request: %v", err)
+		}
 	}
-	return DecodeRequest(b)
+	r, err := DecodeRequest(buf.Bytes())
+	return r, files, err
 }
 
 // writeResponse sends r, with files attached, and closes nothing.

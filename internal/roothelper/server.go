@@ -41,6 +41,9 @@ type Server struct {
 	// reapplied, when set (by tests, before Serve), is called after each re-apply of a filter
 	// for a default route change.
 	reapplied func()
+
+	jmu      sync.Mutex      // jail id picks and jailBusy
+	jailBusy map[string]bool // jail directories a request is at work on
 }
 
 // network is one served bridge in one namespace.
@@ -73,7 +76,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, gid: -1, log: log, nets: map[string]*network{}, slots: make(chan struct{}, maxConns)}
+	s := &Server{cfg: cfg, gid: -1, log: log, nets: map[string]*network{}, jailBusy: map[string]bool{}, slots: make(chan struct{}, maxConns)}
 	if cfg.Group != "" {
 		g, err := user.LookupGroup(cfg.Group)
 		if err != nil {
@@ -216,15 +219,24 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(c, MaxRequest+1))
 		return
 	}
-	req, err := readRequest(c)
+	req, reqFiles, err := readRequest(c)
+	defer closeAll(reqFiles)
 	var resp Response
 	var files []*os.File
 	var ck checked
 	if err == nil {
 		ck, err = s.cfg.validate(req)
 	}
+	if err == nil && len(reqFiles) > 0 && ck.op != OpJailStart {
+		err = invalid("%s takes no descriptors; the request carried %d", ck.op, len(reqFiles))
+	}
 	if err == nil {
-		resp, files, err = s.do(cl, ck)
+		switch ck.op {
+		case OpJailStart, OpJailDial, OpJailKill, OpJailRemove, OpJailList:
+			resp, files, err = s.doJail(cl, ck, reqFiles)
+		default:
+			resp, files, err = s.do(cl, ck)
+		}
 	}
 	defer closeAll(files)
 	attrs := []any{"uid", cl.uid, "pid", cl.pid, "op", req.Op, "bridge", req.Network.Bridge, "netns", req.Network.Namespace}
@@ -235,6 +247,15 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		attrs = append(attrs, "guests", len(req.Guests))
 	case req.Addr != "" || req.Proto != "":
 		attrs = append(attrs, "proto", req.Proto, "addr", req.Addr)
+	}
+	if req.Jail != "" {
+		attrs = append(attrs, "jail", req.Jail)
+		if resp.Jail != nil {
+			attrs = append(attrs, "jail_uid", resp.Jail.UID, "jail_pid", resp.Jail.PID)
+		}
+		if req.Socket != "" {
+			attrs = append(attrs, "socket", req.Socket)
+		}
 	}
 	if err != nil {
 		s.log.Warn("failed", append(attrs, "kind", errorKind(err), "err", err)...)
@@ -376,7 +397,7 @@ func (s *Server) do(cl caller, ck checked) (Response, []*os.File, error) {
 	switch ck.op {
 	case OpHello:
 		uid := cl.uid
-		return Response{Protocol: ProtocolVersion, Version: version.Get().String(), UID: &uid}, nil, nil
+		return Response{Protocol: ProtocolVersion, Version: version.Get().String(), UID: &uid, Jails: s.cfg.Jails.Enabled()}, nil, nil
 	case OpEnsureBridge:
 		return Response{}, nil, n.net.EnsureBridge()
 	case OpAddTap:

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/fcjail"
 	"github.com/banger-dev/banger/internal/hostnet"
 )
 
@@ -20,6 +21,9 @@ type checked struct {
 	ports  []uint16
 	proto  string
 	addr   netip.AddrPort
+	jail   string
+	files  []JailFile
+	socket string
 }
 
 func invalid(format string, args ...any) error { return failure.New(failure.Invalid, format, args...) }
@@ -91,10 +95,40 @@ func (c *Config) validate(r Request) (checked, error) {
 			return ck, invalid("socket: only for a network in a namespace; in the helper's own namespace the caller opens its sockets itself")
 		}
 		ck.proto = r.Proto
+	case OpJailStart, OpJailDial, OpJailKill, OpJailRemove, OpJailList:
+		if !c.Jails.Enabled() {
+			return ck, invalid("%s: the helper starts no Firecracker jails: its configuration (%s) names no jailer and firecracker in [jails]", r.Op, DefaultConfigPath)
+		}
+		if r.Op == OpJailList {
+			break
+		}
+		reads = []string{"jail"}
+		if err := fcjail.CheckID(r.Jail); err != nil {
+			return ck, invalid("%s: %v", r.Op, err)
+		}
+		ck.jail = r.Jail
+		switch r.Op {
+		case OpJailDial:
+			reads = append(reads, "socket")
+			if _, ok := fcjail.Sockets[r.Socket]; !ok {
+				return ck, invalid("jail_dial: socket %q: want api or vsock", r.Socket)
+			}
+			ck.socket = r.Socket
+		case OpJailStart:
+			reads = append(reads, "files", "tap")
+			if r.Tap != "" && !tapNameRE.MatchString(r.Tap) {
+				return ck, invalid("jail_start: tap %q: want bg and 12 lowercase hex digits (banger's taps only)", r.Tap)
+			}
+			if err := checkJailFiles(r.Files); err != nil {
+				return ck, err
+			}
+			ck.tap, ck.files = r.Tap, slices.Clone(r.Files)
+		}
 	default:
 		return ck, invalid("unknown operation %q", r.Op)
 	}
-	for field, set := range map[string]bool{"tap": r.Tap != "", "guests": r.Guests != nil, "open_ports": r.OpenPorts != nil, "proto": r.Proto != "", "addr": r.Addr != ""} {
+	for field, set := range map[string]bool{"tap": r.Tap != "", "guests": r.Guests != nil, "open_ports": r.OpenPorts != nil, "proto": r.Proto != "", "addr": r.Addr != "",
+		"jail": r.Jail != "", "files": r.Files != nil, "socket": r.Socket != ""} {
 		if set && !slices.Contains(reads, field) {
 			return ck, invalid("%s: field %s does not belong to this operation", r.Op, field)
 		}
@@ -191,4 +225,49 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 	v |= (1 << host) - 1
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// consoleFile is the JailFile name of the console pipe.
+const consoleFile = "console"
+
+// checkJailFiles checks jail_start's list of descriptors: at most MaxRequestFDs, each name
+// once; the kernel and the console required; the kernel and initrd read-only, the log and
+// metrics writable; disks disk0, disk1, … without a gap.
+func checkJailFiles(files []JailFile) error {
+	if len(files) > MaxRequestFDs {
+		return invalid("jail_start: %d files; at most %d", len(files), MaxRequestFDs)
+	}
+	seen := map[string]bool{}
+	disks := 0
+	for _, f := range files {
+		switch {
+		case f.Name == fcjail.Kernel || f.Name == fcjail.Initrd || f.Name == consoleFile:
+			if f.Writable {
+				return invalid("jail_start: %s cannot be writable", f.Name)
+			}
+		case f.Name == fcjail.Log || f.Name == fcjail.Metrics:
+			if !f.Writable {
+				return invalid("jail_start: %s must be writable (Firecracker writes it)", f.Name)
+			}
+		case fcjail.IsDiskName(f.Name):
+			disks++
+		default:
+			return invalid("jail_start: file %q: want kernel, initrd, disk0 … disk%d, %s, %s or console", f.Name, fcjail.MaxDisks-1, fcjail.Log, fcjail.Metrics)
+		}
+		if seen[f.Name] {
+			return invalid("jail_start: file %s is listed twice", f.Name)
+		}
+		seen[f.Name] = true
+	}
+	for i := range disks {
+		if !seen[fcjail.DiskName(i)] {
+			return invalid("jail_start: %d disks but no %s: disks are disk0, disk1, … in order", disks, fcjail.DiskName(i))
+		}
+	}
+	for _, need := range []string{fcjail.Kernel, consoleFile, fcjail.Log, fcjail.Metrics, fcjail.DiskName(0)} {
+		if !seen[need] {
+			return invalid("jail_start: no %s among the files", need)
+		}
+	}
+	return nil
 }

@@ -104,6 +104,24 @@ func Watch(pid int, startTime uint64) (*Process, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("pid %d has exited: %w", pid, ErrGone)
 	}
+	return watchFD(fd, pid, startTime), nil
+}
+
+// WatchPidfd is Watch for a process the caller was handed a pidfd of (banger's root helper
+// starts jailed Firecrackers and returns one): Done is closed when it exits. It takes f over
+// (closes it); the pid and start time are recorded for a later Watch.
+func WatchPidfd(f *os.File, pid int, startTime uint64) (*Process, error) {
+	fd, err := unix.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	unix.CloseOnExec(fd)
+	return watchFD(fd, pid, startTime), nil
+}
+
+// watchFD polls the pidfd fd (which it closes) until the process exits.
+func watchFD(fd, pid int, startTime uint64) *Process {
 	p := &Process{PID: pid, StartTime: startTime, done: make(chan struct{})}
 	go func() {
 		defer unix.Close(fd)
@@ -120,7 +138,7 @@ func Watch(pid int, startTime uint64) (*Process, error) {
 		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 		p.markDone()
 	}()
-	return p, nil
+	return p
 }
 
 func (p *Process) markDone() { p.once.Do(func() { close(p.done) }) }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/fcjail"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -80,16 +81,42 @@ type Driver struct {
 	// re-reads config.toml, so that edits apply without a restart); Binary and Jailer are
 	// used otherwise.
 	Settings func() Settings
-	// EUID is the effective uid the driver runs as (nil: os.Geteuid). Firecracker opens its
-	// tap by name in the network namespace and is jailed by a jailer banger starts itself:
-	// both need root, and the root helper does not start the jailer yet.
+	// EUID is the effective uid the driver runs as (nil: os.Geteuid). As root the driver
+	// runs the jailer itself (Settings); otherwise every VM is jailed by Jails.
 	EUID func() int
+	// Jails starts and runs the jails of a driver that does not run as root (banger's root
+	// helper); nil: such a driver cannot run VMs (Probe says ErrNeedsRoot).
+	Jails Jails
 
 	mu sync.Mutex // serializes jail id allocation
 }
 
-// ErrNeedsRoot is the kind of Probe's error for a driver that does not run as root.
-var ErrNeedsRoot = errors.New("firecracker needs a bangerd that runs as root")
+// ErrNeedsRoot is the kind of Probe's error for a driver that does not run as root and has
+// no root helper that starts jails.
+var ErrNeedsRoot = errors.New("firecracker needs a bangerd that runs as root, or banger's root helper to start its jails")
+
+// Jails is who makes jails for a driver that does not run as root: banger's root helper
+// (roothelper.Client), which runs the jailer with the binaries and jail base of its own
+// configuration. Every VM then runs jailed, as a uid of its own, its files linked into the jail
+// (fcjail.Spec). Contract:
+//   - JailsReady returns nil when jails can be started, else an error that says what to do.
+//   - StartJail makes the caller's jail spec.ID (replacing a stale one of the caller's; a
+//     running one is an error), places the files, gives the tap to the jail's group, and
+//     starts Firecracker there serving fcjail.APISocketArg; all or nothing. The caller owns
+//     the returned pidfd and keeps its files (and closes them).
+//   - DialJail connects to the jail's "api" or "vsock" socket, never through a symlink and
+//     only to a socket the jail's uid serves; an error that errors.Is os.ErrNotExist means
+//     not served (yet).
+//   - KillJail sends SIGKILL to the jail's Firecracker if it runs; it returns without waiting.
+//   - RemoveJail kills it if it runs, gives the caller's files and tap back and removes the
+//     jail; a missing jail is fine. None of them touches another uid's jail.
+type Jails interface {
+	JailsReady() error
+	StartJail(spec fcjail.Spec) (fcjail.Started, error)
+	DialJail(id, socket string) (net.Conn, error)
+	KillJail(id string) error
+	RemoveJail(id string) error
+}
 
 func (d *Driver) euid() int {
 	if d.EUID != nil {
@@ -114,8 +141,8 @@ func (d *Driver) settings() (string, JailerOptions) {
 func (d *Driver) Name() string { return Name }
 
 // Probe implements vmm.Driver: Firecracker can run VMs here when a supported binary is found
-// (Inspect) and the driver runs as root (else ErrNeedsRoot, and vmm = "auto" picks QEMU); it
-// needs KVM.
+// (Inspect) and the driver runs as root or has Jails that are ready (else ErrNeedsRoot, and
+// vmm = "auto" picks QEMU); it needs KVM.
 func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 	p := vmm.Probe{Driver: Name, Title: "Firecracker", NeedsKVM: true}
 	info, err := d.Inspect(ctx)
@@ -126,7 +153,14 @@ func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 	p.Found = fmt.Sprintf("firecracker %s at %s", info.Version, info.Binary)
 	if uid := d.euid(); uid != 0 {
 		// vmm = "auto" then picks QEMU, which gets its tap as a file from the root helper.
-		p.Err = fmt.Errorf("%w (this one runs as uid %d): it opens its tap by name in the network namespace, and banger's root helper does not start the jailer yet; use QEMU (vmm = \"qemu\" or \"auto\") or run bangerd as root", ErrNeedsRoot, uid)
+		switch {
+		case d.Jails == nil:
+			p.Err = fmt.Errorf("%w (this one runs as uid %d, and no root helper was reached): use QEMU (vmm = \"qemu\" or \"auto\"), or let banger's root helper start Firecracker's jails", ErrNeedsRoot, uid)
+		default:
+			if err := d.Jails.JailsReady(); err != nil {
+				p.Err = fmt.Errorf("%w (this one runs as uid %d): %v; or use QEMU (vmm = \"qemu\" or \"auto\")", ErrNeedsRoot, uid, err)
+			}
+		}
 	}
 	return p
 }
@@ -190,6 +224,18 @@ type extra struct {
 	MemoryMiB int  `json:"memory_mib,omitempty"`
 	Disks     int  `json:"disks,omitempty"`
 	NIC       bool `json:"nic,omitempty"`
+	// Helper: the jail is the root helper's (a bangerd that is not root), JailID names it
+	// there, and Shared are the VM's files the helper gave to the jail's group, with what
+	// they had before: the driver, their owner, restores them too when the jail goes.
+	Helper bool         `json:"helper,omitempty"`
+	Shared []sharedFile `json:"shared,omitempty"`
+}
+
+// sharedFile is a VM file given to a helper's jail (its group and permission bits before).
+type sharedFile struct {
+	Path string `json:"path"`
+	GID  int    `json:"gid"`
+	Mode uint32 `json:"mode"`
 }
 
 // StartTimings are the durations of Start's phases.
@@ -207,6 +253,7 @@ type Machine struct {
 	ex      extra
 	timings StartTimings
 	done    <-chan struct{} // the process exited and its console output is in the log
+	jails   Jails           // the helper's jails, for a machine in one (ex.Helper)
 
 	cleanOnce sync.Once
 	cleanErr  error
@@ -334,6 +381,9 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 	info, err := d.Inspect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	if d.euid() != 0 {
+		return d.startInHelperJail(ctx, cfg, snap, info)
 	}
 	_, jo := d.settings()
 	js, err := jo.status(ctx, info.Binary, info.Version)
@@ -475,7 +525,7 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 		return nil, fmt.Errorf("firecracker: %w", err)
 	}
 	pumping = true
-	m := newMachine(proc, rec, ex, pumped)
+	m := newMachine(proc, rec, ex, pumped, nil)
 	configure := m.configure
 	if snap != nil {
 		configure = func(ctx context.Context, began time.Time, pl plan) error { return m.load(ctx, began, pl, *snap) }
@@ -521,11 +571,11 @@ const consoleDrain = 5 * time.Second
 
 // newMachine wraps a running process; pumped (nil: no console copy) is closed when its
 // console is copied to the end.
-func newMachine(proc *vmm.Process, rec vmm.Record, ex extra, pumped <-chan struct{}) *Machine {
+func newMachine(proc *vmm.Process, rec vmm.Record, ex extra, pumped <-chan struct{}, jails Jails) *Machine {
 	if b, err := json.Marshal(ex); err == nil {
 		rec.Extra = b
 	}
-	m := &Machine{proc: proc, rec: rec, ex: ex, done: proc.Done()}
+	m := &Machine{proc: proc, rec: rec, ex: ex, done: proc.Done(), jails: jails}
 	if pumped != nil {
 		done := make(chan struct{})
 		go func() {
@@ -664,7 +714,7 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 	}
 	proc, err := vmm.Watch(rec.PID, rec.StartTime)
 	if err != nil {
-		stale := &Machine{rec: rec, ex: ex}
+		stale := &Machine{rec: rec, ex: ex, jails: d.Jails}
 		_ = stale.cleanup()
 		return nil, err
 	}
@@ -674,7 +724,7 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 	if ex.ConsoleFIFO != "" {
 		pumped, _ = vmm.ReopenConsoleFIFO(ex.ConsoleFIFO, rec.Console, rec.ConsoleMax, "banger: a restarted daemon reads the console again (output in between is lost)")
 	}
-	return newMachine(proc, rec, ex, pumped), nil
+	return newMachine(proc, rec, ex, pumped, d.Jails), nil
 }
 
 // Record implements vmm.Machine.
@@ -695,6 +745,9 @@ func (m *Machine) Jail() (dir string, uid, gid int) { return m.ex.Jail, m.ex.UID
 
 // Kill implements vmm.Machine: SIGKILL, wait, then remove the jail and the sockets.
 func (m *Machine) Kill() error {
+	if m.ex.Helper {
+		return m.killInHelperJail()
+	}
 	err := m.proc.Kill(10 * time.Second)
 	if err != nil {
 		return err
@@ -710,6 +763,9 @@ func (m *Machine) cleanup() error {
 		var errs []error
 		if m.ex.Jail != "" {
 			errs = append(errs, removeJail(m.ex.Jail, m.ex.JailID))
+		}
+		if m.ex.Helper {
+			errs = append(errs, m.removeHelperJail())
 		}
 		if m.ex.ConsoleFIFO != "" {
 			_ = os.Remove(m.ex.ConsoleFIFO)
@@ -753,6 +809,12 @@ func (m *Machine) DialAgent(ctx context.Context) (net.Conn, error) {
 // dialJailSocket (no symlink followed, a socket owned and served by the jail's uid only), or
 // at its path in the runtime directory when Firecracker runs unjailed, as root.
 func (m *Machine) dialSocket(ctx context.Context, name string) (net.Conn, error) {
+	if m.ex.Helper {
+		if m.jails == nil {
+			return nil, errNoJails
+		}
+		return m.jails.DialJail(m.ex.JailID, name)
+	}
 	if m.ex.Jail != "" {
 		return dialJailSocket(ctx, filepath.Join(m.ex.Jail, "root"), jailSockets[name], m.ex.UID)
 	}
@@ -763,6 +825,9 @@ func (m *Machine) dialSocket(ctx context.Context, name string) (net.Conn, error)
 // apiSocketExists reports whether Firecracker has created its API socket yet (it is checked
 // when dialed).
 func (m *Machine) apiSocketExists() bool {
+	if m.ex.Helper {
+		return true // the helper looks; its dial says "not there yet"
+	}
 	if m.ex.Jail != "" {
 		_, err := os.Lstat(filepath.Join(m.ex.Jail, "root", jailSockets["api"]))
 		return err == nil
@@ -779,6 +844,9 @@ func DialAgent(ctx context.Context, vsockUDS string) (net.Conn, error) {
 
 func (m *Machine) client() *Client {
 	name := m.rec.Sockets["api"]
+	if m.ex.Helper {
+		name = "the API socket of jail " + m.ex.JailID + " (through banger's root helper)"
+	}
 	if m.ex.Jail != "" {
 		name = filepath.Join(m.ex.Jail, "root", jailSockets["api"])
 	}

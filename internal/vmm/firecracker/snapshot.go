@@ -46,7 +46,7 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
 		return vmm.Snapshot{}, fmt.Errorf("firecracker: snapshot: %w", err)
 	}
-	if m.ex.Jail != "" {
+	if m.ex.Jail != "" || m.ex.Helper {
 		return vmm.Snapshot{}, errors.New("firecracker: snapshots of a jailed Firecracker are not supported yet")
 	}
 	if m.ex.VCPU == 0 || m.ex.MemoryMiB == 0 {
