@@ -318,7 +318,7 @@ func (s *Server) jailStart(cl caller, ck checked, files []*os.File) (Response, [
 		if err := writeJailRecord(dir, rec); err != nil {
 			return Response{}, nil, err
 		}
-		if err := n.shareTap(ck.tap, cl.uid, rec.GID); err != nil {
+		if err := n.shareTap(ck.tap, cl.uid, rec.UID); err != nil {
 			return Response{}, nil, err
 		}
 	}
@@ -586,8 +586,8 @@ func giveBack(root string, r jailRecord, s *Server) error {
 	return errors.Join(errs...)
 }
 
-// unshareTap takes the jail's group off the caller's tap, if the tap is still there and the
-// caller's.
+// unshareTap gives the caller's tap back to the caller (TUNSETOWNER), if it is still there
+// and the jail's.
 func (s *Server) unshareTap(r jailRecord) error {
 	ck := checked{ns: r.Namespace}
 	for i := range s.cfg.Networks {
@@ -607,26 +607,28 @@ func (s *Server) unshareTap(r jailRecord) error {
 	if n.closed {
 		return errors.New("the network was released meanwhile")
 	}
-	err = n.setTapGroup(r.Tap, r.Caller, -1)
+	err = n.setTapOwner(r.Tap, r.UID, r.Caller)
 	if errors.Is(err, failure.NotFound) {
 		return nil
 	}
 	return err
 }
 
-// shareTap gives the caller's tap to group gid too (TUNSETGROUP), so that the jail's
-// Firecracker may open it by name (the kernel lets the owner or a member of the group attach).
-func (n *network) shareTap(name string, uid, gid int) error {
+// shareTap lends the caller's tap to the jail's uid (TUNSETOWNER) for as long as the jail
+// lives: Firecracker opens it by name, and the kernel lets only a tap's owner (and members of
+// its group, when it has one, and only those) attach to it. The helper's other operations still
+// treat the tap as the caller's (network.owns).
+func (n *network) shareTap(name string, uid, jailUID int) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return fmt.Errorf("network namespace %s was replaced while the request waited; send it again", n.ns)
 	}
-	return n.setTapGroup(name, uid, gid)
+	return n.setTapOwner(name, uid, jailUID)
 }
 
-// setTapGroup sets the group of the caller's tap; gid -1 removes it. The caller holds n.mu.
-func (n *network) setTapGroup(name string, uid, gid int) error {
+// setTapOwner hands tap name from uid from to uid to. The caller holds n.mu.
+func (n *network) setTapOwner(name string, from, to int) error {
 	return n.net.Do(func() error {
 		t, err := tapLink(name)
 		if err != nil {
@@ -635,8 +637,8 @@ func (n *network) setTapGroup(name string, uid, gid int) error {
 		if t == nil {
 			return failure.New(failure.NotFound, "no tap %s", name)
 		}
-		if err := checkOwner(t, uid); err != nil {
-			return err
+		if int(t.Owner) != from && !(from == 0 && t.Owner == ^uint32(0)) {
+			return failure.New(failure.Conflict, "tap %s belongs to uid %d, not to uid %d", name, t.Owner, from)
 		}
 		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -654,11 +656,26 @@ func (n *network) setTapGroup(name string, uid, gid int) error {
 			}
 			return fmt.Errorf("attach to tap %s: %w", name, err)
 		}
-		if err := unix.IoctlSetInt(fd, unix.TUNSETGROUP, gid); err != nil {
-			return fmt.Errorf("give tap %s to group %d (TUNSETGROUP): %w", name, gid, err)
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOWNER, to); err != nil {
+			return fmt.Errorf("hand tap %s to uid %d (TUNSETOWNER): %w", name, to, err)
 		}
 		return nil
 	})
+}
+
+// jailCaller returns the uid whose jail runs as uid owner, or -1.
+func (s *Server) jailCaller(owner int) int {
+	j := s.cfg.Jails
+	if !j.Enabled() || owner < j.FirstID || owner >= j.FirstID+j.IDCount {
+		return -1
+	}
+	dirs, _ := filepath.Glob(filepath.Join(j.Base, "*", "*"))
+	for _, d := range dirs {
+		if r, err := s.readJailRecord(d); err == nil && r.UID == owner {
+			return r.Caller
+		}
+	}
+	return -1
 }
 
 // jailRemove removes the caller's jail; a missing one is fine.

@@ -401,7 +401,7 @@ func TestJailCompromisedDaemon(t *testing.T) {
 	f := newJailFixture(t, "", "")
 	member := f.client(t, memberUID)
 	other := f.client(t, otherUID)
-	spec, _ := f.spec(t, "vm-a")
+	spec, console := f.spec(t, "vm-a")
 	var st fcjail.Started
 	var err error
 	as(t, memberUID, func() { st, err = member.StartJail(spec) })
@@ -409,6 +409,9 @@ func TestJailCompromisedDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Pidfd.Close()
+	if line, _ := bufio.NewReader(console).ReadString('\n'); !strings.Contains(line, "serving") {
+		t.Fatalf("the jail's console says %q", line)
+	}
 	defer as(t, memberUID, func() { _ = member.RemoveJail("vm-a") })
 	disk0 := filepath.Join(f.vm, "disk0")
 	shared := statOf(t, disk0)
@@ -581,5 +584,93 @@ func TestJailsOffWithoutConfiguration(t *testing.T) {
 	as(t, memberUID, func() { _, err = c.Jails() })
 	if !errors.Is(err, failure.Invalid) {
 		t.Fatalf("jail_list without jails: %v", err)
+	}
+}
+
+// The real jailer and Firecracker (BANGER_JAILER_BIN, BANGER_FIRECRACKER_BIN; skipped without
+// them) in a jail the helper starts for a caller that is not root, in a namespace of the
+// test's: Firecracker runs as the jail's uid and accepts, through the helper's dial, the
+// configuration of a VM whose files and tap are the caller's (it opens each as it is given).
+func TestJailWithTheRealJailer(t *testing.T) {
+	jailer, fc := os.Getenv("BANGER_JAILER_BIN"), os.Getenv("BANGER_FIRECRACKER_BIN")
+	if jailer == "" || fc == "" {
+		t.Skip("set BANGER_JAILER_BIN and BANGER_FIRECRACKER_BIN to a jailer and a firecracker of one release")
+	}
+	f := newJailFixture(t, jailer, fc)
+	c := f.client(t, memberUID)
+	const vmID = "0123456789abcdef0123456789abcdef"
+	tap := "bg0123456789ab"
+	var q *os.File
+	var err error
+	as(t, memberUID, func() { q, err = c.AddTap(vmID) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Close() // Firecracker opens the tap itself, by name
+	defer as(t, memberUID, func() { _ = c.DeleteTap(vmID) })
+	spec, console := f.spec(t, "vm-real")
+	spec.Tap = tap
+	var st fcjail.Started
+	as(t, memberUID, func() { st, err = c.StartJail(spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Pidfd.Close()
+	defer as(t, memberUID, func() { _ = c.RemoveJail("vm-real") })
+	go io.Copy(io.Discard, console)
+	api := func(method, path, body string) (int, string) {
+		t.Helper()
+		for {
+			var conn net.Conn
+			as(t, memberUID, func() { conn, err = c.DialJail("vm-real", "api") })
+			if errors.Is(err, os.ErrNotExist) && processRuns(st.Pidfd) {
+				continue // the socket appears a few ms after the start
+			}
+			if err != nil {
+				t.Fatalf("dial the jail's API: %v", err)
+			}
+			defer conn.Close()
+			req, _ := http.NewRequest(method, "http://localhost"+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if err := req.Write(conn); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			return resp.StatusCode, string(b)
+		}
+	}
+	if code, body := api("GET", "/", ""); code != 200 || !strings.Contains(body, `"id":"vm-real"`) {
+		t.Fatalf("GET /: %d %s", code, body)
+	}
+	// The API answers: the jailer has become Firecracker.
+	if got := procUID(t, st.PID); got != st.UID {
+		t.Fatalf("Firecracker runs as uid %d, want the jail's %d", got, st.UID)
+	}
+	for _, call := range [][2]string{
+		{"/logger", `{"log_path":"/firecracker.log","level":"Info"}`},
+		{"/metrics", `{"metrics_path":"/firecracker.metrics"}`},
+		{"/boot-source", `{"kernel_image_path":"/kernel","initrd_path":"/initrd"}`},
+		{"/drives/disk0", `{"drive_id":"disk0","path_on_host":"/disk0","is_root_device":false,"is_read_only":false}`},
+		{"/drives/disk1", `{"drive_id":"disk1","path_on_host":"/disk1","is_root_device":false,"is_read_only":true}`},
+		{"/network-interfaces/eth0", `{"iface_id":"eth0","host_dev_name":"` + tap + `"}`},
+	} {
+		if code, body := api("PUT", call[0], call[1]); code != 204 {
+			t.Fatalf("PUT %s: %d %s", call[0], code, body)
+		}
+	}
+	as(t, memberUID, func() { err = c.RemoveJail("vm-real") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if processRuns(st.Pidfd) {
+		t.Fatal("Firecracker runs on after jail_remove")
+	}
+	if d := statOf(t, filepath.Join(f.vm, "disk0")); int(d.Gid) != testGID || d.Mode&0o777 != 0o600 {
+		t.Fatalf("disk0 after the jail: gid %d mode %o", d.Gid, d.Mode&0o777)
 	}
 }

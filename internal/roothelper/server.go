@@ -59,6 +59,9 @@ type network struct {
 	// stateFile keeps guests for a restarted helper; nsID tells the namespace they were in.
 	stateFile string
 	nsID      string
+	// jailCaller returns the uid whose jail has uid owner, or -1: a tap lent to a jail is
+	// its caller's still.
+	jailCaller func(owner int) int
 }
 
 // callerSet is what one caller uid asked the filter for.
@@ -315,7 +318,7 @@ func (s *Server) network(ck checked) (*network, error) {
 		}
 		return nil, err
 	}
-	n := &network{cfg: ck.net, ns: ck.ns, net: hn, nsh: nsh, sets: map[int]callerSet{}, stateFile: filepath.Join(stateDir, "guests.json")}
+	n := &network{cfg: ck.net, ns: ck.ns, net: hn, nsh: nsh, sets: map[int]callerSet{}, stateFile: filepath.Join(stateDir, "guests.json"), jailCaller: s.jailCaller}
 	if n.nsID, err = namespaceID(nsh); err != nil {
 		n.close()
 		return nil, err
@@ -447,7 +450,7 @@ func (n *network) addTap(name string, uid int) (*os.File, error) {
 			return err
 		}
 		if old != nil {
-			if err := checkOwner(old, uid); err != nil {
+			if err := n.checkOwner(old, uid); err != nil {
 				return err
 			}
 			if err := netlink.LinkDel(old); err != nil {
@@ -471,7 +474,7 @@ func (n *network) deleteTap(name string, uid int) error {
 		if err != nil || t == nil {
 			return err
 		}
-		if err := checkOwner(t, uid); err != nil {
+		if err := n.checkOwner(t, uid); err != nil {
 			return err
 		}
 		if err := netlink.LinkDel(t); err != nil {
@@ -493,7 +496,7 @@ func (n *network) taps(uid int) ([]string, error) {
 		}
 		for _, l := range links {
 			t, ok := l.(*netlink.Tuntap)
-			if ok && tapNameRE.MatchString(t.Name) && int(t.Owner) == uid {
+			if ok && tapNameRE.MatchString(t.Name) && n.owns(int(t.Owner), uid) {
 				out = append(out, t.Name)
 			}
 		}
@@ -527,7 +530,7 @@ func (s *Server) setGuests(n *network, uid int, guests []hostnet.Guest, ports []
 					return err
 				}
 				if t != nil {
-					if err := checkOwner(t, uid); err != nil {
+					if err := n.checkOwner(t, uid); err != nil {
 						return err
 					}
 				}

@@ -32,12 +32,18 @@ func tapLink(name string) (*netlink.Tuntap, error) {
 }
 
 // checkOwner refuses a tap the caller does not own. Root may touch every banger tap. A tap
-// without an owner reads as owned by uid 0.
-func checkOwner(t *netlink.Tuntap, uid int) error {
-	if uid == 0 || int(t.Owner) == uid {
+// without an owner reads as owned by uid 0. A tap lent to one of the caller's Firecracker
+// jails (owned by the jail's uid while it runs, see shareTap) is still the caller's.
+func (n *network) checkOwner(t *netlink.Tuntap, uid int) error {
+	if uid == 0 || n.owns(int(t.Owner), uid) {
 		return nil
 	}
 	return failure.New(failure.Conflict, "tap %s belongs to uid %d, not to the caller (uid %d)", t.Name, t.Owner, uid)
+}
+
+// owns reports whether owner is uid or the uid of one of uid's jails.
+func (n *network) owns(owner, uid int) bool {
+	return owner == uid || (n.jailCaller != nil && n.jailCaller(owner) == uid)
 }
 
 // createTap makes a persistent tap owned by uid on the bridge with index master, up, and
