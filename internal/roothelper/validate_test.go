@@ -3,6 +3,7 @@ package roothelper
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/banger-dev/banger/internal/failure"
+	"github.com/banger-dev/banger/internal/fcjail"
 )
 
 // validConfig is the configuration of the decoding tests (no namespace is opened by them).
@@ -254,6 +256,12 @@ func FuzzDecodeRequest(f *testing.F) {
 		{Op: OpListen, Network: defaultNet, Proto: "udp", Addr: "172.16.0.1:53"},
 		{Op: OpSocket, Network: defaultNet, Proto: "tcp4"},
 		{Op: OpRemoveBridge, Network: Network{Bridge: "banger0", CIDR: "172.16.0.0/24"}},
+		{Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Tap: "bg0123456789ab", Files: []JailFile{
+			{Name: "kernel"}, {Name: "disk0", Writable: true}, {Name: "firecracker.log", Writable: true},
+			{Name: "firecracker.metrics", Writable: true}, {Name: "console"}}},
+		{Op: OpJailDial, Network: defaultNet, Jail: "vm-1", Socket: "api"},
+		{Op: OpJailRemove, Network: defaultNet, Jail: "vm-1"},
+		{Op: OpJailList, Network: defaultNet},
 	}
 	for _, r := range seeds {
 		b, _ := json.Marshal(r)
@@ -262,7 +270,10 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"op":"delete_tap","network":{"bridge":"banger0","cidr":"172.16.0.0/24","namespace":"/proc/1/ns/net"},"tap":"eth0"}`))
 	f.Add([]byte(`{"OP":"add_tap","Network":{"Bridge":"banger0","CIDR":"172.16.0.0/24"},"TAP":"bg0123456789ab"}`))
 	f.Add([]byte(`{"op":"hello"} {"op":"hello"}`))
+	f.Add([]byte(`{"op":"jail_dial","network":{"bridge":"banger0","cidr":"172.16.0.0/24"},"jail":"../../etc","socket":"../api"}`))
+	f.Add([]byte(`{"op":"jail_start","network":{"bridge":"banger0","cidr":"172.16.0.0/24"},"jail":"a","files":[{"name":"/etc/shadow","writable":true}]}`))
 	cfg := validConfig()
+	cfg.Jails.Jailer, cfg.Jails.Firecracker = "/usr/bin/jailer", "/usr/bin/firecracker"
 	host := netip.MustParseAddr("172.16.0.1")
 	subnet := netip.MustParsePrefix("172.16.0.0/24")
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -299,6 +310,23 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("accepted open port %d", p)
 			}
 		}
+		if ck.jail != "" && fcjail.CheckID(ck.jail) != nil {
+			t.Fatalf("accepted jail %q", ck.jail)
+		}
+		if ck.socket != "" && fcjail.Sockets[ck.socket] == "" {
+			t.Fatalf("accepted socket %q", ck.socket)
+		}
+		if len(ck.files) > MaxRequestFDs {
+			t.Fatalf("accepted %d files", len(ck.files))
+		}
+		for _, jf := range ck.files {
+			if strings.ContainsAny(jf.Name, "/.\x00") && jf.Name != fcjail.Log && jf.Name != fcjail.Metrics {
+				t.Fatalf("accepted file name %q", jf.Name)
+			}
+			if jf.Writable && (jf.Name == fcjail.Kernel || jf.Name == fcjail.Initrd || jf.Name == consoleFile) {
+				t.Fatalf("accepted a writable %s", jf.Name)
+			}
+		}
 		if ck.op == OpListen {
 			a := ck.addr
 			if !(a.Addr() == host && a.Port() == 53) && !(a.Addr() == netip.MustParseAddr("127.0.0.1") && a.Port() >= 1024) {
@@ -306,4 +334,93 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Jail requests: each field checked, every path and name outside banger's refused, and none
+// at all while the configuration starts no jails.
+func TestValidateJailRequests(t *testing.T) {
+	off := validConfig()
+	cfg := validConfig()
+	cfg.Jails.Jailer, cfg.Jails.Firecracker = "/usr/bin/jailer", "/usr/bin/firecracker"
+	files := func(fs ...JailFile) []JailFile {
+		return append([]JailFile{{Name: "kernel"}, {Name: "disk0", Writable: true}, {Name: "firecracker.log", Writable: true},
+			{Name: "firecracker.metrics", Writable: true}, {Name: "console"}}, fs...)
+	}
+	valid := map[string]Request{
+		"start":         {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: files()},
+		"start all":     {Op: OpJailStart, Network: defaultNet, Jail: "A-1", Tap: "bg0123456789ab", Files: files(JailFile{Name: "initrd"}, JailFile{Name: "disk1"}, JailFile{Name: "disk2", Writable: true})},
+		"dial api":      {Op: OpJailDial, Network: defaultNet, Jail: "vm-1", Socket: "api"},
+		"dial vsock":    {Op: OpJailDial, Network: defaultNet, Jail: "vm-1", Socket: "vsock"},
+		"kill":          {Op: OpJailKill, Network: defaultNet, Jail: "vm-1"},
+		"remove":        {Op: OpJailRemove, Network: defaultNet, Jail: strings.Repeat("a", 64)},
+		"list":          {Op: OpJailList, Network: defaultNet},
+		"list in host":  {Op: OpJailList, Network: Network{Bridge: "banger0", CIDR: "172.16.0.0/24"}},
+		"start in host": {Op: OpJailStart, Network: Network{Bridge: "banger0", CIDR: "172.16.0.0/24"}, Jail: "vm-1", Files: files()},
+	}
+	for name, r := range valid {
+		if _, err := cfg.validate(r); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if _, err := off.validate(r); !errors.Is(err, failure.Invalid) || !strings.Contains(err.Error(), "[jails]") {
+			t.Errorf("%s without [jails]: %v", name, err)
+		}
+	}
+	tooMany := files()
+	for i := 1; i < 20; i++ {
+		tooMany = append(tooMany, JailFile{Name: fmt.Sprintf("disk%d", i)})
+	}
+	invalid := map[string]Request{
+		"jail id a path":       {Op: OpJailKill, Network: defaultNet, Jail: "../x"},
+		"jail id empty":        {Op: OpJailRemove, Network: defaultNet},
+		"jail id too long":     {Op: OpJailRemove, Network: defaultNet, Jail: strings.Repeat("a", 65)},
+		"jail id with a dot":   {Op: OpJailDial, Network: defaultNet, Jail: "vm.1", Socket: "api"},
+		"socket a path":        {Op: OpJailDial, Network: defaultNet, Jail: "vm-1", Socket: "run/api.sock"},
+		"socket missing":       {Op: OpJailDial, Network: defaultNet, Jail: "vm-1"},
+		"tap not banger's":     {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Tap: "eth0", Files: files()},
+		"file a path":          {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: files(JailFile{Name: "../../etc/shadow", Writable: true})},
+		"file unknown":         {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: files(JailFile{Name: "firecracker"})},
+		"file twice":           {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: files(JailFile{Name: "kernel"})},
+		"kernel writable":      {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: []JailFile{{Name: "kernel", Writable: true}, {Name: "disk0"}, {Name: "firecracker.log", Writable: true}, {Name: "firecracker.metrics", Writable: true}, {Name: "console"}}},
+		"log read-only":        {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: []JailFile{{Name: "kernel"}, {Name: "disk0"}, {Name: "firecracker.log"}, {Name: "firecracker.metrics", Writable: true}, {Name: "console"}}},
+		"no console":           {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: files()[:4]},
+		"no files":             {Op: OpJailStart, Network: defaultNet, Jail: "vm-1"},
+		"disk gap":             {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: files(JailFile{Name: "disk2"})},
+		"disk 16":              {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: files(JailFile{Name: "disk16"})},
+		"too many files":       {Op: OpJailStart, Network: defaultNet, Jail: "vm-1", Files: tooMany},
+		"files on dial":        {Op: OpJailDial, Network: defaultNet, Jail: "vm-1", Socket: "api", Files: files()},
+		"jail on list":         {Op: OpJailList, Network: defaultNet, Jail: "vm-1"},
+		"socket on kill":       {Op: OpJailKill, Network: defaultNet, Jail: "vm-1", Socket: "api"},
+		"jail on add_tap":      {Op: OpAddTap, Network: defaultNet, Tap: "bg0123456789ab", Jail: "vm-1"},
+		"namespace not banger": {Op: OpJailList, Network: Network{Bridge: "banger0", CIDR: "172.16.0.0/24", Namespace: "docker"}},
+	}
+	for name, r := range invalid {
+		if _, err := cfg.validate(r); !errors.Is(err, failure.Invalid) {
+			t.Errorf("%s: %v, want invalid", name, err)
+		}
+	}
+}
+
+// The [jails] table: binaries by absolute path only, a Firecracker the jailer runs, an id range
+// of no account.
+func TestJailConfig(t *testing.T) {
+	ok := JailConfig{Jailer: "/usr/bin/jailer", Firecracker: "/usr/bin/firecracker", Base: DefaultJailBase, FirstID: DefaultJailFirstID, IDCount: DefaultJailIDCount}
+	if err := ok.check(); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]func(*JailConfig){
+		"jailer only":          func(j *JailConfig) { j.Firecracker = "" },
+		"relative jailer":      func(j *JailConfig) { j.Jailer = "jailer" },
+		"unclean base":         func(j *JailConfig) { j.Base = "/var/lib/../jail" },
+		"root base":            func(j *JailConfig) { j.Base = "/" },
+		"not firecracker":      func(j *JailConfig) { j.Firecracker = "/bin/sh" },
+		"ids of accounts":      func(j *JailConfig) { j.FirstID = 1000 },
+		"no ids":               func(j *JailConfig) { j.IDCount = 0 },
+		"ids beyond the range": func(j *JailConfig) { j.FirstID = 1 << 31 },
+	} {
+		j := ok
+		f(&j)
+		if err := j.check(); err == nil {
+			t.Errorf("%s: accepted %+v", name, j)
+		}
+	}
 }
