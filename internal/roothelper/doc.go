@@ -2,7 +2,8 @@
 // bangerd can run as the user who uses it (issue 17). It does, for root and the members of
 // one group, what guest networking needs privilege for — the bridge, taps handed to the
 // caller, banger's nftables tables, sockets in banger's network namespaces and the DNS
-// routing of the vm domain — and nothing else: no VMs, no store, no business logic. Server
+// routing of the vm domain — and starting Firecracker's jailer, and nothing else: no VMs, no
+// store, no business logic. Server
 // is the helper (cmd/banger-helper runs it); Client is its other end, the Host of package
 // vmnet for an unprivileged daemon.
 //
@@ -24,8 +25,11 @@
 // exactly one object (trailing data other than white space), has a field the protocol does
 // not know, a key in other case than the field's or a key given twice, or a value of the
 // wrong type. The helper waits at most 5 s for the request and 5 s to hand the response
-// over; the client bounds the whole exchange to 30 s. Descriptors (a tap queue, a socket)
-// come with the response's first bytes as SCM_RIGHTS; Response.FDs says how many.
+// over; the client bounds the whole exchange to 30 s (jail_start: 2 min). Descriptors (a tap
+// queue, a socket, a pidfd) come with the response's first bytes as SCM_RIGHTS; Response.FDs
+// says how many. Only jail_start's request carries descriptors (at most MaxRequestFDs, one
+// per entry of its files); any other request that carries one, or a request that carries
+// more, is refused and every descriptor closed.
 //
 // A response is {"ok":true, ...} or {"ok":false,"error":{"kind":K,"message":M}} with kind
 // one of: invalid (the request is malformed or not allowed), not_found, conflict (it would
@@ -90,6 +94,41 @@
 //     the caller connects itself (the DNS server's upstream queries). It carries no
 //     privilege: binding it to a privileged port is still checked against the caller.
 //
+// The jail operations need [jails] in the configuration (hello answers "jails":true then);
+// without it they are invalid. A jail is named by jail, a VM id (letters, digits and '-', at
+// most 64). It lives in <base>/<firecracker's file name>/<jail>/root, beside the helper's
+// record of it (jail.json: the caller's uid, the jail's uid and gid, its process, the files
+// and tap to give back), so that it survives a restart of the helper. Only the uid that made a
+// jail may use or remove it; any other uid gets a conflict.
+//
+//   - jail_start: jail, files (one {"name","writable"} per descriptor sent, in order), tap
+//     (optional, as for add_tap). Names: kernel, initrd, disk0 … disk15 (without a gap),
+//     firecracker.log, firecracker.metrics, each once, and console; kernel, disk0, the log,
+//     the metrics and the console are required; kernel, initrd and console read-only, log and
+//     metrics writable. Each descriptor must be a regular file the caller owns (the console: a
+//     pipe). Makes the jail with a uid and gid of its own (the lowest of the range no jail
+//     uses and no account names); links each writable file in and gives it to the jail's
+//     group (chown -1:gid, g+rw; recorded first); links each read-only file that all may read,
+//     copies the others (at most 4 GiB); lends the caller's tap to the jail's uid
+//     (TUNSETOWNER, the tap still counts as the caller's for the other operations); makes
+//     root and root/run the jail's; and runs the configured jailer (`--id jail --exec-file
+//     FIRECRACKER --uid U --gid G --chroot-base-dir BASE [--netns /run/netns/N] -- --api-sock
+//     /run/api.sock --level Warning`, empty environment, its own session, the console as
+//     stdout and stderr). Answers jail (id, uid, gid, pid, start_time) and one descriptor: a
+//     pidfd of the process, which the helper reaps. A stale jail of the caller's (not running)
+//     is replaced; a running one or another uid's is a conflict. On any failure what was done
+//     is undone.
+//   - jail_dial: jail, socket "api" or "vsock". Connects to run/api.sock or run/vsock.sock in
+//     the jail, walking the jail without following a symlink and only to a socket its uid owns
+//     and serves (package fcjail); answers one descriptor, the connection. Not there (yet) is
+//     not_found.
+//   - jail_kill: jail. SIGKILL to its Firecracker if the recorded process still runs. A
+//     missing jail is fine.
+//   - jail_remove: jail. Kills and waits for its Firecracker (at most 10 s), gives the files
+//     back (group and mode, only the recorded inode where it was put, still the caller's),
+//     gives the tap back to the caller, removes the jail. A missing jail is fine.
+//   - jail_list: no fields. Answers jail_list, the caller's jails with whether they run.
+//
 // # Configuration
 //
 // Root's file /etc/banger/helper.toml (--config; banger's defaults when the default file is
@@ -100,6 +139,12 @@
 //	host_namespace = true        # networks in the helper's own namespace
 //	callers_open_ports = true    # callers may open host ports >= 1024 to their guests
 //	state_dir = "/run/banger-helper"
+//	[jails]                      # Firecracker jails for callers; off without jailer and firecracker
+//	jailer = ""                  # the jailer to run as root (absolute path)
+//	firecracker = ""             # the firecracker it runs (absolute; its name contains "firecracker")
+//	base = "/var/lib/banger/jail"  # on the filesystem of the callers' VM files (hard links)
+//	first_id = 900000            # the jails' uids and gids: first_id … first_id+id_count-1
+//	id_count = 100000
 //	[[network]]                  # one per bridge served; replaces the default network
 //	bridge = "banger0"
 //	cidr = "172.16.0.0/24"
@@ -109,6 +154,6 @@
 //
 // The helper keeps per network and caller uid the last guest set, in memory and in
 // state_dir (so that a restarted helper keeps admitting every uid's guests), and the marker
-// of having turned IP forwarding on. It logs every request to stderr (the journal under
+// of having turned IP forwarding on; and per jail its record, beside the jail. It logs every request to stderr (the journal under
 // systemd): caller uid and pid, operation, network, the tap or address, and the outcome.
 package roothelper
