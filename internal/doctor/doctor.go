@@ -191,6 +191,9 @@ type Helper struct {
 	// failure.Invalid, failure.NotFound); nil when the helper answered.
 	Err     error
 	Version string // the helper's build, as hello says it
+	// Jails says the helper starts Firecracker jails (its [jails] are configured), as hello
+	// says: a daemon that is not root runs Firecracker VMs in them.
+	Jails bool
 	// Systemd says whether systemd is the init system (/run/systemd/system exists); Unit is
 	// where banger-helper.socket is installed ("" when it is not); Binary is the installed
 	// banger-helper ("" when none was found).
@@ -369,6 +372,10 @@ func (c *checker) pass(check, format string, args ...any) {
 func (c *checker) usesFirecracker() bool {
 	return c.choiceErr == nil && c.choice.Driver == firecracker.Name
 }
+
+// helperJails says whether a daemon that is not root can run Firecracker: the root helper
+// answered and starts jails.
+func (c *checker) helperJails() bool { return c.f.Helper.Err == nil && c.f.Helper.Jails }
 
 // fcWanted says whether the configuration insists on Firecracker.
 func (c *checker) fcWanted() bool { return c.f.Config.VMM == config.VMMFirecracker }
@@ -683,13 +690,13 @@ func (c *checker) kvm() {
 }
 
 func (c *checker) vmm() {
-	if !c.root() && (c.fcWanted() || c.usesFirecracker()) {
+	if !c.root() && (c.fcWanted() || c.usesFirecracker()) && !c.helperJails() {
 		why := "vmm = \"firecracker\""
 		if !c.fcWanted() {
 			why = "vmm = \"auto\" picks Firecracker here"
 		}
-		c.add("vmm", Fail, why+", but Firecracker does not run without root yet: its jailer needs root, and banger's root helper does not start it yet; QEMU runs VMs as an ordinary user",
-			fmt.Sprintf("set vmm = \"qemu\" in %s, or run banger as root (`sudo -i`, then `banger …`)", c.f.Config.Path))
+		c.add("vmm", Fail, why+", but without root Firecracker runs only in jails banger's root helper starts, and it starts none (no [jails] in its configuration, or no helper answered; see helper); QEMU runs VMs as an ordinary user",
+			fmt.Sprintf("name the jailer and firecracker in [jails] of %s and restart the helper (`sudo systemctl restart banger-helper`), or set vmm = \"qemu\" in %s, or run banger as root", c.f.Helper.Config, c.f.Config.Path))
 		c.notRootless("vmm")
 		return
 	}
@@ -711,7 +718,7 @@ var fcInstall = fmt.Sprintf("download firecracker-vX.Y.Z-x86_64.tgz (%s) from %s
 func (c *checker) firecracker() {
 	fc := c.f.Firecracker
 	kvm := c.f.KVM.Accel.Accel == host.KVM
-	if !c.root() && !c.fcWanted() {
+	if !c.root() && !c.fcWanted() && !c.helperJails() {
 		found := "not installed"
 		switch {
 		case fc.Info.Binary != "" && fc.Err != nil:
@@ -719,7 +726,7 @@ func (c *checker) firecracker() {
 		case fc.Info.Binary != "":
 			found = fmt.Sprintf("%s at %s", fc.Info.Version, fc.Info.Binary)
 		}
-		c.pass("firecracker", "%s; Firecracker does not run without root yet (the root helper does not start its jailer), QEMU does (see vmm)", found)
+		c.pass("firecracker", "%s; without root Firecracker runs only in jails of banger's root helper, which starts none here ([jails] in %s); QEMU runs VMs (see vmm)", found, c.f.Helper.Config)
 		return
 	}
 	if fc.Err == nil {
@@ -753,6 +760,15 @@ func (c *checker) jailer() {
 			found = fmt.Sprintf("jailer %s at %s", j.Status.Version, j.Status.Binary)
 		}
 		c.pass("jailer", "not used: VMs do not run under Firecracker here (%s)", found)
+		return
+	}
+	if !c.root() {
+		// The helper runs its own jailer; the daemon's jailer settings do not apply.
+		if c.helperJails() {
+			c.pass("jailer", "banger's root helper runs the jailer of its configuration (%s): each VM in its own chroot as its own unprivileged uid", c.f.Helper.Config)
+		} else {
+			c.pass("jailer", "not used: without root the jailer is banger's root helper's, and it starts no jails here (see vmm)")
+		}
 		return
 	}
 	fix := "install the jailer of the same Firecracker release: jailer-vX.Y.Z-x86_64 from the release archive as /usr/local/bin/jailer (or set jailer_bin)"

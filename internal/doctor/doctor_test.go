@@ -424,6 +424,17 @@ func TestGolden(t *testing.T) {
 			f.Jailer = healthy().Jailer
 			return f
 		}},
+		{"unprivileged-firecracker-helper-jails", func() Facts {
+			// vmm = "firecracker" without root, and the root helper starts jails: the
+			// driver's probe passed through the helper, and the VMs run in its jails.
+			f := unprivileged()
+			f.Config.VMM = config.VMMFirecracker
+			f.Firecracker = healthy().Firecracker
+			f.VMM.Drivers = healthy().VMM.Drivers
+			f.Jailer = healthy().Jailer
+			f.Helper.Jails = true
+			return f
+		}},
 		{"unprivileged-firecracker-auto", func() Facts {
 			// vmm = "auto" with a usable Firecracker: the daemon would pick it, and fail.
 			f := unprivileged()

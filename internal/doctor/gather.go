@@ -64,9 +64,10 @@ type Env struct {
 	// Getenv reads the environment (default os.Getenv).
 	Getenv func(string) string
 	// Helper asks banger's root helper on socket hello for netw, as an unprivileged daemon
-	// would dial it, and returns the helper's build (default: roothelper.Dial and
-	// Client.Hello). Gather calls it only when UID is not 0.
-	Helper func(socket string, netw roothelper.Network) (version string, err error)
+	// would dial it, and returns the helper's build and whether it starts Firecracker jails
+	// (default: roothelper.Dial, Client.Hello and Client.JailsReady). Gather calls it only
+	// when UID is not 0.
+	Helper func(socket string, netw roothelper.Network) (version string, jails bool, err error)
 	// UserGroups reads the user's name and the gids the user and group databases give the
 	// user (primary included); GroupID the gid of a group name (default: package os/user).
 	UserGroups func(uid int) (name string, gids []int, err error)
@@ -194,6 +195,12 @@ func Gather(ctx context.Context, env Env) Facts {
 	helperCfg := helperConfig(&env)
 	f.Groups = gatherGroups(&env, helperCfg.Group)
 	f.Helper = gatherHelper(&env, cfg)
+	// Without root the daemon's Firecracker driver asks the helper for jails; the probe above
+	// had no helper to ask.
+	if env.UID != 0 && f.Helper.Err == nil && f.Helper.Jails && errors.Is(fcProbe.Err, firecracker.ErrNeedsRoot) {
+		fcProbe.Err = nil
+		f.VMM.Drivers[0] = fcProbe
+	}
 
 	st, err := os.Stat(env.path("/dev/net/tun"))
 	f.Tun = Tun{Exists: err == nil, StatErr: err, Required: true}
@@ -775,17 +782,21 @@ func gatherHelper(env *Env, cfg config.Config) Helper {
 		}
 		ns = filepath.Base(ns)
 	}
-	h.Version, h.Err = env.Helper(h.Socket, roothelper.Network{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR.String(), Namespace: ns})
+	h.Version, h.Jails, h.Err = env.Helper(h.Socket, roothelper.Network{Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR.String(), Namespace: ns})
 	return h
 }
 
-// askHelper dials the root helper as the daemon does and asks it hello.
-func askHelper(socket string, netw roothelper.Network) (string, error) {
+// askHelper dials the root helper as the daemon does and asks it hello, and whether it
+// starts jails.
+func askHelper(socket string, netw roothelper.Network) (string, bool, error) {
 	c, err := roothelper.Dial(socket, netw, nil)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer c.Close()
 	v, _, err := c.Hello()
-	return v, err
+	if err != nil {
+		return v, false, err
+	}
+	return v, c.JailsReady() == nil, nil
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/roothelper"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/firecracker"
 )
 
 // writeTree creates files (path → content; a path ending in "/" is a directory) under dir.
@@ -214,5 +216,31 @@ func TestRealHostSmoke(t *testing.T) {
 	}
 	for _, r := range rs {
 		t.Logf("%s %-22s %s", r.Status, r.Check, r.Detail)
+	}
+}
+
+// Without root the Firecracker driver's probe says it needs root, unless the root helper
+// starts jails: then Gather clears that, as the daemon's driver (which asks the helper) would.
+func TestGatherFirecrackerThroughTheHelper(t *testing.T) {
+	for _, jails := range []bool{false, true} {
+		env := Env{
+			Root: t.TempDir(), Layout: tempLayout(t), UID: 1000,
+			LookPath: func(name string) (string, error) { return "", errors.New(name + " not found") },
+			Output:   func(ctx context.Context, name string, args ...string) (string, error) { return "", errors.New("no") },
+			Net:      func(config.Config, paths.Layout) NetFacts { return NetFacts{} },
+			Daemon:   func(ctx context.Context, socket string) Daemon { return Daemon{Socket: socket} },
+			Firecracker: func(ctx context.Context, cfg config.Config) (Firecracker, Jailer, vmm.Probe) {
+				return Firecracker{}, Jailer{}, vmm.Probe{Driver: "firecracker", Found: "firecracker 1.14.2", Err: fmt.Errorf("%w (uid 1000)", firecracker.ErrNeedsRoot)}
+			},
+			Getenv:        func(string) string { return "" },
+			Helper:        func(string, roothelper.Network) (string, bool, error) { return "v1", jails, nil },
+			UserGroups:    func(uid int) (string, []int, error) { return "dev", []int{1000}, nil },
+			GroupID:       func(string) (int, error) { return 1001, nil },
+			ProcessGroups: func() ([]int, error) { return []int{1000}, nil },
+		}
+		f := Gather(context.Background(), env)
+		if got := f.VMM.Drivers[0].Err == nil; got != jails || f.Helper.Jails != jails {
+			t.Errorf("helper jails %v: the Firecracker probe's error is %v, Helper.Jails %v", jails, f.VMM.Drivers[0].Err, f.Helper.Jails)
+		}
 	}
 }

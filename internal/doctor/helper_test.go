@@ -222,9 +222,9 @@ func TestGatherHelper(t *testing.T) {
 	}
 
 	// As root doctor asks nothing.
-	env := Env{Root: t.TempDir(), UID: 0, Helper: func(string, roothelper.Network) (string, error) {
+	env := Env{Root: t.TempDir(), UID: 0, Helper: func(string, roothelper.Network) (string, bool, error) {
 		t.Error("doctor asked the helper as root")
-		return "", nil
+		return "", false, nil
 	}}
 	env.defaults()
 	if h := gatherHelper(&env, config.Default(tempLayout(t))); h.Err != nil || h.Version != "" {
