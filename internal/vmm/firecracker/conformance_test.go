@@ -24,6 +24,11 @@ import (
 // test binary act as that Firecracker: see recordedFirecracker.
 const envRecordedFirecracker = "BANGER_TEST_RECORDED_FIRECRACKER"
 
+// envRecordedRoot, set to a directory, makes the recorded Firecracker take the paths it is
+// given (API socket, kernel, vsock socket) as inside that directory, as a chrooted one would
+// (see fakeJails).
+const envRecordedRoot = "BANGER_TEST_RECORDED_ROOT"
+
 func TestMain(m *testing.M) {
 	if rec := os.Getenv(envRecordedFirecracker); rec != "" {
 		os.Exit(recordedFirecracker(rec, os.Args[1:]))
@@ -125,6 +130,13 @@ const recordedStateMagic = "recorded firecracker snapshot"
 
 func recordedFirecracker(recording string, args []string) int {
 	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(recording), "responses-"), ".json")
+	root := os.Getenv(envRecordedRoot)
+	inRoot := func(p string) string {
+		if root == "" {
+			return p
+		}
+		return filepath.Join(root, p)
+	}
 	var sock string
 	for i, a := range args {
 		switch {
@@ -290,7 +302,7 @@ func recordedFirecracker(recording string, args []string) int {
 		case r.Method == "PUT" && r.URL.Path == "/boot-source":
 			var b BootSource
 			_ = json.Unmarshal(body, &b)
-			if _, err := os.Stat(b.KernelImagePath); err != nil {
+			if _, err := os.Stat(inRoot(b.KernelImagePath)); err != nil {
 				if ex, ok := recorded("missing kernel"); ok {
 					answer(w, ex.Status, ex.Response)
 					return
@@ -301,7 +313,7 @@ func recordedFirecracker(recording string, args []string) int {
 		case r.Method == "PUT" && r.URL.Path == "/vsock":
 			var v Vsock
 			_ = json.Unmarshal(body, &v)
-			ln, err := net.Listen("unix", v.UDSPath)
+			ln, err := net.Listen("unix", inRoot(v.UDSPath))
 			if err != nil {
 				answer(w, http.StatusBadRequest, fmt.Sprintf(`{"fault_message":%q}`, err.Error()))
 				return
@@ -320,7 +332,7 @@ func recordedFirecracker(recording string, args []string) int {
 		}
 		answer(w, http.StatusBadRequest, `{"fault_message":"the recording has no answer to this request"}`)
 	})
-	ln, err := net.Listen("unix", sock)
+	ln, err := net.Listen("unix", inRoot(sock))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

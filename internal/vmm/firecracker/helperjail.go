@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -84,11 +85,11 @@ func (d *Driver) startInHelperJail(ctx context.Context, cfg vmm.Config, snap *vm
 			if err != nil {
 				return nil, fmt.Errorf("firecracker: %w", err)
 			}
-			st, ok := fi.Sys().(*unix.Stat_t)
+			st, ok := fi.Sys().(*syscall.Stat_t)
 			if !ok {
 				return nil, fmt.Errorf("firecracker: stat %s", path)
 			}
-			ex.Shared = append(ex.Shared, sharedFile{Path: path, GID: int(st.Gid), Mode: st.Mode & 0o7777})
+			ex.Shared = append(ex.Shared, sharedFile{Path: path, GID: int(st.Gid), Mode: uint32(st.Mode) & 0o7777})
 		}
 		return f, nil
 	}

@@ -29,6 +29,10 @@ type Harness struct {
 	// NICByFile says that the driver hands its VMM the tap's queue (vmm.NIC.File) rather
 	// than having it open the tap by name; the NICByFile subtest checks that contract.
 	NICByFile bool
+	// NoSnapshots, when set, says why the driver's machines refuse snapshots although they
+	// implement vmm.Snapshotter (a Firecracker in a jail); the Snapshot subtest then skips
+	// saying so.
+	NoSnapshots string
 }
 
 // bound guards against a contract's call that hangs: far above every time bound in package

@@ -23,6 +23,9 @@ func snapshot(t *testing.T, h Harness, m vmm.Machine) {
 	if !ok {
 		t.Skipf("%T does not implement vmm.Snapshotter", m)
 	}
+	if h.NoSnapshots != "" {
+		t.Skip(h.NoSnapshots)
+	}
 	r, ok := h.Driver.(vmm.Restorer)
 	if !ok {
 		t.Fatalf("%T implements vmm.Snapshotter but its driver %T does not implement vmm.Restorer", m, h.Driver)
