@@ -384,6 +384,16 @@ func (c *Client) RemoveJail(id string) error {
 	return err
 }
 
+// JailIDs lists the ids of the caller's jails.
+func (c *Client) JailIDs() ([]string, error) {
+	list, err := c.Jails()
+	ids := make([]string, len(list))
+	for i, j := range list {
+		ids[i] = j.ID
+	}
+	return ids, err
+}
+
 // Jails lists the caller's jails.
 func (c *Client) Jails() ([]JailInfo, error) {
 	resp, _, err := c.call(Request{Op: OpJailList})

@@ -33,6 +33,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		s.reconcileOne(ctx, vm)
 	}
 	s.reconcileNetwork(ctx)
+	s.sweepOrphans()
 	for _, dir := range []string{s.layout.VMsDir(), s.layout.VMRuntimeDir()} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
@@ -46,6 +47,31 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// orphanSweeper is a driver that can end VMMs no record names: processes a daemon started
+// and then crashed before it recorded them (the Firecracker driver's jails of banger's root
+// helper). SweepOrphans ends and removes every such VMM of the daemon's whose VM id is not in
+// live, and leaves those in live alone.
+type orphanSweeper interface {
+	SweepOrphans(live map[string]bool) error
+}
+
+// sweepOrphans has the drivers that can end VMMs no running VM owns.
+func (s *Service) sweepOrphans() {
+	live := map[string]bool{}
+	s.mu.Lock()
+	for id := range s.running {
+		live[id] = true
+	}
+	s.mu.Unlock()
+	for name, d := range s.drivers {
+		if sw, ok := d.(orphanSweeper); ok {
+			if err := sw.SweepOrphans(live); err != nil {
+				s.log.Warn("end VMMs no VM owns", "driver", name, "err", err)
+			}
+		}
+	}
 }
 
 func (s *Service) reconcileOne(ctx context.Context, vm store.VM) {

@@ -110,8 +110,10 @@ var ErrNeedsRoot = errors.New("firecracker needs a bangerd that runs as root, or
 //   - KillJail sends SIGKILL to the jail's Firecracker if it runs; it returns without waiting.
 //   - RemoveJail kills it if it runs, gives the caller's files and tap back and removes the
 //     jail; a missing jail is fine. None of them touches another uid's jail.
+//   - JailIDs lists the caller's jails (running or not).
 type Jails interface {
 	JailsReady() error
+	JailIDs() ([]string, error)
 	StartJail(spec fcjail.Spec) (fcjail.Started, error)
 	DialJail(id, socket string) (net.Conn, error)
 	KillJail(id string) error

@@ -189,6 +189,26 @@ func (m *Machine) removeHelperJail() error {
 	return err
 }
 
+// SweepOrphans removes the helper's jails of this daemon that no running VM owns (live holds
+// the VM ids of the machines the daemon adopted): what a daemon killed between a jail's start
+// and its record leaves running. Without Jails (a root daemon) it does nothing.
+func (d *Driver) SweepOrphans(live map[string]bool) error {
+	if d.Jails == nil || d.euid() == 0 {
+		return nil
+	}
+	ids, err := d.Jails.JailIDs()
+	if err != nil {
+		return fmt.Errorf("firecracker: list the helper's jails: %w", err)
+	}
+	var errs []error
+	for _, id := range ids {
+		if !live[id] {
+			errs = append(errs, d.Jails.RemoveJail(id))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // restoreShared gives the VM's files their group and mode back where the jail's group gid
 // still has them (-1: whatever group they have). Only files of this uid are changed; a path
 // that is a symlink now is left alone.

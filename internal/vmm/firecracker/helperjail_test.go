@@ -51,6 +51,16 @@ func (f *fakeJails) call(s string) {
 
 func (f *fakeJails) JailsReady() error { return f.ready }
 
+func (f *fakeJails) JailIDs() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ids []string
+	for id := range f.procs {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
 func (f *fakeJails) StartJail(spec fcjail.Spec) (fcjail.Started, error) {
 	f.call("start " + spec.ID)
 	f.mu.Lock()
@@ -134,6 +144,7 @@ func (f *fakeJails) RemoveJail(id string) error {
 	f.mu.Lock()
 	shared := f.shared[id]
 	delete(f.shared, id)
+	delete(f.procs, id)
 	f.mu.Unlock()
 	if f.giveBack {
 		for _, p := range shared {
@@ -265,5 +276,43 @@ func TestProbeThroughTheHelper(t *testing.T) {
 	jails.ready = nil
 	if p := (&Driver{Binary: good, EUID: func() int { return 1000 }, Jails: jails}).Probe(context.Background()); p.Err != nil || p.Found == "" {
 		t.Errorf("Probe with a helper that starts jails = %+v", p)
+	}
+}
+
+// A daemon killed between a jail's start and its record leaves the jail's Firecracker running
+// with no VM to own it: the next daemon's reconcile (SweepOrphans) removes the jails no
+// adopted VM owns, and only those.
+func TestSweepOrphansRemovesUnownedJails(t *testing.T) {
+	bin := recordedBinary(t, "1.14.2")
+	jails := newFakeJails(t, bin)
+	d := &Driver{Binary: bin, EUID: func() int { return 1000 }, Jails: jails}
+	ctx, cancel := context.WithTimeout(context.Background(), socketWait)
+	defer cancel()
+	machines := map[string]*Machine{}
+	for _, id := range []string{"kept", "orphan"} {
+		dir := t.TempDir()
+		kernel := filepath.Join(dir, "vmlinux")
+		if err := os.WriteFile(kernel, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, err := d.StartMachine(ctx, vmm.Config{ID: id, Name: id, Dir: filepath.Join(dir, "vm"), RuntimeDir: shortDir(t, "bfs"),
+			VCPU: 1, MemoryMiB: 128, Kernel: kernel, Disks: []vmm.Disk{{Path: sparse(t, filepath.Join(dir, "disk.ext4"), 1<<20)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		machines[id] = m
+	}
+	defer machines["kept"].Kill()
+	if err := d.SweepOrphans(map[string]bool{"kept": true}); err != nil {
+		t.Fatal(err)
+	}
+	<-machines["orphan"].Done()
+	select {
+	case <-machines["kept"].Done():
+		t.Fatal("the sweep ended the machine of a live VM")
+	default:
+	}
+	if calls := jails.callList(); !strings.Contains(calls, "remove orphan") || strings.Contains(calls, "remove kept") {
+		t.Fatalf("calls: %s", calls)
 	}
 }
