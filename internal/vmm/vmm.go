@@ -74,6 +74,15 @@ type NIC struct {
 	File *os.File
 }
 
+// TapByName is a Driver whose VMM opens its tap by name (NIC.Tap, in Config.NetNS) and never
+// takes NIC.File (Firecracker). A tap admits one queue at a time (banger's taps are not
+// multi-queue: a second attach fails with EBUSY), so the caller closes its queue before
+// Start or Restore of such a driver and passes no File.
+type TapByName interface {
+	Driver
+	OpensTapByName()
+}
+
 // Disk is a raw disk image.
 type Disk struct {
 	Path     string

@@ -135,6 +135,9 @@ func (b *boot) releaseTap() {
 // is in the VMM process by then, or the boot failed.
 func (s *Service) spawn(b *boot, start func(vmm.Config) (vmm.Machine, error)) (vmm.Machine, error) {
 	defer b.releaseTap()
+	if _, ok := b.driver.(vmm.TapByName); ok {
+		b.releaseTap() // its VMM attaches to the tap itself, which our queue would keep busy
+	}
 	cfg, err := s.machineConfig(b)
 	if err != nil {
 		return nil, err

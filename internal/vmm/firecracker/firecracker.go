@@ -142,6 +142,9 @@ func (d *Driver) settings() (string, JailerOptions) {
 // Name implements vmm.Driver.
 func (d *Driver) Name() string { return Name }
 
+// OpensTapByName implements vmm.TapByName: Firecracker attaches to its tap by name.
+func (d *Driver) OpensTapByName() {}
+
 // Probe implements vmm.Driver: Firecracker can run VMs here when a supported binary is found
 // (Inspect) and the driver runs as root or has Jails that are ready (else ErrNeedsRoot, and
 // vmm = "auto" picks QEMU); it needs KVM.
@@ -263,6 +266,7 @@ type Machine struct {
 
 var (
 	_ vmm.Driver     = (*Driver)(nil)
+	_ vmm.TapByName  = (*Driver)(nil)
 	_ vmm.Machine    = (*Machine)(nil)
 	_ vmm.Shutdowner = (*Machine)(nil)
 	_ vmm.Pauser     = (*Machine)(nil)
