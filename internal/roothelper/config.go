@@ -32,6 +32,9 @@ const (
 	// systemd's dynamic users (61184–65519) and nobody (65534).
 	DefaultJailFirstID = 900000
 	DefaultJailIDCount = 100000
+	// DefaultJailsPerCaller bounds the jails one uid may have: each runs a Firecracker under
+	// a uid of its own, outside the caller's own process and memory limits.
+	DefaultJailsPerCaller = 64
 )
 
 // Config is what the helper serves and to whom. It is root's: the helper reads it from a file
@@ -73,6 +76,8 @@ type JailConfig struct {
 	// FirstID and IDCount are the range of the jails' uids and gids. Keys first_id, id_count.
 	FirstID int `toml:"first_id"`
 	IDCount int `toml:"id_count"`
+	// PerCaller is the most jails one caller uid may have at once. Key per_caller.
+	PerCaller int `toml:"per_caller"`
 }
 
 // Enabled reports whether the helper starts jails.
@@ -98,7 +103,7 @@ func DefaultConfig() Config {
 		HostNamespace:    true,
 		CallersOpenPorts: true,
 		StateDir:         DefaultStateDir,
-		Jails:            JailConfig{Base: DefaultJailBase, FirstID: DefaultJailFirstID, IDCount: DefaultJailIDCount},
+		Jails:            JailConfig{Base: DefaultJailBase, FirstID: DefaultJailFirstID, IDCount: DefaultJailIDCount, PerCaller: DefaultJailsPerCaller},
 		Networks:         []NetworkConfig{{Bridge: config.DefaultBridgeName, CIDR: config.DefaultBridgeCIDR}},
 	}
 }
@@ -196,6 +201,9 @@ func (j JailConfig) check() error {
 	}
 	if j.FirstID < 65536 || j.IDCount < 1 || j.IDCount > 1<<24 || j.FirstID > 1<<30 {
 		return fmt.Errorf("first_id %d, id_count %d: want first_id from 65536 to 2^30 and id_count from 1 to 2^24 (ids of no account)", j.FirstID, j.IDCount)
+	}
+	if j.PerCaller < 1 || j.PerCaller > j.IDCount {
+		return fmt.Errorf("per_caller %d: want 1 to id_count (%d)", j.PerCaller, j.IDCount)
 	}
 	return nil
 }

@@ -145,6 +145,7 @@
 //	base = "/var/lib/banger/jail"  # on the filesystem of the callers' VM files (hard links)
 //	first_id = 900000            # the jails' uids and gids: first_id … first_id+id_count-1
 //	id_count = 100000
+//	per_caller = 64              # the most jails one uid may have
 //	[[network]]                  # one per bridge served; replaces the default network
 //	bridge = "banger0"
 //	cidr = "172.16.0.0/24"

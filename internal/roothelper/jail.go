@@ -347,8 +347,11 @@ func (s *Server) jailStart(cl caller, ck checked, files []*os.File) (Response, [
 func (s *Server) newJail(dir string, cl caller, ck checked) (jailRecord, error) {
 	s.jmu.Lock() // one pick at a time: two starts must not take the same id
 	defer s.jmu.Unlock()
-	used := s.usedJailIDs()
+	used, mine := s.usedJailIDs(cl.uid)
 	j := s.cfg.Jails
+	if mine >= j.PerCaller {
+		return jailRecord{}, failure.New(failure.Conflict, "uid %d has %d jails, the most the helper's configuration allows one caller (per_caller); remove stale ones (jail_remove)", cl.uid, mine)
+	}
 	id := -1
 	for c := j.FirstID; c < j.FirstID+j.IDCount; c++ {
 		if used[c] {
@@ -382,21 +385,25 @@ func (s *Server) newJail(dir string, cl caller, ck checked) (jailRecord, error) 
 	return rec, nil
 }
 
-// usedJailIDs are the uids and gids of the jails under the base: those in records and those
-// that own a jail's root.
-func (s *Server) usedJailIDs() map[int]bool {
+// usedJailIDs are the uids and gids of the jails under the base (those in records and those
+// that own a jail's root), and the number of the jails of caller.
+func (s *Server) usedJailIDs(caller int) (map[int]bool, int) {
 	used := map[int]bool{}
+	mine := 0
 	dirs, _ := filepath.Glob(filepath.Join(s.cfg.Jails.Base, "*", "*"))
 	for _, d := range dirs {
 		if r, err := s.readJailRecord(d); err == nil {
 			used[r.UID], used[r.GID] = true, true
+			if r.Caller == caller {
+				mine++
+			}
 		}
 		var st unix.Stat_t
 		if unix.Lstat(filepath.Join(d, "root"), &st) == nil {
 			used[int(st.Uid)], used[int(st.Gid)] = true, true
 		}
 	}
-	return used
+	return used, mine
 }
 
 // checkCallersFile refuses a descriptor that is not a regular file of the caller's.

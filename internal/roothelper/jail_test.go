@@ -139,7 +139,7 @@ func newJailFixture(t *testing.T, jailer, firecracker string) *jailFixture {
 	cfg.NamespacePrefix = fcjPrefix
 	cfg.HostNamespace = false
 	cfg.StateDir = t.TempDir()
-	cfg.Jails = JailConfig{Jailer: jailer, Firecracker: firecracker, Base: filepath.Join(dir, "jail"), FirstID: jailIDBase, IDCount: 50}
+	cfg.Jails = JailConfig{Jailer: jailer, Firecracker: firecracker, Base: filepath.Join(dir, "jail"), FirstID: jailIDBase, IDCount: 50, PerCaller: 2}
 	sock, srv := startServer(t, cfg)
 	vm := filepath.Join(dir, "vm")
 	if err := os.Mkdir(vm, 0o700); err != nil {
@@ -672,5 +672,46 @@ func TestJailWithTheRealJailer(t *testing.T) {
 	}
 	if d := statOf(t, filepath.Join(f.vm, "disk0")); int(d.Gid) != testGID || d.Mode&0o777 != 0o600 {
 		t.Fatalf("disk0 after the jail: gid %d mode %o", d.Gid, d.Mode&0o777)
+	}
+}
+
+// One caller may have per_caller jails at once: each runs a Firecracker under a uid of its
+// own, beyond the caller's own limits. Another caller is not held back by it.
+func TestJailsPerCaller(t *testing.T) {
+	f := newJailFixture(t, "", "")
+	member, other := f.client(t, memberUID), f.client(t, otherUID)
+	var err error
+	for _, id := range []string{"vm-1", "vm-2", "vm-3"} {
+		spec, _ := f.spec(t, id)
+		var st fcjail.Started
+		as(t, memberUID, func() { st, err = member.StartJail(spec) })
+		if id == "vm-3" {
+			if !errors.Is(err, failure.Conflict) || !strings.Contains(err.Error(), "per_caller") {
+				t.Fatalf("a third jail with per_caller = 2: %v", err)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Pidfd.Close()
+		defer as(t, memberUID, func() { _ = member.RemoveJail(id) })
+	}
+	// Another uid's jail: its files are its own.
+	for _, name := range []string{"kernel", "initrd", "disk0", "disk1", "log", "metrics"} {
+		if err := os.Chown(filepath.Join(f.vm, name), otherUID, testGID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec, _ := f.spec(t, "vm-other")
+	var st fcjail.Started
+	as(t, otherUID, func() { st, err = other.StartJail(spec) })
+	if err != nil {
+		t.Fatalf("another uid's first jail: %v", err)
+	}
+	st.Pidfd.Close()
+	as(t, otherUID, func() { err = other.RemoveJail("vm-other") })
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -403,7 +403,7 @@ func TestValidateJailRequests(t *testing.T) {
 // The [jails] table: binaries by absolute path only, a Firecracker the jailer runs, an id range
 // of no account.
 func TestJailConfig(t *testing.T) {
-	ok := JailConfig{Jailer: "/usr/bin/jailer", Firecracker: "/usr/bin/firecracker", Base: DefaultJailBase, FirstID: DefaultJailFirstID, IDCount: DefaultJailIDCount}
+	ok := JailConfig{Jailer: "/usr/bin/jailer", Firecracker: "/usr/bin/firecracker", Base: DefaultJailBase, FirstID: DefaultJailFirstID, IDCount: DefaultJailIDCount, PerCaller: DefaultJailsPerCaller}
 	if err := ok.check(); err != nil {
 		t.Fatal(err)
 	}
@@ -415,6 +415,7 @@ func TestJailConfig(t *testing.T) {
 		"not firecracker":      func(j *JailConfig) { j.Firecracker = "/bin/sh" },
 		"ids of accounts":      func(j *JailConfig) { j.FirstID = 1000 },
 		"no ids":               func(j *JailConfig) { j.IDCount = 0 },
+		"no jails per caller":  func(j *JailConfig) { j.PerCaller = 0 },
 		"ids beyond the range": func(j *JailConfig) { j.FirstID = 1 << 31 },
 	} {
 		j := ok
