@@ -214,19 +214,35 @@ func (r jailRecord) kill(wait time.Duration) error {
 	return nil
 }
 
-// claim marks the jail in dir as being worked on, or says that another request is.
+// claimWait bounds how long a request waits for another one at work on the same jail (a
+// start may copy inputs for up to the client's bound of jail_start).
+const claimWait = jailStartTimeout
+
+// claim marks the jail in dir as being worked on, once no other request is (a removal and
+// the daemon's cleanup of the same machine may come at once: the second then finds the jail
+// gone). It gives up after claimWait.
 func (s *Server) claim(dir, id string) error {
-	s.jmu.Lock()
-	defer s.jmu.Unlock()
-	if s.jailBusy[dir] {
-		return failure.New(failure.Conflict, "another request is at work on jail %s; try again", id)
+	deadline := time.After(claimWait)
+	for {
+		s.jmu.Lock()
+		busy, ok := s.jailBusy[dir]
+		if !ok {
+			s.jailBusy[dir] = make(chan struct{})
+			s.jmu.Unlock()
+			return nil
+		}
+		s.jmu.Unlock()
+		select {
+		case <-busy:
+		case <-deadline:
+			return failure.New(failure.Conflict, "another request has been at work on jail %s for %s; try again", id, claimWait)
+		}
 	}
-	s.jailBusy[dir] = true
-	return nil
 }
 
 func (s *Server) release(dir string) {
 	s.jmu.Lock()
+	close(s.jailBusy[dir])
 	delete(s.jailBusy, dir)
 	s.jmu.Unlock()
 }
@@ -687,17 +703,18 @@ func (s *Server) jailCaller(owner int) int {
 
 // jailRemove removes the caller's jail; a missing one is fine.
 func (s *Server) jailRemove(cl caller, ck checked) error {
-	dir, r, err := s.callersJail(cl, ck.jail)
+	dir := s.jailDir(ck.jail)
+	if err := s.claim(dir, ck.jail); err != nil {
+		return err
+	}
+	defer s.release(dir)
+	_, r, err := s.callersJail(cl, ck.jail)
 	if errors.Is(err, failure.NotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if err := s.claim(dir, ck.jail); err != nil {
-		return err
-	}
-	defer s.release(dir)
 	return s.removeJail(dir, r)
 }
 

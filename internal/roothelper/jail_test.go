@@ -715,3 +715,30 @@ func TestJailsPerCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Two removals of one jail at once (the daemon's Kill and its watcher's cleanup of the same
+// machine) both succeed: the second waits for the first and finds the jail gone.
+func TestJailRemovedTwiceAtOnce(t *testing.T) {
+	f := newJailFixture(t, "", "")
+	c := f.client(t, memberUID)
+	spec, _ := f.spec(t, "vm-1")
+	var st fcjail.Started
+	var err error
+	as(t, memberUID, func() { st, err = c.StartJail(spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Pidfd.Close()
+	errs := make(chan error, 2)
+	for range 2 {
+		go as(t, memberUID, func() { errs <- c.RemoveJail("vm-1") })
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("a removal at the same time as another: %v", err)
+		}
+	}
+	if processRuns(st.Pidfd) {
+		t.Error("the jail's process runs on")
+	}
+}

@@ -42,8 +42,8 @@ type Server struct {
 	// for a default route change.
 	reapplied func()
 
-	jmu      sync.Mutex      // jail id picks and jailBusy
-	jailBusy map[string]bool // jail directories a request is at work on
+	jmu      sync.Mutex               // jail id picks and jailBusy
+	jailBusy map[string]chan struct{} // jail directories a request is at work on; closed when done
 }
 
 // network is one served bridge in one namespace.
@@ -79,7 +79,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, gid: -1, log: log, nets: map[string]*network{}, jailBusy: map[string]bool{}, slots: make(chan struct{}, maxConns)}
+	s := &Server{cfg: cfg, gid: -1, log: log, nets: map[string]*network{}, jailBusy: map[string]chan struct{}{}, slots: make(chan struct{}, maxConns)}
 	if cfg.Group != "" {
 		g, err := user.LookupGroup(cfg.Group)
 		if err != nil {

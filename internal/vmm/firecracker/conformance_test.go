@@ -30,6 +30,9 @@ const envRecordedFirecracker = "BANGER_TEST_RECORDED_FIRECRACKER"
 const envRecordedRoot = "BANGER_TEST_RECORDED_ROOT"
 
 func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == "fake-jailer" {
+		os.Exit(fakeJailer(os.Args[1:]))
+	}
 	if rec := os.Getenv(envRecordedFirecracker); rec != "" {
 		os.Exit(recordedFirecracker(rec, os.Args[1:]))
 	}
