@@ -214,9 +214,10 @@ func (r jailRecord) kill(wait time.Duration) error {
 	return nil
 }
 
-// claimWait bounds how long a request waits for another one at work on the same jail (a
-// start may copy inputs for up to the client's bound of jail_start).
-const claimWait = jailStartTimeout
+// claimWait bounds how long a request waits for another one at work on the same jail: as
+// long as a client waits for an answer (a start that copies inputs may take longer; the
+// waiting request then fails as a conflict).
+const claimWait = clientTimeout
 
 // claim marks the jail in dir as being worked on, once no other request is (a removal and
 // the daemon's cleanup of the same machine may come at once: the second then finds the jail
