@@ -258,3 +258,24 @@ func TestReconcileDeletesSpares(t *testing.T) {
 		t.Errorf("Reconcile touched the user's VM: %+v", e.state("first"))
 	}
 }
+
+// A create that asks for something a spare does not have — no NAT (its filter rules are
+// made at attach), a cold boot — restores or boots as before and leaves the spare ready.
+func TestSparesOnlyForCreatesLikeThem(t *testing.T) {
+	e := newEnv(t)
+	bg := e.withSpares(1)
+	sp := e.warmWithSpare(bg)
+	for _, req := range []CreateRequest{{Name: "nonat", NoNAT: true}, {Name: "cold", Cold: true}} {
+		vm, timings, err := e.svc.Create(context.Background(), req, Observer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vm.ID == sp.ID || len(timings) > 0 && timings[0].Name == StepClaim {
+			t.Errorf("create %+v took the spare", req)
+		}
+		bg.wg.Wait()
+	}
+	if left := e.spares(); len(left) != 1 || left[0].ID != sp.ID {
+		t.Errorf("spares after creates that take none: %+v; want %s still ready", left, sp.Name)
+	}
+}
