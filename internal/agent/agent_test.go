@@ -84,6 +84,30 @@ func TestHandshakeThroughGarbageThenRequests(t *testing.T) {
 	}
 }
 
+// A guest restored inside an agent session sends its multiplexer's keep-alive ping (binary,
+// no newline) before it answers the SYNC: the ACK comes on the same line, after it, and the
+// guest does not answer the repeated SYNC again.
+func TestHandshakeFindsTheAckAfterBinaryOnItsLine(t *testing.T) {
+	host, guest := net.Pipe()
+	defer host.Close()
+	ping := "\x00\x02\x00\x01\x00\x00\x00\x00\x00\x00\x00\x07" // yamux: version 0, ping, SYN, stream 0, id 7
+	go fakeAgent(t, guest, ping)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Connect(ctx, host)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer c.Close()
+	if c.Version() != "9.9.9" {
+		t.Errorf("Version() = %q, want the version from the ACK", c.Version())
+	}
+	if _, err := c.Health(ctx); err != nil {
+		t.Fatalf("Health: %v", err)
+	}
+}
+
 // TestSyncIsRepeatedUntilAgentListens models a guest that starts reading late: the first
 // SYNC lines are lost, and the host must keep sending them.
 func TestSyncIsRepeatedUntilAgentListens(t *testing.T) {

@@ -124,6 +124,12 @@ func ClientHandshake(ctx context.Context, conn net.Conn) (net.Conn, string, erro
 	return &bufferedConn{Conn: conn, r: br}, version, nil
 }
 
+// awaitAck reads lines until the guest's ACK of nonce and returns the version it announced.
+// The ACK may come after bytes without a newline on the same line: a guest restored from a
+// snapshot taken inside an agent session still runs that session for a moment, and its
+// multiplexer's keep-alive ping (binary, no newline), queued while no host was connected, is
+// the first thing the new connection gets. The guest answers each SYNC nonce once, so such
+// an ACK must not be missed.
 func awaitAck(br *bufio.Reader, nonce string) (string, error) {
 	for {
 		line, err := readLine(br)
@@ -132,6 +138,9 @@ func awaitAck(br *bufio.Reader, nonce string) (string, error) {
 				return "", fmt.Errorf("connection closed before the agent answered")
 			}
 			return "", err
+		}
+		if i := strings.LastIndex(line, ackWord+" "); i > 0 {
+			line = line[i:]
 		}
 		f := strings.Fields(line)
 		if len(f) >= 2 && f[0] == ackWord && f[1] == nonce {
