@@ -291,7 +291,7 @@ func (linuxSystem) RenewLink(n agent.ParsedNetwork) error { return renewLink(n) 
 // done, and the next connection gets the new key. Others are sent SIGHUP and watched until
 // they listen again (systemd's reload would first run `sshd -t`, seconds under emulation).
 func (l linuxSystem) ReloadSSH() error {
-	for _, pid := range listeningSshd("/proc") {
+	for _, pid := range sshDaemons(l.root, "/proc") {
 		if readsKeysPerConnection(l.root, "/proc", pid) {
 			continue
 		}
@@ -414,6 +414,27 @@ func listeners(procRoot string, pid int) map[string]bool {
 	return out
 }
 
+// sshdPidFiles are where sshd writes its pid (its PidFile default), under the guest's root.
+var sshdPidFiles = []string{"run/sshd.pid", "var/run/sshd.pid"}
+
+// sshDaemons returns the listening sshd that its pid file names, when that process is one,
+// and else every listening sshd in procRoot (listeningSshd). The pid file spares a restored
+// guest the scan of /proc, which reads every process's stat: 0.4-0.9 s under emulation for
+// ~130 processes, on the path of every warm start and fork.
+func sshDaemons(root, procRoot string) []int {
+	for _, p := range sshdPidFiles {
+		b, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil || len(b) > 32 {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err == nil && pid > 1 && isListeningSshd(procRoot, pid) {
+			return []int{pid}
+		}
+	}
+	return listeningSshd(procRoot)
+}
+
 // listeningSshd lists the processes named sshd whose parent is PID 1: the daemons that
 // listen, as opposed to those serving one connection (their parent is the listener).
 func listeningSshd(procRoot string) []int {
@@ -424,22 +445,27 @@ func listeningSshd(procRoot string) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …: comm may hold spaces and parentheses; it ends at the last ')'.
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open {
-			continue
-		}
-		f := strings.Fields(s[end+1:])
-		if s[open+1:end] == "sshd" && len(f) > 1 && f[1] == "1" {
+		if isListeningSshd(procRoot, pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// isListeningSshd says whether pid is a process named sshd whose parent is PID 1.
+func isListeningSshd(procRoot string, pid int) bool {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ppid …: comm may hold spaces and parentheses; it ends at the last ')'.
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return false
+	}
+	f := strings.Fields(s[end+1:])
+	return s[open+1:end] == "sshd" && len(f) > 1 && f[1] == "1"
 }
 
 // renewLink is RenewLink in the calling thread's network namespace.

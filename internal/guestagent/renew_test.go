@@ -319,4 +319,42 @@ func TestListeningSshd(t *testing.T) {
 	if got := listeningSshd(proc); !reflect.DeepEqual(got, []int{100}) {
 		t.Errorf("listening sshd = %v, want [100]", got)
 	}
+
+	// The pid file is taken when it names a listening sshd; one that names something else
+	// (a connection's sshd, another process, garbage, nothing) falls back to the scan. The
+	// scan is told apart by a second listening sshd only it finds.
+	if err := os.MkdirAll(filepath.Join(proc, "500"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(proc, "500", "stat"), []byte("500 (sshd) S 1 500 500 0 -1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for pidFile, want := range map[string][]int{
+		"500\n":      {500},
+		"100":        {100},
+		"200\n":      {100, 500}, // serving a connection
+		"300\n":      {100, 500}, // not sshd
+		"1\n":        {100, 500},
+		"garbage":    {100, 500},
+		"":           {100, 500},
+		"(no file)":  {100, 500},
+		"9999999999": {100, 500},
+	} {
+		p := filepath.Join(root, "run/sshd.pid")
+		os.Remove(p)
+		if pidFile != "(no file)" {
+			if err := os.WriteFile(p, []byte(pidFile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := sshDaemons(root, proc)
+		slices.Sort(got)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("pid file %q: sshd %v, want %v", pidFile, got, want)
+		}
+	}
 }
