@@ -296,38 +296,59 @@ func readRequest(c *net.UnixConn) (Request, []*os.File, error) {
 	if err := c.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
 		return Request{}, nil, err
 	}
+	b, files, err := readMessage(c, 16<<10, MaxRequest, MaxRequestFDs)
+	switch {
+	case errors.Is(err, errTooManyFDs):
+		return Request{}, files, failure.New(failure.Invalid, "the request carries more than %d descriptors", MaxRequestFDs)
+	case errors.Is(err, errTooLong):
+		return Request{}, files, failure.New(failure.Invalid, "request of more than %d bytes", MaxRequest)
+	case err != nil:
+		return Request{}, files, failure.New(failure.Invalid, "read the request: %v", err)
+	}
+	r, err := DecodeRequest(b)
+	return r, files, err
+}
+
+// Kinds of readMessage's errors besides the connection's own.
+var (
+	errTooManyFDs = errors.New("too many descriptors")
+	errTooLong    = errors.New("too long")
+)
+
+// readMessage reads from c until the peer shuts its side down: at most maxBytes bytes, read
+// chunk bytes at a time, and the descriptors they carry (at most maxFDs, in SCM_RIGHTS
+// messages; received close-on-exec). The descriptors received are returned on error too.
+func readMessage(c *net.UnixConn, chunk, maxBytes, maxFDs int) ([]byte, []*os.File, error) {
 	var (
 		buf   bytes.Buffer
 		files []*os.File
-		chunk = make([]byte, 16<<10)
-		oob   = make([]byte, unix.CmsgSpace(4*MaxRequestFDs))
+		data  = make([]byte, chunk)
+		oob   = make([]byte, unix.CmsgSpace(4*maxFDs))
 	)
 	for {
-		n, oobn, flags, _, err := c.ReadMsgUnix(chunk, oob)
+		n, oobn, flags, _, err := c.ReadMsgUnix(data, oob)
 		n, oobn = max(n, 0), max(oobn, 0)
 		if oobn > 0 {
 			got, perr := parseRights(oob[:oobn])
 			files = append(files, got...)
 			if perr != nil {
-				return Request{}, files, failure.New(failure.Invalid, "%v", perr)
+				return nil, files, perr
 			}
 		}
-		if flags&unix.MSG_CTRUNC != 0 || len(files) > MaxRequestFDs {
-			return Request{}, files, failure.New(failure.Invalid, "the request carries more than %d descriptors", MaxRequestFDs)
+		if flags&unix.MSG_CTRUNC != 0 || len(files) > maxFDs {
+			return nil, files, errTooManyFDs
 		}
-		buf.Write(chunk[:n])
-		if buf.Len() > MaxRequest {
-			return Request{}, files, failure.New(failure.Invalid, "request of more than %d bytes", MaxRequest)
+		buf.Write(data[:n])
+		if buf.Len() > maxBytes {
+			return nil, files, errTooLong
 		}
 		if errors.Is(err, io.EOF) || (n == 0 && oobn == 0 && err == nil) {
-			break
+			return buf.Bytes(), files, nil
 		}
 		if err != nil {
-			return Request{}, files, failure.New(failure.Invalid, "read the request: %v", err)
+			return nil, files, err
 		}
 	}
-	r, err := DecodeRequest(buf.Bytes())
-	return r, files, err
 }
 
 // writeResponse sends r, with files attached, and closes nothing.
@@ -361,42 +382,21 @@ func writeResponse(c *net.UnixConn, r Response, files []*os.File) error {
 // readResponse reads the helper's response and the descriptors it carries, until the helper
 // closes the connection. On error every descriptor received is closed.
 func readResponse(c *net.UnixConn) (Response, []*os.File, error) {
-	var (
-		buf   bytes.Buffer
-		files []*os.File
-		chunk = make([]byte, 32<<10)
-		oob   = make([]byte, unix.CmsgSpace(4*maxFDs))
-	)
+	b, files, err := readMessage(c, 32<<10, MaxResponse, maxFDs)
 	fail := func(err error) (Response, []*os.File, error) {
 		closeAll(files)
 		return Response{}, nil, err
 	}
-	for {
-		n, oobn, flags, _, err := c.ReadMsgUnix(chunk, oob)
-		n, oobn = max(n, 0), max(oobn, 0)
-		if oobn > 0 {
-			got, perr := parseRights(oob[:oobn])
-			files = append(files, got...)
-			if perr != nil {
-				return fail(perr)
-			}
-		}
-		if flags&unix.MSG_CTRUNC != 0 {
-			return fail(fmt.Errorf("the helper's response carried more descriptors than expected"))
-		}
-		buf.Write(chunk[:n])
-		if buf.Len() > MaxResponse {
-			return fail(fmt.Errorf("the helper's response is longer than %d bytes", MaxResponse))
-		}
-		if errors.Is(err, io.EOF) || (n == 0 && oobn == 0 && err == nil) {
-			break
-		}
-		if err != nil {
-			return fail(fmt.Errorf("read the helper's response: %w", err))
-		}
+	switch {
+	case errors.Is(err, errTooManyFDs):
+		return fail(fmt.Errorf("the helper's response carried more descriptors than expected"))
+	case errors.Is(err, errTooLong):
+		return fail(fmt.Errorf("the helper's response is longer than %d bytes", MaxResponse))
+	case err != nil:
+		return fail(fmt.Errorf("read the helper's response: %w", err))
 	}
 	var r Response
-	if err := json.Unmarshal(buf.Bytes(), &r); err != nil {
+	if err := json.Unmarshal(b, &r); err != nil {
 		return fail(fmt.Errorf("malformed response from the helper: %w", err))
 	}
 	if r.FDs != len(files) {

@@ -412,19 +412,9 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 	if err := vmm.ClearSockets("firecracker", sockets); err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(cfg.Dir, logFile)
-	metricsPath := filepath.Join(cfg.Dir, metricsFile)
-	for _, f := range []string{logPath, metricsPath} {
-		if err := prepareFile(f); err != nil {
-			return nil, fmt.Errorf("firecracker: %w", err)
-		}
-	}
-	// The guest console is Firecracker's stdout: a pipe the daemon copies into the capped
-	// console log, never a file Firecracker writes without bound.
-	fifoPath := filepath.Join(cfg.RuntimeDir, consoleFIFO)
-	fifo, err := vmm.NewConsoleFIFO(fifoPath)
+	logPath, metricsPath, fifoPath, fifo, err := prepareOutputs(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("firecracker: %w", err)
+		return nil, err
 	}
 	pumping := false
 	defer func() {
@@ -544,6 +534,25 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 }
 
 // placeInJail links (or copies) the VM's files into the jail and returns the in-jail paths.
+// prepareOutputs makes a starting Firecracker's log and metrics files (empty) in cfg.Dir and
+// its console pipe in cfg.RuntimeDir. The guest console is Firecracker's stdout: a pipe the
+// daemon copies into the capped console log, never a file Firecracker writes without bound.
+// The caller closes and removes the pipe unless it hands it to its console pump.
+func prepareOutputs(cfg vmm.Config) (logPath, metricsPath, fifoPath string, fifo *vmm.ConsoleFIFO, err error) {
+	logPath = filepath.Join(cfg.Dir, logFile)
+	metricsPath = filepath.Join(cfg.Dir, metricsFile)
+	for _, f := range []string{logPath, metricsPath} {
+		if err := prepareFile(f); err != nil {
+			return "", "", "", nil, fmt.Errorf("firecracker: %w", err)
+		}
+	}
+	fifoPath = filepath.Join(cfg.RuntimeDir, consoleFIFO)
+	if fifo, err = vmm.NewConsoleFIFO(fifoPath); err != nil {
+		return "", "", "", nil, fmt.Errorf("firecracker: %w", err)
+	}
+	return logPath, metricsPath, fifoPath, fifo, nil
+}
+
 func placeInJail(j *jail, cfg vmm.Config, logPath, metricsPath string) (paths, error) {
 	var p paths
 	var err error

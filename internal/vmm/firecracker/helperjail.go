@@ -44,17 +44,9 @@ func (d *Driver) startInHelperJail(ctx context.Context, cfg vmm.Config, snap *vm
 			return nil, fmt.Errorf("firecracker: %w", err)
 		}
 	}
-	logPath := filepath.Join(cfg.Dir, logFile)
-	metricsPath := filepath.Join(cfg.Dir, metricsFile)
-	for _, f := range []string{logPath, metricsPath} {
-		if err := prepareFile(f); err != nil {
-			return nil, fmt.Errorf("firecracker: %w", err)
-		}
-	}
-	fifoPath := filepath.Join(cfg.RuntimeDir, consoleFIFO)
-	fifo, err := vmm.NewConsoleFIFO(fifoPath)
+	logPath, metricsPath, fifoPath, fifo, err := prepareOutputs(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("firecracker: %w", err)
+		return nil, err
 	}
 	pumping := false
 	defer func() {
