@@ -396,11 +396,6 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 	if err != nil {
 		return nil, err
 	}
-	for _, dir := range []string{cfg.Dir, cfg.RuntimeDir} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("firecracker: %w", err)
-		}
-	}
 	if len(cfg.Disks) == 0 {
 		return nil, errors.New("firecracker: no disks given")
 	}
@@ -412,20 +407,19 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 	if err := vmm.ClearSockets("firecracker", sockets); err != nil {
 		return nil, err
 	}
-	logPath, metricsPath, fifoPath, fifo, err := prepareOutputs(cfg)
+	out, err := prepareOutputs(cfg)
 	if err != nil {
 		return nil, err
 	}
 	pumping := false
 	defer func() {
 		if !pumping {
-			fifo.Close()
-			os.Remove(fifoPath)
+			out.discard()
 		}
 	}()
-	console := fifo.Writer
+	console := out.fifo.Writer
 
-	ex := extra{Version: info.Version.String(), ConsoleFIFO: fifoPath,
+	ex := extra{Version: info.Version.String(), ConsoleFIFO: out.fifoPath,
 		VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil}
 	// Until PUT /logger, Firecracker logs to stdout, which is the guest console: keep it to
 	// warnings so that the console holds the guest's output only.
@@ -468,7 +462,7 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 				_ = os.Remove(s)
 			}
 		}
-		if p, err = placeInJail(&j, cfg, logPath, metricsPath); err != nil {
+		if p, err = placeInJail(&j, cfg, out.log, out.metrics); err != nil {
 			undo()
 			return nil, err
 		}
@@ -480,7 +474,7 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 		cmd = exec.Command(js.Binary, jailerArgs(j, cfg.ID, info.Binary, jo.ChrootBase,
 			append([]string{"--api-sock", "/" + jailSockets["api"]}, levelArgs...))...)
 	} else {
-		p = paths{kernel: cfg.Kernel, initrd: cfg.Initrd, log: logPath, metrics: metricsPath, vsock: sockets["vsock"]}
+		p = paths{kernel: cfg.Kernel, initrd: cfg.Initrd, log: out.log, metrics: out.metrics, vsock: sockets["vsock"]}
 		for _, disk := range cfg.Disks {
 			p.disks = append(p.disks, disk.Path)
 		}
@@ -510,9 +504,9 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 		Sockets:    sockets,
 		Console:    filepath.Join(cfg.Dir, consoleFile),
 		ConsoleMax: vmm.ConsoleLogCap(cfg.ConsoleLogSize),
-		Log:        logPath,
+		Log:        out.log,
 	}
-	pumped, err := fifo.Pump(rec.Console, rec.ConsoleMax, fmt.Sprintf("banger: firecracker (pid %d) starts the guest", rec.PID))
+	pumped, err := out.fifo.Pump(rec.Console, rec.ConsoleMax, fmt.Sprintf("banger: firecracker (pid %d) starts the guest", rec.PID))
 	if err != nil {
 		_ = proc.Kill(10 * time.Second)
 		if ex.Jail != "" {
@@ -534,23 +528,44 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, snap *vmm.Snapshot) 
 }
 
 // placeInJail links (or copies) the VM's files into the jail and returns the in-jail paths.
-// prepareOutputs makes a starting Firecracker's log and metrics files (empty) in cfg.Dir and
-// its console pipe in cfg.RuntimeDir. The guest console is Firecracker's stdout: a pipe the
+// outputs are what a starting Firecracker writes besides its disks: its log and metrics
+// files and the pipe of its console.
+type outputs struct {
+	log, metrics, fifoPath string
+	fifo                   *vmm.ConsoleFIFO
+}
+
+// prepareOutputs makes cfg's directories, the log and metrics files (empty) in cfg.Dir and
+// the console pipe in cfg.RuntimeDir. The guest console is Firecracker's stdout: a pipe the
 // daemon copies into the capped console log, never a file Firecracker writes without bound.
-// The caller closes and removes the pipe unless it hands it to its console pump.
-func prepareOutputs(cfg vmm.Config) (logPath, metricsPath, fifoPath string, fifo *vmm.ConsoleFIFO, err error) {
-	logPath = filepath.Join(cfg.Dir, logFile)
-	metricsPath = filepath.Join(cfg.Dir, metricsFile)
-	for _, f := range []string{logPath, metricsPath} {
-		if err := prepareFile(f); err != nil {
-			return "", "", "", nil, fmt.Errorf("firecracker: %w", err)
+// A start that does not hand the pipe to its console pump discards it.
+func prepareOutputs(cfg vmm.Config) (*outputs, error) {
+	for _, dir := range []string{cfg.Dir, cfg.RuntimeDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("firecracker: %w", err)
 		}
 	}
-	fifoPath = filepath.Join(cfg.RuntimeDir, consoleFIFO)
-	if fifo, err = vmm.NewConsoleFIFO(fifoPath); err != nil {
-		return "", "", "", nil, fmt.Errorf("firecracker: %w", err)
+	o := &outputs{
+		log:      filepath.Join(cfg.Dir, logFile),
+		metrics:  filepath.Join(cfg.Dir, metricsFile),
+		fifoPath: filepath.Join(cfg.RuntimeDir, consoleFIFO),
 	}
-	return logPath, metricsPath, fifoPath, fifo, nil
+	for _, f := range []string{o.log, o.metrics} {
+		if err := prepareFile(f); err != nil {
+			return nil, fmt.Errorf("firecracker: %w", err)
+		}
+	}
+	var err error
+	if o.fifo, err = vmm.NewConsoleFIFO(o.fifoPath); err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	return o, nil
+}
+
+// discard closes and removes the console pipe.
+func (o *outputs) discard() {
+	o.fifo.Close()
+	os.Remove(o.fifoPath)
 }
 
 func placeInJail(j *jail, cfg vmm.Config, logPath, metricsPath string) (paths, error) {

@@ -39,20 +39,14 @@ func (d *Driver) startInHelperJail(ctx context.Context, cfg vmm.Config, snap *vm
 	if len(cfg.Disks) == 0 || len(cfg.Disks) > fcjail.MaxDisks {
 		return nil, fmt.Errorf("firecracker: %d disks given; want 1 to %d", len(cfg.Disks), fcjail.MaxDisks)
 	}
-	for _, dir := range []string{cfg.Dir, cfg.RuntimeDir} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("firecracker: %w", err)
-		}
-	}
-	logPath, metricsPath, fifoPath, fifo, err := prepareOutputs(cfg)
+	out, err := prepareOutputs(cfg)
 	if err != nil {
 		return nil, err
 	}
 	pumping := false
 	defer func() {
 		if !pumping {
-			fifo.Close()
-			os.Remove(fifoPath)
+			out.discard()
 		}
 	}()
 
@@ -64,7 +58,7 @@ func (d *Driver) startInHelperJail(ctx context.Context, cfg vmm.Config, snap *vm
 			f.Close()
 		}
 	}()
-	ex := extra{Version: info.Version.String(), ConsoleFIFO: fifoPath, Helper: true, JailID: cfg.ID,
+	ex := extra{Version: info.Version.String(), ConsoleFIFO: out.fifoPath, Helper: true, JailID: cfg.ID,
 		VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil}
 	open := func(path string, writable bool) (*os.File, error) {
 		f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
@@ -85,7 +79,7 @@ func (d *Driver) startInHelperJail(ctx context.Context, cfg vmm.Config, snap *vm
 		}
 		return f, nil
 	}
-	spec := fcjail.Spec{ID: cfg.ID, Console: fifo.Writer}
+	spec := fcjail.Spec{ID: cfg.ID, Console: out.fifo.Writer}
 	if spec.Kernel, err = open(cfg.Kernel, false); err != nil {
 		return nil, err
 	}
@@ -104,10 +98,10 @@ func (d *Driver) startInHelperJail(ctx context.Context, cfg vmm.Config, snap *vm
 		spec.Disks = append(spec.Disks, fcjail.Disk{File: f, Writable: !disk.ReadOnly})
 		p.disks = append(p.disks, "/"+fcjail.DiskName(i))
 	}
-	if spec.Log, err = open(logPath, true); err != nil {
+	if spec.Log, err = open(out.log, true); err != nil {
 		return nil, err
 	}
-	if spec.Metrics, err = open(metricsPath, true); err != nil {
+	if spec.Metrics, err = open(out.metrics, true); err != nil {
 		return nil, err
 	}
 	if cfg.NIC != nil {
@@ -116,7 +110,7 @@ func (d *Driver) startInHelperJail(ctx context.Context, cfg vmm.Config, snap *vm
 
 	began := time.Now()
 	started, err := d.Jails.StartJail(spec)
-	fifo.Writer.Close() // Firecracker has its own copy; the pipe ends when it exits
+	out.fifo.Writer.Close() // Firecracker has its own copy; the pipe ends when it exits
 	if err != nil {
 		restoreShared(ex.Shared, -1)
 		return nil, fmt.Errorf("firecracker: start in a jail of banger's root helper: %w", err)
@@ -134,9 +128,9 @@ func (d *Driver) startInHelperJail(ctx context.Context, cfg vmm.Config, snap *vm
 		StartTime:  started.StartTime,
 		Console:    filepath.Join(cfg.Dir, consoleFile),
 		ConsoleMax: vmm.ConsoleLogCap(cfg.ConsoleLogSize),
-		Log:        logPath,
+		Log:        out.log,
 	}
-	pumped, err := fifo.Pump(rec.Console, rec.ConsoleMax, fmt.Sprintf("banger: firecracker (pid %d, jailed by banger's root helper as uid %d) starts the guest", rec.PID, ex.UID))
+	pumped, err := out.fifo.Pump(rec.Console, rec.ConsoleMax, fmt.Sprintf("banger: firecracker (pid %d, jailed by banger's root helper as uid %d) starts the guest", rec.PID, ex.UID))
 	if err != nil {
 		_ = d.Jails.RemoveJail(cfg.ID)
 		restoreShared(ex.Shared, ex.GID)
