@@ -16,6 +16,7 @@ import (
 	"github.com/banger-dev/banger/internal/steps"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmnet"
 )
 
 // Clones: VMs made from snapshots.
@@ -107,10 +108,26 @@ func (s *Service) renewIdentity(ctx context.Context, vm *store.VM, b *boot, from
 	return nil
 }
 
+// freshRenewal is what every renewal of a guest that is to be called name carries: the host's
+// clock, fresh entropy and the name.
+func freshRenewal(name string) agent.Renewal {
+	r := agent.Renewal{Clock: time.Now(), Entropy: make([]byte, agent.MaxEntropy), Hostname: name}
+	_, _ = rand.Read(r.Entropy) // crypto/rand.Read never fails
+	return r
+}
+
+// linkIdentity is the network identity of link for a guest whose interface has oldMAC.
+func linkIdentity(link *vmnet.Link, oldMAC string) *agent.NetworkIdentity {
+	n := &agent.NetworkIdentity{OldMAC: oldMAC, MAC: link.MAC, Address: link.Address, Gateway: link.Gateway}
+	if link.DNS != "" {
+		n.DNS = []string{link.DNS}
+	}
+	return n
+}
+
 // renewal is the new identity of vm, a clone of a guest saved as from.
 func (s *Service) renewal(vm *store.VM, b *boot, from snapshot.Meta) (agent.Renewal, error) {
-	r := agent.Renewal{Clock: time.Now(), Entropy: make([]byte, agent.MaxEntropy), Hostname: vm.Name}
-	_, _ = rand.Read(r.Entropy) // crypto/rand.Read never fails
+	r := freshRenewal(vm.Name)
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
 	r.MachineID = hex.EncodeToString(id)
@@ -118,11 +135,7 @@ func (s *Service) renewal(vm *store.VM, b *boot, from snapshot.Meta) (agent.Rene
 		if from.MAC == "" {
 			return r, conflictf("snapshot %s was taken of a VM without a network device; its clones cannot have one", from.Name)
 		}
-		n := &agent.NetworkIdentity{OldMAC: from.MAC, MAC: b.link.MAC, Address: b.link.Address, Gateway: b.link.Gateway}
-		if b.link.DNS != "" {
-			n.DNS = []string{b.link.DNS}
-		}
-		r.Network = n
+		r.Network = linkIdentity(b.link, from.MAC)
 	}
 	// The host key was made on the host and pinned in known_hosts (dirs step) before the
 	// clone could answer anyone.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -120,14 +119,14 @@ func (s *Service) create(ctx context.Context, req CreateRequest, obs Observer, w
 	}
 	defer c.release() // after the steps: the VM's record (or its undo) decides if the image version stays
 	defer c.done()
-	if c.from != nil && c.from.warm && c.spares && !req.NoNAT {
+	if c.warmKey != "" && c.spares && !req.NoNAT {
 		if sp := s.takeSpare(ctx, c.warmKey); sp != nil {
 			vm, timings, err := s.claim(ctx, c, sp)
 			s.wantSpares(c.warmKey, true)
 			return vm, timings, err
 		}
 	}
-	unlock := sync.OnceFunc(s.lock(c.vm.ID))
+	unlock := s.lock(c.vm.ID)
 	defer unlock()
 	timings, err := steps.Run(ctx, s.createSteps(c), s.hooks(c.name, req.FailStep, req.PauseStep))
 	if err != nil {
@@ -141,8 +140,7 @@ func (s *Service) create(ctx context.Context, req CreateRequest, obs Observer, w
 		}
 		return store.VM{}, timings, s.createFailed(ctx, c, err)
 	}
-	unlock()
-	if c.from != nil && c.from.warm {
+	if c.warmKey != "" {
 		// The combination is used again: keep spares of it (not after the first, cold VM:
 		// that may be a one-off).
 		s.wantSpares(c.warmKey, false)

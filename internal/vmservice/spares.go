@@ -135,25 +135,13 @@ func (s *Service) fillSpares(ctx context.Context) {
 		}
 		s.spares.mu.Lock()
 		key := s.spares.want
-		var drop []*spare
-		for k, list := range s.spares.ready {
-			if k != key {
-				drop = append(drop, list...)
-				delete(s.spares.ready, k)
-			}
-		}
-		if list := s.spares.ready[key]; len(list) > n {
-			drop = append(drop, list[n:]...)
-			s.spares.ready[key] = list[:n]
-		}
+		drop := s.spares.removeLocked(func(k string, i int, _ *spare) bool { return k == key && i < n })
 		need := len(s.spares.ready[key]) < n && ctx.Err() == nil
 		if !need {
 			s.spares.filling = false
 		}
 		s.spares.mu.Unlock()
-		for _, sp := range drop {
-			s.destroySpare(context.WithoutCancel(ctx), sp)
-		}
+		s.destroySpares(context.WithoutCancel(ctx), drop)
 		if !need {
 			return
 		}
@@ -261,41 +249,51 @@ func (s *Service) SpareCounts() map[string]int {
 	return out
 }
 
+// removeLocked takes out of the pool the spares keep refuses (given each one's combination
+// and its place in that combination's list) and returns them. The caller holds p.mu.
+func (p *sparePool) removeLocked(keep func(key string, i int, sp *spare) bool) []*spare {
+	var drop []*spare
+	for k, list := range p.ready {
+		kept := list[:0:0]
+		for i, sp := range list {
+			if keep(k, i, sp) {
+				kept = append(kept, sp)
+			} else {
+				drop = append(drop, sp)
+			}
+		}
+		if len(kept) == 0 {
+			delete(p.ready, k)
+		} else {
+			p.ready[k] = kept
+		}
+	}
+	return drop
+}
+
+// destroySpares deletes spares taken out of the pool.
+func (s *Service) destroySpares(ctx context.Context, spares []*spare) {
+	for _, sp := range spares {
+		s.destroySpare(ctx, sp)
+	}
+}
+
 // RemoveSpares deletes every spare (the daemon stops, or the network is torn down).
 func (s *Service) RemoveSpares(ctx context.Context) {
 	s.spares.mu.Lock()
-	var all []*spare
-	for k, list := range s.spares.ready {
-		all = append(all, list...)
-		delete(s.spares.ready, k)
-	}
+	drop := s.spares.removeLocked(func(string, int, *spare) bool { return false })
 	s.spares.want = ""
 	s.spares.mu.Unlock()
-	for _, sp := range all {
-		s.destroySpare(ctx, sp)
-	}
+	s.destroySpares(ctx, drop)
 }
 
 // SparesOf deletes the spares restored from the named boot snapshots, which are gone (an
 // image rebuilt or removed, a kernel replaced): no create would take them any more.
 func (s *Service) SparesOf(ctx context.Context, snapshots []string) {
 	s.spares.mu.Lock()
-	var drop []*spare
-	for k, list := range s.spares.ready {
-		keep := list[:0:0]
-		for _, sp := range list {
-			if slices.Contains(snapshots, sp.snap) {
-				drop = append(drop, sp)
-			} else {
-				keep = append(keep, sp)
-			}
-		}
-		s.spares.ready[k] = keep
-	}
+	drop := s.spares.removeLocked(func(_ string, _ int, sp *spare) bool { return !slices.Contains(snapshots, sp.snap) })
 	s.spares.mu.Unlock()
-	for _, sp := range drop {
-		s.destroySpare(ctx, sp)
-	}
+	s.destroySpares(ctx, drop)
 }
 
 // claim makes the spare sp the VM c creates (c restores from the boot snapshot sp was made
@@ -360,15 +358,11 @@ func (s *Service) claim(ctx context.Context, c *creation, sp *spare) (store.VM, 
 					return err
 				}
 				b.cli = cli
-				r := agent.Renewal{Clock: time.Now(), Entropy: make([]byte, agent.MaxEntropy), Hostname: vm.Name}
-				_, _ = rand.Read(r.Entropy)
+				r := freshRenewal(vm.Name)
 				if b.link != nil {
 					// The same identity: the agent leaves the link as it is and rewrites
 					// /etc/hosts for the new host name.
-					r.Network = &agent.NetworkIdentity{OldMAC: b.link.MAC, MAC: b.link.MAC, Address: b.link.Address, Gateway: b.link.Gateway}
-					if b.link.DNS != "" {
-						r.Network.DNS = []string{b.link.DNS}
-					}
+					r.Network = linkIdentity(b.link, b.link.MAC)
 				}
 				rctx, cancel := context.WithTimeout(ctx, renewTimeout)
 				defer cancel()
