@@ -379,13 +379,23 @@ func (r sshdReload) run(wait time.Duration) error {
 
 // alive reports whether pid exists and has not exited (a zombie has).
 func alive(procRoot string, pid int) bool {
+	_, f, ok := procStat(procRoot, pid)
+	return ok && len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+// procStat reads /proc/pid/stat under procRoot: the process's name and the fields after it
+// (state, ppid, pgrp …). The name may hold spaces and parentheses; it ends at the last ')'.
+func procStat(procRoot string, pid int) (comm string, fields []string, ok bool) {
 	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return false
+		return "", nil, false
 	}
 	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return "", nil, false
+	}
+	return s[open+1 : end], strings.Fields(s[end+1:]), true
 }
 
 // listeners is the inodes of the listening TCP sockets that pid holds.
@@ -454,18 +464,8 @@ func listeningSshd(procRoot string) []int {
 
 // isListeningSshd says whether pid is a process named sshd whose parent is PID 1.
 func isListeningSshd(procRoot string, pid int) bool {
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ppid …: comm may hold spaces and parentheses; it ends at the last ')'.
-	s := string(b)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < open {
-		return false
-	}
-	f := strings.Fields(s[end+1:])
-	return s[open+1:end] == "sshd" && len(f) > 1 && f[1] == "1"
+	comm, f, ok := procStat(procRoot, pid)
+	return ok && comm == "sshd" && len(f) > 1 && f[1] == "1"
 }
 
 // renewLink is RenewLink in the calling thread's network namespace.

@@ -405,20 +405,14 @@ func readyChild(t *testing.T, br *bufio.Reader) int {
 // groupMembers lists the processes of process group pgid as "pid (comm) state".
 func groupMembers(pgid int) []string {
 	var out []string
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		s := string(b)
-		end := strings.LastIndexByte(s, ')')
-		if end < 0 {
-			continue
-		}
-		f := strings.Fields(s[end+1:]) // state ppid pgrp …
-		if len(f) > 2 && f[2] == strconv.Itoa(pgid) {
-			out = append(out, s[:end+1]+" "+f[0])
+		if comm, f, ok := procStat("/proc", pid); ok && len(f) > 2 && f[2] == strconv.Itoa(pgid) {
+			out = append(out, fmt.Sprintf("%d (%s) %s", pid, comm, f[0]))
 		}
 	}
 	return out
