@@ -24,6 +24,16 @@ func waitSpare(t *testing.T, made int) {
 	waitUntil(t, 3*time.Minute, func() bool { return sparesMade() > made }, "a spare VM")
 }
 
+// fillPool makes the daemon make a spare of the combination of VMs with memory mem (a warm
+// create of it, deleted at once) and waits until it has.
+func fillPool(t *testing.T, mem string) {
+	t.Helper()
+	made := sparesMade()
+	mustBanger(t, "vm", "create", "--name", "sp-trigger", "--memory", mem)
+	mustBanger(t, "vm", "delete", "-f", "sp-trigger")
+	waitSpare(t, made)
+}
+
 // listedVMs returns the names of the VMs vm list shows, sorted.
 func listedVMs(t *testing.T) []string {
 	t.Helper()
@@ -118,11 +128,8 @@ func TestSpares(t *testing.T) {
 	// the half-taken VM. Each round first makes the pool fill again (a warm create).
 	for _, step := range []string{"claim", "renew", "files", "ready"} {
 		t.Run("killed/"+step, func(t *testing.T) {
-			made := sparesMade()
 			if harnessVMMs() == 3 { // no spare yet (the last round's daemon deleted it)
-				mustBanger(t, "vm", "create", "--name", "sp-trigger", "--memory", mem)
-				mustBanger(t, "vm", "delete", "-f", "sp-trigger")
-				waitSpare(t, made)
+				fillPool(t, mem)
 			}
 			pauseAndKill(t, step, "vm", "create", "--name", "mid-claim-"+step, "--memory", mem)
 			if got := listedVMs(t); !slices.Equal(got, []string{"sp-cold", "sp-mine", "sp-warm"}) {
@@ -140,10 +147,7 @@ func TestSpares(t *testing.T) {
 	}
 
 	// A daemon stop ends the spares (the VMs run on).
-	made = sparesMade()
-	mustBanger(t, "vm", "create", "--name", "sp-trigger", "--memory", mem)
-	mustBanger(t, "vm", "delete", "-f", "sp-trigger")
-	waitSpare(t, made)
+	fillPool(t, mem)
 	mustBanger(t, "daemon", "stop")
 	if n := harnessVMMs(); n != 3 {
 		t.Errorf("%d QEMU processes after the daemon stopped; want the 3 VMs' only", n)
