@@ -3,7 +3,6 @@ package roothelper
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -14,11 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/failure"
 	"github.com/banger-dev/banger/internal/fcjail"
+	"github.com/banger-dev/banger/internal/fcjail/fcjailtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,32 +34,12 @@ func TestMain(m *testing.M) {
 }
 
 func fakeJailer(args []string) int {
-	fs := flag.NewFlagSet("fake-jailer", flag.ContinueOnError)
-	id := fs.String("id", "", "")
-	exe := fs.String("exec-file", "", "")
-	uid := fs.Int("uid", -1, "")
-	gid := fs.Int("gid", -1, "")
-	base := fs.String("chroot-base-dir", "", "")
-	fs.String("netns", "", "")
-	if err := fs.Parse(args); err != nil {
+	j, err := fcjailtest.Parse(args)
+	if err != nil {
 		return 2
 	}
-	// The jailer enters its chroot before it drops privileges (the jail base is root's);
-	// this one moves into it.
-	if err := os.Chdir(filepath.Join(*base, filepath.Base(*exe), *id, "root")); err != nil {
+	if err := j.Enter(); err != nil {
 		fmt.Fprintln(os.Stderr, "fake-jailer:", err)
-		return 1
-	}
-	if err := syscall.Setgroups(nil); err != nil {
-		fmt.Fprintln(os.Stderr, "setgroups:", err)
-		return 1
-	}
-	if err := syscall.Setgid(*gid); err != nil {
-		fmt.Fprintln(os.Stderr, "setgid:", err)
-		return 1
-	}
-	if err := syscall.Setuid(*uid); err != nil {
-		fmt.Fprintln(os.Stderr, "setuid:", err)
 		return 1
 	}
 	for _, name := range []string{fcjail.Kernel, fcjail.DiskName(0), fcjail.Log, fcjail.Metrics} {
@@ -82,7 +61,7 @@ func fakeJailer(args []string) int {
 	}
 	fmt.Println("fake-jailer: serving as uid", os.Getuid())
 	_ = http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"id":%q,"state":"Not started","app_name":"Firecracker"}`, *id)
+		fmt.Fprintf(w, `{"id":%q,"state":"Not started","app_name":"Firecracker"}`, j.ID)
 	}))
 	return 0
 }
@@ -132,7 +111,7 @@ func newJailFixture(t *testing.T, jailer, firecracker string) *jailFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		copyTestFile(t, self, jailer, 0o755)
+		fcjailtest.CopyFile(t, self, jailer, 0o755)
 		firecracker = "/opt/test/firecracker"
 	}
 	cfg := DefaultConfig()
@@ -161,25 +140,6 @@ func newJailFixture(t *testing.T, jailer, firecracker string) *jailFixture {
 		t.Fatal(err)
 	}
 	return &jailFixture{sock: sock, ns: ns, srv: srv, cfg: cfg, vm: vm}
-}
-
-func copyTestFile(t *testing.T, src, dst string, mode os.FileMode) {
-	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // client dials the fixture's helper as uid (in testGID).

@@ -2,7 +2,6 @@ package firecracker
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,10 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/fcjail"
+	"github.com/banger-dev/banger/internal/fcjail/fcjailtest"
 	"github.com/banger-dev/banger/internal/peercred/peercredtest"
 	"github.com/banger-dev/banger/internal/roothelper"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -26,35 +25,20 @@ import (
 // fake-jailer): it enters the jail's root, drops to --uid and --gid as the jailer does, and
 // becomes the recorded Firecracker that --exec-file links to, taking paths as inside the jail.
 func fakeJailer(args []string) int {
-	fs := flag.NewFlagSet("fake-jailer", flag.ContinueOnError)
-	id := fs.String("id", "", "")
-	exe := fs.String("exec-file", "", "")
-	uid := fs.Int("uid", -1, "")
-	gid := fs.Int("gid", -1, "")
-	base := fs.String("chroot-base-dir", "", "")
-	fs.String("netns", "", "")
-	if err := fs.Parse(args); err != nil {
+	j, err := fcjailtest.Parse(args)
+	if err != nil {
 		return 2
 	}
-	recording, err := filepath.EvalSymlinks(*exe)
+	recording, err := filepath.EvalSymlinks(j.ExecFile)
 	if err == nil {
-		err = os.Chdir(filepath.Join(*base, filepath.Base(*exe), *id, "root"))
-	}
-	if err == nil {
-		err = syscall.Setgroups(nil)
-	}
-	if err == nil {
-		err = syscall.Setgid(*gid)
-	}
-	if err == nil {
-		err = syscall.Setuid(*uid)
+		err = j.Enter()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fake-jailer:", err)
 		return 1
 	}
 	os.Setenv(envRecordedRoot, ".")
-	return recordedFirecracker(recording, fs.Args())
+	return recordedFirecracker(recording, j.Args)
 }
 
 // userJails is the root helper's client as a daemon of uid:gid uses it: every call connects
@@ -120,26 +104,8 @@ func TestDriverThroughARealHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	copyFile := func(src, dst string, mode os.FileMode) {
-		t.Helper()
-		in, err := os.Open(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer in.Close()
-		out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			t.Fatal(err)
-		}
-		if err := out.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyFile(self, filepath.Join(dir, "fake-jailer"), 0o755)
-	copyFile(filepath.Join("testdata", "responses-1.14.2.json"), filepath.Join(dir, "responses-1.14.2.json"), 0o644)
+	fcjailtest.CopyFile(t, self, filepath.Join(dir, "fake-jailer"), 0o755)
+	fcjailtest.CopyFile(t, filepath.Join("testdata", "responses-1.14.2.json"), filepath.Join(dir, "responses-1.14.2.json"), 0o644)
 	if err := os.Symlink("responses-1.14.2.json", filepath.Join(dir, "firecracker")); err != nil {
 		t.Fatal(err)
 	}
