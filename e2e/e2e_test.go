@@ -253,11 +253,14 @@ const rigConfig = "# written by the e2e rig\nwarm_spares = 0\n"
 func configFile() string { return filepath.Join(h.home, ".config", "banger", "config.toml") }
 
 // resetConfig writes rigConfig as the user's config.toml.
-func resetConfig() error {
+func resetConfig() error { return putConfig(rigConfig) }
+
+// putConfig writes content as the user's config.toml, the user's (with its directories).
+func putConfig(content string) error {
 	if err := os.MkdirAll(filepath.Dir(configFile()), 0o700); err != nil {
 		return err
 	}
-	if err := os.WriteFile(configFile(), []byte(rigConfig), 0o600); err != nil {
+	if err := os.WriteFile(configFile(), []byte(content), 0o600); err != nil {
 		return err
 	}
 	if bangerUser == nil {
@@ -275,17 +278,13 @@ func resetConfig() error {
 // instead of the rig's) until the test ends (or restoreConfig).
 func writeConfig(t *testing.T, extra string) {
 	t.Helper()
-	if err := resetConfig(); err != nil {
-		t.Fatal(err)
-	}
 	base := rigConfig
 	if strings.Contains(extra, "warm_spares") {
 		base = ""
 	}
-	if err := os.WriteFile(configFile(), []byte(base+extra), 0o600); err != nil {
+	if err := putConfig(base + extra); err != nil {
 		t.Fatal(err)
 	}
-	giveToUser(t, filepath.Join(h.home, ".config")) // the user's configuration is the user's
 	t.Cleanup(restoreConfig(t))
 }
 
