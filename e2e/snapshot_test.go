@@ -120,7 +120,8 @@ func readyName(stderr string) string {
 
 // identityScript prints, one key=value a line, what makes a guest a machine of its own: its
 // name, address and MAC, its ssh host key, its machine id, bytes of its kernel's randomness,
-// and its clock (last, so that it is read as late as possible).
+// whether its udev has device events left to handle, and its clock (last, so that it is read
+// as late as possible).
 const identityScript = `set -- $(ip -o -4 addr show scope global | awk '{sub(/\/.*/, "", $4); print $2, $4; exit}')
 echo "hostname=$(hostname)"
 echo "ip=$2"
@@ -131,6 +132,7 @@ echo "hostkey=$(sha256sum < "$k" | cut -d' ' -f1)"
 echo "machineid=$(cat /etc/machine-id)"
 echo "random=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 echo "clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+if udevadm settle --timeout=0 2>/dev/null; then echo udev=settled; else echo udev=busy; fi
 echo "clock=$(date +%s.%N)"
 `
 
@@ -302,6 +304,11 @@ func TestWarmRunIsAnotherMachine(t *testing.T) {
 		if id.fields["hostname"] != id.vm {
 			t.Errorf("hostname of %s is %q", id.vm, id.fields["hostname"])
 		}
+		// A boot snapshot is saved once udev has handled the boot's device events: a guest
+		// restored from it does not load the boot's modules again.
+		if id.fields["udev"] != "settled" {
+			t.Errorf("%s: udev still has device events to handle when the VM is ready (udev=%s); the boot snapshot was saved before udev settled", id.vm, id.fields["udev"])
+		}
 		id.checkClock(t)
 		t.Logf("%s: %v", id.vm, id.fields)
 	}
@@ -386,6 +393,11 @@ func TestForkCarriesRunningProcesses(t *testing.T) {
 	for _, id := range ids {
 		if id.fields["hostname"] != id.vm {
 			t.Errorf("hostname of %s is %q", id.vm, id.fields["hostname"])
+		}
+		// A boot snapshot is saved once udev has handled the boot's device events: a guest
+		// restored from it does not load the boot's modules again.
+		if id.fields["udev"] != "settled" {
+			t.Errorf("%s: udev still has device events to handle when the VM is ready (udev=%s); the boot snapshot was saved before udev settled", id.vm, id.fields["udev"])
 		}
 		id.checkClock(t)
 		checkReachable(t, id)
