@@ -153,7 +153,7 @@ func (d *Driver) args(cfg vmm.Config, console []string, restoreMem ...string) []
 			cmdline += " tsc_early_khz=" + strconv.Itoa(d.TSCkHz)
 		}
 	}
-	machineOpts := "microvm,x-option-roms=off"
+	machineOpts := machineType + ",x-option-roms=off"
 	var ram []string
 	switch size := strconv.Itoa(cfg.MemoryMiB) + "M"; {
 	case len(restoreMem) > 0:
@@ -283,7 +283,7 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, restoreMem []string
 			Console:    filepath.Join(cfg.Dir, "console.log"),
 			ConsoleMax: vmm.ConsoleLogCap(cfg.ConsoleLogSize),
 			Log:        logPath,
-			Extra:      newShape(cfg, len(restoreMem) == 0 && cfg.ShareMemory),
+			Extra:      newShape(cfg, len(restoreMem) == 0 && cfg.ShareMemory, mappedRAM(restoreMem)),
 		},
 	}
 	m.done = m.proc.Done()
@@ -373,6 +373,16 @@ type machine struct {
 	done <-chan struct{} // the process exited and the console is copied
 	// scratchTap is the driver's ScratchTap, for a template's NIC.
 	scratchTap func() (*os.File, func(), error)
+	// savedBy says how the last Snapshot saved the RAM ("memory map", "template"), for tests.
+	savedBy string
+}
+
+// mappedRAM is the memory file a machine restored with restoreMem maps, "" for none.
+func mappedRAM(restoreMem []string) string {
+	if len(restoreMem) == 0 {
+		return ""
+	}
+	return restoreMem[0]
 }
 
 func (m *machine) Record() vmm.Record    { return m.rec }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/host"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -49,13 +46,16 @@ type shape struct {
 	Accel     host.Accel `json:"accel"`
 	// SharedRAM says that the guest's RAM is a memfd (Config.ShareMemory).
 	SharedRAM bool `json:"shared_ram,omitempty"`
+	// MappedRAM is, for a restored machine, the memory file its RAM maps privately
+	// (mapped.go). Records of an older banger lack it.
+	MappedRAM string `json:"mapped_ram,omitempty"`
 	// DiskReadOnly says, for each disk, whether it is read-only (the guest sees that): a
 	// template (template.go) needs it. Records of an older banger lack it.
 	DiskReadOnly []bool `json:"disk_read_only,omitempty"`
 }
 
-func newShape(cfg vmm.Config, sharedRAM bool) json.RawMessage {
-	sh := shape{VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil, Accel: cfg.Accel, SharedRAM: sharedRAM}
+func newShape(cfg vmm.Config, sharedRAM bool, mappedRAM string) json.RawMessage {
+	sh := shape{VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil, Accel: cfg.Accel, SharedRAM: sharedRAM, MappedRAM: mappedRAM}
 	for _, d := range cfg.Disks {
 		sh.DiskReadOnly = append(sh.DiskReadOnly, d.ReadOnly)
 	}
@@ -115,7 +115,19 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		}
 	}()
 
+	if !sh.SharedRAM && sh.MappedRAM != "" {
+		err := m.saveMapped(ctx, s, dir, sh)
+		if err == nil {
+			m.savedBy = "memory map"
+			return m.describe(dir, v, sh, map[string]string{"state": stateFile, "memory": memoryFile})
+		}
+		if !errors.Is(err, errNotMapped) {
+			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, err)
+		}
+		// Through the template, as a machine whose RAM is anonymous.
+	}
 	if !sh.SharedRAM && sh.reshapable() {
+		m.savedBy = "template"
 		if err := m.saveThroughTemplate(ctx, s, dir, sh); err != nil {
 			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, err)
 		}
@@ -205,30 +217,8 @@ func copyRAM(ctx context.Context, pid int, dst string) error {
 		return fmt.Errorf("guest RAM: %w", err)
 	}
 	defer out.Close()
-	size := fi.Size()
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(int(src.Fd()), off, unix.SEEK_DATA)
-		if err != nil {
-			break // ENXIO: no data after off
-		}
-		hole, err := unix.Seek(int(src.Fd()), data, unix.SEEK_HOLE)
-		if err != nil {
-			return fmt.Errorf("guest RAM: %w", err)
-		}
-		// In chunks, so that a cancelled snapshot stops within one.
-		for off = data; off < hole; off += ramChunk {
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("guest RAM: copy to %s: %w", dst, err)
-			}
-			n := min(ramChunk, hole-off)
-			if _, err := io.Copy(io.NewOffsetWriter(out, off), io.NewSectionReader(src, off, n)); err != nil {
-				return fmt.Errorf("guest RAM: copy to %s: %w", dst, err)
-			}
-		}
-		off = hole
-	}
-	if err := out.Truncate(size); err != nil {
-		return fmt.Errorf("guest RAM: %w", err)
+	if err := copySparse(ctx, src, out, fi.Size()); err != nil {
+		return fmt.Errorf("guest RAM: copy to %s: %w", dst, err)
 	}
 	return out.Close()
 }

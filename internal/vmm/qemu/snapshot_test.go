@@ -3,6 +3,7 @@ package qemu
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -161,7 +162,8 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 	requireQEMU(t)
 	ns := testNetNS(t)
-	t.Run("template's own tap", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil) })
+	t.Run("memory map", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false) })
+	t.Run("template's own tap", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, true) })
 	t.Run("scratch tap", func(t *testing.T) {
 		h, err := hostnet.Open(hostnet.Config{Bridge: "fmbr0", CIDR: netip.MustParsePrefix("10.251.0.0/29"), NetNS: ns, StateDir: t.TempDir()})
 		if err != nil {
@@ -175,7 +177,7 @@ func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 			f, err := h.AddTap(id)
 			return f, func() { _ = h.DeleteTap(id) }, err
 		}
-		snapshotOfRestoredMachine(t, ns, scratch)
+		snapshotOfRestoredMachine(t, ns, scratch, true)
 		if asked == 0 {
 			t.Error("the template did not take its NIC from the driver's ScratchTap")
 		}
@@ -185,7 +187,52 @@ func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 	})
 }
 
-func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File, func(), error)) {
+// The guest-physical addresses snapshotOfRestoredMachine writes in the restored machine, and
+// what: over a page of the guest's fill, over a page the guest never wrote (a hole of the
+// memory file), and zeros over a page of the fill (which the snapshot's memory file must hold
+// as zeros, not as the fill its base has there).
+var writtenAfterRestore = []struct {
+	addr int
+	word uint32
+}{
+	{fillStart + fillSize/2, 0x5eed1e55},
+	{fillStart + fillSize + 64<<10, 0x0badf00d},
+	{fillStart + 8<<10, 0},
+}
+
+// writeGuest writes word at guest-physical addr of machine m (RAM mapped at offset 0 of its
+// memory file, as microvm's RAM below 3.5 GiB is) through QEMU's /proc/PID/mem: the write a
+// guest makes, for a halted one, copying the page out of the memory file.
+func writeGuest(t *testing.T, m vmm.Machine, addr int, word uint32) {
+	t.Helper()
+	var sh shape
+	if err := json.Unmarshal(m.Record().Extra, &sh); err != nil {
+		t.Fatal(err)
+	}
+	ram, err := findRAMMapping(m.Record().PID, sh.MappedRAM, int64(sh.MemoryMiB)<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", m.Record().PID), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	page := make([]byte, 4096)
+	if word != 0 {
+		for i := 0; i < len(page); i += 4 {
+			binary.LittleEndian.PutUint32(page[i:], word)
+		}
+	}
+	if _, err := mem.WriteAt(page, int64(ram.start)+int64(addr&^4095)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// snapshotOfRestoredMachine snapshots a restored machine, from its memory map (mapped.go) or,
+// viaTemplate, through a template (its record made to look like an older banger's, which did
+// not record the memory file), and checks what its clones see.
+func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File, func(), error), viaTemplate bool) {
 	k := fillingKernel(t)
 	ro := filepath.Join(t.TempDir(), "ro.img")
 	if err := os.WriteFile(ro, make([]byte, 1<<20), 0o600); err != nil {
@@ -200,9 +247,13 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 		if err := os.WriteFile(rw, make([]byte, 1<<20), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		// The other runs' taps are still there.
 		tap := "fmtap" + strconv.Itoa(n)
-		if scratch != nil {
-			tap = "fmstap" + strconv.Itoa(n) // the other run's taps are still there
+		switch {
+		case scratch != nil:
+			tap = "fmstap" + strconv.Itoa(n)
+		case !viaTemplate:
+			tap = "fmmtap" + strconv.Itoa(n)
 		}
 		if out, err := exec.Command("ip", "-n", filepath.Base(ns), "tuntap", "add", "dev", tap, "mode", "tap").CombinedOutput(); err != nil {
 			t.Fatalf("ip tuntap add: %v: %s", err, out)
@@ -243,6 +294,19 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 		t.Fatal(err)
 	}
 	defer agentConn.Close()
+	for _, w := range writtenAfterRestore {
+		writeGuest(t, warm, w.addr, w.word)
+	}
+	want := "memory map"
+	if viaTemplate {
+		want = "template"
+		var sh shape
+		if err := json.Unmarshal(warm.Record().Extra, &sh); err != nil {
+			t.Fatal(err)
+		}
+		sh.MappedRAM = ""
+		warm.(*machine).rec.Extra, _ = json.Marshal(sh)
+	}
 	dir := t.TempDir()
 	begin := time.Now()
 	snap, err := warm.(vmm.Snapshotter).Snapshot(ctx, dir)
@@ -250,6 +314,9 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 		t.Fatalf("Snapshot of a restored machine: %v", err)
 	}
 	t.Logf("save of the restored machine: %s", time.Since(begin))
+	if got := warm.(*machine).savedBy; got != want {
+		t.Errorf("the restored machine was saved by %q; want by %q", got, want)
+	}
 	if st, err := qmpStatus(ctx, warm.Record().Sockets["qmp"]); err != nil || st != "running" {
 		t.Errorf("the restored machine after its Snapshot is %q (%v); want running", st, err)
 	}
@@ -280,9 +347,14 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Kill() })
-		for _, addr := range []int{fillStart, fillStart + fillSize/2, fillStart + fillSize - 4} {
+		for _, addr := range []int{fillStart, fillStart + fillSize/2 - 4096, fillStart + fillSize - 4} {
 			if got := readGuest(t, c, addr); got != "0xdeadbeef" {
 				t.Errorf("clone %d: guest memory at %#x = %s; want 0xdeadbeef", i, addr, got)
+			}
+		}
+		for _, w := range writtenAfterRestore {
+			if got, want := readGuest(t, c, w.addr), fmt.Sprintf("0x%08x", w.word); got != want {
+				t.Errorf("clone %d: guest memory at %#x = %s; want %s, written in the restored machine before its snapshot", i, w.addr, got, want)
 			}
 		}
 		if got := readGuest(t, c, kernelEntry); got != "0xcafebabe" {
