@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -244,5 +245,43 @@ func TestAddresses(t *testing.T) {
 	}
 	if m := MAC("x"); m[0]&0x02 == 0 || m[0]&0x01 != 0 || MAC("x").String() != m.String() || MAC("y").String() == m.String() {
 		t.Errorf("MAC %s: want locally administered unicast, stable per id, different per VM", m)
+	}
+}
+
+// TestAddTapWhileChildrenStart makes taps while other goroutines start processes, as a daemon
+// making clones at once starts their VMMs: a child started between the moment a tap's creating
+// descriptor is opened and the moment it is closed holds that descriptor until it executes, and
+// a tap whose creator only then opened its queue found the queue taken (TUNSETIFF: EBUSY; a vm
+// fork -n 8 failed so). AddTap keeps the descriptor that made the tap as the queue it returns.
+func TestAddTapWhileChildrenStart(t *testing.T) {
+	ns := testNS(t)
+	n := open(t, ns)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = exec.Command("/bin/true").Run()
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 300 {
+		id := fmt.Sprintf("%016x", i)
+		q, err := n.AddTap(id)
+		if err != nil {
+			t.Fatalf("tap %d: %v", i, err)
+		}
+		q.Close()
+		if err := n.DeleteTap(id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -74,25 +74,18 @@ func (n *Net) AddTap(vmID string) (*os.File, error) {
 		if err != nil {
 			return fmt.Errorf("bridge %s: %w", n.cfg.Bridge, err)
 		}
-		tap := &netlink.Tuntap{
-			LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index},
-			Mode:      netlink.TUNTAP_MODE_TAP,
-			Flags:     netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_NO_PI,
+		// The tap is made on the descriptor that becomes its queue: made by one descriptor
+		// and opened by another, it could be found with its queue taken (EBUSY) by a VMM
+		// started meanwhile, which holds the maker's descriptor until it executes.
+		if queue, err = createTap(name); err != nil {
+			return err
 		}
-		if err := netlink.LinkAdd(tap); err != nil {
-			return fmt.Errorf("create tap %s: %w", name, err)
-		}
-		// LinkAdd of a tuntap returns with the device persistent (no fd held open).
-		if err := netlink.LinkSetMaster(tap, br); err != nil {
-			_ = netlink.LinkDel(tap)
-			return fmt.Errorf("attach tap %s to %s: %w", name, n.cfg.Bridge, err)
-		}
-		if err := netlink.LinkSetUp(tap); err != nil {
-			_ = netlink.LinkDel(tap)
-			return fmt.Errorf("bring tap %s up: %w", name, err)
-		}
-		if queue, err = openTapQueue(name); err != nil {
-			_ = netlink.LinkDel(tap)
+		if err := attachTap(name, br); err != nil {
+			queue.Close()
+			queue = nil
+			if l, lerr := netlink.LinkByName(name); lerr == nil {
+				_ = netlink.LinkDel(l)
+			}
 			return err
 		}
 		return nil
@@ -114,8 +107,37 @@ func (n *Net) AddTap(vmID string) (*os.File, error) {
 	return queue, nil
 }
 
-// openTapQueue opens /dev/net/tun and attaches it to the existing tap name, in the calling
-// thread's network namespace (the tun device looks the name up there).
+// attachTap puts the tap name on the bridge br and brings it up.
+func attachTap(name string, br netlink.Link) error {
+	tap, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("look up tap %s: %w", name, err)
+	}
+	if err := netlink.LinkSetMaster(tap, br); err != nil {
+		return fmt.Errorf("attach tap %s to %s: %w", name, br.Attrs().Name, err)
+	}
+	if err := netlink.LinkSetUp(tap); err != nil {
+		return fmt.Errorf("bring tap %s up: %w", name, err)
+	}
+	return nil
+}
+
+// createTap makes the persistent tap name in the calling thread's network namespace and
+// returns its queue: the descriptor that made it.
+func createTap(name string) (*os.File, error) {
+	q, err := openTapQueue(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.IoctlSetInt(int(q.Fd()), unix.TUNSETPERSIST, 1); err != nil {
+		q.Close() // the tap goes with its only queue
+		return nil, fmt.Errorf("make tap %s persistent: %w", name, err)
+	}
+	return q, nil
+}
+
+// openTapQueue opens /dev/net/tun and attaches it to the tap name, made if there is none, in
+// the calling thread's network namespace (the tun device looks the name up there).
 func openTapQueue(name string) (*os.File, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
