@@ -65,7 +65,7 @@ const pageSize = 4096
 func (m *machine) saveMapped(ctx context.Context, s *qmpSession, dir string, sh shape) error {
 	pid := m.rec.PID
 	size := int64(sh.MemoryMiB) << 20
-	ram, err := findRAMMapping(pid, sh.MappedRAM, size)
+	ram, err := findRAMMapping(pid, sh)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotMapped, err)
 	}
@@ -119,19 +119,22 @@ type ramMapping struct {
 	path       string
 }
 
-// findRAMMapping finds, in QEMU process pid's /proc/PID/maps, the private mapping of path at
-// offset 0 that is size bytes long: the guest's RAM.
-func findRAMMapping(pid int, path string, size int64) (ramMapping, error) {
+// findRAMMapping finds, in QEMU process pid's /proc/PID/maps, the guest's RAM of the machine
+// of shape sh: the private mapping, at offset 0 and of the RAM's size, of its memory file.
+func findRAMMapping(pid int, sh shape) (ramMapping, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return ramMapping{}, err
 	}
-	r, err := parseRAMMapping(bytes.NewReader(b), path, size)
+	want := ramFile{path: sh.MappedRAM, dev: sh.MappedRAMDev, inode: sh.MappedRAMInode}
+	size := int64(sh.MemoryMiB) << 20
+	r, err := parseRAMMapping(bytes.NewReader(b), want, size)
 	if err != nil {
 		// The kernel names the file by its path with symbolic links resolved.
-		if real, rerr := filepath.EvalSymlinks(path); rerr == nil && real != path {
-			if r, err2 := parseRAMMapping(bytes.NewReader(b), real, size); err2 == nil {
-				r.path = path
+		if real, rerr := filepath.EvalSymlinks(want.path); rerr == nil && real != want.path {
+			want.path = real
+			if r, err2 := parseRAMMapping(bytes.NewReader(b), want, size); err2 == nil {
+				r.path = sh.MappedRAM
 				return r, nil
 			}
 		}
@@ -139,8 +142,17 @@ func findRAMMapping(pid int, path string, size int64) (ramMapping, error) {
 	return r, err
 }
 
-// parseRAMMapping reads a maps file (see findRAMMapping).
-func parseRAMMapping(r io.Reader, path string, size int64) (ramMapping, error) {
+// ramFile is the memory file a machine's RAM maps: by the path it was restored from and, when
+// known (inode not 0), by its device and inode, which still name it once it was moved (the
+// maps file then shows its new path) or removed.
+type ramFile struct {
+	path       string
+	dev, inode uint64
+}
+
+// parseRAMMapping reads a maps file (see findRAMMapping) for the private mapping of want at
+// offset 0 that is size bytes long.
+func parseRAMMapping(r io.Reader, want ramFile, size int64) (ramMapping, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
 	for sc.Scan() {
@@ -148,10 +160,6 @@ func parseRAMMapping(r io.Reader, path string, size int64) (ramMapping, error) {
 		// ends in " (deleted)" when the file is gone)
 		f := strings.Fields(sc.Text())
 		if len(f) < 6 {
-			continue
-		}
-		mapped := strings.Join(f[5:], " ")
-		if mapped != path && mapped != path+" (deleted)" {
 			continue
 		}
 		lo, hi, ok := strings.Cut(f[0], "-")
@@ -167,12 +175,19 @@ func parseRAMMapping(r io.Reader, path string, size int64) (ramMapping, error) {
 		if !ok || errors.Join(err1, err2, err3, err4, err5) != nil || end <= start || end-start != uint64(size) {
 			continue
 		}
-		return ramMapping{start: start, end: end, dev: unix.Mkdev(uint32(maj), uint32(mnr)), inode: inode, path: path}, nil
+		dev := unix.Mkdev(uint32(maj), uint32(mnr))
+		mapped := strings.Join(f[5:], " ")
+		byPath := mapped == want.path || mapped == want.path+" (deleted)"
+		byIdentity := want.inode != 0 && inode == want.inode && dev == want.dev
+		if !byPath && !byIdentity {
+			continue
+		}
+		return ramMapping{start: start, end: end, dev: dev, inode: inode, path: want.path}, nil
 	}
 	if err := sc.Err(); err != nil {
 		return ramMapping{}, err
 	}
-	return ramMapping{}, fmt.Errorf("no private mapping of %s of %d bytes", path, size)
+	return ramMapping{}, fmt.Errorf("no private mapping of %s of %d bytes", want.path, size)
 }
 
 // open opens the file the mapping maps: through /proc/PID/map_files (root only; works also when

@@ -35,49 +35,57 @@ const sampleMaps = `55d4c8a00000-55d4c8b00000 r--p 00000000 fd:01 1234 /usr/bin/
 7f3000000000-7f3008000000 rw-p 00000000 fd:01 778 /state/snaps/boot/machine/memoryX
 7f4000000000-7f4008000000 rw-p 00000000 fd:01 779 /state/snaps/with space/memory (deleted)
 7f5000000000-7f5008000000 rw-p 00000000 fd:01 777 /state/snaps/boot/machine/memory
+7f6000000000-7f6008000000 rw-p 00000000 fd:01 780 /state/snaps/.trash-1/boot/machine/memory (deleted)
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
 `
 
 func TestParseRAMMapping(t *testing.T) {
 	const size = 128 << 20
+	dev := unix.Mkdev(0xfd, 1)
 	for _, c := range []struct {
-		path  string
+		want  ramFile
 		start uint64
 		inode uint64
 		fails bool
 	}{
 		// Not the shared mapping, not the one at offset 0x1000, not the 64 MiB one, not a
 		// file whose name only begins the same.
-		{path: "/state/snaps/boot/machine/memory", start: 0x7f5000000000, inode: 777},
-		{path: "/state/snaps/with space/memory", start: 0x7f4000000000, inode: 779},
-		{path: "/state/snaps/other/memory", fails: true},
-		{path: "/state/snaps/boot/machine/memor", fails: true},
+		{want: ramFile{path: "/state/snaps/boot/machine/memory"}, start: 0x7f5000000000, inode: 777},
+		{want: ramFile{path: "/state/snaps/with space/memory"}, start: 0x7f4000000000, inode: 779},
+		{want: ramFile{path: "/state/snaps/other/memory"}, fails: true},
+		{want: ramFile{path: "/state/snaps/boot/machine/memor"}, fails: true},
+		// A file moved away (and removed) is found by its identity.
+		{want: ramFile{path: "/state/snaps/moved/memory", dev: dev, inode: 780}, start: 0x7f6000000000, inode: 780},
+		{want: ramFile{path: "/state/snaps/moved/memory", dev: unix.Mkdev(0xfd, 2), inode: 780}, fails: true},
+		{want: ramFile{path: "/state/snaps/moved/memory", dev: dev, inode: 781}, fails: true},
 	} {
-		r, err := parseRAMMapping(strings.NewReader(sampleMaps), c.path, size)
+		r, err := parseRAMMapping(strings.NewReader(sampleMaps), c.want, size)
 		if c.fails {
 			if err == nil {
-				t.Errorf("%s: found %+v; want none", c.path, r)
+				t.Errorf("%+v: found %+v; want none", c.want, r)
 			}
 			continue
 		}
 		if err != nil {
-			t.Errorf("%s: %v", c.path, err)
+			t.Errorf("%+v: %v", c.want, err)
 			continue
 		}
-		if r.start != c.start || r.end != c.start+size || r.inode != c.inode || r.dev != unix.Mkdev(0xfd, 1) || r.path != c.path {
-			t.Errorf("%s: %+v; want start %#x inode %d dev fd:01", c.path, r, c.start, c.inode)
+		if r.start != c.start || r.end != c.start+size || r.inode != c.inode || r.dev != dev || r.path != c.want.path {
+			t.Errorf("%+v: %+v; want start %#x inode %d dev fd:01", c.want, r, c.start, c.inode)
 		}
 	}
 }
 
 func FuzzParseRAMMapping(f *testing.F) {
-	f.Add(sampleMaps, "/state/snaps/boot/machine/memory", int64(128<<20))
-	f.Add("0-1000 rw-p 00000000 00:00 1 /m\n", "/m", int64(4096))
-	f.Add("ffffffffffffffff-0 rw-p 0 zz:zz x /m (deleted)\n", "/m", int64(-1))
-	f.Fuzz(func(t *testing.T, maps, path string, size int64) {
-		r, err := parseRAMMapping(strings.NewReader(maps), path, size)
+	f.Add(sampleMaps, "/state/snaps/boot/machine/memory", uint64(0), int64(128<<20))
+	f.Add(sampleMaps, "/elsewhere", uint64(780), int64(128<<20))
+	f.Add("0-1000 rw-p 00000000 00:00 1 /m\n", "/m", uint64(1), int64(4096))
+	f.Add("ffffffffffffffff-0 rw-p 0 zz:zz x /m (deleted)\n", "/m", uint64(0), int64(-1))
+	f.Fuzz(func(t *testing.T, maps, path string, inode uint64, size int64) {
+		want := ramFile{path: path, dev: unix.Mkdev(0xfd, 1), inode: inode}
+		r, err := parseRAMMapping(strings.NewReader(maps), want, size)
 		if err == nil && (r.end <= r.start || r.end-r.start != uint64(size) || r.path != path) {
-			t.Fatalf("parseRAMMapping(%q, %q, %d) = %+v", maps, path, size, r)
+			t.Fatalf("parseRAMMapping(%q, %+v, %d) = %+v", maps, want, size, r)
 		}
 	})
 }

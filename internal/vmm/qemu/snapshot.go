@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +50,11 @@ type shape struct {
 	// MappedRAM is, for a restored machine, the memory file its RAM maps privately
 	// (mapped.go). Records of an older banger lack it.
 	MappedRAM string `json:"mapped_ram,omitempty"`
+	// MappedRAMDev and MappedRAMInode identify that file when the machine started: its
+	// mapping is found by them once the file was moved or removed (a boot snapshot
+	// invalidated while VMs restored from it run). Records of an older banger lack them.
+	MappedRAMDev   uint64 `json:"mapped_ram_dev,omitempty"`
+	MappedRAMInode uint64 `json:"mapped_ram_inode,omitempty"`
 	// DiskReadOnly says, for each disk, whether it is read-only (the guest sees that): a
 	// template (template.go) needs it. Records of an older banger lack it.
 	DiskReadOnly []bool `json:"disk_read_only,omitempty"`
@@ -56,6 +62,10 @@ type shape struct {
 
 func newShape(cfg vmm.Config, sharedRAM bool, mappedRAM string) json.RawMessage {
 	sh := shape{VCPU: cfg.VCPU, MemoryMiB: cfg.MemoryMiB, Disks: len(cfg.Disks), NIC: cfg.NIC != nil, Accel: cfg.Accel, SharedRAM: sharedRAM, MappedRAM: mappedRAM}
+	var st unix.Stat_t
+	if mappedRAM != "" && unix.Stat(mappedRAM, &st) == nil {
+		sh.MappedRAMDev, sh.MappedRAMInode = uint64(st.Dev), st.Ino
+	}
 	for _, d := range cfg.Disks {
 		sh.DiskReadOnly = append(sh.DiskReadOnly, d.ReadOnly)
 	}

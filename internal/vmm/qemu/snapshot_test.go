@@ -162,8 +162,11 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 	requireQEMU(t)
 	ns := testNetNS(t)
-	t.Run("memory map", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false) })
-	t.Run("template's own tap", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, true) })
+	t.Run("memory map", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false, false) })
+	// The memory file moved away and removed, as removing its snapshot does (by way of a trash
+	// directory) while machines restored from it run.
+	t.Run("memory map of a removed file", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false, true) })
+	t.Run("template's own tap", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, true, false) })
 	t.Run("scratch tap", func(t *testing.T) {
 		h, err := hostnet.Open(hostnet.Config{Bridge: "fmbr0", CIDR: netip.MustParsePrefix("10.251.0.0/29"), NetNS: ns, StateDir: t.TempDir()})
 		if err != nil {
@@ -177,7 +180,7 @@ func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 			f, err := h.AddTap(id)
 			return f, func() { _ = h.DeleteTap(id) }, err
 		}
-		snapshotOfRestoredMachine(t, ns, scratch, true)
+		snapshotOfRestoredMachine(t, ns, scratch, true, false)
 		if asked == 0 {
 			t.Error("the template did not take its NIC from the driver's ScratchTap")
 		}
@@ -209,7 +212,7 @@ func writeGuest(t *testing.T, m vmm.Machine, addr int, word uint32) {
 	if err := json.Unmarshal(m.Record().Extra, &sh); err != nil {
 		t.Fatal(err)
 	}
-	ram, err := findRAMMapping(m.Record().PID, sh.MappedRAM, int64(sh.MemoryMiB)<<20)
+	ram, err := findRAMMapping(m.Record().PID, sh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +234,9 @@ func writeGuest(t *testing.T, m vmm.Machine, addr int, word uint32) {
 
 // snapshotOfRestoredMachine snapshots a restored machine, from its memory map (mapped.go) or,
 // viaTemplate, through a template (its record made to look like an older banger's, which did
-// not record the memory file), and checks what its clones see.
-func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File, func(), error), viaTemplate bool) {
+// not record the memory file), and checks what its clones see. With removeMemory the memory
+// file the machine was restored from is moved to another directory and removed first.
+func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File, func(), error), viaTemplate, removeMemory bool) {
 	k := fillingKernel(t)
 	ro := filepath.Join(t.TempDir(), "ro.img")
 	if err := os.WriteFile(ro, make([]byte, 1<<20), 0o600); err != nil {
@@ -252,6 +256,8 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 		switch {
 		case scratch != nil:
 			tap = "fmstap" + strconv.Itoa(n)
+		case removeMemory:
+			tap = "fmrtap" + strconv.Itoa(n)
 		case !viaTemplate:
 			tap = "fmmtap" + strconv.Itoa(n)
 		}
@@ -296,6 +302,15 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 	defer agentConn.Close()
 	for _, w := range writtenAfterRestore {
 		writeGuest(t, warm, w.addr, w.word)
+	}
+	if removeMemory {
+		moved := filepath.Join(t.TempDir(), "memory")
+		if err := os.Rename(first.Path("memory"), moved); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(moved); err != nil {
+			t.Fatal(err)
+		}
 	}
 	want := "memory map"
 	if viaTemplate {
