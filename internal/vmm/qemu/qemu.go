@@ -375,6 +375,16 @@ type machine struct {
 	scratchTap func() (*os.File, func(), error)
 	// savedBy says how the last Snapshot saved the RAM ("memory map", "template"), for tests.
 	savedBy string
+
+	mu       sync.Mutex
+	pausedAt time.Time // when Pause stopped the vCPUs; zero when they run or it is unknown
+}
+
+// pausedSince is when Pause stopped the vCPUs, zero when it did not.
+func (m *machine) pausedSince() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pausedAt
 }
 
 // mappedRAM is the memory file a machine restored with restoreMem maps, "" for none.
@@ -476,12 +486,26 @@ func (m *machine) Shutdown(ctx context.Context) error {
 
 // Pause stops the vCPUs.
 func (m *machine) Pause(ctx context.Context) error {
-	return qmpExecute(ctx, m.rec.Sockets["qmp"], "stop")
+	if err := qmpExecute(ctx, m.rec.Sockets["qmp"], "stop"); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if m.pausedAt.IsZero() {
+		m.pausedAt = time.Now()
+	}
+	m.mu.Unlock()
+	return nil
 }
 
 // Resume continues the vCPUs.
 func (m *machine) Resume(ctx context.Context) error {
-	return qmpExecute(ctx, m.rec.Sockets["qmp"], "cont")
+	if err := qmpExecute(ctx, m.rec.Sockets["qmp"], "cont"); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.pausedAt = time.Time{}
+	m.mu.Unlock()
+	return nil
 }
 
 var (

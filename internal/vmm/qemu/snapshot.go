@@ -76,6 +76,12 @@ func newShape(cfg vmm.Config, sharedRAM bool, mappedRAM string) json.RawMessage 
 // snapshotExtra is a QEMU snapshot's own data (vmm.Snapshot.Extra).
 type snapshotExtra struct {
 	Accel host.Accel `json:"accel"` // TCG and KVM machines have different CPU models
+	// StoppedAt is when the machine's vCPUs stopped for the snapshot, and TimerOffset where
+	// the stream's timer section keeps the guest's clocks: with both, a TCG restore soon
+	// after catches the guest's clock up (clock.go). Absent for streams that carry guest RAM
+	// and for a machine stopped by someone else.
+	StoppedAt   time.Time `json:"stopped_at,omitzero"`
+	TimerOffset int64     `json:"timer_offset,omitempty"`
 }
 
 // Snapshot implements vmm.Snapshotter: it stops the vCPUs, saves the migration stream (and
@@ -109,10 +115,12 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 	if err != nil {
 		return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: %w", err)
 	}
+	stoppedAt := m.pausedSince()
 	if st == "running" {
 		if err := s.run("stop", nil, nil); err != nil {
 			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: %w", err)
 		}
+		stoppedAt = time.Now()
 		defer func() {
 			if cerr := s.run("cont", nil, nil); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("qemu: snapshot: continue the machine: %w", cerr))
@@ -129,7 +137,7 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		err := m.saveMapped(ctx, s, dir, sh)
 		if err == nil {
 			m.savedBy = "memory map"
-			return m.describe(dir, v, sh, map[string]string{"state": stateFile, "memory": memoryFile})
+			return m.describe(dir, v, sh, map[string]string{"state": stateFile, "memory": memoryFile}, stoppedAt)
 		}
 		if !errors.Is(err, errNotMapped) {
 			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, err)
@@ -141,7 +149,10 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		if err := m.saveThroughTemplate(ctx, s, dir, sh); err != nil {
 			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, err)
 		}
-		return m.describe(dir, v, sh, map[string]string{"state": stateFile, "memory": memoryFile})
+		return m.describe(dir, v, sh, map[string]string{"state": stateFile, "memory": memoryFile}, stoppedAt)
+	}
+	if !sh.SharedRAM {
+		stoppedAt = time.Time{} // the guest's RAM goes into the stream: no clock catch-up
 	}
 	caps := map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": sh.SharedRAM}}}
 	if err := s.run("migrate-set-capabilities", caps, nil); err != nil {
@@ -169,13 +180,20 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		}
 		files["memory"] = memoryFile
 	}
-	return m.describe(dir, v, sh, files)
+	return m.describe(dir, v, sh, files, stoppedAt)
 }
 
 // describe writes the description of the snapshot in dir, made by QEMU version v of a machine
-// of shape sh, with files.
-func (m *machine) describe(dir string, v qmpVersion, sh shape, files map[string]string) (vmm.Snapshot, error) {
-	extra, _ := json.Marshal(snapshotExtra{Accel: sh.Accel})
+// of shape sh, with files. stoppedAt, when the vCPUs stopped (zero: unknown, or a stream that
+// carries guest RAM), is recorded with the stream's timer section for TCG machines.
+func (m *machine) describe(dir string, v qmpVersion, sh shape, files map[string]string, stoppedAt time.Time) (vmm.Snapshot, error) {
+	x := snapshotExtra{Accel: sh.Accel}
+	if !stoppedAt.IsZero() && sh.Accel == host.TCG {
+		if off, err := timerOffsetOf(filepath.Join(dir, stateFile)); err == nil && off > 0 {
+			x.StoppedAt, x.TimerOffset = stoppedAt.UTC(), off
+		}
+	}
+	extra, _ := json.Marshal(x)
 	snap := vmm.Snapshot{Dir: dir, Driver: Name, VMMVersion: v.String(), VCPU: sh.VCPU, MemoryMiB: sh.MemoryMiB,
 		Disks: sh.Disks, NIC: sh.NIC, Files: files, Extra: extra}
 	if err := vmm.WriteSnapshot(snap); err != nil {
@@ -362,6 +380,14 @@ func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, snap vmm.Snapshot)
 	m, err := d.launch(ctx, cfg, restoreMem, "-incoming", "defer")
 	if err != nil {
 		return nil, err
+	}
+	if extra.TimerOffset > 0 && cfg.Accel == host.TCG {
+		// Best effort: a stream that cannot be caught up is loaded as it is, and the agent
+		// sets the clock.
+		if caught, err := catchUpClock(stream, extra.TimerOffset, time.Since(extra.StoppedAt), d.TSCkHz); err == nil && caught != nil {
+			defer caught.Close()
+			stream = caught
+		}
 	}
 	if err := m.incoming(ctx, stream, restoreMem != nil); err != nil {
 		_ = m.Kill()
