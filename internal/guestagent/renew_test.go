@@ -139,8 +139,8 @@ func TestRenewAppliesEveryFieldInOrder(t *testing.T) {
 	}
 }
 
-// A clock within clockSlack of the renewal's is left alone (setting it wakes the guest's
-// clock-change watchers for nothing); one further off is set.
+// A clock that agrees with the renewal's (at most clockSlack behind, clockTransit ahead) is left
+// alone (setting it wakes the guest's clock-change watchers for nothing); one further off is set.
 func TestRenewSetsOnlyAClockThatDisagrees(t *testing.T) {
 	c, sys, _ := connectRenew(t)
 	if err := c.Renew(context.Background(), agent.Renewal{Clock: time.Now()}); err != nil {
@@ -158,8 +158,15 @@ func TestRenewSetsOnlyAClockThatDisagrees(t *testing.T) {
 			t.Errorf("a clock %s off: calls %q, want it set", off, sys.calls)
 		}
 	}
-	if !clockAgrees(time.Unix(100, 0), time.Unix(100, 0).Add(-99*time.Millisecond)) || clockAgrees(time.Unix(100, 0), time.Unix(100, 0).Add(-100*time.Millisecond)) {
-		t.Error("clockAgrees does not draw the line at clockSlack")
+	host := time.Unix(100, 0)
+	for d, agrees := range map[time.Duration]bool{
+		-clockSlack + time.Millisecond: true, -clockSlack: false, // the guest behind
+		clockTransit - time.Millisecond: true, clockTransit: false, // ahead: the request's way
+		0: true, -time.Second: false, time.Second: false,
+	} {
+		if got := clockAgrees(host.Add(d), host); got != agrees {
+			t.Errorf("clockAgrees with the guest %s from the host = %v; want %v", d, got, agrees)
+		}
 	}
 }
 
