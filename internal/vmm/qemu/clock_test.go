@@ -63,9 +63,10 @@ func FuzzFindTimerFields(f *testing.F) {
 	})
 }
 
-func streamFile(t *testing.T, b []byte) *os.File {
+// writtenFile returns a file holding b, open for reading, closed when the test ends.
+func writtenFile(t *testing.T, b []byte) *os.File {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "state")
+	path := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func streamFile(t *testing.T, b []byte) *os.File {
 }
 
 func TestCatchUpClockMovesTheTimerSectionOn(t *testing.T) {
-	f := streamFile(t, qemuStreamStart)
+	f := writtenFile(t, qemuStreamStart)
 	caught, err := catchUpClock(f, qemuTimerFields, 1500*time.Millisecond, 2_000_000)
 	if err != nil || caught == nil {
 		t.Fatalf("catchUpClock = %v, %v", caught, err)
@@ -97,7 +98,7 @@ func TestCatchUpClockMovesTheTimerSectionOn(t *testing.T) {
 }
 
 func TestCatchUpClockLeavesWhatItMustNotPatch(t *testing.T) {
-	f := streamFile(t, qemuStreamStart)
+	f := writtenFile(t, qemuStreamStart)
 	for name, c := range map[string]struct {
 		offset int64
 		behind time.Duration

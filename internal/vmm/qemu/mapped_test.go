@@ -117,19 +117,7 @@ func TestCopyWrittenPages(t *testing.T) {
 		memory = append(memory, m...)
 		pagemap = binary.LittleEndian.AppendUint64(pagemap, entries[i])
 	}
-	write := func(name string, b []byte) *os.File {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		return f
-	}
-	baseF, memF, mapF := write("base", base), write("mem", memory), write("pagemap", pagemap)
+	baseF, memF, mapF := writtenFile(t, base), writtenFile(t, memory), writtenFile(t, pagemap)
 	out, err := os.OpenFile(filepath.Join(dir, "out"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
