@@ -52,8 +52,12 @@ func fakeAgent(t *testing.T, conn net.Conn, garbage string) {
 				return
 			}
 			rep := Reply{Error: "unknown op " + req.Op}
-			if req.Op == OpHealth {
+			switch req.Op {
+			case OpHealth:
 				rep = Reply{Health: &Health{AgentVersion: "9.9.9", BootID: "boot-1", Init: "systemd"}}
+			case OpRenew:
+				// A guest's account with escapes and far too long.
+				rep = Reply{Renewed: "12ms (clock kept)\x1b]0;owned\x07\n" + strings.Repeat("x", 10000)}
 			}
 			_ = EncodeReply(wire.NewWriter(st), rep)
 		}()
@@ -188,4 +192,23 @@ func TestServerHandshakeAnswersANewNonce(t *testing.T) {
 			t.Fatalf("ServerHandshake: %v", err)
 		}
 	})
+}
+
+// A renewal's account comes from the guest: the client keeps it short and printable.
+func TestRenewReportIsBoundedAndClean(t *testing.T) {
+	host, guest := net.Pipe()
+	go fakeAgent(t, guest, "")
+	c, err := Connect(context.Background(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	report, err := c.Renew(context.Background(), Renewal{Clock: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut to maxRenewReport, then escaped (an escape is at most 4 bytes for one).
+	if !strings.HasPrefix(report, "12ms (clock kept)") || len(report) > 4*maxRenewReport || strings.ContainsAny(report, "\x1b\x07\n") {
+		t.Errorf("report %q (%d bytes); want its start, cut near %d bytes, no control characters", report[:min(len(report), 80)], len(report), maxRenewReport)
+	}
 }

@@ -165,12 +165,17 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 }
 
 // Renew applies r in a guest that was just restored from a snapshot (see Renewal). It
-// returns once all of r is in effect; a guest whose agent predates OpRenew answers with an
-// error naming the unknown operation.
-func (c *Client) Renew(ctx context.Context, r Renewal) error {
-	_, err := c.call(ctx, Request{Op: OpRenew, Renew: &r})
-	return err
+// returns once all of r is in effect, with the agent's account of how long each part took
+// (empty from older agents); a guest whose agent predates OpRenew answers with an error
+// naming the unknown operation.
+func (c *Client) Renew(ctx context.Context, r Renewal) (report string, err error) {
+	rep, err := c.call(ctx, Request{Op: OpRenew, Renew: &r})
+	// The guest's words, bound for the daemon's log: bounded and escaped.
+	return termtext.CleanLine(termtext.Truncate(rep.Renewed, maxRenewReport)), err
 }
+
+// maxRenewReport bounds the account of a renewal kept from a guest.
+const maxRenewReport = 512
 
 // Poweroff asks the guest to shut down cleanly. The reply comes before the shutdown starts.
 func (c *Client) Poweroff(ctx context.Context) error {

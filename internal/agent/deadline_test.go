@@ -94,7 +94,7 @@ func TestCallsToASilentGuestHaveADeadline(t *testing.T) {
 		"ports":     func(ctx context.Context) error { _, err := c.Ports(ctx); return err },
 		"provision": func(ctx context.Context) error { return c.Provision(ctx, Provision{}) },
 		"poweroff":  func(ctx context.Context) error { return c.Poweroff(ctx) },
-		"renew":     func(ctx context.Context) error { return c.Renew(ctx, Renewal{Clock: time.Now()}) },
+		"renew":     func(ctx context.Context) error { _, err := c.Renew(ctx, Renewal{Clock: time.Now()}); return err },
 		"dial": func(ctx context.Context) error {
 			s, err := c.Dial(ctx, "tcp", "127.0.0.1:22")
 			if s != nil {

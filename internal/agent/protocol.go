@@ -172,6 +172,10 @@ type Reply struct {
 	Health *Health      `json:"health,omitempty"`
 	Ports  []Port       `json:"ports,omitempty"`
 	Untar  *UntarResult `json:"untar,omitempty"`
+	// Renewed says, for a renewal, how long it and each of its parts took (for the host's
+	// log: the guest's journal is kept out of a clone's start, where journald's work is
+	// ~10 % of the guest's). Agents before it leave it empty.
+	Renewed string `json:"renewed,omitempty"`
 }
 
 // Health describes the guest as the agent sees it.

@@ -40,7 +40,8 @@ type System interface {
 	ReloadSSH() error
 }
 
-// renew applies r after checking all of it: an invalid request changes nothing. The clock is
+// renew applies r after checking all of it: an invalid request changes nothing. It returns
+// how long the renewal and each part took, for the host (nothing is logged in the guest). The clock is
 // set first and the random pool seeded next; then the host name with the machine id, the
 // network identity and the host keys are applied at once, as they touch different files and
 // kernel state (a restored guest runs each part slowly under emulation, where its code is
@@ -51,9 +52,9 @@ type System interface {
 // else the current one): a renewal with a Hostname and no Network leaves it as it was. A VM
 // generation ID device, where the VMM has one, needs nothing from the agent: the kernel's
 // vmgenid driver reseeds the RNG by itself when the VMM changes the ID.
-func (s *Server) renew(r agent.Renewal) error {
+func (s *Server) renew(r agent.Renewal) (report string, err error) {
 	if err := r.Validate(); err != nil {
-		return err
+		return "", err
 	}
 	s.renewing.Lock()
 	defer s.renewing.Unlock()
@@ -78,19 +79,21 @@ func (s *Server) renew(r agent.Renewal) error {
 		return err
 	}
 	defer func() {
-		s.Log.Printf("renew: %s (%s)", time.Since(began).Round(time.Millisecond), strings.Join(took, ", "))
+		mu.Lock()
+		report = fmt.Sprintf("%s (%s)", time.Since(began).Round(time.Millisecond), strings.Join(took, ", "))
+		mu.Unlock()
 	}()
 	if !r.Clock.IsZero() && clockAgrees(time.Now(), r.Clock) {
 		took = append(took, fmt.Sprintf("clock kept, %+dms from the host's", time.Since(r.Clock).Milliseconds()))
 	} else if !r.Clock.IsZero() {
 		took = append(took, fmt.Sprintf("clock was %+dms from the host's", time.Since(r.Clock).Milliseconds()))
 		if err := timed("clock", func() error { return sys.SetClock(r.Clock) }); err != nil {
-			return fmt.Errorf("set the clock to %s: %w", r.Clock.UTC().Format(time.RFC3339Nano), err)
+			return "", fmt.Errorf("set the clock to %s: %w", r.Clock.UTC().Format(time.RFC3339Nano), err)
 		}
 	}
 	if len(r.Entropy) > 0 {
 		if err := timed("entropy", func() error { return sys.AddEntropy(r.Entropy) }); err != nil {
-			return fmt.Errorf("seed the kernel's random pool with %d bytes: %w", len(r.Entropy), err)
+			return "", fmt.Errorf("seed the kernel's random pool with %d bytes: %w", len(r.Entropy), err)
 		}
 	}
 	var parts []func() error
@@ -154,7 +157,7 @@ func (s *Server) renew(r agent.Renewal) error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return "", errors.Join(errs...)
 }
 
 // clockSlack is how far behind a renewal's time the guest's clock may be and be left alone:

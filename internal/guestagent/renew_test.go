@@ -98,8 +98,15 @@ func readFile(t *testing.T, path string) string {
 // and machine id, network and host keys (sshd reloaded once they are written) side by side.
 func TestRenewAppliesEveryFieldInOrder(t *testing.T) {
 	c, sys, root := connectRenew(t)
-	if err := c.Renew(context.Background(), testRenewal()); err != nil {
+	report, err := c.Renew(context.Background(), testRenewal())
+	if err != nil {
 		t.Fatalf("Renew: %v", err)
+	}
+	// The account of the renewal goes to the host, part by part.
+	for _, part := range []string{"clock ", "entropy ", "name ", "network ", "host keys "} {
+		if !strings.Contains(report, part) {
+			t.Errorf("renewal report %q does not say how long %q took", report, part)
+		}
 	}
 	want := []string{
 		"clock 2027-01-02T03:04:05.000000006Z",
@@ -143,7 +150,7 @@ func TestRenewAppliesEveryFieldInOrder(t *testing.T) {
 // alone (setting it wakes the guest's clock-change watchers for nothing); one further off is set.
 func TestRenewSetsOnlyAClockThatDisagrees(t *testing.T) {
 	c, sys, _ := connectRenew(t)
-	if err := c.Renew(context.Background(), agent.Renewal{Clock: time.Now()}); err != nil {
+	if _, err := c.Renew(context.Background(), agent.Renewal{Clock: time.Now()}); err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
 	if len(sys.calls) != 0 {
@@ -151,7 +158,7 @@ func TestRenewSetsOnlyAClockThatDisagrees(t *testing.T) {
 	}
 	for _, off := range []time.Duration{-time.Second, time.Second} {
 		sys.calls = nil
-		if err := c.Renew(context.Background(), agent.Renewal{Clock: time.Now().Add(off)}); err != nil {
+		if _, err := c.Renew(context.Background(), agent.Renewal{Clock: time.Now().Add(off)}); err != nil {
 			t.Fatalf("Renew: %v", err)
 		}
 		if len(sys.calls) != 1 || !strings.HasPrefix(sys.calls[0], "clock ") {
@@ -174,7 +181,7 @@ func TestRenewSetsOnlyAClockThatDisagrees(t *testing.T) {
 func TestRenewOnlyWhatIsSet(t *testing.T) {
 	c, sys, root := connectRenew(t)
 	r := agent.Renewal{Clock: time.Unix(1, 0), Entropy: make([]byte, agent.MaxEntropy)}
-	if err := c.Renew(context.Background(), r); err != nil {
+	if _, err := c.Renew(context.Background(), r); err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
 	if len(sys.calls) != 2 || !strings.HasPrefix(sys.calls[0], "clock ") || !strings.HasPrefix(sys.calls[1], "entropy ") {
@@ -184,7 +191,7 @@ func TestRenewOnlyWhatIsSet(t *testing.T) {
 		t.Errorf("files written: %v", entries)
 	}
 	// A machine id alone is written, into an /etc made for it.
-	if err := c.Renew(context.Background(), agent.Renewal{MachineID: "00000000000000000000000000000001"}); err != nil {
+	if _, err := c.Renew(context.Background(), agent.Renewal{MachineID: "00000000000000000000000000000001"}); err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
 	if got := readFile(t, filepath.Join(root, "etc/machine-id")); got != "00000000000000000000000000000001\n" {
@@ -199,7 +206,7 @@ func TestRenewOnlyWhatIsSet(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "etc/resolv.conf"), []byte("nameserver 10.0.0.1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Renew(context.Background(), r); err != nil {
+	if _, err := c.Renew(context.Background(), r); err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
 	if got := readFile(t, filepath.Join(root, "etc/resolv.conf")); got != "nameserver 10.0.0.1\n" {
@@ -224,7 +231,7 @@ func TestRenewRefusesAnInvalidRenewalWhole(t *testing.T) {
 			c, sys, root := connectRenew(t)
 			r := testRenewal()
 			spoil(&r)
-			if err := c.Renew(context.Background(), r); err == nil || !strings.Contains(err.Error(), "renewal: ") {
+			if _, err := c.Renew(context.Background(), r); err == nil || !strings.Contains(err.Error(), "renewal: ") {
 				t.Fatalf("Renew = %v, want a refusal", err)
 			}
 			if len(sys.calls) > 0 {
@@ -236,7 +243,7 @@ func TestRenewRefusesAnInvalidRenewalWhole(t *testing.T) {
 		})
 	}
 	c, _, _ := connectRenew(t)
-	if err := c.Renew(context.Background(), agent.Renewal{}); err != nil {
+	if _, err := c.Renew(context.Background(), agent.Renewal{}); err != nil {
 		t.Errorf("an empty renewal: %v", err)
 	}
 }
@@ -246,7 +253,7 @@ func TestRenewRefusesAnInvalidRenewalWhole(t *testing.T) {
 func TestRenewReportsTheFailedPart(t *testing.T) {
 	c, sys, root := connectRenew(t)
 	sys.fail = "link"
-	err := c.Renew(context.Background(), testRenewal())
+	_, err := c.Renew(context.Background(), testRenewal())
 	if err == nil || !strings.Contains(err.Error(), "network identity") || !strings.Contains(err.Error(), "refused by the test") {
 		t.Fatalf("Renew = %v, want the network part's error", err)
 	}
@@ -258,7 +265,7 @@ func TestRenewReportsTheFailedPart(t *testing.T) {
 	}
 	c, sys, root = connectRenew(t)
 	sys.fail = "clock"
-	if err := c.Renew(context.Background(), testRenewal()); err == nil || !strings.Contains(err.Error(), "set the clock") {
+	if _, err := c.Renew(context.Background(), testRenewal()); err == nil || !strings.Contains(err.Error(), "set the clock") {
 		t.Fatalf("Renew = %v, want the clock's error", err)
 	}
 	if len(sys.calls) != 1 {

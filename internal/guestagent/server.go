@@ -61,12 +61,13 @@ func (s *Server) ServeConn(ctx context.Context, rwc io.ReadWriteCloser) error {
 	defer sess.Close()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
-	s.Log.Printf("host connected")
+	// Sessions start and end unlogged: a clone's first one comes right after its restore,
+	// where journald's handling of a line costs more of the guest than the line is worth (the
+	// daemon logs its side).
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			if sess.IsClosed() {
-				s.Log.Printf("host disconnected")
 				return nil
 			}
 			return fmt.Errorf("accept stream: %w", err)
@@ -126,9 +127,10 @@ func (s *Server) serveStream(st net.Conn) {
 			_ = agent.EncodeReply(w, agent.Reply{Error: "renew request without a renewal"})
 			return
 		}
-		rep := agent.Reply{}
-		if err := s.renew(*req.Renew); err != nil {
-			s.Log.Printf("renew: %v", err)
+		report, err := s.renew(*req.Renew)
+		rep := agent.Reply{Renewed: report}
+		if err != nil {
+			s.Log.Printf("renew: %v (%s)", err, report)
 			rep.Error = err.Error()
 		}
 		_ = agent.EncodeReply(w, rep)

@@ -102,9 +102,11 @@ func (s *Service) renewIdentity(ctx context.Context, vm *store.VM, b *boot, from
 	}
 	rctx, cancel := context.WithTimeout(ctx, renewTimeout)
 	defer cancel()
-	if err := b.cli.Renew(rctx, r); err != nil {
+	report, err := b.cli.Renew(rctx, r)
+	if err != nil {
 		return fmt.Errorf("the guest could not take its new identity (so it would share the snapshot's): %w", err)
 	}
+	s.log.Debug("renewed", "vm", vm.Name, "guest", report)
 	return nil
 }
 
@@ -205,7 +207,7 @@ func (s *Service) resetClock(vm store.VM, in *instance) {
 	defer cancel()
 	c, err := s.session(ctx, in)
 	if err == nil {
-		err = c.Renew(ctx, agent.Renewal{Clock: time.Now()})
+		_, err = c.Renew(ctx, agent.Renewal{Clock: time.Now()})
 	}
 	if err != nil {
 		s.log.Debug("set the clock after a capture", "vm", vm.Name, "err", err)

@@ -366,9 +366,11 @@ func (s *Service) claim(ctx context.Context, c *creation, sp *spare) (store.VM, 
 				}
 				rctx, cancel := context.WithTimeout(ctx, renewTimeout)
 				defer cancel()
-				if err := cli.Renew(rctx, r); err != nil {
+				report, err := cli.Renew(rctx, r)
+				if err != nil {
 					return fmt.Errorf("the spare could not take its new name: %w", err)
 				}
+				s.log.Debug("renewed", "vm", vm.Name, "guest", report)
 				return nil
 			},
 		},

@@ -318,7 +318,7 @@ func (s *Service) renew(ctx context.Context, vm store.VM, b *boot) {
 	_, _ = rand.Read(entropy) // crypto/rand.Read never fails
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := b.cli.Renew(rctx, agent.Renewal{Clock: time.Now(), Entropy: entropy}); err != nil {
+	if _, err := b.cli.Renew(rctx, agent.Renewal{Clock: time.Now(), Entropy: entropy}); err != nil {
 		s.log.Warn("renew a resumed guest", "vm", vm.Name, "err", err)
 		b.obs.notice(fmt.Sprintf("vm %q: its guest could not be told the time after the resume (%v); its clock may lag until it syncs", vm.Name, err))
 	}
