@@ -41,9 +41,9 @@ type System interface {
 }
 
 // renew applies r after checking all of it: an invalid request changes nothing. It returns
-// how long the renewal and each part took, for the host (nothing is logged in the guest). The clock is
-// set first and the random pool seeded next; then the host name with the machine id, the
-// network identity and the host keys are applied at once, as they touch different files and
+// how long the renewal and each part took, for the host (nothing is logged in the guest). The
+// clock is set first and the random pool seeded next; then the host name with the machine id,
+// the network identity and the host keys are applied at once, as they touch different files and
 // kernel state (a restored guest runs each part slowly under emulation, where its code is
 // translated afresh). The error names every part that failed; the parts before them and beside
 // them stay applied, so the host retries the whole renewal (every part replaces).

@@ -100,13 +100,22 @@ func (s *Service) renewIdentity(ctx context.Context, vm *store.VM, b *boot, from
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, renewTimeout)
-	defer cancel()
-	report, err := b.cli.Renew(rctx, r)
-	if err != nil {
+	if err := s.renewGuest(ctx, vm.Name, b.cli, r); err != nil {
 		return fmt.Errorf("the guest could not take its new identity (so it would share the snapshot's): %w", err)
 	}
-	s.log.Debug("renewed", "vm", vm.Name, "guest", report)
+	return nil
+}
+
+// renewGuest has the agent cli of the VM called name apply r, within renewTimeout, and logs
+// the agent's account of it.
+func (s *Service) renewGuest(ctx context.Context, name string, cli *agent.Client, r agent.Renewal) error {
+	ctx, cancel := context.WithTimeout(ctx, renewTimeout)
+	defer cancel()
+	report, err := cli.Renew(ctx, r)
+	if err != nil {
+		return err
+	}
+	s.log.Debug("renewed", "vm", name, "guest", report)
 	return nil
 }
 

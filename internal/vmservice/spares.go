@@ -364,13 +364,9 @@ func (s *Service) claim(ctx context.Context, c *creation, sp *spare) (store.VM, 
 					// /etc/hosts for the new host name.
 					r.Network = linkIdentity(b.link, b.link.MAC)
 				}
-				rctx, cancel := context.WithTimeout(ctx, renewTimeout)
-				defer cancel()
-				report, err := cli.Renew(rctx, r)
-				if err != nil {
+				if err := s.renewGuest(ctx, vm.Name, cli, r); err != nil {
 					return fmt.Errorf("the spare could not take its new name: %w", err)
 				}
-				s.log.Debug("renewed", "vm", vm.Name, "guest", report)
 				return nil
 			},
 		},
