@@ -72,6 +72,15 @@ func (in *instance) endOnPurpose() {
 // session returns in's agent session, connecting anew (connectAnew, at most a
 // sessionTimeout) when it has none or the last one ended.
 func (s *Service) session(ctx context.Context, in *instance) (*agent.Client, error) {
+	return s.sessionWithin(ctx, in, sessionTimeout, "")
+}
+
+// sessionWithin is session with its own bound on connecting (timeout, named limit in the
+// error, as connectAnew). Every session of a running VM comes from here: a VMM serves one
+// agent stream at a time (vmm.Machine.DialAgent) and holds a second connection unanswered
+// until the first ends, so two parts of the daemon connecting each on their own (a create's
+// steps and a clock reset after a capture) would leave one of them waiting out its timeout.
+func (s *Service) sessionWithin(ctx context.Context, in *instance, timeout time.Duration, limit string) (*agent.Client, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.agent != nil {
@@ -82,7 +91,7 @@ func (s *Service) session(ctx context.Context, in *instance) (*agent.Client, err
 			return in.agent, nil
 		}
 	}
-	c, err := s.connectAnew(ctx, in.machine, sessionTimeout, "")
+	c, err := s.connectAnew(ctx, in.machine, timeout, limit)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the guest agent: %w", err)
 	}

@@ -451,6 +451,22 @@ func TestReconcileResuming(t *testing.T) {
 	e.assertNothingLeft()
 }
 
+// endSession ends the service's agent session with the running VM name, as capture does.
+func (e *env) endSession(name string) {
+	e.t.Helper()
+	vm, err := e.svc.Resolve(context.Background(), name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	in := e.svc.instance(vm.ID)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.agent != nil {
+		in.agent.Close()
+		in.agent = nil
+	}
+}
+
 // staleFirst is a machine whose first agent connection lands in a session nobody answers, as
 // a guest saved in the middle of its session with the suspending daemon does.
 type staleFirst struct {
@@ -469,12 +485,16 @@ func (m *staleFirst) DialAgent(ctx context.Context) (net.Conn, error) {
 
 func TestARestoredGuestIsConnectedAnewWhenItsFirstSessionHangs(t *testing.T) {
 	e := newEnv(t)
-	e.runningVM("dev", nil)
+	// Cold: no boot snapshot, whose capture would reset the clock over a session of its own.
+	if _, err := e.create(CreateRequest{Name: "dev", Cold: true}); err != nil {
+		t.Fatal(err)
+	}
 	ms := e.driver.Machines()
 	host, guest := net.Pipe()
 	defer guest.Close()
 	go func() { _, _ = io.Copy(io.Discard, guest) }() // reads, never answers
 	m := &staleFirst{Machine: ms[len(ms)-1], stale: host}
+	e.endSession("dev") // the machine serves one agent connection at a time
 	c, err := e.svc.connectAnew(context.Background(), m, time.Minute, "")
 	if err != nil {
 		t.Fatalf("connectRestored: %v", err)
@@ -494,12 +514,16 @@ func TestARestoredGuestIsConnectedAnewWhenItsFirstSessionHangs(t *testing.T) {
 // VM is then made anew, on a new connection, instead of waiting out the first one.
 func TestAnAdoptedGuestIsConnectedAnewWhenItsFirstSessionHangs(t *testing.T) {
 	e := newEnv(t)
-	e.runningVM("dev", nil)
+	// Cold: no boot snapshot, whose capture would reset the clock over a session of its own.
+	if _, err := e.create(CreateRequest{Name: "dev", Cold: true}); err != nil {
+		t.Fatal(err)
+	}
 	ms := e.driver.Machines()
 	host, guest := net.Pipe()
 	defer guest.Close()
 	go func() { _, _ = io.Copy(io.Discard, guest) }() // reads, never answers
 	m := &staleFirst{Machine: ms[len(ms)-1], stale: host}
+	e.endSession("dev") // the machine serves one agent connection at a time
 	in := &instance{machine: m}
 	c, err := e.svc.session(context.Background(), in)
 	if err != nil {

@@ -195,14 +195,10 @@ func (s *Service) bootSnapshotSteps(c *creation) []steps.Step {
 				if err := s.capture(ctx, *vm, b.in, st); err != nil {
 					warn("capture", err)
 				}
-				b.in.mu.Lock()
-				cl := b.in.agent
-				b.in.mu.Unlock()
-				if cl == nil {
-					var err error
-					if cl, err = s.connectAnew(ctx, b.in.machine, b.timeout, "boot_timeout"); err != nil {
-						return fmt.Errorf("the guest's agent after its boot snapshot: %w", err)
-					}
+				// Through the instance's session: the capture's clock reset connects too.
+				cl, err := s.sessionWithin(ctx, b.in, b.timeout, "boot_timeout")
+				if err != nil {
+					return fmt.Errorf("the guest's agent after its boot snapshot: %w", err)
 				}
 				b.useAgent(cl)
 				return nil

@@ -229,12 +229,16 @@ func (m *Machine) listen() error {
 		poweroff := func() error { return m.proc.Signal(syscall.SIGKILL) }
 		s := &guestagent.Server{Version: "vmmtest", Log: log.New(io.Discard, "", 0), Poweroff: poweroff,
 			Root: m.GuestRoot(), Sys: m.guest}
+		// One connection at a time, as QEMU's socket chardev and Firecracker's vsock port
+		// serve the agent (vmm.Machine.DialAgent): a second connection waits, unanswered,
+		// until the first ends.
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() { _ = s.ServeConn(context.Background(), c) }()
+			_ = s.ServeConn(context.Background(), c)
+			c.Close()
 		}
 	}()
 	return nil
