@@ -40,24 +40,31 @@ func FindPort(sysfs, name string) (string, error) {
 //
 // While the port does not exist the lookup backs off from 20 ms to portPollMax: under
 // Firecracker (vsock, no virtio-serial) the port never appears, and the agent must not spend
-// the guest's CPU looking for it.
+// the guest's CPU looking for it. Once found, the port's device is reopened without a new
+// lookup until it fails to open: a guest restored from a snapshot (every clone) starts by
+// ending the session its source had, and looking the port up in sysfs again cost it ~50 ms
+// of its first second under emulation.
 func (s *Server) ServeSerial(ctx context.Context, name string) error {
 	idle := 20 * time.Millisecond
 	poll := idle
 	waitWorks := true
+	dev := ""
 	for ctx.Err() == nil {
-		dev, err := FindPort("/sys", name)
-		if err != nil {
-			if sleep(ctx, poll) != nil {
-				break
+		if dev == "" {
+			found, err := FindPort("/sys", name)
+			if err != nil {
+				if sleep(ctx, poll) != nil {
+					break
+				}
+				poll = min(poll*2, portPollMax)
+				continue
 			}
-			poll = min(poll*2, portPollMax)
-			continue
+			dev, poll = found, idle
 		}
-		poll = idle
 		f, err := os.OpenFile(dev, os.O_RDWR, 0)
 		if err != nil {
 			s.Log.Printf("open %s: %v", dev, err)
+			dev = "" // look it up again
 			if sleep(ctx, time.Second) != nil {
 				break
 			}
