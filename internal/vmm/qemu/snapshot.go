@@ -410,6 +410,16 @@ func (m *machine) incoming(ctx context.Context, stream *os.File, ignoreShared bo
 	if err := s.run("migrate-set-capabilities", caps, nil); err != nil {
 		return err
 	}
+	// No announcements after the load. QEMU would have the guest announce its address (a
+	// gratuitous ARP and IPv6 neighbour advertisements, five rounds over ~0.5 s) as a
+	// migrated guest must, since it moved to another host port. A restored guest is not one:
+	// a clone still has its snapshot's MAC and address until its renewal, so its announcements
+	// would point the bridge at the clone for its source's MAC, and each round wakes the guest
+	// (a fresh clone pays for it under emulation). A renewal announces the new address itself;
+	// a resumed guest is found through the bridge's flooding until it sends.
+	if err := s.run("migrate-set-parameters", map[string]any{"announce-rounds": 0}, nil); err != nil {
+		return err
+	}
 	if err := s.runWithFile("getfd", map[string]string{"fdname": "snapshot"}, nil, stream); err != nil {
 		return err
 	}

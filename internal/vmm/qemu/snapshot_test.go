@@ -61,6 +61,29 @@ func readGuest(t *testing.T, m vmm.Machine, addr int) string {
 	return word
 }
 
+// announceRounds is how many rounds of announcements m's QEMU has a guest make after an
+// incoming migration.
+func announceRounds(t *testing.T, m vmm.Machine) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := dialQMP(ctx, m.Record().Sockets["qmp"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out struct {
+		Rounds *int `json:"announce-rounds"`
+	}
+	if err := s.run("query-migrate-parameters", nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Rounds == nil {
+		t.Fatal("query-migrate-parameters has no announce-rounds")
+	}
+	return *out.Rounds
+}
+
 // privateKiB is the memory only process pid holds (Private_Dirty + Private_Clean of
 // /proc/pid/smaps_rollup): what one more clone costs.
 func privateKiB(t *testing.T, pid int) int {
@@ -141,6 +164,9 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 				}
 				if got := readGuest(t, c, kernelEntry); got != "0xcafebabe" {
 					t.Errorf("clone %d: guest memory at the kernel's entry = %s; want the guest's 0xcafebabe, not the kernel loaded afresh", i, got)
+				}
+				if got := announceRounds(t, c); got != 0 {
+					t.Errorf("clone %d: announce-rounds %d; want 0 (a restored guest must not announce its snapshot's address)", i, got)
 				}
 				t.Logf("clone %d private memory: %d KiB (the original's: %d KiB)", i, privateKiB(t, c.Record().PID), privateKiB(t, m.Record().PID))
 			}
