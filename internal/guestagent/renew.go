@@ -480,33 +480,40 @@ func isListeningSshd(procRoot string, pid int) bool {
 	return ok && comm == "sshd" && len(f) > 1 && f[1] == "1"
 }
 
-// renewLink is RenewLink in the calling thread's network namespace.
+// renewLink is RenewLink in the calling thread's network namespace. Its requests share one
+// netlink socket: the package's functions open and close one per request, about a dozen
+// here, and a restored guest runs that code afresh under emulation.
 func renewLink(n agent.ParsedNetwork) error {
-	link, err := linkByMAC(n.OldMAC, n.MAC)
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	link, err := linkByMAC(h, n.OldMAC, n.MAC)
 	if err != nil {
 		return err
 	}
 	name := link.Attrs().Name
-	if n.OldMAC.String() == n.MAC.String() && linkInPlace(link, n) {
+	if n.OldMAC.String() == n.MAC.String() && linkInPlace(h, link, n) {
 		// The identity the link has already (a spare taking its user's name renews only
 		// that): taking it down and up would only disturb its traffic.
 		return nil
 	}
 	// Down first: some drivers change their MAC only then, and the kernel drops the link's
 	// routes, neighbours and IPv6 addresses (whose link-local one comes from the old MAC).
-	if err := netlink.LinkSetDown(link); err != nil {
+	if err := h.LinkSetDown(link); err != nil {
 		return fmt.Errorf("take %s down: %w", name, err)
 	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list the addresses of %s: %w", name, err)
 	}
 	for _, a := range addrs {
-		if err := netlink.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		if err := h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
 		}
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("list the routes of %s: %w", name, err)
 	}
@@ -514,11 +521,11 @@ func renewLink(n agent.ParsedNetwork) error {
 		if r.Table == unix.RT_TABLE_LOCAL {
 			continue // the kernel's own, for the link's addresses
 		}
-		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("remove route %s from %s: %w", r, name, err)
 		}
 	}
-	neighs, err := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_ALL)
+	neighs, err := h.NeighList(link.Attrs().Index, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list the neighbours of %s: %w", name, err)
 	}
@@ -526,22 +533,22 @@ func renewLink(n agent.ParsedNetwork) error {
 		if nb.State&netlink.NUD_NOARP != 0 {
 			continue
 		}
-		if err := netlink.NeighDel(&nb); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := h.NeighDel(&nb); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("remove neighbour %s from %s: %w", nb.IP, name, err)
 		}
 	}
-	if err := netlink.LinkSetHardwareAddr(link, n.MAC); err != nil {
+	if err := h.LinkSetHardwareAddr(link, n.MAC); err != nil {
 		return fmt.Errorf("set the MAC of %s to %s: %w", name, n.MAC, err)
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.Address.Addr().AsSlice(), Mask: net.CIDRMask(n.Address.Bits(), 32)}}
-	if err := netlink.AddrReplace(link, addr); err != nil {
+	if err := h.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("address %s on %s: %w", n.Address, name, err)
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring %s up: %w", name, err)
 	}
 	route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: n.Gateway.AsSlice()}
-	if err := netlink.RouteReplace(route); err != nil {
+	if err := h.RouteReplace(route); err != nil {
 		return fmt.Errorf("default route via %s on %s: %w", n.Gateway, name, err)
 	}
 	if err := gratuitousARP(link.Attrs().Index, n.MAC, n.Address.Addr()); err != nil {
@@ -552,12 +559,12 @@ func renewLink(n agent.ParsedNetwork) error {
 
 // linkInPlace says whether link is up with the MAC n.MAC, n.Address as its only IPv4
 // address, and a default route via n.Gateway.
-func linkInPlace(link netlink.Link, n agent.ParsedNetwork) bool {
+func linkInPlace(h *netlink.Handle, link netlink.Link, n agent.ParsedNetwork) bool {
 	a := link.Attrs()
 	if a.Flags&net.FlagUp == 0 || a.HardwareAddr.String() != n.MAC.String() {
 		return false
 	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := h.AddrList(link, netlink.FAMILY_V4)
 	if err != nil || len(addrs) != 1 {
 		return false
 	}
@@ -567,7 +574,7 @@ func linkInPlace(link netlink.Link, n agent.ParsedNetwork) bool {
 	if ones, _ := addrs[0].Mask.Size(); ones != n.Address.Bits() {
 		return false
 	}
-	routes, err := netlink.RouteList(link, netlink.FAMILY_V4)
+	routes, err := h.RouteList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return false
 	}
@@ -581,8 +588,8 @@ func linkInPlace(link netlink.Link, n agent.ParsedNetwork) bool {
 
 // linkByMAC finds the interface with old, or else the one with renewed (a renewal retried
 // after it changed the MAC).
-func linkByMAC(old, renewed net.HardwareAddr) (netlink.Link, error) {
-	links, err := netlink.LinkList()
+func linkByMAC(h *netlink.Handle, old, renewed net.HardwareAddr) (netlink.Link, error) {
+	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
