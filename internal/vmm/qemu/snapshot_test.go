@@ -46,12 +46,7 @@ const (
 // readGuest reads a 32-bit word of guest-physical memory through the monitor.
 func readGuest(t *testing.T, m vmm.Machine, addr int) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := dialQMP(ctx, m.Record().Sockets["qmp"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := testQMP(t, m)
 	defer s.Close()
 	var out string
 	if err := s.run("human-monitor-command", map[string]string{"command-line": "xp /1wx " + strconv.Itoa(addr)}, &out); err != nil {
@@ -61,9 +56,8 @@ func readGuest(t *testing.T, m vmm.Machine, addr int) string {
 	return word
 }
 
-// announceRounds is how many rounds of announcements m's QEMU has a guest make after an
-// incoming migration.
-func announceRounds(t *testing.T, m vmm.Machine) int {
+// testQMP opens a QMP session with m's QEMU (its commands bounded to 10 s) or fails t.
+func testQMP(t *testing.T, m vmm.Machine) *qmpSession {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -71,6 +65,14 @@ func announceRounds(t *testing.T, m vmm.Machine) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// announceRounds is how many rounds of announcements m's QEMU has a guest make after an
+// incoming migration.
+func announceRounds(t *testing.T, m vmm.Machine) int {
+	t.Helper()
+	s := testQMP(t, m)
 	defer s.Close()
 	var out struct {
 		Rounds *int `json:"announce-rounds"`
