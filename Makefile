@@ -19,9 +19,10 @@ LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) \
 # uidmap: newuidmap/newgidmap map a user's subordinate ids into the user namespace in which
 # image builds, OCI pulls and module disks run without root.
 DEPS := qemu-system-x86 e2fsprogs mmdebstrap debootstrap git ca-certificates openssh-client kmod bash-completion uidmap
-# And those the end-to-end tests need: an OCI registry they run on loopback, and a static
-# busybox they build small images from.
-TEST_DEPS := docker-registry busybox-static umoci skopeo
+# And those the tests need: an OCI registry the end-to-end tests run on loopback, a static
+# busybox they build small images from, and nft, with which the network tests read the rules
+# banger made (banger itself programs nftables through its netlink API, not this tool).
+TEST_DEPS := docker-registry busybox-static umoci skopeo nftables
 
 # What needs root in deps, install and uninstall runs through sudo when make runs as an
 # ordinary user (not when staging into a DESTDIR): the build stays the user's, so bin/ and the
