@@ -125,7 +125,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return c
 	}
-	qd := &qemu.Driver{TSCkHz: hostRoot.TSCkHz(), Settings: func() qemu.Settings { return qemu.SettingsFrom(current()) }}
+	qd := &qemu.Driver{TSCkHz: hostRoot.TSCkHz(), Settings: func() qemu.Settings { return qemu.SettingsFrom(current()) }, Log: lg}
 	fd := &firecracker.Driver{Settings: func() firecracker.Settings { return firecracker.SettingsFrom(current()) }}
 	// One store of snapshots, so that the VM service (which makes and restores them) and the
 	// catalog (which keeps their image versions and kernels, and drops stale boot snapshots)

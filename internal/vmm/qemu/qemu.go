@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -58,6 +59,9 @@ type Driver struct {
 	// network namespace of its own, which needs root (CAP_SYS_ADMIN). A daemon that is not
 	// root gets its taps from banger's root helper, and so sets this.
 	ScratchTap func() (tap *os.File, release func(), err error)
+	// Log, when set, is told what the driver chose that an operator may want to know: a
+	// snapshot saved the slow way (through a template QEMU), and why. Nil discards it.
+	Log *slog.Logger
 
 	versionMu sync.Mutex // guards the cached version of the binary (Restore compares it)
 	versionOf versionKey
@@ -275,6 +279,7 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, restoreMem []string
 	m := &machine{
 		proc:       proc,
 		scratchTap: d.ScratchTap,
+		log:        d.Log,
 		rec: vmm.Record{
 			Driver:     Name,
 			PID:        proc.PID,
@@ -355,7 +360,7 @@ func (d *Driver) Attach(rec vmm.Record) (vmm.Machine, error) {
 		removeSockets(rec.Sockets)
 		return nil, err
 	}
-	m := &machine{proc: proc, rec: rec, done: proc.Done(), scratchTap: d.ScratchTap}
+	m := &machine{proc: proc, rec: rec, done: proc.Done(), scratchTap: d.ScratchTap, log: d.Log}
 	// Take the console over again (a VM started by an earlier daemon); what the guest wrote
 	// while no daemon read it is lost, never buffered without bound. A machine from before
 	// the console socket has none: QEMU writes its log itself.
@@ -375,6 +380,7 @@ type machine struct {
 	scratchTap func() (*os.File, func(), error)
 	// savedBy says how the last Snapshot saved the RAM ("memory map", "template"), for tests.
 	savedBy string
+	log     *slog.Logger // the driver's Log; nil discards
 
 	mu       sync.Mutex
 	pausedAt time.Time // when Pause stopped the vCPUs; zero when they run or it is unknown
@@ -393,6 +399,14 @@ func mappedRAM(restoreMem []string) string {
 		return ""
 	}
 	return restoreMem[0]
+}
+
+// logger is where m reports what it chose (the driver's Log), a discarding one without.
+func (m *machine) logger() *slog.Logger {
+	if m.log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return m.log
 }
 
 func (m *machine) Record() vmm.Record    { return m.rec }

@@ -134,6 +134,7 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		}
 	}()
 
+	why := "its RAM is neither shared memory nor a memory file it was restored from"
 	if !sh.SharedRAM && sh.MappedRAM != "" {
 		err := m.saveMapped(ctx, s, dir, sh)
 		if err == nil {
@@ -144,9 +145,12 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, err)
 		}
 		// Through the template, as a machine whose RAM is anonymous.
+		why = err.Error()
 	}
 	if !sh.SharedRAM && sh.reshapable() {
 		m.savedBy = "template"
+		m.logger().Info("qemu: saving through a template QEMU, which receives the whole RAM (seconds under emulation)",
+			"pid", m.rec.PID, "snapshot", dir, "why", why)
 		if err := m.saveThroughTemplate(ctx, s, dir, sh); err != nil {
 			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, err)
 		}

@@ -1,10 +1,12 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -297,7 +299,8 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 			Disks: []vmm.Disk{{Path: ro, ReadOnly: true}, {Path: rw}},
 			NIC:   &vmm.NIC{Tap: tap, MAC: "02:00:00:00:00:0" + strconv.Itoa(n)}, NetNS: ns}
 	}
-	d := &Driver{ScratchTap: scratch}
+	var log bytes.Buffer
+	d := &Driver{ScratchTap: scratch, Log: slog.New(slog.NewTextHandler(&log, nil))}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	m, err := d.Start(ctx, config())
@@ -359,6 +362,11 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 	t.Logf("save of the restored machine: %s", time.Since(begin))
 	if got := warm.(*machine).savedBy; got != want {
 		t.Errorf("the restored machine was saved by %q; want by %q", got, want)
+	}
+	if logged := strings.Contains(log.String(), "template"); logged != viaTemplate {
+		t.Errorf("the driver's log after the save: %q; want a line on the template (with why) only when it was used", log.String())
+	} else if viaTemplate && !strings.Contains(log.String(), "why=") {
+		t.Errorf("the driver's log says the template was used but not why: %q", log.String())
 	}
 	if st, err := qmpStatus(ctx, warm.Record().Sockets["qmp"]); err != nil || st != "running" {
 		t.Errorf("the restored machine after its Snapshot is %q (%v); want running", st, err)
