@@ -78,12 +78,18 @@ func (e *env) assertSuspended(name string) {
 	e.assertNoMachineRuns()
 }
 
+// assertNoMachineRuns checks that every machine the fake driver started has ended. A machine
+// the service ended through an adopted record (after a restart) is this test process's child:
+// Kill returns once it is dead, and Done closes when the driver's own wait has reaped it a
+// moment later, so each gets a bounded wait.
 func (e *env) assertNoMachineRuns() {
 	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for _, m := range e.driver.Machines() {
 		select {
 		case <-m.Done():
-		default:
+		case <-ctx.Done():
 			e.t.Errorf("VMM process %d still runs", m.Record().PID)
 		}
 	}
