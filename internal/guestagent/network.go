@@ -141,7 +141,16 @@ func hostsFile(addr netip.Addr, hostname string) string {
 	return hosts
 }
 
+// replaceFile makes path a regular file holding content (mode 0644 less the umask), atomically:
+// readers see the old file or the new one. A regular file that holds content already is left
+// as it is: a clone's resolv.conf is its source's, and a rename over a file costs a restored
+// guest a writeback of the new file (ext4's auto_da_alloc) on the path of every fork.
 func replaceFile(path, content string) error {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(content)) {
+		if b, err := os.ReadFile(path); err == nil && string(b) == content {
+			return nil
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -97,5 +98,54 @@ func TestConfigureNetworkInANamespace(t *testing.T) {
 	out, _ = exec.Command("ip", "-n", ns, "route").CombinedOutput()
 	if !strings.Contains(string(out), "default via 10.9.0.1 dev gx0") {
 		t.Errorf("routes: %s", out)
+	}
+}
+
+// replaceFile leaves a regular file that holds the content already as it is (same inode, as a
+// clone's unchanged resolv.conf), and replaces anything else: other content, or a symlink
+// (a resolved stub link) even to the same content.
+func TestReplaceFileKeepsWhatHoldsTheContent(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "etc/resolv.conf")
+	inode := func() uint64 {
+		t.Helper()
+		fi, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	if err := replaceFile(path, "nameserver 10.0.0.1\n"); err != nil {
+		t.Fatal(err)
+	}
+	first := inode()
+	if err := replaceFile(path, "nameserver 10.0.0.1\n"); err != nil {
+		t.Fatal(err)
+	}
+	if inode() != first {
+		t.Error("a file that held the content already was replaced")
+	}
+	if err := replaceFile(path, "nameserver 10.0.0.2\n"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "nameserver 10.0.0.2\n" || inode() == first {
+		t.Errorf("new content: %q (inode kept: %v)", b, inode() == first)
+	}
+	// A symlink to a file with the very content is replaced by a regular file.
+	stub := filepath.Join(dir, "stub")
+	if err := os.WriteFile(stub, []byte("nameserver 10.0.0.3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(stub, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := replaceFile(path, "nameserver 10.0.0.3\n"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("the symlink was kept: %v %v", fi.Mode(), err)
 	}
 }

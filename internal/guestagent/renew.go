@@ -1,6 +1,7 @@
 package guestagent
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -481,15 +482,16 @@ func isListeningSshd(procRoot string, pid int) bool {
 }
 
 // renewLink is RenewLink in the calling thread's network namespace. Its requests share one
-// netlink socket: the package's functions open and close one per request, about a dozen
-// here, and a restored guest runs that code afresh under emulation.
+// netlink socket: the package's functions open and close one per request, and a restored
+// guest runs that code afresh under emulation (translated anew in every clone: what counts
+// there is how much distinct code a renewal runs, more than how often).
 func renewLink(n agent.ParsedNetwork) error {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
 	defer h.Close()
-	link, err := linkByMAC(h, n.OldMAC, n.MAC)
+	link, err := linkByMAC(n.OldMAC, n.MAC)
 	if err != nil {
 		return err
 	}
@@ -499,8 +501,11 @@ func renewLink(n agent.ParsedNetwork) error {
 		// that): taking it down and up would only disturb its traffic.
 		return nil
 	}
-	// Down first: some drivers change their MAC only then, and the kernel drops the link's
-	// routes, neighbours and IPv6 addresses (whose link-local one comes from the old MAC).
+	// Down first: some drivers change their MAC only then, and the kernel drops what the
+	// link had: its routes in every table (IPv4 and IPv6, fib_disable_ip/rt6_disable_ip),
+	// its neighbours (ARP and NDP, static ones too) and its IPv6 addresses, whose link-local
+	// one comes from the old MAC (unless keep_addr_on_down is set: the list below removes
+	// what is left). IPv4 addresses stay across a down.
 	if err := h.LinkSetDown(link); err != nil {
 		return fmt.Errorf("take %s down: %w", name, err)
 	}
@@ -511,30 +516,6 @@ func renewLink(n agent.ParsedNetwork) error {
 	for _, a := range addrs {
 		if err := h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
-		}
-	}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return fmt.Errorf("list the routes of %s: %w", name, err)
-	}
-	for _, r := range routes {
-		if r.Table == unix.RT_TABLE_LOCAL {
-			continue // the kernel's own, for the link's addresses
-		}
-		if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("remove route %s from %s: %w", r, name, err)
-		}
-	}
-	neighs, err := h.NeighList(link.Attrs().Index, netlink.FAMILY_ALL)
-	if err != nil {
-		return fmt.Errorf("list the neighbours of %s: %w", name, err)
-	}
-	for _, nb := range neighs {
-		if nb.State&netlink.NUD_NOARP != 0 {
-			continue
-		}
-		if err := h.NeighDel(&nb); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("remove neighbour %s from %s: %w", nb.IP, name, err)
 		}
 	}
 	if err := h.LinkSetHardwareAddr(link, n.MAC); err != nil {
@@ -587,16 +568,19 @@ func linkInPlace(h *netlink.Handle, link netlink.Link, n agent.ParsedNetwork) bo
 }
 
 // linkByMAC finds the interface with old, or else the one with renewed (a renewal retried
-// after it changed the MAC).
-func linkByMAC(h *netlink.Handle, old, renewed net.HardwareAddr) (netlink.Link, error) {
-	links, err := h.LinkList()
+// after it changed the MAC). It asks the standard library, whose parsing of the link dump is a
+// fraction of the netlink package's (all of which a clone translates anew); the requests
+// that follow need only the index and name.
+func linkByMAC(old, renewed net.HardwareAddr) (netlink.Link, error) {
+	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
 	for _, want := range []net.HardwareAddr{old, renewed} {
-		for _, l := range links {
-			if a := l.Attrs(); a.Name != "lo" && a.HardwareAddr.String() == want.String() {
-				return l, nil
+		for _, ifi := range ifs {
+			if ifi.Flags&net.FlagLoopback == 0 && bytes.Equal(ifi.HardwareAddr, want) {
+				return &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ifi.Index, Name: ifi.Name,
+					HardwareAddr: ifi.HardwareAddr, Flags: ifi.Flags, MTU: ifi.MTU}}, nil
 			}
 		}
 	}

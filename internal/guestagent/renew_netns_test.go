@@ -108,6 +108,15 @@ func TestRenewLinkInANamespace(t *testing.T) {
 	ip("route", "add", "10.7.0.0/16", "via", "10.9.0.2", "table", "100")
 	ip("neigh", "add", "10.9.0.7", "lladdr", "02:00:00:00:00:77", "dev", "gx0", "nud", "permanent")
 	ip("neigh", "add", "10.9.0.1", "lladdr", "02:00:00:00:00:11", "dev", "gx0", "nud", "stale")
+	// IPv6: a static address, a route through it and a neighbour, which the kernel drops
+	// with the link's IPv6 state when it goes down (the renewal does not list them).
+	ip("addr", "add", "2001:db8:9::5/64", "dev", "gx0", "nodad")
+	ip("-6", "route", "add", "2001:db8:8::/48", "via", "2001:db8:9::2", "dev", "gx0")
+	ip("-6", "route", "add", "2001:db8:7::/48", "via", "2001:db8:9::2", "dev", "gx0", "table", "100")
+	ip("-6", "neigh", "add", "2001:db8:9::7", "lladdr", "02:00:00:00:00:77", "dev", "gx0", "nud", "permanent")
+	if out := ip("-o", "-6", "addr", "show", "gx0"); !strings.Contains(out, "fe80::ff:fe00:1/64") {
+		t.Fatalf("gx0 has no link-local address from its old MAC to test with: %s", out)
+	}
 	fd := arpListener(t, ns, "gx1")
 
 	n, err := agent.NetworkIdentity{OldMAC: "02:00:00:00:00:01", MAC: "02:00:00:00:00:02",
@@ -131,8 +140,14 @@ func TestRenewLinkInANamespace(t *testing.T) {
 	if out := ip("route", "show", "table", "100"); strings.TrimSpace(out) != "" {
 		t.Errorf("routes of table 100: %s", out)
 	}
-	if out := ip("neigh", "show", "dev", "gx0"); strings.Contains(out, "10.9.0.") {
+	if out := ip("neigh", "show", "dev", "gx0"); strings.Contains(out, "10.9.0.") || strings.Contains(out, "2001:db8:9::") {
 		t.Errorf("neighbours kept: %s", out)
+	}
+	if out := ip("-o", "-6", "addr", "show", "gx0"); strings.Contains(out, "2001:db8:9::5") || strings.Contains(out, "fe80::ff:fe00:1/") {
+		t.Errorf("IPv6 addresses of the old identity kept: %s", out)
+	}
+	if out := ip("-6", "route", "show", "table", "all"); strings.Contains(out, "2001:db8:") {
+		t.Errorf("IPv6 routes kept: %s", out)
 	}
 
 	// The announcement: an ARP request from the new MAC whose sender and target are the new
