@@ -174,8 +174,7 @@ func (s *Service) capture(ctx context.Context, vm store.VM, in *instance, st *sn
 	m := in.machine
 	in.mu.Lock()
 	if in.agent != nil && in.agent.Streams() == 0 {
-		in.agent.Close()
-		in.agent = nil
+		in.closeSessionLocked()
 	}
 	in.mu.Unlock()
 	snapper, ok := m.(vmm.Snapshotter)

@@ -42,13 +42,7 @@ func (s *Service) Delete(ctx context.Context, ref string, force bool) (store.VM,
 // removes its files and its record. The caller holds the VM's lock.
 func (s *Service) destroy(ctx context.Context, vm store.VM) error {
 	if in := s.instance(vm.ID); in != nil {
-		in.mu.Lock()
-		in.deleting = true
-		if in.agent != nil {
-			in.agent.Close()
-			in.agent = nil
-		}
-		in.mu.Unlock()
+		in.endOnPurpose()
 		if err := in.machine.Kill(); err != nil {
 			return err
 		}

@@ -26,10 +26,7 @@ func (s *Service) watch(id string, in *instance) {
 		defer unlock()
 		in.mu.Lock()
 		deleting = in.deleting
-		if in.agent != nil {
-			in.agent.Close()
-			in.agent = nil
-		}
+		in.closeSessionLocked()
 		in.mu.Unlock()
 		if deleting || s.instance(id) != in {
 			return
@@ -63,6 +60,12 @@ func (in *instance) endOnPurpose() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.deleting = true
+	in.closeSessionLocked()
+}
+
+// closeSessionLocked ends in's agent session, if it has one; the next request connects anew.
+// The caller holds in.mu.
+func (in *instance) closeSessionLocked() {
 	if in.agent != nil {
 		in.agent.Close()
 		in.agent = nil

@@ -89,10 +89,7 @@ func (s *Service) Suspend(ctx context.Context, ref string, obs Observer) (vm sto
 				// The agent session ends here: the guest's side of it would otherwise be
 				// saved half open.
 				in.mu.Lock()
-				if in.agent != nil {
-					in.agent.Close()
-					in.agent = nil
-				}
+				in.closeSessionLocked()
 				in.mu.Unlock()
 				if err := pauser.Pause(ctx); err != nil {
 					return errors.Join(err, s.store.SetVMState(context.WithoutCancel(ctx), vm.ID, StateRunning, ""))

@@ -467,10 +467,7 @@ func (e *env) endSession(name string) {
 	in := e.svc.instance(vm.ID)
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.agent != nil {
-		in.agent.Close()
-		in.agent = nil
-	}
+	in.closeSessionLocked()
 }
 
 // staleFirst is a machine whose first agent connection lands in a session nobody answers, as
