@@ -365,6 +365,43 @@ func (b *bench) fork() error {
 		p := b.rep.add(fmt.Sprintf("fork.%d.per_clone", n), fmt.Sprintf("the same, divided by %d", n), "s", seconds(perClone))
 		p.Target, p.TargetMet = 0.5, p.Median <= 0.5
 	}
+	return b.forkSteps(src)
+}
+
+// forkSteps forks one clone of src through the API per round and reports the daemon's timing
+// of the source's capture and of each of the clone's steps, and the clone's first
+// `vm exec -- true` (CLI start to exit): where the time of `vm fork -n 1` goes.
+func (b *bench) forkSteps(src string) error {
+	per := map[string][]time.Duration{}
+	var order []string
+	var first []time.Duration
+	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
+		ctx, cancel := context.WithTimeout(b.ctx, forkTimeout)
+		ev, err := b.client.ForkVMResult(ctx, src, api.ForkVMRequest{Count: 1}, nil)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("fork through the API, round %d: %w", i+1, err)
+		}
+		for _, t := range ev.Timings {
+			if _, ok := per[t.Name]; !ok {
+				order = append(order, t.Name)
+			}
+			per[t.Name] = append(per[t.Name], t.Duration)
+		}
+		clone := ev.VMs[0].Name
+		r := b.cli(quickTimeout, "vm", "exec", clone, "--", "true")
+		if r.err != nil {
+			return fmt.Errorf("the first vm exec -- true on clone %s: %w", clone, r.err)
+		}
+		first = append(first, r.took)
+		if err := b.deleteAllBut(src); err != nil {
+			return fmt.Errorf("fork through the API, round %d: delete the clone: %w", i+1, err)
+		}
+	}
+	for _, name := range order {
+		b.rep.add("fork.step."+name, "vm fork -n 1, step "+name+" (daemon's timing)", "ms", millis(per[name]))
+	}
+	b.rep.add("fork.first_exec", "vm fork -n 1, then the clone's first vm exec -- true (CLI start to exit)", "ms", millis(first))
 	return nil
 }
 

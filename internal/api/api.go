@@ -219,16 +219,20 @@ type Event struct {
 	Bundle   *Bundle      `json:"bundle,omitempty"`
 	Snapshot *Snapshot    `json:"snapshot,omitempty"` // the result of RouteSnapshotVM
 	VMs      []VM         `json:"vms,omitempty"`      // the clones RouteForkVM made
-	Timings  []StepTiming `json:"timings,omitempty"`
+	Timings  []StepTiming `json:"timings,omitempty"`  // each step's time, in order
 	Error    *Error       `json:"error,omitempty"`
 	// Unchanged, on a result, says the VM already was in the state asked for (start of a
 	// running VM, stop of a stopped one): nothing was done.
 	Unchanged bool `json:"unchanged,omitempty"`
 }
 
-// StepTiming is how long one start step took.
+// StepTiming is how long one step of an operation took.
 type StepTiming struct {
-	Name     string        `json:"name"`
+	Name string `json:"name"`
+	// VM, in an operation that makes several VMs (a fork), names the VM the step made; it is
+	// empty for a step of the operation itself (a fork's capture of its source) and in an
+	// operation on one VM.
+	VM       string        `json:"vm,omitempty"`
 	Duration time.Duration `json:"duration"`
 }
 

@@ -24,14 +24,24 @@ func (c *Client) SnapshotVM(ctx context.Context, ref string, req api.SnapshotVMR
 // ForkVM makes live clones of a running VM and returns them, all running; the daemon makes
 // all of them or none.
 func (c *Client) ForkVM(ctx context.Context, ref string, req api.ForkVMRequest, onEvent func(api.Event)) ([]api.VM, error) {
-	res, err := c.stream(ctx, to(api.RouteForkVM, ref), req, onEvent)
+	res, err := c.ForkVMResult(ctx, ref, req, onEvent)
 	if err != nil {
 		return nil, err
 	}
-	if len(res.VMs) == 0 {
-		return nil, fmt.Errorf("daemon finished the fork of %s but sent no clones", ref)
-	}
 	return res.VMs, nil
+}
+
+// ForkVMResult is ForkVM returning the whole final event: the clones and the daemon's timing
+// of the source's capture and of each clone's steps.
+func (c *Client) ForkVMResult(ctx context.Context, ref string, req api.ForkVMRequest, onEvent func(api.Event)) (api.Event, error) {
+	res, err := c.stream(ctx, to(api.RouteForkVM, ref), req, onEvent)
+	if err != nil {
+		return api.Event{}, err
+	}
+	if len(res.VMs) == 0 {
+		return api.Event{}, fmt.Errorf("daemon finished the fork of %s but sent no clones", ref)
+	}
+	return res, nil
 }
 
 // ListSnapshots lists the snapshots, boot and user, oldest first.

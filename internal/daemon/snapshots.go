@@ -7,7 +7,6 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/snapshot"
-	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmservice"
 )
 
@@ -61,24 +60,33 @@ func (d *Daemon) handleForkVM(w http.ResponseWriter, r *http.Request) {
 	target := d.opTarget(r)
 	d.runOp(w, r, "vm.fork", target, false, func(ctx context.Context, op *operation) {
 		start := time.Now()
-		clones, err := d.vms.Fork(ctx, ref, freq, op.observer())
+		forked, err := d.vms.Fork(ctx, ref, freq, op.observer())
 		if err != nil {
 			d.log.Warn("fork failed", "vm", target, "err", err)
 			op.fail(err)
 			return
 		}
-		d.log.Info("forked VM", "vm", target, "clones", len(clones), "took", time.Since(start))
-		op.publish(forkResult(clones))
+		d.log.Info("forked VM", "vm", target, "clones", len(forked.Clones), "took", time.Since(start))
+		op.publish(forkResult(forked))
 	})
 }
 
-// forkResult is the final event of a fork: the clones, as the API shows them.
-func forkResult(clones []store.VM) api.Event {
-	out := make([]api.VM, 0, len(clones))
-	for _, vm := range clones {
-		out = append(out, toAPIVM(vm))
+// forkResult is the final event of a fork: the clones, as the API shows them, and the
+// timing of the capture and then of each clone's steps, clone by clone.
+func forkResult(f vmservice.Forked) api.Event {
+	ev := api.Event{Type: api.EventResult, VMs: make([]api.VM, 0, len(f.Clones))}
+	for _, vm := range f.Clones {
+		ev.VMs = append(ev.VMs, toAPIVM(vm))
 	}
-	return api.Event{Type: api.EventResult, VMs: out}
+	for _, t := range f.Capture {
+		ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, Duration: t.Duration})
+	}
+	for i, list := range f.Steps {
+		for _, t := range list {
+			ev.Timings = append(ev.Timings, api.StepTiming{Name: t.Name, VM: f.Clones[i].Name, Duration: t.Duration})
+		}
+	}
+	return ev
 }
 
 func (d *Daemon) handleListSnapshots(w http.ResponseWriter, r *http.Request) {

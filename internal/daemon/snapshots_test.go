@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -136,9 +137,25 @@ func TestSnapshotForkAndFromSnapshotRoutes(t *testing.T) {
 		t.Errorf("create from a missing snapshot: %v, want not_found", err)
 	}
 
-	clones, err := h.c.ForkVM(ctx, "dev", api.ForkVMRequest{Names: []string{"c1", "c2"}}, nil)
+	res, err := h.c.ForkVMResult(ctx, "dev", api.ForkVMRequest{Names: []string{"c1", "c2"}}, nil)
+	clones := res.VMs
 	if err != nil || len(clones) != 2 || clones[0].Name != "c1" || clones[1].Name != "c2" || clones[0].State != "running" || clones[0].ID == clones[1].ID {
 		t.Fatalf("fork = %+v, %v; want c1 and c2 running", clones, err)
+	}
+	// The timings: the capture (no VM), then each clone's steps under its name, ready last.
+	if len(res.Timings) == 0 || res.Timings[0].Name != "capture" || res.Timings[0].VM != "" {
+		t.Errorf("fork timings %+v; want the capture first, of no clone", res.Timings)
+	}
+	for _, name := range []string{"c1", "c2"} {
+		var steps []string
+		for _, st := range res.Timings {
+			if st.VM == name {
+				steps = append(steps, st.Name)
+			}
+		}
+		if len(steps) == 0 || !slices.Contains(steps, "restore") || steps[len(steps)-1] != "ready" {
+			t.Errorf("fork timings of %s: %v; want its restore among them, ready last", name, steps)
+		}
 	}
 	if _, err := h.c.ForkVM(ctx, "dev", api.ForkVMRequest{Names: []string{"c1"}}, nil); apiErr(t, err).Code != "conflict" {
 		t.Errorf("a fork into a taken name: %v, want conflict", err)

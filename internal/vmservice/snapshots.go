@@ -127,11 +127,20 @@ func guestMAC(vm store.VM) string {
 	return vmnet.MAC(vm.ID)
 }
 
+// Forked is what a fork made: its clones, in order, and how long each step took.
+type Forked struct {
+	Clones []store.VM
+	// Capture is the timing of the fork's own step, the source saved (StepCapture).
+	Capture []steps.Timing
+	// Steps[i] is the timing of each step that made Clones[i], in order.
+	Steps [][]steps.Timing
+}
+
 // Fork makes live clones of a running VM: each continues from the VM's state at the fork
 // (processes, page cache, workspace) as a machine of its own (see clone.go). The VM is paused
 // while it is saved, then runs on; the saved state is removed once the clones run (they keep
 // what they map of it). All clones are made or none: a failure deletes those already made.
-func (s *Service) Fork(ctx context.Context, ref string, req ForkRequest, obs Observer) ([]store.VM, error) {
+func (s *Service) Fork(ctx context.Context, ref string, req ForkRequest, obs Observer) (Forked, error) {
 	n := req.Count
 	switch {
 	case n == 0 && len(req.Names) > 0:
@@ -140,32 +149,32 @@ func (s *Service) Fork(ctx context.Context, ref string, req ForkRequest, obs Obs
 		n = 1
 	}
 	if n < 1 || n > maxForks {
-		return nil, failure.New(failure.Invalid, "a fork makes 1 to %d clones, not %d", maxForks, n)
+		return Forked{}, failure.New(failure.Invalid, "a fork makes 1 to %d clones, not %d", maxForks, n)
 	}
 	if len(req.Names) > 0 && len(req.Names) != n {
-		return nil, failure.New(failure.Invalid, "%d clones asked for but %d names given; give one name per clone, or none", n, len(req.Names))
+		return Forked{}, failure.New(failure.Invalid, "%d clones asked for but %d names given; give one name per clone, or none", n, len(req.Names))
 	}
 	seen := map[string]bool{}
 	for _, name := range req.Names {
 		if seen[name] {
-			return nil, failure.New(failure.Invalid, "the name %q is given twice", name)
+			return Forked{}, failure.New(failure.Invalid, "the name %q is given twice", name)
 		}
 		seen[name] = true
 	}
 
 	parent, unlock, err := s.resolveLocked(ctx, ref)
 	if err != nil {
-		return nil, err
+		return Forked{}, err
 	}
 	in, build, err := s.saveable(ctx, parent)
 	if err != nil {
 		unlock()
-		return nil, err
+		return Forked{}, err
 	}
 	st, err := s.snaps.Stage("fork-" + parent.Name)
 	if err != nil {
 		unlock()
-		return nil, err
+		return Forked{}, err
 	}
 	defer st.Discard()
 	capture := []steps.Step{{
@@ -175,41 +184,41 @@ func (s *Service) Fork(ctx context.Context, ref string, req ForkRequest, obs Obs
 			return s.capture(ctx, parent, in, st)
 		},
 	}}
-	_, err = steps.Run(ctx, capture, s.hooks(parent.Name, req.FailStep, req.PauseStep))
+	captured, err := steps.Run(ctx, capture, s.hooks(parent.Name, req.FailStep, req.PauseStep))
 	unlock() // the parent runs on; the clones need only the saved state
 	if err != nil {
-		return nil, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
+		return Forked{}, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
 	}
 	machine, err := vmm.ReadSnapshot(st.Machine())
 	if err != nil {
-		return nil, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
+		return Forked{}, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
 	}
 	from := &origin{machine: machine, info: snapshot.Info{
 		Meta: metaOf(parent, "fork-"+parent.Name, snapshot.User, build, guestMAC(parent)), Dir: st.Dir()}}
 
-	clones, err := s.makeClones(ctx, n, func(ctx context.Context, i int) (store.VM, error) {
+	clones, timings, err := s.makeClones(ctx, n, func(ctx context.Context, i int) (store.VM, []steps.Timing, error) {
 		creq := CreateRequest{NoNAT: !parent.NAT, FailStep: req.FailStep, PauseStep: req.PauseStep, from: from}
 		if len(req.Names) > 0 {
 			creq.Name = req.Names[i]
 		}
-		vm, _, err := s.Create(ctx, creq, obs)
-		return vm, err
+		return s.Create(ctx, creq, obs)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
+		return Forked{}, fmt.Errorf("vm %q: fork failed: %w", parent.Name, err)
 	}
 	s.log.Info("forked a VM", "vm", parent.Name, "clones", n)
-	return clones, nil
+	return Forked{Clones: clones, Capture: captured, Steps: timings}, nil
 }
 
 // makeClones runs create for clones 0 to n-1, up to forkParallel at once, and returns the
-// clones in order. All are made or none: on the first failure the creates not begun are not
-// begun, those under way are cancelled (their steps undo themselves), and the clones made are
-// deleted.
-func (s *Service) makeClones(ctx context.Context, n int, create func(context.Context, int) (store.VM, error)) ([]store.VM, error) {
+// clones in order with the timing of the steps that made each. All are made or none: on the
+// first failure the creates not begun are not begun, those under way are cancelled (their
+// steps undo themselves), and the clones made are deleted.
+func (s *Service) makeClones(ctx context.Context, n int, create func(context.Context, int) (store.VM, []steps.Timing, error)) ([]store.VM, [][]steps.Timing, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	clones := make([]store.VM, n)
+	timings := make([][]steps.Timing, n)
 	made := make([]bool, n)
 	errs := make([]error, n)
 	next := make(chan int)
@@ -219,13 +228,13 @@ func (s *Service) makeClones(ctx context.Context, n int, create func(context.Con
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				vm, err := create(cctx, i)
+				vm, t, err := create(cctx, i)
 				if err != nil {
 					errs[i] = err
 					cancel()
 					continue
 				}
-				clones[i], made[i] = vm, true
+				clones[i], timings[i], made[i] = vm, t, true
 			}
 		}()
 	}
@@ -250,7 +259,7 @@ func (s *Service) makeClones(ctx context.Context, n int, create func(context.Con
 		all = all && ok
 	}
 	if first == nil && all {
-		return clones, nil
+		return clones, timings, nil
 	}
 	if first == nil { // cancelled before every create began
 		first = context.Cause(cctx)
@@ -269,7 +278,7 @@ func (s *Service) makeClones(ctx context.Context, n int, create func(context.Con
 			}
 		}
 	}
-	return nil, errors.Join(fmt.Errorf("clone %d of %d failed (the clones made are deleted): %w", at+1, n, first), errors.Join(derrs...))
+	return nil, nil, errors.Join(fmt.Errorf("clone %d of %d failed (the clones made are deleted): %w", at+1, n, first), errors.Join(derrs...))
 }
 
 // forkParallel is how many clones a fork makes at once: one per host CPU (a clone's creation

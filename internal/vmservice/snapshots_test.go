@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -230,12 +231,29 @@ func TestForkMakesLiveClones(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.WarmStart = false
 	parent := e.runningVM("parent", &recordingNetwork{})
-	clones, err := e.svc.Fork(context.Background(), "parent", ForkRequest{Names: []string{"c1", "c2"}}, Observer{})
+	forked, err := e.svc.Fork(context.Background(), "parent", ForkRequest{Names: []string{"c1", "c2"}}, Observer{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	clones := forked.Clones
 	if len(clones) != 2 {
 		t.Fatalf("clones %+v", clones)
+	}
+	// The timings name the capture, then each clone's steps from its record to its ready.
+	if len(forked.Capture) != 1 || forked.Capture[0].Name != StepCapture {
+		t.Errorf("capture timings %+v; want the one step %s", forked.Capture, StepCapture)
+	}
+	if len(forked.Steps) != 2 {
+		t.Fatalf("step timings for %d clones, want 2", len(forked.Steps))
+	}
+	for i, list := range forked.Steps {
+		var names []string
+		for _, st := range list {
+			names = append(names, st.Name)
+		}
+		if !slices.Contains(names, StepRestore) || !slices.Contains(names, StepRenew) || names[len(names)-1] != StepReady {
+			t.Errorf("clone %d's step timings %v; want its restore and renew among them, ready last", i+1, names)
+		}
 	}
 	for _, c := range clones {
 		e.assertClone(c.Name, vmnet.MAC(parent.ID))
