@@ -30,8 +30,10 @@ import (
 // so that clones share the pages none of them wrote), it does so for a machine that was
 // itself restored too, so that a fork of a warm-started VM costs what a fork of a booted one
 // does. (QEMU: a restored machine's RAM is a private mapping that its migration stream cannot
-// leave out, so it is migrated into a short-lived template QEMU whose RAM is the snapshot's
-// memory file; Firecracker writes guest memory to its own file always.) Helper processes a
+// leave out, so the memory file it maps is copied and the pages its guest wrote are laid over
+// the copy, or, where QEMU's memory cannot be read, it is migrated into a short-lived template
+// QEMU whose RAM is the snapshot's memory file; Firecracker writes guest memory to its own
+// file always.) Helper processes a
 // driver runs for this end before Snapshot returns, and die with the caller's process.
 //
 // Snapshot returns within the driver's save bound (a minute at most for a guest of a few GiB)
@@ -39,6 +41,23 @@ import (
 // is gone it returns an error, promptly.
 type Snapshotter interface {
 	Snapshot(ctx context.Context, dir string) (Snapshot, error)
+}
+
+// Precopier is a Snapshotter that can do part of a Snapshot's copying while the guest still
+// runs, so that the Snapshot that follows pauses the guest only for what changed meanwhile.
+// (QEMU: a restored machine's memory file is copied ahead; the pages its guest writes until
+// the Snapshot are QEMU's, not the file's, and are copied then.)
+//
+// Precopy writes into dir (which must exist and hold no snapshot's files) only files that a
+// Snapshot into dir writes, and remembers them for the next Snapshot into dir, which then
+// copies what they lack, whatever the guest did meanwhile: the snapshot is the same as
+// without the Precopy. Precopy may write nothing, when the machine has nothing to copy ahead.
+// The caller calls release once, after that Snapshot or instead of it: it forgets what
+// Precopy remembered (a Snapshot into dir after it copies everything); files left in dir are
+// the caller's, as dir is. A second Precopy replaces the first. Precopy returns within the
+// driver's save bound or when ctx is done; on an error it has removed what it wrote.
+type Precopier interface {
+	Precopy(ctx context.Context, dir string) (release func(), err error)
 }
 
 // Restorer is a Driver that starts machines from snapshots its machines made.

@@ -263,6 +263,10 @@ func TestForkMakesLiveClones(t *testing.T) {
 	if got := e.machineOf("parent").Guest().Hostname(); got != "" {
 		t.Errorf("the parent was renewed to %q", got)
 	}
+	// What can be copied while the parent runs is copied before its pause.
+	if n, paused := e.machineOf("parent").Precopies(); n != 1 || paused != 0 {
+		t.Errorf("the parent had %d copies ahead of its save, %d of them while paused; want one, while it ran", n, paused)
+	}
 	entries, _ := os.ReadDir(e.layout.SnapshotsDir())
 	if len(entries) != 0 {
 		t.Errorf("the fork left its saved state: %v", entries)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,16 +13,20 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // Snapshots of restored machines, from their memory map.
 //
 // A machine restored from a snapshot maps its RAM privately from that snapshot's memory file
 // (shape.MappedRAM): a page its guest has not written since is the file's, a page it wrote is
-// an anonymous copy in QEMU's memory. saveMapped makes the snapshot from those two, with no
-// pass over the RAM: it copies the file (sparse: its data only), then reads QEMU's page map
+// an anonymous copy in QEMU's memory. A save from the memory map makes the snapshot from those
+// two, with no pass over the RAM: it copies the file (sparse: its data only) while the guest
+// still runs (prepareMapped), then, the guest stopped (finishMapped), reads QEMU's page map
 // (/proc/PID/pagemap) for the RAM's range and copies each page that is anonymous (present and
 // not a file page) or swapped out from QEMU's memory (/proc/PID/mem) over the copy. The device
 // state comes from QMP xen-save-devices-state, which saves every device and leaves out the RAM
@@ -31,11 +36,14 @@ import (
 // are not in the stream: the restoring QEMU has them from the same binary, firmware and
 // command line (a snapshot is restored only by the QEMU version that made it).
 //
-// The guest is stopped throughout (Snapshot stops it first), so nothing writes its RAM. The cost
-// is a copy of the file's data and of the pages written since the restore: a 1 GiB guest
-// warm-started from a boot snapshot with 170 MiB of data was saved in 0.13 s (the daemon's
-// capture step, pause to continue), where migrating it into a template (template.go) took
-// 3.4 s, and 9 s for a 2.9 GiB one, since a template receives every page of the RAM.
+// The page map and the RAM are read with the guest stopped, so nothing writes its RAM
+// meanwhile; a page the guest wrote after the file's copy was made is QEMU's by then, and is
+// copied with the others. So the guest is paused for its device state and the pages it wrote
+// since its restore only, not for the copy of the file's data. The cost is a copy of the
+// file's data and of those pages: a 1 GiB guest warm-started from a boot snapshot with 170 MiB
+// of data was saved in 0.13 s (the daemon's capture step, when the copy was still made in the
+// pause), where migrating it into a template (template.go) took 3.4 s, and 9 s for a 2.9 GiB
+// one, since a template receives every page of the RAM.
 //
 // errNotMapped says that this way cannot save the machine and the template must: a record
 // without MappedRAM (an older banger), a memory file replaced or gone whose mapping cannot be
@@ -60,35 +68,63 @@ const (
 
 const pageSize = 4096
 
-// saveMapped saves the stopped machine of shape sh (its QMP session s) into dir as the
-// description above says; errNotMapped (wrapped) when it cannot and nothing was written.
-func (m *machine) saveMapped(ctx context.Context, s *qmpSession, dir string, sh shape) error {
+// mappedSave is a save from the memory map under way (see above): what it reads QEMU's
+// memory through, and the copy of the memory file the machine maps, made while its guest may
+// still run — the file does not change (the pages the guest writes become QEMU's, not the
+// file's), so only the pages written by the time the guest stopped are copied after the stop.
+type mappedSave struct {
+	dir          string // the snapshot's directory
+	ram          ramMapping
+	size         int64
+	pagemap, mem *os.File
+	out          *os.File // the snapshot's memory file
+	closed       sync.Once
+}
+
+// prepareMapped opens what a save of the machine of shape sh from its memory map needs and
+// copies the memory file the machine maps into dir; errNotMapped (wrapped) when this way cannot
+// save the machine, and then nothing was written. It needs no stopped guest: Snapshot calls it
+// before it stops the vCPUs, so that the guest is paused only for finishMapped.
+func (m *machine) prepareMapped(ctx context.Context, dir string, sh shape) (_ *mappedSave, err error) {
 	pid := m.rec.PID
-	size := int64(sh.MemoryMiB) << 20
-	ram, err := findRAMMapping(pid, sh)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errNotMapped, err)
+	p := &mappedSave{size: int64(sh.MemoryMiB) << 20}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if p.ram, err = findRAMMapping(pid, sh); err != nil {
+		return nil, fmt.Errorf("%w: %v", errNotMapped, err)
 	}
-	base, err := ram.open(pid)
+	base, err := p.ram.open(pid)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errNotMapped, err)
+		return nil, fmt.Errorf("%w: %v", errNotMapped, err)
 	}
 	defer base.Close()
-	pagemap, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	if err != nil {
-		return fmt.Errorf("%w: %v", errNotMapped, err)
+	if p.pagemap, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", pid)); err != nil {
+		return nil, fmt.Errorf("%w: %v", errNotMapped, err)
 	}
-	defer pagemap.Close()
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		return fmt.Errorf("%w: %v", errNotMapped, err)
+	if p.mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
+		return nil, fmt.Errorf("%w: %v", errNotMapped, err)
 	}
-	defer mem.Close()
 	// Reading one page proves that the daemon may read QEMU's memory (ptrace access).
-	if _, err := mem.ReadAt(make([]byte, 8), int64(ram.start)); err != nil {
-		return fmt.Errorf("%w: read QEMU's memory: %v", errNotMapped, err)
+	if _, err := p.mem.ReadAt(make([]byte, 8), int64(p.ram.start)); err != nil {
+		return nil, fmt.Errorf("%w: read QEMU's memory: %v", errNotMapped, err)
 	}
+	if p.out, err = os.OpenFile(filepath.Join(dir, memoryFile), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600); err != nil {
+		return nil, err
+	}
+	if err := copySparse(ctx, base, p.out, p.size); err != nil {
+		return nil, fmt.Errorf("copy the memory file the machine was restored from: %w", err)
+	}
+	return p, nil
+}
 
+// finishMapped completes the save p into dir, the machine stopped: its device state (QMP
+// session s) and, over the copy of its memory file, every page of the guest's RAM that QEMU's
+// page map says is not the file's. errNotMapped (wrapped) when QEMU cannot save its devices
+// this way: the caller then removes what prepareMapped wrote.
+func (m *machine) finishMapped(ctx context.Context, s *qmpSession, dir string, p *mappedSave) error {
 	devices := filepath.Join(dir, stateFile+".devices")
 	defer os.Remove(devices)
 	if err := s.run("xen-save-devices-state", map[string]any{"filename": devices, "live": false}, nil); err != nil {
@@ -97,18 +133,73 @@ func (m *machine) saveMapped(ctx context.Context, s *qmpSession, dir string, sh 
 	if err := writeDeviceStream(filepath.Join(dir, stateFile), devices); err != nil {
 		return err
 	}
-	out, err := os.OpenFile(filepath.Join(dir, memoryFile), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err := copyWrittenPages(ctx, p.pagemap, p.mem, p.out, p.ram.start, p.size); err != nil {
+		return err
+	}
+	return p.out.Close()
+}
+
+// close closes p's files (the memory file's copy stays); it may be called more than once.
+func (p *mappedSave) close() {
+	p.closed.Do(func() {
+		for _, f := range []*os.File{p.pagemap, p.mem, p.out} {
+			if f != nil {
+				f.Close()
+			}
+		}
+	})
+}
+
+// Precopy implements vmm.Precopier: for a machine that was restored (its RAM a private map of
+// a memory file), the file is copied into dir now, and the Snapshot into dir that follows
+// copies only the device state and the pages the guest wrote. Other machines have nothing to
+// copy ahead: their RAM changes while they run.
+func (m *machine) Precopy(ctx context.Context, dir string) (func(), error) {
+	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
+		return nil, fmt.Errorf("qemu: copy ahead of a snapshot: %w", err)
+	}
+	var sh shape
+	if len(m.rec.Extra) == 0 || json.Unmarshal(m.rec.Extra, &sh) != nil || sh.SharedRAM || sh.MappedRAM == "" {
+		return func() {}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, saveBound)
+	defer cancel()
+	p, err := m.prepareMapped(ctx, dir, sh)
+	if errors.Is(err, errNotMapped) {
+		return func() {}, nil // Snapshot saves it through a template
+	}
 	if err != nil {
-		return err
+		vmm.RemoveSnapshotFiles(dir, memoryFile)
+		return nil, fmt.Errorf("qemu: copy ahead of a snapshot into %s: %w", dir, err)
 	}
-	defer out.Close()
-	if err := copySparse(ctx, base, out, size); err != nil {
-		return fmt.Errorf("copy the memory file the machine was restored from: %w", err)
+	p.dir = dir
+	m.mu.Lock()
+	old := m.precopied
+	m.precopied = p
+	m.mu.Unlock()
+	if old != nil {
+		old.close()
 	}
-	if err := copyWrittenPages(ctx, pagemap, mem, out, ram.start, size); err != nil {
-		return err
+	return func() {
+		m.mu.Lock()
+		if m.precopied == p {
+			m.precopied = nil
+		}
+		m.mu.Unlock()
+		p.close()
+	}, nil
+}
+
+// takePrecopy returns, and forgets, what a Precopy into dir copied; nil when there is none.
+func (m *machine) takePrecopy(dir string) *mappedSave {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.precopied
+	if p == nil || p.dir != dir {
+		return nil
 	}
-	return out.Close()
+	m.precopied = nil
+	return p
 }
 
 // ramMapping is the mapping of a restored machine's RAM in QEMU's address space.

@@ -384,6 +384,8 @@ type machine struct {
 
 	mu       sync.Mutex
 	pausedAt time.Time // when Pause stopped the vCPUs; zero when they run or it is unknown
+	// precopied is what the last Precopy copied ahead of a Snapshot, nil when none waits.
+	precopied *mappedSave
 }
 
 // pausedSince is when Pause stopped the vCPUs, zero when it did not.

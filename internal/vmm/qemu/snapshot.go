@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,10 @@ const (
 	stateFile  = "state"
 	memoryFile = "memory"
 )
+
+// afterPrepare, when set (by tests), is called by Snapshot between the copy of a restored
+// machine's memory file and the stop of its vCPUs: what the guest writes then must be saved.
+var afterPrepare atomic.Pointer[func()]
 
 // saveBound bounds a snapshot's migration and memory copy.
 const saveBound = time.Minute
@@ -94,7 +99,16 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: the machine (pid %d) is gone", m.rec.PID)
 	default:
 	}
-	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
+	// What a Precopy into dir copied (the memory file) is this Snapshot's to finish.
+	mapped := m.takePrecopy(dir)
+	if mapped != nil {
+		defer mapped.close()
+	}
+	check := []string{stateFile, memoryFile}
+	if mapped != nil {
+		check = check[:1]
+	}
+	if err := vmm.CheckSnapshotDir(dir, check...); err != nil {
 		return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: %w", err)
 	}
 	var sh shape
@@ -116,6 +130,30 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 	if err != nil {
 		return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			vmm.RemoveSnapshotFiles(dir, stateFile, memoryFile)
+		}
+	}()
+	// A restored machine's memory file is copied before the vCPUs stop (see mapped.go), by
+	// Precopy or here.
+	why := "its RAM is neither shared memory nor a memory file it was restored from"
+	if mapped == nil && !sh.SharedRAM && sh.MappedRAM != "" {
+		p, perr := m.prepareMapped(ctx, dir, sh)
+		switch {
+		case perr == nil:
+			mapped = p
+			defer mapped.close()
+			if f := afterPrepare.Load(); f != nil {
+				(*f)()
+			}
+		case !errors.Is(perr, errNotMapped):
+			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, perr)
+		default:
+			// Through the template, as a machine whose RAM is anonymous.
+			why = perr.Error()
+		}
+	}
 	stoppedAt := m.pausedSince()
 	if st == "running" {
 		if err := s.run("stop", nil, nil); err != nil {
@@ -126,17 +164,12 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 			if cerr := s.run("cont", nil, nil); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("qemu: snapshot: continue the machine: %w", cerr))
 			}
+			m.logger().Debug("qemu: snapshot: the guest was paused", "pid", m.rec.PID, "for", time.Since(stoppedAt))
 		}()
 	}
-	defer func() {
-		if err != nil {
-			vmm.RemoveSnapshotFiles(dir, stateFile, memoryFile)
-		}
-	}()
 
-	why := "its RAM is neither shared memory nor a memory file it was restored from"
-	if !sh.SharedRAM && sh.MappedRAM != "" {
-		err := m.saveMapped(ctx, s, dir, sh)
+	if mapped != nil {
+		err := m.finishMapped(ctx, s, dir, mapped)
 		if err == nil {
 			m.savedBy = "memory map"
 			return m.describe(dir, v, sh, map[string]string{"state": stateFile, "memory": memoryFile}, stoppedAt)
@@ -144,7 +177,8 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 		if !errors.Is(err, errNotMapped) {
 			return vmm.Snapshot{}, fmt.Errorf("qemu: snapshot into %s: %w", dir, err)
 		}
-		// Through the template, as a machine whose RAM is anonymous.
+		// Through the template, as a machine whose RAM is anonymous, over nothing of this try.
+		vmm.RemoveSnapshotFiles(dir, stateFile, memoryFile)
 		why = err.Error()
 	}
 	if !sh.SharedRAM && sh.reshapable() {

@@ -192,11 +192,13 @@ func TestSnapshotRestoresGuestMemory(t *testing.T) {
 func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 	requireQEMU(t)
 	ns := testNetNS(t)
-	t.Run("memory map", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false, false) })
+	t.Run("memory map", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false, false, false) })
+	// As the daemon saves a VM: Precopy first, the guest writing before the Snapshot.
+	t.Run("memory map copied ahead", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false, false, true) })
 	// The memory file moved away and removed, as removing its snapshot does (by way of a trash
 	// directory) while machines restored from it run.
-	t.Run("memory map of a removed file", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false, true) })
-	t.Run("template's own tap", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, true, false) })
+	t.Run("memory map of a removed file", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, false, true, false) })
+	t.Run("template's own tap", func(t *testing.T) { snapshotOfRestoredMachine(t, ns, nil, true, false, false) })
 	t.Run("scratch tap", func(t *testing.T) {
 		h, err := hostnet.Open(hostnet.Config{Bridge: "fmbr0", CIDR: netip.MustParsePrefix("10.251.0.0/29"), NetNS: ns, StateDir: t.TempDir()})
 		if err != nil {
@@ -210,7 +212,7 @@ func TestSnapshotOfRestoredMachineKeepsRAMOutOfStream(t *testing.T) {
 			f, err := h.AddTap(id)
 			return f, func() { _ = h.DeleteTap(id) }, err
 		}
-		snapshotOfRestoredMachine(t, ns, scratch, true, false)
+		snapshotOfRestoredMachine(t, ns, scratch, true, false, false)
 		if asked == 0 {
 			t.Error("the template did not take its NIC from the driver's ScratchTap")
 		}
@@ -231,6 +233,17 @@ var writtenAfterRestore = []struct {
 	{fillStart + fillSize/2, 0x5eed1e55},
 	{fillStart + fillSize + 64<<10, 0x0badf00d},
 	{fillStart + 8<<10, 0},
+}
+
+// writtenDuringSave is what snapshotOfRestoredMachine writes in the restored machine while its
+// Snapshot runs, after the copy of its memory file and before its vCPUs stop: over a page of
+// the fill, and over a hole of the memory file.
+var writtenDuringSave = []struct {
+	addr int
+	word uint32
+}{
+	{fillStart + fillSize/4, 0x0dd5a7e5},
+	{fillStart + fillSize + 128<<10, 0x5ca1ab1e},
 }
 
 // writeGuest writes word at guest-physical addr of machine m (RAM mapped at offset 0 of its
@@ -265,8 +278,9 @@ func writeGuest(t *testing.T, m vmm.Machine, addr int, word uint32) {
 // snapshotOfRestoredMachine snapshots a restored machine, from its memory map (mapped.go) or,
 // viaTemplate, through a template (its record made to look like an older banger's, which did
 // not record the memory file), and checks what its clones see. With removeMemory the memory
-// file the machine was restored from is moved to another directory and removed first.
-func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File, func(), error), viaTemplate, removeMemory bool) {
+// file the machine was restored from is moved to another directory and removed first; with
+// precopy the snapshot is made as the daemon makes it, after a Precopy into its directory.
+func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File, func(), error), viaTemplate, removeMemory, precopy bool) {
 	k := fillingKernel(t)
 	ro := filepath.Join(t.TempDir(), "ro.img")
 	if err := os.WriteFile(ro, make([]byte, 1<<20), 0o600); err != nil {
@@ -288,6 +302,8 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 			tap = "fmstap" + strconv.Itoa(n)
 		case removeMemory:
 			tap = "fmrtap" + strconv.Itoa(n)
+		case precopy:
+			tap = "fmptap" + strconv.Itoa(n)
 		case !viaTemplate:
 			tap = "fmmtap" + strconv.Itoa(n)
 		}
@@ -353,15 +369,43 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 		sh.MappedRAM = ""
 		warm.(*machine).rec.Extra, _ = json.Marshal(sh)
 	}
+	// Written after the memory file's copy was made, before the vCPUs stopped: the pages are
+	// QEMU's by then, and the snapshot must have them.
+	during := 0
+	hook := func() {
+		during++
+		for _, w := range writtenDuringSave {
+			writeGuest(t, warm, w.addr, w.word)
+		}
+	}
+	afterPrepare.Store(&hook)
+	defer afterPrepare.Store(nil)
 	dir := t.TempDir()
 	begin := time.Now()
+	if precopy {
+		// As the daemon saves a VM: the memory file copied ahead, the guest writing on.
+		release, err := warm.(vmm.Precopier).Precopy(ctx, dir)
+		if err != nil {
+			t.Fatalf("Precopy of a restored machine: %v", err)
+		}
+		defer release()
+		if fi, err := os.Stat(filepath.Join(dir, memoryFile)); err != nil || allocatedBytes(fi) == 0 {
+			t.Fatalf("after Precopy the snapshot's memory file is %v, %v; want the copy of the machine's memory file", fi, err)
+		}
+		hook()
+		afterPrepare.Store(nil) // Snapshot has nothing to copy ahead of the stop now
+	}
 	snap, err := warm.(vmm.Snapshotter).Snapshot(ctx, dir)
+	afterPrepare.Store(nil)
 	if err != nil {
 		t.Fatalf("Snapshot of a restored machine: %v", err)
 	}
 	t.Logf("save of the restored machine: %s", time.Since(begin))
 	if got := warm.(*machine).savedBy; got != want {
 		t.Errorf("the restored machine was saved by %q; want by %q", got, want)
+	}
+	if viaTemplate != (during == 0) {
+		t.Errorf("the memory file was copied before the stop %d times; want once from the memory map, never through a template", during)
 	}
 	if logged := strings.Contains(log.String(), "template"); logged != viaTemplate {
 		t.Errorf("the driver's log after the save: %q; want a line on the template (with why) only when it was used", log.String())
@@ -406,6 +450,13 @@ func snapshotOfRestoredMachine(t *testing.T, ns string, scratch func() (*os.File
 		for _, w := range writtenAfterRestore {
 			if got, want := readGuest(t, c, w.addr), fmt.Sprintf("0x%08x", w.word); got != want {
 				t.Errorf("clone %d: guest memory at %#x = %s; want %s, written in the restored machine before its snapshot", i, w.addr, got, want)
+			}
+		}
+		if during > 0 {
+			for _, w := range writtenDuringSave {
+				if got, want := readGuest(t, c, w.addr), fmt.Sprintf("0x%08x", w.word); got != want {
+					t.Errorf("clone %d: guest memory at %#x = %s; want %s, written while its memory file was copied", i, w.addr, got, want)
+				}
 			}
 		}
 		if got := readGuest(t, c, kernelEntry); got != "0xcafebabe" {

@@ -80,7 +80,15 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) (vmm.Snapshot, error
 		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: machine (pid %d) is gone", m.rec.PID)
 	default:
 	}
-	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
+	m.mu.Lock()
+	precopied := m.precopied == dir
+	m.precopied = ""
+	m.mu.Unlock()
+	check := []string{stateFile, memoryFile}
+	if precopied {
+		check = check[:1] // the memory file is the Precopy's
+	}
+	if err := vmm.CheckSnapshotDir(dir, check...); err != nil {
 		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: %w", err)
 	}
 	var sh shape
@@ -90,11 +98,8 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) (vmm.Snapshot, error
 	snap := vmm.Snapshot{Dir: dir, Driver: Name, VMMVersion: m.version, VCPU: sh.VCPU, MemoryMiB: sh.MemoryMiB,
 		Disks: sh.Disks, NIC: sh.NIC, Files: map[string]string{"state": stateFile, "memory": memoryFile}}
 	err := os.WriteFile(filepath.Join(dir, stateFile), []byte(stateMagic), 0o600)
-	if err == nil {
-		err = os.WriteFile(filepath.Join(dir, memoryFile), nil, 0o600)
-	}
-	if err == nil {
-		err = os.Truncate(filepath.Join(dir, memoryFile), int64(sh.MemoryMiB)<<20)
+	if err == nil && !precopied {
+		err = writeMemoryFile(dir, sh.MemoryMiB)
 	}
 	if err == nil {
 		err = vmm.WriteSnapshot(snap)
@@ -104,6 +109,53 @@ func (m *Machine) Snapshot(ctx context.Context, dir string) (vmm.Snapshot, error
 		return vmm.Snapshot{}, fmt.Errorf("vmmtest: snapshot: %w", err)
 	}
 	return snap, nil
+}
+
+// writeMemoryFile writes the sparse memory file of a guest of memoryMiB into dir.
+func writeMemoryFile(dir string, memoryMiB int) error {
+	err := os.WriteFile(filepath.Join(dir, memoryFile), nil, 0o600)
+	if err == nil {
+		err = os.Truncate(filepath.Join(dir, memoryFile), int64(memoryMiB)<<20)
+	}
+	return err
+}
+
+// Precopy implements vmm.Precopier: it writes the memory file a Snapshot into dir writes, and
+// records whether the machine was paused then (Precopies).
+func (m *Machine) Precopy(ctx context.Context, dir string) (func(), error) {
+	if err := vmm.CheckSnapshotDir(dir, stateFile, memoryFile); err != nil {
+		return nil, fmt.Errorf("vmmtest: precopy: %w", err)
+	}
+	var sh shape
+	if err := json.Unmarshal(m.rec.Extra, &sh); err != nil {
+		return nil, fmt.Errorf("vmmtest: precopy: the machine's record has no shape: %v", err)
+	}
+	if err := writeMemoryFile(dir, sh.MemoryMiB); err != nil {
+		vmm.RemoveSnapshotFiles(dir, memoryFile)
+		return nil, fmt.Errorf("vmmtest: precopy: %w", err)
+	}
+	m.mu.Lock()
+	m.precopied = dir
+	m.precopies++
+	if m.paused {
+		m.pausedPrecopies++
+	}
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		if m.precopied == dir {
+			m.precopied = ""
+		}
+		m.mu.Unlock()
+	}, nil
+}
+
+// Precopies says how many times Precopy ran on the machine, and how many of them while it was
+// paused.
+func (m *Machine) Precopies() (n, paused int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.precopies, m.pausedPrecopies
 }
 
 // Restore implements vmm.Restorer: after the checks every driver makes it reads the state
@@ -141,5 +193,6 @@ func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, snap vmm.Snapshot)
 var (
 	_ vmm.Pauser      = (*Machine)(nil)
 	_ vmm.Snapshotter = (*Machine)(nil)
+	_ vmm.Precopier   = (*Machine)(nil)
 	_ vmm.Restorer    = (*Driver)(nil)
 )

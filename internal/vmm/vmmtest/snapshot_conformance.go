@@ -17,7 +17,7 @@ import (
 // snapshot has the shape of a started one's (sameShape); Restore refuses another
 // driver's snapshot, another VMM version's and another machine shape's with
 // vmm.ErrIncompatibleSnapshot, and a restore that fails leaves nothing; a snapshot of a killed
-// machine fails promptly.
+// machine fails promptly. A machine that is a vmm.Precopier is checked by precopy.
 func snapshot(t *testing.T, h Harness, m vmm.Machine) {
 	s, ok := m.(vmm.Snapshotter)
 	if !ok {
@@ -158,6 +158,21 @@ func snapshot(t *testing.T, h Harness, m vmm.Machine) {
 			kill(t, c, "Kill of a machine restored from a restored machine's snapshot")
 		}
 	}
+	// vmm.Precopier, on a restored machine (where the QEMU driver has its memory file to copy
+	// ahead) and on the started one.
+	for what, c := range map[string]vmm.Machine{"a restored machine": clones[1], "a started machine": m} {
+		if p, ok := c.(vmm.Precopier); ok {
+			precopy(t, ctx, what, c, p, read, func(snap vmm.Snapshot) {
+				if c, err := restore(h.Config(t), snap); err != nil {
+					t.Errorf("Restore of a snapshot of %s made after a Precopy: %v", what, err)
+				} else {
+					running(c, "a machine restored from a snapshot made after a Precopy")
+					kill(t, c, "Kill of a machine restored from a snapshot made after a Precopy")
+				}
+			})
+			running(c, what+" after its Precopy and Snapshot")
+		}
+	}
 	for i, c := range clones {
 		rec := c.Record()
 		kill(t, c, "Kill of a restored machine")
@@ -227,6 +242,46 @@ func snapshot(t *testing.T, h Harness, m vmm.Machine) {
 	}
 	if left, _ := os.ReadDir(gone); len(left) != 0 {
 		t.Errorf("the failed Snapshot left %d files in its directory", len(left))
+	}
+}
+
+// precopy checks vmm.Precopier on m (what says which machine): a Snapshot into the directory
+// of a Precopy is a whole snapshot, of first's shape, that restores (restored checks that); a
+// Precopy released without a Snapshot leaves the next Snapshot, into another directory, whole
+// too; a Precopy into a directory that holds a snapshot is refused.
+func precopy(t *testing.T, ctx context.Context, what string, m vmm.Machine, p vmm.Precopier, first vmm.Snapshot, restored func(vmm.Snapshot)) {
+	t.Helper()
+	s := m.(vmm.Snapshotter)
+	dir := t.TempDir()
+	release, err := p.Precopy(ctx, dir)
+	if err != nil {
+		t.Errorf("Precopy of %s: %v", what, err)
+		return
+	}
+	snap, err := s.Snapshot(ctx, dir)
+	release()
+	if err != nil {
+		t.Errorf("Snapshot of %s into the directory of its Precopy: %v", what, err)
+		return
+	}
+	sameShape(t, first, snap)
+	restored(snap)
+
+	other := t.TempDir()
+	release, err = p.Precopy(ctx, other)
+	if err != nil {
+		t.Errorf("a second Precopy of %s: %v", what, err)
+		return
+	}
+	release()
+	if snap, err := s.Snapshot(ctx, t.TempDir()); err != nil {
+		t.Errorf("Snapshot of %s after a Precopy released without one: %v", what, err)
+	} else {
+		restored(snap)
+	}
+	if release, err := p.Precopy(ctx, dir); err == nil {
+		release()
+		t.Errorf("Precopy of %s into a directory that holds a snapshot succeeded; want an error", what)
 	}
 }
 

@@ -157,6 +157,10 @@ type Machine struct {
 	mu     sync.Mutex
 	paused bool
 	guest  *Guest
+	// precopied is the directory of the Precopy a Snapshot has yet to take; precopies and
+	// pausedPrecopies count Precopy's runs (Precopies).
+	precopied                  string
+	precopies, pausedPrecopies int
 }
 
 // Guest is what renewals changed in a stand-in machine's guest. Its agent runs in the test
