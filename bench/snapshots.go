@@ -188,8 +188,7 @@ func restored(r cmdResult) bool { return strings.Contains(r.stderr, "restoring s
 // warmSteps creates warm VMs through the API and reports the daemon's timing of each of
 // their start steps: where a warm start's time goes.
 func (b *bench) warmSteps() error {
-	per := map[string][]time.Duration{}
-	var order []string
+	var st stepTimes
 	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
 		ctx, cancel := context.WithTimeout(b.ctx, bootTimeout)
 		ev, err := b.createVMCtx(ctx, fmt.Sprintf("bench-warm-%d", i), false)
@@ -197,20 +196,39 @@ func (b *bench) warmSteps() error {
 		if err != nil {
 			return fmt.Errorf("warm create through the API: %w", err)
 		}
-		for _, t := range ev.Timings {
-			if _, ok := per[t.Name]; !ok {
-				order = append(order, t.Name)
-			}
-			per[t.Name] = append(per[t.Name], t.Duration)
-		}
+		st.add(ev.Timings)
 		if err := b.deleteAllBut(); err != nil {
 			return err
 		}
 	}
-	for _, name := range order {
-		b.rep.add("warm.step."+name, "warm create, start step "+name+" (daemon's timing)", "ms", millis(per[name]))
-	}
+	st.report(b.rep, "warm.step.", "warm create, start step ")
 	return nil
+}
+
+// stepTimes gathers the daemon's step timings over rounds, by step name, in the order the
+// names first came.
+type stepTimes struct {
+	order []string
+	per   map[string][]time.Duration
+}
+
+func (s *stepTimes) add(timings []api.StepTiming) {
+	if s.per == nil {
+		s.per = map[string][]time.Duration{}
+	}
+	for _, t := range timings {
+		if _, ok := s.per[t.Name]; !ok {
+			s.order = append(s.order, t.Name)
+		}
+		s.per[t.Name] = append(s.per[t.Name], t.Duration)
+	}
+}
+
+// report adds a figure per step: named prefix+step, described as what+step.
+func (s *stepTimes) report(rep *report, prefix, what string) {
+	for _, name := range s.order {
+		rep.add(prefix+name, what+name+" (daemon's timing)", "ms", millis(s.per[name]))
+	}
 }
 
 // bootSnapshots returns the names of the boot snapshots `snapshot list` shows.
@@ -372,8 +390,7 @@ func (b *bench) fork() error {
 // of the source's capture and of each of the clone's steps, and the clone's first
 // `vm exec -- true` (CLI start to exit): where the time of `vm fork -n 1` goes.
 func (b *bench) forkSteps(src string) error {
-	per := map[string][]time.Duration{}
-	var order []string
+	var st stepTimes
 	var first []time.Duration
 	for i := 0; i < b.o.rounds && b.ctx.Err() == nil; i++ {
 		ctx, cancel := context.WithTimeout(b.ctx, forkTimeout)
@@ -382,12 +399,7 @@ func (b *bench) forkSteps(src string) error {
 		if err != nil {
 			return fmt.Errorf("fork through the API, round %d: %w", i+1, err)
 		}
-		for _, t := range ev.Timings {
-			if _, ok := per[t.Name]; !ok {
-				order = append(order, t.Name)
-			}
-			per[t.Name] = append(per[t.Name], t.Duration)
-		}
+		st.add(ev.Timings)
 		clone := ev.VMs[0].Name
 		r := b.cli(quickTimeout, "vm", "exec", clone, "--", "true")
 		if r.err != nil {
@@ -398,9 +410,7 @@ func (b *bench) forkSteps(src string) error {
 			return fmt.Errorf("fork through the API, round %d: delete the clone: %w", i+1, err)
 		}
 	}
-	for _, name := range order {
-		b.rep.add("fork.step."+name, "vm fork -n 1, step "+name+" (daemon's timing)", "ms", millis(per[name]))
-	}
+	st.report(b.rep, "fork.step.", "vm fork -n 1, step ")
 	b.rep.add("fork.first_exec", "vm fork -n 1, then the clone's first vm exec -- true (CLI start to exit)", "ms", millis(first))
 	return nil
 }

@@ -83,8 +83,8 @@ type mappedSave struct {
 
 // prepareMapped opens what a save of the machine of shape sh from its memory map needs and
 // copies the memory file the machine maps into dir; errNotMapped (wrapped) when this way cannot
-// save the machine, and then nothing was written. It needs no stopped guest: Snapshot calls it
-// before it stops the vCPUs, so that the guest is paused only for finishMapped.
+// save the machine, and then nothing was written. It needs no stopped guest: Precopy, or else
+// Snapshot, calls it before the vCPUs stop, so that the guest is paused only for finishMapped.
 func (m *machine) prepareMapped(ctx context.Context, dir string, sh shape) (_ *mappedSave, err error) {
 	pid := m.rec.PID
 	p := &mappedSave{size: int64(sh.MemoryMiB) << 20}

@@ -164,7 +164,6 @@ func (m *machine) Snapshot(ctx context.Context, dir string) (snap vmm.Snapshot, 
 			if cerr := s.run("cont", nil, nil); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("qemu: snapshot: continue the machine: %w", cerr))
 			}
-			m.logger().Debug("qemu: snapshot: the guest was paused", "pid", m.rec.PID, "for", time.Since(stoppedAt))
 		}()
 	}
 
